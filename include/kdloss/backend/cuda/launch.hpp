@@ -1,0 +1,21 @@
+// kdloss/backend/cuda/launch.hpp: launch geometry of the GPU backend, free of CUDA headers so a
+// host-only translation unit can answer a GPU workspace query.
+#pragma once
+#include <cstdint>
+
+namespace kdloss::backend::cuda {
+
+inline constexpr int kBlock = 256;
+/// Upper bound on blocks of a full reduction: also the number of partial sums in the workspace.
+inline constexpr int kMaxReduceBlocks = 1024;
+
+inline int reduce_blocks(std::int64_t numel) {
+  const std::int64_t want = (numel + kBlock * 8 - 1) / (kBlock * 8);
+  return static_cast<int>(want < 1 ? 1 : (want > kMaxReduceBlocks ? kMaxReduceBlocks : want));
+}
+inline int grid_for(std::int64_t work, int per_block = kBlock) {
+  const std::int64_t want = (work + per_block - 1) / per_block;
+  return static_cast<int>(want < 1 ? 1 : (want > 65535 * 16 ? 65535 * 16 : want));
+}
+
+}  // namespace kdloss::backend::cuda

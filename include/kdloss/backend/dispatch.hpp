@@ -1,0 +1,107 @@
+// kdloss/backend/dispatch.hpp: sends one evaluation to the backend of the device its views live on.
+// The loss code above this layer is written once for both backends.
+#pragma once
+#include <cstdint>
+#include <tuple>
+#include <type_traits>
+
+#include "kdloss/backend/cpu/executor.hpp"
+#include "kdloss/backend/cuda/launch.hpp"
+#include "kdloss/config.hpp"
+#include "kdloss/core/device.hpp"
+#include "kdloss/core/error.hpp"
+#include "kdloss/core/math.hpp"
+#include "kdloss/core/view.hpp"
+#include "kdloss/core/workspace.hpp"
+
+#if KDLOSS_CUDA_ENABLED
+#include "kdloss/backend/cuda/executor.cuh"
+#endif
+
+namespace kdloss::detail {
+
+/// Element types the host backend computes in (half and bfloat16 are GPU-only).
+template <class... Ts>
+inline constexpr bool host_types_v =
+    ((std::is_same_v<std::remove_cv_t<Ts>, float> || std::is_same_v<std::remove_cv_t<Ts>, double>)&&...);
+
+/// Fails when a call on the GPU reaches a translation unit that nvcc did not compile, or a
+/// host call gets an element type only the GPU backend has.
+template <class T>
+void require_backend(const char* fn, Device device) {
+#if !KDLOSS_CUDA_ENABLED
+  require(device.is_host(), fn, ": the views are on ", device.str(),
+          " but this translation unit was compiled without CUDA; compile it with nvcc and link kdloss::cuda");
+#endif
+  if constexpr (!host_types_v<T>)
+    require(!device.is_host(), fn, ": half and bfloat16 views are supported on the GPU only; the views are on ",
+            device.str());
+  (void)fn;
+  (void)device;
+}
+
+/// Scratch of a full reduction: per-block partial sums on the GPU, nothing on the host.
+/// Sized the same whether or not this translation unit has the CUDA backend.
+inline double* carve_reduction(Carver& carver, Device device, std::int64_t numel) {
+  if (device.is_host()) return nullptr;
+  return carver.take<double>(static_cast<std::size_t>(backend::cuda::reduce_blocks(numel)));
+}
+
+/// Identity finaliser: the reduced sum as it is.
+struct Keep {
+  KDLOSS_HOST_DEVICE double operator()(double total) const { return total; }
+};
+/// Multiplies the reduced sum by a constant (means, loss weights).
+struct Scale {
+  double factor;
+  KDLOSS_HOST_DEVICE double operator()(double total) const { return total * factor; }
+};
+
+/// Evaluates f over `full` on `device`: writes `outs`, and when `result` is non-null stores
+/// fin(sum of f) to *result, a pointer on the same device (no host round trip on the GPU).
+/// `Acc` is the GPU accumulation type; host code accumulates chunks in their element type and
+/// the chunk sums in double.
+template <class Acc, class F, class Fin, class R, class... I, class... O>
+void transform_reduce(Device device, Stream stream, const Dims& full, F f, const std::tuple<View<const I>...>& ins,
+                      const std::tuple<View<O>...>& outs, double* partials, Fin fin, R* result) {
+  if (device.is_host()) {
+    if constexpr (host_types_v<I..., O..., R>) {
+      const double total = backend::cpu::transform_reduce(full, f, ins, outs);
+      if (result) *result = static_cast<R>(fin(total));
+    }
+    return;
+  }
+#if KDLOSS_CUDA_ENABLED
+  backend::cuda::DeviceGuard guard(device);
+  backend::cuda::transform_reduce<Acc>(full, f, ins, outs, partials, fin, result,
+                                       backend::cuda::stream_of(stream));
+#else
+  (void)stream;
+  (void)partials;
+#endif
+}
+
+/// Elementwise map without a reduction.
+template <class Acc, class F, class... I, class... O>
+void transform(Device device, Stream stream, const Dims& full, F f, const std::tuple<View<const I>...>& ins,
+               const std::tuple<View<O>...>& outs) {
+  transform_reduce<Acc>(device, stream, full, f, ins, outs, nullptr, Keep{}, static_cast<double*>(nullptr));
+}
+
+/// out[kept] = sum over the axes where out has extent 1 of f(ins) broadcast to `full`.
+template <class Acc, class F, class O, class... I>
+void reduce_into(Device device, Stream stream, const Dims& full, F f, const std::tuple<View<const I>...>& ins,
+                 const View<O>& out) {
+  if (device.is_host()) {
+    if constexpr (host_types_v<I..., O>) backend::cpu::reduce_into(full, f, ins, out);
+    return;
+  }
+#if KDLOSS_CUDA_ENABLED
+  backend::cuda::DeviceGuard guard(device);
+  backend::cuda::reduce_into<Acc>(full, f, ins, out, backend::cuda::stream_of(stream));
+#else
+  (void)stream;
+#endif
+}
+
+}  // namespace kdloss::detail

@@ -1,0 +1,45 @@
+// kdloss/config.hpp: compiler and platform switches shared by every header.
+#pragma once
+
+#define KDLOSS_VERSION_MAJOR 0
+#define KDLOSS_VERSION_MINOR 1
+#define KDLOSS_VERSION_PATCH 0
+
+// One overridable host/device marker, so the same scalar code builds with g++ and nvcc.
+#ifndef KDLOSS_HOST_DEVICE
+#if defined(__CUDACC__)
+#define KDLOSS_HOST_DEVICE __host__ __device__
+#else
+#define KDLOSS_HOST_DEVICE
+#endif
+#endif
+
+#ifndef KDLOSS_FORCEINLINE
+#if defined(__CUDACC__)
+#define KDLOSS_FORCEINLINE __forceinline__
+#elif defined(__GNUC__)
+#define KDLOSS_FORCEINLINE inline __attribute__((always_inline))
+#else
+#define KDLOSS_FORCEINLINE inline
+#endif
+#endif
+
+// The CUDA backend exists only in translation units compiled by nvcc: a .cpp file
+// sees the host backend alone and gets a clear error if it hands over device views.
+#if defined(__CUDACC__) && !defined(KDLOSS_DISABLE_CUDA)
+#define KDLOSS_CUDA_ENABLED 1
+#else
+#define KDLOSS_CUDA_ENABLED 0
+#endif
+
+// Host loops use OpenMP when the consumer compiles with it (kdloss::kdloss links it when found).
+#if defined(_OPENMP)
+#define KDLOSS_OPENMP 1
+#else
+#define KDLOSS_OPENMP 0
+#endif
+
+namespace kdloss {
+/// Largest rank a view can have: enough for [B, C, D, H, W] plus one.
+inline constexpr int kMaxRank = 6;
+}  // namespace kdloss

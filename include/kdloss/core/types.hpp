@@ -1,0 +1,21 @@
+// kdloss/core/types.hpp: reductions and small shared enums.
+#pragma once
+#include <string>
+
+namespace kdloss {
+
+/// How a per-element loss becomes its output, as PyTorch names it.
+/// batchmean (sum / size of dim 0) exists for the KL divergence only.
+enum class Reduction { none, mean, sum, batchmean };
+
+inline const char* to_string(Reduction r) {
+  switch (r) {
+    case Reduction::none: return "none";
+    case Reduction::mean: return "mean";
+    case Reduction::sum: return "sum";
+    case Reduction::batchmean: return "batchmean";
+  }
+  return "?";
+}
+
+}  // namespace kdloss

@@ -1,0 +1,11 @@
+// kdloss/kdloss.hpp: the umbrella header. Include it from .cpp files for the host backend, or
+// from .cu files compiled by nvcc for both backends.
+#pragma once
+
+#include "kdloss/config.hpp"
+#include "kdloss/core/device.hpp"
+#include "kdloss/core/error.hpp"
+#include "kdloss/core/types.hpp"
+#include "kdloss/core/view.hpp"
+#include "kdloss/core/workspace.hpp"
+#include "kdloss/losses/feature/pointwise.hpp"

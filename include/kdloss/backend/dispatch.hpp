@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "kdloss/backend/cpu/executor.hpp"
+#include "kdloss/backend/cpu/rowwise.hpp"
 #include "kdloss/backend/cuda/launch.hpp"
 #include "kdloss/config.hpp"
 #include "kdloss/core/device.hpp"
@@ -16,6 +17,7 @@
 
 #if KDLOSS_CUDA_ENABLED
 #include "kdloss/backend/cuda/executor.cuh"
+#include "kdloss/backend/cuda/rowwise.cuh"
 #endif
 
 namespace kdloss::detail {
@@ -45,6 +47,12 @@ void require_backend(const char* fn, Device device) {
 inline double* carve_reduction(Carver& carver, Device device, std::int64_t numel) {
   if (device.is_host()) return nullptr;
   return carver.take<double>(static_cast<std::size_t>(backend::cuda::reduce_blocks(numel)));
+}
+
+/// Scratch of a reduced row operation over `rows` rows of `length` elements.
+inline double* carve_rowwise(Carver& carver, Device device, std::int64_t rows, std::int64_t length) {
+  if (device.is_host()) return nullptr;
+  return carver.take<double>(static_cast<std::size_t>(backend::cuda::rowwise_blocks(rows, length)));
 }
 
 /// Identity finaliser: the reduced sum as it is.
@@ -101,6 +109,27 @@ void reduce_into(Device device, Stream stream, const Dims& full, F f, const std:
   backend::cuda::reduce_into<Acc>(full, f, ins, out, backend::cuda::stream_of(stream));
 #else
   (void)stream;
+#endif
+}
+
+/// Runs `op` on every row of `full` along `axis` (see ops/softmax.hpp for the row interface);
+/// when `result` is non-null, stores fin(sum of the row results) there (device memory on the GPU).
+template <class Acc, class Op, class Fin, class R, class... I, class... O>
+void rowwise(Device device, Stream stream, const Dims& full, int axis, Op op, const std::tuple<View<const I>...>& ins,
+             const std::tuple<View<O>...>& outs, double* partials, Fin fin, R* result) {
+  if (device.is_host()) {
+    if constexpr (host_types_v<I..., O..., R>) {
+      const double total = backend::cpu::rowwise<Acc>(full, axis, op, ins, outs);
+      if (result) *result = static_cast<R>(fin(total));
+    }
+    return;
+  }
+#if KDLOSS_CUDA_ENABLED
+  backend::cuda::DeviceGuard guard(device);
+  backend::cuda::rowwise<Acc>(full, axis, op, ins, outs, partials, fin, result, backend::cuda::stream_of(stream));
+#else
+  (void)stream;
+  (void)partials;
 #endif
 }
 

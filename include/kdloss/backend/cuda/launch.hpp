@@ -18,4 +18,12 @@ inline int grid_for(std::int64_t work, int per_block = kBlock) {
   return static_cast<int>(want < 1 ? 1 : (want > 65535 * 16 ? 65535 * 16 : want));
 }
 
+/// Blocks of a row operation (rowwise.cuh): capped so a reduction's partials fit kMaxReduceBlocks.
+/// Rows shorter than 2048 get a warp each, 8 per block; longer rows a block each.
+inline int rowwise_blocks(std::int64_t rows, std::int64_t length) {
+  const std::int64_t per_block = length >= 2048 ? 1 : kBlock / 32;
+  const std::int64_t want = (rows + per_block - 1) / per_block;
+  return static_cast<int>(want < 1 ? 1 : (want > kMaxReduceBlocks ? kMaxReduceBlocks : want));
+}
+
 }  // namespace kdloss::backend::cuda

@@ -1,0 +1,150 @@
+// ops::softmax / log_softmax forward and backward: reference, gradients, strided axes, errors, GPU.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "kdloss/ops/softmax.hpp"
+#include "ops/softmax_gpu.hpp"
+#include "support/test_support.hpp"
+
+using namespace kdloss;
+using kdloss_test::check_close;
+using kdloss_test::random_vector;
+
+namespace {
+
+// Naive double softmax of a row-major [outer, n, inner] tensor along the middle axis.
+std::vector<double> ref_softmax(const std::vector<double>& x, std::int64_t outer, std::int64_t n, std::int64_t inner,
+                                double t, double scale, bool log_form) {
+  std::vector<double> y(x.size());
+  for (std::int64_t o = 0; o < outer; ++o)
+    for (std::int64_t i = 0; i < inner; ++i) {
+      double m = -INFINITY, z = 0;
+      for (std::int64_t j = 0; j < n; ++j) m = std::max(m, x[(o * n + j) * inner + i] / t);
+      for (std::int64_t j = 0; j < n; ++j) z += std::exp(x[(o * n + j) * inner + i] / t - m);
+      for (std::int64_t j = 0; j < n; ++j) {
+        const double v = x[(o * n + j) * inner + i] / t - m - std::log(z);
+        y[(o * n + j) * inner + i] = log_form ? v : scale * std::exp(v);
+      }
+    }
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("softmax and log_softmax along every axis match the double reference") {
+  const Dims shape{3, 4, 5};
+  const auto x = random_vector<double>(60, 1, -3, 3);
+  for (int axis = 0; axis < 3; ++axis)
+    for (bool log_form : {false, true}) {
+      CAPTURE(axis);
+      std::int64_t outer = 1, inner = 1;
+      for (int d = 0; d < axis; ++d) outer *= shape[d];
+      for (int d = axis + 1; d < 3; ++d) inner *= shape[d];
+      const auto want = ref_softmax(x, outer, shape[axis], inner, 0.7, 2.5, log_form);
+      std::vector<double> y(60);
+      if (log_form) ops::log_softmax(host_view(x.data(), shape), axis, host_view(y.data(), shape), 0.7);
+      else ops::softmax(host_view(x.data(), shape), axis, host_view(y.data(), shape), 0.7, 2.5);
+      check_close(y, want, 1e-13, 1e-15);
+    }
+}
+
+TEST_CASE("softmax is stable for large logits and exact for a single class") {
+  std::vector<float> x{1000.f, 1001.f, -1000.f}, y(3);
+  ops::softmax(host_view(x.data(), {1, 3}), 1, host_view(y.data(), {1, 3}));
+  CHECK(kdloss_test::all_finite(y));
+  CHECK(y[1] == doctest::Approx(1 / (1 + std::exp(-1.0))).epsilon(1e-6));
+  std::vector<float> one{5.f}, p(1);
+  ops::softmax(host_view(one.data(), {1, 1}), 1, host_view(p.data(), {1, 1}), 1.0, 7.0);
+  CHECK(p[0] == 7.0f);
+}
+
+TEST_CASE("softmax and log_softmax backward equal central differences") {
+  const Dims shape{2, 5, 3};
+  const auto x = random_vector<double>(30, 2, -2, 2);
+  const auto g = random_vector<double>(30, 3);
+  for (bool log_form : {false, true}) {
+    for (int axis : {1, 2}) {
+      CAPTURE(axis);
+      std::int64_t outer = 1, inner = 1;
+      for (int d = 0; d < axis; ++d) outer *= shape[d];
+      for (int d = axis + 1; d < 3; ++d) inner *= shape[d];
+      auto objective = [&](const std::vector<double>& xv) {
+        const auto y = ref_softmax(xv, outer, shape[axis], inner, 0.5, 3.0, log_form);
+        double acc = 0;
+        for (std::size_t i = 0; i < y.size(); ++i) acc += y[i] * g[i];
+        return acc;
+      };
+      const auto want = kdloss_test::numeric_gradient(x, objective);
+      const auto y = ref_softmax(x, outer, shape[axis], inner, 0.5, 3.0, log_form);
+      std::vector<double> dx(30);
+      if (log_form)
+        ops::log_softmax_backward(host_view(y.data(), shape), host_view(g.data(), shape), axis,
+                                  host_view(dx.data(), shape), 0.5);
+      else
+        ops::softmax_backward(host_view(y.data(), shape), host_view(g.data(), shape), axis, host_view(dx.data(), shape),
+                              0.5, 3.0);
+      check_close(dx, want, 1e-7, 1e-9, "grad");
+    }
+  }
+}
+
+TEST_CASE("softmax over a strided (channel-last) axis equals the contiguous result") {
+  const Dims shape{2, 6, 3, 4};
+  const auto x = random_vector<double>(144, 4);
+  std::vector<double> want(144);
+  ops::softmax(host_view(x.data(), shape), 1, host_view(want.data(), shape), 0.3);
+  const auto x_nhwc = kdloss_test::relayout(x, shape, {0, 2, 3, 1});
+  std::vector<double> zeros(144, 0.0);
+  auto y_nhwc = kdloss_test::relayout(zeros, shape, {0, 2, 3, 1}, 2);
+  ops::softmax(View<const double>(x_nhwc.view), 1, y_nhwc.view, 0.3);
+  check_close(kdloss_test::to_vector(y_nhwc.view), want, 1e-14, 0);
+}
+
+TEST_CASE("softmax rejects bad arguments and writes nothing") {
+  std::vector<float> x(12, 1.f), y(12, 9.f);
+  auto expect = [&](auto&& call, const std::string& needle) {
+    try {
+      call();
+      FAIL("no error: " << needle);
+    } catch (const Error& e) {
+      CHECK_MESSAGE(std::string(e.what()).find(needle) != std::string::npos, e.what());
+    }
+    for (float v : y) REQUIRE(v == 9.f);
+  };
+  expect([&] { ops::softmax(host_view(x.data(), {3, 4}), 2, host_view(y.data(), {3, 4})); }, "'axis' is 2");
+  expect([&] { ops::softmax(host_view(x.data(), {3, 4}), 1, host_view(y.data(), {4, 3})); }, "'out' has shape [4, 3]");
+  expect([&] { ops::softmax(host_view(x.data(), {3, 4}), 1, host_view(y.data(), {3, 4}), 0.0); },
+         "'temperature' must be > 0");
+  expect([&] { ops::softmax(host_view(x.data(), {3, 4}), 1, host_view(y.data(), {3, 4}, {0, 1})); },
+         "addresses some element twice");
+  expect([&] { ops::softmax(host_view(x.data(), {3, 4}), 1, host_view(x.data(), {3, 4})); }, "overlaps");
+}
+
+KDLOSS_GPU_TEST("softmax ops: GPU agrees with CPU for short (warp) and long (block) rows") {
+#if KDLOSS_TEST_CUDA
+  for (Dims shape : {Dims{4, 37, 5}, Dims{2, 5000, 3}, Dims{2, 70000, 1}}) {
+    const auto n = static_cast<std::size_t>(shape.product());
+    const auto x = random_vector<double>(n, 5, -4, 4);
+    const auto g = random_vector<double>(n, 6);
+    for (int op = 0; op < 4; ++op) {
+      CAPTURE(op);
+      std::vector<double> want(n);
+      if (op == 0) ops::softmax(host_view(x.data(), shape), 1, host_view(want.data(), shape), 0.5, 3.0);
+      if (op == 1) ops::log_softmax(host_view(x.data(), shape), 1, host_view(want.data(), shape), 0.5);
+      if (op == 2)
+        ops::softmax_backward(host_view(x.data(), shape), host_view(g.data(), shape), 1, host_view(want.data(), shape),
+                              0.5, 3.0);
+      if (op == 3)
+        ops::log_softmax_backward(host_view(x.data(), shape), host_view(g.data(), shape), 1,
+                                  host_view(want.data(), shape), 0.5);
+      const auto got64 = kdloss_test::softmax_op_on_gpu(op, /*dtype double*/ 1, x, g, shape);
+      check_close(got64, want, 1e-12, 1e-15, "double");
+      const auto got32 = kdloss_test::softmax_op_on_gpu(op, 0, x, g, shape);
+      check_close(got32, want, 1e-5, 1e-6, "float");
+    }
+  }
+#endif
+}

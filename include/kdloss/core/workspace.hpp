@@ -73,11 +73,11 @@ inline void* resolve_workspace(const char* fn, Device device, const Workspace& w
   if (needed == 0) return nullptr;
   if (ws.data == nullptr) {
     require(device.is_host(), fn, ": argument 'workspace' is null but this call on ", device.str(), " needs ",
-            needed, " bytes; query ", fn, "_workspace_bytes(...) and pass a buffer that large");
+            needed, " bytes; size a buffer with the loss's *_workspace_bytes query");
     return host_scratch.get(needed);
   }
   require(ws.bytes >= needed, fn, ": argument 'workspace' has ", ws.bytes, " bytes but this call needs ", needed,
-          " bytes (query ", fn, "_workspace_bytes(...))");
+          " bytes (size it with the loss's *_workspace_bytes query)");
   require(reinterpret_cast<std::uintptr_t>(ws.data) % kWorkspaceAlignment == 0, fn,
           ": argument 'workspace' must be aligned to ", kWorkspaceAlignment, " bytes");
   return ws.data;

@@ -88,6 +88,7 @@ double run_chunk(const expr::Space& space, F& f, const InTuple& ins, const OutTu
     for (std::int64_t j = 0; j < n; ++j) p[j * s] = buf[j];
   };
   (scatter(std::integral_constant<std::size_t, KO>{}), ...);
+  (void)in_ptr;  // unused when there are no inputs (fill)
   (void)out_ptr;
   (void)scatter;
   return total;
@@ -166,15 +167,15 @@ void reduce_into(const Dims& full, F f, const std::tuple<View<const I>...>& ins,
       for (std::int64_t col = 0; col < inner; col += kChunk) {
         const std::int64_t n = std::min(kChunk, inner - col);
         const std::int64_t linear = unit * per_unit + local + col;
-        std::int64_t off[expr::kMaxOperands];
+        std::int64_t off[expr::kMaxOperands] = {};  // zeroed: GCC cannot see that offsets() fills it
         space.offsets(linear, off);
         O* o = out.data + off[NI];
         // The chunk's values go through a map so they are summed by the same vectorised formula.
         std::array<O, kChunk> vals;
         ArrayMap<O> vals_map(vals.data(), n);
-        detail::run_chunk(
-            space, [&](const auto&... in) { vals_map = f(in...); }, ins, std::tuple<>{}, linear, n,
-            std::make_index_sequence<NI>{}, std::make_index_sequence<0>{});
+        auto chunk_values = [&](const auto&... in) { vals_map = f(in...); };  // run_chunk takes f by lvalue
+        detail::run_chunk(space, chunk_values, ins, std::tuple<>{}, linear, n, std::make_index_sequence<NI>{},
+                          std::make_index_sequence<0>{});
         if (out_inner_stride == 0) {
           *o += vals_map.sum();
         } else if (out_inner_stride == 1) {

@@ -118,6 +118,18 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
+/// Sets an output element to zero (reduce_into over an empty axis).
+struct SetZero {
+  template <class A>
+  __device__ void operator()(A& out) const {
+    out = A(0);
+  }
+};
+/// Finaliser of calls that store no reduced value.
+struct NoFinalize {
+  __host__ __device__ double operator()(double total) const { return total; }
+};
+
 template <class... I, class... O>
 expr::Space space_of(const Dims& full, const std::tuple<View<const I>...>& ins, const std::tuple<View<O>...>& outs,
                      bool reorder) {
@@ -160,6 +172,13 @@ void reduce_into(const Dims& full, F f, const std::tuple<View<const I>...>& ins,
   constexpr int NI = sizeof...(I);
   const expr::Space space = detail::space_of(full, ins, std::tuple<View<O>>{out}, /*reorder=*/false);
   if (out.numel() == 0) return;
+  if (space.numel == 0) {
+    // An empty reduced axis: every output is an empty sum. The merged space has rank 0 here, so
+    // the split below would address only the first output.
+    transform_reduce<Acc>(out.shape, detail::SetZero{}, std::tuple<>{}, std::tuple<View<O>>{out}, nullptr,
+                          detail::NoFinalize{}, static_cast<double*>(nullptr), stream);
+    return;
+  }
   // Split the merged dimensions into those the output keeps and those it sums over.
   expr::Space kept, reduced;
   kept.operands = reduced.operands = space.operands;
@@ -171,7 +190,6 @@ void reduce_into(const Dims& full, F f, const std::tuple<View<const I>...>& ins,
     part.numel *= space.shape[d];
     ++part.rank;
   }
-  if (space.numel == 0) reduced.numel = 0;
   auto ptrs = detail::data_pointers(ins, std::make_index_sequence<NI>{});
   // Long reductions over few outputs get a block each; otherwise one thread per output, which
   // reads coalesced when neighbouring outputs are neighbours in memory (e.g. mean over channels).

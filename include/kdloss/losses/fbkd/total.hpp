@@ -1,0 +1,438 @@
+// kdloss/losses/fbkd/total.hpp: the weighted FBKD total over pyramid levels, forward and analytic
+// backward in one call:
+//
+//   value = sum over levels of  w_am * L_AM + w_at * L_AT
+//
+// with the masks, L_AM and L_AT of masks.hpp / masked_feature.hpp / attention_transfer.hpp, in the
+// forms a Config names (presets: Config::code_two_stage() etc.). The non-local term L_NLD is not
+// part of this call (it needs the non-local blocks' weights).
+//
+// Each level's maps, masks and norms live in one caller workspace carved once for the whole call;
+// the per-level norms go to double slots on the device and a final one-thread combine writes the
+// weighted total to `out`, so a GPU call never synchronises with the host.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "kdloss/core/validate.hpp"
+#include "kdloss/losses/fbkd/kernels.hpp"
+#include "kdloss/losses/fbkd/masked_feature.hpp"
+#include "kdloss/losses/fbkd/masks.hpp"
+#include "kdloss/losses/fbkd/options.hpp"
+
+namespace kdloss::fbkd {
+
+/// One pyramid level of an FBKD call. Leave a view default-constructed (`{}`) when it does not apply:
+/// an optional input that is not given, or a gradient that is not requested.
+///
+/// Inputs (all [B,C,H,W] unless noted; any strides; teacher features are never differentiated):
+/// - student S: the student's feature. Its maps enter the masks (detached) and the paper L_AT.
+///   Required unless only the code-form L_AT is active (w_am = 0).
+/// - teacher T: required.
+/// - student_adapted A: the student's feature after the caller's 1x1 adapter, used by L_AM. Default S.
+/// - student_channel C_hat [B,C] (or [B,C,1,1]) = Linear(mean_hw(S)) and student_spatial S_hat
+///   [B,1,H,W] (or [B,H,W]) = Conv3x3(mean_c(S)): the caller's adapted pooled features, required by the
+///   code-form L_AT (ops::mean_over_positions / mean_over_channels compute the plain means).
+///
+/// Gradient outputs (written by backward and forward_backward, ignored by the forward; each is
+/// overwritten, not accumulated; a term that is switched off writes zeros):
+/// - grad_student_adapted: d value / dA (the L_AM term).
+/// - grad_student: d value / dS through the paper L_AT's abs-means (zero in the code form). When A
+///   defaults to S, the gradient wrt S is grad_student + grad_student_adapted: add them.
+/// - grad_student_channel, grad_student_spatial: d value / dC_hat and dS_hat (the code L_AT); backprop
+///   them through your adapters and then through the plain means (ops::*_backward).
+///
+///   kdloss::fbkd::Level<float> p3{kdloss::host_view<const float>(s3, {2, 256, 100, 168}),
+///                                 kdloss::host_view<const float>(t3, {2, 256, 100, 168})};
+///   p3.student_adapted = kdloss::host_view<const float>(a3, {2, 256, 100, 168});
+///   p3.grad_student_adapted = kdloss::host_view(ga3, {2, 256, 100, 168});
+template <class T>
+struct Level {
+  Level() = default;
+  /// The common case: S and T, and A when there is an adapter; set the other fields by name.
+  Level(View<const T> student_, View<const T> teacher_, View<const T> student_adapted_ = {})
+      : student(student_), teacher(teacher_), student_adapted(student_adapted_) {}
+
+  View<const T> student;
+  View<const T> teacher;
+  View<const T> student_adapted;
+  View<const T> student_channel;
+  View<const T> student_spatial;
+  View<T> grad_student_adapted;
+  View<T> grad_student;
+  View<T> grad_student_channel;
+  View<T> grad_student_spatial;
+};
+
+namespace detail {
+
+/// Which passes a configuration needs: a term with weight 0 is not computed at all.
+struct Plan {
+  bool am = false, am_channel = false, at_paper = false, at_code = false;
+  static Plan of(const Config& c) {
+    Plan p;
+    p.am = c.w_am != 0;
+    p.am_channel = p.am && c.use_channel_mask;
+    p.at_paper = c.w_at != 0 && c.transfer_form == TransferForm::paper;
+    p.at_code = c.w_at != 0 && c.transfer_form == TransferForm::code;
+    return p;
+  }
+  bool spatial_maps() const { return am || at_paper; }
+  bool channel_maps() const { return am_channel || at_paper; }
+  bool needs_student() const { return am || at_paper; }
+};
+
+/// Workspace pieces of one level, in the accumulation type.
+template <class A>
+struct LevelBuffers {
+  MaskBuffers<A> maps;
+  A* ps_t = nullptr;  // mean_c(T) [B,HW]   (code L_AT)
+  A* pc_t = nullptr;  // mean_hw(T) [B,C]   (code L_AT)
+};
+
+/// The whole call's workspace: the slots, then every level's buffers, then the shared partials.
+template <class A>
+struct Layout {
+  double* slots = nullptr;
+  std::vector<LevelBuffers<A>> levels;
+  double* partials = nullptr;
+  std::size_t bytes = 0;
+};
+
+template <class A>
+Layout<A> carve_total(void* base, const std::vector<Geometry>& geos, const Plan& plan, Device device) {
+  Carver carver(base);
+  Layout<A> lay;
+  lay.slots = carver.take<double>(geos.size() * kSlotsPerLevel);
+  std::int64_t largest = 1;
+  for (const Geometry& g : geos) {
+    LevelBuffers<A> b;
+    b.maps = carve_masks<A>(carver, g, plan.spatial_maps(), plan.channel_maps(), plan.am, plan.am_channel);
+    if (plan.at_code) {
+      b.ps_t = carver.take<A>(static_cast<std::size_t>(g.b * g.hw()));
+      b.pc_t = carver.take<A>(static_cast<std::size_t>(g.b * g.c));
+    }
+    lay.levels.push_back(b);
+    largest = std::max(largest, g.numel());
+  }
+  lay.partials = carve_partials(carver, device, largest);
+  lay.bytes = carver.bytes();
+  return lay;
+}
+
+/// A validated level: shapes normalised to rank 4, A resolved, gradients to write.
+template <class T>
+struct Prepared {
+  Geometry g;
+  View<const T> s, t, a, c_hat, s_hat;
+  View<T> grad_a, grad_s, grad_c, grad_sp;
+};
+
+/// Argument names: "levels[i].field" for the total, "field" for the single-level entry points.
+struct Names {
+  bool indexed;
+  std::size_t level = 0;
+  std::string operator()(const char* field) const {
+    return indexed ? "levels[" + std::to_string(level) + "]." + field : std::string(field);
+  }
+};
+
+template <class T>
+void check_input(const ::kdloss::detail::Checker& ck, const View<const T>& v, const std::string& name,
+                 const View<const T>& teacher, const std::string& teacher_name) {
+  ck.not_null(v, name.c_str());
+  ck.same_shape(v, name.c_str(), teacher, teacher_name.c_str());
+  ck.device(v, name.c_str(), teacher.device);
+}
+template <class T>
+void check_grad(const ::kdloss::detail::Checker& ck, const View<T>& v, const std::string& name, Device device) {
+  ck.not_null(v, name.c_str());
+  ck.device(v, name.c_str(), device);
+  ck.unique(v, name.c_str());
+}
+
+template <class T>
+std::vector<Prepared<T>> prepare(const ::kdloss::detail::Checker& ck, const Level<T>* levels, std::size_t count,
+                                 const Plan& plan, Mode mode, Device device, bool indexed) {
+  std::vector<Prepared<T>> out;
+  out.reserve(count);
+  Names name{indexed};
+  for (std::size_t i = 0; i < count; ++i) {
+    name.level = i;
+    const Level<T>& lv = levels[i];
+    Prepared<T> p;
+    const std::string tn = name("teacher");
+    require_present(ck, lv.teacher, tn.c_str(), "every FBKD term needs the teacher");
+    ck.not_null(lv.teacher, tn.c_str());
+    ck.rank(lv.teacher, tn.c_str(), 4);
+    ck.nonempty(lv.teacher, tn.c_str());
+    ck.device(lv.teacher, tn.c_str(), device);
+    p.t = lv.teacher;
+    p.g = Geometry::of(lv.teacher.shape);
+    const std::string sn = name("student");
+    if (plan.needs_student())
+      ::kdloss::detail::require(!absent(lv.student), ck.fn, ": argument '", sn,
+                                "' is absent but the configuration needs it (L_AM masks or the paper L_AT)");
+    if (!absent(lv.student)) check_input(ck, lv.student, sn, lv.teacher, tn);
+    p.s = lv.student;
+    if (!absent(lv.student_adapted)) check_input(ck, lv.student_adapted, name("student_adapted"), lv.teacher, tn);
+    p.a = absent(lv.student_adapted) ? lv.student : lv.student_adapted;
+    const std::string cn = name("student_channel"), spn = name("student_spatial");
+    if (plan.at_code) {
+      ::kdloss::detail::require(!absent(lv.student_channel), ck.fn, ": argument '", cn,
+                                "' is absent but the code-form L_AT needs it (Linear(mean_hw(S)), [B,C])");
+      ::kdloss::detail::require(!absent(lv.student_spatial), ck.fn, ": argument '", spn,
+                                "' is absent but the code-form L_AT needs it (Conv3x3(mean_c(S)), [B,1,H,W])");
+    }
+    if (!absent(lv.student_channel)) {
+      ck.not_null(lv.student_channel, cn.c_str());
+      ops::detail::check_channel_map(ck, lv.student_channel, cn.c_str(), lv.teacher.shape);
+      ck.device(lv.student_channel, cn.c_str(), device);
+      p.c_hat = ops::detail::as_channel_map(lv.student_channel);
+    }
+    if (!absent(lv.student_spatial)) {
+      ck.not_null(lv.student_spatial, spn.c_str());
+      ops::detail::check_spatial_map(ck, lv.student_spatial, spn.c_str(), lv.teacher.shape);
+      ck.device(lv.student_spatial, spn.c_str(), device);
+      p.s_hat = ops::detail::as_spatial_map(lv.student_spatial);
+    }
+    if (mode != Mode::forward) {
+      if (!absent(lv.grad_student_adapted)) {
+        const std::string n = name("grad_student_adapted");
+        check_grad(ck, lv.grad_student_adapted, n, device);
+        ck.shape(lv.grad_student_adapted, n.c_str(), lv.teacher.shape);
+        p.grad_a = lv.grad_student_adapted;
+      }
+      if (!absent(lv.grad_student)) {
+        const std::string n = name("grad_student");
+        check_grad(ck, lv.grad_student, n, device);
+        ck.shape(lv.grad_student, n.c_str(), lv.teacher.shape);
+        p.grad_s = lv.grad_student;
+      }
+      if (!absent(lv.grad_student_channel)) {
+        const std::string n = name("grad_student_channel");
+        check_grad(ck, lv.grad_student_channel, n, device);
+        ops::detail::check_channel_map(ck, lv.grad_student_channel, n.c_str(), lv.teacher.shape);
+        p.grad_c = ops::detail::as_channel_map(lv.grad_student_channel);
+      }
+      if (!absent(lv.grad_student_spatial)) {
+        const std::string n = name("grad_student_spatial");
+        check_grad(ck, lv.grad_student_spatial, n, device);
+        ops::detail::check_spatial_map(ck, lv.grad_student_spatial, n.c_str(), lv.teacher.shape);
+        p.grad_sp = ops::detail::as_spatial_map(lv.grad_student_spatial);
+      }
+    }
+    out.push_back(p);
+  }
+  return out;
+}
+
+/// Every output must be disjoint from every input and from every other output of the call.
+template <class T>
+void check_aliasing(const ::kdloss::detail::Checker& ck, const Level<T>* levels, std::size_t count, Mode mode,
+                    const View<T>& out, const View<const T>& grad_out, bool indexed) {
+  std::vector<std::pair<View<const T>, std::string>> ins;
+  std::vector<std::pair<View<T>, std::string>> outs;
+  Names name{indexed};
+  for (std::size_t i = 0; i < count; ++i) {
+    name.level = i;
+    const Level<T>& lv = levels[i];
+    ins.push_back({lv.student, name("student")});
+    ins.push_back({lv.teacher, name("teacher")});
+    ins.push_back({lv.student_adapted, name("student_adapted")});
+    ins.push_back({lv.student_channel, name("student_channel")});
+    ins.push_back({lv.student_spatial, name("student_spatial")});
+    if (mode != Mode::forward) {
+      outs.push_back({lv.grad_student_adapted, name("grad_student_adapted")});
+      outs.push_back({lv.grad_student, name("grad_student")});
+      outs.push_back({lv.grad_student_channel, name("grad_student_channel")});
+      outs.push_back({lv.grad_student_spatial, name("grad_student_spatial")});
+    }
+  }
+  if (mode != Mode::backward) outs.push_back({out, "out"});
+  if (mode == Mode::backward) ins.push_back({grad_out, "grad_out"});
+  for (std::size_t o = 0; o < outs.size(); ++o) {
+    if (absent(outs[o].first)) continue;
+    for (const auto& in : ins)
+      if (!absent(in.first)) ck.disjoint(outs[o].first, outs[o].second.c_str(), in.first, in.second.c_str());
+    for (std::size_t k = o + 1; k < outs.size(); ++k)
+      if (!absent(outs[k].first))
+        ck.disjoint(outs[o].first, outs[o].second.c_str(), View<const T>(outs[k].first), outs[k].second.c_str());
+  }
+}
+
+template <class T>
+std::size_t total_workspace_bytes(const Level<T>* levels, std::size_t count, const Config& cfg) {
+  std::vector<Geometry> geos;
+  Device device = Device::host();
+  for (std::size_t i = 0; i < count; ++i) {
+    if (levels[i].teacher.rank() != 4) continue;  // invalid: the call itself will say so
+    geos.push_back(Geometry::of(levels[i].teacher.shape));
+    device = levels[i].teacher.device;
+  }
+  return carve_total<acc_t<T>>(nullptr, geos, Plan::of(cfg), device).bytes;
+}
+
+/// The engine behind every FBKD entry point except attention_masks and masked_feature_loss.
+template <class T>
+void run_total(const char* fn, Mode mode, const Level<T>* levels, std::size_t count, const Config& cfg,
+               const View<T>& out, const View<const T>& grad_out, bool indexed, const Exec& exec) {
+  const ::kdloss::detail::Checker ck{fn};
+  check_config(fn, cfg);
+  const Plan plan = Plan::of(cfg);
+  // The device of the call: that of the loss output (or of the upstream gradient for backward).
+  Device device;
+  if (mode == Mode::backward) {
+    ::kdloss::detail::require(grad_out.numel() == 1, fn,
+                              ": argument 'grad_out' must hold one element (the upstream gradient of the loss) but "
+                              "has shape ",
+                              grad_out.shape.str());
+    ck.not_null(grad_out, "grad_out");
+    device = grad_out.device;
+  } else {
+    ck.scalar_output(out, "out");
+    device = out.device;
+  }
+  ::kdloss::detail::require_backend<T>(fn, device);
+  const std::vector<Prepared<T>> lv = prepare(ck, levels, count, plan, mode, device, indexed);
+  check_aliasing(ck, levels, count, mode, out, grad_out, indexed);
+
+  std::vector<Geometry> geos;
+  for (const auto& p : lv) geos.push_back(p.g);
+  using Acc = acc_t<T>;
+  ::kdloss::detail::HostScratch scratch;
+  const std::size_t needed = carve_total<Acc>(nullptr, geos, plan, device).bytes;
+  const Layout<Acc> lay =
+      carve_total<Acc>(::kdloss::detail::resolve_workspace(fn, device, exec.workspace, needed, scratch), geos, plan,
+                       device);
+
+  const Stream stream = exec.stream;
+  const Uniform<T> upstream{mode == Mode::backward ? grad_out.data : nullptr};
+  for (std::size_t l = 0; l < lv.size(); ++l) {
+    const Prepared<T>& p = lv[l];
+    const Geometry& g = p.g;
+    const LevelBuffers<Acc>& b = lay.levels[l];
+    double* slots = lay.slots + l * kSlotsPerLevel;
+    // Maps of S and T, then the masks built from them.
+    compute_maps<Acc>(device, stream, p.s, p.t, g, b.maps);
+    compute_masks<Acc>(device, stream, g, b.maps, cfg.mask());
+    const View<const Acc> ms = b.maps.ms ? spatial_buffer<const Acc>(b.maps.ms, g, device) : View<const Acc>{};
+    const View<const Acc> mc = b.maps.mc ? channel_buffer<const Acc>(b.maps.mc, g, device) : View<const Acc>{};
+    const View<const Acc> gs_s = b.maps.gs_s ? spatial_buffer<const Acc>(b.maps.gs_s, g, device) : View<const Acc>{};
+    const View<const Acc> gs_t = b.maps.gs_t ? spatial_buffer<const Acc>(b.maps.gs_t, g, device) : View<const Acc>{};
+    const View<const Acc> gc_s = b.maps.gc_s ? channel_buffer<const Acc>(b.maps.gc_s, g, device) : View<const Acc>{};
+    const View<const Acc> gc_t = b.maps.gc_t ? channel_buffer<const Acc>(b.maps.gc_t, g, device) : View<const Acc>{};
+    // Norms into the level's slots.
+    if (plan.am) masked_norm<Acc>(device, stream, p.a, p.t, ms, mc, plan.am_channel, lay.partials, slots + 0);
+    if (plan.at_paper) {
+      norm_into<Acc>(device, stream, gs_s.shape, SquaredDifference{}, std::tuple{gs_s, gs_t}, lay.partials, slots + 1);
+      norm_into<Acc>(device, stream, gc_s.shape, SquaredDifference{}, std::tuple{gc_s, gc_t}, lay.partials, slots + 2);
+    }
+    View<const Acc> ps_t, pc_t;
+    if (plan.at_code) {
+      ops::detail::pool_mean<Acc>(device, stream, p.t, spatial_buffer(b.ps_t, g, device), g.c, false);
+      ops::detail::pool_mean<Acc>(device, stream, p.t, channel_buffer(b.pc_t, g, device), g.hw(), false);
+      ps_t = spatial_buffer<const Acc>(b.ps_t, g, device);
+      pc_t = channel_buffer<const Acc>(b.pc_t, g, device);
+      norm_into<Acc>(device, stream, ps_t.shape, SquaredDifference{}, std::tuple{p.s_hat, ps_t}, lay.partials,
+                     slots + 1);
+      norm_into<Acc>(device, stream, pc_t.shape, SquaredDifference{}, std::tuple{p.c_hat, pc_t}, lay.partials,
+                     slots + 2);
+    }
+    if (mode == Mode::forward) continue;
+    // Gradients, scaled by the weights and the upstream gradient (read on the device).
+    if (!absent(p.grad_a)) {
+      if (plan.am) masked_norm_grad<Acc>(device, stream, p.a, p.t, ms, mc, plan.am_channel, slots, upstream, cfg.w_am, p.grad_a);
+      else zero_fill<Acc>(device, stream, p.grad_a);
+    }
+    if (!absent(p.grad_s)) {
+      if (plan.at_paper)
+        ::kdloss::detail::transform<Acc>(
+            device, stream, g.feature(),
+            PaperTransferGrad<T>{slots + 1, upstream, cfg.w_at, 1.0 / static_cast<double>(g.c),
+                                 1.0 / static_cast<double>(g.hw())},
+            std::tuple{p.s, gs_s, gs_t, gc_s, gc_t}, std::tuple{p.grad_s});
+      else zero_fill<Acc>(device, stream, p.grad_s);
+    }
+    if (!absent(p.grad_sp)) {
+      if (plan.at_code)
+        ::kdloss::detail::transform<Acc>(device, stream, ps_t.shape, DistanceGrad<T>{slots + 1, upstream, cfg.w_at},
+                                         std::tuple{p.s_hat, ps_t}, std::tuple{p.grad_sp});
+      else zero_fill<Acc>(device, stream, p.grad_sp);
+    }
+    if (!absent(p.grad_c)) {
+      if (plan.at_code)
+        ::kdloss::detail::transform<Acc>(device, stream, pc_t.shape, DistanceGrad<T>{slots + 2, upstream, cfg.w_at},
+                                         std::tuple{p.c_hat, pc_t}, std::tuple{p.grad_c});
+      else zero_fill<Acc>(device, stream, p.grad_c);
+    }
+  }
+  if (mode != Mode::backward)
+    combine_into<Acc>(device, stream, lay.slots, static_cast<std::int64_t>(lv.size()), plan.am ? cfg.w_am : 0.0,
+                      (plan.at_paper || plan.at_code) ? cfg.w_at : 0.0, lay.partials, out.data);
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// Public entry points. All views of one call are on one device; on a GPU pass a workspace of
+// total_loss_workspace_bytes(levels, config) bytes and a stream in `exec`.
+
+/// value = sum over levels of config.w_am * L_AM + config.w_at * L_AT, written to `out` (one element,
+/// on the device of the views). Gradient views in `levels` are ignored.
+///
+///   std::vector<kdloss::fbkd::Level<float>> levels = {{s2, t2}, {s3, t3}, {s4, t4}, {s5, t5}};
+///   auto cfg = kdloss::fbkd::Config::paper_two_stage();      // code-form presets need student_channel/_spatial
+///   float value;
+///   kdloss::fbkd::total_loss(levels, kdloss::host_scalar(&value), cfg);
+template <class T, class O>
+void total_loss(const std::vector<Level<T>>& levels, const View<O>& out, const Config& config = {},
+                const Exec& exec = {}) {
+  detail::run_total<T>("kdloss::fbkd::total_loss", detail::Mode::forward, levels.data(), levels.size(), config, out,
+                       {}, true, exec);
+}
+
+/// Writes the requested gradient views of `levels`: grad_out * d value / d (A, S, C_hat, S_hat), with
+/// grad_out one element on the device (an autograd backward's incoming gradient). Recomputes the
+/// masks and norms first; no host synchronisation.
+///
+///   levels[0].grad_student_adapted = kdloss::cuda_view(ga, {2, 256, 200, 336});
+///   kdloss::fbkd::total_loss_backward(levels, kdloss::cuda_scalar<const float>(d_grad_out), cfg,
+///                                     {kdloss::Workspace{ws, bytes}, kdloss::Stream(stream)});
+template <class T, class G>
+void total_loss_backward(const std::vector<Level<T>>& levels, const View<G>& grad_out, const Config& config = {},
+                         const Exec& exec = {}) {
+  detail::run_total<T>("kdloss::fbkd::total_loss_backward", detail::Mode::backward, levels.data(), levels.size(),
+                       config, {}, grad_out, true, exec);
+}
+
+/// The value and the requested gradients (of the value itself) in one call: what a training step needs.
+///
+///   auto cfg = kdloss::fbkd::Config::code_two_stage();
+///   kdloss::fbkd::Level<float> lv{s, t};
+///   lv.student_adapted = a; lv.student_channel = c_hat; lv.student_spatial = s_hat;
+///   lv.grad_student_adapted = ga; lv.grad_student_channel = gc; lv.grad_student_spatial = gsp;
+///   std::vector<kdloss::fbkd::Level<float>> levels{lv};
+///   std::size_t bytes = kdloss::fbkd::total_loss_workspace_bytes(levels, cfg);   // 0-size OK on host
+///   kdloss::fbkd::total_loss_forward_backward(levels, kdloss::host_scalar(&value), cfg);
+template <class T, class O>
+void total_loss_forward_backward(const std::vector<Level<T>>& levels, const View<O>& out, const Config& config = {},
+                                 const Exec& exec = {}) {
+  detail::run_total<T>("kdloss::fbkd::total_loss_forward_backward", detail::Mode::fused, levels.data(),
+                       levels.size(), config, out, {}, true, exec);
+}
+
+/// Workspace bytes of any total_loss call on these levels and this configuration (slots, the maps,
+/// masks and pooled teacher features of every level, and one reduction scratch on a GPU).
+///
+///   std::size_t bytes = kdloss::fbkd::total_loss_workspace_bytes(levels, cfg);
+///   void* ws; cudaMallocAsync(&ws, bytes, stream);
+template <class T>
+std::size_t total_loss_workspace_bytes(const std::vector<Level<T>>& levels, const Config& config = {}) {
+  return detail::total_workspace_bytes<T>(levels.data(), levels.size(), config);
+}
+
+}  // namespace kdloss::fbkd

@@ -1,0 +1,147 @@
+// Naive double-precision references of FBKD (seed 001; reference/losses.md sections 1.3, 1.4, 1.6),
+// written straight from the formulas with plain loops over row-major [B,C,H,W] vectors.
+// Independent of the library: no kdloss header is included.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace fbkd_ref {
+
+using Vec = std::vector<double>;
+
+struct Shape {
+  std::int64_t b, c, h, w;
+  std::int64_t hw() const { return h * w; }
+  std::int64_t numel() const { return b * c * h * w; }
+  std::int64_t at(std::int64_t ib, std::int64_t ic, std::int64_t ih, std::int64_t iw) const {
+    return ((ib * c + ic) * h + ih) * w + iw;
+  }
+};
+
+/// mean over c of x (or |x|): [B, H*W].
+inline Vec mean_over_channels(const Vec& x, const Shape& s, bool absolute) {
+  Vec out(static_cast<std::size_t>(s.b * s.hw()), 0.0);
+  for (std::int64_t b = 0; b < s.b; ++b)
+    for (std::int64_t c = 0; c < s.c; ++c)
+      for (std::int64_t h = 0; h < s.h; ++h)
+        for (std::int64_t w = 0; w < s.w; ++w) {
+          const double v = x[s.at(b, c, h, w)];
+          out[b * s.hw() + h * s.w + w] += (absolute ? std::fabs(v) : v) / static_cast<double>(s.c);
+        }
+  return out;
+}
+/// mean over (h, w) of x (or |x|): [B, C].
+inline Vec mean_over_positions(const Vec& x, const Shape& s, bool absolute) {
+  Vec out(static_cast<std::size_t>(s.b * s.c), 0.0);
+  for (std::int64_t b = 0; b < s.b; ++b)
+    for (std::int64_t c = 0; c < s.c; ++c)
+      for (std::int64_t h = 0; h < s.h; ++h)
+        for (std::int64_t w = 0; w < s.w; ++w) {
+          const double v = x[s.at(b, c, h, w)];
+          out[b * s.c + c] += (absolute ? std::fabs(v) : v) / static_cast<double>(s.hw());
+        }
+  return out;
+}
+
+/// scale * softmax(x / t) over each row of a [rows, n] vector.
+inline Vec softmax_rows(const Vec& x, std::int64_t rows, std::int64_t n, double t, double scale) {
+  Vec y(x.size());
+  for (std::int64_t r = 0; r < rows; ++r) {
+    double m = -INFINITY, z = 0;
+    for (std::int64_t j = 0; j < n; ++j) m = std::max(m, x[r * n + j] / t);
+    for (std::int64_t j = 0; j < n; ++j) z += std::exp(x[r * n + j] / t - m);
+    for (std::int64_t j = 0; j < n; ++j) y[r * n + j] = scale * std::exp(x[r * n + j] / t - m) / z;
+  }
+  return y;
+}
+
+/// Mask of [rows, n] maps of the student and the teacher, with n * softmax (n = HW or C).
+/// paper: n softmax((g_s + g_t) / t); code: n (softmax(g_t / t) + softmax(g_s / t)) / 2.
+inline Vec mask(const Vec& g_s, const Vec& g_t, std::int64_t rows, std::int64_t n, bool paper, double t) {
+  if (paper) {
+    Vec sum(g_s.size());
+    for (std::size_t i = 0; i < sum.size(); ++i) sum[i] = g_s[i] + g_t[i];
+    return softmax_rows(sum, rows, n, t, static_cast<double>(n));
+  }
+  const Vec a = softmax_rows(g_t, rows, n, t, static_cast<double>(n));
+  const Vec b = softmax_rows(g_s, rows, n, t, static_cast<double>(n));
+  Vec m(a.size());
+  for (std::size_t i = 0; i < m.size(); ++i) m[i] = (a[i] + b[i]) / 2;
+  return m;
+}
+
+/// torch.dist: sqrt of the sum of squared differences.
+inline double dist(const Vec& a, const Vec& b) {
+  double acc = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) acc += (a[i] - b[i]) * (a[i] - b[i]);
+  return std::sqrt(acc);
+}
+
+/// L_AM = sqrt(sum (T - A)^2 * M_s[b,h,w] * M_c[b,c]); mc empty: no channel mask.
+inline double masked_feature(const Vec& a, const Vec& t, const Vec& ms, const Vec& mc, const Shape& s) {
+  double acc = 0;
+  for (std::int64_t b = 0; b < s.b; ++b)
+    for (std::int64_t c = 0; c < s.c; ++c)
+      for (std::int64_t h = 0; h < s.h; ++h)
+        for (std::int64_t w = 0; w < s.w; ++w) {
+          const std::int64_t i = s.at(b, c, h, w);
+          const double d = t[i] - a[i];
+          double m = ms[b * s.hw() + h * s.w + w];
+          if (!mc.empty()) m *= mc[b * s.c + c];
+          acc += d * d * m;
+        }
+  return std::sqrt(acc);
+}
+
+/// Paper L_AT: ||G_s(S) - G_s(T)|| + ||G_c(S) - G_c(T)|| with abs-mean maps.
+inline double transfer_paper(const Vec& st, const Vec& t, const Shape& s) {
+  return dist(mean_over_channels(st, s, true), mean_over_channels(t, s, true)) +
+         dist(mean_over_positions(st, s, true), mean_over_positions(t, s, true));
+}
+/// Code L_AT: ||mean_hw(T) - C_hat|| + ||mean_c(T) - S_hat|| with plain means.
+inline double transfer_code(const Vec& c_hat, const Vec& s_hat, const Vec& t, const Shape& s) {
+  return dist(mean_over_positions(t, s, false), c_hat) + dist(mean_over_channels(t, s, false), s_hat);
+}
+
+struct Config {
+  bool paper_mask = false, paper_transfer = false;
+  double t_s = 0.5, t_c = 0.5, w_am = 7e-5, w_at = 4e-3;
+  bool channel_mask = false;
+};
+
+struct Level {
+  Shape shape;
+  Vec s, t;
+  Vec a;             // adapted student; empty: s
+  Vec c_hat, s_hat;  // code L_AT inputs [B,C] and [B,H*W]
+  const Vec& adapted() const { return a.empty() ? s : a; }
+};
+
+struct Masks {
+  Vec ms, mc;
+};
+inline Masks masks_of(const Level& l, const Config& c) {
+  const Shape& s = l.shape;
+  Masks m;
+  m.ms = mask(mean_over_channels(l.s, s, true), mean_over_channels(l.t, s, true), s.b, s.hw(), c.paper_mask, c.t_s);
+  m.mc = mask(mean_over_positions(l.s, s, true), mean_over_positions(l.t, s, true), s.b, s.c, c.paper_mask, c.t_c);
+  return m;
+}
+
+/// sum over levels of w_am L_AM + w_at L_AT. `fixed`: masks held constant (for gradient checks,
+/// as the reference code detaches them); otherwise computed from each level's S and T.
+inline double total(const std::vector<Level>& levels, const Config& c, const std::vector<Masks>* fixed = nullptr) {
+  double acc = 0;
+  for (std::size_t i = 0; i < levels.size(); ++i) {
+    const Level& l = levels[i];
+    const Masks m = fixed ? (*fixed)[i] : masks_of(l, c);
+    const double am = masked_feature(l.adapted(), l.t, m.ms, c.channel_mask ? m.mc : Vec{}, l.shape);
+    const double at = c.paper_transfer ? transfer_paper(l.s, l.t, l.shape) : transfer_code(l.c_hat, l.s_hat, l.t, l.shape);
+    acc += c.w_am * am + c.w_at * at;
+  }
+  return acc;
+}
+
+}  // namespace fbkd_ref

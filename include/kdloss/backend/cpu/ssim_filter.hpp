@@ -1,0 +1,179 @@
+// kdloss/backend/cpu/ssim_filter.hpp: host rows of a separable window filter (ops/filter_plan.hpp)
+// and its adjoint, vectorised through Eigen array maps, and the plane loops of ops::gaussian_filter.
+//
+// A row is filtered by building its padded copy (reflection or zeros resolved once per row) and
+// correlating it with the window: out[j] = sum_k w_k padded[j + k], k-major, so every step is one
+// vectorised axpy over the whole row. The adjoint scatters the same way into a padded-length row
+// and folds the halo back onto the pixels it was read from (reference section 3.1).
+#pragma once
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "kdloss/config.hpp"
+#include "kdloss/ops/filter_plan.hpp"
+
+#if KDLOSS_OPENMP
+#include <omp.h>
+#endif
+
+namespace kdloss::backend::cpu::filter {
+
+template <class A>
+using Arr = Eigen::Array<A, Eigen::Dynamic, 1>;
+template <class A>
+using MapA = Eigen::Map<Arr<A>>;
+template <class A>
+using CMapA = Eigen::Map<const Arr<A>>;
+
+/// The window of one axis in the accumulation type.
+template <class A>
+struct Taps {
+  A w[ops::kMaxWindow] = {};
+  int n = 1;
+  bool symmetric = true;
+  explicit Taps(const ops::detail::AxisPlan& a) : n(a.taps), symmetric(a.symmetric()) {
+    for (int k = 0; k < n; ++k) w[k] = static_cast<A>(a.w[k]);
+  }
+};
+
+/// Length of an axis' padded row: n_out + taps - 1.
+inline std::int64_t padded_length(const ops::detail::AxisPlan& a) { return a.n_out + a.taps - 1; }
+
+/// padded[p] = row[source(p - off)], zero where the source is outside the map.
+template <class A>
+void pad_row(const ops::detail::AxisPlan& a, const A* row, A* padded) {
+  const std::int64_t len = padded_length(a);
+  const std::int64_t lo = std::max<std::int64_t>(0, a.off), hi = std::min<std::int64_t>(len, a.off + a.n_in);
+  for (std::int64_t p = 0; p < lo; ++p) {
+    const std::int64_t s = a.source(p - a.off);
+    padded[p] = s >= 0 ? row[s] : A(0);
+  }
+  if (hi > lo) std::copy(row + (lo - a.off), row + (hi - a.off), padded + lo);
+  for (std::int64_t p = std::max(hi, lo); p < len; ++p) {
+    const std::int64_t s = a.source(p - a.off);
+    padded[p] = s >= 0 ? row[s] : A(0);
+  }
+}
+
+/// out[j] = sum_k w_k padded[j + k] for j < n_out.
+template <class A>
+void correlate(const Taps<A>& t, const A* padded, A* out, std::int64_t n_out) {
+  MapA<A> o(out, n_out);
+  if (t.symmetric) {
+    const int half = t.n / 2;
+    o = t.w[half] * CMapA<A>(padded + half, n_out);
+    for (int k = 0; k < half; ++k)
+      o += t.w[k] * (CMapA<A>(padded + k, n_out) + CMapA<A>(padded + (t.n - 1 - k), n_out));
+  } else {
+    o = t.w[0] * CMapA<A>(padded, n_out);
+    for (int k = 1; k < t.n; ++k) o += t.w[k] * CMapA<A>(padded + k, n_out);
+  }
+}
+
+/// Adjoint of pad_row + correlate: grad_in (n_in, overwritten) from g (n_out); `full` holds
+/// padded_length(a) elements of scratch.
+template <class A>
+void correlate_adjoint(const ops::detail::AxisPlan& a, const Taps<A>& t, const A* g, A* grad_in, A* full) {
+  const std::int64_t n_out = a.n_out, len = padded_length(a);
+  MapA<A> f(full, len);
+  f.setZero();
+  for (int k = 0; k < t.n; ++k) f.segment(k, n_out) += t.w[k] * CMapA<A>(g, n_out);
+  // Positions inside the map are their own source; the halo folds back (reflect) or drops (zeros).
+  const std::int64_t lo = std::max<std::int64_t>(0, a.off), hi = std::min<std::int64_t>(len, a.off + a.n_in);
+  std::fill(grad_in, grad_in + a.n_in, A(0));
+  if (hi > lo) std::copy(full + lo, full + hi, grad_in + (lo - a.off));
+  if (a.mode != ops::Padding::reflect) return;
+  for (std::int64_t p = 0; p < lo; ++p) grad_in[a.source(p - a.off)] += full[p];
+  for (std::int64_t p = std::max(hi, lo); p < len; ++p) grad_in[a.source(p - a.off)] += full[p];
+}
+
+/// dst += w * src over n elements.
+template <class A>
+KDLOSS_FORCEINLINE void axpy(A w, const A* src, A* dst, std::int64_t n) {
+  MapA<A>(dst, n) += w * CMapA<A>(src, n);
+}
+
+/// Elements of scratch one thread needs to filter (or adjoint-filter) one plane.
+inline std::int64_t plane_scratch(const ops::detail::AxisPlan& rows, const ops::detail::AxisPlan& cols) {
+  return rows.n_in * cols.n_out + 2 * std::max(padded_length(cols), cols.n_in) + std::max(cols.n_in, cols.n_out);
+}
+
+/// One plane of the separable filter: out (n_out rows x n_out cols) from x. Strides in elements.
+template <class A, class X, class O>
+void filter_plane(const ops::detail::AxisPlan& rows, const ops::detail::AxisPlan& cols, const X* x, std::int64_t xs_r,
+                  std::int64_t xs_c, O* out, std::int64_t os_r, std::int64_t os_c, A* scratch) {
+  const Taps<A> tr(rows), tc(cols);
+  const std::int64_t wo = cols.n_out;
+  A* tmp = scratch;                               // n_in rows x n_out cols, filtered along columns
+  A* row = tmp + rows.n_in * wo;                  // one input row
+  A* padded = row + std::max(padded_length(cols), cols.n_in);
+  A* acc = padded + std::max(padded_length(cols), cols.n_in);
+  for (std::int64_t r = 0; r < rows.n_in; ++r) {
+    for (std::int64_t j = 0; j < cols.n_in; ++j) row[j] = static_cast<A>(x[r * xs_r + j * xs_c]);
+    pad_row(cols, row, padded);
+    correlate(tc, padded, tmp + r * wo, wo);
+  }
+  for (std::int64_t o = 0; o < rows.n_out; ++o) {
+    std::fill(acc, acc + wo, A(0));
+    for (int k = 0; k < tr.n; ++k) {
+      const std::int64_t s = rows.source(o + k - rows.off);
+      if (s >= 0) axpy(tr.w[k], tmp + s * wo, acc, wo);
+    }
+    for (std::int64_t j = 0; j < wo; ++j) out[o * os_r + j * os_c] = static_cast<O>(acc[j]);
+  }
+}
+
+/// One plane of the adjoint: grad_x (n_in x n_in) from g (n_out x n_out).
+template <class A, class G, class O>
+void filter_plane_adjoint(const ops::detail::AxisPlan& rows, const ops::detail::AxisPlan& cols, const G* g,
+                          std::int64_t gs_r, std::int64_t gs_c, O* grad, std::int64_t os_r, std::int64_t os_c,
+                          A* scratch) {
+  const Taps<A> tr(rows), tc(cols);
+  const std::int64_t wo = cols.n_out;
+  A* tmp = scratch;  // n_in rows x n_out cols: the vertical adjoint
+  A* row = tmp + rows.n_in * wo;
+  A* full = row + std::max(padded_length(cols), cols.n_in);
+  A* acc = full + std::max(padded_length(cols), cols.n_in);
+  std::fill(tmp, tmp + rows.n_in * wo, A(0));
+  for (std::int64_t o = 0; o < rows.n_out; ++o) {
+    for (std::int64_t j = 0; j < wo; ++j) row[j] = static_cast<A>(g[o * gs_r + j * gs_c]);
+    for (int k = 0; k < tr.n; ++k) {
+      const std::int64_t s = rows.source(o + k - rows.off);
+      if (s >= 0) axpy(tr.w[k], row, tmp + s * wo, wo);
+    }
+  }
+  for (std::int64_t r = 0; r < rows.n_in; ++r) {
+    correlate_adjoint(cols, tc, tmp + r * wo, acc, full);
+    for (std::int64_t j = 0; j < cols.n_in; ++j) grad[r * os_r + j * os_c] = static_cast<O>(acc[j]);
+  }
+}
+
+/// Threads the host loops of a call use (scratch is carved per thread).
+inline int max_threads() {
+#if KDLOSS_OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+inline int thread_id() {
+#if KDLOSS_OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+/// Runs plane(p, scratch_of_this_thread) for every plane; threads when the work is large enough.
+template <class A, class F>
+void for_each_plane(std::int64_t planes, std::int64_t work, A* scratch, std::int64_t per_thread, F plane) {
+#if KDLOSS_OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if (work > (1 << 15) && planes > 1)
+#endif
+  for (std::int64_t p = 0; p < planes; ++p) plane(p, scratch + static_cast<std::int64_t>(thread_id()) * per_thread);
+  (void)work;
+}
+
+}  // namespace kdloss::backend::cpu::filter

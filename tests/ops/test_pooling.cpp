@@ -29,13 +29,17 @@ Dims pooled_shape(int op, const Dims& x, bool rank4) {
 }
 template <class T>
 void pool(int op, View<const T> x, View<T> out, bool absolute) {
-  if (op == 0) ops::mean_over_channels(x, out, absolute);
-  else ops::mean_over_positions(x, out, absolute);
+  if (op == 0)
+    ops::mean_over_channels(x, out, absolute);
+  else
+    ops::mean_over_positions(x, out, absolute);
 }
 template <class T>
 void pool_backward(int op, View<const T> x, View<const T> g, View<T> gx, bool absolute) {
-  if (op == 0) ops::mean_over_channels_backward(x, g, gx, absolute);
-  else ops::mean_over_positions_backward(x, g, gx, absolute);
+  if (op == 0)
+    ops::mean_over_channels_backward(x, g, gx, absolute);
+  else
+    ops::mean_over_positions_backward(x, g, gx, absolute);
 }
 
 }  // namespace
@@ -92,7 +96,8 @@ TEST_CASE("pooling: backward equals central differences of <g, pool(x)> (double)
   for (double v : got) CHECK(v == 0.0);
 }
 
-TEST_CASE("pooling: channel-last, padded, sliced and broadcast inputs and strided outputs equal the contiguous result") {
+TEST_CASE(
+    "pooling: channel-last, padded, sliced and broadcast inputs and strided outputs equal the contiguous result") {
   const Dims shape{2, 6, 4, 5};
   const auto n = static_cast<std::size_t>(shape.product());
   const auto x = random_vector<double>(n, 4);
@@ -109,7 +114,8 @@ TEST_CASE("pooling: channel-last, padded, sliced and broadcast inputs and stride
       pool<double>(op, View<const double>(x_nhwc.view), host_view(got1.data(), out_shape), absolute);
       // Output written through a transposed (strided) view.
       std::vector<double> zeros(m, 0.0);
-      auto out_t = kdloss_test::relayout(zeros, out_shape, op == 0 ? std::vector<int>{2, 1, 0} : std::vector<int>{1, 0});
+      auto out_t =
+          kdloss_test::relayout(zeros, out_shape, op == 0 ? std::vector<int>{2, 1, 0} : std::vector<int>{1, 0});
       pool<double>(op, View<const double>(x_pad.view), out_t.view, absolute);
       check_close(got1, want, 1e-14, 1e-15);
       check_close(kdloss_test::to_vector(out_t.view), want, 1e-14, 1e-15);
@@ -162,20 +168,41 @@ TEST_CASE("pooling: bad inputs throw a clear error and leave outputs untouched")
     }
     untouched();
   };
-  throws_with([&] { ops::mean_over_channels(host_view(x.data(), {2, 3, 20}), host_view(out.data(), {2, 20})); },
-              "kdloss::ops::mean_over_channels: argument 'x' must have rank 4 but has shape [2, 3, 20]");
-  throws_with([&] { ops::mean_over_channels(xv, host_view(out.data(), {2, 3, 4, 5})); },
-              "argument 'out' has shape [2, 3, 4, 5] but expected [2, 1, 4, 5] or [2, 4, 5]");
-  throws_with([&] { ops::mean_over_positions(xv, host_view(out.data(), {2, 4})); },
-              "kdloss::ops::mean_over_positions: argument 'out' has shape [2, 4] but expected [2, 3] or [2, 3, 1, 1]");
-  throws_with([&] { ops::mean_over_positions(host_view(static_cast<const float*>(nullptr), shape), host_view(out.data(), {2, 3})); },
-              "argument 'x' has a null data pointer");
-  throws_with([&] { ops::mean_over_positions(xv, host_view(out.data(), {2, 3}, {0, 1})); },
-              "output argument 'out' with shape [2, 3] and strides [0, 1] addresses some element twice");
-  throws_with([&] { ops::mean_over_positions(xv, cuda_view(out.data(), {2, 3})); },
-              "argument 'out' is on cuda:0 but the call runs on host");
-  throws_with([&] { ops::mean_over_channels(host_view(x.data(), {2, 0, 4, 5}), host_view(out.data(), {2, 4, 5})); },
-              "has no channels to average over");
+  throws_with(
+      [&] {
+        ops::mean_over_channels(host_view(x.data(), {2, 3, 20}), host_view(out.data(), {2, 20}));
+      },
+      "kdloss::ops::mean_over_channels: argument 'x' must have rank 4 but has shape [2, 3, 20]");
+  throws_with(
+      [&] {
+        ops::mean_over_channels(xv, host_view(out.data(), {2, 3, 4, 5}));
+      },
+      "argument 'out' has shape [2, 3, 4, 5] but expected [2, 1, 4, 5] or [2, 4, 5]");
+  throws_with(
+      [&] {
+        ops::mean_over_positions(xv, host_view(out.data(), {2, 4}));
+      },
+      "kdloss::ops::mean_over_positions: argument 'out' has shape [2, 4] but expected [2, 3] or [2, 3, 1, 1]");
+  throws_with(
+      [&] {
+        ops::mean_over_positions(host_view(static_cast<const float*>(nullptr), shape), host_view(out.data(), {2, 3}));
+      },
+      "argument 'x' has a null data pointer");
+  throws_with(
+      [&] {
+        ops::mean_over_positions(xv, host_view(out.data(), {2, 3}, {0, 1}));
+      },
+      "output argument 'out' with shape [2, 3] and strides [0, 1] addresses some element twice");
+  throws_with(
+      [&] {
+        ops::mean_over_positions(xv, cuda_view(out.data(), {2, 3}));
+      },
+      "argument 'out' is on cuda:0 but the call runs on host");
+  throws_with(
+      [&] {
+        ops::mean_over_channels(host_view(x.data(), {2, 0, 4, 5}), host_view(out.data(), {2, 4, 5}));
+      },
+      "has no channels to average over");
   {
     std::vector<float> x_copy = x;
     auto xm = host_view(x_copy.data(), shape);
@@ -188,18 +215,33 @@ TEST_CASE("pooling: bad inputs throw a clear error and leave outputs untouched")
     CHECK(x_copy == x);
   }
   std::vector<float> g(2 * 4 * 5, 1.0f);
-  throws_with([&] { ops::mean_over_channels_backward(xv, host_view(g.data(), {2, 5, 4}), host_view(gx.data(), shape)); },
-              "argument 'grad_out' has shape [2, 5, 4] but expected [2, 1, 4, 5] or [2, 4, 5]");
-  throws_with([&] { ops::mean_over_channels_backward(xv, host_view(g.data(), {2, 4, 5}), host_view(gx.data(), {2, 3, 20})); },
-              "argument 'grad_x' has shape [2, 3, 20] but expected [2, 3, 4, 5]");
   throws_with(
-      [&] { ops::mean_over_channels_backward(xv, host_view(g.data(), {2, 4, 5}), host_view(gx.data(), shape, {0, 20, 5, 1})); },
+      [&] {
+        ops::mean_over_channels_backward(xv, host_view(g.data(), {2, 5, 4}), host_view(gx.data(), shape));
+      },
+      "argument 'grad_out' has shape [2, 5, 4] but expected [2, 1, 4, 5] or [2, 4, 5]");
+  throws_with(
+      [&] {
+        ops::mean_over_channels_backward(xv, host_view(g.data(), {2, 4, 5}), host_view(gx.data(), {2, 3, 20}));
+      },
+      "argument 'grad_x' has shape [2, 3, 20] but expected [2, 3, 4, 5]");
+  throws_with(
+      [&] {
+        ops::mean_over_channels_backward(xv, host_view(g.data(), {2, 4, 5}),
+                                         host_view(gx.data(), shape, {0, 20, 5, 1}));
+      },
       "'grad_x' with shape [2, 3, 4, 5] and strides [0, 20, 5, 1] addresses some element twice");
-  throws_with([&] { ops::mean_over_channels_backward(xv, host_view(gx.data(), {2, 4, 5}), host_view(gx.data(), shape)); },
-              "'grad_x' overlaps the memory of argument 'grad_out'");
+  throws_with(
+      [&] {
+        ops::mean_over_channels_backward(xv, host_view(gx.data(), {2, 4, 5}), host_view(gx.data(), shape));
+      },
+      "'grad_x' overlaps the memory of argument 'grad_out'");
 #if !KDLOSS_CUDA_ENABLED
-  throws_with([&] { ops::mean_over_channels(cuda_view(x.data(), shape), cuda_view(out.data(), {2, 4, 5})); },
-              "compiled without CUDA");
+  throws_with(
+      [&] {
+        ops::mean_over_channels(cuda_view(x.data(), shape), cuda_view(out.data(), {2, 4, 5}));
+      },
+      "compiled without CUDA");
 #endif
 }
 

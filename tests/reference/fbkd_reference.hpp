@@ -138,7 +138,8 @@ inline double total(const std::vector<Level>& levels, const Config& c, const std
     const Level& l = levels[i];
     const Masks m = fixed ? (*fixed)[i] : masks_of(l, c);
     const double am = masked_feature(l.adapted(), l.t, m.ms, c.channel_mask ? m.mc : Vec{}, l.shape);
-    const double at = c.paper_transfer ? transfer_paper(l.s, l.t, l.shape) : transfer_code(l.c_hat, l.s_hat, l.t, l.shape);
+    const double at =
+        c.paper_transfer ? transfer_paper(l.s, l.t, l.shape) : transfer_code(l.c_hat, l.s_hat, l.t, l.shape);
     acc += c.w_am * am + c.w_at * at;
   }
   return acc;

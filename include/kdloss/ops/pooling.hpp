@@ -25,8 +25,10 @@ struct MeanTerm {
   template <class V>
   KDLOSS_HOST_DEVICE auto operator()(const V& x) const {
     using S = math::scalar_t<V>;
-    if constexpr (Absolute) return math::abs(x) * S(inv_n);
-    else return x * S(inv_n);
+    if constexpr (Absolute)
+      return math::abs(x) * S(inv_n);
+    else
+      return x * S(inv_n);
   }
 };
 /// d mean(|x|) / dx = sign(x) / n (sign(0) = 0, PyTorch's abs backward), times the upstream g.
@@ -68,16 +70,15 @@ template <class T>
 void check_spatial_map(const kdloss::detail::Checker& ck, const View<T>& v, const char* arg, const Dims& x) {
   const Dims four = spatial_map_shape(x), three{x[0], x[2], x[3]};
   kdloss::detail::require(v.shape == four || v.shape == three, ck.fn, ": argument '", arg, "' has shape ",
-                          v.shape.str(), " but expected ", four.str(), " or ", three.str(), " (from a feature of shape ",
-                          x.str(), ")");
+                          v.shape.str(), " but expected ", four.str(), " or ", three.str(),
+                          " (from a feature of shape ", x.str(), ")");
 }
 /// Accepts [B,C] or [B,C,1,1] for the channel vector of x [B,C,H,W].
 template <class T>
 void check_channel_map(const kdloss::detail::Checker& ck, const View<T>& v, const char* arg, const Dims& x) {
   const Dims two{x[0], x[1]}, four = channel_map_shape(x);
-  kdloss::detail::require(v.shape == two || v.shape == four, ck.fn, ": argument '", arg, "' has shape ",
-                          v.shape.str(), " but expected ", two.str(), " or ", four.str(), " (from a feature of shape ",
-                          x.str(), ")");
+  kdloss::detail::require(v.shape == two || v.shape == four, ck.fn, ": argument '", arg, "' has shape ", v.shape.str(),
+                          " but expected ", two.str(), " or ", four.str(), " (from a feature of shape ", x.str(), ")");
 }
 
 /// Writes out = mean of x (or |x|) over the axes where `out` (rank 4) has extent 1. No checks.
@@ -117,8 +118,10 @@ template <class T, class O>
 void check_map(const kdloss::detail::Checker& ck, const View<O>& v, const char* arg, const View<const T>& x,
                PoolAxis axis) {
   ck.not_null(v, arg);
-  if (axis == PoolAxis::channels) check_spatial_map(ck, v, arg, x.shape);
-  else check_channel_map(ck, v, arg, x.shape);
+  if (axis == PoolAxis::channels)
+    check_spatial_map(ck, v, arg, x.shape);
+  else
+    check_channel_map(ck, v, arg, x.shape);
   ck.device(v, arg, x.device);
 }
 
@@ -175,8 +178,8 @@ void mean_over_channels(const View<X>& x, const View<O>& out, bool absolute = fa
 template <class X, class G, class O>
 void mean_over_channels_backward(const View<X>& x, const View<G>& grad_out, const View<O>& grad_x,
                                  bool absolute = false, const Exec& exec = {}) {
-  detail::pool_backward<O>("kdloss::ops::mean_over_channels_backward", x, grad_out, grad_x,
-                           detail::PoolAxis::channels, absolute, exec);
+  detail::pool_backward<O>("kdloss::ops::mean_over_channels_backward", x, grad_out, grad_x, detail::PoolAxis::channels,
+                           absolute, exec);
 }
 
 /// out[b,c] = mean over (h,w) of x[b,c,h,w], or of |x| when `absolute` (FBKD's channel attention map

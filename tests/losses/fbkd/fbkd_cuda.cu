@@ -53,13 +53,17 @@ std::vector<double> pooling(int op, const std::vector<double>& xh, const std::ve
   auto xv = cuda_view<const T>(x.ptr, shape);
   if (op == 0 || op == 1) {
     DeviceBuffer<T> out(static_cast<std::size_t>(op == 0 ? spatial.product() : channel.product()));
-    if (op == 0) ops::mean_over_channels(xv, cuda_view(out.ptr, spatial), absolute, ex);
-    else ops::mean_over_positions(xv, cuda_view(out.ptr, channel), absolute, ex);
+    if (op == 0)
+      ops::mean_over_channels(xv, cuda_view(out.ptr, spatial), absolute, ex);
+    else
+      ops::mean_over_positions(xv, cuda_view(out.ptr, channel), absolute, ex);
     return back(out.to_host());
   }
   DeviceBuffer<T> gx(x.count);
-  if (op == 2) ops::mean_over_channels_backward(xv, cuda_view<const T>(g.ptr, spatial), cuda_view(gx.ptr, shape), absolute, ex);
-  else ops::mean_over_positions_backward(xv, cuda_view<const T>(g.ptr, channel), cuda_view(gx.ptr, shape), absolute, ex);
+  if (op == 2)
+    ops::mean_over_channels_backward(xv, cuda_view<const T>(g.ptr, spatial), cuda_view(gx.ptr, shape), absolute, ex);
+  else
+    ops::mean_over_positions_backward(xv, cuda_view<const T>(g.ptr, channel), cuda_view(gx.ptr, shape), absolute, ex);
   return back(gx.to_host());
 }
 
@@ -84,8 +88,8 @@ template <class T>
 GpuLoss masked_feature(const std::vector<double>& ah, const std::vector<double>& th, const std::vector<double>& msh,
                        const std::vector<double>& mch, const Dims& shape, bool fused, double up) {
   StreamGuard sg;
-  DeviceBuffer<T> a(convert<T>(ah)), t(convert<T>(th)), ms(convert<T>(msh)), mc(convert<T>(mch)),
-      upv(convert<T>({up})), out(1), grad(a.count);
+  DeviceBuffer<T> a(convert<T>(ah)), t(convert<T>(th)), ms(convert<T>(msh)), mc(convert<T>(mch)), upv(convert<T>({up})),
+      out(1), grad(a.count);
   auto av = cuda_view<const T>(a.ptr, shape);
   auto tv = cuda_view<const T>(t.ptr, shape);
   auto msv = cuda_view<const T>(ms.ptr, {shape[0], shape[2], shape[3]});
@@ -130,7 +134,8 @@ GpuTotal total(const std::vector<GpuLevel>& levels, const fbkd::Config& config, 
     const auto n = static_cast<std::size_t>(sh.product());
     if (g.grad_a) l.grad_student_adapted = cuda_view((gr.a = alloc(n))->ptr, sh);
     if (g.grad_s) l.grad_student = cuda_view((gr.s = alloc(n))->ptr, sh);
-    if (g.grad_c) l.grad_student_channel = cuda_view((gr.c = alloc(static_cast<std::size_t>(channel.product())))->ptr, channel);
+    if (g.grad_c)
+      l.grad_student_channel = cuda_view((gr.c = alloc(static_cast<std::size_t>(channel.product())))->ptr, channel);
     if (g.grad_sp)
       l.grad_student_spatial = cuda_view((gr.sp = alloc(static_cast<std::size_t>(spatial.product())))->ptr, spatial);
     lv.push_back(l);
@@ -161,20 +166,28 @@ GpuTotal total(const std::vector<GpuLevel>& levels, const fbkd::Config& config, 
 std::vector<double> pooling_on_gpu(int op, int dtype, const std::vector<double>& x, const std::vector<double>& g,
                                    const Dims& shape, bool absolute) {
   switch (dtype) {
-    case 0: return pooling<float>(op, x, g, shape, absolute);
-    case 1: return pooling<double>(op, x, g, shape, absolute);
-    case 2: return pooling<__half>(op, x, g, shape, absolute);
-    default: return pooling<__nv_bfloat16>(op, x, g, shape, absolute);
+    case 0:
+      return pooling<float>(op, x, g, shape, absolute);
+    case 1:
+      return pooling<double>(op, x, g, shape, absolute);
+    case 2:
+      return pooling<__half>(op, x, g, shape, absolute);
+    default:
+      return pooling<__nv_bfloat16>(op, x, g, shape, absolute);
   }
 }
 
 std::vector<double> masks_on_gpu(int dtype, const std::vector<double>& s, const std::vector<double>& t,
                                  const Dims& shape, const fbkd::MaskOptions& options) {
   switch (dtype) {
-    case 0: return masks<float>(s, t, shape, options);
-    case 1: return masks<double>(s, t, shape, options);
-    case 2: return masks<__half>(s, t, shape, options);
-    default: return masks<__nv_bfloat16>(s, t, shape, options);
+    case 0:
+      return masks<float>(s, t, shape, options);
+    case 1:
+      return masks<double>(s, t, shape, options);
+    case 2:
+      return masks<__half>(s, t, shape, options);
+    default:
+      return masks<__nv_bfloat16>(s, t, shape, options);
   }
 }
 
@@ -182,19 +195,27 @@ GpuLoss masked_feature_on_gpu(int dtype, const std::vector<double>& a, const std
                               const std::vector<double>& ms, const std::vector<double>& mc, const Dims& shape,
                               bool fused, double up) {
   switch (dtype) {
-    case 0: return masked_feature<float>(a, t, ms, mc, shape, fused, up);
-    case 1: return masked_feature<double>(a, t, ms, mc, shape, fused, up);
-    case 2: return masked_feature<__half>(a, t, ms, mc, shape, fused, up);
-    default: return masked_feature<__nv_bfloat16>(a, t, ms, mc, shape, fused, up);
+    case 0:
+      return masked_feature<float>(a, t, ms, mc, shape, fused, up);
+    case 1:
+      return masked_feature<double>(a, t, ms, mc, shape, fused, up);
+    case 2:
+      return masked_feature<__half>(a, t, ms, mc, shape, fused, up);
+    default:
+      return masked_feature<__nv_bfloat16>(a, t, ms, mc, shape, fused, up);
   }
 }
 
 GpuTotal total_on_gpu(int dtype, const std::vector<GpuLevel>& levels, const fbkd::Config& config, int mode, double up) {
   switch (dtype) {
-    case 0: return total<float>(levels, config, mode, up);
-    case 1: return total<double>(levels, config, mode, up);
-    case 2: return total<__half>(levels, config, mode, up);
-    default: return total<__nv_bfloat16>(levels, config, mode, up);
+    case 0:
+      return total<float>(levels, config, mode, up);
+    case 1:
+      return total<double>(levels, config, mode, up);
+    case 2:
+      return total<__half>(levels, config, mode, up);
+    default:
+      return total<__nv_bfloat16>(levels, config, mode, up);
   }
 }
 

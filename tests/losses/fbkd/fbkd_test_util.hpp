@@ -126,10 +126,13 @@ inline std::vector<Grads> numeric_grads(const std::vector<fbkd_ref::Level>& leve
         return fbkd_ref::total(copy, rc, &masks);
       };
     };
-    out[i].a = kdloss_test::numeric_gradient(levels[i].adapted(), with([](fbkd_ref::Level& l, const Vec& x) { l.a = x; }));
+    out[i].a =
+        kdloss_test::numeric_gradient(levels[i].adapted(), with([](fbkd_ref::Level& l, const Vec& x) { l.a = x; }));
     out[i].s = kdloss_test::numeric_gradient(levels[i].s, with([](fbkd_ref::Level& l, const Vec& x) { l.s = x; }));
-    out[i].c = kdloss_test::numeric_gradient(levels[i].c_hat, with([](fbkd_ref::Level& l, const Vec& x) { l.c_hat = x; }));
-    out[i].sp = kdloss_test::numeric_gradient(levels[i].s_hat, with([](fbkd_ref::Level& l, const Vec& x) { l.s_hat = x; }));
+    out[i].c =
+        kdloss_test::numeric_gradient(levels[i].c_hat, with([](fbkd_ref::Level& l, const Vec& x) { l.c_hat = x; }));
+    out[i].sp =
+        kdloss_test::numeric_gradient(levels[i].s_hat, with([](fbkd_ref::Level& l, const Vec& x) { l.s_hat = x; }));
   }
   return out;
 }

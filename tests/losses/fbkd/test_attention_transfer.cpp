@@ -62,7 +62,8 @@ TEST_CASE("fbkd L_AT (paper form): value and gradient match the reference; float
       CHECK(paper<double>(s, t, shape, mode).first == doctest::Approx(want).epsilon(1e-13));
       CHECK(paper<float>(s, t, shape, mode).first == doctest::Approx(want).epsilon(1e-5));
     }
-    const auto g_want = kdloss_test::numeric_gradient(s, [&](const Vec& x) { return fbkd_ref::transfer_paper(x, t, rs); });
+    const auto g_want =
+        kdloss_test::numeric_gradient(s, [&](const Vec& x) { return fbkd_ref::transfer_paper(x, t, rs); });
     const double tol = 1e-8 * fbkd_test::max_abs(g_want);
     check_close(paper<double>(s, t, shape, 2).second, g_want, 1e-7, tol, "fused grad");
     check_close(paper<double>(s, t, shape, 1, -1.5).second, fbkd_test::scaled(g_want, -1.5), 1e-7, 1.5 * tol,
@@ -82,8 +83,10 @@ TEST_CASE("fbkd L_AT (code form): value and gradients wrt C_hat and S_hat match 
     const double want = fbkd_ref::transfer_code(c_hat, s_hat, t, rs);
     CHECK(code<double>(c_hat, s_hat, t, shape, 0).value == doctest::Approx(want).epsilon(1e-13));
     CHECK(code<float>(c_hat, s_hat, t, shape, 2).value == doctest::Approx(want).epsilon(1e-5));
-    const auto gc = kdloss_test::numeric_gradient(c_hat, [&](const Vec& x) { return fbkd_ref::transfer_code(x, s_hat, t, rs); });
-    const auto gs = kdloss_test::numeric_gradient(s_hat, [&](const Vec& x) { return fbkd_ref::transfer_code(c_hat, x, t, rs); });
+    const auto gc =
+        kdloss_test::numeric_gradient(c_hat, [&](const Vec& x) { return fbkd_ref::transfer_code(x, s_hat, t, rs); });
+    const auto gs =
+        kdloss_test::numeric_gradient(s_hat, [&](const Vec& x) { return fbkd_ref::transfer_code(c_hat, x, t, rs); });
     const auto fused = code<double>(c_hat, s_hat, t, shape, 2);
     check_close(fused.gc, gc, 1e-7, 1e-10, "grad C_hat");
     check_close(fused.gs, gs, 1e-7, 1e-10, "grad S_hat");
@@ -170,32 +173,59 @@ TEST_CASE("fbkd L_AT: bad inputs throw a clear error and leave outputs untouched
     for (float v : gc) REQUIRE(v == 42.0f);
     for (float v : gs) REQUIRE(v == 42.0f);
   };
-  check([&] { fbkd::attention_transfer_loss(sv, host_view(t.data(), {2, 3, 5, 4}), host_scalar(&out)); },
-        "kdloss::fbkd::attention_transfer_loss: arguments 'student' [2, 3, 4, 5] and 'teacher' [2, 3, 5, 4] must have the same shape");
-  check([&] { fbkd::attention_transfer_loss(sv, tv, host_view(g.data(), {3})); }, "argument 'out' must hold exactly one element");
-  check([&] { fbkd::attention_transfer_loss_backward(sv, tv, host_scalar(&one), host_view(g.data(), {2, 3, 4, 4})); },
-        "argument 'grad_student' has shape [2, 3, 4, 4] but expected [2, 3, 4, 5]");
+  check(
+      [&] {
+        fbkd::attention_transfer_loss(sv, host_view(t.data(), {2, 3, 5, 4}), host_scalar(&out));
+      },
+      "kdloss::fbkd::attention_transfer_loss: arguments 'student' [2, 3, 4, 5] and 'teacher' [2, 3, 5, 4] must have "
+      "the same shape");
+  check([&] { fbkd::attention_transfer_loss(sv, tv, host_view(g.data(), {3})); },
+        "argument 'out' must hold exactly one element");
+  check(
+      [&] {
+        fbkd::attention_transfer_loss_backward(sv, tv, host_scalar(&one), host_view(g.data(), {2, 3, 4, 4}));
+      },
+      "argument 'grad_student' has shape [2, 3, 4, 4] but expected [2, 3, 4, 5]");
   check([&] { fbkd::attention_transfer_loss_backward(sv, tv, host_scalar(&one), View<float>{}); },
         "argument 'grad_student' is absent");
-  check([&] { fbkd::attention_transfer_loss_forward_backward(sv, tv, host_scalar(&out), host_view(g.data(), shape, {0, 20, 5, 1})); },
-        "'grad_student' with shape [2, 3, 4, 5] and strides [0, 20, 5, 1] addresses some element twice");
+  check(
+      [&] {
+        fbkd::attention_transfer_loss_forward_backward(sv, tv, host_scalar(&out),
+                                                       host_view(g.data(), shape, {0, 20, 5, 1}));
+      },
+      "'grad_student' with shape [2, 3, 4, 5] and strides [0, 20, 5, 1] addresses some element twice");
   check([&] { fbkd::attention_transfer_loss(sv, cuda_view(t.data(), shape), host_scalar(&out)); },
         "argument 'teacher' is on cuda:0 but the call runs on host");
-  check([&] { fbkd::pooled_attention_transfer_loss(host_view(c_hat.data(), {3, 2}), spv, tv, host_scalar(&out)); },
-        "kdloss::fbkd::pooled_attention_transfer_loss: argument 'student_channel' has shape [3, 2] but expected [2, 3] or [2, 3, 1, 1]");
-  check([&] { fbkd::pooled_attention_transfer_loss(cv, host_view(s_hat.data(), {2, 5, 4}), tv, host_scalar(&out)); },
-        "argument 'student_spatial' has shape [2, 5, 4] but expected [2, 1, 4, 5] or [2, 4, 5]");
+  check(
+      [&] {
+        fbkd::pooled_attention_transfer_loss(host_view(c_hat.data(), {3, 2}), spv, tv, host_scalar(&out));
+      },
+      "kdloss::fbkd::pooled_attention_transfer_loss: argument 'student_channel' has shape [3, 2] but expected [2, 3] "
+      "or [2, 3, 1, 1]");
+  check(
+      [&] {
+        fbkd::pooled_attention_transfer_loss(cv, host_view(s_hat.data(), {2, 5, 4}), tv, host_scalar(&out));
+      },
+      "argument 'student_spatial' has shape [2, 5, 4] but expected [2, 1, 4, 5] or [2, 4, 5]");
   check([&] { fbkd::pooled_attention_transfer_loss(View<const float>{}, spv, tv, host_scalar(&out)); },
         "argument 'student_channel' is absent but the code-form L_AT needs it");
-  check([&] { fbkd::pooled_attention_transfer_loss(cv, spv, host_view(static_cast<const float*>(nullptr), shape), host_scalar(&out)); },
-        "argument 'teacher' has a null data pointer");
-  check([&] { fbkd::pooled_attention_transfer_loss_backward(cv, spv, tv, host_scalar(&one), View<float>{}, View<float>{}); },
-        "are both absent");
-  check([&] {
-          fbkd::pooled_attention_transfer_loss_backward(cv, spv, tv, host_scalar(&one), host_view(gs.data(), {2, 3}),
-                                                        host_view(gs.data(), {2, 4, 5}));
-        },
-        "output argument 'grad_student_channel' overlaps the memory of argument 'grad_student_spatial'");
+  check(
+      [&] {
+        fbkd::pooled_attention_transfer_loss(cv, spv, host_view(static_cast<const float*>(nullptr), shape),
+                                             host_scalar(&out));
+      },
+      "argument 'teacher' has a null data pointer");
+  check(
+      [&] {
+        fbkd::pooled_attention_transfer_loss_backward(cv, spv, tv, host_scalar(&one), View<float>{}, View<float>{});
+      },
+      "are both absent");
+  check(
+      [&] {
+        fbkd::pooled_attention_transfer_loss_backward(cv, spv, tv, host_scalar(&one), host_view(gs.data(), {2, 3}),
+                                                      host_view(gs.data(), {2, 4, 5}));
+      },
+      "output argument 'grad_student_channel' overlaps the memory of argument 'grad_student_spatial'");
   {
     std::vector<float> c_copy = c_hat;
     fbkd_test::expect_error(

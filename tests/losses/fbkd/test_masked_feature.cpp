@@ -56,7 +56,8 @@ Run<T> run(const Case& c, bool channel, int mode, double up = 1.0) {
     fbkd::masked_feature_loss(av, tv, msv, mcv, host_scalar(&out));
     fbkd::masked_feature_loss_backward(av, tv, msv, mcv, host_scalar<const T>(&upv), host_view(g.data(), sh));
   }
-  if (mode == 2) fbkd::masked_feature_loss_forward_backward(av, tv, msv, mcv, host_scalar(&out), host_view(g.data(), sh));
+  if (mode == 2)
+    fbkd::masked_feature_loss_forward_backward(av, tv, msv, mcv, host_scalar(&out), host_view(g.data(), sh));
   return {static_cast<double>(out), Vec(g.begin(), g.end())};
 }
 
@@ -115,10 +116,9 @@ TEST_CASE("fbkd L_AM: strided, sliced and broadcast inputs equal their contiguou
     double got = -1;
     Vec zeros(n, 0.0);
     auto g_nhwc = kdloss_test::relayout(zeros, shape, {0, 2, 3, 1});
-    fbkd::masked_feature_loss_forward_backward(View<const double>(a_nhwc.view), View<const double>(t_rev.view),
-                                               View<const double>(ms_t.view),
-                                               channel ? View<const double>(mc_pad.view) : View<const double>{},
-                                               host_scalar(&got), g_nhwc.view);
+    fbkd::masked_feature_loss_forward_backward(
+        View<const double>(a_nhwc.view), View<const double>(t_rev.view), View<const double>(ms_t.view),
+        channel ? View<const double>(mc_pad.view) : View<const double>{}, host_scalar(&got), g_nhwc.view);
     CHECK(got == doctest::Approx(want.value).epsilon(1e-13));
     check_close(kdloss_test::to_vector(g_nhwc.view), want.grad, 1e-13, 1e-16, "grad");
   }
@@ -148,12 +148,12 @@ TEST_CASE("fbkd L_AM: batch behaviour: the square adds over images, gradients fo
       Vec gb(40, 0.0);
       auto slice = [&](const Vec& v, const Dims& sh) { return host_view(v.data(), sh).slice(0, b, b + 1); };
       fbkd::masked_feature_loss_forward_backward(slice(c.a, shape), slice(c.t, shape), slice(c.ms, {3, 2, 5}),
-                                                 channel ? slice(c.mc, {3, 4}) : View<const double>{},
-                                                 host_scalar(&lb), host_view(gb.data(), {1, 4, 2, 5}));
+                                                 channel ? slice(c.mc, {3, 4}) : View<const double>{}, host_scalar(&lb),
+                                                 host_view(gb.data(), {1, 4, 2, 5}));
       sum_sq += lb * lb;
       // d L / d A_b = d L_b / d A_b * L_b / L.
-      check_close(fbkd_test::scaled(gb, lb / whole.value), Vec(whole.grad.begin() + b * 40, whole.grad.begin() + (b + 1) * 40),
-                  1e-12, 1e-15, "per-image grad");
+      check_close(fbkd_test::scaled(gb, lb / whole.value),
+                  Vec(whole.grad.begin() + b * 40, whole.grad.begin() + (b + 1) * 40), 1e-12, 1e-15, "per-image grad");
     }
     CHECK(std::sqrt(sum_sq) == doctest::Approx(whole.value).epsilon(1e-13));
   }
@@ -199,26 +199,48 @@ TEST_CASE("fbkd L_AM: bad inputs throw a clear error and leave outputs untouched
     CHECK(out == 42.0f);
     for (float v : g) REQUIRE(v == 42.0f);
   };
-  check([&] { fbkd::masked_feature_loss(av, host_view(t.data(), {2, 3, 20}), msv, mcv, host_scalar(&out)); },
-        "kdloss::fbkd::masked_feature_loss: argument 'teacher' must have rank 4 but has shape [2, 3, 20]");
-  check([&] { fbkd::masked_feature_loss(host_view(a.data(), {2, 3, 5, 4}), tv, msv, mcv, host_scalar(&out)); },
-        "arguments 'student_adapted' [2, 3, 5, 4] and 'teacher' [2, 3, 4, 5] must have the same shape");
-  check([&] { fbkd::masked_feature_loss(av, tv, host_view(ms.data(), {2, 20}), mcv, host_scalar(&out)); },
-        "argument 'mask_spatial' has shape [2, 20] but expected [2, 1, 4, 5] or [2, 4, 5]");
-  check([&] { fbkd::masked_feature_loss(av, tv, msv, host_view(mc.data(), {2, 3, 1}), host_scalar(&out)); },
-        "argument 'mask_channel' has shape [2, 3, 1] but expected [2, 3] or [2, 3, 1, 1]");
+  check(
+      [&] {
+        fbkd::masked_feature_loss(av, host_view(t.data(), {2, 3, 20}), msv, mcv, host_scalar(&out));
+      },
+      "kdloss::fbkd::masked_feature_loss: argument 'teacher' must have rank 4 but has shape [2, 3, 20]");
+  check(
+      [&] {
+        fbkd::masked_feature_loss(host_view(a.data(), {2, 3, 5, 4}), tv, msv, mcv, host_scalar(&out));
+      },
+      "arguments 'student_adapted' [2, 3, 5, 4] and 'teacher' [2, 3, 4, 5] must have the same shape");
+  check(
+      [&] {
+        fbkd::masked_feature_loss(av, tv, host_view(ms.data(), {2, 20}), mcv, host_scalar(&out));
+      },
+      "argument 'mask_spatial' has shape [2, 20] but expected [2, 1, 4, 5] or [2, 4, 5]");
+  check(
+      [&] {
+        fbkd::masked_feature_loss(av, tv, msv, host_view(mc.data(), {2, 3, 1}), host_scalar(&out));
+      },
+      "argument 'mask_channel' has shape [2, 3, 1] but expected [2, 3] or [2, 3, 1, 1]");
   check([&] { fbkd::masked_feature_loss(av, tv, View<const float>{}, mcv, host_scalar(&out)); },
         "argument 'mask_spatial' is absent but L_AM needs the spatial mask");
   check([&] { fbkd::masked_feature_loss(av, tv, msv, mcv, host_scalar(static_cast<float*>(nullptr))); },
         "argument 'out' has a null data pointer");
   check([&] { fbkd::masked_feature_loss(av, tv, msv, mcv, host_view(g.data(), {2})); },
         "argument 'out' must hold exactly one element");
-  check([&] { fbkd::masked_feature_loss(av, tv, msv, cuda_view(mc.data(), {2, 3}), host_scalar(&out)); },
-        "argument 'mask_channel' is on cuda:0 but the call runs on host");
-  check([&] { fbkd::masked_feature_loss_backward(av, tv, msv, mcv, host_scalar(&one), host_view(g.data(), shape, {0, 20, 5, 1})); },
-        "'grad_student_adapted' with shape [2, 3, 4, 5] and strides [0, 20, 5, 1] addresses some element twice");
-  check([&] { fbkd::masked_feature_loss_backward(av, tv, msv, mcv, host_view(&one, {1, 1, 2}), gv); },
-        "argument 'grad_out' must hold one element");
+  check(
+      [&] {
+        fbkd::masked_feature_loss(av, tv, msv, cuda_view(mc.data(), {2, 3}), host_scalar(&out));
+      },
+      "argument 'mask_channel' is on cuda:0 but the call runs on host");
+  check(
+      [&] {
+        fbkd::masked_feature_loss_backward(av, tv, msv, mcv, host_scalar(&one),
+                                           host_view(g.data(), shape, {0, 20, 5, 1}));
+      },
+      "'grad_student_adapted' with shape [2, 3, 4, 5] and strides [0, 20, 5, 1] addresses some element twice");
+  check(
+      [&] {
+        fbkd::masked_feature_loss_backward(av, tv, msv, mcv, host_view(&one, {1, 1, 2}), gv);
+      },
+      "argument 'grad_out' must hold one element");
   check([&] { fbkd::masked_feature_loss_forward_backward(av, tv, msv, mcv, host_scalar(g.data() + 3), gv); },
         "'grad_student_adapted' overlaps the memory of argument 'out'");
   check([&] { fbkd::masked_feature_loss_forward_backward(av, tv, msv, mcv, host_scalar(&out), View<float>{}); },
@@ -234,8 +256,11 @@ TEST_CASE("fbkd L_AM: bad inputs throw a clear error and leave outputs untouched
     CHECK(a_copy == a);
   }
   alignas(256) static unsigned char small[256];
-  check([&] { fbkd::masked_feature_loss(av, tv, msv, mcv, host_scalar(&out), Exec{Workspace{small, 8}, Stream()}); },
-        "argument 'workspace' has 8 bytes but this call needs");
+  check(
+      [&] {
+        fbkd::masked_feature_loss(av, tv, msv, mcv, host_scalar(&out), Exec{Workspace{small, 8}, Stream()});
+      },
+      "argument 'workspace' has 8 bytes but this call needs");
   // The query answers for a GPU call even here: one slot, plus the reduction partials.
   CHECK(fbkd::masked_feature_loss_workspace_bytes(cuda_view(a.data(), shape)) >
         fbkd::masked_feature_loss_workspace_bytes(av));

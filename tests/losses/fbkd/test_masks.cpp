@@ -37,8 +37,8 @@ Vec lib_masks(const Vec& s, const Vec& t, const Dims& shape, const fbkd::MaskOpt
   std::vector<T> ms(static_cast<std::size_t>(shape[0] * shape[2] * shape[3]), T(-1)),
       mc(static_cast<std::size_t>(shape[0] * shape[1]), T(-1));
   fbkd::attention_masks(host_view(sf.data(), shape), host_view(tf.data(), shape),
-                        host_view(ms.data(), {shape[0], 1, shape[2], shape[3]}), host_view(mc.data(), {shape[0], shape[1]}),
-                        o);
+                        host_view(ms.data(), {shape[0], 1, shape[2], shape[3]}),
+                        host_view(mc.data(), {shape[0], shape[1]}), o);
   Vec r(ms.begin(), ms.end());
   r.insert(r.end(), mc.begin(), mc.end());
   return r;
@@ -149,35 +149,66 @@ TEST_CASE("fbkd masks: bad inputs throw a clear error and leave outputs untouche
     for (float v : ms) REQUIRE(v == 42.0f);
     for (float v : mc) REQUIRE(v == 42.0f);
   };
-  check([&] { fbkd::attention_masks(sv, host_view(t.data(), {2, 3, 5, 4}), msv, mcv); },
-        "kdloss::fbkd::attention_masks: arguments 'student' [2, 3, 4, 5] and 'teacher' [2, 3, 5, 4] must have the same shape");
-  check([&] { fbkd::attention_masks(sv, tv, host_view(ms.data(), {2, 5, 4}), mcv); },
-        "argument 'mask_spatial' has shape [2, 5, 4] but expected [2, 1, 4, 5] or [2, 4, 5]");
-  check([&] { fbkd::attention_masks(sv, tv, msv, host_view(mc.data(), {3, 2})); },
-        "argument 'mask_channel' has shape [3, 2] but expected [2, 3] or [2, 3, 1, 1]");
+  check(
+      [&] {
+        fbkd::attention_masks(sv, host_view(t.data(), {2, 3, 5, 4}), msv, mcv);
+      },
+      "kdloss::fbkd::attention_masks: arguments 'student' [2, 3, 4, 5] and 'teacher' [2, 3, 5, 4] must have the same "
+      "shape");
+  check(
+      [&] {
+        fbkd::attention_masks(sv, tv, host_view(ms.data(), {2, 5, 4}), mcv);
+      },
+      "argument 'mask_spatial' has shape [2, 5, 4] but expected [2, 1, 4, 5] or [2, 4, 5]");
+  check(
+      [&] {
+        fbkd::attention_masks(sv, tv, msv, host_view(mc.data(), {3, 2}));
+      },
+      "argument 'mask_channel' has shape [3, 2] but expected [2, 3] or [2, 3, 1, 1]");
   check([&] { fbkd::attention_masks(sv, host_view(static_cast<const float*>(nullptr), shape), msv, mcv); },
         "argument 'teacher' has a null data pointer");
-  check([&] { fbkd::attention_masks(sv, tv, msv, mcv, {fbkd::MaskForm::code, 0.0, 0.5}); },
-        "argument 'options.spatial_temperature' must be > 0");
-  check([&] { fbkd::attention_masks(sv, tv, msv, mcv, {fbkd::MaskForm::paper, 0.5, -1.0}); },
-        "argument 'options.channel_temperature' must be > 0");
-  check([&] { fbkd::attention_masks(sv, tv, host_view(ms.data(), {2, 4, 5}, {0, 5, 1}), mcv); },
-        "'mask_spatial' with shape [2, 4, 5] and strides [0, 5, 1] addresses some element twice");
-  check([&] { fbkd::attention_masks(sv, tv, msv, cuda_view(mc.data(), {2, 3})); },
-        "argument 'mask_channel' is on cuda:0 but the call runs on host");
+  check(
+      [&] {
+        fbkd::attention_masks(sv, tv, msv, mcv, {fbkd::MaskForm::code, 0.0, 0.5});
+      },
+      "argument 'options.spatial_temperature' must be > 0");
+  check(
+      [&] {
+        fbkd::attention_masks(sv, tv, msv, mcv, {fbkd::MaskForm::paper, 0.5, -1.0});
+      },
+      "argument 'options.channel_temperature' must be > 0");
+  check(
+      [&] {
+        fbkd::attention_masks(sv, tv, host_view(ms.data(), {2, 4, 5}, {0, 5, 1}), mcv);
+      },
+      "'mask_spatial' with shape [2, 4, 5] and strides [0, 5, 1] addresses some element twice");
+  check(
+      [&] {
+        fbkd::attention_masks(sv, tv, msv, cuda_view(mc.data(), {2, 3}));
+      },
+      "argument 'mask_channel' is on cuda:0 but the call runs on host");
   check([&] { fbkd::attention_masks(sv, tv, View<float>{}, View<float>{}); }, "are both absent");
-  check([&] { fbkd::attention_masks(sv, tv, msv, host_view(ms.data() + 10, {2, 3})); },
-        "'mask_channel' overlaps the memory of argument 'mask_spatial'");
+  check(
+      [&] {
+        fbkd::attention_masks(sv, tv, msv, host_view(ms.data() + 10, {2, 3}));
+      },
+      "'mask_channel' overlaps the memory of argument 'mask_spatial'");
   {
     std::vector<float> s_copy = s;
     fbkd_test::expect_error(
-        [&] { fbkd::attention_masks(host_view<const float>(s_copy.data(), shape), tv, host_view(s_copy.data(), {2, 4, 5}), mcv); },
+        [&] {
+          fbkd::attention_masks(host_view<const float>(s_copy.data(), shape), tv, host_view(s_copy.data(), {2, 4, 5}),
+                                mcv);
+        },
         "'mask_spatial' overlaps the memory of argument 'student'");
     CHECK(s_copy == s);
   }
   alignas(256) static unsigned char small[256];
-  check([&] { fbkd::attention_masks(sv, tv, msv, mcv, {}, Exec{Workspace{small, 8}, Stream()}); },
-        "argument 'workspace' has 8 bytes but this call needs");
+  check(
+      [&] {
+        fbkd::attention_masks(sv, tv, msv, mcv, {}, Exec{Workspace{small, 8}, Stream()});
+      },
+      "argument 'workspace' has 8 bytes but this call needs");
   CHECK(fbkd::attention_masks_workspace_bytes(sv) > fbkd::attention_masks_workspace_bytes(sv, false));
 }
 

@@ -78,7 +78,7 @@ TEST_CASE("fbkd total: gradients are exact where a term's derivative vanishes or
   cfg.w_am = 0;
   r = fbkd_test::run_total<double>(levels, cfg, 2);
   CHECK(r.value == doctest::Approx(cfg.w_at * (fbkd_ref::transfer_paper(levels[0].s, levels[0].t, levels[0].shape) +
-                                              fbkd_ref::transfer_paper(levels[1].s, levels[1].t, levels[1].shape)))
+                                               fbkd_ref::transfer_paper(levels[1].s, levels[1].t, levels[1].shape)))
                        .epsilon(1e-13));
   for (const auto& g : r.grads)
     for (double v : g.a) REQUIRE(v == 0.0);
@@ -96,8 +96,8 @@ TEST_CASE("fbkd total: gradients are exact where a term's derivative vanishes or
   auto only_at = fbkd::Config::code_two_stage();
   only_at.w_am = 0;
   fbkd::total_loss(std::vector<fbkd::Level<double>>{lv}, host_scalar(value.data()), only_at);
-  CHECK(value[0] == doctest::Approx(only_at.w_at * fbkd_ref::transfer_code(levels[0].c_hat, levels[0].s_hat, levels[0].t,
-                                                                         levels[0].shape))
+  CHECK(value[0] == doctest::Approx(only_at.w_at * fbkd_ref::transfer_code(levels[0].c_hat, levels[0].s_hat,
+                                                                           levels[0].t, levels[0].shape))
                         .epsilon(1e-13));
 }
 
@@ -130,8 +130,11 @@ TEST_CASE("fbkd total: batch behaviour (a duplicated batch scales every norm by 
     CHECK(r2.value == doctest::Approx(std::sqrt(2.0) * r1.value).epsilon(1e-13));
     const auto& g1 = r1.grads[0];
     const auto& g2 = r2.grads[0];
-    auto halves = [](const Vec& v) { return std::pair<Vec, Vec>{Vec(v.begin(), v.begin() + v.size() / 2), Vec(v.begin() + v.size() / 2, v.end())}; };
-    const std::vector<std::pair<const Vec*, const Vec*>> pairs{{&g2.a, &g1.a}, {&g2.s, &g1.s}, {&g2.c, &g1.c}, {&g2.sp, &g1.sp}};
+    auto halves = [](const Vec& v) {
+      return std::pair<Vec, Vec>{Vec(v.begin(), v.begin() + v.size() / 2), Vec(v.begin() + v.size() / 2, v.end())};
+    };
+    const std::vector<std::pair<const Vec*, const Vec*>> pairs{
+        {&g2.a, &g1.a}, {&g2.s, &g1.s}, {&g2.c, &g1.c}, {&g2.sp, &g1.sp}};
     for (const auto& [got, want] : pairs) {
       const auto [h0, h1] = halves(*got);
       const auto expect = fbkd_test::scaled(*want, 1 / std::sqrt(2.0));
@@ -206,7 +209,8 @@ TEST_CASE("fbkd total: channel-last, padded, permuted, sliced and broadcast view
   }
 }
 
-TEST_CASE("fbkd total: degenerate inputs (S = T, all-zero features, H = W = 1, C = 1) give finite values and gradients") {
+TEST_CASE(
+    "fbkd total: degenerate inputs (S = T, all-zero features, H = W = 1, C = 1) give finite values and gradients") {
   for (Dims shape : {Dims{2, 3, 4, 5}, Dims{2, 3, 1, 1}, Dims{2, 1, 4, 3}, Dims{1, 1, 1, 1}}) {
     CAPTURE(shape.str());
     const auto rs = fbkd_test::ref_shape(shape);
@@ -256,8 +260,8 @@ TEST_CASE("fbkd total: bad inputs throw a clear error naming the argument and le
     return lv;
   };
   const auto cfg = fbkd::Config::code_one_stage();
-  auto check = [&](auto mutate, const std::string& needle, int mode = 2, fbkd::Config c = fbkd::Config::code_one_stage(),
-                   Exec ex = {}) {
+  auto check = [&](auto mutate, const std::string& needle, int mode = 2,
+                   fbkd::Config c = fbkd::Config::code_one_stage(), Exec ex = {}) {
     auto lv = base();
     mutate(lv);
     fbkd_test::expect_error(
@@ -272,20 +276,39 @@ TEST_CASE("fbkd total: bad inputs throw a clear error naming the argument and le
       for (double x : *v) REQUIRE(x == 42.0);
   };
   using L = std::vector<fbkd::Level<double>>;
-  check([&](L& lv) { lv[1].teacher = host_view(l1.t.data(), {2, 3, 2, 1}); },
-        "kdloss::fbkd::total_loss_forward_backward: arguments 'levels[1].student' [2, 3, 2, 2] and 'levels[1].teacher' "
-        "[2, 3, 2, 1] must have the same shape");
-  check([&](L& lv) { lv[1].student_adapted = host_view(l1.a.data(), {2, 3, 4, 1}); },
-        "arguments 'levels[1].student_adapted' [2, 3, 4, 1] and 'levels[1].teacher' [2, 3, 2, 2] must have the same shape",
-        0);
-  check([&](L& lv) { lv[0].student_channel = host_view(l0.c_hat.data(), {3, 2}); },
-        "argument 'levels[0].student_channel' has shape [3, 2] but expected [2, 3] or [2, 3, 1, 1]");
-  check([&](L& lv) { lv[0].student_spatial = host_view(l0.s_hat.data(), {2, 2, 4, 5}); },
-        "argument 'levels[0].student_spatial' has shape [2, 2, 4, 5] but expected [2, 1, 4, 5] or [2, 4, 5]");
-  check([&](L& lv) { lv[0].grad_student_spatial = host_view(gs.data(), {2, 5, 4}); },
-        "argument 'levels[0].grad_student_spatial' has shape [2, 5, 4] but expected [2, 1, 4, 5] or [2, 4, 5]", 1);
-  check([&](L& lv) { lv[1].grad_student_adapted = host_view(g1.data(), {2, 3, 4}); },
-        "argument 'levels[1].grad_student_adapted' has shape [2, 3, 4] but expected [2, 3, 2, 2]");
+  check(
+      [&](L& lv) {
+        lv[1].teacher = host_view(l1.t.data(), {2, 3, 2, 1});
+      },
+      "kdloss::fbkd::total_loss_forward_backward: arguments 'levels[1].student' [2, 3, 2, 2] and 'levels[1].teacher' "
+      "[2, 3, 2, 1] must have the same shape");
+  check(
+      [&](L& lv) {
+        lv[1].student_adapted = host_view(l1.a.data(), {2, 3, 4, 1});
+      },
+      "arguments 'levels[1].student_adapted' [2, 3, 4, 1] and 'levels[1].teacher' [2, 3, 2, 2] must have the same "
+      "shape",
+      0);
+  check(
+      [&](L& lv) {
+        lv[0].student_channel = host_view(l0.c_hat.data(), {3, 2});
+      },
+      "argument 'levels[0].student_channel' has shape [3, 2] but expected [2, 3] or [2, 3, 1, 1]");
+  check(
+      [&](L& lv) {
+        lv[0].student_spatial = host_view(l0.s_hat.data(), {2, 2, 4, 5});
+      },
+      "argument 'levels[0].student_spatial' has shape [2, 2, 4, 5] but expected [2, 1, 4, 5] or [2, 4, 5]");
+  check(
+      [&](L& lv) {
+        lv[0].grad_student_spatial = host_view(gs.data(), {2, 5, 4});
+      },
+      "argument 'levels[0].grad_student_spatial' has shape [2, 5, 4] but expected [2, 1, 4, 5] or [2, 4, 5]", 1);
+  check(
+      [&](L& lv) {
+        lv[1].grad_student_adapted = host_view(g1.data(), {2, 3, 4});
+      },
+      "argument 'levels[1].grad_student_adapted' has shape [2, 3, 4] but expected [2, 3, 2, 2]");
   check([&](L& lv) { lv[1].teacher = host_view(static_cast<const double*>(nullptr), sh1); },
         "argument 'levels[1].teacher' has a null data pointer");
   check([&](L& lv) { lv[1].teacher = View<const double>{}; }, "argument 'levels[1].teacher' is absent");
@@ -297,21 +320,29 @@ TEST_CASE("fbkd total: bad inputs throw a clear error naming the argument and le
         "argument 'levels[1].student' is on cuda:0 but the call runs on host");
   check([&](L& lv) { lv[0].grad_student_adapted = cuda_view(g0.data(), sh); },
         "argument 'levels[0].grad_student_adapted' is on cuda:0 but the call runs on host", 1);
-  check([&](L& lv) { lv[0].grad_student = host_view(g0.data(), sh, {0, 20, 5, 1}); },
-        "output argument 'levels[0].grad_student' with shape [2, 3, 4, 5] and strides [0, 20, 5, 1] addresses some "
-        "element twice");
+  check(
+      [&](L& lv) {
+        lv[0].grad_student = host_view(g0.data(), sh, {0, 20, 5, 1});
+      },
+      "output argument 'levels[0].grad_student' with shape [2, 3, 4, 5] and strides [0, 20, 5, 1] addresses some "
+      "element twice");
   check([&](L& lv) { lv[0].grad_student = host_view(g0.data(), sh); },
         "output argument 'levels[0].grad_student_adapted' overlaps the memory of argument 'levels[0].grad_student'");
-  check([&](L& lv) { lv[1].grad_student_channel = host_view(g0.data() + 100, {2, 3}); },
-        "output argument 'levels[0].grad_student_adapted' overlaps the memory of argument 'levels[1].grad_student_channel'");
+  check(
+      [&](L& lv) {
+        lv[1].grad_student_channel = host_view(g0.data() + 100, {2, 3});
+      },
+      "output argument 'levels[0].grad_student_adapted' overlaps the memory of argument "
+      "'levels[1].grad_student_channel'");
   {
     // A gradient aliasing an input: the input must not change either.
     Vec a_copy = l0.a;
-    check([&](L& lv) {
-            lv[0].student_adapted = host_view<const double>(a_copy.data(), sh);
-            lv[1].grad_student = host_view(a_copy.data() + 2, sh1);
-          },
-          "output argument 'levels[1].grad_student' overlaps the memory of argument 'levels[0].student_adapted'");
+    check(
+        [&](L& lv) {
+          lv[0].student_adapted = host_view<const double>(a_copy.data(), sh);
+          lv[1].grad_student = host_view(a_copy.data() + 2, sh1);
+        },
+        "output argument 'levels[1].grad_student' overlaps the memory of argument 'levels[0].student_adapted'");
     CHECK(a_copy == l0.a);
   }
   auto bad_out = [&](auto&& call, const std::string& needle) {
@@ -320,7 +351,11 @@ TEST_CASE("fbkd total: bad inputs throw a clear error naming the argument and le
     CHECK(out == 42.0);
     for (double x : g0) REQUIRE(x == 42.0);
   };
-  bad_out([&](L& lv) { fbkd::total_loss(lv, host_view(g1.data(), {2, 2}), cfg); }, "argument 'out' must hold exactly one element");
+  bad_out(
+      [&](L& lv) {
+        fbkd::total_loss(lv, host_view(g1.data(), {2, 2}), cfg);
+      },
+      "argument 'out' must hold exactly one element");
   bad_out([&](L& lv) { fbkd::total_loss_forward_backward(lv, host_scalar(g0.data() + 7), cfg); },
           "output argument 'levels[0].grad_student_adapted' overlaps the memory of argument 'out'");
   bad_out([&](L& lv) { fbkd::total_loss_backward(lv, host_view<const double>(&one, {2}), cfg); },
@@ -365,7 +400,8 @@ TEST_CASE("fbkd total: the workspace query covers every level, and a too small b
   one.push_back(two[0]);
   for (const auto& p : fbkd_test::presets()) {
     CAPTURE(std::string(p.name));
-    const auto b1 = fbkd::total_loss_workspace_bytes(one, p.config), b2 = fbkd::total_loss_workspace_bytes(two, p.config);
+    const auto b1 = fbkd::total_loss_workspace_bytes(one, p.config),
+               b2 = fbkd::total_loss_workspace_bytes(two, p.config);
     CHECK(b1 > 0);
     CHECK(b2 > b1);
     // A host call accepts a caller buffer of exactly the queried size.

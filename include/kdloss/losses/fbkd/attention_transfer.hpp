@@ -106,8 +106,8 @@ void pooled_attention_transfer_loss(const View<C>& student_channel, const View<S
 template <class C, class Sp, class Tt, class G, class O>
 void pooled_attention_transfer_loss_backward(const View<C>& student_channel, const View<Sp>& student_spatial,
                                              const View<Tt>& teacher, const View<G>& grad_out,
-                                             const View<O>& grad_student_channel,
-                                             const View<O>& grad_student_spatial, const Exec& exec = {}) {
+                                             const View<O>& grad_student_channel, const View<O>& grad_student_spatial,
+                                             const Exec& exec = {}) {
   const char* fn = "kdloss::fbkd::pooled_attention_transfer_loss_backward";
   ::kdloss::detail::require(!detail::absent(grad_student_channel) || !detail::absent(grad_student_spatial), fn,
                             ": arguments 'grad_student_channel' and 'grad_student_spatial' are both absent; pass at "

@@ -24,16 +24,20 @@ namespace detail {
 template <class Acc, class T, class M, class R>
 void masked_norm(Device device, Stream stream, const View<const T>& a, const View<const T>& t, const View<const M>& ms,
                  const View<const M>& mc, bool channel, double* partials, R* slot) {
-  if (channel) norm_into<Acc>(device, stream, t.shape, MaskedSquare{}, std::tuple{a, t, ms, mc}, partials, slot);
-  else norm_into<Acc>(device, stream, t.shape, MaskedSquare{}, std::tuple{a, t, ms}, partials, slot);
+  if (channel)
+    norm_into<Acc>(device, stream, t.shape, MaskedSquare{}, std::tuple{a, t, ms, mc}, partials, slot);
+  else
+    norm_into<Acc>(device, stream, t.shape, MaskedSquare{}, std::tuple{a, t, ms}, partials, slot);
 }
 template <class Acc, class T, class M, class U, class G>
 void masked_norm_grad(Device device, Stream stream, const View<const T>& a, const View<const T>& t,
                       const View<const M>& ms, const View<const M>& mc, bool channel, const double* norm,
                       Uniform<U> upstream, double weight, const View<G>& grad) {
   const MaskedSquareGrad<U> f{norm, upstream, weight};
-  if (channel) ::kdloss::detail::transform<Acc>(device, stream, t.shape, f, std::tuple{a, t, ms, mc}, std::tuple{grad});
-  else ::kdloss::detail::transform<Acc>(device, stream, t.shape, f, std::tuple{a, t, ms}, std::tuple{grad});
+  if (channel)
+    ::kdloss::detail::transform<Acc>(device, stream, t.shape, f, std::tuple{a, t, ms, mc}, std::tuple{grad});
+  else
+    ::kdloss::detail::transform<Acc>(device, stream, t.shape, f, std::tuple{a, t, ms}, std::tuple{grad});
 }
 
 enum class Mode { forward, backward, fused };
@@ -81,8 +85,10 @@ void masked_feature(const char* fn, Mode mode, const View<const T>& a, const Vie
     ck.disjoint(grad_a, "grad_student_adapted", t, "teacher");
     ck.disjoint(grad_a, "grad_student_adapted", ms_in, "mask_spatial");
     if (channel) ck.disjoint(grad_a, "grad_student_adapted", mc_in, "mask_channel");
-    if (mode == Mode::fused) ck.disjoint(grad_a, "grad_student_adapted", out, "out");
-    else ck.disjoint(grad_a, "grad_student_adapted", grad_out, "grad_out");
+    if (mode == Mode::fused)
+      ck.disjoint(grad_a, "grad_student_adapted", out, "out");
+    else
+      ck.disjoint(grad_a, "grad_student_adapted", grad_out, "grad_out");
   }
   ::kdloss::detail::HostScratch scratch;
   Carver carver(
@@ -141,8 +147,8 @@ template <class A, class Tt, class M, class O>
 void masked_feature_loss_forward_backward(const View<A>& student_adapted, const View<Tt>& teacher,
                                           const View<M>& mask_spatial, const View<M>& mask_channel, const View<O>& out,
                                           const View<O>& grad_student_adapted, const Exec& exec = {}) {
-  detail::masked_feature<O>("kdloss::fbkd::masked_feature_loss_forward_backward", detail::Mode::fused,
-                            student_adapted, teacher, mask_spatial, mask_channel, out, {}, grad_student_adapted, exec);
+  detail::masked_feature<O>("kdloss::fbkd::masked_feature_loss_forward_backward", detail::Mode::fused, student_adapted,
+                            teacher, mask_spatial, mask_channel, out, {}, grad_student_adapted, exec);
 }
 
 /// Workspace bytes of any masked_feature_loss call on features shaped like `student_adapted`.

@@ -151,8 +151,7 @@ void spatial_attention(const View<X>& x, const View<O>& out, const Exec& exec = 
 ///   kdloss::fbkd::channel_attention(kdloss::host_view(feat, {2, 256, 100, 167}), kdloss::host_view(gc, {2, 256}));
 template <class X, class O>
 void channel_attention(const View<X>& x, const View<O>& out, const Exec& exec = {}) {
-  ops::detail::pool_forward<O>("kdloss::fbkd::channel_attention", x, out, ops::detail::PoolAxis::positions, true,
-                               exec);
+  ops::detail::pool_forward<O>("kdloss::fbkd::channel_attention", x, out, ops::detail::PoolAxis::positions, true, exec);
 }
 
 /// The spatial mask M_s ([B,H,W] or [B,1,H,W]) and the channel mask M_c ([B,C] or [B,C,1,1]) of a

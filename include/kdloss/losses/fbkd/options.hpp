@@ -32,6 +32,9 @@ inline const char* to_string(MaskForm f) { return f == MaskForm::paper ? "paper"
 inline const char* to_string(TransferForm f) { return f == TransferForm::paper ? "paper" : "code"; }
 
 /// Mask settings: form and the two softmax temperatures (t for positions, t_c for channels).
+///
+///   kdloss::fbkd::MaskOptions paper{kdloss::fbkd::MaskForm::paper, 0.1, 0.1};
+///   kdloss::fbkd::attention_masks(s, t, ms, mc, paper);
 struct MaskOptions {
   MaskForm form = MaskForm::code;
   double spatial_temperature = 0.5;

@@ -28,17 +28,6 @@ using kdloss::detail::Checker;
 using kdloss::detail::require;
 using ops::detail::AxisPlan;
 
-// ---- GPU launch geometry (CUDA-free, so host translation units answer GPU workspace queries) ----
-
-inline constexpr int kGpuTileW = 32;
-inline int gpu_tile_h(std::size_t acc_bytes) { return acc_bytes == 8 ? 8 : 16; }
-/// Blocks of a forward engine pass on the GPU: output tiles times planes (one partial sum each).
-inline std::int64_t gpu_forward_blocks(const AxisPlan& rows, const AxisPlan& cols, std::int64_t planes,
-                                       std::size_t acc_bytes) {
-  const std::int64_t th = gpu_tile_h(acc_bytes);
-  return ((rows.n_out + th - 1) / th) * ((cols.n_out + kGpuTileW - 1) / kGpuTileW) * planes;
-}
-
 template <class T>
 void strides4(const View<T>& v, std::int64_t* s) {
   for (int d = 0; d < 4; ++d) s[d] = v.strides[d];

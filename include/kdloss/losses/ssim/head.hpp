@@ -18,6 +18,7 @@
 // 0 <= (1 - S)/2 <= 1, bounds included, as torch.clamp's does).
 #pragma once
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 #include "kdloss/config.hpp"
@@ -182,6 +183,19 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A head_eval(const Head& h, A mx, A my, A p
   g->pyy = u * gvy;
   g->pxy = u * gcov;
   return s;
+}
+
+// ---- GPU launch geometry (CUDA-free, so host translation units answer GPU workspace queries) ----
+
+/// Tiles of the GPU kernels: 32 columns by 16 rows (float accumulation) or 8 rows (double).
+inline constexpr int kGpuTileW = 32;
+KDLOSS_HOST_DEVICE constexpr int gpu_tile_h(std::size_t acc_bytes) { return acc_bytes == 8 ? 8 : 16; }
+/// Per-block partial sums a GPU pass may write: tiles of the input grid (which covers the output
+/// grid) times planes.
+inline std::int64_t gpu_forward_blocks(const ops::detail::AxisPlan& rows, const ops::detail::AxisPlan& cols,
+                                       std::int64_t planes, std::size_t acc_bytes) {
+  const std::int64_t th = gpu_tile_h(acc_bytes);
+  return ((rows.n_in + th - 1) / th) * ((cols.n_in + kGpuTileW - 1) / kGpuTileW) * planes;
 }
 
 /// Statistics of one pixel, in the engine's order.

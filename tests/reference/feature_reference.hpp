@@ -35,3 +35,90 @@ inline double frobenius(const std::vector<double>& s, const std::vector<double>&
 }
 
 }  // namespace kdloss_ref
+
+// ---- Frobenius distance gradient and temperature KL (distance.hpp, kl_div.hpp) ----
+#include <algorithm>
+
+namespace kdloss_ref {
+
+/// d||s - t||_F / ds = (s - t) / ||s - t||, and 0 where the norm is 0 (torch.dist's backward).
+inline std::vector<double> frobenius_grad(const std::vector<double>& s, const std::vector<double>& t) {
+  const double norm = frobenius(s, t);
+  std::vector<double> g(s.size(), 0.0);
+  if (norm > 0)
+    for (std::size_t i = 0; i < s.size(); ++i) g[i] = (s[i] - t[i]) / norm;
+  return g;
+}
+
+enum class KlRed { none, mean, sum, batchmean };
+
+/// A row-major tensor of `shape` seen as rows along `axis`: calls f(offsets of the row's elements).
+template <class F>
+void for_each_row(const std::vector<std::int64_t>& shape, int axis, F f) {
+  std::int64_t outer = 1, inner = 1;
+  for (int d = 0; d < axis; ++d) outer *= shape[d];
+  for (std::size_t d = axis + 1; d < shape.size(); ++d) inner *= shape[d];
+  const std::int64_t n = shape[axis];
+  std::vector<std::size_t> idx(static_cast<std::size_t>(n));
+  for (std::int64_t o = 0; o < outer; ++o)
+    for (std::int64_t i = 0; i < inner; ++i) {
+      for (std::int64_t j = 0; j < n; ++j) idx[j] = static_cast<std::size_t>((o * n + j) * inner + i);
+      f(idx);
+    }
+}
+
+/// log softmax(x / T) over the positions `idx` (max-shifted: the formula, computed stably).
+inline std::vector<double> log_softmax_row(const std::vector<double>& x, const std::vector<std::size_t>& idx,
+                                           double T) {
+  double m = -INFINITY, z = 0;
+  for (std::size_t k : idx) m = std::max(m, x[k] / T);
+  for (std::size_t k : idx) z += std::exp(x[k] / T - m);
+  std::vector<double> out;
+  for (std::size_t k : idx) out.push_back(x[k] / T - m - std::log(z));
+  return out;
+}
+
+/// F.kl_div(F.log_softmax(s / T, axis), F.softmax(t / T, axis), reduction) * T * T on row-major
+/// logits: per element T^2 * p_t * (log p_t - log p_s), 0 where p_t = 0 (xlogy).
+inline std::vector<double> kl_div(const std::vector<double>& s, const std::vector<double>& t,
+                                  const std::vector<std::int64_t>& shape, int axis, double T, KlRed r) {
+  std::vector<double> per(s.size(), 0.0);
+  for_each_row(shape, axis, [&](const std::vector<std::size_t>& idx) {
+    const auto ls = log_softmax_row(s, idx, T), lt = log_softmax_row(t, idx, T);
+    for (std::size_t j = 0; j < idx.size(); ++j) {
+      const double pt = std::exp(lt[j]);
+      per[idx[j]] = pt > 0 ? T * T * pt * (lt[j] - ls[j]) : 0.0;
+    }
+  });
+  if (r == KlRed::none) return per;
+  double total = 0;
+  for (double v : per) total += v;
+  if (r == KlRed::mean) total = s.empty() ? 0.0 : total / static_cast<double>(s.size());
+  if (r == KlRed::batchmean) total = shape[0] > 0 ? total / static_cast<double>(shape[0]) : 0.0;
+  return {total};
+}
+
+/// Analytic gradient of sum_k u_k * kl_div(...)_k wrt s (u: one element for a reduced loss, the map
+/// for none): per row T * (p_s_j * sum_k w_k p_t_k - w_j p_t_j) with w the upstream times the
+/// reduction's factor.
+inline std::vector<double> kl_div_grad(const std::vector<double>& s, const std::vector<double>& t,
+                                       const std::vector<std::int64_t>& shape, int axis, double T, KlRed r,
+                                       const std::vector<double>& upstream) {
+  double factor = 1.0;
+  if (r == KlRed::mean) factor = s.empty() ? 0.0 : 1.0 / static_cast<double>(s.size());
+  if (r == KlRed::batchmean) factor = shape[0] > 0 ? 1.0 / static_cast<double>(shape[0]) : 0.0;
+  std::vector<double> g(s.size(), 0.0);
+  for_each_row(shape, axis, [&](const std::vector<std::size_t>& idx) {
+    const auto ls = log_softmax_row(s, idx, T), lt = log_softmax_row(t, idx, T);
+    double weight = 0;
+    for (std::size_t j = 0; j < idx.size(); ++j)
+      weight += (r == KlRed::none ? upstream[idx[j]] : upstream[0] * factor) * std::exp(lt[j]);
+    for (std::size_t j = 0; j < idx.size(); ++j) {
+      const double w = r == KlRed::none ? upstream[idx[j]] : upstream[0] * factor;
+      g[idx[j]] = T * (std::exp(ls[j]) * weight - w * std::exp(lt[j]));
+    }
+  });
+  return g;
+}
+
+}  // namespace kdloss_ref

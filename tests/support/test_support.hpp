@@ -90,7 +90,7 @@ void check_close(const std::vector<A>& got, const std::vector<B>& want, double r
   REQUIRE(got.size() == want.size());
   for (std::size_t i = 0; i < got.size(); ++i) {
     if (!close(static_cast<double>(got[i]), static_cast<double>(want[i]), rel, abs_tol)) {
-      FAIL_CHECK(what << "[" << i << "] = " << static_cast<double>(got[i]) << " but expected "
+      FAIL_CHECK(std::string(what) << "[" << i << "] = " << static_cast<double>(got[i]) << " but expected "
                       << static_cast<double>(want[i]) << " (rel " << rel << ", abs " << abs_tol << ")");
       return;
     }

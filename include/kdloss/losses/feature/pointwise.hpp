@@ -185,9 +185,10 @@ void pointwise_backward(const char* fn, Loss loss, View<const T> s, View<const T
     ck.not_null(grad_out, "grad_out");
     ck.shape(grad_out, "grad_out", s.shape);
   } else {
-    require(grad_out.numel() == 1 || (grad_out.numel() == 0 && grad_out.rank() == 0 && grad_out.data == nullptr), fn,
+    require(grad_out.numel() == 1, fn,
             ": argument 'grad_out' must hold one element (the upstream gradient of the reduced loss) but has shape ",
             grad_out.shape.str());
+    ck.not_null(grad_out, "grad_out");
   }
   check_gradient_output(ck, s, grad_s, "grad_student");
   ck.disjoint(grad_s, "grad_student", s, "student");

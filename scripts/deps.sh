@@ -2,7 +2,7 @@
 # Installs what kdloss needs to build and test, when it is missing (Debian, run as root or with sudo).
 set -euo pipefail
 
-packages=(cmake ninja-build g++ libeigen3-dev doctest-dev libbenchmark-dev libdlpack-dev)
+packages=(cmake ninja-build g++ libeigen3-dev doctest-dev libbenchmark-dev libdlpack-dev libstb-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

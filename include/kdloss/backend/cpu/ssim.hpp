@@ -22,7 +22,35 @@ using ssim_detail::Pass;
 inline std::int64_t thread_scratch(const ops::detail::AxisPlan& rows, const ops::detail::AxisPlan& cols) {
   const std::int64_t wo = cols.n_out, w = cols.n_in, lc = filter::padded_length(cols);
   const std::int64_t ring = ssim_detail::kStats * rows.taps * wo;
-  return 2 * ring + 2 * w + 5 * lc + 10 * wo + lc + 5 * w + 64;
+  return 2 * ring + 2 * w + 5 * lc + 8 * wo + filter::adjoint_scratch(cols) + 5 * w + 64;
+}
+
+/// Values of one output row (contiguous statistics); returns their sum.
+template <Form F, class A>
+KDLOSS_CPU_CLONES A head_values(const ssim_detail::Head& h, const A* mx, const A* my, const A* pxx, const A* pyy,
+                                const A* pxy, A* vals, std::int64_t n) {
+  A sum = 0;
+  for (std::int64_t j = 0; j < n; ++j) {
+    const A v = ssim_detail::head_eval<F, A>(h, mx[j], my[j], pxx[j], pyy[j], pxy[j], A(1), nullptr);
+    vals[j] = v;
+    sum += v;
+  }
+  return sum;
+}
+/// Values and upstream-weighted partials of one output row; returns the values' sum.
+template <Form F, class A>
+KDLOSS_CPU_CLONES A head_grads(const ssim_detail::Head& h, const A* mx, const A* my, const A* pxx, const A* pyy,
+                               const A* pxy, const A* up, A* vals, A* gmx, A* gmy, A* gpxx, A* gpyy, A* gpxy,
+                               std::int64_t n) {
+  A sum = 0;
+  for (std::int64_t j = 0; j < n; ++j) {
+    ssim_detail::StatGrad<A> g;
+    const A v = ssim_detail::head_eval<F, A>(h, mx[j], my[j], pxx[j], pyy[j], pxy[j], up[j], &g);
+    vals[j] = v;
+    sum += v;
+    gmx[j] = g.mx, gmy[j] = g.my, gpxx[j] = g.pxx, gpyy[j] = g.pyy, gpxy[j] = g.pxy;
+  }
+  return sum;
 }
 
 template <Form F, class In, class G, class A>
@@ -41,15 +69,17 @@ double run_plane(const Pass<In, G>& P, std::int64_t p, A* buf) {
   }
   const filter::Taps<A> tr(R), tc(C);
   const std::int64_t ring_size = kStats * Fr * Wo;
-  A* ring = buf;               // [stat][slot][Wo]: horizontally filtered statistics rows
-  A* bring = ring + ring_size; // [stat][slot][Wo]: vertical adjoint of the partials
-  A* xr = bring + ring_size;   // W
+  A* ring = buf;               // [stat][slot][Wo]: horizontally filtered statistics of input rows
+  A* pring = ring + ring_size; // [stat][slot][Wo]: the head's partials of output rows
+  A* xr = pring + ring_size;   // W
   A* yr = xr + W;              // W
   A* pad = yr + W;             // 5 x Lc
   A* st = pad + 5 * Lc;        // 5 x Wo: statistics of one output row
-  A* pr = st + 5 * Wo;         // 5 x Wo: partials of one output row
-  A* full = pr + 5 * Wo;       // Lc
-  A* adj = full + Lc;          // 5 x W
+  A* vrow = st + 5 * Wo;       // Wo: vertical adjoint of one statistic's partials
+  A* vals = vrow + Wo;         // Wo: values of one output row
+  A* ups = vals + Wo;          // Wo: upstream gradient of one output row
+  A* scratch = ups + Wo;       // adjoint_scratch(C)
+  A* adj = scratch + filter::adjoint_scratch(C);  // 5 x W
   const bool backward = P.backward();
   const bool want_y = P.gy != nullptr;
 
@@ -59,7 +89,7 @@ double run_plane(const Pass<In, G>& P, std::int64_t p, A* buf) {
       yr[j] = ay * static_cast<A>(yp[r * P.ys[2] + j * P.ys[3]]) + by;
     }
   };
-  auto ring_row = [&](A* base, int s, std::int64_t r) { return base + (s * Fr + r % Fr) * Wo; };
+  auto slot = [&](A* base, int s, std::int64_t i) { return base + (s * Fr + i % Fr) * Wo; };
   auto horizontal = [&](std::int64_t r) {
     load(r);
     A *px = pad, *py = pad + Lc;
@@ -68,37 +98,45 @@ double run_plane(const Pass<In, G>& P, std::int64_t p, A* buf) {
     filter::MapA<A>(pad + 2 * Lc, Lc) = filter::CMapA<A>(px, Lc).square();
     filter::MapA<A>(pad + 3 * Lc, Lc) = filter::CMapA<A>(py, Lc).square();
     filter::MapA<A>(pad + 4 * Lc, Lc) = filter::CMapA<A>(px, Lc) * filter::CMapA<A>(py, Lc);
-    for (int s = 0; s < kStats; ++s) filter::correlate(tc, pad + s * Lc, ring_row(ring, s, r), Wo);
+    for (int s = 0; s < kStats; ++s) filter::correlate(tc, pad + s * Lc, slot(ring, s, r), Wo);
   };
+  // Input row r is read by outputs [r + off - taps + 1, r + off] only (reflected reads included);
+  // its gradient gathers their partials with the folded weights.
   auto emit = [&](std::int64_t r) {
-    const int stats_y[3] = {kMuY, kPyy, kPxy};
-    const int stats_x[3] = {kMuX, kPxx, kPxy};
+    std::int64_t readers[ops::kMaxWindow];
+    A w[ops::kMaxWindow];
+    int m = 0;
+    for (std::int64_t o = std::max<std::int64_t>(0, r + R.off - Fr + 1); o <= std::min(Ho - 1, r + R.off); ++o) {
+      const double wt = R.adjoint_weight(o, r);
+      if (wt == 0.0) continue;
+      readers[m] = o;
+      w[m++] = A(wt);
+    }
     for (int s = 0; s < kStats; ++s) {
-      const bool needed = s == kMuX || s == kPxx || s == kPxy || want_y;
-      A* slot = ring_row(bring, s, r);
-      if (needed) filter::correlate_adjoint(C, tc, slot, adj + s * W, full);
-      std::fill(slot, slot + Wo, A(0));
+      if (!want_y && (s == kMuY || s == kPyy)) continue;
+      const A* rows_s[ops::kMaxWindow];
+      for (int k = 0; k < m; ++k) rows_s[k] = slot(pring, s, readers[k]);
+      filter::weighted_sum(rows_s, w, m, vrow, Wo);
+      filter::correlate_adjoint(C, tc, vrow, adj + s * W, scratch);
     }
     load(r);
     const A* coarse_x = P.coarse_x ? P.coarse_x + (p * P.coarse_h + (r + P.pool_ph) / 2) * P.coarse_w : nullptr;
     const A* coarse_y = P.coarse_y ? P.coarse_y + (p * P.coarse_h + (r + P.pool_ph) / 2) * P.coarse_w : nullptr;
     const A l1 = A(P.l1_coef) * (P.l1_up ? static_cast<A>(*P.l1_up) : A(1));
-    auto write = [&](G* g, const std::int64_t* gs, const int* ids, const A* self, const A* other, const A* coarse,
-                     A sign_flip) {
+    auto write = [&](G* g, const std::int64_t* gs, int mu, int pp, const A* self, const A* other, const A* coarse) {
       G* gp = g + b * gs[0] + c * gs[1] + r * gs[2];
-      const A *am = adj + ids[0] * W, *ap = adj + ids[1] * W, *ac = adj + ids[2] * W;
+      const A *am = adj + mu * W, *ap = adj + pp * W, *ac = adj + kPxy * W;
       for (std::int64_t j = 0; j < W; ++j) {
         A v = am[j] + A(2) * self[j] * ap[j] + other[j] * ac[j];
         if (coarse) v += A(0.25) * coarse[(j + P.pool_pw) / 2];
-        if (l1 != A(0)) v += sign_flip * l1 * math::sign(self[j] - other[j]);
+        if (l1 != A(0)) v += l1 * math::sign(self[j] - other[j]);
         gp[j * gs[3]] = static_cast<G>(v);
       }
     };
-    if (P.gx) write(P.gx, P.gx_s, stats_x, xr, yr, coarse_x, A(1));
-    if (P.gy) write(P.gy, P.gy_s, stats_y, yr, xr, coarse_y, A(1));
+    if (P.gx) write(P.gx, P.gx_s, kMuX, kPxx, xr, yr, coarse_x);
+    if (P.gy) write(P.gy, P.gy_s, kMuY, kPyy, yr, xr, coarse_y);
   };
 
-  if (backward) std::fill(bring, bring + ring_size, A(0));
   A up_plane = A(1);
   if (backward) {
     up_plane = A(P.up_factor) * (P.up_scalar ? static_cast<A>(*P.up_scalar) : A(1)) *
@@ -109,56 +147,39 @@ double run_plane(const Pass<In, G>& P, std::int64_t p, A* buf) {
   for (std::int64_t o = 0; o < Ho; ++o) {
     const std::int64_t hi = R.highest(o);
     for (; next <= hi; ++next) horizontal(next);
-    for (int s = 0; s < kStats; ++s) {
-      A* dst = st + s * Wo;
-      std::fill(dst, dst + Wo, A(0));
-      for (int k = 0; k < tr.n; ++k) {
-        const std::int64_t src = R.source(o + k - R.off);
-        if (src >= 0) filter::axpy(tr.w[k], ring_row(ring, s, src), dst, Wo);
+    {
+      const A* src[ops::kMaxWindow];
+      A w[ops::kMaxWindow];
+      for (int s = 0; s < kStats; ++s) {
+        int m = 0;
+        for (int k = 0; k < tr.n; ++k) {
+          const std::int64_t r = R.source(o + k - R.off);
+          if (r >= 0) src[m] = slot(ring, s, r), w[m++] = tr.w[k];
+        }
+        filter::weighted_sum(src, w, m, st + s * Wo, Wo);
       }
     }
     const A *mx = st, *my = st + Wo, *pxx = st + 2 * Wo, *pyy = st + 3 * Wo, *pxy = st + 4 * Wo;
-    if (!backward) {
-      A row_sum = 0;
-      G* mp = P.map ? P.map + b * P.map_s[0] + c * P.map_s[1] + o * P.map_s[2] : nullptr;
-      for (std::int64_t j = 0; j < Wo; ++j) {
-        const A v = head_eval<F, A>(P.head, mx[j], my[j], pxx[j], pyy[j], pxy[j], A(1), nullptr);
-        row_sum += v;
-        if (mp) mp[j * P.map_s[3]] = static_cast<G>(v);
-      }
-      total += static_cast<double>(row_sum);
-      continue;
-    }
-    const G* um = P.up_map ? P.up_map + b * P.up_s[0] + c * P.up_s[1] + o * P.up_s[2] : nullptr;
     G* mp = P.map ? P.map + b * P.map_s[0] + c * P.map_s[1] + o * P.map_s[2] : nullptr;
-    A row_sum = 0;
-    for (std::int64_t j = 0; j < Wo; ++j) {
-      const A up = um ? up_plane * static_cast<A>(um[j * P.up_s[3]]) : up_plane;
-      StatGrad<A> g;
-      const A v = head_eval<F, A>(P.head, mx[j], my[j], pxx[j], pyy[j], pxy[j], up, &g);
-      row_sum += v;
-      if (mp) mp[j * P.map_s[3]] = static_cast<G>(v);
-      pr[j] = g.mx;
-      pr[Wo + j] = g.my;
-      pr[2 * Wo + j] = g.pxx;
-      pr[3 * Wo + j] = g.pyy;
-      pr[4 * Wo + j] = g.pxy;
-    }
-    total += static_cast<double>(row_sum);
-    for (int k = 0; k < tr.n; ++k) {
-      const std::int64_t src = R.source(o + k - R.off);
-      if (src < 0) continue;
-      for (int s = 0; s < kStats; ++s) {
-        if (!want_y && (s == kMuY || s == kPyy)) continue;
-        filter::axpy(tr.w[k], pr + s * Wo, ring_row(bring, s, src), Wo);
+    if (!backward) {
+      total += static_cast<double>(head_values<F>(P.head, mx, my, pxx, pyy, pxy, vals, Wo));
+    } else {
+      if (P.up_map) {
+        const G* um = P.up_map + b * P.up_s[0] + c * P.up_s[1] + o * P.up_s[2];
+        for (std::int64_t j = 0; j < Wo; ++j) ups[j] = up_plane * static_cast<A>(um[j * P.up_s[3]]);
+      } else {
+        std::fill(ups, ups + Wo, up_plane);
       }
+      total += static_cast<double>(head_grads<F>(P.head, mx, my, pxx, pyy, pxy, ups, vals, slot(pring, kMuX, o),
+                                                 slot(pring, kMuY, o), slot(pring, kPxx, o), slot(pring, kPyy, o),
+                                                 slot(pring, kPxy, o), Wo));
     }
-    // Rows below the next output's lowest reader are complete.
-    const std::int64_t complete = o + 1 < Ho ? R.lowest(o + 1) : H;
-    for (; emitted < complete; ++emitted) emit(emitted);
+    if (mp)
+      for (std::int64_t j = 0; j < Wo; ++j) mp[j * P.map_s[3]] = static_cast<G>(vals[j]);
+    if (!backward) continue;
+    // Rows whose last reader is this output (every remaining row after the last output).
+    for (; emitted < H && std::min(Ho - 1, emitted + R.off) <= o; ++emitted) emit(emitted);
   }
-  if (backward)
-    for (; emitted < H; ++emitted) emit(emitted);
   return total;
 }
 

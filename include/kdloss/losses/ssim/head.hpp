@@ -96,20 +96,15 @@ struct StatGrad {
   A mx, my, pxx, pyy, pxy;
 };
 
-/// The value from S, and d value / d S.
+/// The value from S, and d value / d S (branch-free, so host loops over pixels vectorise).
 template <class A>
 KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A finish(ValueKind kind, A s, A* dvds) {
-  if (kind == ValueKind::index) {
-    *dvds = A(1);
-    return s;
-  }
-  const A v = (A(1) - s) * A(0.5);
-  if (kind == ValueKind::half_loss) {
-    *dvds = A(-0.5);
-    return v;
-  }
-  *dvds = (v >= A(0) && v <= A(1)) ? A(-0.5) : A(0);
-  return v < A(0) ? A(0) : (v > A(1) ? A(1) : v);
+  const A half = (A(1) - s) * A(0.5);
+  const A clamped = half < A(0) ? A(0) : (half > A(1) ? A(1) : half);
+  const A inside = (half >= A(0) && half <= A(1)) ? A(-0.5) : A(0);
+  const bool is_index = kind == ValueKind::index, is_half = kind == ValueKind::half_loss;
+  *dvds = is_index ? A(1) : (is_half ? A(-0.5) : inside);
+  return is_index ? s : (is_half ? half : clamped);
 }
 
 /// Value at one pixel; when `g` is non-null also up * d value / d statistics.

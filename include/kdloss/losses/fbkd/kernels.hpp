@@ -15,6 +15,7 @@
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/losses/fbkd/options.hpp"
+#include "kdloss/losses/feature/distance.hpp"
 #include "kdloss/losses/feature/pointwise.hpp"
 #include "kdloss/ops/pooling.hpp"
 #include "kdloss/ops/softmax.hpp"
@@ -106,11 +107,14 @@ void mask_rows(Device device, Stream stream, const View<const A>& map_t, const V
 }
 
 // ---------------------------------------------------------------------------------------------
-// Norms: a reduction of squares whose finaliser takes the square root (0 stays 0).
+// Norms: a reduction of squares whose finaliser (losses/feature/distance.hpp's SqrtFinal) takes the
+// square root into a slot. The Frobenius distances of L_AT reuse distance.hpp's term too
+// (PointwiseForward<SquaredError>); their gradient below differs from distance.hpp's DistanceGrad
+// only by the loss weight (WeightedDistanceGrad), folded into the same pass.
 
-struct SqrtFin {
-  KDLOSS_HOST_DEVICE double operator()(double total) const { return total > 0 ? math::sqrt(total) : 0.0; }
-};
+using ::kdloss::detail::SqrtFinal;
+/// ||a - b||_F terms (torch.dist): (a - b)^2, as distance_loss sums them.
+using SquaredDifference = ::kdloss::detail::PointwiseForward<::kdloss::detail::SquaredError, double>;
 
 /// The scale k = weight * upstream / norm of a norm's gradient; 0 where the norm is 0 (PyTorch's
 /// norm backward convention; FBKD's `sum() ** 0.5` would give NaN there).
@@ -151,16 +155,9 @@ struct MaskedSquareGrad {
   }
 };
 
-/// ||a - b||_F terms (torch.dist): (a - b)^2.
-struct SquaredDifference {
-  template <class A, class B>
-  KDLOSS_HOST_DEVICE auto operator()(const A& a, const B& b) const {
-    return math::square(a - b);
-  }
-};
 /// d (weight * ||a - b||) / da = weight * (a - b) / ||a - b||, times the upstream; 0 at distance 0.
 template <class U>
-struct DistanceGrad {
+struct WeightedDistanceGrad {
   const double* norm;
   Uniform<U> upstream;
   double weight;
@@ -200,8 +197,10 @@ struct Copy {
 struct Zero {
   template <class O>
   KDLOSS_HOST_DEVICE void operator()(O& out) const {
-    if constexpr (math::is_scalar_v<O>) out = O(0);
-    else out.setZero();
+    if constexpr (math::is_scalar_v<O>)
+      out = O(0);
+    else
+      out.setZero();
   }
 };
 
@@ -231,7 +230,7 @@ struct CombineSlots {
 template <class Acc, class F, class R, class... I>
 void norm_into(Device device, Stream stream, const Dims& full, F f, const std::tuple<View<const I>...>& ins,
                double* partials, R* slot) {
-  ::kdloss::detail::transform_reduce<Acc>(device, stream, full, f, ins, std::tuple<>{}, partials, SqrtFin{}, slot);
+  ::kdloss::detail::transform_reduce<Acc>(device, stream, full, f, ins, std::tuple<>{}, partials, SqrtFinal{}, slot);
 }
 /// out[0] = the weighted sum of the slots of `levels` levels.
 template <class Acc, class O>

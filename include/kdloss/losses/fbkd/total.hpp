@@ -305,9 +305,8 @@ void run_total(const char* fn, Mode mode, const Level<T>* levels, std::size_t co
   using Acc = acc_t<T>;
   ::kdloss::detail::HostScratch scratch;
   const std::size_t needed = carve_total<Acc>(nullptr, geos, plan, device).bytes;
-  const Layout<Acc> lay =
-      carve_total<Acc>(::kdloss::detail::resolve_workspace(fn, device, exec.workspace, needed, scratch), geos, plan,
-                       device);
+  const Layout<Acc> lay = carve_total<Acc>(
+      ::kdloss::detail::resolve_workspace(fn, device, exec.workspace, needed, scratch), geos, plan, device);
 
   const Stream stream = exec.stream;
   const Uniform<T> upstream{mode == Mode::backward ? grad_out.data : nullptr};
@@ -345,8 +344,10 @@ void run_total(const char* fn, Mode mode, const Level<T>* levels, std::size_t co
     if (mode == Mode::forward) continue;
     // Gradients, scaled by the weights and the upstream gradient (read on the device).
     if (!absent(p.grad_a)) {
-      if (plan.am) masked_norm_grad<Acc>(device, stream, p.a, p.t, ms, mc, plan.am_channel, slots, upstream, cfg.w_am, p.grad_a);
-      else zero_fill<Acc>(device, stream, p.grad_a);
+      if (plan.am)
+        masked_norm_grad<Acc>(device, stream, p.a, p.t, ms, mc, plan.am_channel, slots, upstream, cfg.w_am, p.grad_a);
+      else
+        zero_fill<Acc>(device, stream, p.grad_a);
     }
     if (!absent(p.grad_s)) {
       if (plan.at_paper)
@@ -355,19 +356,24 @@ void run_total(const char* fn, Mode mode, const Level<T>* levels, std::size_t co
             PaperTransferGrad<T>{slots + 1, upstream, cfg.w_at, 1.0 / static_cast<double>(g.c),
                                  1.0 / static_cast<double>(g.hw())},
             std::tuple{p.s, gs_s, gs_t, gc_s, gc_t}, std::tuple{p.grad_s});
-      else zero_fill<Acc>(device, stream, p.grad_s);
+      else
+        zero_fill<Acc>(device, stream, p.grad_s);
     }
     if (!absent(p.grad_sp)) {
       if (plan.at_code)
-        ::kdloss::detail::transform<Acc>(device, stream, ps_t.shape, DistanceGrad<T>{slots + 1, upstream, cfg.w_at},
+        ::kdloss::detail::transform<Acc>(device, stream, ps_t.shape,
+                                         WeightedDistanceGrad<T>{slots + 1, upstream, cfg.w_at},
                                          std::tuple{p.s_hat, ps_t}, std::tuple{p.grad_sp});
-      else zero_fill<Acc>(device, stream, p.grad_sp);
+      else
+        zero_fill<Acc>(device, stream, p.grad_sp);
     }
     if (!absent(p.grad_c)) {
       if (plan.at_code)
-        ::kdloss::detail::transform<Acc>(device, stream, pc_t.shape, DistanceGrad<T>{slots + 2, upstream, cfg.w_at},
+        ::kdloss::detail::transform<Acc>(device, stream, pc_t.shape,
+                                         WeightedDistanceGrad<T>{slots + 2, upstream, cfg.w_at},
                                          std::tuple{p.c_hat, pc_t}, std::tuple{p.grad_c});
-      else zero_fill<Acc>(device, stream, p.grad_c);
+      else
+        zero_fill<Acc>(device, stream, p.grad_c);
     }
   }
   if (mode != Mode::backward)
@@ -391,8 +397,8 @@ void run_total(const char* fn, Mode mode, const Level<T>* levels, std::size_t co
 template <class T, class O>
 void total_loss(const std::vector<Level<T>>& levels, const View<O>& out, const Config& config = {},
                 const Exec& exec = {}) {
-  detail::run_total<T>("kdloss::fbkd::total_loss", detail::Mode::forward, levels.data(), levels.size(), config, out,
-                       {}, true, exec);
+  detail::run_total<T>("kdloss::fbkd::total_loss", detail::Mode::forward, levels.data(), levels.size(), config, out, {},
+                       true, exec);
 }
 
 /// Writes the requested gradient views of `levels`: grad_out * d value / d (A, S, C_hat, S_hat), with
@@ -421,8 +427,8 @@ void total_loss_backward(const std::vector<Level<T>>& levels, const View<G>& gra
 template <class T, class O>
 void total_loss_forward_backward(const std::vector<Level<T>>& levels, const View<O>& out, const Config& config = {},
                                  const Exec& exec = {}) {
-  detail::run_total<T>("kdloss::fbkd::total_loss_forward_backward", detail::Mode::fused, levels.data(),
-                       levels.size(), config, out, {}, true, exec);
+  detail::run_total<T>("kdloss::fbkd::total_loss_forward_backward", detail::Mode::fused, levels.data(), levels.size(),
+                       config, out, {}, true, exec);
 }
 
 /// Workspace bytes of any total_loss call on these levels and this configuration (slots, the maps,

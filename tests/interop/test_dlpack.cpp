@@ -29,8 +29,8 @@ struct Tensor {
 
 /// A DLTensor over `data` with the given shape and (optionally) strides.
 template <class T>
-Tensor make(T* data, std::vector<std::int64_t> shape, std::vector<std::int64_t> strides = {},
-            std::uint8_t code = 2, std::uint8_t bits = sizeof(T) * 8) {
+Tensor make(T* data, std::vector<std::int64_t> shape, std::vector<std::int64_t> strides = {}, std::uint8_t code = 2,
+            std::uint8_t bits = sizeof(T) * 8) {
   Tensor t;
   t.shape = std::move(shape);
   t.strides = std::move(strides);
@@ -105,8 +105,9 @@ TEST_CASE("from_dlpack: rank 0 is one element; empty tensors may have a null poi
   Tensor e = make<float>(nullptr, {2, 0, 3});
   CHECK(interop::from_dlpack<const float>(e.dl).numel() == 0);
   Tensor bad = make<float>(nullptr, {2, 3});
-  CHECK(error_of([&] { interop::from_dlpack<const float>(bad.dl, "student"); }) ==
-        "kdloss::interop::from_dlpack: argument 'student' has a null data pointer but holds 6 elements of shape [2, 3]");
+  CHECK(
+      error_of([&] { interop::from_dlpack<const float>(bad.dl, "student"); }) ==
+      "kdloss::interop::from_dlpack: argument 'student' has a null data pointer but holds 6 elements of shape [2, 3]");
 }
 
 TEST_CASE("from_dlpack: dtype must match the view's element type") {

@@ -1,0 +1,287 @@
+// kdloss_torch: the only translation unit that includes torch. It turns torch.Tensor objects into
+// type-erased views (no copies), allocates outputs and workspaces through torch's allocator, picks
+// torch's current CUDA stream, translates kdloss::Error into kdloss_torch.KdlossError, and builds the
+// extension module from the families registered by the other csrc/*.cpp files.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/csrc/autograd/python_variable.h>
+
+#if defined(KDLOSS_TORCH_WITH_CUDA)
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+#include <ATen/dlpack.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common.hpp"
+#include "kdloss/interop/dlpack.hpp"
+#include "kdloss/losses/feature/pointwise.hpp"
+
+namespace kdloss_torch {
+
+const char* dtype_name(DType d) {
+  switch (d) {
+    case DType::float32: return "torch.float32";
+    case DType::float64: return "torch.float64";
+    case DType::float16: return "torch.float16";
+    case DType::bfloat16: return "torch.bfloat16";
+  }
+  return "?";
+}
+
+namespace {
+
+Dims dims_of(c10::IntArrayRef a) { return Dims::from(a.begin(), a.end()); }
+
+const at::Tensor& unpack(py::handle obj, const char* fn, const char* name) {
+  kdloss::detail::require(THPVariable_Check(obj.ptr()), fn, ": argument '", name, "' must be a torch.Tensor but is ",
+                          std::string(py::str(py::type::of(obj).attr("__name__"))));
+  return THPVariable_Unpack(obj.ptr());
+}
+
+/// `obj` (when given) is the Python tensor, for dtype names as Python spells them.
+Arg arg_of(const at::Tensor& t, const char* fn, const char* name, py::handle obj = py::handle()) {
+  Arg a;
+  a.name = name;
+  a.present = true;
+  kdloss::detail::require(t.layout() == c10::kStrided, fn, ": argument '", name,
+                          "' must be a strided (dense) tensor; convert it with .to_dense()");
+  switch (t.scalar_type()) {
+    case at::kFloat: a.dtype = DType::float32; break;
+    case at::kDouble: a.dtype = DType::float64; break;
+    case at::kHalf: a.dtype = DType::float16; break;
+    case at::kBFloat16: a.dtype = DType::bfloat16; break;
+    default:
+      kdloss::detail::fail(fn, ": argument '", name, "' has dtype ",
+                           obj ? std::string(py::str(obj.attr("dtype"))) : std::string(c10::toString(t.scalar_type())),
+                           "; kdloss takes float32 and float64 (and float16/bfloat16 on CUDA)");
+  }
+  const c10::Device dev = t.device();
+  if (dev.is_cpu())
+    a.device = Device::host();
+  else if (dev.is_cuda())
+    a.device = Device::cuda(dev.index());
+  else
+    kdloss::detail::fail(fn, ": argument '", name, "' is on device ", dev.str(),
+                         "; kdloss runs on CPU and CUDA tensors");
+  kdloss::detail::require(t.dim() <= kdloss::kMaxRank, fn, ": argument '", name, "' has ", t.dim(),
+                          " dimensions; kdloss views have at most ", kdloss::kMaxRank);
+  kdloss::detail::require(!t.is_neg() && !t.is_conj(), fn, ": argument '", name,
+                          "' carries a lazy negation bit; call .resolve_neg() first");
+  a.shape = dims_of(t.sizes());
+  a.strides = dims_of(t.strides());
+  // data_ptr() includes the storage offset; the strides are in elements, as kdloss counts them.
+  a.data = t.numel() == 0 && !t.has_storage() ? nullptr : t.data_ptr();
+  return a;
+}
+
+Output wrap(at::Tensor t, const char* name) {
+  Output o;
+  o.arg = arg_of(t, "kdloss_torch", name);
+  o.tensor = py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(t)));
+  return o;
+}
+
+at::Device torch_device(Device d) {
+  return d.is_host() ? at::Device(at::kCPU) : at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(d.index));
+}
+
+std::vector<std::pair<std::string, Registrar>>& registry() {
+  static std::vector<std::pair<std::string, Registrar>> r;
+  return r;
+}
+
+}  // namespace
+
+Arg tensor_arg(py::handle obj, const char* fn, const char* name, bool optional) {
+  if (obj.is_none()) {
+    kdloss::detail::require(optional, fn, ": argument '", name, "' is None but is required");
+    Arg a;
+    a.name = name;
+    return a;
+  }
+  return arg_of(unpack(obj, fn, name), fn, name, obj);
+}
+
+Output empty_like(py::handle like, const char* name) {
+  const at::Tensor& t = unpack(like, "kdloss_torch", name);
+  return wrap(at::empty_like(t, t.options().requires_grad(false)), name);
+}
+
+Output empty(const Arg& like, const Dims& shape, const char* name) {
+  std::vector<std::int64_t> sizes(shape.v.begin(), shape.v.begin() + shape.rank);
+  at::ScalarType st = at::kFloat;
+  switch (like.dtype) {
+    case DType::float32: st = at::kFloat; break;
+    case DType::float64: st = at::kDouble; break;
+    case DType::float16: st = at::kHalf; break;
+    case DType::bfloat16: st = at::kBFloat16; break;
+  }
+  return wrap(at::empty(sizes, at::TensorOptions().dtype(st).device(torch_device(like.device))), name);
+}
+
+struct Call::Impl {
+  Device device;
+  std::vector<at::Tensor> workspaces;  // released after the call; stream-ordered on CUDA
+#if defined(KDLOSS_TORCH_WITH_CUDA)
+  std::optional<c10::cuda::CUDAGuard> guard;
+#endif
+};
+
+Call::Call(const char* fn, Device device) : impl_(new Impl{device, {}}) {
+#if defined(KDLOSS_TORCH_WITH_CUDA)
+  if (device.is_cuda()) impl_->guard.emplace(static_cast<c10::DeviceIndex>(device.index));
+#else
+  kdloss::detail::require(device.is_host(), fn, ": the tensors are on ", device.str(),
+                          " but this build of kdloss_torch has no CUDA backend; rebuild it with KDLOSS_TORCH_CUDA=1");
+#endif
+}
+
+Call::~Call() = default;
+
+kdloss::Exec Call::exec(std::size_t bytes) {
+  kdloss::Exec ex;
+#if defined(KDLOSS_TORCH_WITH_CUDA)
+  if (impl_->device.is_cuda())
+    ex.stream =
+        kdloss::Stream(c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(impl_->device.index)).stream());
+#endif
+  if (bytes == 0) return ex;
+  constexpr std::size_t align = kdloss::detail::kWorkspaceAlignment;
+  at::Tensor w = at::empty({static_cast<std::int64_t>(bytes + align)},
+                           at::TensorOptions().dtype(at::kByte).device(torch_device(impl_->device)));
+  const auto base = reinterpret_cast<std::uintptr_t>(w.data_ptr());
+  ex.workspace = kdloss::Workspace{reinterpret_cast<void*>((base + align - 1) / align * align), bytes};
+  impl_->workspaces.push_back(std::move(w));
+  return ex;
+}
+
+Register::Register(const char* name, Registrar registrar) { registry().emplace_back(name, registrar); }
+
+namespace {
+
+// ---- DLPack: tensors exported by any framework, through kdloss/interop/dlpack.hpp ----
+
+/// A "dltensor" (DLManagedTensor) or "dltensor_versioned" (DLManagedTensorVersioned) capsule,
+/// borrowed: it is not consumed, so its producer still owns (and frees) the memory.
+struct Capsule {
+  const DLManagedTensor* legacy = nullptr;
+  const DLManagedTensorVersioned* versioned = nullptr;
+};
+
+Capsule capsule_of(py::handle obj, const char* name) {
+  PyObject* p = obj.ptr();
+  Capsule c;
+  if (PyCapsule_IsValid(p, "dltensor_versioned"))
+    c.versioned = static_cast<const DLManagedTensorVersioned*>(PyCapsule_GetPointer(p, "dltensor_versioned"));
+  else if (PyCapsule_IsValid(p, "dltensor"))
+    c.legacy = static_cast<const DLManagedTensor*>(PyCapsule_GetPointer(p, "dltensor"));
+  else
+    kdloss::detail::fail("kdloss_torch.dlpack: argument '", name,
+                         "' must be an unconsumed DLPack capsule ('dltensor' or 'dltensor_versioned')");
+  return c;
+}
+
+/// kdloss::interop::from_dlpack on either capsule kind (the versioned one checks the version and
+/// the read-only flag).
+template <class T>
+View<T> view_of(const Capsule& c, const char* name) {
+  return c.versioned ? kdloss::interop::from_dlpack<T>(*c.versioned, name)
+                     : kdloss::interop::from_dlpack<T>(*c.legacy, name);
+}
+
+py::dict describe(const View<const float>& v) {
+  py::dict d;
+  d["shape"] = std::vector<std::int64_t>(v.shape.v.begin(), v.shape.v.begin() + v.shape.rank);
+  d["strides"] = std::vector<std::int64_t>(v.strides.v.begin(), v.strides.v.begin() + v.strides.rank);
+  d["device"] = v.device.str();
+  d["data"] = reinterpret_cast<std::uintptr_t>(v.data);
+  d["contiguous"] = v.is_contiguous();
+  d["unique"] = v.is_unique();
+  return d;
+}
+
+}  // namespace
+}  // namespace kdloss_torch
+
+PYBIND11_MODULE(_C, m) {
+  namespace kt = kdloss_torch;
+  using kdloss::View;
+  m.doc() = "kdloss_torch._C: bindings of the kdloss C++ library (use the kdloss_torch package)";
+
+  // KdlossError: every kdloss::Error, with the C++ message unchanged. A ValueError (bad arguments)
+  // and a RuntimeError (CUDA failures) at once, so either except clause catches it.
+  static PyObject* error_type = [] {
+    PyObject* bases = PyTuple_Pack(2, PyExc_ValueError, PyExc_RuntimeError);
+    PyObject* t = PyErr_NewExceptionWithDoc("kdloss_torch.KdlossError",
+                                            "An error reported by the kdloss C++ library (kdloss::Error); the "
+                                            "message is the library's.",
+                                            bases, nullptr);
+    Py_DECREF(bases);
+    return t;
+  }();
+  m.attr("KdlossError") = py::handle(error_type);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const kdloss::Error& e) {
+      PyErr_SetString(error_type, e.what());
+    }
+  });
+
+#if defined(KDLOSS_TORCH_WITH_CUDA)
+  m.attr("cuda_backend") = true;
+#else
+  m.attr("cuda_backend") = false;
+#endif
+  m.attr("kdloss_version") = std::to_string(KDLOSS_VERSION_MAJOR) + "." + std::to_string(KDLOSS_VERSION_MINOR) + "." +
+                             std::to_string(KDLOSS_VERSION_PATCH);
+  m.attr("workspace_alignment") = kdloss::detail::kWorkspaceAlignment;
+
+  // DLPack adapter (kdloss/interop/dlpack.hpp) on capsules exported by torch (or anything else).
+  m.def(
+      "dlpack_view",
+      [](py::handle capsule, const std::string& dtype, bool writable) {
+        const kt::Capsule c = kt::capsule_of(capsule, "tensor");
+        if (dtype == "float64") {
+          const auto v =
+              writable ? View<const double>(kt::view_of<double>(c, "tensor")) : kt::view_of<const double>(c, "tensor");
+          return kt::describe(View<const float>(reinterpret_cast<const float*>(v.data), v.shape, v.strides, v.device));
+        }
+        kdloss::detail::require(dtype == "float32",
+                                "kdloss_torch.dlpack_view: argument 'dtype' must be 'float32' or "
+                                "'float64' but is '",
+                                dtype, "'");
+        return kt::describe(writable ? View<const float>(kt::view_of<float>(c, "tensor"))
+                                     : kt::view_of<const float>(c, "tensor"));
+      },
+      py::arg("capsule"), py::arg("dtype") = "float32", py::arg("writable") = false,
+      "Validates a DLPack capsule with kdloss::interop::from_dlpack and describes the view (the capsule is not "
+      "consumed).");
+  m.def(
+      "dlpack_mse_loss",
+      [](py::handle student, py::handle teacher, py::handle grad) {
+        const auto s = kt::view_of<const float>(kt::capsule_of(student, "student"), "student");
+        const auto t = kt::view_of<const float>(kt::capsule_of(teacher, "teacher"), "teacher");
+        const auto g = kt::view_of<float>(kt::capsule_of(grad, "grad_student"), "grad_student");
+        float value = 0;
+        {
+          py::gil_scoped_release nogil;
+          kdloss::mse_loss_forward_backward(s, t, kdloss::host_scalar(&value), g);
+        }
+        return value;
+      },
+      py::arg("student"), py::arg("teacher"), py::arg("grad_student"),
+      "kdloss::mse_loss_forward_backward on host float32 DLPack capsules: returns the value, writes the gradient.");
+
+  auto families = kt::registry();
+  std::sort(families.begin(), families.end());
+  for (const auto& [name, registrar] : families) registrar(m);
+}

@@ -1,0 +1,38 @@
+"""kdloss_torch: the PyTorch bridge of kdloss (knowledge-distillation losses with analytic backward).
+
+Every loss of the C++ library is a torch.autograd.Function with the options and defaults of its C++
+entry point, plus an nn.Module per loss family:
+
+    import kdloss_torch as kd
+    loss = kd.mse_loss(student, teacher)                        # kdloss::mse_loss
+    loss = kd.kl_div_loss(s_logits, t_logits, 1, temperature=4)  # kdloss::kl_div_loss
+    loss = kd.fbkd.total_loss(levels, kd.fbkd.Config.code_two_stage())
+    m = kd.ops.mean_over_channels(x)                            # kdloss::ops::mean_over_channels
+
+Tensors of any strides are passed as views (no copies); workspaces come from torch's allocator; on
+CUDA the current torch stream is used and nothing synchronises the host. Errors of the C++ library
+raise kdloss_torch.KdlossError (a ValueError and a RuntimeError) with the library's message.
+Teacher tensors get no gradient. See docs/pytorch.md.
+
+Families (one binding file python/csrc/<family>.cpp + one module kdloss_torch/<family>.py each):
+feature (top level), ops, fbkd.
+"""
+
+import torch  # noqa: F401  (libtorch must be loaded before the extension)
+
+from . import _C
+from ._C import KdlossError
+from ._common import backward_mode, get_backward_mode, set_backward_mode
+from . import ops, fbkd
+from .feature import (DistanceLoss, KLDivLoss, L1Loss, MSELoss, SmoothL1Loss, distance_loss, kl_div_loss, l1_loss,
+                      mse_loss, smooth_l1_loss)
+
+#: True when this build has kdloss's CUDA backend (CUDA tensors, float16/bfloat16).
+cuda_backend = bool(_C.cuda_backend)
+#: Version of the kdloss headers the extension was built from.
+kdloss_version = _C.kdloss_version
+__version__ = "0.1.0"
+
+__all__ = ["KdlossError", "mse_loss", "l1_loss", "smooth_l1_loss", "distance_loss", "kl_div_loss", "MSELoss",
+           "L1Loss", "SmoothL1Loss", "DistanceLoss", "KLDivLoss", "ops", "fbkd", "set_backward_mode",
+           "get_backward_mode", "backward_mode", "cuda_backend", "kdloss_version"]

@@ -1,0 +1,316 @@
+"""FBKD attention-guided distillation (kdloss/losses/fbkd; Zhang & Ma, ICLR 2021).
+
+Attention maps and masks, the masked feature loss L_AM, the attention-transfer loss L_AT (paper form
+on the maps, code form on the caller's adapted pooled features) and the weighted total over pyramid
+levels. See docs/losses/fbkd.md for the formulas and presets, docs/pytorch.md for the bridge.
+"""
+
+import dataclasses
+from typing import NamedTuple, Optional
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from . import _C, _common, ops
+from ._common import BACKWARD, FORWARD, FUSED
+
+__all__ = ["Config", "MaskOptions", "Level", "attention_masks", "spatial_attention", "channel_attention",
+           "masked_feature_loss", "attention_transfer_loss", "pooled_attention_transfer_loss", "total_loss",
+           "FBKDLoss"]
+
+
+@dataclasses.dataclass
+class MaskOptions:
+    """kdloss::fbkd::MaskOptions: mask form ("code": mean of two softmaxes; "paper": one softmax of
+    the summed maps) and the temperatures of the position and channel softmaxes."""
+    form: str = "code"
+    spatial_temperature: float = 0.5
+    channel_temperature: float = 0.5
+
+
+@dataclasses.dataclass
+class Config:
+    """kdloss::fbkd::Config: value = sum over levels of w_am * L_AM + w_at * L_AT.
+    The default is the official two-stage code / mmrazor setting (Config.code_two_stage())."""
+    mask_form: str = "code"
+    transfer_form: str = "code"
+    spatial_temperature: float = 0.5
+    channel_temperature: float = 0.5
+    w_am: float = 7e-5
+    w_at: float = 4e-3
+    use_channel_mask: bool = False
+
+    @classmethod
+    def code_two_stage(cls):
+        """Official two-stage code and mmrazor: reproduces the published two-stage numbers."""
+        return cls()
+
+    @classmethod
+    def code_one_stage(cls):
+        """Official one-stage code (RetinaNet): t = 0.1, weights x6, channel mask in L_AM."""
+        return cls(spatial_temperature=0.1, channel_temperature=0.1, w_am=4.2e-4, w_at=2.4e-2, use_channel_mask=True)
+
+    @classmethod
+    def paper_two_stage(cls):
+        """The paper as written, two-stage (paper masks and L_AT, T = 0.1, w_at = 7e-5, w_am = 4e-3)."""
+        return cls(mask_form="paper", transfer_form="paper", spatial_temperature=0.1, channel_temperature=0.1,
+                   w_am=4e-3, w_at=7e-5, use_channel_mask=True)
+
+    @classmethod
+    def paper_one_stage(cls):
+        """The paper as written, one-stage (T = 0.5, w_at = 4e-4, w_am = 2e-2)."""
+        return cls(mask_form="paper", transfer_form="paper", spatial_temperature=0.5, channel_temperature=0.5,
+                   w_am=2e-2, w_at=4e-4, use_channel_mask=True)
+
+    def mask(self):
+        return MaskOptions(self.mask_form, self.spatial_temperature, self.channel_temperature)
+
+    def _dict(self):
+        return {"mask_form": self.mask_form, "transfer_form": self.transfer_form,
+                "spatial_temperature": float(self.spatial_temperature),
+                "channel_temperature": float(self.channel_temperature), "w_am": float(self.w_am),
+                "w_at": float(self.w_at), "use_channel_mask": bool(self.use_channel_mask)}
+
+
+class Level(NamedTuple):
+    """One pyramid level (kdloss::fbkd::Level). student S and teacher T are [B,C,H,W];
+    student_adapted A = adapter_1x1(S) (default: S itself); student_channel C_hat = Linear(mean_hw(S))
+    [B,C]; student_spatial S_hat = Conv3x3(mean_c(S)) [B,1,H,W] (required by the code-form L_AT)."""
+    student: Optional[torch.Tensor]
+    teacher: torch.Tensor
+    student_adapted: Optional[torch.Tensor] = None
+    student_channel: Optional[torch.Tensor] = None
+    student_spatial: Optional[torch.Tensor] = None
+
+
+def attention_masks(student, teacher, options=None, spatial=True, channel=True):
+    """kdloss::fbkd::attention_masks: (M_s [B,1,H,W], M_c [B,C]) of a student/teacher pair, constants
+    (no gradient; the reference code detaches them). Pass spatial/channel=False to skip one (None)."""
+    options = options or MaskOptions()
+    return _C.fbkd_attention_masks(student, teacher, options.form, float(options.spatial_temperature),
+                                   float(options.channel_temperature), bool(spatial), bool(channel))
+
+
+def spatial_attention(x):
+    """kdloss::fbkd::spatial_attention: G_s(x) = mean_c |x|, [B,1,H,W] (differentiable)."""
+    return ops._Pool.apply("spatial_attention", x, True)
+
+
+def channel_attention(x):
+    """kdloss::fbkd::channel_attention: G_c(x) = mean_hw |x|, [B,C] (differentiable)."""
+    return ops._Pool.apply("channel_attention", x, True)
+
+
+class _MaskedFeature(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, t, ms, mc):
+        ctx.fused = _common.fused()
+        if not ctx.needs_input_grad[0]:
+            return _C.fbkd_masked_feature(FORWARD, a, t, ms, mc, None)[0]
+        if ctx.fused:
+            out, grad = _C.fbkd_masked_feature(FUSED, a, t, ms, mc, None)
+            ctx.save_for_backward(grad)
+            return out
+        ctx.save_for_backward(a, t, ms, mc)
+        return _C.fbkd_masked_feature(FORWARD, a, t, ms, mc, None)[0]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        if ctx.fused:
+            (grad,) = ctx.saved_tensors
+            return grad * grad_output, None, None, None
+        a, t, ms, mc = ctx.saved_tensors
+        return _C.fbkd_masked_feature(BACKWARD, a, t, ms, mc, grad_output)[1], None, None, None
+
+
+def masked_feature_loss(student_adapted, teacher, mask_spatial, mask_channel=None):
+    """kdloss::fbkd::masked_feature_loss: L_AM = sqrt(sum (T - A)^2 * M_s [* M_c]) over the whole batch.
+    Gradient to student_adapted only (masks and teacher are constants)."""
+    _common.teacher_gets_no_grad("fbkd.masked_feature_loss", "teacher", teacher)
+    return _MaskedFeature.apply(student_adapted, teacher, mask_spatial, mask_channel)
+
+
+class _AttentionTransfer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, s, t):
+        ctx.fused = _common.fused()
+        if not ctx.needs_input_grad[0]:
+            return _C.fbkd_attention_transfer(FORWARD, s, t, None)[0]
+        if ctx.fused:
+            out, grad = _C.fbkd_attention_transfer(FUSED, s, t, None)
+            ctx.save_for_backward(grad)
+            return out
+        ctx.save_for_backward(s, t)
+        return _C.fbkd_attention_transfer(FORWARD, s, t, None)[0]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        if ctx.fused:
+            (grad,) = ctx.saved_tensors
+            return grad * grad_output, None
+        s, t = ctx.saved_tensors
+        return _C.fbkd_attention_transfer(BACKWARD, s, t, grad_output)[1], None
+
+
+def attention_transfer_loss(student, teacher):
+    """kdloss::fbkd::attention_transfer_loss (paper form): ||G_s(S) - G_s(T)||_F + ||G_c(S) - G_c(T)||_F."""
+    _common.teacher_gets_no_grad("fbkd.attention_transfer_loss", "teacher", teacher)
+    return _AttentionTransfer.apply(student, teacher)
+
+
+class _PooledAttentionTransfer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, c, sp, t):
+        need_c, need_s = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ctx.fused = _common.fused()
+        if not (need_c or need_s):
+            return _C.fbkd_pooled_attention_transfer(FORWARD, c, sp, t, None, False, False)[0]
+        ctx.want = (need_c, need_s)
+        if ctx.fused:
+            out, gc, gs = _C.fbkd_pooled_attention_transfer(FUSED, c, sp, t, None, need_c, need_s)
+            ctx.save_for_backward(gc, gs)
+            return out
+        ctx.save_for_backward(c, sp, t)
+        return _C.fbkd_pooled_attention_transfer(FORWARD, c, sp, t, None, False, False)[0]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        if ctx.fused:
+            gc, gs = ctx.saved_tensors
+            return _common.scale(gc, grad_output), _common.scale(gs, grad_output), None
+        c, sp, t = ctx.saved_tensors
+        _, gc, gs = _C.fbkd_pooled_attention_transfer(BACKWARD, c, sp, t, grad_output, *ctx.want)
+        return gc, gs, None
+
+
+def pooled_attention_transfer_loss(student_channel, student_spatial, teacher):
+    """kdloss::fbkd::pooled_attention_transfer_loss (code form):
+    ||mean_hw(T) - C_hat||_F + ||mean_c(T) - S_hat||_F, with C_hat [B,C] and S_hat [B,1,H,W]."""
+    _common.teacher_gets_no_grad("fbkd.pooled_attention_transfer_loss", "teacher", teacher)
+    return _PooledAttentionTransfer.apply(student_channel, student_spatial, teacher)
+
+
+class _Total(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, config, n, *flat):
+        levels = [tuple(flat[5 * i:5 * i + 5]) for i in range(n)]
+        need = ctx.needs_input_grad[2:]
+        am = config["w_am"] != 0
+        at_paper = config["w_at"] != 0 and config["transfer_form"] == "paper"
+        want = []
+        for i, (s, t, a, c, sp) in enumerate(levels):
+            n_s, _, n_a, n_c, n_sp = need[5 * i:5 * i + 5]
+            # d/dA (A given), or the L_AM part of d/dS when A defaults to S
+            want_a = am and (n_a or (a is None and n_s))
+            want_s = at_paper and n_s  # d/dS through the paper L_AT (zero in the code form)
+            want.append((bool(want_a), bool(want_s), bool(n_c and c is not None), bool(n_sp and sp is not None)))
+        ctx.n, ctx.config, ctx.want = n, config, want
+        ctx.a_absent = [lv[2] is None for lv in levels]
+        ctx.fused = _common.fused()
+        if not any(any(w) for w in want):
+            ctx.nothing = True
+            return _C.fbkd_total(FORWARD, levels, want, config, None)[0]
+        ctx.nothing = False
+        if ctx.fused:
+            out, grads = _C.fbkd_total(FUSED, levels, want, config, None)
+            ctx.save_for_backward(*[g for level in grads for g in level])
+            return out
+        ctx.save_for_backward(*flat)
+        return _C.fbkd_total(FORWARD, levels, want, config, None)[0]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        n = ctx.n
+        if ctx.nothing:
+            return (None, None) + (None,) * (5 * n)
+        saved = ctx.saved_tensors
+        if ctx.fused:
+            grads = [tuple(_common.scale(g, grad_output) for g in saved[4 * i:4 * i + 4]) for i in range(n)]
+        else:
+            levels = [tuple(saved[5 * i:5 * i + 5]) for i in range(n)]
+            grads = _C.fbkd_total(BACKWARD, levels, ctx.want, ctx.config, grad_output)[1]
+        result = []
+        for i in range(n):
+            g_a, g_s, g_c, g_sp = grads[i]
+            if ctx.a_absent[i] and g_a is not None:  # A = S: both parts belong to S
+                g_s = g_a if g_s is None else g_s + g_a
+                g_a = None
+            result += [g_s, None, g_a, g_c, g_sp]
+        return (None, None) + tuple(result)
+
+
+def _as_level(level):
+    if isinstance(level, Level):
+        return level
+    if isinstance(level, dict):
+        return Level(**level)
+    return Level(*level)
+
+
+def total_loss(levels, config=None):
+    """kdloss::fbkd::total_loss: sum over levels of w_am * L_AM + w_at * L_AT (one call for the pyramid).
+
+    levels: a sequence of Level (or tuples / dicts with its fields). Gradients go to student (paper
+    L_AT, and L_AM when student_adapted is None), student_adapted, student_channel and student_spatial;
+    teachers get none. config: a Config (default Config.code_two_stage())."""
+    config = config or Config()
+    levels = [_as_level(lv) for lv in levels]
+    flat = []
+    for lv in levels:
+        _common.teacher_gets_no_grad("fbkd.total_loss", "teacher", lv.teacher)
+        flat += list(lv)
+    return _Total.apply(config._dict(), len(levels), *flat)
+
+
+class FBKDLoss(torch.nn.Module):
+    """The attention-guided FBKD loss over a feature pyramid, as a module.
+
+    FBKDLoss(config)(levels) computes total_loss(levels, config) for Level inputs made by the caller.
+    With `channels` and `num_levels` it also owns the student-side adapters of the official code
+    (per level: Conv2d(C, C, 1) for A, Linear(C, C) on mean_hw(S) for C_hat, Conv2d(1, 1, 3, padding=1)
+    on mean_c(S) for S_hat; PyTorch default init) and takes lists of student and teacher features:
+
+        loss_fn = FBKDLoss(Config.code_two_stage(), channels=256, num_levels=4)
+        loss = loss_fn(student_feats, teacher_feats)   # lists of [B,256,H,W]
+    """
+
+    def __init__(self, config=None, channels=None, num_levels=None):
+        super().__init__()
+        self.config = config or Config()
+        self.adapters = None
+        if channels is not None or num_levels is not None:
+            if channels is None or num_levels is None:
+                raise ValueError("kdloss_torch.fbkd.FBKDLoss: pass both 'channels' and 'num_levels' to get adapters")
+            self.adapters = torch.nn.ModuleList(torch.nn.ModuleDict({
+                "adapted": torch.nn.Conv2d(channels, channels, 1),
+                "channel": torch.nn.Linear(channels, channels),
+                "spatial": torch.nn.Conv2d(1, 1, 3, padding=1),
+            }) for _ in range(num_levels))
+
+    def levels(self, students, teachers):
+        """The Level inputs the adapters make from student and teacher features."""
+        if len(students) != len(self.adapters) or len(teachers) != len(self.adapters):
+            raise ValueError("kdloss_torch.fbkd.FBKDLoss: expected %d student and teacher levels, got %d and %d"
+                             % (len(self.adapters), len(students), len(teachers)))
+        code = self.config.transfer_form == "code" and self.config.w_at != 0
+        out = []
+        for s, t, ad in zip(students, teachers, self.adapters):
+            a = ad["adapted"](s) if self.config.w_am != 0 else None
+            c = ad["channel"](ops.mean_over_positions(s)) if code else None
+            sp = ad["spatial"](ops.mean_over_channels(s)) if code else None
+            out.append(Level(s, t, a, c, sp))
+        return out
+
+    def forward(self, students, teachers=None):
+        if teachers is None:
+            return total_loss(students, self.config)
+        if self.adapters is None:
+            return total_loss([Level(s, t) for s, t in zip(students, teachers)], self.config)
+        return total_loss(self.levels(students, teachers), self.config)
+
+    def extra_repr(self):
+        return "config=%r" % (self.config,)

@@ -257,9 +257,11 @@ TEST_CASE("forward_backward equals forward then backward with a unit upstream gr
                          host_view(g1.data(), d), host_view(t1.data(), d), o, r);
       ssim_loss_forward_backward(sv, tv, none ? host_view(v2.data(), d) : host_scalar(v2.data()), host_view(g2.data(), d),
                                  host_view(t2.data(), d), o, r);
-      check_close(v2, v1, 1e-6, 0, "value");
-      check_close(g2, g1, 1e-6, 1e-12, "grad_student");
-      check_close(t2, t1, 1e-6, 1e-12, "grad_teacher");
+      // float: the fused pass evaluates values in the gradient loop, which the compiler may contract
+      // into FMAs differently: a few float roundings apart.
+      check_close(v2, v1, 1e-5, 0, "value");
+      check_close(g2, g1, 1e-5, 1e-12, "grad_student");
+      check_close(t2, t1, 1e-5, 1e-12, "grad_teacher");
     }
 }
 

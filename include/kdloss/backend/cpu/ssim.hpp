@@ -25,6 +25,7 @@ inline std::int64_t thread_scratch(const ops::detail::AxisPlan& rows, const ops:
   return 2 * ring + 2 * w + 5 * lc + 8 * wo + filter::adjoint_scratch(cols) + 5 * w + 64;
 }
 
+inline namespace KDLOSS_CPU_ISA_NAMESPACE {
 /// Values of one output row (contiguous statistics); returns their sum.
 template <Form F, class A>
 KDLOSS_CPU_CLONES A head_values(const ssim_detail::Head& h, const A* mx, const A* my, const A* pxx, const A* pyy,
@@ -52,6 +53,7 @@ KDLOSS_CPU_CLONES A head_grads(const ssim_detail::Head& h, const A* mx, const A*
   }
   return sum;
 }
+}  // namespace KDLOSS_CPU_ISA_NAMESPACE
 
 template <Form F, class In, class G, class A>
 double run_plane(const Pass<In, G>& P, std::int64_t p, A* buf) {

@@ -24,9 +24,13 @@
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && defined(__x86_64__) && \
     defined(__linux__) && __GNUC__ >= 11 && !defined(KDLOSS_NO_TARGET_CLONES)
 #define KDLOSS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define KDLOSS_CPU_ISA_NAMESPACE x86_64_v3_clones
 #else
 #define KDLOSS_CPU_CLONES
+#define KDLOSS_CPU_ISA_NAMESPACE portable
 #endif
+// The cloned functions live in an inline namespace named after the build, so a translation unit
+// built without clones (nvcc's, or clang's) never shares their symbols with one built with them.
 
 namespace kdloss::backend::cpu::filter {
 
@@ -69,6 +73,7 @@ void pad_row(const ops::detail::AxisPlan& a, const A* row, A* padded) {
 
 /// dst[j] = sum_k w[k] src[k][j] for j < n: register-blocked (a block of outputs stays in
 /// registers while every tap streams by), so each output is written once.
+inline namespace KDLOSS_CPU_ISA_NAMESPACE {
 template <class A>
 KDLOSS_CPU_CLONES void weighted_sum(const A* const* src, const A* w, int taps, A* dst, std::int64_t n) {
   constexpr int kB = 64 / static_cast<int>(sizeof(A));  // 16 floats / 8 doubles
@@ -93,6 +98,7 @@ KDLOSS_CPU_CLONES void weighted_sum(const A* const* src, const A* w, int taps, A
     dst[j] = acc;
   }
 }
+}  // namespace KDLOSS_CPU_ISA_NAMESPACE
 
 /// out[j] = sum_k w_k padded[j + k] for j < n_out.
 template <class A>

@@ -8,4 +8,7 @@
 #include "kdloss/core/types.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
-#include "kdloss/losses/feature/pointwise.hpp"
+#include "kdloss/losses/feature/feature.hpp"
+#include "kdloss/losses/fbkd/fbkd.hpp"
+#include "kdloss/ops/pooling.hpp"
+#include "kdloss/ops/softmax.hpp"

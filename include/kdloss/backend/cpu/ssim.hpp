@@ -21,37 +21,39 @@ using ssim_detail::Pass;
 /// Elements of scratch one thread needs for planes of this geometry.
 inline std::int64_t thread_scratch(const ops::detail::AxisPlan& rows, const ops::detail::AxisPlan& cols) {
   const std::int64_t wo = cols.n_out, w = cols.n_in, lc = filter::padded_length(cols);
-  const std::int64_t ring = ssim_detail::kStats * rows.taps * wo;
-  return 2 * ring + 2 * w + 5 * lc + 8 * wo + filter::adjoint_scratch(cols) + 5 * w + 64;
+  const std::int64_t wp = (wo + 15) / 16 * 16;
+  const std::int64_t ring = ssim_detail::kStats * rows.taps * wp;
+  return 2 * ring + 2 * w + 5 * lc + 8 * wp + filter::adjoint_scratch(cols) + 5 * w + 64;
 }
 
 inline namespace KDLOSS_CPU_ISA_NAMESPACE {
-/// Values of one output row (contiguous statistics); returns their sum.
+// The head loops run over rows padded to a multiple of 16 (the padding lanes hold finite values),
+// so they vectorise without a scalar remainder.
+/// Values of one output row (contiguous statistics).
 template <Form F, class A>
-KDLOSS_CPU_CLONES A head_values(const ssim_detail::Head& h, const A* mx, const A* my, const A* pxx, const A* pyy,
-                                const A* pxy, A* vals, std::int64_t n) {
-  A sum = 0;
+KDLOSS_CPU_CLONES void head_values(const ssim_detail::Head& h, const A* mx, const A* my, const A* pxx, const A* pyy,
+                                   const A* pxy, A* vals, std::int64_t n) {
+#if KDLOSS_OPENMP
+#pragma omp simd
+#endif
   for (std::int64_t j = 0; j < n; ++j) {
-    const A v = ssim_detail::head_eval<F, A>(h, mx[j], my[j], pxx[j], pyy[j], pxy[j], A(1), nullptr);
-    vals[j] = v;
-    sum += v;
+    ssim_detail::StatGrad<A> unused;
+    vals[j] = ssim_detail::head_eval<F, false, A>(h, mx[j], my[j], pxx[j], pyy[j], pxy[j], A(1), unused);
   }
-  return sum;
 }
-/// Values and upstream-weighted partials of one output row; returns the values' sum.
+/// Values and upstream-weighted partials of one output row.
 template <Form F, class A>
-KDLOSS_CPU_CLONES A head_grads(const ssim_detail::Head& h, const A* mx, const A* my, const A* pxx, const A* pyy,
-                               const A* pxy, const A* up, A* vals, A* gmx, A* gmy, A* gpxx, A* gpyy, A* gpxy,
-                               std::int64_t n) {
-  A sum = 0;
+KDLOSS_CPU_CLONES void head_grads(const ssim_detail::Head& h, const A* mx, const A* my, const A* pxx, const A* pyy,
+                                  const A* pxy, const A* up, A* vals, A* gmx, A* gmy, A* gpxx, A* gpyy, A* gpxy,
+                                  std::int64_t n) {
+#if KDLOSS_OPENMP
+#pragma omp simd
+#endif
   for (std::int64_t j = 0; j < n; ++j) {
     ssim_detail::StatGrad<A> g;
-    const A v = ssim_detail::head_eval<F, A>(h, mx[j], my[j], pxx[j], pyy[j], pxy[j], up[j], &g);
-    vals[j] = v;
-    sum += v;
+    vals[j] = ssim_detail::head_eval<F, true, A>(h, mx[j], my[j], pxx[j], pyy[j], pxy[j], up[j], g);
     gmx[j] = g.mx, gmy[j] = g.my, gpxx[j] = g.pxx, gpyy[j] = g.pyy, gpxy[j] = g.pxy;
   }
-  return sum;
 }
 }  // namespace KDLOSS_CPU_ISA_NAMESPACE
 
@@ -70,17 +72,18 @@ double run_plane(const Pass<In, G>& P, std::int64_t p, A* buf) {
     ay = A(P.norm[p].scale[1]), by = A(P.norm[p].shift[1]);
   }
   const filter::Taps<A> tr(R), tc(C);
-  const std::int64_t ring_size = kStats * Fr * Wo;
-  A* ring = buf;               // [stat][slot][Wo]: horizontally filtered statistics of input rows
-  A* pring = ring + ring_size; // [stat][slot][Wo]: the head's partials of output rows
+  const std::int64_t Wp = (Wo + 15) / 16 * 16;  // row stride: output rows padded for the head loops
+  const std::int64_t ring_size = kStats * Fr * Wp;
+  A* ring = buf;               // [stat][slot][Wp]: horizontally filtered statistics of input rows
+  A* pring = ring + ring_size; // [stat][slot][Wp]: the head's partials of output rows
   A* xr = pring + ring_size;   // W
   A* yr = xr + W;              // W
   A* pad = yr + W;             // 5 x Lc
-  A* st = pad + 5 * Lc;        // 5 x Wo: statistics of one output row
-  A* vrow = st + 5 * Wo;       // Wo: vertical adjoint of one statistic's partials
-  A* vals = vrow + Wo;         // Wo: values of one output row
-  A* ups = vals + Wo;          // Wo: upstream gradient of one output row
-  A* scratch = ups + Wo;       // adjoint_scratch(C)
+  A* st = pad + 5 * Lc;        // 5 x Wp: statistics of one output row
+  A* vrow = st + 5 * Wp;       // Wp: vertical adjoint of one statistic's partials
+  A* vals = vrow + Wp;         // Wp: values of one output row
+  A* ups = vals + Wp;          // Wp: upstream gradient of one output row
+  A* scratch = ups + Wp;       // adjoint_scratch(C)
   A* adj = scratch + filter::adjoint_scratch(C);  // 5 x W
   const bool backward = P.backward();
   const bool want_y = P.gy != nullptr;
@@ -91,7 +94,9 @@ double run_plane(const Pass<In, G>& P, std::int64_t p, A* buf) {
       yr[j] = ay * static_cast<A>(yp[r * P.ys[2] + j * P.ys[3]]) + by;
     }
   };
-  auto slot = [&](A* base, int s, std::int64_t i) { return base + (s * Fr + i % Fr) * Wo; };
+  auto slot = [&](A* base, int s, std::int64_t i) { return base + (s * Fr + i % Fr) * Wp; };
+  std::fill(st, st + 5 * Wp, A(0));  // padding lanes stay 0 (finite) for the head loops
+  std::fill(ups, ups + Wp, A(0));
   auto horizontal = [&](std::int64_t r) {
     load(r);
     A *px = pad, *py = pad + Lc;
@@ -158,13 +163,13 @@ double run_plane(const Pass<In, G>& P, std::int64_t p, A* buf) {
           const std::int64_t r = R.source(o + k - R.off);
           if (r >= 0) src[m] = slot(ring, s, r), w[m++] = tr.w[k];
         }
-        filter::weighted_sum(src, w, m, st + s * Wo, Wo);
+        filter::weighted_sum(src, w, m, st + s * Wp, Wo);
       }
     }
-    const A *mx = st, *my = st + Wo, *pxx = st + 2 * Wo, *pyy = st + 3 * Wo, *pxy = st + 4 * Wo;
+    const A *mx = st, *my = st + Wp, *pxx = st + 2 * Wp, *pyy = st + 3 * Wp, *pxy = st + 4 * Wp;
     G* mp = P.map ? P.map + b * P.map_s[0] + c * P.map_s[1] + o * P.map_s[2] : nullptr;
     if (!backward) {
-      total += static_cast<double>(head_values<F>(P.head, mx, my, pxx, pyy, pxy, vals, Wo));
+      head_values<F>(P.head, mx, my, pxx, pyy, pxy, vals, Wp);
     } else {
       if (P.up_map) {
         const G* um = P.up_map + b * P.up_s[0] + c * P.up_s[1] + o * P.up_s[2];
@@ -172,9 +177,13 @@ double run_plane(const Pass<In, G>& P, std::int64_t p, A* buf) {
       } else {
         std::fill(ups, ups + Wo, up_plane);
       }
-      total += static_cast<double>(head_grads<F>(P.head, mx, my, pxx, pyy, pxy, ups, vals, slot(pring, kMuX, o),
-                                                 slot(pring, kMuY, o), slot(pring, kPxx, o), slot(pring, kPyy, o),
-                                                 slot(pring, kPxy, o), Wo));
+      head_grads<F>(P.head, mx, my, pxx, pyy, pxy, ups, vals, slot(pring, kMuX, o), slot(pring, kMuY, o),
+                    slot(pring, kPxx, o), slot(pring, kPyy, o), slot(pring, kPxy, o), Wp);
+    }
+    {
+      A row_sum = 0;
+      for (std::int64_t j = 0; j < Wo; ++j) row_sum += vals[j];
+      total += static_cast<double>(row_sum);
     }
     if (mp)
       for (std::int64_t j = 0; j < Wo; ++j) mp[j * P.map_s[3]] = static_cast<G>(vals[j]);

@@ -173,8 +173,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(Pass<In, G> P, int ti
       if (o >= Ho || q >= Wo) continue;
       A st[5];
       row_stats(h, RH * TW, TW, i, j, wr, fr, st);
-      const A v = ssim_detail::head_eval<F, A>(P.head, st[0], st[1], st[2], st[3], st[4], A(1),
-                                               static_cast<StatGrad<A>*>(nullptr));
+      StatGrad<A> unused;
+      const A v = ssim_detail::head_eval<F, false, A>(P.head, st[0], st[1], st[2], st[3], st[4], A(1), unused);
       local += static_cast<double>(v);
       if (P.map) store_as(P.map + b * P.map_s[0] + c * P.map_s[1] + o * P.map_s[2] + q * P.map_s[3], v);
     }
@@ -245,7 +245,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(Pass<In, G> P, int t
         row_stats(h, RH * OBW, OBW, i, j, wr, fr, st);
         A up = up_plane;
         if (P.up_map) up *= load_as<A>(P.up_map + b * P.up_s[0] + c * P.up_s[1] + o * P.up_s[2] + q * P.up_s[3]);
-        const A v = ssim_detail::head_eval<F, A>(P.head, st[0], st[1], st[2], st[3], st[4], up, &g);
+        const A v = ssim_detail::head_eval<F, true, A>(P.head, st[0], st[1], st[2], st[3], st[4], up, g);
         if (o >= r0 && o < r0 + TH && q >= c0 && q < c0 + TW) {
           local += static_cast<double>(v);
           if (P.map) store_as(P.map + b * P.map_s[0] + c * P.map_s[1] + o * P.map_s[2] + q * P.map_s[3], v);

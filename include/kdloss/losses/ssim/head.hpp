@@ -107,10 +107,10 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A finish(ValueKind kind, A s, A* dvds) {
   return is_index ? s : (is_half ? half : clamped);
 }
 
-/// Value at one pixel; when `g` is non-null also up * d value / d statistics.
-template <Form F, class A>
+/// Value at one pixel; with Grad also g = up * d value / d statistics.
+template <Form F, bool Grad, class A>
 KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A head_eval(const Head& h, A mx, A my, A pxx, A pyy, A pxy, A up,
-                                                  StatGrad<A>* g) {
+                                                  StatGrad<A>& g) {
   A vx = pxx - mx * mx, vy = pyy - my * my;
   const A cov = pxy - mx * my;
   const A kx = vx > A(0) ? A(1) : A(0), ky = vy > A(0) ? A(1) : A(0);
@@ -126,7 +126,7 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A head_eval(const Head& h, A mx, A my, A p
     const A inv = A(1) / (b1 * b2 + A(h.eps));
     s = a1 * a2 * inv;
     const A value = finish(h.kind, s, &dvds);
-    if (!g) return value;
+    if constexpr (!Grad) return value;
     const A ds_da1 = a2 * inv, ds_db1 = -s * b2 * inv, ds_db2 = -s * b1 * inv;
     dmx = A(2) * (ds_da1 * my + ds_db1 * mx);
     dmy = A(2) * (ds_da1 * mx + ds_db1 * my);
@@ -138,7 +138,7 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A head_eval(const Head& h, A mx, A my, A p
     const A inv = A(1) / b2;
     s = (A(2) * cov + A(h.c2)) * inv;
     const A value = finish(h.kind, s, &dvds);
-    if (!g) return value;
+    if constexpr (!Grad) return value;
     gvx = -s * inv * kx;
     gvy = -s * inv * ky;
     gcov = A(2) * inv;
@@ -154,7 +154,7 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A head_eval(const Head& h, A mx, A my, A p
     const A pl = signed_pow(l, h.alpha), pc = signed_pow(c, h.beta), ps = signed_pow(st, h.gamma);
     s = pl * pc * ps;
     const A value = finish(h.kind, s, &dvds);
-    if (!g) return value;
+    if constexpr (!Grad) return value;
     const A gl = signed_pow_grad(l, h.alpha) * pc * ps;
     const A gc = pl * signed_pow_grad(c, h.beta) * ps;
     const A gs = pl * pc * signed_pow_grad(st, h.gamma);
@@ -172,11 +172,11 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A head_eval(const Head& h, A mx, A my, A p
   }
   // Chain through var = P - mu^2 and cov = P_xy - mu_x mu_y, times the upstream gradient.
   const A u = up * dvds;
-  g->mx = u * (dmx - A(2) * mx * gvx - my * gcov);
-  g->my = u * (dmy - A(2) * my * gvy - mx * gcov);
-  g->pxx = u * gvx;
-  g->pyy = u * gvy;
-  g->pxy = u * gcov;
+  g.mx = u * (dmx - A(2) * mx * gvx - my * gcov);
+  g.my = u * (dmy - A(2) * my * gvy - mx * gcov);
+  g.pxx = u * gvx;
+  g.pyy = u * gvy;
+  g.pxy = u * gcov;
   return s;
 }
 

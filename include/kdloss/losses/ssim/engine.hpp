@@ -105,7 +105,7 @@ inline Head make_head(const SsimOptions& o, ValueKind kind) {
   h.c3 = h.c2 / 2;
   h.eps = o.eps;
   h.alpha = o.alpha, h.beta = o.beta, h.gamma = o.gamma;
-  h.kind = kind;
+  h.set_kind(kind);
   return h;
 }
 inline Form form_of(const SsimOptions& o) {
@@ -117,7 +117,7 @@ inline Head msssim_head(const MsSsimOptions& o) {
   h.c2 = (o.k2 * o.data_range) * (o.k2 * o.data_range);
   h.c3 = h.c2 / 2;
   h.eps = 0;
-  h.kind = ValueKind::index;
+  h.set_kind(ValueKind::index);
   return h;
 }
 

@@ -63,11 +63,19 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE __nv_bfloat16 from_double<__nv_bfloat16>(d
 enum class Form { two_factor, cs, three };
 enum class ValueKind { index, half_loss, clamped_loss };
 
-/// Constants of the per-pixel formula.
+/// Constants of the per-pixel formula. The value is v0 + v1 S, clamped to [0, 1] when vc = 1
+/// (set_kind fills them, so pixel loops see plain numbers, not a switch).
 struct Head {
   double c1 = 1e-4, c2 = 9e-4, c3 = 4.5e-4, eps = 0;
   double alpha = 1, beta = 1, gamma = 1;
   ValueKind kind = ValueKind::index;
+  double v0 = 0, v1 = 1, vc = 0;
+  KDLOSS_HOST_DEVICE void set_kind(ValueKind k) {
+    kind = k;
+    v0 = k == ValueKind::index ? 0.0 : 0.5;
+    v1 = k == ValueKind::index ? 1.0 : -0.5;
+    vc = k == ValueKind::clamped_loss ? 1.0 : 0.0;
+  }
 };
 
 /// sign(x)|x|^p (p = 0: 1; p = 1: x).
@@ -96,15 +104,22 @@ struct StatGrad {
   A mx, my, pxx, pyy, pxy;
 };
 
-/// The value from S, and d value / d S (branch-free, so host loops over pixels vectorise).
+/// The value a0 + a1 S, clamped to [0, 1] when c = 1, and d value / d S (the clamp passes the
+/// gradient on [0, 1], bounds included). Arithmetic only, so host pixel loops vectorise.
+template <class A>
+KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A finish_with(A a0, A a1, A c, A s, A* dvds) {
+  const A lin = a0 + a1 * s;
+  const A clamped = lin < A(0) ? A(0) : (lin > A(1) ? A(1) : lin);
+  const A inside = ((lin >= A(0)) & (lin <= A(1))) ? A(1) : A(0);
+  *dvds = a1 * (A(1) + c * (inside - A(1)));
+  return lin + c * (clamped - lin);
+}
+/// The value of a kind from S, and d value / d S.
 template <class A>
 KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A finish(ValueKind kind, A s, A* dvds) {
-  const A half = (A(1) - s) * A(0.5);
-  const A clamped = half < A(0) ? A(0) : (half > A(1) ? A(1) : half);
-  const A inside = (half >= A(0) && half <= A(1)) ? A(-0.5) : A(0);
-  const bool is_index = kind == ValueKind::index, is_half = kind == ValueKind::half_loss;
-  *dvds = is_index ? A(1) : (is_half ? A(-0.5) : inside);
-  return is_index ? s : (is_half ? half : clamped);
+  Head h;
+  h.set_kind(kind);
+  return finish_with(A(h.v0), A(h.v1), A(h.vc), s, dvds);
 }
 
 /// Value at one pixel; with Grad also g = up * d value / d statistics.
@@ -125,7 +140,7 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A head_eval(const Head& h, A mx, A my, A p
     const A a2 = A(2) * cov + A(h.c2);
     const A inv = A(1) / (b1 * b2 + A(h.eps));
     s = a1 * a2 * inv;
-    const A value = finish(h.kind, s, &dvds);
+    const A value = finish_with(A(h.v0), A(h.v1), A(h.vc), s, &dvds);
     if constexpr (!Grad) return value;
     const A ds_da1 = a2 * inv, ds_db1 = -s * b2 * inv, ds_db2 = -s * b1 * inv;
     dmx = A(2) * (ds_da1 * my + ds_db1 * mx);
@@ -137,7 +152,7 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A head_eval(const Head& h, A mx, A my, A p
   } else if constexpr (F == Form::cs) {
     const A inv = A(1) / b2;
     s = (A(2) * cov + A(h.c2)) * inv;
-    const A value = finish(h.kind, s, &dvds);
+    const A value = finish_with(A(h.v0), A(h.v1), A(h.vc), s, &dvds);
     if constexpr (!Grad) return value;
     gvx = -s * inv * kx;
     gvy = -s * inv * ky;
@@ -153,7 +168,7 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A head_eval(const Head& h, A mx, A my, A p
     const A st = (cov + A(h.c3)) / den_s;
     const A pl = signed_pow(l, h.alpha), pc = signed_pow(c, h.beta), ps = signed_pow(st, h.gamma);
     s = pl * pc * ps;
-    const A value = finish(h.kind, s, &dvds);
+    const A value = finish_with(A(h.v0), A(h.v1), A(h.vc), s, &dvds);
     if constexpr (!Grad) return value;
     const A gl = signed_pow_grad(l, h.alpha) * pc * ps;
     const A gc = pl * signed_pow_grad(c, h.beta) * ps;

@@ -30,18 +30,23 @@ struct AbsoluteError {
   KDLOSS_HOST_DEVICE auto grad(const V& d, S scale) const { return math::sign(d) * scale; }
 };
 /// 0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (PyTorch's smooth_l1_loss; beta = 0 is L1).
+/// Branch-free, as min/max (Eigen 3.4 does not vectorise a per-element select): with a = |d| and
+/// m = min(a, beta) the value is 0.5 m^2 / beta + (a - m), the derivative clamp(d, -beta, beta) / beta
+/// (+-1 from |d| = beta on, as PyTorch's |d| < beta test), and sign(d) when beta = 0.
 struct SmoothL1Error {
   double beta;
   template <class V>
   KDLOSS_HOST_DEVICE auto value(const V& d) const {
     using S = math::scalar_t<V>;
     const S b = S(beta), half_inv_b = beta > 0 ? S(0.5 / beta) : S(0);
-    return math::select(math::abs(d) < b, math::square(d) * half_inv_b, math::abs(d) - S(0.5) * b);
+    const auto a = math::abs(d);
+    const auto m = math::min(a, b);
+    return math::square(m) * half_inv_b + (a - m);
   }
   template <class V, class S>
   KDLOSS_HOST_DEVICE auto grad(const V& d, S scale) const {
     const S b = S(beta), inv_b = beta > 0 ? S(1.0 / beta) : S(0);
-    return math::select(math::abs(d) < b, d * (scale * inv_b), math::sign(d) * scale);
+    return math::min(math::max(d, -b), b) * (scale * inv_b) + math::sign(d) * (beta > 0 ? S(0) : scale);
   }
 };
 

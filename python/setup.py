@@ -99,7 +99,11 @@ def _extension():
     if "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"  # Hopper, as kdloss's CMake default
     print("kdloss_torch: CUDA build (CUDAExtension), arch list %s" % os.environ.get("TORCH_CUDA_ARCH_LIST", "auto"))
-    nvcc = ["-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "--extended-lambda",
+    # torch's nvcc flags define __CUDA_NO_HALF_CONVERSIONS__ and friends; kdloss's GPU code converts
+    # between __half / __nv_bfloat16 and float with the CUDA headers' conversions: undefine them.
+    no_half = ["__CUDA_NO_HALF_OPERATORS__", "__CUDA_NO_HALF_CONVERSIONS__", "__CUDA_NO_BFLOAT16_CONVERSIONS__",
+               "__CUDA_NO_HALF2_OPERATORS__"]
+    nvcc = ["-U" + m for m in no_half] + ["-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "--extended-lambda",
             "-Xcompiler=-fopenmp", "-Xcompiler=-g0", "-Xcompiler=-fvisibility=hidden",
             "-Xcudafe=--diag_suppress=20012,--diag_suppress=20011,--diag_suppress=20014,--diag_suppress=20015"]
     if native:

@@ -11,8 +11,10 @@ FORWARD, BACKWARD, FUSED = 0, 1, 2
 
 # How an autograd Function gets its gradient (see docs/pytorch.md, "Backward strategy"):
 #   "fused":     the forward runs the C++ *_forward_backward entry (value and d value/d input in one
-#                pass) and keeps the gradient; the backward multiplies it by grad_output (one torch
-#                multiply on the device, no host synchronisation).
+#                pass) and keeps the gradient; the backward scales it by grad_output in place (no new
+#                tensor, no host synchronisation; skipped on the CPU when grad_output is exactly 1) and
+#                hands it over. A second backward through the same graph (retain_graph=True) finds it
+#                gone and runs the recompute path instead.
 #   "recompute": the forward runs the value only and keeps the inputs; the backward runs the C++
 #                *_backward entry with grad_output as a device view.
 _backward_mode = "fused"
@@ -58,6 +60,27 @@ def teacher_gets_no_grad(fn, name, tensor):
                       "detach it to silence this warning" % (fn, name), stacklevel=4)
 
 
-def scale(grad, grad_output):
-    """grad * grad_output, or None."""
-    return None if grad is None else grad * grad_output
+def _is_one(grad_output):
+    # Only a CPU scalar can be read without synchronising with a device.
+    return grad_output.device.type == "cpu" and grad_output.numel() == 1 and grad_output.item() == 1.0
+
+
+def keep(ctx, grads):
+    """Keeps the gradients of a fused forward for the backward. They are neither inputs nor outputs of
+    the Function, so they live on ctx directly (not save_for_backward): the backward may then scale
+    them in place and give them away."""
+    ctx.fused_grads = list(grads)
+
+
+def take(ctx, grad_output):
+    """The kept gradients times grad_output (scaled in place; None entries stay None), or None when
+    there are none or they were used by an earlier backward (retain_graph=True): recompute then."""
+    grads = getattr(ctx, "fused_grads", None)
+    if grads is None:
+        return None
+    ctx.fused_grads = None
+    if not _is_one(grad_output):
+        for g in grads:
+            if g is not None:
+                g.mul_(grad_output)
+    return grads

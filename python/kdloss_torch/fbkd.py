@@ -104,24 +104,23 @@ def channel_attention(x):
 class _MaskedFeature(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, t, ms, mc):
-        ctx.fused = _common.fused()
         if not ctx.needs_input_grad[0]:
             return _C.fbkd_masked_feature(FORWARD, a, t, ms, mc, None)[0]
-        if ctx.fused:
-            out, grad = _C.fbkd_masked_feature(FUSED, a, t, ms, mc, None)
-            ctx.save_for_backward(grad)
-            return out
         ctx.save_for_backward(a, t, ms, mc)
+        if _common.fused():
+            out, grad = _C.fbkd_masked_feature(FUSED, a, t, ms, mc, None)
+            _common.keep(ctx, [grad])
+            return out
         return _C.fbkd_masked_feature(FORWARD, a, t, ms, mc, None)[0]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        if ctx.fused:
-            (grad,) = ctx.saved_tensors
-            return grad * grad_output, None, None, None
-        a, t, ms, mc = ctx.saved_tensors
-        return _C.fbkd_masked_feature(BACKWARD, a, t, ms, mc, grad_output)[1], None, None, None
+        grads = _common.take(ctx, grad_output)
+        if grads is None:
+            a, t, ms, mc = ctx.saved_tensors
+            grads = [_C.fbkd_masked_feature(BACKWARD, a, t, ms, mc, grad_output)[1]]
+        return grads[0], None, None, None
 
 
 def masked_feature_loss(student_adapted, teacher, mask_spatial, mask_channel=None):
@@ -134,24 +133,23 @@ def masked_feature_loss(student_adapted, teacher, mask_spatial, mask_channel=Non
 class _AttentionTransfer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s, t):
-        ctx.fused = _common.fused()
         if not ctx.needs_input_grad[0]:
             return _C.fbkd_attention_transfer(FORWARD, s, t, None)[0]
-        if ctx.fused:
-            out, grad = _C.fbkd_attention_transfer(FUSED, s, t, None)
-            ctx.save_for_backward(grad)
-            return out
         ctx.save_for_backward(s, t)
+        if _common.fused():
+            out, grad = _C.fbkd_attention_transfer(FUSED, s, t, None)
+            _common.keep(ctx, [grad])
+            return out
         return _C.fbkd_attention_transfer(FORWARD, s, t, None)[0]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        if ctx.fused:
-            (grad,) = ctx.saved_tensors
-            return grad * grad_output, None
-        s, t = ctx.saved_tensors
-        return _C.fbkd_attention_transfer(BACKWARD, s, t, grad_output)[1], None
+        grads = _common.take(ctx, grad_output)
+        if grads is None:
+            s, t = ctx.saved_tensors
+            grads = [_C.fbkd_attention_transfer(BACKWARD, s, t, grad_output)[1]]
+        return grads[0], None
 
 
 def attention_transfer_loss(student, teacher):
@@ -163,27 +161,24 @@ def attention_transfer_loss(student, teacher):
 class _PooledAttentionTransfer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, c, sp, t):
-        need_c, need_s = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        ctx.fused = _common.fused()
-        if not (need_c or need_s):
+        ctx.want = (bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]))
+        if not any(ctx.want):
             return _C.fbkd_pooled_attention_transfer(FORWARD, c, sp, t, None, False, False)[0]
-        ctx.want = (need_c, need_s)
-        if ctx.fused:
-            out, gc, gs = _C.fbkd_pooled_attention_transfer(FUSED, c, sp, t, None, need_c, need_s)
-            ctx.save_for_backward(gc, gs)
-            return out
         ctx.save_for_backward(c, sp, t)
+        if _common.fused():
+            out, gc, gs = _C.fbkd_pooled_attention_transfer(FUSED, c, sp, t, None, *ctx.want)
+            _common.keep(ctx, [gc, gs])
+            return out
         return _C.fbkd_pooled_attention_transfer(FORWARD, c, sp, t, None, False, False)[0]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        if ctx.fused:
-            gc, gs = ctx.saved_tensors
-            return _common.scale(gc, grad_output), _common.scale(gs, grad_output), None
-        c, sp, t = ctx.saved_tensors
-        _, gc, gs = _C.fbkd_pooled_attention_transfer(BACKWARD, c, sp, t, grad_output, *ctx.want)
-        return gc, gs, None
+        grads = _common.take(ctx, grad_output)
+        if grads is None:
+            c, sp, t = ctx.saved_tensors
+            grads = _C.fbkd_pooled_attention_transfer(BACKWARD, c, sp, t, grad_output, *ctx.want)[1:]
+        return grads[0], grads[1], None
 
 
 def pooled_attention_transfer_loss(student_channel, student_spatial, teacher):
@@ -209,16 +204,15 @@ class _Total(torch.autograd.Function):
             want.append((bool(want_a), bool(want_s), bool(n_c and c is not None), bool(n_sp and sp is not None)))
         ctx.n, ctx.config, ctx.want = n, config, want
         ctx.a_absent = [lv[2] is None for lv in levels]
-        ctx.fused = _common.fused()
         if not any(any(w) for w in want):
             ctx.nothing = True
             return _C.fbkd_total(FORWARD, levels, want, config, None)[0]
         ctx.nothing = False
-        if ctx.fused:
-            out, grads = _C.fbkd_total(FUSED, levels, want, config, None)
-            ctx.save_for_backward(*[g for level in grads for g in level])
-            return out
         ctx.save_for_backward(*flat)
+        if _common.fused():
+            out, grads = _C.fbkd_total(FUSED, levels, want, config, None)
+            _common.keep(ctx, [g for level in grads for g in level])
+            return out
         return _C.fbkd_total(FORWARD, levels, want, config, None)[0]
 
     @staticmethod
@@ -227,17 +221,18 @@ class _Total(torch.autograd.Function):
         n = ctx.n
         if ctx.nothing:
             return (None, None) + (None,) * (5 * n)
-        saved = ctx.saved_tensors
-        if ctx.fused:
-            grads = [tuple(_common.scale(g, grad_output) for g in saved[4 * i:4 * i + 4]) for i in range(n)]
+        flat = _common.take(ctx, grad_output)
+        if flat is not None:
+            grads = [tuple(flat[4 * i:4 * i + 4]) for i in range(n)]
         else:
+            saved = ctx.saved_tensors
             levels = [tuple(saved[5 * i:5 * i + 5]) for i in range(n)]
             grads = _C.fbkd_total(BACKWARD, levels, ctx.want, ctx.config, grad_output)[1]
         result = []
         for i in range(n):
             g_a, g_s, g_c, g_sp = grads[i]
             if ctx.a_absent[i] and g_a is not None:  # A = S: both parts belong to S
-                g_s = g_a if g_s is None else g_s + g_a
+                g_s = g_a if g_s is None else g_s.add_(g_a)
                 g_a = None
             result += [g_s, None, g_a, g_c, g_sp]
         return (None, None) + tuple(result)

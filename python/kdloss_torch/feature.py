@@ -19,27 +19,26 @@ class _Pointwise(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kind, student, teacher, beta, reduction):
         ctx.kind, ctx.beta, ctx.reduction = kind, beta, reduction
-        ctx.fused = _common.fused()
         if not ctx.needs_input_grad[1]:
             return _C.feature_pointwise(kind, FORWARD, student, teacher, None, beta, reduction)[0]
-        if ctx.fused:
-            out, grad = _C.feature_pointwise(kind, FUSED, student, teacher, None, beta, reduction)
-            ctx.save_for_backward(grad)
-            return out
         ctx.save_for_backward(student, teacher)
+        if _common.fused():
+            out, grad = _C.feature_pointwise(kind, FUSED, student, teacher, None, beta, reduction)
+            # reduction none: the loss is elementwise, so the map-sum gradient times grad_output
+            # elementwise is exact
+            _common.keep(ctx, [grad])
+            return out
         return _C.feature_pointwise(kind, FORWARD, student, teacher, None, beta, reduction)[0]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        if ctx.fused:
-            (grad,) = ctx.saved_tensors
-            # reduced: grad_output is 0-dim; none: the loss is elementwise, so the map's gradient
-            # times grad_output elementwise is exact
-            return None, grad * grad_output, None, None, None
-        student, teacher = ctx.saved_tensors
-        grad = _C.feature_pointwise(ctx.kind, BACKWARD, student, teacher, grad_output, ctx.beta, ctx.reduction)[1]
-        return None, grad, None, None, None
+        grads = _common.take(ctx, grad_output)
+        if grads is None:
+            student, teacher = ctx.saved_tensors
+            grads = [_C.feature_pointwise(ctx.kind, BACKWARD, student, teacher, grad_output, ctx.beta,
+                                          ctx.reduction)[1]]
+        return None, grads[0], None, None, None
 
 
 def mse_loss(student, teacher, reduction="mean"):
@@ -64,24 +63,23 @@ def smooth_l1_loss(student, teacher, beta=1.0, reduction="mean"):
 class _Distance(torch.autograd.Function):
     @staticmethod
     def forward(ctx, student, teacher):
-        ctx.fused = _common.fused()
         if not ctx.needs_input_grad[0]:
             return _C.feature_distance(FORWARD, student, teacher, None)[0]
-        if ctx.fused:
-            out, grad = _C.feature_distance(FUSED, student, teacher, None)
-            ctx.save_for_backward(grad)
-            return out
         ctx.save_for_backward(student, teacher)
+        if _common.fused():
+            out, grad = _C.feature_distance(FUSED, student, teacher, None)
+            _common.keep(ctx, [grad])
+            return out
         return _C.feature_distance(FORWARD, student, teacher, None)[0]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        if ctx.fused:
-            (grad,) = ctx.saved_tensors
-            return grad * grad_output, None
-        student, teacher = ctx.saved_tensors
-        return _C.feature_distance(BACKWARD, student, teacher, grad_output)[1], None
+        grads = _common.take(ctx, grad_output)
+        if grads is None:
+            student, teacher = ctx.saved_tensors
+            grads = [_C.feature_distance(BACKWARD, student, teacher, grad_output)[1]]
+        return grads[0], None
 
 
 def distance_loss(student, teacher):
@@ -95,28 +93,26 @@ class _KLDiv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, student, teacher, class_axis, temperature, reduction):
         ctx.class_axis, ctx.temperature, ctx.reduction = class_axis, temperature, reduction
-        # reduction none: the gradient couples the classes of a row through grad_output, so the
-        # backward always runs the C++ backward entry with grad_output as a map.
-        ctx.fused = _common.fused() and reduction != "none"
         if not ctx.needs_input_grad[0]:
             return _C.feature_kl_div(FORWARD, student, teacher, class_axis, None, temperature, reduction)[0]
-        if ctx.fused:
-            out, grad = _C.feature_kl_div(FUSED, student, teacher, class_axis, None, temperature, reduction)
-            ctx.save_for_backward(grad)
-            return out
         ctx.save_for_backward(student, teacher)
+        # reduction none: the gradient couples the classes of a row through grad_output, so the
+        # backward always runs the C++ backward entry with grad_output as a map.
+        if _common.fused() and reduction != "none":
+            out, grad = _C.feature_kl_div(FUSED, student, teacher, class_axis, None, temperature, reduction)
+            _common.keep(ctx, [grad])
+            return out
         return _C.feature_kl_div(FORWARD, student, teacher, class_axis, None, temperature, reduction)[0]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        if ctx.fused:
-            (grad,) = ctx.saved_tensors
-            return grad * grad_output, None, None, None, None
-        student, teacher = ctx.saved_tensors
-        grad = _C.feature_kl_div(BACKWARD, student, teacher, ctx.class_axis, grad_output, ctx.temperature,
-                                 ctx.reduction)[1]
-        return grad, None, None, None, None
+        grads = _common.take(ctx, grad_output)
+        if grads is None:
+            student, teacher = ctx.saved_tensors
+            grads = [_C.feature_kl_div(BACKWARD, student, teacher, ctx.class_axis, grad_output, ctx.temperature,
+                                       ctx.reduction)[1]]
+        return grads[0], None, None, None, None
 
 
 def kl_div_loss(student_logits, teacher_logits, class_axis, temperature=1.0, reduction="batchmean"):

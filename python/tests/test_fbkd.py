@@ -228,3 +228,14 @@ def test_total_parity_pyramid_float32(preset):
     assert_rel(v, v_ref, RTOL[torch.float32], "total")
     for k, (a, b) in enumerate(zip(g, g_ref)):
         assert_rel(a, b, RTOL[torch.float32], "gradient %d" % k)
+
+
+def test_total_backward_twice_with_retain_graph():
+    levels = pyramid_inputs(SMALL_PYRAMID[:2], torch.float64, with_adapted=False)
+    s = [leaf(lv[0]) for lv in levels]
+    cfg = fbkd.Config.paper_two_stage()
+    out = 2.0 * fbkd.total_loss([fbkd.Level(si, lv[1]) for si, lv in zip(s, levels)], cfg)
+    g1 = torch.autograd.grad(out, s, retain_graph=True)
+    g2 = torch.autograd.grad(out, s)
+    for a, b in zip(g1, g2):
+        assert_rel(a, b, 1e-12, "second backward")

@@ -54,8 +54,15 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE auto abs(const V& x) {
 /// sign(0) = 0, as PyTorch's abs backward and l1 gradient use.
 template <class V>
 KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE auto sign(const V& x) {
-  if constexpr (is_scalar_v<V>) return V((x > V(0)) - (x < V(0)));
-  else return x.sign();
+  if constexpr (is_scalar_v<V>) {
+    return V((x > V(0)) - (x < V(0)));
+  } else {
+    // Eigen 3.4 does not vectorise sign(): clamp(x * k * k, -1, 1), with k = 2^100 (float) or 2^600
+    // (double), sends every nonzero x (subnormals included) to exactly +-1 and 0 to 0 in vector min/max.
+    using S = scalar_t<V>;
+    const S k = S(sizeof(S) == sizeof(float) ? 0x1p100 : 0x1p600);
+    return ((x * k) * k).max(S(-1)).min(S(1));
+  }
 }
 template <class V>
 KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE auto sqrt(const V& x) {

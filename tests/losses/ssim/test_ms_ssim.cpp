@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kdloss/losses/ssim/ms_ssim.hpp"
+#include "kdloss/losses/ssim/ssim.hpp"
 #include "losses/ssim/ssim_gpu.hpp"
 #include "losses/ssim/ssim_test_util.hpp"
 
@@ -227,6 +228,20 @@ TEST_CASE("negative cs and ssim: relu'd levels give MS-SSIM 0 with a zero (not N
   ms_ssim_forward_backward(host_view(flat.data(), d), host_view(flat.data(), d), host_scalar(&v), host_view(g.data(), d), o);
   CHECK(v == doctest::Approx(1.0).epsilon(1e-12));
   CHECK(kdloss_test::all_finite(g));
+}
+
+TEST_CASE("an empty batch reduces to 0 (PyTorch's mean over nothing is NaN)") {
+  const Dims d{0, 3, 12, 12};
+  float v = -1, loss = -1;
+  ms_ssim(host_view(static_cast<const float*>(nullptr), d), host_view(static_cast<const float*>(nullptr), d),
+          host_scalar(&v));
+  CHECK(v == 0.0f);
+  ms_ssim_l1_loss(host_view(static_cast<const float*>(nullptr), d), host_view(static_cast<const float*>(nullptr), d),
+                  host_scalar(&loss));
+  CHECK(loss == doctest::Approx(0.85f));  // (1 - w)(1 - 0) + w * 0: the MS-SSIM term of nothing is 0
+  ssim_loss(host_view(static_cast<const float*>(nullptr), d), host_view(static_cast<const float*>(nullptr), d),
+            host_scalar(&loss));
+  CHECK(loss == 0.0f);
 }
 
 TEST_CASE("ssim_index / ms_ssim: bad input throws a clear error and leaves outputs untouched") {

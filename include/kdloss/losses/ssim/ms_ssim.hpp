@@ -171,7 +171,7 @@ struct ReduceOut {
     if (r == ChannelReduction::per_image) {
       double t = 0;
       for (std::int64_t c = 0; c < C; ++c) t += val(i * C + c);
-      out[i * s0] = from_double<T>(t / static_cast<double>(C));
+      out[i * s0] = from_double<T>(C > 0 ? t / static_cast<double>(C) : 0.0);
     } else {
       out[(i / C) * s0 + (i % C) * s1] = from_double<T>(val(i));
     }
@@ -386,6 +386,7 @@ void ms_call(const char* fn, Mode mode, MsKind kind, View<const T> s, View<const
   const Device dev = s.device;
   const Stream st = exec.stream;
   const Head head = msssim_head(o);
+  const double inv_planes = planes > 0 ? 1.0 / static_cast<double>(planes) : 0.0;  // empty batch: 0
   if (o.normalize) norm_stats(dev, st, s, t, ws.norm);
 
   MsWeights<T> msw{};
@@ -431,7 +432,7 @@ void ms_call(const char* fn, Mode mode, MsKind kind, View<const T> s, View<const
     if (mode != Mode::backward) {
       if (r == ChannelReduction::mean) {
         for_each(dev, st, planes, Relu{ws.sums, ws.vals, o.nonnegative_ssim});
-        store_sum(dev, st, ws.vals, planes, 1.0 / static_cast<double>(planes), out.data);
+        store_sum(dev, st, ws.vals, planes, inv_planes, out.data);
       } else {
         ReduceOut<T> f{ws.sums, o.nonnegative_ssim, r, C, out.data, out.strides[0], out.rank() > 1 ? out.strides[1] : 0};
         for_each(dev, st, r == ChannelReduction::per_image ? B : planes, f);
@@ -448,10 +449,10 @@ void ms_call(const char* fn, Mode mode, MsKind kind, View<const T> s, View<const
     if (kind == MsKind::mixture) {
       // out = (1 - w) * (1 - mean ms) + w * mean |x - y|
       l1_plane_sums(dev, st, s, t, ws.norm, ws.vals + planes, l1_coef);
-      for_each(dev, st, planes, ScaleVals{ws.vals, -(1.0 - l1_weight) / static_cast<double>(planes)});
+      for_each(dev, st, planes, ScaleVals{ws.vals, -(1.0 - l1_weight) * inv_planes});
       store_sum(dev, st, ws.vals, 2 * planes, 1.0, out.data, 1.0 - l1_weight);
     } else if (r == ChannelReduction::mean) {
-      store_sum(dev, st, ws.vals, planes, 1.0 / static_cast<double>(planes), out.data);
+      store_sum(dev, st, ws.vals, planes, inv_planes, out.data);
     } else {
       ReduceOut<T> f{ws.vals, false, r, C, out.data, out.strides[0], out.rank() > 1 ? out.strides[1] : 0};
       for_each(dev, st, r == ChannelReduction::per_image ? B : planes, f);

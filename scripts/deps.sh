@@ -14,3 +14,29 @@ if ((${#missing[@]})); then
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# The PyTorch bridge (python/, run by scripts/test.sh): `bash scripts/deps.sh --python` also makes sure
+# the Python interpreter ($KDLOSS_PYTHON, default python3) can build a torch extension and run the
+# suite: Python headers and pip (Debian packages, for Debian's own python3), then torch, pytest and
+# numpy from PyPI when they do not import (the PyPI torch wheel: it runs on the CPU without a GPU).
+if [[ " $* " == *" --python "* ]]; then
+  python=${KDLOSS_PYTHON:-python3}
+  sudo_cmd=()
+  if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
+  if ! command -v "$python" >/dev/null 2>&1 || ! "$python" -m pip --version >/dev/null 2>&1 ||
+    ! "$python" -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null; then
+    echo "kdloss: installing Debian packages: python3 python3-dev python3-pip python3-venv"
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq python3 python3-dev python3-pip python3-venv >/dev/null
+  fi
+  wanted=()
+  "$python" -c 'import torch' >/dev/null 2>&1 || wanted+=(torch)
+  "$python" -c 'import pytest' >/dev/null 2>&1 || wanted+=(pytest)
+  "$python" -c 'import numpy' >/dev/null 2>&1 || wanted+=(numpy)
+  if ((${#wanted[@]})); then
+    echo "kdloss: installing from PyPI: ${wanted[*]} (torch takes a few minutes)"
+    # Debian's python3 refuses pip installs outside a virtual environment (PEP 668) unless told.
+    "$python" -m pip install -q "${wanted[@]}" ||
+      "$python" -m pip install -q --break-system-packages "${wanted[@]}"
+  fi
+fi

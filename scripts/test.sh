@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, builds everything (CUDA sources too when nvcc is
 # present), runs the tests (GPU cases skip visibly without a GPU), then the host suite again under
-# AddressSanitizer + UndefinedBehaviorSanitizer.
+# AddressSanitizer + UndefinedBehaviorSanitizer, then the PyTorch bridge (python/): installs torch,
+# pytest and numpy from PyPI when missing, builds kdloss_torch and runs its pytest suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -18,3 +19,29 @@ echo "== kdloss: host tests under ASan + UBSan =="
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$jobs" --target kdloss_tests
 ctest --preset asan
+
+# ---- the PyTorch bridge (python/): build the extension against the installed torch, run pytest ----
+python=${KDLOSS_PYTHON:-python3}
+bash scripts/deps.sh --python
+echo "== kdloss: PyTorch bridge: build kdloss_torch (python/, torch.utils.cpp_extension) =="
+(cd python && MAX_JOBS="$jobs" "$python" setup.py build_ext --inplace)
+echo "== kdloss: PyTorch bridge: pytest (parity, gradcheck, errors, DLPack, DDP; CUDA cases need a GPU) =="
+"$python" -m pytest python/tests -q -rs
+# Without a GPU the build above is CPU-only; when nvcc and a CUDA build of torch are present, check
+# that the CUDA variant (family files compiled by nvcc) still compiles and loads (KDLOSS_SKIP_CUDA_BRIDGE=1
+# skips this).
+if [[ ${KDLOSS_SKIP_CUDA_BRIDGE:-0} != 1 ]] &&
+  "$python" -c 'import sys, torch; from torch.utils.cpp_extension import CUDA_HOME; sys.exit(not (torch.version.cuda and CUDA_HOME and not torch.cuda.is_available()))' 2>/dev/null; then
+  echo "== kdloss: PyTorch bridge: compile-only check of the CUDA build (no GPU visible) =="
+  (cd python && KDLOSS_TORCH_CUDA=1 KDLOSS_TORCH_BUILD_DIR=build/cuda MAX_JOBS="$jobs" \
+    "$python" setup.py -q build_ext --build-lib build/cuda/lib)
+  "$python" - <<'PY'
+import glob, importlib.util, torch
+path = glob.glob("python/build/cuda/lib/kdloss_torch/_C*.so")[0]
+spec = importlib.util.spec_from_file_location("kdloss_torch._C", path)
+c = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(c)
+assert c.cuda_backend
+print("kdloss_torch CUDA build: compiles and loads (cuda_backend=True); its GPU cases need a GPU machine")
+PY
+fi

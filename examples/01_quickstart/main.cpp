@@ -254,6 +254,31 @@ class FbkdCase : public LossCase {
   kdloss::Exec exec_;
 };
 
+/// SSIM structural distillation over the pyramid (thesis eq. 1: per-level mean, summed), one call.
+class SsimPyramidCase : public LossCase {
+ public:
+  SsimPyramidCase(const char* name, kdloss::SsimOptions options) : name_(name), options_(options) {}
+  const char* name() const override { return name_; }
+  void prepare(const DevicePyramid& p, Arena& arena, kdloss::Stream stream) override {
+    students_ = p.student;
+    teachers_ = p.teacher;
+    for (const auto& sh : p.shape) grads_.push_back(arena.view(arena.alloc(static_cast<std::size_t>(sh.product())), sh));
+    outs_.push_back(arena.alloc(1));
+    out_ = View<float>(outs_[0], {}, {}, arena.device());
+    exec_ = arena.exec(kdloss::ssim_pyramid_loss_workspace_bytes(students_, options_), stream);
+  }
+  void run() override {
+    kdloss::ssim_pyramid_loss_forward_backward(students_, teachers_, out_, grads_, options_, exec_);
+  }
+
+ private:
+  const char* name_;
+  kdloss::SsimOptions options_;
+  std::vector<View<const float>> students_, teachers_;
+  View<float> out_;
+  kdloss::Exec exec_;
+};
+
 std::vector<std::unique_ptr<LossCase>> loss_cases() {
   using kdloss::Reduction;
   using V = View<const float>;
@@ -277,6 +302,22 @@ std::vector<std::unique_ptr<LossCase>> loss_cases() {
       "kl over channels (T=4, batchmean)", [](V s) { return kdloss::kl_div_loss_workspace_bytes(s, 1); },
       [](V s, V t, G out, G g, const kdloss::Exec& ex) {
         kdloss::kl_div_loss_forward_backward(s, t, 1, out, g, 4.0, Reduction::batchmean, ex);
+      }));
+  cases.push_back(std::make_unique<PerLevelCase>(
+      "ssim (kornia, window 11, mean)", [](V s) { return kdloss::ssim_loss_workspace_bytes(s); },
+      [](V s, V t, G out, G g, const kdloss::Exec& ex) {
+        kdloss::ssim_loss_forward_backward(s, t, out, g, kdloss::SsimOptions{}, Reduction::mean, ex);
+      }));
+  kdloss::SsimOptions thesis;
+  thesis.normalize = true;  // nu: features mapped to [0, 1] per (b, c), so L = 1 fits
+  cases.push_back(std::make_unique<SsimPyramidCase>("ssim pyramid (thesis eq. 1, nu)", thesis));
+  kdloss::MsSsimL1Options mixture;
+  mixture.ms_ssim.window_size = 5;  // FPN levels are too small for 11 over five scales
+  cases.push_back(std::make_unique<PerLevelCase>(
+      "0.15 l1 + 0.85 ms-ssim (window 5)",
+      [mixture](V s) { return kdloss::ms_ssim_l1_loss_workspace_bytes(s, mixture); },
+      [mixture](V s, V t, G out, G g, const kdloss::Exec& ex) {
+        kdloss::ms_ssim_l1_loss_forward_backward(s, t, out, g, mixture, ex);
       }));
   cases.push_back(std::make_unique<FbkdCase>("fbkd total, code two-stage", kdloss::fbkd::Config::code_two_stage()));
   cases.push_back(std::make_unique<FbkdCase>("fbkd total, code one-stage", kdloss::fbkd::Config::code_one_stage()));

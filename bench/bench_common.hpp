@@ -197,14 +197,15 @@ double parallel_sum(std::int64_t n, F f) {
   return total;
 }
 
-/// Reads student and teacher once (vectorised sums): the floor for any loss that reads them.
+/// Reads student and teacher once, both streams side by side as a loss reads them (a vectorised
+/// sum of s + t): the floor for any loss that reads them.
 template <class T>
 double memread(const HostLevel<T>& level) {
   const T* s = level.student.data();
   const T* t = level.teacher.data();
   return parallel_sum(level.numel(), [s, t](std::int64_t begin, std::int64_t end) {
     using Map = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
-    return static_cast<double>(Map(s + begin, end - begin).sum() + Map(t + begin, end - begin).sum());
+    return static_cast<double>((Map(s + begin, end - begin) + Map(t + begin, end - begin)).sum());
   });
 }
 

@@ -17,8 +17,9 @@ fi
 
 # The PyTorch bridge (python/, run by scripts/test.sh): `bash scripts/deps.sh --python` also makes sure
 # the Python interpreter ($KDLOSS_PYTHON, default python3) can build a torch extension and run the
-# suite: Python headers and pip (Debian packages, for Debian's own python3), then torch, pytest and
-# numpy from PyPI when they do not import (the PyPI torch wheel: it runs on the CPU without a GPU).
+# suite: Python headers and pip (Debian packages, for Debian's own python3), then torch, pytest,
+# numpy, kornia and pytorch-msssim from PyPI when they do not import (the PyPI torch wheel: it runs
+# on the CPU without a GPU).
 if [[ " $* " == *" --python "* ]]; then
   python=${KDLOSS_PYTHON:-python3}
   sudo_cmd=()
@@ -33,6 +34,9 @@ if [[ " $* " == *" --python "* ]]; then
   "$python" -c 'import torch' >/dev/null 2>&1 || wanted+=(torch)
   "$python" -c 'import pytest' >/dev/null 2>&1 || wanted+=(pytest)
   "$python" -c 'import numpy' >/dev/null 2>&1 || wanted+=(numpy)
+  # the SSIM family's parity peers (python/tests/test_ssim.py)
+  "$python" -c 'import kornia' >/dev/null 2>&1 || wanted+=(kornia)
+  "$python" -c 'import pytorch_msssim' >/dev/null 2>&1 || wanted+=(pytorch-msssim)
   if ((${#wanted[@]})); then
     echo "kdloss: installing from PyPI: ${wanted[*]} (torch takes a few minutes)"
     # Debian's python3 refuses pip installs outside a virtual environment (PEP 668) unless told.

@@ -50,6 +50,9 @@ def parse_args():
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--repeats", type=int, default=11)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="wall: elapsed time (default); cpu: CPU time of the process (user + sys, all threads; "
+                        "with --threads 1 it is insensitive to other processes on a shared machine)")
     p.add_argument("--shapes", default="pyramid", choices=["pyramid", "small"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--cases", default="all", help="comma-separated subset of: " + ", ".join(CASE_NAMES))
@@ -152,6 +155,10 @@ def step(fn, inputs, leaves):
 
 
 def time_once(run, device):
+    if CLOCK == "cpu":
+        t0 = time.process_time()
+        run()
+        return time.process_time() - t0
     if device == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -162,6 +169,9 @@ def time_once(run, device):
     t0 = time.perf_counter()
     run()
     return time.perf_counter() - t0
+
+
+CLOCK = "wall"
 
 
 def timed_rounds(runs, device, repeats, warmup):
@@ -221,7 +231,11 @@ def fmt_mb(b):
 
 
 def main():
+    global CLOCK
     args = ARGS
+    CLOCK = args.clock
+    if args.clock == "cpu" and args.device == "cuda":
+        sys.exit("compare_torch.py: --clock cpu is for the CPU")
     torch.set_num_threads(args.threads)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -244,8 +258,9 @@ def main():
                                                           os.environ.get("OMP_NUM_THREADS")))
     if device == "cuda":
         print("# GPU: %s" % torch.cuda.get_device_name())
-    print("# medians of %d interleaved rounds (after %d warm-up runs) of forward + backward; ratio = PyTorch time "
-          "/ kdloss fused time; load average before: %.2f %.2f %.2f" % ((args.repeats, args.warmup) + os.getloadavg()))
+    print("# %s time: medians of %d interleaved rounds (after %d warm-up runs) of forward + backward; ratio = "
+          "PyTorch time / kdloss fused time; load average before: %.2f %.2f %.2f"
+          % (("CPU (user + sys)" if args.clock == "cpu" else "elapsed", args.repeats, args.warmup) + os.getloadavg()))
     print()
     header = ["loss", "kdloss fused (ms)", "kdloss recompute (ms)", "eager (ms)", "compile (ms)", "eager / kdloss",
               "compile / kdloss", "peak MB kdloss", "peak MB eager", "peak MB compile", "compile time (s)"]

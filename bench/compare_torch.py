@@ -53,7 +53,8 @@ def parse_args():
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                    help="wall: elapsed time (default); cpu: CPU time of the process (user + sys, all threads; "
                         "with --threads 1 it is insensitive to other processes on a shared machine)")
-    p.add_argument("--shapes", default="pyramid", choices=["pyramid", "small"])
+    p.add_argument("--shapes", default="pyramid", choices=["pyramid", "p3p4", "small"],
+                   help="pyramid: P2-P5; p3p4: P3 and P4 only (for the slow eager SSIM); small: tiny maps")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--cases", default="all", help="comma-separated subset of: " + ", ".join(CASE_NAMES))
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
@@ -62,9 +63,10 @@ def parse_args():
     return p.parse_args()
 
 
-CASE_NAMES = ["mse", "l1", "smooth_l1", "distance", "kl_div", "fbkd_code", "fbkd_paper"]
+CASE_NAMES = ["mse", "l1", "smooth_l1", "distance", "kl_div", "fbkd_code", "fbkd_paper", "ssim"]
 PYRAMID = [(2, 256, 200, 334), (2, 256, 100, 167), (2, 256, 50, 84), (2, 256, 25, 42)]
 SMALL = [(2, 32, 24, 40), (2, 32, 12, 20), (2, 32, 6, 10), (2, 32, 3, 5)]
+P3P4 = [(2, 256, 100, 167), (2, 256, 50, 84)]
 
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:
@@ -128,7 +130,21 @@ def fbkd_case(preset):
     return make, kd_run, ref_run
 
 
+def ssim_case():
+    """kdloss's kornia-compatible ssim_loss against kornia.losses.ssim_loss itself (eager PyTorch)."""
+    import kornia  # installed by scripts/deps.sh --python
+
+    def run(fn):
+        return lambda students, teachers: sum(fn(s, t) for s, t in zip(students, teachers))
+
+    make, _, _ = feature_case("mse")  # same inputs: student (gradient) and teacher per level
+    return (make, run(lambda s, t: kd.ssim.ssim_loss(s, t, 11)),
+            run(lambda s, t: kornia.losses.ssim_loss(s, t, 11)))
+
+
 def make_case(name):
+    if name == "ssim":
+        return ssim_case()
     if name == "fbkd_code":
         return fbkd_case("code_two_stage")
     if name == "fbkd_paper":
@@ -144,6 +160,7 @@ DESCRIPTIONS = {
     "kl_div": "KL, T = 4, over C (batchmean) vs F.kl_div * T^2",
     "fbkd_code": "FBKD total, code_two_stage (grads A, C_hat, S_hat)",
     "fbkd_paper": "FBKD total, paper_two_stage (grad S)",
+    "ssim": "SSIM loss (kornia form, window 11) vs kornia.losses.ssim_loss",
 }
 
 
@@ -243,7 +260,7 @@ def main():
     if device == "cuda" and not kd.cuda_backend:
         sys.exit("compare_torch.py: kdloss_torch was built without CUDA (rebuild with KDLOSS_TORCH_CUDA=1)")
     dtype = getattr(torch, args.dtype)
-    shapes = PYRAMID if args.shapes == "pyramid" else SMALL
+    shapes = {"pyramid": PYRAMID, "p3p4": P3P4, "small": SMALL}[args.shapes]
     names = CASE_NAMES if args.cases == "all" else args.cases.split(",")
     try:
         omp = ctypes.CDLL("libgomp.so.1").omp_get_max_threads()

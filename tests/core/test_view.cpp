@@ -100,11 +100,12 @@ TEST_CASE("View construction: factories set device and strides; bad shapes throw
   CHECK(h.size(1) == 3);
   CHECK(h.stride(0) == 3);
 
-  const auto c = cuda_view(p, {4}, 1);
+  const auto c = cuda_view(p, {4}, contiguous_strides(Dims{4}), 1);
   CHECK(c.device == Device::cuda(1));
   CHECK(cuda_view(p, {4}, Dims{2}).strides == Dims{2});
-  // A braced single stride picks the device-index overload: spell rank-1 strides as Dims{...}.
-  CHECK(cuda_view(p, {4}, {2}).device == Device::cuda(2));
+  // A braced single stride is a stride, not a device index.
+  CHECK(cuda_view(p, {4}, {2}).strides == Dims{2});
+  CHECK(cuda_view(p, {4}, {2}).device == Device::cuda(0));
 
   const auto s = host_scalar(p);
   CHECK(s.rank() == 0);

@@ -185,9 +185,11 @@ template <class T>
 View<T> host_view(T* data, Dims shape, Dims strides) {
   return View<T>(data, shape, strides, Device::host());
 }
+/// Contiguous view on CUDA device 0; for another device pass the strides too (an overload taking
+/// only a device index would silently win over a braced single stride such as {2}).
 template <class T>
-View<T> cuda_view(T* data, Dims shape, int device_index = 0) {
-  return View<T>(data, shape, contiguous_strides(shape), Device::cuda(device_index));
+View<T> cuda_view(T* data, Dims shape) {
+  return View<T>(data, shape, contiguous_strides(shape), Device::cuda(0));
 }
 template <class T>
 View<T> cuda_view(T* data, Dims shape, Dims strides, int device_index = 0) {

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace kdloss_test {
@@ -35,6 +36,30 @@ struct DeviceBuffer {
     return host;
   }
 };
+
+/// Test values (kept in double) in a device element type: float, double, or __half / __nv_bfloat16
+/// through float.
+template <class T>
+std::vector<T> from_double(const std::vector<double>& v) {
+  if constexpr (std::is_same_v<T, double>) {
+    return v;
+  } else {
+    std::vector<T> r(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) r[i] = T(static_cast<float>(v[i]));
+    return r;
+  }
+}
+/// Device results back in double for comparison with the references.
+template <class T>
+std::vector<double> to_double(const std::vector<T>& v) {
+  if constexpr (std::is_same_v<T, double>) {
+    return v;
+  } else {
+    std::vector<double> r(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) r[i] = static_cast<double>(static_cast<float>(v[i]));
+    return r;
+  }
+}
 
 /// Workspace on the device sized by a query.
 struct DeviceWorkspace {

@@ -16,26 +16,6 @@ using namespace kdloss;
 namespace kdloss_test {
 namespace {
 
-template <class T>
-std::vector<T> convert(const std::vector<double>& v) {
-  std::vector<T> r(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) r[i] = T(static_cast<float>(v[i]));
-  return r;
-}
-template <>
-std::vector<double> convert<double>(const std::vector<double>& v) {
-  return v;
-}
-template <class T>
-std::vector<double> back(const std::vector<T>& v) {
-  std::vector<double> r(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) r[i] = static_cast<double>(static_cast<float>(v[i]));
-  return r;
-}
-template <>
-std::vector<double> back<double>(const std::vector<double>& v) {
-  return v;
-}
 
 struct StreamGuard {
   cudaStream_t stream{};
@@ -48,7 +28,7 @@ std::vector<double> pooling(int op, const std::vector<double>& xh, const std::ve
                             bool absolute) {
   StreamGuard sg;
   const Exec ex{Workspace{}, Stream(sg.stream)};
-  DeviceBuffer<T> x(convert<T>(xh)), g(convert<T>(gh));
+  DeviceBuffer<T> x(from_double<T>(xh)), g(from_double<T>(gh));
   const Dims spatial{shape[0], shape[2], shape[3]}, channel{shape[0], shape[1]};
   auto xv = cuda_view<const T>(x.ptr, shape);
   if (op == 0 || op == 1) {
@@ -57,29 +37,29 @@ std::vector<double> pooling(int op, const std::vector<double>& xh, const std::ve
       ops::mean_over_channels(xv, cuda_view(out.ptr, spatial), absolute, ex);
     else
       ops::mean_over_positions(xv, cuda_view(out.ptr, channel), absolute, ex);
-    return back(out.to_host());
+    return to_double(out.to_host());
   }
   DeviceBuffer<T> gx(x.count);
   if (op == 2)
     ops::mean_over_channels_backward(xv, cuda_view<const T>(g.ptr, spatial), cuda_view(gx.ptr, shape), absolute, ex);
   else
     ops::mean_over_positions_backward(xv, cuda_view<const T>(g.ptr, channel), cuda_view(gx.ptr, shape), absolute, ex);
-  return back(gx.to_host());
+  return to_double(gx.to_host());
 }
 
 template <class T>
 std::vector<double> masks(const std::vector<double>& sh, const std::vector<double>& th, const Dims& shape,
                           const fbkd::MaskOptions& options) {
   StreamGuard sg;
-  DeviceBuffer<T> s(convert<T>(sh)), t(convert<T>(th));
+  DeviceBuffer<T> s(from_double<T>(sh)), t(from_double<T>(th));
   const Dims spatial{shape[0], shape[2], shape[3]}, channel{shape[0], shape[1]};
   DeviceBuffer<T> ms(static_cast<std::size_t>(spatial.product())), mc(static_cast<std::size_t>(channel.product()));
   auto sv = cuda_view<const T>(s.ptr, shape);
   DeviceBuffer<unsigned char> ws(fbkd::attention_masks_workspace_bytes(sv));
   fbkd::attention_masks(sv, cuda_view<const T>(t.ptr, shape), cuda_view(ms.ptr, spatial), cuda_view(mc.ptr, channel),
                         options, Exec{Workspace{ws.ptr, ws.count}, Stream(sg.stream)});
-  auto r = back(ms.to_host());
-  const auto c = back(mc.to_host());
+  auto r = to_double(ms.to_host());
+  const auto c = to_double(mc.to_host());
   r.insert(r.end(), c.begin(), c.end());
   return r;
 }
@@ -88,7 +68,7 @@ template <class T>
 GpuLoss masked_feature(const std::vector<double>& ah, const std::vector<double>& th, const std::vector<double>& msh,
                        const std::vector<double>& mch, const Dims& shape, bool fused, double up) {
   StreamGuard sg;
-  DeviceBuffer<T> a(convert<T>(ah)), t(convert<T>(th)), ms(convert<T>(msh)), mc(convert<T>(mch)), upv(convert<T>({up})),
+  DeviceBuffer<T> a(from_double<T>(ah)), t(from_double<T>(th)), ms(from_double<T>(msh)), mc(from_double<T>(mch)), upv(from_double<T>({up})),
       out(1), grad(a.count);
   auto av = cuda_view<const T>(a.ptr, shape);
   auto tv = cuda_view<const T>(t.ptr, shape);
@@ -103,7 +83,7 @@ GpuLoss masked_feature(const std::vector<double>& ah, const std::vector<double>&
     fbkd::masked_feature_loss_backward(av, tv, msv, mcv, cuda_scalar<const T>(upv.ptr), cuda_view(grad.ptr, shape), ex);
   }
   cuda_check(cudaStreamSynchronize(sg.stream), "cudaStreamSynchronize");
-  return {back(out.to_host())[0], back(grad.to_host())};
+  return {to_double(out.to_host())[0], to_double(grad.to_host())};
 }
 
 template <class T>
@@ -111,7 +91,7 @@ GpuTotal total(const std::vector<GpuLevel>& levels, const fbkd::Config& config, 
   StreamGuard sg;
   std::vector<std::unique_ptr<DeviceBuffer<T>>> keep;  // every device buffer of the call
   auto upload = [&](const std::vector<double>& host) {
-    keep.push_back(std::make_unique<DeviceBuffer<T>>(convert<T>(host)));
+    keep.push_back(std::make_unique<DeviceBuffer<T>>(from_double<T>(host)));
     return keep.back()->ptr;
   };
   auto alloc = [&](std::size_t n) {
@@ -141,7 +121,7 @@ GpuTotal total(const std::vector<GpuLevel>& levels, const fbkd::Config& config, 
     lv.push_back(l);
     grads.push_back(gr);
   }
-  DeviceBuffer<T> out(std::vector<T>{T(42.0f)}), upv(convert<T>({up}));
+  DeviceBuffer<T> out(std::vector<T>{T(42.0f)}), upv(from_double<T>({up}));
   DeviceBuffer<unsigned char> ws(fbkd::total_loss_workspace_bytes(lv, config));
   const Exec ex{Workspace{ws.ptr, ws.count}, Stream(sg.stream)};
   if (mode == 0) fbkd::total_loss(lv, cuda_scalar(out.ptr), config, ex);
@@ -149,13 +129,13 @@ GpuTotal total(const std::vector<GpuLevel>& levels, const fbkd::Config& config, 
   if (mode == 2) fbkd::total_loss_forward_backward(lv, cuda_scalar(out.ptr), config, ex);
   cuda_check(cudaStreamSynchronize(sg.stream), "cudaStreamSynchronize");
   GpuTotal r;
-  r.value = back(out.to_host())[0];
+  r.value = to_double(out.to_host())[0];
   for (const Grads& g : grads) {
     GpuLevelGrads h;
-    if (g.a) h.a = back(g.a->to_host());
-    if (g.s) h.s = back(g.s->to_host());
-    if (g.c) h.c = back(g.c->to_host());
-    if (g.sp) h.sp = back(g.sp->to_host());
+    if (g.a) h.a = to_double(g.a->to_host());
+    if (g.s) h.s = to_double(g.s->to_host());
+    if (g.c) h.c = to_double(g.c->to_host());
+    if (g.sp) h.sp = to_double(g.sp->to_host());
     r.grads.push_back(h);
   }
   return r;
@@ -222,7 +202,7 @@ GpuTotal total_on_gpu(int dtype, const std::vector<GpuLevel>& levels, const fbkd
 std::string total_gpu_workspace_error(std::size_t bytes, float* out_after) {
   const Dims shape{2, 4, 6, 5};
   const std::vector<double> host(static_cast<std::size_t>(shape.product()), 0.5);
-  DeviceBuffer<float> s(convert<float>(host)), t(convert<float>(host)), out(std::vector<float>{42.0f});
+  DeviceBuffer<float> s(from_double<float>(host)), t(from_double<float>(host)), out(std::vector<float>{42.0f});
   DeviceBuffer<float> c_hat(8), s_hat(60);
   fbkd::Level<float> l(cuda_view<const float>(s.ptr, shape), cuda_view<const float>(t.ptr, shape));
   l.student_channel = cuda_view<const float>(c_hat.ptr, {2, 4});

@@ -13,35 +13,15 @@ using namespace kdloss;
 namespace kdloss_test {
 namespace {
 
-template <class T>
-std::vector<T> to_device_type(const std::vector<double>& v) {
-  std::vector<T> r(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) r[i] = T(static_cast<float>(v[i]));
-  return r;
-}
-template <>
-std::vector<double> to_device_type<double>(const std::vector<double>& v) {
-  return v;
-}
-template <class T>
-std::vector<double> to_double(const std::vector<T>& v) {
-  std::vector<double> r(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) r[i] = static_cast<double>(static_cast<float>(v[i]));
-  return r;
-}
-template <>
-std::vector<double> to_double<double>(const std::vector<double>& v) {
-  return v;
-}
 
 template <class T>
 GpuDistanceResult run(const std::vector<double>& s_host, const std::vector<double>& t_host, const Dims& shape,
                       const Dims& t_strides, double upstream, bool fused) {
   cudaStream_t stream;
   cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
-  const auto s_typed = to_device_type<T>(s_host), t_typed = to_device_type<T>(t_host);
+  const auto s_typed = from_double<T>(s_host), t_typed = from_double<T>(t_host);
   DeviceBuffer<T> s(s_typed), t(t_typed), out(1), grad(s_typed.size());
-  DeviceBuffer<T> up(to_device_type<T>(std::vector<double>{upstream}));
+  DeviceBuffer<T> up(from_double<T>(std::vector<double>{upstream}));
   auto sv = cuda_view<const T>(s.ptr, shape);
   auto tv = cuda_view<const T>(t.ptr, shape, t_strides);
   auto gv = cuda_view(grad.ptr, shape);

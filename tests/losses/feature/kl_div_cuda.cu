@@ -13,26 +13,6 @@ using namespace kdloss;
 namespace kdloss_test {
 namespace {
 
-template <class T>
-std::vector<T> to_device_type(const std::vector<double>& v) {
-  std::vector<T> r(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) r[i] = T(static_cast<float>(v[i]));
-  return r;
-}
-template <>
-std::vector<double> to_device_type<double>(const std::vector<double>& v) {
-  return v;
-}
-template <class T>
-std::vector<double> to_double(const std::vector<T>& v) {
-  std::vector<double> r(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) r[i] = static_cast<double>(static_cast<float>(v[i]));
-  return r;
-}
-template <>
-std::vector<double> to_double<double>(const std::vector<double>& v) {
-  return v;
-}
 
 // Row-major copy of a strided host view.
 std::vector<double> gather(const std::vector<double>& storage, const Dims& shape, const Dims& strides) {
@@ -55,10 +35,10 @@ GpuKlResult run(const std::vector<double>& s_host, const std::vector<double>& t_
   cudaStream_t stream;
   cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
   const bool none = r == Reduction::none;
-  const auto s_typed = to_device_type<T>(s_host), t_typed = to_device_type<T>(t_host);
+  const auto s_typed = from_double<T>(s_host), t_typed = from_double<T>(t_host);
   DeviceBuffer<T> s(s_typed), t(t_typed);
   // Outputs live in storages of the inputs' size and layout; upstream maps are row-major.
-  DeviceBuffer<T> out(none ? s_typed.size() : 1), grad(s_typed.size()), up(to_device_type<T>(upstream));
+  DeviceBuffer<T> out(none ? s_typed.size() : 1), grad(s_typed.size()), up(from_double<T>(upstream));
   auto sv = cuda_view<const T>(s.ptr, shape, strides);
   auto tv = cuda_view<const T>(t.ptr, shape, strides);
   auto ov = none ? cuda_view(out.ptr, shape, strides) : cuda_scalar(out.ptr);

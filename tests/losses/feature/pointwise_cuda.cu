@@ -13,33 +13,13 @@ using namespace kdloss;
 namespace kdloss_test {
 namespace {
 
-template <class T>
-std::vector<T> convert(const std::vector<double>& v) {
-  std::vector<T> r(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) r[i] = T(static_cast<float>(v[i]));
-  return r;
-}
-template <>
-std::vector<double> convert<double>(const std::vector<double>& v) {
-  return v;
-}
-template <class T>
-std::vector<double> back(const std::vector<T>& v) {
-  std::vector<double> r(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) r[i] = static_cast<double>(static_cast<float>(v[i]));
-  return r;
-}
-template <>
-std::vector<double> back<double>(const std::vector<double>& v) {
-  return v;
-}
 
 template <class T>
 GpuLossResult run(int kind, const std::vector<double>& s_host, const std::vector<double>& t_host, const Dims& shape,
                   Reduction r, double beta, bool fused) {
   cudaStream_t stream;
   cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
-  DeviceBuffer<T> s(convert<T>(s_host)), t(convert<T>(t_host));
+  DeviceBuffer<T> s(from_double<T>(s_host)), t(from_double<T>(t_host));
   const bool none = r == Reduction::none;
   DeviceBuffer<T> out(none ? s.count : 1), grad(s.count), one(std::vector<T>{T(1.0f)});
   auto sv = cuda_view<const T>(s.ptr, shape);
@@ -62,7 +42,7 @@ GpuLossResult run(int kind, const std::vector<double>& s_host, const std::vector
   }
   cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
   cudaStreamDestroy(stream);
-  return {back(out.to_host()), back(grad.to_host())};
+  return {to_double(out.to_host()), to_double(grad.to_host())};
 }
 
 }  // namespace
@@ -79,7 +59,7 @@ GpuLossResult pointwise_on_gpu(int kind, int dtype, const std::vector<double>& s
 
 std::string pointwise_gpu_workspace_error(std::size_t bytes, float* out_after) {
   const std::vector<double> host(1000, 0.5);
-  DeviceBuffer<float> s(convert<float>(host)), t(convert<float>(host)), out(std::vector<float>{42.0f});
+  DeviceBuffer<float> s(from_double<float>(host)), t(from_double<float>(host)), out(std::vector<float>{42.0f});
   DeviceBuffer<unsigned char> ws(bytes);
   std::string error;
   try {

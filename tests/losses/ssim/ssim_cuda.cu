@@ -15,26 +15,6 @@ using namespace kdloss;
 namespace kdloss_test {
 namespace {
 
-template <class T>
-std::vector<T> convert(const std::vector<double>& v) {
-  std::vector<T> r(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) r[i] = T(static_cast<float>(v[i]));
-  return r;
-}
-template <>
-std::vector<double> convert<double>(const std::vector<double>& v) {
-  return v;
-}
-template <class T>
-std::vector<double> back(const std::vector<T>& v) {
-  std::vector<double> r(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) r[i] = static_cast<double>(static_cast<float>(v[i]));
-  return r;
-}
-template <>
-std::vector<double> back<double>(const std::vector<double>& v) {
-  return v;
-}
 
 /// NCHW values stored channel-last when asked: returns storage and the logical view's strides.
 std::vector<double> store(const std::vector<double>& v, const Dims& shape, bool channel_last, Dims* strides) {
@@ -81,8 +61,8 @@ GpuSsimResult run(const GpuSsimCall& c, const std::vector<double>& s_host, const
   cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
   const Dims& shape = c.shape;
   Dims strides;
-  DeviceBuffer<T> s(convert<T>(store(s_host, shape, c.channel_last, &strides)));
-  DeviceBuffer<T> t(convert<T>(store(t_host, shape, c.channel_last, &strides)));
+  DeviceBuffer<T> s(from_double<T>(store(s_host, shape, c.channel_last, &strides)));
+  DeviceBuffer<T> t(from_double<T>(store(t_host, shape, c.channel_last, &strides)));
   auto sv = cuda_view<const T>(s.ptr, shape, strides);
   auto tv = cuda_view<const T>(t.ptr, shape, strides);
   const std::int64_t k = c.ssim.window_size;
@@ -133,9 +113,9 @@ GpuSsimResult run(const GpuSsimCall& c, const std::vector<double>& s_host, const
   cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
   cudaStreamDestroy(stream);
   GpuSsimResult r;
-  r.value = back(out.to_host());
-  r.grad_s = load(back(gs.to_host()), shape, c.channel_last);
-  if (c.teacher_grad) r.grad_t = load(back(gt.to_host()), shape, c.channel_last);
+  r.value = to_double(out.to_host());
+  r.grad_s = load(to_double(gs.to_host()), shape, c.channel_last);
+  if (c.teacher_grad) r.grad_t = load(to_double(gt.to_host()), shape, c.channel_last);
   return r;
 }
 
@@ -146,13 +126,13 @@ std::vector<double> run_filter(const std::vector<double>& x_host, const Dims& sh
   const bool valid = padding == ops::Padding::valid;
   const Dims fshape{shape[0], shape[1], valid ? shape[2] - window + 1 : shape[2], valid ? shape[3] - window + 1 : shape[3]};
   const Dims in_shape = adjoint ? fshape : shape, out_shape = adjoint ? shape : fshape;
-  DeviceBuffer<T> x(convert<T>(x_host)), out(static_cast<std::size_t>(out_shape.product()));
+  DeviceBuffer<T> x(from_double<T>(x_host)), out(static_cast<std::size_t>(out_shape.product()));
   const std::size_t bytes = ops::gaussian_filter_workspace_bytes(cuda_view<const T>(x.ptr, shape), o);
   DeviceBuffer<unsigned char> ws(bytes);
   const Exec ex{Workspace{ws.ptr, bytes}, Stream()};
   if (adjoint) ops::gaussian_filter_backward(cuda_view<const T>(x.ptr, in_shape), cuda_view(out.ptr, out_shape), o, ex);
   else ops::gaussian_filter(cuda_view<const T>(x.ptr, in_shape), cuda_view(out.ptr, out_shape), o, ex);
-  return back(out.to_host());
+  return to_double(out.to_host());
 }
 
 }  // namespace
@@ -179,7 +159,7 @@ std::vector<double> filter_on_gpu(int dtype, const std::vector<double>& x, const
 std::string ssim_gpu_workspace_error(std::size_t bytes, float* out_after) {
   const std::vector<double> host(2 * 3 * 16 * 16, 0.5);
   const Dims shape{2, 3, 16, 16};
-  DeviceBuffer<float> s(convert<float>(host)), t(convert<float>(host)), out(std::vector<float>{42.0f});
+  DeviceBuffer<float> s(from_double<float>(host)), t(from_double<float>(host)), out(std::vector<float>{42.0f});
   DeviceBuffer<unsigned char> ws(bytes);
   std::string error;
   try {

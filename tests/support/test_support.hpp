@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "kdloss/core/error.hpp"
 #include "kdloss/core/view.hpp"
 #include "support/gpu.hpp"
 
@@ -111,6 +112,19 @@ inline std::vector<double> numeric_gradient(std::vector<double> x, const std::fu
     g[i] = (up - down) / (2 * h);
   }
   return g;
+}
+
+/// Runs `call`, which must throw kdloss::Error with `needle` in its message, then `untouched()`:
+/// the caller's check that the call wrote nothing.
+template <class Call, class Untouched>
+void expect_error(Call&& call, const std::string& needle, Untouched&& untouched) {
+  try {
+    call();
+    FAIL("expected kdloss::Error containing: " << needle);
+  } catch (const kdloss::Error& e) {
+    CHECK_MESSAGE(std::string(e.what()).find(needle) != std::string::npos, e.what());
+  }
+  untouched();
 }
 
 /// All finite.

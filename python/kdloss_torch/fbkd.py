@@ -130,32 +130,10 @@ def masked_feature_loss(student_adapted, teacher, mask_spatial, mask_channel=Non
     return _MaskedFeature.apply(student_adapted, teacher, mask_spatial, mask_channel)
 
 
-class _AttentionTransfer(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, s, t):
-        if not ctx.needs_input_grad[0]:
-            return _C.fbkd_attention_transfer(FORWARD, s, t, None)[0]
-        ctx.save_for_backward(s, t)
-        if _common.fused():
-            out, grad = _C.fbkd_attention_transfer(FUSED, s, t, None)
-            _common.keep(ctx, [grad])
-            return out
-        return _C.fbkd_attention_transfer(FORWARD, s, t, None)[0]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        grads = _common.take(ctx, grad_output)
-        if grads is None:
-            s, t = ctx.saved_tensors
-            grads = [_C.fbkd_attention_transfer(BACKWARD, s, t, grad_output)[1]]
-        return grads[0], None
-
-
 def attention_transfer_loss(student, teacher):
     """kdloss::fbkd::attention_transfer_loss (paper form): ||G_s(S) - G_s(T)||_F + ||G_c(S) - G_c(T)||_F."""
     _common.teacher_gets_no_grad("fbkd.attention_transfer_loss", "teacher", teacher)
-    return _AttentionTransfer.apply(student, teacher)
+    return _common.StudentTeacherLoss.apply(_C.fbkd_attention_transfer, student, teacher)
 
 
 class _PooledAttentionTransfer(torch.autograd.Function):

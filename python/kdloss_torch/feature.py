@@ -60,33 +60,11 @@ def smooth_l1_loss(student, teacher, beta=1.0, reduction="mean"):
     return _Pointwise.apply("smooth_l1", student, teacher, float(beta), reduction)
 
 
-class _Distance(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, student, teacher):
-        if not ctx.needs_input_grad[0]:
-            return _C.feature_distance(FORWARD, student, teacher, None)[0]
-        ctx.save_for_backward(student, teacher)
-        if _common.fused():
-            out, grad = _C.feature_distance(FUSED, student, teacher, None)
-            _common.keep(ctx, [grad])
-            return out
-        return _C.feature_distance(FORWARD, student, teacher, None)[0]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        grads = _common.take(ctx, grad_output)
-        if grads is None:
-            student, teacher = ctx.saved_tensors
-            grads = [_C.feature_distance(BACKWARD, student, teacher, grad_output)[1]]
-        return grads[0], None
-
-
 def distance_loss(student, teacher):
     """kdloss::distance_loss: ||student - teacher||_F over the whole tensor, as torch.dist(student,
     teacher) (gradient 0 at distance 0)."""
     _common.teacher_gets_no_grad("distance_loss", "teacher", teacher)
-    return _Distance.apply(student, teacher)
+    return _common.StudentTeacherLoss.apply(_C.feature_distance, student, teacher)
 
 
 class _KLDiv(torch.autograd.Function):

@@ -19,12 +19,6 @@ using Level = kdloss_bench::HostLevel<float>;
 /// kept by level address and rebuilt when a new shape case reuses the address.
 struct HostContext {
   kdloss::Exec exec(Level&, std::size_t) const { return {}; }
-  kdloss::View<float> second_gradient(Level& l) const {
-    static std::map<const Level*, std::vector<float>> buffers;
-    auto& b = buffers[&l];
-    b.resize(static_cast<std::size_t>(l.numel()));
-    return kdloss::host_view(b.data(), l.shape);
-  }
   std::pair<kdloss::View<const float>, kdloss::View<const float>> masks(Level& l) const {
     struct Masks {
       kdloss::Dims shape;

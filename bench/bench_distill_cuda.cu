@@ -18,13 +18,6 @@ using Level = kdloss_bench::DeviceLevel<float>;
 /// level address (rebuilt when a new shape case reuses the address).
 struct DeviceContext {
   kdloss::Exec exec(Level& l, std::size_t bytes, cudaStream_t stream) const { return l.exec(stream, bytes); }
-  kdloss::View<float> second_gradient(Level& l) const {
-    static std::map<const Level*, kdloss_bench::DeviceArray<float>> buffers;
-    auto it = buffers.find(&l);
-    if (it == buffers.end() || it->second.size() != static_cast<std::size_t>(l.numel()))
-      it = buffers.insert_or_assign(&l, kdloss_bench::DeviceArray<float>(static_cast<std::size_t>(l.numel()))).first;
-    return kdloss::cuda_view(it->second.get(), l.shape);
-  }
   std::pair<kdloss::View<const float>, kdloss::View<const float>> masks(Level& l, cudaStream_t stream) const {
     struct Masks {
       kdloss::Dims shape;

@@ -217,10 +217,10 @@ class FbkdCase : public LossCase {
     const bool code = config_.transfer_form == kdloss::fbkd::TransferForm::code;
     for (std::size_t l = 0; l < p.student.size(); ++l) {
       const Dims& sh = p.shape[l];
+      // No adapter (A = S): grad_student receives the whole gradient wrt S.
       kdloss::fbkd::Level<float> level{p.student[l], p.teacher[l]};
-      auto grad_a = arena.view(arena.alloc(static_cast<std::size_t>(sh.product())), sh);
-      level.grad_student_adapted = grad_a;
-      grads_.push_back(grad_a);
+      level.grad_student = arena.view(arena.alloc(static_cast<std::size_t>(sh.product())), sh);
+      grads_.push_back(level.grad_student);
       if (code) {
         const Dims channel{sh[0], sh[1]}, spatial{sh[0], 1, sh[2], sh[3]};
         auto c_hat = arena.view(arena.alloc(static_cast<std::size_t>(channel.product())), channel);
@@ -233,10 +233,6 @@ class FbkdCase : public LossCase {
         level.grad_student_spatial = arena.view(arena.alloc(static_cast<std::size_t>(spatial.product())), spatial);
         grads_.push_back(level.grad_student_channel);
         grads_.push_back(level.grad_student_spatial);
-      } else {
-        // The paper's L_AT reaches S through its attention maps: a second gradient output.
-        level.grad_student = arena.view(arena.alloc(static_cast<std::size_t>(sh.product())), sh);
-        grads_.push_back(level.grad_student);
       }
       levels_.push_back(level);
     }

@@ -2,7 +2,10 @@
 // central differences, layouts, bad inputs, CPU/GPU agreement.
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <cstdint>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kdloss/ops/pooling.hpp"
@@ -45,7 +48,8 @@ void pool_backward(int op, View<const T> x, View<const T> g, View<T> gx, bool ab
 }  // namespace
 
 TEST_CASE("pooling: means over channels and positions match the double reference (float and double)") {
-  for (Dims shape : {Dims{2, 5, 4, 3}, Dims{1, 1, 1, 1}, Dims{3, 1, 2, 7}, Dims{2, 6, 1, 1}}) {
+  // {2, 3, 70, 65}: 4550 positions, more than one block of the host pass per image.
+  for (Dims shape : {Dims{2, 5, 4, 3}, Dims{1, 1, 1, 1}, Dims{3, 1, 2, 7}, Dims{2, 6, 1, 1}, Dims{2, 3, 70, 65}}) {
     const auto n = static_cast<std::size_t>(shape.product());
     const auto xd = random_vector<double>(n, 1);
     const std::vector<float> xf(xd.begin(), xd.end());
@@ -147,6 +151,47 @@ TEST_CASE(
     check_close(got, want, 1e-14, 1e-15);
     check_close(got_b, want_b, 1e-14, 1e-15);
   }
+}
+
+TEST_CASE("pooling: pool_sums takes sums of several inputs over both axes in one pass (padded, multi-block)") {
+  const Dims shape{2, 3, 70, 65};  // 4550 positions: two host blocks per image
+  const std::int64_t nb = 2, nc = 3, np = 70 * 65;
+  const auto n = static_cast<std::size_t>(shape.product());
+  const auto x = random_vector<double>(n, 11), y = random_vector<double>(n, 12);
+  const auto x_pad = kdloss_test::relayout(x, shape, {0, 1, 2, 3}, 3);  // padded rows: positions not mergeable
+  const auto y_nhwc = kdloss_test::relayout(y, shape, {0, 2, 3, 1});
+  // Naive double sums: |x| and x*y over channels, y and x*y over positions.
+  std::vector<double> abs_c(static_cast<std::size_t>(nb * np)), xy_c(abs_c.size());
+  std::vector<double> y_p(static_cast<std::size_t>(nb * nc)), xy_p(y_p.size());
+  for (std::int64_t b = 0; b < nb; ++b)
+    for (std::int64_t c = 0; c < nc; ++c)
+      for (std::int64_t j = 0; j < np; ++j) {
+        const auto i = static_cast<std::size_t>((b * nc + c) * np + j);
+        abs_c[static_cast<std::size_t>(b * np + j)] += std::fabs(x[i]);
+        xy_c[static_cast<std::size_t>(b * np + j)] += x[i] * y[i];
+        y_p[static_cast<std::size_t>(b * nc + c)] += y[i];
+        xy_p[static_cast<std::size_t>(b * nc + c)] += x[i] * y[i];
+      }
+  std::vector<double> g_abs_c(abs_c.size(), -1), g_xy_c(abs_c.size(), -1), g_y_p(y_p.size(), -1),
+      g_xy_p(y_p.size(), -1);
+  const Dims sp{nb, 1, 70, 65}, ch{nb, nc, 1, 1};
+  auto product = [](const auto& a, const auto& b) { return a * b; };
+  using ops::detail::MeanTerm;
+  using ops::detail::OnInputs;
+  using Product = decltype(product);
+  detail::pool_sums<double>(
+      Device::host(), Stream{}, shape, std::tuple{View<const double>(x_pad.view), View<const double>(y_nhwc.view)},
+      std::tuple{expr::PoolTerm<OnInputs<MeanTerm<true>, 0>, double>{{{1.0}}, host_view(g_abs_c.data(), sp),
+                                                                    expr::PoolAxis::channels},
+                 expr::PoolTerm<Product, double>{product, host_view(g_xy_c.data(), sp), expr::PoolAxis::channels},
+                 expr::PoolTerm<OnInputs<MeanTerm<false>, 1>, double>{{{1.0}}, host_view(g_y_p.data(), ch),
+                                                                     expr::PoolAxis::positions},
+                 expr::PoolTerm<Product, double>{product, host_view(g_xy_p.data(), ch), expr::PoolAxis::positions},
+                 expr::PoolTerm<Product, double>{product, View<double>{}, expr::PoolAxis::positions}});
+  check_close(g_abs_c, abs_c, 1e-13, 1e-13, "|x| over channels");
+  check_close(g_xy_c, xy_c, 1e-13, 1e-13, "x*y over channels");
+  check_close(g_y_p, y_p, 1e-12, 1e-12, "y over positions");
+  check_close(g_xy_p, xy_p, 1e-12, 1e-12, "x*y over positions");
 }
 
 TEST_CASE("pooling: bad inputs throw a clear error and leave outputs untouched") {

@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "kdloss/backend/cpu/executor.hpp"
+#include "kdloss/backend/cpu/pooling.hpp"
 #include "kdloss/backend/cpu/rowwise.hpp"
 #include "kdloss/backend/cuda/launch.hpp"
 #include "kdloss/config.hpp"
@@ -14,6 +15,7 @@
 #include "kdloss/core/math.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/expr/pool.hpp"
 
 #if KDLOSS_CUDA_ENABLED
 #include "kdloss/backend/cuda/executor.cuh"
@@ -107,6 +109,30 @@ void reduce_into(Device device, Stream stream, const Dims& full, F f, const std:
 #if KDLOSS_CUDA_ENABLED
   backend::cuda::DeviceGuard guard(device);
   backend::cuda::reduce_into<Acc>(full, f, ins, out, backend::cuda::stream_of(stream));
+#else
+  (void)stream;
+#endif
+}
+
+/// For every term: term.out = sum over term.axis of term.f(ins...) over the [B,C,H,W] space `full`
+/// (null outputs skipped). The host reads the inputs once for all terms; the GPU runs one partial
+/// reduction per term (each reads only what its functor uses).
+template <class Acc, class... I, class... F, class... O>
+void pool_sums(Device device, Stream stream, const Dims& full, const std::tuple<View<const I>...>& ins,
+               const std::tuple<expr::PoolTerm<F, O>...>& terms) {
+  if (device.is_host()) {
+    if constexpr (host_types_v<I..., O...>) backend::cpu::pool_sums(full, ins, terms);
+    return;
+  }
+#if KDLOSS_CUDA_ENABLED
+  backend::cuda::DeviceGuard guard(device);
+  std::apply(
+      [&](const auto&... term) {
+        ((term.out.data ? backend::cuda::reduce_into<Acc>(full, term.f, ins, term.out, backend::cuda::stream_of(stream))
+                        : void()),
+         ...);
+      },
+      terms);
 #else
   (void)stream;
 #endif

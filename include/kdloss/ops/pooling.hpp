@@ -4,7 +4,8 @@
 // These are FBKD's attention maps (abs-mean: G_s = mean_c |A|, G_c = mean_hw |A|) and the pooled
 // features its reference code feeds to the attention-transfer adapters (plain mean). Forwards run
 // as one partial reduction (detail::reduce_into); backwards as one elementwise map that reads the
-// upstream gradient as a broadcast input (detail::transform), on either backend.
+// upstream gradient as a broadcast input (detail::transform), on either backend. Forwards run through
+// detail::pool_sums, which also takes several means of several inputs in one pass (FBKD's total).
 #pragma once
 #include <cstdint>
 #include <tuple>
@@ -14,6 +15,7 @@
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/expr/pool.hpp"
 
 namespace kdloss {
 namespace ops::detail {
@@ -31,6 +33,24 @@ struct MeanTerm {
       return x * S(inv_n);
   }
 };
+/// Input K of a pass's inputs (a pass over several inputs hands every term all of them).
+template <int K, class X0, class... X>
+KDLOSS_HOST_DEVICE const auto& pick(const X0& x0, const X&... x) {
+  if constexpr (K == 0)
+    return x0;
+  else
+    return pick<K - 1>(x...);
+}
+/// f applied to inputs Ks... of a multi-input pass, e.g. OnInputs<MeanTerm<true>, 1>: |input 1| / n.
+template <class F, int... Ks>
+struct OnInputs {
+  F f;
+  template <class... X>
+  KDLOSS_HOST_DEVICE auto operator()(const X&... x) const {
+    return f(pick<Ks>(x...)...);
+  }
+};
+
 /// d mean(|x|) / dx = sign(x) / n (sign(0) = 0, PyTorch's abs backward), times the upstream g.
 struct AbsMeanBackward {
   double inv_n;
@@ -81,15 +101,19 @@ void check_channel_map(const kdloss::detail::Checker& ck, const View<T>& v, cons
                           " but expected ", two.str(), " or ", four.str(), " (from a feature of shape ", x.str(), ")");
 }
 
-/// Writes out = mean of x (or |x|) over the axes where `out` (rank 4) has extent 1. No checks.
+using expr::PoolAxis;
+
+/// Writes out = mean of x (or |x|) over `axis` (out: rank 4, [B,1,H,W] or [B,C,1,1]). No checks.
 template <class Acc, class X, class O>
-void pool_mean(Device device, Stream stream, const View<const X>& x, const View<O>& out, std::int64_t n,
+void pool_mean(Device device, Stream stream, const View<const X>& x, const View<O>& out, PoolAxis axis,
                bool absolute) {
-  const double inv_n = 1.0 / static_cast<double>(n);
+  const double inv_n = 1.0 / static_cast<double>(axis == PoolAxis::channels ? x.shape[1] : x.shape[2] * x.shape[3]);
   if (absolute)
-    kdloss::detail::reduce_into<Acc>(device, stream, x.shape, MeanTerm<true>{inv_n}, std::tuple{x}, out);
+    kdloss::detail::pool_sums<Acc>(device, stream, x.shape, std::tuple{x},
+                                   std::tuple{expr::PoolTerm<MeanTerm<true>, O>{{inv_n}, out, axis}});
   else
-    kdloss::detail::reduce_into<Acc>(device, stream, x.shape, MeanTerm<false>{inv_n}, std::tuple{x}, out);
+    kdloss::detail::pool_sums<Acc>(device, stream, x.shape, std::tuple{x},
+                                   std::tuple{expr::PoolTerm<MeanTerm<false>, O>{{inv_n}, out, axis}});
 }
 /// Writes grad_x = g (broadcast from its rank-4 map) / n, times sign(x) when absolute. No checks.
 template <class Acc, class X, class G, class O>
@@ -102,8 +126,6 @@ void pool_mean_backward(Device device, Stream stream, const View<const X>& x, co
   else
     kdloss::detail::transform<Acc>(device, stream, x.shape, MeanBackward{inv_n}, std::tuple{g}, std::tuple{grad_x});
 }
-
-enum class PoolAxis { channels, positions };
 
 template <class T, class O>
 void check_pool(const kdloss::detail::Checker& ck, const View<const T>& x, PoolAxis axis) {
@@ -135,8 +157,7 @@ void pool_forward(const char* fn, const View<const T>& x, const View<T>& out, Po
   ck.disjoint(out, "out", x, "x");
   const bool channels = axis == PoolAxis::channels;
   const View<T> out4 = channels ? as_spatial_map(out) : as_channel_map(out);
-  const std::int64_t n = channels ? x.shape[1] : x.shape[2] * x.shape[3];
-  pool_mean<acc_t<T>>(x.device, exec.stream, x, out4, n, absolute);
+  pool_mean<acc_t<T>>(x.device, exec.stream, x, out4, axis, absolute);
 }
 
 template <class T>

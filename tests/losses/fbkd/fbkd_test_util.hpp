@@ -41,7 +41,12 @@ inline std::vector<Preset> presets() {
   return {{"code_two_stage", Config::code_two_stage()},
           {"code_one_stage", Config::code_one_stage()},
           {"paper_two_stage", Config::paper_two_stage()},
-          {"paper_one_stage", Config::paper_one_stage()}};
+          {"paper_one_stage", Config::paper_one_stage()},
+          {"paper_two_stage without channel mask", [] {
+             Config c = Config::paper_two_stage();
+             c.use_channel_mask = false;
+             return c;
+           }()}};
 }
 
 /// A random level with every input given (A, C_hat, S_hat distinct from S).
@@ -67,7 +72,8 @@ struct Result {
 };
 
 /// Runs the library's total on host copies of `levels` in element type T: mode 0 forward,
-/// 1 backward with upstream `up`, 2 forward_backward. Requests every gradient.
+/// 1 backward with upstream `up`, 2 forward_backward. Requests every gradient (that of A only when A
+/// is given: without an adapter grad_student takes the whole gradient).
 template <class T>
 Result run_total(const std::vector<fbkd_ref::Level>& levels, const kdloss::fbkd::Config& cfg, int mode,
                  double up = 1.0) {
@@ -86,7 +92,7 @@ Result run_total(const std::vector<fbkd_ref::Level>& levels, const kdloss::fbkd:
     if (!l.a.empty()) x.student_adapted = host_view<const T>(own(l.a), sh);
     x.student_channel = host_view<const T>(own(l.c_hat), ch);
     x.student_spatial = host_view<const T>(own(l.s_hat), sp);
-    x.grad_student_adapted = host_view(own(Vec(l.t.size(), -7.0)), sh);
+    if (!l.a.empty()) x.grad_student_adapted = host_view(own(Vec(l.t.size(), -7.0)), sh);
     x.grad_student = host_view(own(Vec(l.t.size(), -7.0)), sh);
     x.grad_student_channel = host_view(own(Vec(l.c_hat.size(), -7.0)), ch);
     x.grad_student_spatial = host_view(own(Vec(l.s_hat.size(), -7.0)), sp);
@@ -99,6 +105,7 @@ Result run_total(const std::vector<fbkd_ref::Level>& levels, const kdloss::fbkd:
   Result r;
   r.value = static_cast<double>(out);
   auto back = [](const View<T>& v) {
+    if (v.data == nullptr) return Vec{};  // not requested
     const auto x = kdloss_test::to_vector(v);
     return Vec(x.begin(), x.end());
   };
@@ -109,8 +116,9 @@ Result run_total(const std::vector<fbkd_ref::Level>& levels, const kdloss::fbkd:
 }
 
 /// The reference gradients by central differences, masks held at their unperturbed values
-/// (they are detached constants). The student S is perturbed only where the paper L_AT reads it;
-/// A, C_hat and S_hat are perturbed as themselves.
+/// (they are detached constants). With an adapter, S is perturbed only where the paper L_AT reads it
+/// and A as itself; without one (A = S) S is perturbed everywhere and there is no gradient of A.
+/// C_hat and S_hat are perturbed as themselves.
 inline std::vector<Grads> numeric_grads(const std::vector<fbkd_ref::Level>& levels, const kdloss::fbkd::Config& cfg) {
   const fbkd_ref::Config rc = ref_config(cfg);
   std::vector<fbkd_ref::Masks> masks;
@@ -120,14 +128,12 @@ inline std::vector<Grads> numeric_grads(const std::vector<fbkd_ref::Level>& leve
     auto with = [&](auto set) {
       return [&, set](const Vec& x) {
         auto copy = levels;
-        // A defaulting to S must stay the unperturbed S in L_AM when S is perturbed for L_AT.
-        if (copy[i].a.empty()) copy[i].a = copy[i].s;
         set(copy[i], x);
         return fbkd_ref::total(copy, rc, &masks);
       };
     };
-    out[i].a =
-        kdloss_test::numeric_gradient(levels[i].adapted(), with([](fbkd_ref::Level& l, const Vec& x) { l.a = x; }));
+    if (!levels[i].a.empty())
+      out[i].a = kdloss_test::numeric_gradient(levels[i].a, with([](fbkd_ref::Level& l, const Vec& x) { l.a = x; }));
     out[i].s = kdloss_test::numeric_gradient(levels[i].s, with([](fbkd_ref::Level& l, const Vec& x) { l.s = x; }));
     out[i].c =
         kdloss_test::numeric_gradient(levels[i].c_hat, with([](fbkd_ref::Level& l, const Vec& x) { l.c_hat = x; }));

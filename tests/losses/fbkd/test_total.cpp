@@ -328,6 +328,10 @@ TEST_CASE("fbkd total: bad inputs throw a clear error naming the argument and le
       "element twice");
   check([&](L& lv) { lv[0].grad_student = host_view(g0.data(), sh); },
         "output argument 'levels[0].grad_student_adapted' overlaps the memory of argument 'levels[0].grad_student'");
+  check([&](L& lv) { lv[0].student_adapted = View<const double>{}; },
+        "argument 'levels[0].grad_student_adapted' is given but 'levels[0].student_adapted' is absent: A is the "
+        "student itself, and 'levels[0].grad_student' receives the whole gradient (L_AM included)",
+        1);
   check(
       [&](L& lv) {
         lv[1].grad_student_channel = host_view(g0.data() + 100, {2, 3});
@@ -440,7 +444,8 @@ KDLOSS_GPU_TEST("fbkd total: GPU agrees with CPU for every preset (float, double
     g.a = l.a;
     g.c_hat = l.c_hat;
     g.s_hat = l.s_hat;
-    g.grad_a = g.grad_s = g.grad_c = g.grad_sp = true;
+    g.grad_a = !l.a.empty();  // without an adapter grad_student takes the whole gradient
+    g.grad_s = g.grad_c = g.grad_sp = true;
     gpu.push_back(g);
   }
   for (const auto& p : fbkd_test::presets())

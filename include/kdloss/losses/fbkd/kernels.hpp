@@ -170,19 +170,60 @@ struct WeightedDistanceGrad {
 
 /// Paper L_AT = ||G_s(S) - G_s(T)|| + ||G_c(S) - G_c(T)||, G = abs-means. Its gradient wrt S:
 /// sign(S) * (w/C * (G_s(S) - G_s(T)) / L_s + w/HW * (G_c(S) - G_c(T)) / L_c), times the upstream.
-/// Inputs: S, G_s(S), G_s(T) [B,1,H,W], G_c(S), G_c(T) [B,C,1,1]; norms = {L_s, L_c}.
+/// Inputs: S, the differences G_s(S) - G_s(T) [B,1,H,W] and G_c(S) - G_c(T) [B,C,1,1]; norms = {L_s, L_c}.
 template <class U>
 struct PaperTransferGrad {
   const double* norms;
   Uniform<U> upstream;
   double weight, inv_c, inv_hw;
-  template <class X, class Gs, class Gc, class G>
-  KDLOSS_HOST_DEVICE void operator()(const X& s, const Gs& gs_s, const Gs& gs_t, const Gc& gc_s, const Gc& gc_t,
-                                     G& g) const {
+  template <class X, class Ds, class Dc, class G>
+  KDLOSS_HOST_DEVICE void operator()(const X& s, const Ds& ds, const Dc& dc, G& g) const {
     using S = math::scalar_t<G>;
     const S ks = norm_grad_scale<S>(norms, upstream, weight * inv_c);
     const S kc = norm_grad_scale<S>(norms + 1, upstream, weight * inv_hw);
-    g = math::sign(s) * ((gs_s - gs_t) * ks + (gc_s - gc_t) * kc);
+    g = math::sign(s) * (ds * ks + dc * kc);
+  }
+};
+
+/// The whole paper-form gradient wrt S when S is also L_AM's A (no adapter), in one pass:
+/// w_am * (S - T) * M_s [* M_c] / L_AM + the PaperTransferGrad term, times the upstream.
+/// Inputs: S, T, M_s, [M_c,] the map differences as in PaperTransferGrad; norms = the level's slots.
+template <class U>
+struct PaperTotalGrad {
+  const double* norms;
+  Uniform<U> upstream;
+  double w_am, w_at, inv_c, inv_hw;
+  template <class X, class Tt, class Ms, class Ds, class Dc, class G>
+  KDLOSS_HOST_DEVICE void operator()(const X& s, const Tt& t, const Ms& ms, const Ds& ds, const Dc& dc, G& g) const {
+    using S = math::scalar_t<G>;
+    const S ka = norm_grad_scale<S>(norms, upstream, w_am);
+    const S ks = norm_grad_scale<S>(norms + 1, upstream, w_at * inv_c);
+    const S kc = norm_grad_scale<S>(norms + 2, upstream, w_at * inv_hw);
+    g = (s - t) * ms * ka + math::sign(s) * (ds * ks + dc * kc);
+  }
+  template <class X, class Tt, class Ms, class Mc, class Ds, class Dc, class G>
+  KDLOSS_HOST_DEVICE void operator()(const X& s, const Tt& t, const Ms& ms, const Mc& mc, const Ds& ds, const Dc& dc,
+                                     G& g) const {
+    using S = math::scalar_t<G>;
+    const S ka = norm_grad_scale<S>(norms, upstream, w_am);
+    const S ks = norm_grad_scale<S>(norms + 1, upstream, w_at * inv_c);
+    const S kc = norm_grad_scale<S>(norms + 2, upstream, w_at * inv_hw);
+    g = (s - t) * ms * mc * ka + math::sign(s) * (ds * ks + dc * kc);
+  }
+};
+
+/// out = a - b (small maps).
+struct Difference {
+  template <class A, class B, class O>
+  KDLOSS_HOST_DEVICE void operator()(const A& a, const B& b, O& out) const {
+    out = a - b;
+  }
+};
+/// a * b: the terms of L_AM^2 by rows (M_s times sum_c (T - A)^2).
+struct Product {
+  template <class A, class B>
+  KDLOSS_HOST_DEVICE auto operator()(const A& a, const B& b) const {
+    return a * b;
   }
 };
 

@@ -45,18 +45,38 @@ MaskBuffers<A> carve_masks(Carver& carver, const Geometry& g, bool spatial_maps,
   return m;
 }
 
-/// Abs-mean maps of S and T into the buffers that exist.
+/// Per-level sums that are not maps of S and T: the code L_AT's plain means of T, and the rows
+/// sum_c (T - A)^2 [B,HW] of an L_AM without channel mask (its norm is then sqrt(sum M_s * rows)).
+template <class A>
+struct ExtraSums {
+  A* ps_t = nullptr;     // mean_c(T) [B,HW]
+  A* pc_t = nullptr;     // mean_hw(T) [B,C]
+  A* am_rows = nullptr;  // sum_c (T - A)^2 [B,HW]
+};
+
+/// One pass over S, T and A (a: A, or S when there is no adapter) for the abs-mean maps of S and T
+/// whose buffers exist and the sums of `extra` that are requested (null buffers are skipped).
+/// s may be absent when only T's sums are requested.
 template <class Acc, class T, class A>
-void compute_maps(Device device, Stream stream, const View<const T>& s, const View<const T>& t, const Geometry& g,
-                  const MaskBuffers<A>& m) {
-  if (m.gs_s) {
-    ops::detail::pool_mean<Acc>(device, stream, s, spatial_buffer(m.gs_s, g, device), g.c, true);
-    ops::detail::pool_mean<Acc>(device, stream, t, spatial_buffer(m.gs_t, g, device), g.c, true);
-  }
-  if (m.gc_s) {
-    ops::detail::pool_mean<Acc>(device, stream, s, channel_buffer(m.gc_s, g, device), g.hw(), true);
-    ops::detail::pool_mean<Acc>(device, stream, t, channel_buffer(m.gc_t, g, device), g.hw(), true);
-  }
+void level_sums(Device device, Stream stream, const View<const T>& s, const View<const T>& t, const View<const T>& a,
+                const Geometry& g, const MaskBuffers<A>& m, const ExtraSums<A>& extra = {}) {
+  using expr::PoolAxis;
+  using ops::detail::MeanTerm;
+  using ops::detail::OnInputs;
+  const double inv_c = 1.0 / static_cast<double>(g.c), inv_hw = 1.0 / static_cast<double>(g.hw());
+  auto sp = [&](A* p) { return p ? spatial_buffer(p, g, device) : View<A>{}; };
+  auto ch = [&](A* p) { return p ? channel_buffer(p, g, device) : View<A>{}; };
+  // Inputs 0, 1, 2 = S, T, A; an absent S or A is never read (its terms have null outputs).
+  const View<const T> s_in = s.data ? s : t, a_in = a.data ? a : t;
+  ::kdloss::detail::pool_sums<Acc>(
+      device, stream, g.feature(), std::tuple{s_in, t, a_in},
+      std::tuple{expr::PoolTerm<OnInputs<MeanTerm<true>, 0>, A>{{{inv_c}}, sp(m.gs_s), PoolAxis::channels},
+                 expr::PoolTerm<OnInputs<MeanTerm<true>, 1>, A>{{{inv_c}}, sp(m.gs_t), PoolAxis::channels},
+                 expr::PoolTerm<OnInputs<MeanTerm<true>, 0>, A>{{{inv_hw}}, ch(m.gc_s), PoolAxis::positions},
+                 expr::PoolTerm<OnInputs<MeanTerm<true>, 1>, A>{{{inv_hw}}, ch(m.gc_t), PoolAxis::positions},
+                 expr::PoolTerm<OnInputs<MeanTerm<false>, 1>, A>{{{inv_c}}, sp(extra.ps_t), PoolAxis::channels},
+                 expr::PoolTerm<OnInputs<MeanTerm<false>, 1>, A>{{{inv_hw}}, ch(extra.pc_t), PoolAxis::positions},
+                 expr::PoolTerm<OnInputs<SquaredDifference, 2, 1>, A>{{}, sp(extra.am_rows), PoolAxis::channels}});
 }
 
 /// Masks from the maps, into the mask buffers that exist.
@@ -124,7 +144,7 @@ void attention_masks(const View<const T>& s, const View<const T>& t, const View<
   Carver carver(::kdloss::detail::resolve_workspace(fn, device, exec.workspace,
                                                     masks_workspace_bytes(t, spatial, channel), scratch));
   const auto m = carve_masks<Acc>(carver, g, spatial, channel, spatial, channel);
-  compute_maps<Acc>(device, exec.stream, s, t, g, m);
+  level_sums<Acc>(device, exec.stream, s, t, View<const T>{}, g, m);
   compute_masks<Acc>(device, exec.stream, g, m, options);
   // The masks are built in contiguous scratch and copied to the caller's (any-stride) views.
   if (spatial)

@@ -40,8 +40,9 @@ namespace kdloss::fbkd {
 /// Gradient outputs (written by backward and forward_backward, ignored by the forward; each is
 /// overwritten, not accumulated; a term that is switched off writes zeros):
 /// - grad_student_adapted: d value / dA (the L_AM term).
-/// - grad_student: d value / dS through the paper L_AT's abs-means (zero in the code form). When A
-///   defaults to S, the gradient wrt S is grad_student + grad_student_adapted: add them.
+/// - grad_student: d value / dS. With an adapter (A given) that is the paper L_AT's part through the
+///   abs-means (zero in the code form). Without one (A = S) it is the whole gradient, L_AM included, and
+///   grad_student_adapted must be left out.
 /// - grad_student_channel, grad_student_spatial: d value / dC_hat and dS_hat (the code L_AT); backprop
 ///   them through your adapters and then through the plain means (ops::*_backward).
 ///
@@ -83,14 +84,16 @@ struct Plan {
   bool spatial_maps() const { return am || at_paper; }
   bool channel_maps() const { return am_channel || at_paper; }
   bool needs_student() const { return am || at_paper; }
+  /// Without the channel mask, L_AM^2 = sum over (b, position) of M_s * sum_c (T - A)^2: the inner sums
+  /// come out of the pass that builds the maps, and the norm needs no second pass over A and T.
+  bool am_by_rows() const { return am && !am_channel; }
 };
 
 /// Workspace pieces of one level, in the accumulation type.
 template <class A>
 struct LevelBuffers {
   MaskBuffers<A> maps;
-  A* ps_t = nullptr;  // mean_c(T) [B,HW]   (code L_AT)
-  A* pc_t = nullptr;  // mean_hw(T) [B,C]   (code L_AT)
+  ExtraSums<A> sums;  // mean_c(T), mean_hw(T) (code L_AT); sum_c (T - A)^2 (L_AM by rows)
 };
 
 /// The whole call's workspace: the slots, then every level's buffers, then the shared partials.
@@ -112,9 +115,10 @@ Layout<A> carve_total(void* base, const std::vector<Geometry>& geos, const Plan&
     LevelBuffers<A> b;
     b.maps = carve_masks<A>(carver, g, plan.spatial_maps(), plan.channel_maps(), plan.am, plan.am_channel);
     if (plan.at_code) {
-      b.ps_t = carver.take<A>(static_cast<std::size_t>(g.b * g.hw()));
-      b.pc_t = carver.take<A>(static_cast<std::size_t>(g.b * g.c));
+      b.sums.ps_t = carver.take<A>(static_cast<std::size_t>(g.b * g.hw()));
+      b.sums.pc_t = carver.take<A>(static_cast<std::size_t>(g.b * g.c));
     }
+    if (plan.am_by_rows()) b.sums.am_rows = carver.take<A>(static_cast<std::size_t>(g.b * g.hw()));
     lay.levels.push_back(b);
     largest = std::max(largest, g.numel());
   }
@@ -129,6 +133,7 @@ struct Prepared {
   Geometry g;
   View<const T> s, t, a, c_hat, s_hat;
   View<T> grad_a, grad_s, grad_c, grad_sp;
+  bool a_is_s = false;  // no adapter: grad_s takes the L_AM part too
 };
 
 /// Argument names: "levels[i].field" for the total, "field" for the single-level entry points.
@@ -179,7 +184,8 @@ std::vector<Prepared<T>> prepare(const ::kdloss::detail::Checker& ck, const Leve
     if (!absent(lv.student)) check_input(ck, lv.student, sn, lv.teacher, tn);
     p.s = lv.student;
     if (!absent(lv.student_adapted)) check_input(ck, lv.student_adapted, name("student_adapted"), lv.teacher, tn);
-    p.a = absent(lv.student_adapted) ? lv.student : lv.student_adapted;
+    p.a_is_s = absent(lv.student_adapted);
+    p.a = p.a_is_s ? lv.student : lv.student_adapted;
     const std::string cn = name("student_channel"), spn = name("student_spatial");
     if (plan.at_code) {
       ::kdloss::detail::require(!absent(lv.student_channel), ck.fn, ": argument '", cn,
@@ -202,6 +208,9 @@ std::vector<Prepared<T>> prepare(const ::kdloss::detail::Checker& ck, const Leve
     if (mode != Mode::forward) {
       if (!absent(lv.grad_student_adapted)) {
         const std::string n = name("grad_student_adapted");
+        ::kdloss::detail::require(!p.a_is_s, ck.fn, ": argument '", n, "' is given but '", name("student_adapted"),
+                                  "' is absent: A is the student itself, and '", name("grad_student"),
+                                  "' receives the whole gradient (L_AM included); leave '", n, "' out");
         check_grad(ck, lv.grad_student_adapted, n, device);
         ck.shape(lv.grad_student_adapted, n.c_str(), lv.teacher.shape);
         p.grad_a = lv.grad_student_adapted;
@@ -315,27 +324,26 @@ void run_total(const char* fn, Mode mode, const Level<T>* levels, std::size_t co
     const Geometry& g = p.g;
     const LevelBuffers<Acc>& b = lay.levels[l];
     double* slots = lay.slots + l * kSlotsPerLevel;
-    // Maps of S and T, then the masks built from them.
-    compute_maps<Acc>(device, stream, p.s, p.t, g, b.maps);
+    // One pass over S, T and A for the maps and every other per-position or per-channel sum, then the masks.
+    level_sums<Acc>(device, stream, p.s, p.t, p.a, g, b.maps, b.sums);
     compute_masks<Acc>(device, stream, g, b.maps, cfg.mask());
-    const View<const Acc> ms = b.maps.ms ? spatial_buffer<const Acc>(b.maps.ms, g, device) : View<const Acc>{};
-    const View<const Acc> mc = b.maps.mc ? channel_buffer<const Acc>(b.maps.mc, g, device) : View<const Acc>{};
-    const View<const Acc> gs_s = b.maps.gs_s ? spatial_buffer<const Acc>(b.maps.gs_s, g, device) : View<const Acc>{};
-    const View<const Acc> gs_t = b.maps.gs_t ? spatial_buffer<const Acc>(b.maps.gs_t, g, device) : View<const Acc>{};
-    const View<const Acc> gc_s = b.maps.gc_s ? channel_buffer<const Acc>(b.maps.gc_s, g, device) : View<const Acc>{};
-    const View<const Acc> gc_t = b.maps.gc_t ? channel_buffer<const Acc>(b.maps.gc_t, g, device) : View<const Acc>{};
+    auto spatial = [&](Acc* q) { return q ? spatial_buffer<const Acc>(q, g, device) : View<const Acc>{}; };
+    auto channel = [&](Acc* q) { return q ? channel_buffer<const Acc>(q, g, device) : View<const Acc>{}; };
+    const View<const Acc> ms = spatial(b.maps.ms), mc = channel(b.maps.mc);
+    const View<const Acc> gs_s = spatial(b.maps.gs_s), gs_t = spatial(b.maps.gs_t);
+    const View<const Acc> gc_s = channel(b.maps.gc_s), gc_t = channel(b.maps.gc_t);
+    const View<const Acc> ps_t = spatial(b.sums.ps_t), pc_t = channel(b.sums.pc_t);
     // Norms into the level's slots.
-    if (plan.am) masked_norm<Acc>(device, stream, p.a, p.t, ms, mc, plan.am_channel, lay.partials, slots + 0);
+    if (plan.am_by_rows())
+      norm_into<Acc>(device, stream, ms.shape, Product{}, std::tuple{ms, spatial(b.sums.am_rows)}, lay.partials,
+                     slots + 0);
+    else if (plan.am)
+      masked_norm<Acc>(device, stream, p.a, p.t, ms, mc, plan.am_channel, lay.partials, slots + 0);
     if (plan.at_paper) {
       norm_into<Acc>(device, stream, gs_s.shape, SquaredDifference{}, std::tuple{gs_s, gs_t}, lay.partials, slots + 1);
       norm_into<Acc>(device, stream, gc_s.shape, SquaredDifference{}, std::tuple{gc_s, gc_t}, lay.partials, slots + 2);
     }
-    View<const Acc> ps_t, pc_t;
     if (plan.at_code) {
-      ops::detail::pool_mean<Acc>(device, stream, p.t, spatial_buffer(b.ps_t, g, device), g.c, false);
-      ops::detail::pool_mean<Acc>(device, stream, p.t, channel_buffer(b.pc_t, g, device), g.hw(), false);
-      ps_t = spatial_buffer<const Acc>(b.ps_t, g, device);
-      pc_t = channel_buffer<const Acc>(b.pc_t, g, device);
       norm_into<Acc>(device, stream, ps_t.shape, SquaredDifference{}, std::tuple{p.s_hat, ps_t}, lay.partials,
                      slots + 1);
       norm_into<Acc>(device, stream, pc_t.shape, SquaredDifference{}, std::tuple{p.c_hat, pc_t}, lay.partials,
@@ -350,14 +358,31 @@ void run_total(const char* fn, Mode mode, const Level<T>* levels, std::size_t co
         zero_fill<Acc>(device, stream, p.grad_a);
     }
     if (!absent(p.grad_s)) {
-      if (plan.at_paper)
-        ::kdloss::detail::transform<Acc>(
-            device, stream, g.feature(),
-            PaperTransferGrad<T>{slots + 1, upstream, cfg.w_at, 1.0 / static_cast<double>(g.c),
-                                 1.0 / static_cast<double>(g.hw())},
-            std::tuple{p.s, gs_s, gs_t, gc_s, gc_t}, std::tuple{p.grad_s});
-      else
+      const bool am_part = p.a_is_s && plan.am;
+      if (plan.at_paper) {
+        // The paper L_AT's gradient reads only the map differences: G(S) - G(T), in place.
+        const View<Acc> ds = spatial_buffer(b.maps.gs_s, g, device), dc = channel_buffer(b.maps.gc_s, g, device);
+        ::kdloss::detail::transform<Acc>(device, stream, ds.shape, Difference{}, std::tuple{gs_s, gs_t}, std::tuple{ds});
+        ::kdloss::detail::transform<Acc>(device, stream, dc.shape, Difference{}, std::tuple{gc_s, gc_t}, std::tuple{dc});
+        const double inv_c = 1.0 / static_cast<double>(g.c), inv_hw = 1.0 / static_cast<double>(g.hw());
+        if (am_part) {  // L_AM and L_AT in one pass over S and T
+          const PaperTotalGrad<T> f{slots, upstream, cfg.w_am, cfg.w_at, inv_c, inv_hw};
+          if (plan.am_channel)
+            ::kdloss::detail::transform<Acc>(device, stream, g.feature(), f, std::tuple{p.s, p.t, ms, mc, gs_s, gc_s},
+                                             std::tuple{p.grad_s});
+          else
+            ::kdloss::detail::transform<Acc>(device, stream, g.feature(), f, std::tuple{p.s, p.t, ms, gs_s, gc_s},
+                                             std::tuple{p.grad_s});
+        } else {
+          ::kdloss::detail::transform<Acc>(device, stream, g.feature(),
+                                           PaperTransferGrad<T>{slots + 1, upstream, cfg.w_at, inv_c, inv_hw},
+                                           std::tuple{p.s, gs_s, gc_s}, std::tuple{p.grad_s});
+        }
+      } else if (am_part) {
+        masked_norm_grad<Acc>(device, stream, p.a, p.t, ms, mc, plan.am_channel, slots, upstream, cfg.w_am, p.grad_s);
+      } else {
         zero_fill<Acc>(device, stream, p.grad_s);
+      }
     }
     if (!absent(p.grad_sp)) {
       if (plan.at_code)

@@ -1,0 +1,122 @@
+// kdloss/backend/cpu/pooling.hpp: several sums over the channels and over the positions of
+// functions of the same [B,C,H,W] inputs, in one pass over those inputs.
+//
+// Work is cut into tasks of (image, block of kPoolBlock positions). A task walks the block channel
+// by channel, so it reads every input as contiguous runs (in NCHW) and keeps its per-position sums
+// (one row per channel-axis term) in cache; its per-channel sums go to a task-private slot and are
+// combined afterwards in a fixed order, so the result does not depend on the thread count.
+#pragma once
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstdint>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "kdloss/backend/cpu/executor.hpp"
+#include "kdloss/expr/pool.hpp"
+
+namespace kdloss::backend::cpu {
+
+/// Positions per task: its per-position sums stay in L2 while it walks the channels.
+inline constexpr std::int64_t kPoolBlock = 4096;
+
+namespace detail {
+
+/// Offset of position j (row-major over [H,W]) of image b in a rank-4 map view [B,1,H,W].
+template <class O>
+std::int64_t map_offset(const View<O>& out, std::int64_t b, std::int64_t j, std::int64_t w) {
+  return b * out.strides[0] + (j / w) * out.strides[2] + (j % w) * out.strides[3];
+}
+
+}  // namespace detail
+
+/// For every term k of `terms`: terms[k].out = sum over terms[k].axis of terms[k].f(ins...), where
+/// the inputs are broadcast to `full` = [B,C,H,W]. Outputs are overwritten; null ones are skipped.
+///
+///   // G_s(S) and mean_hw(T) in one pass (f receives one Eigen array map per input)
+///   pool_sums(x.shape, std::tuple{s, t},
+///             std::tuple{expr::PoolTerm<AbsOf0, float>{{1.0 / C}, gs, expr::PoolAxis::channels},
+///                        expr::PoolTerm<MeanOf1, float>{{1.0 / HW}, pc, expr::PoolAxis::positions}});
+template <class... I, class... F, class... O>
+void pool_sums(const Dims& full, const std::tuple<View<const I>...>& ins,
+               const std::tuple<expr::PoolTerm<F, O>...>& terms) {
+  constexpr int NI = sizeof...(I);
+  constexpr std::size_t NT = sizeof...(F);
+  static_assert(NI >= 1 && NI <= expr::kMaxOperands, "pool_sums takes 1 to kMaxOperands inputs");
+  const std::int64_t nb = full[0], nc = full[1], w = full[3], np = full[2] * full[3];
+  auto for_each_term = [&](auto&& fn) {
+    std::apply([&](const auto&... t) { (fn(t), ...); }, terms);
+  };
+  if (nb * nc * np == 0) {  // a sum over nothing is 0
+    for_each_term([](const auto& t) {
+      if (t.out.data) fill(t.out, std::remove_cv_t<std::remove_reference_t<decltype(*t.out.data)>>(0));
+    });
+    return;
+  }
+  std::int64_t strides[expr::kMaxOperands][kMaxRank] = {};
+  detail::collect_strides(full, ins, strides, std::make_index_sequence<NI>{});
+  const expr::Space space = expr::make_space(full, strides, NI, /*reorder=*/false);
+  const std::int64_t inner = space.inner();
+  const std::int64_t blocks = (np + kPoolBlock - 1) / kPoolBlock, tasks = nb * blocks;
+  // Per-channel sums of each task and term (terms over positions only; the others leave theirs unused).
+  std::vector<double> partial(static_cast<std::size_t>(tasks) * NT * static_cast<std::size_t>(nc), 0.0);
+
+#if KDLOSS_OPENMP
+#pragma omp parallel for schedule(static) if (nb * nc * np > kParallelThreshold && tasks > 1)
+#endif
+  for (std::int64_t task = 0; task < tasks; ++task) {
+    const std::int64_t b = task / blocks, j0 = (task % blocks) * kPoolBlock, len = std::min(kPoolBlock, np - j0);
+    std::tuple<std::vector<O>...> rows;  // per-position sums of the channel-axis terms
+    std::size_t k = 0;
+    std::apply([&](auto&... r) { ((r.assign(static_cast<std::size_t>(len), O(0))), ...); }, rows);
+    for (std::int64_t c = 0; c < nc; ++c) {
+      double* chan = partial.data() + (static_cast<std::size_t>(task) * NT) * static_cast<std::size_t>(nc) + c;
+      for (std::int64_t j = j0; j < j0 + len;) {
+        const std::int64_t linear = (b * nc + c) * np + j;
+        const std::int64_t n = std::min({kChunk, j0 + len - j, inner - linear % inner});
+        auto body = [&](const auto&... x) {
+          k = 0;
+          auto one = [&](const auto& term, auto& row) {
+            using Out = typename std::remove_reference_t<decltype(row)>::value_type;
+            if (term.out.data) {
+              if (term.axis == expr::PoolAxis::channels)
+                ArrayMap<Out>(row.data() + (j - j0), n) += term.f(x...);
+              else
+                chan[k * static_cast<std::size_t>(nc)] += static_cast<double>(term.f(x...).sum());
+            }
+            ++k;
+          };
+          std::apply([&](const auto&... t) { std::apply([&](auto&... r) { (one(t, r), ...); }, rows); }, terms);
+        };
+        detail::run_chunk(space, body, ins, std::tuple<>{}, linear, n, std::make_index_sequence<NI>{},
+                          std::make_index_sequence<0>{});
+        j += n;
+      }
+    }
+    // This task's positions of the channel-axis outputs are complete.
+    auto store = [&](const auto& term, const auto& row) {
+      if (!term.out.data || term.axis != expr::PoolAxis::channels) return;
+      for (std::int64_t j = 0; j < len; ++j) term.out.data[detail::map_offset(term.out, b, j0 + j, w)] = row[j];
+    };
+    std::apply([&](const auto&... t) { std::apply([&](const auto&... r) { (store(t, r), ...); }, rows); }, terms);
+  }
+  // The position-axis outputs: sum the tasks of each image in block order.
+  std::size_t k = 0;
+  for_each_term([&](const auto& term) {
+    if (term.out.data && term.axis == expr::PoolAxis::positions) {
+      for (std::int64_t b = 0; b < nb; ++b)
+        for (std::int64_t c = 0; c < nc; ++c) {
+          double total = 0;
+          for (std::int64_t blk = 0; blk < blocks; ++blk)
+            total += partial[((static_cast<std::size_t>(b * blocks + blk)) * NT + k) * static_cast<std::size_t>(nc) +
+                             static_cast<std::size_t>(c)];
+          using Out = std::remove_cv_t<std::remove_reference_t<decltype(*term.out.data)>>;
+          term.out.data[b * term.out.strides[0] + c * term.out.strides[1]] = static_cast<Out>(total);
+        }
+    }
+    ++k;
+  });
+}
+
+}  // namespace kdloss::backend::cpu

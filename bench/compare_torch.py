@@ -22,13 +22,15 @@ elsewhere hits them alike); the median is reported. CPU: time.perf_counter aroun
 backward. CUDA: CUDA events on the current stream, synchronised once per run. kdloss runs with both
 backward strategies (kdloss_torch.backward_mode "fused" and "recompute").
 
-Large host outputs of kdloss_torch get transparent huge pages (madvise, see docs/pytorch.md); run with
-THP_MEM_ALLOC_ENABLE=1 to give PyTorch's own allocations the same (KDLOSS_TORCH_HUGEPAGES=0 turns
-kdloss_torch's off).
+Large host outputs of kdloss_torch come from its host output cache (mapped blocks reused across
+steps, advised to use transparent huge pages; docs/pytorch.md). KDLOSS_TORCH_HOST_CACHE_MB=0 turns the
+cache off and KDLOSS_TORCH_HUGEPAGES=0 the huge pages; THP_MEM_ALLOC_ENABLE=1 gives PyTorch's own
+allocations huge pages.
 
 Peak memory: CPU: growth of the process's resident set (VmHWM after one forward + backward, reset
 through /proc/self/clear_refs, minus VmRSS before; inputs are allocated beforehand), a measure of
-the temporaries and outputs each side allocates. CUDA: torch.cuda.max_memory_allocated() growth.
+the temporaries and outputs each side allocates. kdloss_torch's host output cache is emptied first, so its
+outputs count as fresh allocations too. CUDA: torch.cuda.max_memory_allocated() growth.
 
 kdloss is built from python/ (cd python && python3 setup.py build_ext --inplace). Gradients are
 taken with torch.autograd.grad (no accumulation into .grad) with respect to the student-side tensors.
@@ -216,6 +218,7 @@ def peak_memory(fn, inputs, leaves, device):
     """Bytes the process grows by during one forward + backward (see the module docstring)."""
     global _libc
     gc.collect()
+    kd.empty_host_cache()  # kdloss's outputs must be mapped afresh to be counted (docs/pytorch.md)
     if device == "cuda":
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
@@ -327,9 +330,11 @@ def main():
         print("| " + " | ".join(cells) + " |", flush=True)
         del inputs, leaves, runs, compiled
         gc.collect()
-    print("\n# load average after: %.2f %.2f %.2f; THP_MEM_ALLOC_ENABLE=%s, KDLOSS_TORCH_HUGEPAGES=%s"
+    print("\n# load average after: %.2f %.2f %.2f; THP_MEM_ALLOC_ENABLE=%s, KDLOSS_TORCH_HUGEPAGES=%s, "
+          "KDLOSS_TORCH_HOST_CACHE_MB=%s"
           % (os.getloadavg() + (os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
-                                os.environ.get("KDLOSS_TORCH_HUGEPAGES", "unset (on)"))))
+                                os.environ.get("KDLOSS_TORCH_HUGEPAGES", "unset (on)"),
+                                os.environ.get("KDLOSS_TORCH_HOST_CACHE_MB", "unset (1024)"))))
     for n in notes:
         print("\nnote: " + n)
 

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/from_blob.h>
 #include <torch/csrc/autograd/python_variable.h>
 
 #if defined(KDLOSS_TORCH_WITH_CUDA)
@@ -21,6 +22,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -87,30 +90,136 @@ Arg arg_of(const at::Tensor& t, const char* fn, const char* name, py::handle obj
   return a;
 }
 
-/// Large host outputs (gradients, loss maps) are written once, right after allocation, so their
-/// first-touch page faults are a large part of a memory-bound loss's time (about 40 ms for a
-/// 137 MB P2 gradient on 4 KiB pages). Ask the kernel for transparent huge pages on them, as torch
-/// itself does for all its allocations under THP_MEM_ALLOC_ENABLE=1. Only buffers of 32 MiB and more
-/// (always a private mmap of glibc's, never shared heap pages); KDLOSS_TORCH_HUGEPAGES=0 turns it off.
-void advise_huge_pages(const at::Tensor& t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  static const bool enabled = [] {
-    const char* v = std::getenv("KDLOSS_TORCH_HUGEPAGES");
-    return v == nullptr || std::string(v) != "0";
-  }();
-  constexpr std::uintptr_t huge = std::uintptr_t(2) << 20;
-  const std::size_t bytes = t.nbytes();
-  if (!enabled || !t.device().is_cpu() || bytes < (std::size_t(32) << 20)) return;
-  const auto begin = reinterpret_cast<std::uintptr_t>(t.data_ptr());
-  const std::uintptr_t lo = (begin + huge - 1) & ~(huge - 1), hi = (begin + bytes) & ~(huge - 1);
-  if (hi > lo) (void)madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // advice only: ignore failure
-#else
-  (void)t;
+/// Large host outputs (gradients, loss maps) are written once, right after allocation. From fresh
+/// pages their first-touch page faults cost about as much as the loss itself (about 40 ms for a
+/// 137 MB P2 gradient on 4 KiB pages), and with transparent huge pages the kernel may stall to
+/// compact memory. So outputs of kLargeOutput bytes and more come from a small cache of mapped
+/// blocks (2 MiB aligned, advised MADV_HUGEPAGE): a block returns to the cache when its tensor is
+/// freed and the next step's output of the same size reuses it, already mapped. The cache keeps at
+/// most KDLOSS_TORCH_HOST_CACHE_MB (default 1024) MiB of free blocks; 0 turns it off, and
+/// kdloss_torch.empty_host_cache() unmaps the free blocks (like torch.cuda.empty_cache()).
+/// KDLOSS_TORCH_HUGEPAGES=0 leaves the pages at 4 KiB.
+constexpr std::size_t kLargeOutput = std::size_t(32) << 20;
+constexpr std::size_t kHugePage = std::size_t(2) << 20;
+
+std::size_t env_size(const char* name, std::size_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  return static_cast<std::size_t>(std::strtoull(v, nullptr, 10));
+}
+
+class HostOutputCache {
+ public:
+  static HostOutputCache& instance() {
+    static auto* cache = new HostOutputCache();  // never destroyed: tensors may outlive static teardown
+    return *cache;
+  }
+  bool enabled() const { return limit_ > 0; }
+
+  /// A block of at least `bytes` (rounded up to 2 MiB), or nullptr when mapping fails.
+  void* take(std::size_t bytes) {
+    const std::size_t size = round_up(bytes);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find(size);
+      if (it != free_.end()) {
+        void* p = it->second;
+        free_.erase(it);
+        free_bytes_ -= size;
+        return p;
+      }
+    }
+    return map(size);
+  }
+  /// Back from a freed tensor: cached while the free blocks stay under the limit, unmapped otherwise.
+  void give_back(void* p, std::size_t bytes) {
+    const std::size_t size = round_up(bytes);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (free_bytes_ + size <= limit_) {
+        free_.emplace(size, p);
+        free_bytes_ += size;
+        return;
+      }
+    }
+    unmap(p, size);
+  }
+  /// Unmaps every free block; returns the bytes released.
+  std::size_t empty() {
+    std::multimap<std::size_t, void*> blocks;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      blocks.swap(free_);
+      free_bytes_ = 0;
+    }
+    std::size_t released = 0;
+    for (const auto& [size, p] : blocks) {
+      unmap(p, size);
+      released += size;
+    }
+    return released;
+  }
+  std::size_t free_bytes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return free_bytes_;
+  }
+
+ private:
+  HostOutputCache() : limit_(env_size("KDLOSS_TORCH_HOST_CACHE_MB", 1024) << 20) {}
+  static std::size_t round_up(std::size_t bytes) { return (bytes + kHugePage - 1) / kHugePage * kHugePage; }
+  static bool huge_pages() {
+    static const bool on = env_size("KDLOSS_TORCH_HUGEPAGES", 1) != 0;
+    return on;
+  }
+  static void* map(std::size_t size) {
+#if defined(__linux__)
+    // Over-map by one huge page and trim, so the block starts on a 2 MiB boundary.
+    void* raw = mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return nullptr;
+    const auto begin = reinterpret_cast<std::uintptr_t>(raw);
+    const std::uintptr_t aligned = (begin + kHugePage - 1) & ~(kHugePage - 1);
+    if (aligned > begin) munmap(raw, aligned - begin);
+    const std::uintptr_t end = begin + size + kHugePage, used = aligned + size;
+    if (end > used) munmap(reinterpret_cast<void*>(used), end - used);
+#if defined(MADV_HUGEPAGE)
+    if (huge_pages()) (void)madvise(reinterpret_cast<void*>(aligned), size, MADV_HUGEPAGE);  // advice only
 #endif
+    return reinterpret_cast<void*>(aligned);
+#else
+    (void)size;
+    return nullptr;
+#endif
+  }
+  static void unmap(void* p, std::size_t size) {
+#if defined(__linux__)
+    munmap(p, size);
+#else
+    (void)p;
+    (void)size;
+#endif
+  }
+
+  std::mutex mutex_;
+  std::multimap<std::size_t, void*> free_;
+  std::size_t free_bytes_ = 0;
+  std::size_t limit_;
+};
+
+/// torch.empty_like(t) for a large host output from the cache (same sizes and strides as
+/// at::empty_like gives), or an undefined tensor when the cache does not apply.
+at::Tensor cached_empty_like(const at::Tensor& t) {
+  HostOutputCache& cache = HostOutputCache::instance();
+  if (!t.device().is_cpu() || !cache.enabled() || t.nbytes() < kLargeOutput) return {};
+  const at::Tensor meta = at::empty_like(t, t.options().device(at::kMeta).requires_grad(false));
+  const std::size_t bytes = at::detail::computeStorageNbytes(meta.sizes(), meta.strides(), meta.itemsize());
+  void* p = cache.take(bytes);
+  if (p == nullptr) return {};
+  return at::from_blob(
+      p, meta.sizes(), meta.strides(), [bytes](void* q) { HostOutputCache::instance().give_back(q, bytes); },
+      t.options().requires_grad(false));
 }
 
 Output wrap(at::Tensor t, const char* name) {
-  advise_huge_pages(t);
   Output o;
   o.arg = arg_of(t, "kdloss_torch", name);
   o.tensor = py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(t)));
@@ -140,7 +249,8 @@ Arg tensor_arg(py::handle obj, const char* fn, const char* name, bool optional) 
 
 Output empty_like(py::handle like, const char* name) {
   const at::Tensor& t = unpack(like, "kdloss_torch", name);
-  return wrap(at::empty_like(t, t.options().requires_grad(false)), name);
+  at::Tensor cached = cached_empty_like(t);
+  return wrap(cached.defined() ? std::move(cached) : at::empty_like(t, t.options().requires_grad(false)), name);
 }
 
 Output empty(const Arg& like, const Dims& shape, const char* name) {
@@ -272,6 +382,12 @@ PYBIND11_MODULE(_C, m) {
   m.attr("kdloss_version") = std::to_string(KDLOSS_VERSION_MAJOR) + "." + std::to_string(KDLOSS_VERSION_MINOR) + "." +
                              std::to_string(KDLOSS_VERSION_PATCH);
   m.attr("workspace_alignment") = kdloss::detail::kWorkspaceAlignment;
+  m.def(
+      "empty_host_cache", [] { return kt::HostOutputCache::instance().empty(); },
+      "Unmaps the free blocks of the host output cache; returns the bytes released");
+  m.def(
+      "host_cache_free_bytes", [] { return kt::HostOutputCache::instance().free_bytes(); },
+      "Bytes of free blocks the host output cache holds");
 
   // DLPack adapter (kdloss/interop/dlpack.hpp) on capsules exported by torch (or anything else).
   m.def(

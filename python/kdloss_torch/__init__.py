@@ -33,6 +33,21 @@ cuda_backend = bool(_C.cuda_backend)
 kdloss_version = _C.kdloss_version
 __version__ = "0.1.0"
 
+
+def empty_host_cache():
+    """Unmaps the free blocks of the host output cache and returns the bytes released.
+
+    Large CPU outputs (32 MiB and more: a pyramid level's gradient) come from a cache of mapped
+    blocks that are reused across steps instead of being page-faulted in again (docs/pytorch.md,
+    "Host output cache"); like torch.cuda.empty_cache(), this gives the free ones back to the OS.
+    KDLOSS_TORCH_HOST_CACHE_MB (default 1024) caps the free bytes kept; 0 turns the cache off."""
+    return int(_C.empty_host_cache())
+
+
+def host_cache_free_bytes():
+    """Bytes of free blocks the host output cache holds (see empty_host_cache)."""
+    return int(_C.host_cache_free_bytes())
+
 __all__ = ["KdlossError", "mse_loss", "l1_loss", "smooth_l1_loss", "distance_loss", "kl_div_loss", "MSELoss",
            "L1Loss", "SmoothL1Loss", "DistanceLoss", "KLDivLoss", "ops", "fbkd", "ssim", "set_backward_mode",
-           "get_backward_mode", "backward_mode", "cuda_backend", "kdloss_version"]
+           "get_backward_mode", "backward_mode", "cuda_backend", "kdloss_version", "empty_host_cache", "host_cache_free_bytes"]

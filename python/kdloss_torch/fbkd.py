@@ -176,12 +176,11 @@ class _Total(torch.autograd.Function):
         want = []
         for i, (s, t, a, c, sp) in enumerate(levels):
             n_s, _, n_a, n_c, n_sp = need[5 * i:5 * i + 5]
-            # d/dA (A given), or the L_AM part of d/dS when A defaults to S
-            want_a = am and (n_a or (a is None and n_s))
-            want_s = at_paper and n_s  # d/dS through the paper L_AT (zero in the code form)
+            want_a = am and n_a and a is not None
+            # d/dS: the paper L_AT's part, and without an adapter (A = S) the L_AM part too
+            want_s = n_s and (at_paper or (am and a is None))
             want.append((bool(want_a), bool(want_s), bool(n_c and c is not None), bool(n_sp and sp is not None)))
         ctx.n, ctx.config, ctx.want = n, config, want
-        ctx.a_absent = [lv[2] is None for lv in levels]
         if not any(any(w) for w in want):
             ctx.nothing = True
             return _C.fbkd_total(FORWARD, levels, want, config, None)[0]
@@ -209,9 +208,6 @@ class _Total(torch.autograd.Function):
         result = []
         for i in range(n):
             g_a, g_s, g_c, g_sp = grads[i]
-            if ctx.a_absent[i] and g_a is not None:  # A = S: both parts belong to S
-                g_s = g_a if g_s is None else g_s.add_(g_a)
-                g_a = None
             result += [g_s, None, g_a, g_c, g_sp]
         return (None, None) + tuple(result)
 

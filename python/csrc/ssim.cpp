@@ -1,5 +1,6 @@
-// kdloss_torch family "ssim": kornia's ssim / ssim_loss with the thesis options (kdloss/losses/ssim/ssim.hpp),
-// pytorch-msssim's ssim / ms_ssim and the l1 + MS-SSIM mixture (kdloss/losses/ssim/ms_ssim.hpp).
+// kdloss_torch family "ssim": kornia's ssim / ssim_loss with the thesis options and the thesis' pyramid
+// sum ssim_pyramid_loss (kdloss/losses/ssim/ssim.hpp), pytorch-msssim's ssim / ms_ssim and the l1 + MS-SSIM
+// mixture (kdloss/losses/ssim/ms_ssim.hpp).
 // docs/losses/ssim.md. Each binding runs one C++ entry point in one of three modes: forward (value),
 // backward (grad_out * d value / d student, and / d teacher when asked and the C++ API offers it) or
 // fused (value and d value / d student in one pass); kdloss_torch/ssim.py wraps them in autograd Functions.
@@ -29,19 +30,9 @@ std::int64_t out_extent(std::int64_t n, int window, kdloss::ops::Padding p) {
   return n - window + 1 > 0 ? n - window + 1 : 0;
 }
 
-/// ssim_loss (kind "loss") or ssim_map (kind "map") -> (out | None, grad_student | None, grad_teacher | None).
-py::tuple ssim(const std::string& kind, int mode_index, py::handle student, py::handle teacher, py::handle grad_out,
-               bool want_student, bool want_teacher, int window_size, double sigma, double max_val, double k1,
-               double k2, double alpha, double beta, double gamma, double eps, const std::string& padding, bool clamp,
-               bool normalize, bool three_component, const std::string& reduction) {
-  const bool map = kind == "map";
-  if (!map && kind != "loss") kdloss::detail::fail("kdloss_torch.ssim: unknown kind '", kind, "'");
-  const char* fn = map ? "kdloss_torch.ssim" : "kdloss_torch.ssim_loss";
-  const Mode mode = mode_of(mode_index, fn);
-  const Arg s = tensor_arg(student, fn, map ? "img1" : "student"), t = tensor_arg(teacher, fn, map ? "img2" : "teacher");
-  const Arg up = tensor_arg(grad_out, fn, "grad_out", mode != Mode::backward);
-  same_dtype(fn, s, t);
-  same_dtype(fn, s, up);
+kdloss::SsimOptions ssim_options(const char* fn, int window_size, double sigma, double max_val, double k1, double k2,
+                                 double alpha, double beta, double gamma, double eps, const std::string& padding,
+                                 bool clamp, bool normalize, bool three_component) {
   kdloss::SsimOptions o;
   o.window_size = window_size;
   o.sigma = sigma;
@@ -56,6 +47,24 @@ py::tuple ssim(const std::string& kind, int mode_index, py::handle student, py::
   o.clamp = clamp;
   o.normalize = normalize;
   o.three_component = three_component;
+  return o;
+}
+
+/// ssim_loss (kind "loss") or ssim_map (kind "map") -> (out | None, grad_student | None, grad_teacher | None).
+py::tuple ssim(const std::string& kind, int mode_index, py::handle student, py::handle teacher, py::handle grad_out,
+               bool want_student, bool want_teacher, int window_size, double sigma, double max_val, double k1,
+               double k2, double alpha, double beta, double gamma, double eps, const std::string& padding, bool clamp,
+               bool normalize, bool three_component, const std::string& reduction) {
+  const bool map = kind == "map";
+  if (!map && kind != "loss") kdloss::detail::fail("kdloss_torch.ssim: unknown kind '", kind, "'");
+  const char* fn = map ? "kdloss_torch.ssim" : "kdloss_torch.ssim_loss";
+  const Mode mode = mode_of(mode_index, fn);
+  const Arg s = tensor_arg(student, fn, map ? "img1" : "student"), t = tensor_arg(teacher, fn, map ? "img2" : "teacher");
+  const Arg up = tensor_arg(grad_out, fn, "grad_out", mode != Mode::backward);
+  same_dtype(fn, s, t);
+  same_dtype(fn, s, up);
+  const kdloss::SsimOptions o = ssim_options(fn, window_size, sigma, max_val, k1, k2, alpha, beta, gamma, eps, padding,
+                                             clamp, normalize, three_component);
   const kdloss::Reduction r = map ? kdloss::Reduction::none : reduction_of(reduction, fn);
   kdloss::detail::require(s.shape.rank == 4, fn, ": argument '", s.name, "' must be [B, C, H, W] but has ",
                           s.shape.rank, " dimensions");
@@ -90,6 +99,57 @@ py::tuple ssim(const std::string& kind, int mode_index, py::handle student, py::
     }
   });
   return py::make_tuple(out.tensor, gs.tensor, gt.tensor);
+}
+
+/// ssim_pyramid_loss (thesis eq. 1: the sum over levels of each level's mean loss)
+/// -> (out | None, [grad_students[r] per level] | None). Every level gets a gradient in backward and
+/// fused mode (the C++ API takes one per level); the teachers get none (the C++ API offers none).
+py::tuple pyramid(int mode_index, const py::sequence& students, const py::sequence& teachers, py::handle grad_out,
+                  int window_size, double sigma, double max_val, double k1, double k2, double alpha, double beta,
+                  double gamma, double eps, const std::string& padding, bool clamp, bool normalize,
+                  bool three_component) {
+  const char* fn = "kdloss_torch.ssim_pyramid_loss";
+  const Mode mode = mode_of(mode_index, fn);
+  const std::size_t n = py::len(students), n_t = py::len(teachers);
+  kdloss::detail::require(n > 0, fn, ": argument 'students' is empty; pass at least one pyramid level");
+  kdloss::detail::require(n == n_t, fn, ": arguments 'students' and 'teachers' must have one tensor per level ",
+                          "but have ", n, " student levels and ", n_t, " teacher levels");
+  std::vector<Arg> s(n), t(n);
+  for (std::size_t l = 0; l < n; ++l) {
+    const std::string i = "[" + std::to_string(l) + "]";
+    s[l] = tensor_arg(students[l], fn, ("students" + i).c_str());
+    t[l] = tensor_arg(teachers[l], fn, ("teachers" + i).c_str());
+  }
+  const Arg up = tensor_arg(grad_out, fn, "grad_out", mode != Mode::backward);
+  for (std::size_t l = 0; l < n; ++l) {
+    same_dtype(fn, s[0], s[l]);
+    same_dtype(fn, s[0], t[l]);
+  }
+  same_dtype(fn, s[0], up);
+  const kdloss::SsimOptions o = ssim_options(fn, window_size, sigma, max_val, k1, k2, alpha, beta, gamma, eps, padding,
+                                             clamp, normalize, three_component);
+  Output out;
+  if (mode != Mode::backward) out = empty(s[0], Dims{}, "out");
+  std::vector<Output> gs(mode == Mode::forward ? 0 : n);
+  for (std::size_t l = 0; l < gs.size(); ++l) gs[l] = empty_like(students[l], "grad_students");
+  Call call(fn, s[0].device);
+  dispatch(fn, s[0], [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    std::vector<View<const T>> sv, tv;
+    std::vector<View<T>> gv;
+    for (std::size_t l = 0; l < n; ++l) sv.push_back(s[l].in<T>()), tv.push_back(t[l].in<T>());
+    for (const Output& g : gs) gv.push_back(g.arg.out<T>());
+    const kdloss::Exec ex =
+        call.exec(workspace_bytes([&] { return kdloss::ssim_pyramid_loss_workspace_bytes(sv, o); }));
+    py::gil_scoped_release nogil;
+    if (mode == Mode::forward) kdloss::ssim_pyramid_loss(sv, tv, out.arg.out<T>(), o, ex);
+    if (mode == Mode::backward) kdloss::ssim_pyramid_loss_backward(sv, tv, up.in<T>(), gv, o, ex);
+    if (mode == Mode::fused) kdloss::ssim_pyramid_loss_forward_backward(sv, tv, out.arg.out<T>(), gv, o, ex);
+  });
+  if (mode == Mode::forward) return py::make_tuple(out.tensor, py::none());
+  py::list grads;
+  for (const Output& g : gs) grads.append(g.tensor);
+  return py::make_tuple(out.tensor, grads);
 }
 
 /// ssim_index (kind "index"), ms_ssim ("ms") or ms_ssim_l1_loss ("mixture")
@@ -187,6 +247,10 @@ KDLOSS_TORCH_FAMILY(ssim, m) {
         "want_teacher"_a, "window_size"_a, "sigma"_a, "max_val"_a, "k1"_a, "k2"_a, "alpha"_a, "beta"_a, "gamma"_a,
         "eps"_a, "padding"_a, "clamp"_a, "normalize"_a, "three_component"_a, "reduction"_a,
         "kdloss::ssim_loss / ssim_map [_backward|_forward_backward] -> (out | None, grad_s | None, grad_t | None)");
+  m.def("ssim_pyramid", &kt::pyramid, "mode"_a, "students"_a, "teachers"_a, "grad_out"_a, "window_size"_a, "sigma"_a,
+        "max_val"_a, "k1"_a, "k2"_a, "alpha"_a, "beta"_a, "gamma"_a, "eps"_a, "padding"_a, "clamp"_a, "normalize"_a,
+        "three_component"_a,
+        "kdloss::ssim_pyramid_loss [_backward|_forward_backward] -> (out | None, [grad_students[r]] | None)");
   m.def("ssim_ms", &kt::ms, "kind"_a, "mode"_a, "student"_a, "teacher"_a, "grad_out"_a, "want_student"_a,
         "want_teacher"_a, "window_size"_a, "sigma"_a, "data_range"_a, "k1"_a, "k2"_a, "nonnegative_ssim"_a,
         "weights"_a, "normalize"_a, "l1_weight"_a, "reduction"_a,

@@ -6,6 +6,9 @@ kornia-compatible:
                                                                                      # kornia.losses.ssim_loss
     plus the thesis' options (keyword-only): sigma, k1, k2, alpha, beta, gamma, normalize (nu), clamp,
     three_component; padding also takes "zeros" ("same" = "reflect").
+The thesis' equation 1 (the sum over pyramid levels r of each level's mean SSIM loss):
+    ssim_pyramid_loss(students, teachers, window_size=11, max_val=1.0, eps=1e-12, padding="same", **options)
+        = sum(ssim_loss(s, t, window_size, max_val, eps, "mean", padding, **options) for s, t in levels)
 pytorch-msssim-compatible:
     ssim_index(X, Y, data_range=255, size_average=True, win_size=11, win_sigma=1.5, K=(0.01, 0.03),
                nonnegative_ssim=False)                                               # pytorch_msssim.ssim
@@ -17,10 +20,12 @@ The thesis' table 7 mixture:
         = l1_weight * mean|s - t| + (1 - l1_weight) * (1 - MS-SSIM)
 
 Gradients: both arguments of ssim, ssim_loss, ssim_index and ms_ssim get one (the C++ API offers the
-teacher gradient); the teacher of ms_ssim_l1_loss gets None (kdloss::ms_ssim_l1_loss has no teacher
-gradient; a warning says so once). Documented deviations from the peers (docs/losses/ssim.md): local
-variances are clamped at zero; where pytorch-msssim's autograd gives inf/NaN (relu'd values at 0),
-kdloss gives 0; ms_ssim asserts no minimum size (an axis shorter than the window is not smoothed).
+teacher gradient); the teacher of ms_ssim_l1_loss and the teachers of ssim_pyramid_loss get None
+(kdloss::ms_ssim_l1_loss and kdloss::ssim_pyramid_loss have no teacher gradient; a warning says so once).
+Documented deviations from the peers (docs/losses/ssim.md): local variances are clamped at zero; where
+pytorch-msssim's autograd gives inf/NaN (relu'd values at 0), kdloss gives 0; ms_ssim asserts no minimum
+size (an axis shorter than the window is not smoothed); ssim_loss and ssim_pyramid_loss keep reflecting
+where the reflect pad is not smaller than the map (numpy.pad 'reflect'; kornia / F.pad refuse such maps).
 """
 
 import torch
@@ -29,8 +34,8 @@ from torch.autograd.function import once_differentiable
 from . import _C, _common
 from ._common import BACKWARD, FORWARD, FUSED
 
-__all__ = ["ssim", "ssim_loss", "ssim_index", "ms_ssim", "ms_ssim_l1_loss", "SSIM", "SSIMLoss", "SSIMIndex",
-           "MS_SSIM", "MSSSIML1Loss"]
+__all__ = ["ssim", "ssim_loss", "ssim_pyramid_loss", "ssim_index", "ms_ssim", "ms_ssim_l1_loss", "SSIM", "SSIMLoss",
+           "SSIMPyramidLoss", "SSIMIndex", "MS_SSIM", "MSSSIML1Loss"]
 
 _DEFAULT_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -94,6 +99,65 @@ def ssim_loss(student, teacher, window_size=11, max_val=1.0, eps=1e-12, reductio
     opts = _ssim_opts(window_size, sigma, max_val, k1, k2, alpha, beta, gamma, eps, padding, clamp, normalize,
                       three_component)
     return _Ssim.apply("loss", student, teacher, opts, reduction)
+
+
+class _SsimPyramid(torch.autograd.Function):
+    """ssim_pyramid_loss: apply(opts, n, *students, *teachers) -> one value. Every student level gets a
+    gradient (the C++ entries compute all levels at once); the teachers get None."""
+
+    @staticmethod
+    def forward(ctx, opts, n, *levels):
+        students, teachers = levels[:n], levels[n:]
+        ctx.opts, ctx.n, ctx.n_teachers = opts, n, len(teachers)
+        want = ctx.needs_input_grad[2:2 + n]
+        if not any(want):
+            return _C.ssim_pyramid(FORWARD, students, teachers, None, *opts)[0]
+        ctx.want = want
+        ctx.save_for_backward(*levels)
+        if _common.fused():
+            out, grads = _C.ssim_pyramid(FUSED, students, teachers, None, *opts)
+            _common.keep(ctx, [g if w else None for g, w in zip(grads, want)])
+            return out
+        return _C.ssim_pyramid(FORWARD, students, teachers, None, *opts)[0]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        grads = _common.take(ctx, grad_output)
+        if grads is None:
+            levels = ctx.saved_tensors
+            _, gs = _C.ssim_pyramid(BACKWARD, levels[:ctx.n], levels[ctx.n:], grad_output, *ctx.opts)
+            grads = [g if w else None for g, w in zip(gs, ctx.want)]
+        return (None, None) + tuple(grads) + (None,) * ctx.n_teachers
+
+
+def _levels(name, levels):
+    if isinstance(levels, torch.Tensor):
+        raise _C.KdlossError("kdloss_torch.ssim_pyramid_loss: argument '%s' must be a sequence of [B, C, H, W] "
+                             "tensors, one per pyramid level, but is a torch.Tensor; pass [tensor] for one level"
+                             % name)
+    try:
+        return list(levels)
+    except TypeError:
+        raise _C.KdlossError("kdloss_torch.ssim_pyramid_loss: argument '%s' must be a sequence of [B, C, H, W] "
+                             "tensors, one per pyramid level, but is %s" % (name, type(levels).__name__)) from None
+
+
+def ssim_pyramid_loss(students, teachers, window_size=11, max_val=1.0, eps=1e-12, padding="same", *, sigma=1.5,
+                      k1=0.01, k2=0.03, alpha=1.0, beta=1.0, gamma=1.0, normalize=False, clamp=True,
+                      three_component=False):
+    """kdloss::ssim_pyramid_loss, the thesis' equation 1: the sum over pyramid levels r of the level's mean SSIM
+    loss, sum_r mean(clamp((1 - S_r) / 2, 0, 1)) = sum_r ssim_loss(students[r], teachers[r], ..., reduction="mean").
+    students / teachers: sequences of [B, C, H, W] tensors, one pair per level (shapes may differ between levels,
+    dtype and device may not). Options as ssim_loss. Every student level gets a gradient; the teachers get None."""
+    students, teachers = _levels("students", students), _levels("teachers", teachers)
+    for t in teachers:
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            _common.teacher_gets_no_grad("ssim_pyramid_loss", "teachers", t)
+            break
+    opts = _ssim_opts(window_size, sigma, max_val, k1, k2, alpha, beta, gamma, eps, padding, clamp, normalize,
+                      three_component)
+    return _SsimPyramid.apply(opts, len(students), *students, *teachers)
 
 
 class _Ms(torch.autograd.Function):
@@ -202,6 +266,25 @@ class SSIMLoss(torch.nn.Module):
     def extra_repr(self):
         return "window_size=%d, max_val=%g, eps=%g, reduction=%r, padding=%r%s" % (
             self.window_size, self.max_val, self.eps, self.reduction, self.padding,
+            "".join(", %s=%r" % kv for kv in sorted(self.options.items())))
+
+
+class SSIMPyramidLoss(torch.nn.Module):
+    """kdloss_torch.ssim.ssim_pyramid_loss as a module: SSIMPyramidLoss(window_size=11, max_val=1.0, eps=1e-12,
+    padding="same", **thesis_options)(students, teachers), students / teachers one tensor per pyramid level."""
+
+    def __init__(self, window_size=11, max_val=1.0, eps=1e-12, padding="same", **options):
+        super().__init__()
+        self.window_size, self.max_val, self.eps = window_size, max_val, eps
+        self.padding, self.options = padding, options
+
+    def forward(self, students, teachers):
+        return ssim_pyramid_loss(students, teachers, self.window_size, self.max_val, self.eps, self.padding,
+                                 **self.options)
+
+    def extra_repr(self):
+        return "window_size=%d, max_val=%g, eps=%g, padding=%r%s" % (
+            self.window_size, self.max_val, self.eps, self.padding,
             "".join(", %s=%r" % kv for kv in sorted(self.options.items())))
 
 

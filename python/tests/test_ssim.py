@@ -1,11 +1,12 @@
 """Parity of the SSIM family (kdloss_torch.ssim) with kornia (metrics.ssim, losses.ssim_loss) and
 pytorch-msssim (ssim, ms_ssim): values and gradients of both inputs through the peers' autograd, for
 both paddings, windows 3/5/7/11, every reduction, non-contiguous inputs, small and one pyramid-ish
-shape; the thesis options against an eager reference; gradcheck in float64 on tiny shapes.
+shape; the thesis options against an eager reference; the thesis' pyramid sum (ssim_pyramid_loss)
+against the sum of kornia's per-level losses; gradcheck in float64 on tiny shapes.
 
-Tolerances: float32 1e-5 relative on values and 1e-4 on gradients, float64 1e-10 / 1e-9. Inputs are
-where the peers are defined (docs/losses/ssim.md): random textures, so no local variance is near the
-zero kdloss clamps it at, and no relu'd MS-SSIM level value is 0."""
+Tolerances: float32 1e-5 relative on values and 1e-4 on gradients (1e-5 for ssim_pyramid_loss), float64
+1e-10 / 1e-9. Inputs are where the peers are defined (docs/losses/ssim.md): random textures, so no local
+variance is near the zero kdloss clamps it at, and no relu'd MS-SSIM level value is 0."""
 
 import sys
 
@@ -169,6 +170,23 @@ def _spow(x, p):
     return torch.sign(x) * x.abs() ** p
 
 
+def _reflect_index(n, p):
+    """numpy.pad 'reflect' indices of an axis of n pixels padded by p on both sides (kdloss keeps reflecting
+    where the pad is not smaller than the axis, which F.pad refuses; a 1-pixel axis repeats its pixel)."""
+    i = torch.arange(-p, n + p)
+    if n == 1:
+        return torch.zeros_like(i)
+    period = 2 * (n - 1)
+    m = i.remainder(period)
+    return torch.where(m >= n, period - m, m)
+
+
+def _reflect_pad(v, p):
+    if p < min(v.shape[2], v.shape[3]):
+        return F.pad(v, (p, p, p, p), mode="reflect")
+    return v.index_select(2, _reflect_index(v.shape[2], p)).index_select(3, _reflect_index(v.shape[3], p))
+
+
 def ref_ssim_map(x, y, window=11, sigma=1.5, max_val=1.0, k1=0.01, k2=0.03, eps=1e-12, padding="same",
                  alpha=1.0, beta=1.0, gamma=1.0, three_component=False, normalize=False):
     if normalize:
@@ -184,7 +202,7 @@ def ref_ssim_map(x, y, window=11, sigma=1.5, max_val=1.0, k1=0.01, k2=0.03, eps=
 
     def filt(v):
         if padding == "same":
-            v = F.pad(v, (p, p, p, p), mode="reflect")
+            v = _reflect_pad(v, p)
         elif padding == "zeros":
             v = F.pad(v, (p, p, p, p))
         return F.conv2d(v, k, groups=C)
@@ -232,6 +250,204 @@ def test_three_component_equals_two_factor():
     a = kss.ssim(s, t, 5, eps=0.0)
     b = kss.ssim(s, t, 5, eps=0.0, three_component=True)
     assert_rel(b, a, 1e-12, "three-component at alpha = beta = gamma = 1")
+
+
+def test_reference_reflect_pad_matches_torch():
+    """The eager reference's numpy-style reflection equals F.pad's where F.pad is defined."""
+    v = torch.randn(1, 2, 6, 7, dtype=torch.float64)
+    for p in range(6):
+        got = v.index_select(2, _reflect_index(6, p)).index_select(3, _reflect_index(7, p))
+        assert torch.equal(got, F.pad(v, (p, p, p, p), mode="reflect"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ssim_pyramid_loss: thesis equation 1, sum over levels r of the level's mean loss
+
+#: Three levels with a 2x pyramid's structure (P3-P5-like, odd sizes included).
+PYRAMID_LEVELS = [(2, 3, 16, 13), (2, 3, 8, 7), (2, 3, 5, 6)]
+#: The gradcheck-sized levels; with window 11 the last two are smaller than the window (reflected
+#: repeatedly, docs/losses/ssim.md "Padding and map sizes"), which kornia / F.pad refuse.
+TINY_LEVELS = [(1, 2, 9, 11), (1, 2, 5, 6), (1, 2, 3, 3)]
+#: Pyramid parity: value 1e-5 relative in float32 (gradients too), 1e-10 / 1e-9 in float64.
+PTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+PGTOL = {torch.float32: 1e-5, torch.float64: 1e-9}
+
+
+def pyramid_pairs(shapes, dtype, noise=0.3):
+    pairs = [pair(sh, dtype, noise) for sh in shapes]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def kornia_pyramid(window, **kw):
+    """Equation 1 from its parts: sum over levels of kornia.losses.ssim_loss(s, t, window, reduction='mean')."""
+    return lambda ss, ts: sum(kornia.losses.ssim_loss(a, b, window, reduction="mean", **kw) for a, b in zip(ss, ts))
+
+
+def eager_pyramid(window, clamp=True, **kw):
+    """Equation 1 from the eager reference map (any map size, the thesis options)."""
+    def level(a, b):
+        loss = (1 - ref_ssim_map(a, b, window, **kw)) / 2
+        return (loss.clamp(0, 1) if clamp else loss).mean()
+    return lambda ss, ts: sum(level(a, b) for a, b in zip(ss, ts))
+
+
+def compare_pyramid(kd_fn, ref_fn, students, teachers, dtype, upstream=0.75):
+    """Value and d/d every student level of kd_fn and ref_fn (teachers constant), with an upstream
+    gradient != 1 (the fused path scales its kept gradients by it)."""
+    s1, s2 = [leaf(x) for x in students], [leaf(x) for x in students]
+    ts = [t.detach() for t in teachers]
+    out, ref = kd_fn(s1, ts), ref_fn(s2, ts)
+    up = torch.tensor(upstream, dtype=dtype)
+    g1 = torch.autograd.grad(out, s1, grad_outputs=up)
+    g2 = torch.autograd.grad(ref, s2, grad_outputs=up)
+    assert out.shape == () and out.dtype == dtype
+    assert_rel(out, ref, PTOL[dtype], "value")
+    for r, (a, b) in enumerate(zip(g1, g2)):
+        assert a.shape == b.shape
+        assert_rel(a, b, PGTOL[dtype], "grad students[%d]" % r)
+    return out, g1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("window", [3, 5])
+def test_ssim_pyramid_kornia(window, padding, dtype, backward_mode):
+    ss, ts = pyramid_pairs(PYRAMID_LEVELS, dtype)
+    compare_pyramid(lambda a, b: kss.ssim_pyramid_loss(a, b, window, padding=padding),
+                    kornia_pyramid(window, padding=padding), ss, ts, dtype)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_ssim_pyramid_kornia_window11(padding, backward_mode):
+    """Kornia's default window on P4/P5-like levels [2, 16, 50, 84] and [2, 16, 25, 42], float32."""
+    ss, ts = pyramid_pairs([(2, 16, 50, 84), (2, 16, 25, 42)], torch.float32)
+    compare_pyramid(lambda a, b: kss.ssim_pyramid_loss(a, b, padding=padding), kornia_pyramid(11, padding=padding),
+                    ss, ts, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layouts", [("channels_last", "sliced", "transposed"),
+                                     ("sliced", "transposed", "channels_last"),
+                                     ("transposed", "channels_last", "sliced")])
+def test_ssim_pyramid_noncontiguous(layouts, dtype, backward_mode):
+    """Each level in another layout (views, no copies; teachers in yet another), and a permuted view of a
+    [B, H, W, C] buffer; kornia gets contiguous copies of the same values."""
+    ss, ts = pyramid_pairs(PYRAMID_LEVELS, dtype)
+    s_views = [layout(x, k) for x, k in zip(ss, layouts)]
+    t_views = [layout(x, k) for x, k in zip(ts, layouts[1:] + layouts[:1])]
+    nhwc = ss[0].permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # [B, C, H, W] view of NHWC storage
+    s_views[0] = nhwc
+    assert not any(v.is_contiguous() for v in s_views + t_views)
+    ref = kornia_pyramid(5)
+    _, grads = compare_pyramid(lambda a, b: kss.ssim_pyramid_loss(a, b, 5),
+                               lambda a, b: ref([x.contiguous() for x in a], [x.contiguous() for x in b]),
+                               s_views, t_views, dtype)
+    # a student's gradient keeps that student's memory format where it is dense
+    assert grads[0].stride() == nhwc.stride()
+
+
+@pytest.mark.parametrize("window", [3, 11])
+def test_ssim_pyramid_maps_smaller_than_window(window, backward_mode):
+    """The gradcheck levels against the eager reference with numpy-style reflection (window 11 on 5x6 and
+    3x3 maps: pads of 5 >= the map, which kdloss defines and F.pad refuses), float64."""
+    ss, ts = pyramid_pairs(TINY_LEVELS, torch.float64)
+    compare_pyramid(lambda a, b: kss.ssim_pyramid_loss(a, b, window), eager_pyramid(window), ss, ts, torch.float64)
+
+
+PYRAMID_OPTIONS = {
+    "kornia": dict(),
+    "sigma_k_range": dict(sigma=2.0, k1=0.02, k2=0.05, max_val=2.0, eps=0.0),
+    "zeros": dict(padding="zeros"),
+    "table2_cs_nu": dict(alpha=0.0, normalize=True),
+    "exponents_unclamped": dict(alpha=0.5, beta=2.0, gamma=1.5, clamp=False),
+    "three_component_valid": dict(three_component=True, padding="valid"),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(PYRAMID_OPTIONS))
+def test_ssim_pyramid_options(case, dtype, backward_mode):
+    """The thesis options (passed through to every level) against the eager reference, and against the sum of
+    kdloss's own per-level ssim_loss (the same engine: tight)."""
+    opts = PYRAMID_OPTIONS[case]
+    ss, ts = pyramid_pairs(PYRAMID_LEVELS, dtype)
+    window = 3 if opts.get("padding") == "valid" else 5
+    ref_opts = {k: v for k, v in opts.items() if k != "clamp"}
+    compare_pyramid(lambda a, b: kss.ssim_pyramid_loss(a, b, window, **opts),
+                    eager_pyramid(window, clamp=opts.get("clamp", True), **ref_opts), ss, ts, dtype)
+    compare_pyramid(lambda a, b: kss.ssim_pyramid_loss(a, b, window, **opts),
+                    lambda a, b: sum(kss.ssim_loss(x, y, window, **opts) for x, y in zip(a, b)), ss, ts, dtype)
+
+
+def test_ssim_pyramid_one_level_is_ssim_loss():
+    s, t = pair((2, 3, 12, 10), torch.float64)
+    assert_rel(kss.ssim_pyramid_loss([s], [t], 7), kss.ssim_loss(s, t, 7), 1e-14, "one level")
+    assert_rel(kss.ssim_pyramid_loss((s,), (t,), 7), kss.ssim_loss(s, t, 7), 1e-14, "tuples")
+
+
+def test_ssim_pyramid_gradients_per_level(backward_mode):
+    """Only the levels that require grad get one; teachers that require grad get None, with a warning."""
+    ss, ts = pyramid_pairs(PYRAMID_LEVELS, torch.float64)
+    s0, s2 = leaf(ss[0]), leaf(ss[2])
+    teachers = [leaf(t) for t in ts]
+    kd._common._warned.discard(("ssim_pyramid_loss", "teachers"))  # one warning per process
+    with pytest.warns(UserWarning, match="no gradient"):
+        loss = kss.ssim_pyramid_loss([s0, ss[1], s2], teachers, 5)
+    loss.backward()
+    assert all(t.grad is None for t in teachers)
+    ref0, ref2 = leaf(ss[0]), leaf(ss[2])
+    (kss.ssim_loss(ref0, ts[0], 5) + kss.ssim_loss(ref2, ts[2], 5)).backward()
+    assert_rel(s0.grad, ref0.grad, 1e-12, "level 0")
+    assert_rel(s2.grad, ref2.grad, 1e-12, "level 2")
+    # nothing requires grad: forward only
+    assert not kss.ssim_pyramid_loss(ss, ts, 5).requires_grad
+
+
+def test_ssim_pyramid_retain_graph():
+    """Fused mode: a second backward through the same graph recomputes (the kept gradients were used)."""
+    ss, ts = pyramid_pairs(PYRAMID_LEVELS, torch.float64)
+    s = [leaf(x) for x in ss]
+    loss = kss.ssim_pyramid_loss(s, ts, 5)
+    first = torch.autograd.grad(loss, s, retain_graph=True)
+    second = torch.autograd.grad(loss * 2, s)
+    for a, b in zip(first, second):
+        assert_rel(b, 2 * a, 1e-13, "second backward")
+
+
+def test_ssim_pyramid_module():
+    ss, ts = pyramid_pairs(PYRAMID_LEVELS, torch.float32)
+    m = kss.SSIMPyramidLoss(5, padding="valid", normalize=True)
+    assert_rel(m(ss, ts), kss.ssim_pyramid_loss(ss, ts, 5, padding="valid", normalize=True), 0, "module")
+    assert "window_size=5" in repr(m) and "normalize=True" in repr(m)
+    assert "ssim_pyramid_loss" in kss.__all__ and "SSIMPyramidLoss" in kss.__all__
+
+
+def test_ssim_pyramid_errors():
+    ss, ts = pyramid_pairs([(1, 2, 9, 11), (1, 2, 5, 6)], torch.float32)
+    for grad in (False, True):  # forward entry, and the fused entry when a gradient is wanted
+        s = [leaf(x) if grad else x for x in ss]
+        with pytest.raises(kd.KdlossError, match=r"'students' and 'teachers' must have one tensor per level but have "
+                                                 r"2 student levels and 1 teacher levels"):
+            kss.ssim_pyramid_loss(s, ts[:1])
+        with pytest.raises(kd.KdlossError, match=r"arguments 'students\[1\]' \[1, 2, 5, 6\] and 'teachers\[1\]' "
+                                                 r"\[1, 2, 5, 5\] must have the same shape"):
+            kss.ssim_pyramid_loss(s, [ts[0], ts[1][..., :5]])
+        with pytest.raises(kd.KdlossError, match=r"argument 'teachers\[1\]' has dtype torch.float64 but "
+                                                 r"'students\[0\]' has dtype torch.float32"):
+            kss.ssim_pyramid_loss(s, [ts[0], ts[1].double()])
+        with pytest.raises(kd.KdlossError,
+                           match=r"argument 'students\[0\]' must have rank 4 but has shape \[2, 9, 11\]"):
+            kss.ssim_pyramid_loss([s[0][0], s[1]], [ts[0][0], ts[1]])
+        with pytest.raises(kd.KdlossError, match=r"'valid' padding needs maps of at least 7x7"):
+            kss.ssim_pyramid_loss(s, ts, 7, padding="valid")
+    with pytest.raises(kd.KdlossError, match=r"ssim_pyramid_loss: argument 'students' is empty"):
+        kss.ssim_pyramid_loss([], [])
+    with pytest.raises(kd.KdlossError, match=r"argument 'teachers' must be a sequence .* but is a torch.Tensor"):
+        kss.ssim_pyramid_loss(ss, ts[0])
+    with pytest.raises(kd.KdlossError, match=r"argument 'students\[1\]' is None but is required"):
+        kss.ssim_pyramid_loss([ss[0], None], ts)
+    with pytest.raises(kd.KdlossError, match="window"):
+        kss.ssim_pyramid_loss(ss, ts, 4)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -370,6 +586,15 @@ def test_gradcheck_ssim_index(reduction, backward_mode):
 def test_gradcheck_ms_ssim(reduction, backward_mode):
     _gradcheck(lambda a, b: kss.ms_ssim(a, b, data_range=1.0, win_size=3, weights=[0.3, 0.3, 0.4],
                                         reduction=reduction), *_inputs((2, 1, 9, 8), noise=0.1))
+
+
+@pytest.mark.parametrize("window,opts", [(11, {}), (3, dict(padding="valid")), (5, dict(padding="zeros")),
+                                         (3, dict(normalize=True, alpha=0.5, clamp=False))],
+                         ids=["w11_reflect_beyond_map", "w3_valid", "w5_zeros", "w3_nu_exponents"])
+def test_gradcheck_ssim_pyramid(window, opts, backward_mode):
+    """Three levels [1,2,9,11], [1,2,5,6], [1,2,3,3]; every student level is an input, teachers constant."""
+    ss, ts = pyramid_pairs(TINY_LEVELS, D)
+    _gradcheck(lambda *s: kss.ssim_pyramid_loss(s, ts, window, **opts), *[x.requires_grad_(True) for x in ss])
 
 
 def test_gradcheck_ms_ssim_l1(backward_mode):

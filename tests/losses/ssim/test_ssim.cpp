@@ -484,6 +484,20 @@ TEST_CASE("ssim_loss: bad input throws a clear error and leaves outputs untouche
   }
   std::vector<View<const float>> two{sv, sv}, one_level{tv};
   check([&] { ssim_pyramid_loss(two, one_level, host_scalar(&out)); }, "2 student levels but 1 teacher levels");
+  check([&] { ssim_pyramid_loss(std::vector<View<const float>>{}, std::vector<View<const float>>{}, host_scalar(&out)); },
+        "kdloss::ssim_pyramid_loss: argument 'students' is empty");
+  {  // messages name the level
+    auto t_short = host_view(t.data(), {2, 3, 8, 7});
+    std::vector<View<const float>> ss{sv, sv}, ts{tv, t_short};
+    check([&] { ssim_pyramid_loss(ss, ts, host_scalar(&out)); },
+          "arguments 'students[1]' [2, 3, 8, 8] and 'teachers[1]' [2, 3, 8, 7] must have the same shape");
+    std::vector<View<float>> g_one{host_view(g.data(), d)};
+    check([&] { ssim_pyramid_loss_forward_backward(two, two, host_scalar(&out), g_one); },
+          "argument 'grad_students' must have one view per level (2) but has 1");
+    std::vector<View<float>> g_same{host_view(g.data(), d), host_view(g.data(), d)};
+    check([&] { ssim_pyramid_loss_forward_backward(two, two, host_scalar(&out), g_same); },
+          "'grad_students[1]' overlaps the memory of argument 'grad_students[0]'");
+  }
   // GPU calls size their workspace from a host-only build; a host call may pass none.
   CHECK(ssim_loss_workspace_bytes(cuda_view(s.data(), d)) > 0);
   alignas(256) static unsigned char small[256];

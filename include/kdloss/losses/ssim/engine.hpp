@@ -52,13 +52,14 @@ void check_pair(const Checker& ck, const View<const T>& s, const View<const T>& 
 }
 template <class T>
 void check_grad(const Checker& ck, const View<const T>& s, const View<T>& g, const char* arg,
-                const View<const T>& x, const View<const T>& y) {
+                const View<const T>& x, const View<const T>& y, const char* x_name = "student",
+                const char* y_name = "teacher") {
   ck.not_null(g, arg);
   ck.shape(g, arg, s.shape);
   ck.device(g, arg, s.device);
   ck.unique(g, arg);
-  ck.disjoint(g, arg, x, "student");
-  ck.disjoint(g, arg, y, "teacher");
+  ck.disjoint(g, arg, x, x_name);
+  ck.disjoint(g, arg, y, y_name);
 }
 /// An optional view: absent when it has no data and no elements (View<T>{}).
 template <class T>

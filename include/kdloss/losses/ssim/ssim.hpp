@@ -10,6 +10,7 @@
 // correction pass after the backward.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "kdloss/losses/ssim/engine.hpp"
@@ -193,40 +194,48 @@ void pyramid_call(const char* fn, Mode mode, const std::vector<View<const T>>& s
                   View<T> out, View<const T> grad_out, const std::vector<View<T>>& gs, const SsimOptions& o,
                   const Exec& exec) {
   const Checker ck{fn};
-  require(!ss.empty(), fn, ": no levels given");
-  require(ss.size() == ts.size(), fn, ": ", ss.size(), " student levels but ", ts.size(), " teacher levels");
+  require(!ss.empty(), fn, ": argument 'students' is empty; pass at least one pyramid level");
+  require(ss.size() == ts.size(), fn, ": arguments 'students' and 'teachers' must have one view per level but have ",
+          ss.size(), " student levels but ", ts.size(), " teacher levels");
   if (mode != Mode::forward)
-    require(gs.size() == ss.size(), fn, ": ", ss.size(), " levels but ", gs.size(), " gradient views");
+    require(gs.size() == ss.size(), fn, ": argument 'grad_students' must have one view per level (", ss.size(),
+            ") but has ", gs.size());
   check_options(ck, o);
   const Device device = ss[0].device;
   std::size_t bytes = 0;
   std::vector<AxisPlan> rows(ss.size()), cols(ss.size());
   std::int64_t total_planes = 0;
+  // Messages name the level: 'students[1]', 'teachers[1]', 'grad_students[1]'.
+  const auto name = [](const char* what, std::size_t l) { return std::string(what) + "[" + std::to_string(l) + "]"; };
   for (std::size_t l = 0; l < ss.size(); ++l) {
-    check_pair(ck, ss[l], ts[l]);
-    ck.device(ss[l], "student", device);
+    const std::string sn = name("students", l), tn = name("teachers", l);
+    check_pair(ck, ss[l], ts[l], sn.c_str(), tn.c_str());
+    ck.device(ss[l], sn.c_str(), device);
     plan_axes(ck, ss[l].shape, o, rows[l], cols[l]);
     bytes += level_bytes(ck, ss[l], o);
     total_planes += ss[l].shape[0] * ss[l].shape[1];
     if (mode != Mode::forward) {
-      check_grad(ck, ss[l], gs[l], "grad_students", ss[l], ts[l]);
-      for (std::size_t m = 0; m < l; ++m) ck.disjoint(gs[l], "grad_students", View<const T>(gs[m]), "grad_students");
+      const std::string gn = name("grad_students", l);
+      check_grad(ck, ss[l], gs[l], gn.c_str(), ss[l], ts[l], sn.c_str(), tn.c_str());
+      for (std::size_t m = 0; m < l; ++m)
+        ck.disjoint(gs[l], gn.c_str(), View<const T>(gs[m]), name("grad_students", m).c_str());
     }
   }
   if (mode != Mode::backward) {
     ck.device(out, "out", device);
     ck.scalar_output(out, "out");
     for (std::size_t l = 0; l < ss.size(); ++l) {
-      ck.disjoint(out, "out", ss[l], "students");
-      ck.disjoint(out, "out", ts[l], "teachers");
-      if (mode == Mode::fused) ck.disjoint(gs[l], "grad_students", View<const T>(out), "out");
+      ck.disjoint(out, "out", ss[l], name("students", l).c_str());
+      ck.disjoint(out, "out", ts[l], name("teachers", l).c_str());
+      if (mode == Mode::fused) ck.disjoint(gs[l], name("grad_students", l).c_str(), View<const T>(out), "out");
     }
   } else {
     ck.device(grad_out, "grad_out", device);
     require(grad_out.numel() == 1, fn, ": argument 'grad_out' must hold one element but has shape ",
             grad_out.shape.str());
     ck.not_null(grad_out, "grad_out");
-    for (std::size_t l = 0; l < ss.size(); ++l) ck.disjoint(gs[l], "grad_students", grad_out, "grad_out");
+    for (std::size_t l = 0; l < ss.size(); ++l)
+      ck.disjoint(gs[l], name("grad_students", l).c_str(), grad_out, "grad_out");
   }
   Carver sizer;
   sizer.take<double>(static_cast<std::size_t>(total_planes > 0 ? total_planes : 1));

@@ -5,6 +5,7 @@
 // gather buffer otherwise), so one templated formula runs vectorised over every layout.
 #pragma once
 #include <Eigen/Core>
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <tuple>
@@ -38,6 +39,18 @@ void collect_strides(const Dims& full, const std::tuple<Views...>& views, std::i
   ((void)expr::broadcast_strides(std::get<K>(views), full, rows[K]), ...);
 }
 
+/// A chunk-sized scratch row left uninitialised (a std::array inside a std::tuple would be
+/// value-initialised: a memset per operand per chunk).
+template <class T>
+struct ChunkBuffer {
+  ChunkBuffer() {}  // NOLINT: deliberately leaves `values` uninitialised
+  T* data() { return values; }
+  const T* data() const { return values; }
+  T& operator[](std::int64_t j) { return values[j]; }
+  const T& operator[](std::int64_t j) const { return values[j]; }
+  T values[kChunk];
+};
+
 template <class R>
 double sum_of(const R& r) {
   if constexpr (std::is_arithmetic_v<R>) return static_cast<double>(r);
@@ -49,18 +62,20 @@ template <class F, class InTuple, class OutTuple, std::size_t... KI, std::size_t
 double run_chunk(const expr::Space& space, F& f, const InTuple& ins, const OutTuple& outs, std::int64_t linear,
                  std::int64_t n, std::index_sequence<KI...>, std::index_sequence<KO...>) {
   constexpr std::size_t NI = sizeof...(KI);
-  std::int64_t off[expr::kMaxOperands];
+  std::int64_t off[expr::kMaxOperands] = {};  // zeroed: GCC cannot see that offsets() fills it
   space.offsets(linear, off);
-  std::tuple<std::array<std::remove_cv_t<typename std::tuple_element_t<KI, InTuple>::value_type>, kChunk>...>
-      in_buf;
-  std::tuple<std::array<typename std::tuple_element_t<KO, OutTuple>::value_type, kChunk>...> out_buf;
+  std::tuple<ChunkBuffer<std::remove_cv_t<typename std::tuple_element_t<KI, InTuple>::value_type>>...> in_buf;
+  std::tuple<ChunkBuffer<typename std::tuple_element_t<KO, OutTuple>::value_type>...> out_buf;
   auto in_ptr = [&](auto k_const) {
     constexpr std::size_t k = decltype(k_const)::value;
     const auto* p = std::get<k>(ins).data + off[k];
     const std::int64_t s = space.inner_stride(static_cast<int>(k));
     if (s == 1) return p;
     auto& buf = std::get<k>(in_buf);
-    for (std::int64_t j = 0; j < n; ++j) buf[j] = p[j * s];
+    if (s == 0)  // broadcast along the row (a mask or a map): one value
+      std::fill_n(buf.data(), n, *p);
+    else
+      for (std::int64_t j = 0; j < n; ++j) buf[j] = p[j * s];
     return static_cast<decltype(p)>(buf.data());
   };
   auto out_ptr = [&](auto k_const) {

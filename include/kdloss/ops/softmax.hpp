@@ -40,6 +40,7 @@ KDLOSS_HOST_DEVICE MaxAndSum<K, Acc> row_max_and_sum(const Row& row, Acc inv_t) 
 
 /// out = scale * softmax(in / T).
 struct SoftmaxRow {
+  static constexpr bool kPacketRows = true;  // the host may run it on packets of rows (backend/cpu/rowwise.hpp)
   double inv_t, scale;
   template <class Acc, class Row>
   KDLOSS_HOST_DEVICE void operator()(const Row& row) const {
@@ -53,6 +54,7 @@ struct SoftmaxRow {
 };
 /// out = log softmax(in / T).
 struct LogSoftmaxRow {
+  static constexpr bool kPacketRows = true;  // the host may run it on packets of rows (backend/cpu/rowwise.hpp)
   double inv_t;
   template <class Acc, class Row>
   KDLOSS_HOST_DEVICE void operator()(const Row& row) const {
@@ -64,6 +66,7 @@ struct LogSoftmaxRow {
 };
 /// y = scale * softmax(x/T): dx = (1/T) * y * (g - sum_j g_j y_j / scale). Inputs: y, g.
 struct SoftmaxBackwardRow {
+  static constexpr bool kPacketRows = true;  // the host may run it on packets of rows (backend/cpu/rowwise.hpp)
   double inv_t, inv_scale;
   template <class Acc, class Row>
   KDLOSS_HOST_DEVICE void operator()(const Row& row) const {
@@ -77,6 +80,7 @@ struct SoftmaxBackwardRow {
 };
 /// y = log softmax(x/T): dx = (1/T) * (g - exp(y) * sum_j g_j). Inputs: y, g.
 struct LogSoftmaxBackwardRow {
+  static constexpr bool kPacketRows = true;  // the host may run it on packets of rows (backend/cpu/rowwise.hpp)
   double inv_t;
   template <class Acc, class Row>
   KDLOSS_HOST_DEVICE void operator()(const Row& row) const {

@@ -57,6 +57,11 @@ double sum_of(const R& r) {
   else return static_cast<double>(r.sum());
 }
 
+// GCC cannot see that a ChunkBuffer is read only after the gather filled it (-Wmaybe-uninitialized).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 // Maps one chunk of every operand and calls f; scatters outputs whose rows are strided.
 template <class F, class InTuple, class OutTuple, std::size_t... KI, std::size_t... KO>
 double run_chunk(const expr::Space& space, F& f, const InTuple& ins, const OutTuple& outs, std::int64_t linear,
@@ -108,6 +113,10 @@ double run_chunk(const expr::Space& space, F& f, const InTuple& ins, const OutTu
   (void)scatter;
   return total;
 }
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 }  // namespace detail
 

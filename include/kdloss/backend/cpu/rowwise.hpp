@@ -1,10 +1,17 @@
 // kdloss/backend/cpu/rowwise.hpp: runs a row operation (see ops/softmax.hpp) over every row on the host.
+//
+// Rows whose neighbours lie next to each other in memory (a class axis strided by H x W: the rows
+// of neighbouring pixels are adjacent) run kRowPacket at a time when the operation allows it (its
+// kPacketRows member): the operation then sees math::Packet values, one lane per row, and every
+// exp and log of the row is a vector operation. Other rows run one at a time.
 #pragma once
 #include <cstdint>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include "kdloss/backend/cpu/executor.hpp"
+#include "kdloss/core/packet.hpp"
 #include "kdloss/expr/rows.hpp"
 
 namespace kdloss::backend::cpu {
@@ -50,6 +57,68 @@ struct HostRow {
   }
 };
 
+/// kRowPacket neighbouring rows at once, lane l being row r0 + l: loads and stores move one value
+/// per lane (lane_step apart: 1 for adjacent rows, 0 for an operand broadcast across rows).
+template <class InPtrs, class OutPtrs, int N>
+struct HostPacketRow {
+  InPtrs in_ptrs;
+  OutPtrs out_ptrs;
+  const std::int64_t* step;       // per operand, along the row
+  const std::int64_t* lane_step;  // per operand, between neighbouring rows
+  std::int64_t n;
+
+  std::int64_t size() const { return n; }
+  template <std::size_t K, class Acc>
+  Acc in(std::int64_t j) const {
+    using S = typename Acc::Scalar;
+    const auto* p = std::get<K>(in_ptrs) + j * step[K];
+    Acc a;
+    if (lane_step[K] == 1) {
+      using I = std::remove_cv_t<std::remove_pointer_t<std::tuple_element_t<K, InPtrs>>>;
+      a.v = Eigen::Map<const Eigen::Array<I, N, 1>>(p).template cast<S>();
+    } else {
+      for (int l = 0; l < N; ++l) a.v[l] = static_cast<S>(p[l * lane_step[K]]);
+    }
+    return a;
+  }
+  template <std::size_t K, class Acc>
+  void out(std::int64_t j, const Acc& v) const {
+    constexpr std::size_t NI = std::tuple_size_v<InPtrs>;
+    using O = std::remove_pointer_t<std::tuple_element_t<K, OutPtrs>>;
+    auto* p = std::get<K>(out_ptrs) + j * step[NI + K];
+    if (lane_step[NI + K] == 1) {
+      Eigen::Map<Eigen::Array<O, N, 1>> lanes(p);
+      lanes = v.v.template cast<O>();
+    } else {
+      for (int l = 0; l < N; ++l) p[l * lane_step[NI + K]] = static_cast<O>(v.v[l]);
+    }
+  }
+  template <class Acc, class F>
+  Acc sum(F f) const {
+    Acc acc(0);
+    for (std::int64_t j = 0; j < n; ++j) acc += f(j);
+    return acc;
+  }
+  template <class Acc, class F>
+  Acc max(F f) const {
+    Acc m = f(0);
+    for (std::int64_t j = 1; j < n; ++j) m = m.max(f(j));
+    return m;
+  }
+  template <class F>
+  void for_each(F f) const {
+    for (std::int64_t j = 0; j < n; ++j) f(j);
+  }
+};
+
+/// Rows per packet: 8 floats or doubles (two or four SIMD registers at SSE2 / AVX widths).
+inline constexpr int kRowPacket = 8;
+
+template <class Op, class = void>
+struct packet_rows : std::false_type {};
+template <class Op>
+struct packet_rows<Op, std::void_t<decltype(Op::kPacketRows)>> : std::bool_constant<Op::kPacketRows> {};
+
 template <class... I, class... O, std::size_t... KI, std::size_t... KO>
 auto make_host_row(const std::tuple<View<const I>...>& ins, const std::tuple<View<O>...>& outs,
                    const std::int64_t* off, const expr::Rows& rows, std::index_sequence<KI...>,
@@ -58,6 +127,51 @@ auto make_host_row(const std::tuple<View<const I>...>& ins, const std::tuple<Vie
   auto out_ptrs = std::make_tuple((std::get<KO>(outs).data + off[sizeof...(KI) + KO])...);
   return HostRow<decltype(in_ptrs), decltype(out_ptrs)>{in_ptrs, out_ptrs, rows.step, rows.step + sizeof...(KI),
                                                         rows.length};
+}
+
+/// Runs op on every row of `rows`, kRowPacket neighbouring rows at a time along the innermost outer
+/// axis (the rows left over at the end of each line one at a time). Returns the double sum of op's
+/// returns.
+template <class Acc, class Op, class... I, class... O>
+double packet_rowwise(const expr::Rows& rows, const std::int64_t* lane_step, Op op,
+                      const std::tuple<View<const I>...>& ins, const std::tuple<View<O>...>& outs) {
+  constexpr int NI = sizeof...(I), NO = sizeof...(O);
+  using P = math::Packet<Acc, kRowPacket>;
+  const std::int64_t line = rows.outer.inner(), lines = rows.count() / line;
+  const std::int64_t packets = line / kRowPacket, tail = line % kRowPacket, per_line = packets + tail;
+  double total = 0;
+#if KDLOSS_OPENMP
+#pragma omp parallel for schedule(static) reduction(+ : total) if (rows.count() * rows.length > kParallelThreshold)
+#endif
+  for (std::int64_t task = 0; task < lines * per_line; ++task) {
+    const std::int64_t k = task % per_line;
+    const std::int64_t r = (task / per_line) * line + (k < packets ? k * kRowPacket : packets * kRowPacket + k - packets);
+    std::int64_t off[expr::kMaxOperands] = {};
+    rows.outer.offsets(r, off);
+    if (k < packets) {
+      auto in_ptrs = std::apply([&](const auto&... v) { return std::make_tuple(v.data...); }, ins);
+      auto out_ptrs = std::apply([&](const auto&... v) { return std::make_tuple(v.data...); }, outs);
+      auto shift = [&](auto& ptrs, int base) {
+        int q = base;
+        std::apply([&](auto&... p) { ((p += off[q++]), ...); }, ptrs);
+      };
+      shift(in_ptrs, 0);
+      shift(out_ptrs, NI);
+      const HostPacketRow<decltype(in_ptrs), decltype(out_ptrs), kRowPacket> row{in_ptrs, out_ptrs, rows.step,
+                                                                                 lane_step, rows.length};
+      if constexpr (std::is_void_v<decltype(op.template operator()<P>(row))>)
+        op.template operator()<P>(row);
+      else
+        total += static_cast<double>(op.template operator()<P>(row).sum());
+    } else {
+      auto row = make_host_row(ins, outs, off, rows, std::make_index_sequence<NI>{}, std::make_index_sequence<NO>{});
+      if constexpr (std::is_void_v<decltype(op.template operator()<Acc>(row))>)
+        op.template operator()<Acc>(row);
+      else
+        total += static_cast<double>(op.template operator()<Acc>(row));
+    }
+  }
+  return total;
 }
 
 /// Calls op(row) for every row of `full` along `axis`; returns the double sum of op's returns
@@ -73,6 +187,17 @@ double rowwise(const Dims& full, int axis, Op op, const std::tuple<View<const I>
   const expr::Rows rows = expr::make_rows(full, axis, strides, NI + NO);
   const std::int64_t count = rows.count();
   double total = 0;
+  if constexpr (packet_rows<Op>::value) {
+    // Neighbouring rows adjacent (or broadcast) in every operand, and rows not contiguous themselves.
+    const int last = rows.outer.rank - 1;
+    bool adjacent = last >= 0 && rows.outer.shape[last] >= kRowPacket && rows.length > 1;
+    std::int64_t lane_step[expr::kMaxOperands] = {};
+    for (int k = 0; adjacent && k < NI + NO; ++k) {
+      lane_step[k] = rows.outer.strides[k][last];
+      adjacent = lane_step[k] == 0 || lane_step[k] == 1;
+    }
+    if (adjacent) return packet_rowwise<Acc>(rows, lane_step, op, ins, outs);
+  }
 #if KDLOSS_OPENMP
 #pragma omp parallel for schedule(static) reduction(+ : total) if (count * rows.length > kParallelThreshold && count > 1)
 #endif

@@ -32,6 +32,7 @@ namespace detail {
 /// kSum: return the row's sum_j p_t_j (log p_t_j - log p_s_j) (T^2 and the reduction go in the finaliser).
 template <class T, bool kSum, bool kLossMap, bool kGrad, bool kUpMap>
 struct KlDivRow {
+  static constexpr bool kPacketRows = true;  // arithmetic, exp, log and select only: runs on packets of rows
   double inv_t;         // 1 / T
   double loss_scale;    // T^2: the per-element map's factor
   double grad_scale;    // T * (reduction scale): the gradient's factor
@@ -62,7 +63,7 @@ struct KlDivRow {
     auto term = [&](Acc pt, std::int64_t j) {
       const Acc log_ratio =
           ((row.template in<1, Acc>(j) * it - mt.max) - (row.template in<0, Acc>(j) * it - ms.max)) - log_ratio_z;
-      return pt > Acc(0) ? pt * log_ratio : Acc(0);
+      return Acc(math::select(pt > Acc(0), pt * log_ratio, Acc(0)));
     };
     Acc total = Acc(0);
     if constexpr (kSum) total = row.template sum<Acc>([&](std::int64_t j) { return term(p_t(j), j); });

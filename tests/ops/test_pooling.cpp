@@ -153,7 +153,7 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("pooling: pool_sums takes sums of several inputs over both axes in one pass (padded, multi-block)") {
+TEST_CASE("pooling: pool_sums takes sums of several inputs over both axes in one pass (layouts, multi-block)") {
   const Dims shape{2, 3, 70, 65};  // 4550 positions: two host blocks per image
   const std::int64_t nb = 2, nc = 3, np = 70 * 65;
   const auto n = static_cast<std::size_t>(shape.product());
@@ -172,26 +172,31 @@ TEST_CASE("pooling: pool_sums takes sums of several inputs over both axes in one
         y_p[static_cast<std::size_t>(b * nc + c)] += y[i];
         xy_p[static_cast<std::size_t>(b * nc + c)] += x[i] * y[i];
       }
-  std::vector<double> g_abs_c(abs_c.size(), -1), g_xy_c(abs_c.size(), -1), g_y_p(y_p.size(), -1),
-      g_xy_p(y_p.size(), -1);
+  const auto x_nhwc = kdloss_test::relayout(x, shape, {0, 2, 3, 1});
   const Dims sp{nb, 1, 70, 65}, ch{nb, nc, 1, 1};
   auto product = [](const auto& a, const auto& b) { return a * b; };
   using ops::detail::MeanTerm;
   using ops::detail::OnInputs;
   using Product = decltype(product);
-  detail::pool_sums<double>(
-      Device::host(), Stream{}, shape, std::tuple{View<const double>(x_pad.view), View<const double>(y_nhwc.view)},
-      std::tuple{expr::PoolTerm<OnInputs<MeanTerm<true>, 0>, double>{{{1.0}}, host_view(g_abs_c.data(), sp),
-                                                                    expr::PoolAxis::channels},
-                 expr::PoolTerm<Product, double>{product, host_view(g_xy_c.data(), sp), expr::PoolAxis::channels},
-                 expr::PoolTerm<OnInputs<MeanTerm<false>, 1>, double>{{{1.0}}, host_view(g_y_p.data(), ch),
-                                                                     expr::PoolAxis::positions},
-                 expr::PoolTerm<Product, double>{product, host_view(g_xy_p.data(), ch), expr::PoolAxis::positions},
-                 expr::PoolTerm<Product, double>{product, View<double>{}, expr::PoolAxis::positions}});
-  check_close(g_abs_c, abs_c, 1e-13, 1e-13, "|x| over channels");
-  check_close(g_xy_c, xy_c, 1e-13, 1e-13, "x*y over channels");
-  check_close(g_y_p, y_p, 1e-12, 1e-12, "y over positions");
-  check_close(g_xy_p, xy_p, 1e-12, 1e-12, "x*y over positions");
+  // Mixed layouts walk channel by channel; all channel-last inputs walk position by position.
+  for (const auto* xv : {&x_pad.view, &x_nhwc.view}) {
+    CAPTURE(xv == &x_nhwc.view);
+    std::vector<double> g_abs_c(abs_c.size(), -1), g_xy_c(abs_c.size(), -1), g_y_p(y_p.size(), -1),
+        g_xy_p(y_p.size(), -1);
+    detail::pool_sums<double>(
+        Device::host(), Stream{}, shape, std::tuple{View<const double>(*xv), View<const double>(y_nhwc.view)},
+        std::tuple{expr::PoolTerm<OnInputs<MeanTerm<true>, 0>, double>{{{1.0}}, host_view(g_abs_c.data(), sp),
+                                                                      expr::PoolAxis::channels},
+                   expr::PoolTerm<Product, double>{product, host_view(g_xy_c.data(), sp), expr::PoolAxis::channels},
+                   expr::PoolTerm<OnInputs<MeanTerm<false>, 1>, double>{{{1.0}}, host_view(g_y_p.data(), ch),
+                                                                       expr::PoolAxis::positions},
+                   expr::PoolTerm<Product, double>{product, host_view(g_xy_p.data(), ch), expr::PoolAxis::positions},
+                   expr::PoolTerm<Product, double>{product, View<double>{}, expr::PoolAxis::positions}});
+    check_close(g_abs_c, abs_c, 1e-13, 1e-13, "|x| over channels");
+    check_close(g_xy_c, xy_c, 1e-13, 1e-13, "x*y over channels");
+    check_close(g_y_p, y_p, 1e-12, 1e-12, "y over positions");
+    check_close(g_xy_p, xy_p, 1e-12, 1e-12, "x*y over positions");
+  }
 }
 
 TEST_CASE("pooling: bad inputs throw a clear error and leave outputs untouched") {

@@ -2,7 +2,8 @@
 // functions of the same [B,C,H,W] inputs, in one pass over those inputs.
 //
 // Work is cut into tasks of (image, block of kPoolBlock positions). A task walks the block channel
-// by channel, so it reads every input as contiguous runs (in NCHW) and keeps its per-position sums
+// by channel (NCHW: contiguous runs of positions), or position by position when every input has its
+// channels innermost (channel-last: contiguous runs of channels). It keeps its per-position sums
 // (one row per channel-axis term) in cache; its per-channel sums go to a task-private slot and are
 // combined afterwards in a fixed order, so the result does not depend on the thread count.
 #pragma once
@@ -56,7 +57,19 @@ void pool_sums(const Dims& full, const std::tuple<View<const I>...>& ins,
   }
   std::int64_t strides[expr::kMaxOperands][kMaxRank] = {};
   detail::collect_strides(full, ins, strides, std::make_index_sequence<NI>{});
-  const expr::Space space = expr::make_space(full, strides, NI, /*reorder=*/false);
+  // Channels innermost in memory (channel-last inputs): walk each position's channels as one
+  // contiguous run, over the space permuted to [B,H,W,C]; otherwise walk each channel's positions.
+  bool channels_inner = nc > 1;
+  for (int k = 0; k < NI; ++k) channels_inner = channels_inner && strides[k][1] == 1 && strides[k][3] != 1;
+  const Dims walk = channels_inner ? Dims{nb, full[2], full[3], nc} : full;
+  if (channels_inner)
+    for (int k = 0; k < NI; ++k) {
+      const std::int64_t sc = strides[k][1];
+      strides[k][1] = strides[k][2];
+      strides[k][2] = strides[k][3];
+      strides[k][3] = sc;
+    }
+  const expr::Space space = expr::make_space(walk, strides, NI, /*reorder=*/false);
   const std::int64_t inner = space.inner();
   const std::int64_t blocks = (np + kPoolBlock - 1) / kPoolBlock, tasks = nb * blocks;
   // Per-channel sums of each task and term (terms over positions only; the others leave theirs unused).
@@ -70,29 +83,48 @@ void pool_sums(const Dims& full, const std::tuple<View<const I>...>& ins,
     std::tuple<std::vector<O>...> rows;  // per-position sums of the channel-axis terms
     std::size_t k = 0;
     std::apply([&](auto&... r) { ((r.assign(static_cast<std::size_t>(len), O(0))), ...); }, rows);
-    for (std::int64_t c = 0; c < nc; ++c) {
-      double* chan = partial.data() + (static_cast<std::size_t>(task) * NT) * static_cast<std::size_t>(nc) + c;
-      for (std::int64_t j = j0; j < j0 + len;) {
-        const std::int64_t linear = (b * nc + c) * np + j;
-        const std::int64_t n = std::min({kChunk, j0 + len - j, inner - linear % inner});
-        auto body = [&](const auto&... x) {
-          k = 0;
-          auto one = [&](const auto& term, auto& row) {
-            using Out = typename std::remove_reference_t<decltype(row)>::value_type;
-            if (term.out.data) {
-              if (term.axis == expr::PoolAxis::channels)
-                ArrayMap<Out>(row.data() + (j - j0), n) += term.f(x...);
-              else
-                chan[k * static_cast<std::size_t>(nc)] += static_cast<double>(term.f(x...).sum());
-            }
-            ++k;
-          };
-          std::apply([&](const auto&... t) { std::apply([&](auto&... r) { (one(t, r), ...); }, rows); }, terms);
+    double* task_chan = partial.data() + (static_cast<std::size_t>(task) * NT) * static_cast<std::size_t>(nc);
+    // Runs every term on `n` elements from `linear`: elements of channel c at positions j.. (channels
+    // outer) or of position j at channels c.. (channels inner).
+    auto run = [&](std::int64_t linear, std::int64_t n, std::int64_t c, std::int64_t j) {
+      auto body = [&](const auto&... x) {
+        k = 0;
+        auto one = [&](const auto& term, auto& row) {
+          using Out = typename std::remove_reference_t<decltype(row)>::value_type;
+          double* chan = task_chan + k * static_cast<std::size_t>(nc) + c;
+          ++k;
+          if (!term.out.data) return;
+          const bool over_channels = term.axis == expr::PoolAxis::channels;
+          if (!channels_inner && over_channels)
+            ArrayMap<Out>(row.data() + (j - j0), n) += term.f(x...);
+          else if (!channels_inner)
+            *chan += static_cast<double>(term.f(x...).sum());
+          else if (over_channels)
+            row[static_cast<std::size_t>(j - j0)] += static_cast<Out>(term.f(x...).sum());
+          else
+            Eigen::Map<Eigen::ArrayXd>(chan, n) += term.f(x...).template cast<double>();
         };
-        detail::run_chunk(space, body, ins, std::tuple<>{}, linear, n, std::make_index_sequence<NI>{},
-                          std::make_index_sequence<0>{});
-        j += n;
-      }
+        std::apply([&](const auto&... t) { std::apply([&](auto&... r) { (one(t, r), ...); }, rows); }, terms);
+      };
+      detail::run_chunk(space, body, ins, std::tuple<>{}, linear, n, std::make_index_sequence<NI>{},
+                        std::make_index_sequence<0>{});
+    };
+    if (channels_inner) {
+      for (std::int64_t j = j0; j < j0 + len; ++j)
+        for (std::int64_t c = 0; c < nc;) {
+          const std::int64_t linear = (b * np + j) * nc + c;
+          const std::int64_t n = std::min({kChunk, nc - c, inner - linear % inner});
+          run(linear, n, c, j);
+          c += n;
+        }
+    } else {
+      for (std::int64_t c = 0; c < nc; ++c)
+        for (std::int64_t j = j0; j < j0 + len;) {
+          const std::int64_t linear = (b * nc + c) * np + j;
+          const std::int64_t n = std::min({kChunk, j0 + len - j, inner - linear % inner});
+          run(linear, n, c, j);
+          j += n;
+        }
     }
     // This task's positions of the channel-axis outputs are complete.
     auto store = [&](const auto& term, const auto& row) {

@@ -119,14 +119,35 @@ struct packet_rows : std::false_type {};
 template <class Op>
 struct packet_rows<Op, std::void_t<decltype(Op::kPacketRows)>> : std::bool_constant<Op::kPacketRows> {};
 
+/// The operands' pointers at element offsets `off` (inputs first): (input pointers, output pointers).
+template <class... I, class... O, std::size_t... KI, std::size_t... KO>
+auto row_pointers(const std::tuple<View<const I>...>& ins, const std::tuple<View<O>...>& outs,
+                  const std::int64_t* off, std::index_sequence<KI...>, std::index_sequence<KO...>) {
+  return std::make_pair(std::make_tuple((std::get<KI>(ins).data + off[KI])...),
+                        std::make_tuple((std::get<KO>(outs).data + off[sizeof...(KI) + KO])...));
+}
+
 template <class... I, class... O, std::size_t... KI, std::size_t... KO>
 auto make_host_row(const std::tuple<View<const I>...>& ins, const std::tuple<View<O>...>& outs,
-                   const std::int64_t* off, const expr::Rows& rows, std::index_sequence<KI...>,
-                   std::index_sequence<KO...>) {
-  auto in_ptrs = std::make_tuple((std::get<KI>(ins).data + off[KI])...);
-  auto out_ptrs = std::make_tuple((std::get<KO>(outs).data + off[sizeof...(KI) + KO])...);
+                   const std::int64_t* off, const expr::Rows& rows, std::index_sequence<KI...> ki,
+                   std::index_sequence<KO...> ko) {
+  auto [in_ptrs, out_ptrs] = row_pointers(ins, outs, off, ki, ko);
   return HostRow<decltype(in_ptrs), decltype(out_ptrs)>{in_ptrs, out_ptrs, rows.step, rows.step + sizeof...(KI),
                                                         rows.length};
+}
+
+/// op(row) with values of type V (a scalar, or a packet of rows); its result summed to a double
+/// (0 when op returns void).
+template <class V, class Op, class Row>
+double run_row(const Op& op, const Row& row) {
+  if constexpr (std::is_void_v<decltype(op.template operator()<V>(row))>) {
+    op.template operator()<V>(row);
+    return 0.0;
+  } else if constexpr (std::is_arithmetic_v<V>) {
+    return static_cast<double>(op.template operator()<V>(row));
+  } else {
+    return static_cast<double>(op.template operator()<V>(row).sum());
+  }
 }
 
 /// Runs op on every row of `rows`, kRowPacket neighbouring rows at a time along the innermost outer
@@ -136,7 +157,6 @@ template <class Acc, class Op, class... I, class... O>
 double packet_rowwise(const expr::Rows& rows, const std::int64_t* lane_step, Op op,
                       const std::tuple<View<const I>...>& ins, const std::tuple<View<O>...>& outs) {
   constexpr int NI = sizeof...(I), NO = sizeof...(O);
-  using P = math::Packet<Acc, kRowPacket>;
   const std::int64_t line = rows.outer.inner(), lines = rows.count() / line;
   const std::int64_t packets = line / kRowPacket, tail = line % kRowPacket, per_line = packets + tail;
   double total = 0;
@@ -149,26 +169,14 @@ double packet_rowwise(const expr::Rows& rows, const std::int64_t* lane_step, Op 
     std::int64_t off[expr::kMaxOperands] = {};
     rows.outer.offsets(r, off);
     if (k < packets) {
-      auto in_ptrs = std::apply([&](const auto&... v) { return std::make_tuple(v.data...); }, ins);
-      auto out_ptrs = std::apply([&](const auto&... v) { return std::make_tuple(v.data...); }, outs);
-      auto shift = [&](auto& ptrs, int base) {
-        int q = base;
-        std::apply([&](auto&... p) { ((p += off[q++]), ...); }, ptrs);
-      };
-      shift(in_ptrs, 0);
-      shift(out_ptrs, NI);
+      auto [in_ptrs, out_ptrs] =
+          row_pointers(ins, outs, off, std::make_index_sequence<NI>{}, std::make_index_sequence<NO>{});
       const HostPacketRow<decltype(in_ptrs), decltype(out_ptrs), kRowPacket> row{in_ptrs, out_ptrs, rows.step,
                                                                                  lane_step, rows.length};
-      if constexpr (std::is_void_v<decltype(op.template operator()<P>(row))>)
-        op.template operator()<P>(row);
-      else
-        total += static_cast<double>(op.template operator()<P>(row).sum());
+      total += run_row<math::Packet<Acc, kRowPacket>>(op, row);
     } else {
-      auto row = make_host_row(ins, outs, off, rows, std::make_index_sequence<NI>{}, std::make_index_sequence<NO>{});
-      if constexpr (std::is_void_v<decltype(op.template operator()<Acc>(row))>)
-        op.template operator()<Acc>(row);
-      else
-        total += static_cast<double>(op.template operator()<Acc>(row));
+      total += run_row<Acc>(
+          op, make_host_row(ins, outs, off, rows, std::make_index_sequence<NI>{}, std::make_index_sequence<NO>{}));
     }
   }
   return total;
@@ -188,7 +196,7 @@ double rowwise(const Dims& full, int axis, Op op, const std::tuple<View<const I>
   const std::int64_t count = rows.count();
   double total = 0;
   if constexpr (packet_rows<Op>::value) {
-    // Neighbouring rows adjacent (or broadcast) in every operand, and rows not contiguous themselves.
+    // Neighbouring rows adjacent (or broadcast) in every operand, and more than one element per row.
     const int last = rows.outer.rank - 1;
     bool adjacent = last >= 0 && rows.outer.shape[last] >= kRowPacket && rows.length > 1;
     std::int64_t lane_step[expr::kMaxOperands] = {};
@@ -204,12 +212,8 @@ double rowwise(const Dims& full, int axis, Op op, const std::tuple<View<const I>
   for (std::int64_t r = 0; r < count; ++r) {
     std::int64_t off[expr::kMaxOperands];
     rows.outer.offsets(r, off);
-    auto row = make_host_row(ins, outs, off, rows, std::make_index_sequence<NI>{}, std::make_index_sequence<NO>{});
-    if constexpr (std::is_void_v<decltype(op.template operator()<Acc>(row))>) {
-      op.template operator()<Acc>(row);
-    } else {
-      total += static_cast<double>(op.template operator()<Acc>(row));
-    }
+    total += run_row<Acc>(
+        op, make_host_row(ins, outs, off, rows, std::make_index_sequence<NI>{}, std::make_index_sequence<NO>{}));
   }
   return total;
 }

@@ -4,7 +4,9 @@
 
 #include "kdloss/config.hpp"
 #include "kdloss/core/device.hpp"
+#include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
+#include "kdloss/core/ragged.hpp"
 #include "kdloss/core/types.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"

@@ -6,7 +6,8 @@ namespace kdloss {
 
 /// How a per-element loss becomes its output, as PyTorch names it.
 /// batchmean (sum / size of dim 0) exists for the KL divergence only.
-enum class Reduction { none, mean, sum, batchmean };
+/// A default-constructed Reduction (`{}`) is mean, PyTorch's default: `none` must be asked for by name.
+enum class Reduction { mean, sum, none, batchmean };
 
 inline const char* to_string(Reduction r) {
   switch (r) {

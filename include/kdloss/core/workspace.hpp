@@ -22,10 +22,23 @@ struct Workspace {
   std::size_t bytes = 0;
 };
 
-/// How a call runs: its scratch memory and (on the GPU) its stream. Trailing argument of every entry point.
+/// A cuBLAS handle kept as an opaque pointer (cublasHandle_t), so host-only code needs no CUDA headers.
+/// Matrix products on the GPU run on the caller's handle (the PyTorch bridge passes torch's current one);
+/// kdloss sets the handle's stream to the call's stream for the duration of the call and restores it.
+/// A null handle on a GPU call that needs one is an error. Ignored by the host backend.
+struct BlasHandle {
+  void* handle = nullptr;
+  constexpr BlasHandle() = default;
+  template <class HandlePtr>
+  explicit BlasHandle(HandlePtr* h) : handle(static_cast<void*>(h)) {}
+};
+
+/// How a call runs: its scratch memory, (on the GPU) its stream, and the cuBLAS handle for the calls
+/// that multiply matrices. Trailing argument of every entry point.
 struct Exec {
   Workspace workspace{};
   Stream stream{};
+  BlasHandle blas{};
 };
 
 namespace detail {

@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/core/entry.hpp"
 #include "kdloss/core/math.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
@@ -54,11 +55,7 @@ View<A> channel_rows(A* p, const Geometry& g, Device d) {
   return View<A>(p, Dims{g.b, g.c}, Dims{g.c, 1}, d);
 }
 
-/// A view the caller left out (default-constructed): an optional input, or a gradient not requested.
-template <class T>
-bool absent(const View<T>& v) {
-  return v.data == nullptr && v.rank() == 0;
-}
+using ::kdloss::absent;  // core/entry.hpp: the one test for an optional view
 
 // ---------------------------------------------------------------------------------------------
 // Attention masks: row operations over the positions (or channels) of each image, two inputs

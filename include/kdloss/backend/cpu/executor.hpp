@@ -12,19 +12,14 @@
 #include <type_traits>
 #include <utility>
 
+#include "kdloss/backend/cpu/parallel.hpp"
 #include "kdloss/config.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/expr/space.hpp"
 
-#if KDLOSS_OPENMP
-#include <omp.h>
-#endif
-
 namespace kdloss::backend::cpu {
 
 inline constexpr std::int64_t kChunk = 1024;
-/// Below this many elements the work runs on one thread: thread start-up would cost more.
-inline constexpr std::int64_t kParallelThreshold = 1 << 15;
 
 template <class T>
 using ConstArrayMap = Eigen::Map<const Eigen::Array<std::remove_cv_t<T>, Eigen::Dynamic, 1>>;

@@ -12,25 +12,9 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kdloss/backend/cpu/parallel.hpp"
 #include "kdloss/config.hpp"
 #include "kdloss/ops/filter_plan.hpp"
-
-#if KDLOSS_OPENMP
-#include <omp.h>
-#endif
-
-// Hot host loops are compiled twice with GCC on x86-64 Linux (AVX2/FMA and baseline) and picked
-// at load time, since a header-only library cannot rely on the consumer's -march.
-#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && defined(__x86_64__) && \
-    defined(__linux__) && __GNUC__ >= 11 && !defined(KDLOSS_NO_TARGET_CLONES)
-#define KDLOSS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#define KDLOSS_CPU_ISA_NAMESPACE x86_64_v3_clones
-#else
-#define KDLOSS_CPU_CLONES
-#define KDLOSS_CPU_ISA_NAMESPACE portable
-#endif
-// The cloned functions live in an inline namespace named after the build, so a translation unit
-// built without clones (nvcc's, or clang's) never shares their symbols with one built with them.
 
 namespace kdloss::backend::cpu::filter {
 
@@ -197,27 +181,14 @@ void filter_plane_adjoint(const ops::detail::AxisPlan& rows, const ops::detail::
   }
 }
 
-/// Threads the host loops of a call use (scratch is carved per thread).
-inline int max_threads() {
-#if KDLOSS_OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-inline int thread_id() {
-#if KDLOSS_OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
+using ::kdloss::backend::cpu::max_threads;
+using ::kdloss::backend::cpu::thread_id;
 
 /// Runs plane(p, scratch_of_this_thread) for every plane; threads when the work is large enough.
 template <class A, class F>
 void for_each_plane(std::int64_t planes, std::int64_t work, A* scratch, std::int64_t per_thread, F plane) {
 #if KDLOSS_OPENMP
-#pragma omp parallel for schedule(dynamic, 1) if (work > (1 << 15) && planes > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (work > kParallelThreshold && planes > 1)
 #endif
   for (std::int64_t p = 0; p < planes; ++p) plane(p, scratch + static_cast<std::int64_t>(thread_id()) * per_thread);
   (void)work;

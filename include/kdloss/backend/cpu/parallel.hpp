@@ -1,0 +1,46 @@
+// kdloss/backend/cpu/parallel.hpp: the host backend's threads and instruction-set clones, in one place.
+#pragma once
+#include <cstdint>
+
+#include "kdloss/config.hpp"
+
+#if KDLOSS_OPENMP
+#include <omp.h>
+#endif
+
+// Hot host loops are compiled twice with GCC on x86-64 Linux (AVX2/FMA and baseline) and picked
+// at load time, since a header-only library cannot rely on the consumer's -march.
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && defined(__x86_64__) && \
+    defined(__linux__) && __GNUC__ >= 11 && !defined(KDLOSS_NO_TARGET_CLONES)
+#define KDLOSS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define KDLOSS_CPU_ISA_NAMESPACE x86_64_v3_clones
+#else
+#define KDLOSS_CPU_CLONES
+#define KDLOSS_CPU_ISA_NAMESPACE portable
+#endif
+// The cloned functions live in an inline namespace named after the build, so a translation unit
+// built without clones (nvcc's, or clang's) never shares their symbols with one built with them.
+
+namespace kdloss::backend::cpu {
+
+/// Below this much work (elements touched) a loop runs on one thread: thread start-up would cost more.
+inline constexpr std::int64_t kParallelThreshold = 1 << 15;
+
+/// Threads the host loops of a call use (per-thread scratch is carved for this many).
+inline int max_threads() {
+#if KDLOSS_OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+/// The calling thread's index inside a parallel region (0 outside one).
+inline int thread_id() {
+#if KDLOSS_OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+}  // namespace kdloss::backend::cpu

@@ -297,8 +297,11 @@ void gemm_rows(const expr::Gemm<T, T, T, E>& g, void* scratch, int threads) {
 template <class T, class E>
 void gemm(const expr::Gemm<T, T, T, E>& g, void* scratch, int threads) {
   if (g.m == 0 || g.n == 0 || g.outputs() == 0) return;
-  // The kernels write C along rows: a column-major C is the transposed problem C^T = B^T A^T.
-  if (std::abs(g.c.col) > std::abs(g.c.row) && !g.scale_only()) {
+  // The kernels write C along rows: a column-major C is the transposed problem C^T = B^T A^T. So is a
+  // product with a few columns (a bias gradient's grad_y * 1): micro tiles are wider than tall, and
+  // padding n = 1 to a whole tile would multiply the work.
+  const bool narrow = g.n < 8 && g.m > g.n;
+  if ((narrow || std::abs(g.c.col) > std::abs(g.c.row)) && !g.scale_only()) {
     expr::Gemm<T, T, T, gemm_detail::swapped_t<E>> t;
     t.batch = g.batch;
     t.m = g.n;

@@ -11,6 +11,7 @@ faster kdloss is) and the peak memory of one forward + backward.
     python3 bench/compare_torch.py --threads 2 --repeats 15
     python3 bench/compare_torch.py --device cuda        # on a GPU machine: CUDA events, CUDA memory stats
     python3 bench/compare_torch.py --shapes small --no-compile   # a quick run
+    python3 bench/compare_torch.py --cases matmul --threads 2   # ops::matmul vs torch.matmul (needs only torch)
 
 Both sides run with the same thread count (--threads, default: all cores): OMP_NUM_THREADS is set
 before torch loads and torch.set_num_threads() is called; kdloss's OpenMP loops and torch's
@@ -62,10 +63,12 @@ def parse_args():
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     p.add_argument("--native", action="store_true", help="note that kdloss_torch was built with KDLOSS_TORCH_NATIVE=1")
+    p.add_argument("--matmul-bench", default=None,
+                   help="the kdloss_bench_matmul_cpu binary of the matmul case (default: build/cpu/bench/)")
     return p.parse_args()
 
 
-CASE_NAMES = ["mse", "l1", "smooth_l1", "distance", "kl_div", "fbkd_code", "fbkd_paper", "ssim"]
+CASE_NAMES = ["mse", "l1", "smooth_l1", "distance", "kl_div", "fbkd_code", "fbkd_paper", "ssim", "matmul"]
 PYRAMID = [(2, 256, 200, 334), (2, 256, 100, 167), (2, 256, 50, 84), (2, 256, 25, 42)]
 SMALL = [(2, 32, 24, 40), (2, 32, 12, 20), (2, 32, 6, 10), (2, 32, 3, 5)]
 P3P4 = [(2, 256, 100, 167), (2, 256, 50, 84)]
@@ -80,8 +83,12 @@ sys.path[:0] = [os.path.join(ROOT, "python"), os.path.join(ROOT, "python", "test
 
 import torch  # noqa: E402
 
-import kdloss_torch as kd  # noqa: E402
-import reference_impl as ref  # noqa: E402
+try:  # the matmul case needs only torch and the Google Benchmark binary
+    import kdloss_torch as kd  # noqa: E402
+    import reference_impl as ref  # noqa: E402
+except ImportError as _bridge_error:
+    kd = ref = None
+    BRIDGE_ERROR = str(_bridge_error)
 
 
 # ---- cases: (kdloss function, reference function, which inputs get gradients) -------------------
@@ -266,6 +273,54 @@ def fmt_mb(b):
     return "n/a" if b is None else "%d" % round(b / 2 ** 20)
 
 
+# ---- matmul: ops::matmul (its Google Benchmark binary) against torch.matmul ---------------------
+
+MATMUL_SHAPES = [(2 * 100 * 167, 256, n) for n in (64, 128, 256)] + [(2 * 50 * 84, 256, n) for n in (64, 128, 256)]
+
+
+def matmul_compare(args):
+    """FPN 1x1 projections [M, K] x [K, N] in float32: each round runs the benchmark binary once (every
+    shape, the automatic host kernel, --benchmark_min_time=0.2) and then torch.matmul(a, b, out=c) on
+    the same shapes for as long; medians over the rounds. Same threads on both sides (OMP_NUM_THREADS
+    for the binary, torch.set_num_threads for torch). Returns the table's lines."""
+    import json
+    import subprocess
+    exe = args.matmul_bench or os.path.join(ROOT, "build", "cpu", "bench", "kdloss_bench_matmul_cpu")
+    if not os.path.exists(exe):
+        return None, "matmul: %s not found (cmake --build --preset cpu --target kdloss_bench_matmul_cpu)" % exe
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    kd_times = {s: [] for s in MATMUL_SHAPES}
+    torch_times = {s: [] for s in MATMUL_SHAPES}
+    gen = torch.Generator().manual_seed(0)
+    tensors = {}
+    for (m, k, n) in MATMUL_SHAPES:
+        tensors[(m, k, n)] = (torch.rand(m, k, generator=gen) * 2 - 1, torch.rand(k, n, generator=gen) * 2 - 1,
+                              torch.empty(m, n))
+    for _ in range(args.repeats):
+        out = subprocess.run([exe, "--benchmark_filter=^matmul/.*/automatic/", "--benchmark_format=json",
+                              "--benchmark_min_time=0.2"], env=env, capture_output=True, text=True, check=True)
+        for b in json.loads(out.stdout)["benchmarks"]:
+            dims = dict(kv.split("=") for kv in b["name"].split("/")[1].split(","))
+            shape = (int(dims["M"]), int(dims["K"]), int(dims["N"]))
+            scale = {"ms": 1e-3, "us": 1e-6, "ns": 1e-9, "s": 1.0}[b["time_unit"]]
+            kd_times[shape].append(b["real_time"] * scale)
+        for shape, (a, bm, c) in tensors.items():
+            torch.matmul(a, bm, out=c)
+            calls, t0 = [], time.perf_counter()
+            while time.perf_counter() - t0 < 0.2 or len(calls) < 3:
+                t = time.perf_counter()
+                torch.matmul(a, bm, out=c)
+                calls.append(time.perf_counter() - t)
+            torch_times[shape].append(statistics.median(calls))
+    lines = ["| [M, K] x [K, N] | kdloss ops::matmul (ms) | torch.matmul (ms) | kdloss speed / torch speed |",
+             "|---|---|---|---|"]
+    for shape in MATMUL_SHAPES:
+        tk, tt = statistics.median(kd_times[shape]), statistics.median(torch_times[shape])
+        lines.append("| [%d, %d] x [%d, %d] | %s | %s | %.2f |" % (shape[0], shape[1], shape[1], shape[2], fmt_ms(tk),
+                                                                  fmt_ms(tt), tt / tk))
+    return lines, None
+
+
 def main():
     global CLOCK
     args = ARGS
@@ -276,11 +331,22 @@ def main():
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("compare_torch.py: --device cuda but torch sees no GPU")
-    if device == "cuda" and not kd.cuda_backend:
+    if device == "cuda" and kd is not None and not kd.cuda_backend:
         sys.exit("compare_torch.py: kdloss_torch was built without CUDA (rebuild with KDLOSS_TORCH_CUDA=1)")
     dtype = getattr(torch, args.dtype)
     shapes = {"pyramid": PYRAMID, "p3p4": P3P4, "small": SMALL}[args.shapes]
     names = CASE_NAMES if args.cases == "all" else args.cases.split(",")
+    if "matmul" in names:
+        print("# matmul: threads %d, %d rounds, load average before: %.2f %.2f %.2f"
+              % ((args.threads, args.repeats) + os.getloadavg()))
+        lines, note = matmul_compare(args)
+        print("\n".join(lines) if lines else "note: " + note)
+        print("# load average after: %.2f %.2f %.2f\n" % os.getloadavg(), flush=True)
+        names = [n for n in names if n != "matmul"]
+        if not names:
+            return
+    if kd is None:
+        sys.exit("compare_torch.py: kdloss_torch is not importable (%s); build python/ first" % BRIDGE_ERROR)
     try:
         omp = ctypes.CDLL("libgomp.so.1").omp_get_max_threads()
     except OSError:

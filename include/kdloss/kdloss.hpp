@@ -14,5 +14,7 @@
 #include "kdloss/losses/fbkd/fbkd.hpp"
 #include "kdloss/losses/ssim/all.hpp"
 #include "kdloss/ops/filter.hpp"
+#include "kdloss/ops/linear.hpp"
+#include "kdloss/ops/matmul.hpp"
 #include "kdloss/ops/pooling.hpp"
 #include "kdloss/ops/softmax.hpp"

@@ -188,11 +188,16 @@ TEST_CASE("matmul: the epilogue sees every final element with its (batch, i, j),
 
 TEST_CASE("matmul: the bits do not depend on the thread count (1, 2, 3 threads)") {
 #if KDLOSS_OPENMP
-  const std::int64_t batch = 2, m = 300, n = 90, k = 270;
-  const auto a = cast<float>(random_vector<double>(batch * m * k, 12));
-  const auto b = cast<float>(random_vector<double>(batch * k * n, 13));
+  // A tall C (threads split rows and share B's packed block) and a wide one (threads take column blocks).
+  struct S {
+    std::int64_t m, n, k;
+  };
+  for (const S& s : {S{300, 90, 270}, S{40, 4200, 100}})
   for (GemmKernel kernel : kKernels)
     for (bool sum : {false, true}) {
+      const std::int64_t batch = 2, m = s.m, n = s.n, k = s.k;
+      const auto a = cast<float>(random_vector<double>(batch * m * k, 12));
+      const auto b = cast<float>(random_vector<double>(batch * k * n, 13));
       CAPTURE(backend::cpu::to_string(kernel));
       CAPTURE(sum);
       KernelScope ks(kernel);

@@ -335,3 +335,24 @@ KDLOSS_GPU_TEST("matmul: GPU (cuBLAS) agrees with the CPU for float, double, hal
     }
 #endif
 }
+
+TEST_CASE("matmul: the usage examples of ops/matmul.hpp compile and run") {
+  std::vector<float> xb(2 * 100 * 167 * 256, 0.5f), wb(256 * 64, 0.25f), yb(2 * 100 * 167 * 64);
+  const float* x = xb.data();
+  const float* w = wb.data();
+  float* y = yb.data();
+  // --- from ops::matmul's comment ---
+  kdloss::ops::MatmulArgs<float> p{kdloss::host_view(x, {2 * 100 * 167, 256}),
+                                   kdloss::host_view(w, {256, 64}), kdloss::host_view(y, {2 * 100 * 167, 64})};
+  kdloss::ops::matmul(p);
+  // ---
+  CHECK(yb.front() == doctest::Approx(256 * 0.125));
+  CHECK(yb.back() == doctest::Approx(256 * 0.125));
+  std::vector<float> qb(2 * 64 * 32, 1.f), kb(2 * 64 * 32, 2.f), sb(2 * 64 * 64);
+  float *q = qb.data(), *k = kb.data(), *s = sb.data();
+  // --- from the thin wrapper's comment ---
+  kdloss::ops::matmul(kdloss::host_view(q, {2, 64, 32}), kdloss::host_view(k, {2, 64, 32}),
+                      kdloss::host_view(s, {2, 64, 64}), {/*trans_a=*/false, /*trans_b=*/true});
+  // ---
+  CHECK(sb == std::vector<float>(sb.size(), 64.f));
+}

@@ -282,3 +282,46 @@ KDLOSS_GPU_TEST("linear: GPU agrees with the CPU (NCHW and NHWC, forward and acc
     }
 #endif
 }
+
+TEST_CASE("linear: the usage examples of ops/linear.hpp compile and run") {
+  std::vector<float> fb(2 * 256 * 100 * 167, 1.f), wb(64 * 256, 0.5f), bb(64, 1.f), ob(2 * 64 * 100 * 167),
+      gob(2 * 64 * 100 * 167, 1.f), gwb(64 * 256, 2.f);
+  const float *feat = fb.data(), *w = wb.data(), *b = bb.data(), *grad_out = gob.data();
+  float *out = ob.data(), *grad_w = gwb.data();
+  // --- from ops::linear's comment ---
+  kdloss::ops::LinearArgs<float> l;
+  l.x = kdloss::host_view<const float>(feat, {2, 256, 100, 167});   // NCHW
+  l.weight = kdloss::host_view<const float>(w, {64, 256});
+  l.bias = kdloss::host_view<const float>(b, {64});
+  l.y = kdloss::host_view(out, {2, 64, 100, 167});
+  kdloss::ops::linear(l, kdloss::Mode::forward);
+  l.grad_y = kdloss::host_view<const float>(grad_out, {2, 64, 100, 167});
+  l.grad_weight = kdloss::host_view(grad_w, {64, 256});
+  l.options.param_grads.beta = 1.0;                                  // accumulate, as autograd does
+  kdloss::ops::linear(l, kdloss::Mode::backward);
+  // ---
+  CHECK(ob.front() == doctest::Approx(129.f));
+  CHECK(gwb.front() == doctest::Approx(2.f + 2 * 100 * 167));
+  const std::int64_t N = 10;
+  std::vector<float> xr(N * 256, 1.f), yr(N * 64);
+  const float* xp = xr.data();
+  float* yp = yr.data();
+  // --- from linear_forward's comment (x, w, y renamed) ---
+  kdloss::ops::linear_forward(kdloss::host_view<const float>(xp, {N, 256}), kdloss::host_view<const float>(w, {64, 256}),
+                              kdloss::View<const float>{}, kdloss::host_view(yp, {N, 64}));
+  // ---
+  CHECK(yr == std::vector<float>(yr.size(), 128.f));
+  std::vector<float> gxr(N * 256), gbr(64, 1.f), gyr(N * 64, 1.f), gwr(64 * 256, 1.f);
+  const auto x = kdloss::host_view<const float>(xp, {N, 256});
+  const auto wv = kdloss::host_view<const float>(w, {64, 256});
+  const auto grad_y = kdloss::host_view<const float>(gyr.data(), {N, 64});
+  const auto grad_x = kdloss::host_view(gxr.data(), {N, 256});
+  const auto grad_wv = kdloss::host_view(gwr.data(), {64, 256});
+  const auto grad_b = kdloss::host_view(gbr.data(), {64});
+  // --- from linear_backward's comment (w, grad_w renamed) ---
+  kdloss::ops::linear_backward(x, wv, grad_y, grad_x, grad_wv, grad_b, {{/*beta=*/1.0}});
+  // ---
+  CHECK(gbr == std::vector<float>(64, 1.f + N));
+  CHECK(gwr == std::vector<float>(64 * 256, 1.f + N));
+  CHECK(gxr == std::vector<float>(N * 256, 32.f));
+}

@@ -188,11 +188,16 @@ TEST_CASE("matmul: the epilogue sees every final element with its (batch, i, j),
 
 TEST_CASE("matmul: the bits do not depend on the thread count (1, 2, 3 threads)") {
 #if KDLOSS_OPENMP
-  const std::int64_t batch = 2, m = 300, n = 90, k = 270;
-  const auto a = cast<float>(random_vector<double>(batch * m * k, 12));
-  const auto b = cast<float>(random_vector<double>(batch * k * n, 13));
+  // A tall C (threads split rows and share B's packed block) and a wide one (threads take column blocks).
+  struct S {
+    std::int64_t m, n, k;
+  };
+  for (const S& s : {S{300, 90, 270}, S{40, 4200, 100}})
   for (GemmKernel kernel : kKernels)
     for (bool sum : {false, true}) {
+      const std::int64_t batch = 2, m = s.m, n = s.n, k = s.k;
+      const auto a = cast<float>(random_vector<double>(batch * m * k, 12));
+      const auto b = cast<float>(random_vector<double>(batch * k * n, 13));
       CAPTURE(backend::cpu::to_string(kernel));
       CAPTURE(sum);
       KernelScope ks(kernel);
@@ -329,4 +334,25 @@ KDLOSS_GPU_TEST("matmul: GPU (cuBLAS) agrees with the CPU for float, double, hal
       check_close(got, want, t, t * std::sqrt(double(k)));
     }
 #endif
+}
+
+TEST_CASE("matmul: the usage examples of ops/matmul.hpp compile and run") {
+  std::vector<float> xb(2 * 100 * 167 * 256, 0.5f), wb(256 * 64, 0.25f), yb(2 * 100 * 167 * 64);
+  const float* x = xb.data();
+  const float* w = wb.data();
+  float* y = yb.data();
+  // --- from ops::matmul's comment ---
+  kdloss::ops::MatmulArgs<float> p{kdloss::host_view(x, {2 * 100 * 167, 256}),
+                                   kdloss::host_view(w, {256, 64}), kdloss::host_view(y, {2 * 100 * 167, 64})};
+  kdloss::ops::matmul(p);
+  // ---
+  CHECK(yb.front() == doctest::Approx(256 * 0.125));
+  CHECK(yb.back() == doctest::Approx(256 * 0.125));
+  std::vector<float> qb(2 * 64 * 32, 1.f), kb(2 * 64 * 32, 2.f), sb(2 * 64 * 64);
+  float *q = qb.data(), *k = kb.data(), *s = sb.data();
+  // --- from the thin wrapper's comment ---
+  kdloss::ops::matmul(kdloss::host_view(q, {2, 64, 32}), kdloss::host_view(k, {2, 64, 32}),
+                      kdloss::host_view(s, {2, 64, 64}), {/*trans_a=*/false, /*trans_b=*/true});
+  // ---
+  CHECK(sb == std::vector<float>(sb.size(), 64.f));
 }

@@ -243,8 +243,7 @@ template <class T>
 std::size_t gemm_scratch_bytes(std::int64_t m, std::int64_t n, std::int64_t k, int threads) {
   std::int64_t elems = gemm_detail::eigen_pack_elems<T>(m, n, k);
 #if KDLOSS_GEMM_OWN_KERNELS
-  const std::int64_t own = std::max(gemm_avx2::b_block_elems<T>() + threads * gemm_avx2::a_block_elems<T>(),
-                                    gemm_avx512::b_block_elems<T>() + threads * gemm_avx512::a_block_elems<T>());
+  const std::int64_t own = threads * std::max(gemm_avx2::thread_elems<T>(), gemm_avx512::thread_elems<T>());
   elems = std::max(elems, own);
 #else
   (void)threads;
@@ -281,10 +280,10 @@ void gemm_rows(const expr::Gemm<T, T, T, E>& g, void* scratch, int threads) {
   switch (gemm_kernel()) {
 #if KDLOSS_GEMM_OWN_KERNELS
     case GemmKernel::avx512:
-      gemm_avx512::run(g, base, base + gemm_avx512::b_block_elems<T>(), threads);
+      gemm_avx512::run(g, base, threads);
       return;
     case GemmKernel::avx2:
-      gemm_avx2::run(g, base, base + gemm_avx2::b_block_elems<T>(), threads);
+      gemm_avx2::run(g, base, threads);
       return;
 #endif
     default:

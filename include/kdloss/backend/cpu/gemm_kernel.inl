@@ -132,7 +132,7 @@ inline void write_tile(const T* tile, int mr, int nr, const expr::MatOperand<T>&
   }
 }
 
-/// Scratch (elements of T) the driver carves: one shared B block and one A block per thread.
+/// Scratch (elements of T) of one thread: a block of B and a block of A.
 template <class T>
 constexpr std::int64_t b_block_elems() {
   return kKC * ((kNC + Shape<T>::NR - 1) / Shape<T>::NR * Shape<T>::NR);
@@ -141,30 +141,92 @@ template <class T>
 constexpr std::int64_t a_block_elems() {
   return kKC * ((kMC + Shape<T>::MR - 1) / Shape<T>::MR * Shape<T>::MR);
 }
+template <class T>
+constexpr std::int64_t thread_elems() {
+  return b_block_elems<T>() + a_block_elems<T>();
+}
 
-/// Evaluates g with `threads` threads. `bpack` holds b_block_elems, `apack` threads * a_block_elems.
+/// One depth block of one row block against packed B panels [g0, g1) of the column block at j0:
+/// packs the rows of A, runs the micro kernel and writes the tiles.
 template <class T, class E>
-void run(const expr::Gemm<T, T, T, E>& g, T* bpack, T* apack, int threads) {
+inline void run_rows(const expr::Gemm<T, T, T, E>& g, std::int64_t b, std::int64_t o, std::int64_t cb, std::int64_t i0,
+                     std::int64_t j0, std::int64_t nc, std::int64_t g0, std::int64_t g1, std::int64_t p0,
+                     std::int64_t kc, bool first, bool last, const T* bpack, T* abuf) {
   constexpr int MR = Shape<T>::MR, NR = Shape<T>::NR;
+  alignas(64) T tile[MR * NR];
+  const std::int64_t mc = std::min(kMC, g.m - i0);
+  pack_a(g.a, b, i0, mc, g.m, p0, kc, abuf);
+  for (std::int64_t jr = g0; jr < g1; jr += NR) {
+    const T* bp = bpack + (jr / NR) * NR * kc;
+    const int nr = static_cast<int>(std::min<std::int64_t>(NR, nc - jr));
+    for (std::int64_t ir = 0; ir < mc; ir += MR) {
+      micro_kernel(kc, abuf + ir * kc, bp, tile);
+      const int mr = static_cast<int>(std::min<std::int64_t>(MR, mc - ir));
+      write_tile(tile, mr, nr, g.c, cb, i0 + ir, j0 + jr, static_cast<T>(g.alpha), static_cast<T>(g.beta), first, last,
+                 g.epilogue, o);
+    }
+  }
+}
+
+/// Evaluates g with `threads` threads; `scratch` holds threads * thread_elems<T>().
+///
+/// Work is split one of two ways, with the same bits either way (every element of C sees the same
+/// depth blocks and batches in the same order):
+/// - by columns, when there are at least as many (output, column block) pairs as threads: each task
+///   packs its own block of B and runs every row, depth block and batch against it, with no barrier
+///   (a weight gradient's few columns and deep k run without a barrier per depth block);
+/// - by rows, otherwise (a tall C with few columns): B's block is packed once by all threads, then
+///   the (row block, column group) tasks share it.
+template <class T, class E>
+void run(const expr::Gemm<T, T, T, E>& g, T* scratch, int threads) {
+  constexpr int NR = Shape<T>::NR;
   constexpr std::int64_t kGroup = Shape<T>::kGroup;
   const std::int64_t m = g.m, n = g.n, k = g.k;
-  const T alpha = static_cast<T>(g.alpha), beta = static_cast<T>(g.beta);
   const std::int64_t per_out = g.sum_batches ? g.batch : 1;
   const std::int64_t row_blocks = (m + kMC - 1) / kMC;
-  for (std::int64_t o = 0; o < g.outputs(); ++o) {
-    const std::int64_t cb = g.sum_batches ? 0 : o;
-    for (std::int64_t j0 = 0; j0 < n; j0 += kNC) {
-      const std::int64_t nc = std::min(kNC, n - j0);
+  // Column blocks of a multiple of NR (so the micro tiles, and the bits, are the same for any width),
+  // narrow enough to give every thread two of them, but at least kGroup wide (A is packed once per block).
+  const std::int64_t half_share = (n + 2 * threads - 1) / (2 * threads);
+  const std::int64_t wc = std::min<std::int64_t>(kNC, std::max<std::int64_t>(kGroup, (half_share + NR - 1) / NR * NR));
+  const std::int64_t col_blocks = (n + wc - 1) / wc;
+  const auto thread_block = [&](int tid) { return scratch + static_cast<std::int64_t>(tid) * thread_elems<T>(); };
+  const std::int64_t col_tasks = g.outputs() * col_blocks;
+  if (threads == 1 || col_tasks >= threads) {
+    const int nt = static_cast<int>(std::min<std::int64_t>(threads, col_tasks));
+#if KDLOSS_OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+#endif
+    for (std::int64_t t = 0; t < col_tasks; ++t) {
+      T* bbuf = thread_block(nt > 1 ? thread_id() : 0);
+      T* abuf = bbuf + b_block_elems<T>();
+      const std::int64_t o = t / col_blocks, j0 = (t % col_blocks) * wc, nc = std::min(wc, n - j0);
       const std::int64_t panels = (nc + NR - 1) / NR;
-      const std::int64_t groups = (nc + kGroup - 1) / kGroup;
       for (std::int64_t bb = 0; bb < per_out; ++bb) {
         const std::int64_t b = g.sum_batches ? bb : o;
         for (std::int64_t p0 = 0; p0 < k; p0 += kKC) {
           const std::int64_t kc = std::min(kKC, k - p0);
-          const bool first = bb == 0 && p0 == 0;
-          const bool last = bb == per_out - 1 && p0 + kc >= k;
-          const std::int64_t tasks = row_blocks * groups;
-          const int nt = static_cast<int>(std::min<std::int64_t>(threads, tasks));
+          const bool first = bb == 0 && p0 == 0, last = bb == per_out - 1 && p0 + kc >= k;
+          for (std::int64_t q = 0; q < panels; ++q) pack_b_panel(g.b, b, p0, kc, j0 + q * NR, n, bbuf + q * NR * kc);
+          for (std::int64_t r = 0; r < row_blocks; ++r)
+            run_rows(g, b, o, g.sum_batches ? 0 : o, r * kMC, j0, nc, 0, nc, p0, kc, first, last, bbuf, abuf);
+        }
+      }
+    }
+    return;
+  }
+  for (std::int64_t o = 0; o < g.outputs(); ++o) {
+    for (std::int64_t j0 = 0; j0 < n; j0 += kNC) {
+      const std::int64_t nc = std::min(kNC, n - j0);
+      const std::int64_t panels = (nc + NR - 1) / NR;
+      const std::int64_t groups = (nc + kGroup - 1) / kGroup;
+      const std::int64_t tasks = row_blocks * groups;
+      const int nt = static_cast<int>(std::min<std::int64_t>(threads, tasks));
+      T* bshared = thread_block(0);
+      for (std::int64_t bb = 0; bb < per_out; ++bb) {
+        const std::int64_t b = g.sum_batches ? bb : o;
+        for (std::int64_t p0 = 0; p0 < k; p0 += kKC) {
+          const std::int64_t kc = std::min(kKC, k - p0);
+          const bool first = bb == 0 && p0 == 0, last = bb == per_out - 1 && p0 + kc >= k;
 #if KDLOSS_OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
@@ -172,27 +234,15 @@ void run(const expr::Gemm<T, T, T, E>& g, T* bpack, T* apack, int threads) {
 #if KDLOSS_OPENMP
 #pragma omp for schedule(static)
 #endif
-            for (std::int64_t q = 0; q < panels; ++q)
-              pack_b_panel(g.b, b, p0, kc, j0 + q * NR, n, bpack + q * NR * kc);
-            T* abuf = apack + static_cast<std::int64_t>(nt > 1 ? thread_id() : 0) * a_block_elems<T>();
-            alignas(64) T tile[MR * NR];
+            for (std::int64_t q = 0; q < panels; ++q) pack_b_panel(g.b, b, p0, kc, j0 + q * NR, n, bshared + q * NR * kc);
+            T* abuf = thread_block(nt > 1 ? thread_id() : 0) + b_block_elems<T>();
 #if KDLOSS_OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
             for (std::int64_t t = 0; t < tasks; ++t) {
-              const std::int64_t i0 = (t / groups) * kMC, g0 = (t % groups) * kGroup;
-              const std::int64_t mc = std::min(kMC, m - i0);
-              pack_a(g.a, b, i0, mc, m, p0, kc, abuf);
-              const std::int64_t g1 = std::min(nc, g0 + kGroup);
-              for (std::int64_t jr = g0; jr < g1; jr += NR) {
-                const T* bp = bpack + (jr / NR) * NR * kc;
-                const int nr = static_cast<int>(std::min<std::int64_t>(NR, nc - jr));
-                for (std::int64_t ir = 0; ir < mc; ir += MR) {
-                  micro_kernel(kc, abuf + ir * kc, bp, tile);
-                  const int mr = static_cast<int>(std::min<std::int64_t>(MR, mc - ir));
-                  write_tile(tile, mr, nr, g.c, cb, i0 + ir, j0 + jr, alpha, beta, first, last, g.epilogue, o);
-                }
-              }
+              const std::int64_t g0 = (t % groups) * kGroup;
+              run_rows(g, b, o, g.sum_batches ? 0 : o, (t / groups) * kMC, j0, nc, g0, std::min(nc, g0 + kGroup), p0,
+                       kc, first, last, bshared, abuf);
             }
           }
         }

@@ -383,8 +383,8 @@ TEST_CASE("constant patches, zero maps and anti-correlated inputs give finite va
 }
 
 TEST_CASE("the clamp of (1 - S)/2 passes the gradient on [0, 1] (bounds included) and stops it outside") {
-  using ssim_detail::finish;
-  using ssim_detail::ValueKind;
+  using ssim::detail::finish;
+  using ssim::detail::ValueKind;
   double d = 0;
   CHECK(finish(ValueKind::clamped_loss, 0.2, &d) == doctest::Approx(0.4));
   CHECK(d == -0.5);

@@ -4,7 +4,7 @@
 // both backends as the head functor SsimHead<Form>.
 //
 // Statistics: var_x = max(P_xx - mu_x^2, 0), var_y likewise (clamped at zero, with zero gradient
-// where the clamp is active), cov = P_xy - mu_x mu_y (signed, never clamped).
+// where the clamp is active; a NaN passes through the clamp, as torch.clamp passes it), cov = P_xy - mu_x mu_y (signed, never clamped).
 // Forms:
 //   two_factor  S = (2 mu_x mu_y + C1)(2 cov + C2) / ((mu_x^2 + mu_y^2 + C1)(var_x + var_y + C2) + eps)
 //   cs          cs = (2 cov + C2) / (var_x + var_y + C2)              (pytorch-msssim's cs_map)
@@ -92,8 +92,8 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A head_eval(const Head& h, A mx, A my, A p
   A vx = pxx - mx * mx, vy = pyy - my * my;
   const A cov = pxy - mx * my;
   const A kx = vx > A(0) ? A(1) : A(0), ky = vy > A(0) ? A(1) : A(0);
-  vx = vx > A(0) ? vx : A(0);
-  vy = vy > A(0) ? vy : A(0);
+  vx = vx < A(0) ? A(0) : vx;  // max(var, 0) that keeps a NaN (torch.clamp does)
+  vy = vy < A(0) ? A(0) : vy;
   const A b2 = vx + vy + A(h.c2);
   A s, dvds;
   // d S / d (mu_x, mu_y) through the luminance terms only, and d S / d (var_x, var_y, cov).

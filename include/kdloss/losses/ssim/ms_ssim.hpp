@@ -10,7 +10,8 @@
 //
 // Conventions where pytorch-msssim would produce inf or NaN gradients: relu'd values (negative
 // cs or ssim, and MS-SSIM levels) have gradient 0 where the value is <= 0, and the product's
-// d/dv_i = w_i v_i^(w_i - 1) prod_{j != i} v_j^w_j is taken as 0 where v_i = 0.
+// d/dv_i = w_i v_i^(w_i - 1) prod_{j != i} v_j^w_j is taken as 0 where v_i = 0. A NaN level passes
+// the relu (torch.relu(nan) is nan): the product, and the gradient over the whole plane, are NaN.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -221,7 +222,7 @@ struct MsProduct {
     double ms = 1;
     for (int i = 0; i < levels; ++i) {
       const double v = sums[i * planes + p];
-      ms *= v > 0 ? (w[i] == 0 ? 1.0 : pow_(v, w[i])) : (w[i] == 0 ? 1.0 : 0.0);
+      ms *= w[i] == 0 ? 1.0 : (kept(v) ? pow_(v, w[i]) : 0.0);
     }
     out[p] = ms;
   }
@@ -229,6 +230,8 @@ struct MsProduct {
     using std::pow;
     return pow(v, e);
   }
+  /// relu keeps v: v > 0, or NaN (torch.relu(nan) is nan, so a NaN level makes the product NaN).
+  KDLOSS_HOST_DEVICE static bool kept(double v) { return v > 0 || v != v; }
 };
 /// MS-SSIM backward weights: weights[i][p] = up(p) * d ms / d v_i / area_i.
 template <class T>
@@ -245,12 +248,12 @@ struct MsWeights {
     for (int i = 0; i < levels; ++i) {
       const double vi = sums[i * planes + p];
       double d = 0;
-      if (vi > 0 && w[i] != 0) {
+      if (MsProduct::kept(vi) && w[i] != 0) {
         d = w[i] * MsProduct::pow_(vi, w[i] - 1);
         for (int j = 0; j < levels; ++j) {
           if (j == i || w[j] == 0) continue;
           const double vj = sums[j * planes + p];
-          d *= vj > 0 ? MsProduct::pow_(vj, w[j]) : 0.0;
+          d *= MsProduct::kept(vj) ? MsProduct::pow_(vj, w[j]) : 0.0;
         }
       }
       out[i * planes + p] = u * d * inv_area[i];

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "bench_common.hpp"
-#include "kdloss/losses/ssim/all.hpp"
+#include "kdloss/losses/ssim/ssim.hpp"
 #include "kdloss/ops/filter.hpp"
 
 namespace {

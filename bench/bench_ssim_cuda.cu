@@ -11,7 +11,7 @@
 
 #include "bench_common.hpp"
 #include "bench_common_cuda.cuh"
-#include "kdloss/losses/ssim/all.hpp"
+#include "kdloss/losses/ssim/ssim.hpp"
 #include "kdloss/ops/filter.hpp"
 
 namespace {

@@ -8,7 +8,7 @@
 #include <stb/stb_image_write.h>
 
 #include <kdloss/losses/feature/pointwise.hpp>
-#include <kdloss/losses/ssim/all.hpp>
+#include <kdloss/losses/ssim/ssim.hpp>
 #include <kdloss/ops/filter.hpp>
 
 #include <algorithm>

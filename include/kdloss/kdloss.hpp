@@ -12,7 +12,7 @@
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/losses/feature/feature.hpp"
 #include "kdloss/losses/fbkd/fbkd.hpp"
-#include "kdloss/losses/ssim/all.hpp"
+#include "kdloss/losses/ssim/ssim.hpp"
 #include "kdloss/ops/filter.hpp"
 #include "kdloss/ops/linear.hpp"
 #include "kdloss/ops/matmul.hpp"

@@ -4,7 +4,7 @@
 // docs/losses/ssim.md. Each binding runs one C++ entry point in one of three modes: forward (value),
 // backward (grad_out * d value / d student, and / d teacher when asked and the C++ API offers it) or
 // fused (value and d value / d student in one pass); kdloss_torch/ssim.py wraps them in autograd Functions.
-#include "kdloss/losses/ssim/all.hpp"
+#include "kdloss/losses/ssim/ssim.hpp"
 
 #include "common.hpp"
 

@@ -189,3 +189,37 @@ KDLOSS_GPU_TEST("gaussian_filter: GPU agrees with CPU (forward and adjoint, ever
     }
 #endif
 }
+
+TEST_CASE("gaussian_filter entry shape: Args, _check, _workspace_bytes, one run per Mode") {
+  const Dims shape{2, 3, 13, 17};
+  const auto x = random_vector<double>(static_cast<std::size_t>(shape.product()), 21);
+  const auto g = random_vector<double>(static_cast<std::size_t>(shape.product()), 22);
+  std::vector<double> out(x.size(), 7.0), gx(x.size(), 7.0), want_out(x.size()), want_gx(x.size());
+  ops::gaussian_filter(host_view(x.data(), shape), host_view(want_out.data(), shape));
+  ops::gaussian_filter_backward(host_view(g.data(), shape), host_view(want_gx.data(), shape));
+  ops::GaussianFilterArgs<double> a;
+  a.x = host_view(x.data(), shape);
+  a.out = host_view(out.data(), shape);
+  a.grad_out = host_view(g.data(), shape);
+  a.grad_x = host_view(gx.data(), shape);
+  CHECK(ops::gaussian_filter_workspace_bytes(a) == ops::gaussian_filter_workspace_bytes(host_view(x.data(), shape)));
+  ops::gaussian_filter_check(a, Mode::forward_backward);
+  ops::gaussian_filter(a, Mode::forward_backward);
+  check_close(out, want_out, 1e-15, 1e-15, "forward_backward value");
+  check_close(gx, want_gx, 1e-15, 1e-15, "forward_backward gradient");
+  // Backward needs no x: the unfiltered shape comes from grad_x.
+  ops::GaussianFilterArgs<double> b;
+  b.grad_out = a.grad_out;
+  b.grad_x = a.grad_x;
+  std::fill(gx.begin(), gx.end(), 7.0);
+  ops::gaussian_filter(b, Mode::backward);
+  check_close(gx, want_gx, 1e-15, 1e-15, "backward without x");
+  // A forward without x, or an output aliasing grad_out, throws and writes nothing.
+  std::fill(out.begin(), out.end(), 7.0);
+  kdloss_test::expect_error([&] { ops::gaussian_filter(b, Mode::forward); }, "argument 'x' is absent",
+                            [&] { for (double v : out) REQUIRE(v == 7.0); });
+  ops::GaussianFilterArgs<double> c = a;
+  c.out = host_view(const_cast<double*>(g.data()), shape);
+  kdloss_test::expect_error([&] { ops::gaussian_filter_check(c, Mode::forward_backward); }, "overlap",
+                            [&] { for (std::size_t i = 0; i < gx.size(); ++i) REQUIRE(gx[i] == want_gx[i]); });
+}

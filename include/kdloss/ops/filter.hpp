@@ -1,25 +1,27 @@
 // kdloss/ops/filter.hpp: the separable Gaussian window filter of the SSIM family as an op of its
 // own, forward and adjoint, depthwise over the last two dimensions: 'same' size with reflection
-// (numpy/PyTorch 'reflect', kornia's default) or zeros, or 'valid'. Plans: ops/filter_plan.hpp.
+// (numpy/PyTorch 'reflect', kornia's default) or zeros, or 'valid'. One axis of the filter is
+// described by expr/filter.hpp; the backends evaluate it (backend/dispatch_window.hpp).
 //
 // The backward is the exact adjoint: for 'reflect' it correlates the zero-padded gradient with the
 // window and folds the halo back onto the pixels it was read from; for 'valid' it zero-pads the
 // cropped gradient (reference section 3.1).
+//
+// Entry-point shape (core/entry.hpp): GaussianFilterArgs, gaussian_filter_check,
+// gaussian_filter_workspace_bytes, gaussian_filter(args, mode, exec); the wrappers
+// gaussian_filter(x, out) and gaussian_filter_backward(grad_out, grad_x) read like PyTorch.
 #pragma once
-#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
-#include "kdloss/backend/cpu/ssim_filter.hpp"
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/backend/dispatch_window.hpp"
+#include "kdloss/core/entry.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
-#include "kdloss/ops/filter_plan.hpp"
+#include "kdloss/expr/filter.hpp"
 #include "kdloss/ops/gaussian.hpp"
-
-#if KDLOSS_CUDA_ENABLED
-#include "kdloss/backend/cuda/ssim_filter.cuh"
-#endif
 
 namespace kdloss::ops {
 
@@ -28,6 +30,21 @@ struct FilterOptions {
   int window_size = 11;  ///< odd, 3 to 15
   double sigma = 1.5;    ///< > 0
   Padding padding = Padding::reflect;
+};
+
+/// Arguments of gaussian_filter. x and out are [H, W], [C, H, W] or [B, C, H, W] views with any
+/// strides; out (and grad_out) have x's shape ('same') or (H - F + 1, W - F + 1) in the last two
+/// dims ('valid'); grad_x has x's shape.
+///   forward           reads x, writes out = G * x
+///   backward          reads grad_out, writes grad_x = G^T grad_out (x may be absent)
+///   forward_backward  both, in one call
+template <class T>
+struct GaussianFilterArgs {
+  View<const T> x;
+  View<T> out;
+  View<const T> grad_out;
+  View<T> grad_x;
+  FilterOptions options;
 };
 
 namespace detail {
@@ -62,75 +79,122 @@ inline Dims filtered_shape(const Dims& in, const AxisPlan& rows, const AxisPlan&
   return d;
 }
 
-template <class Acc>
-Acc* carve_filter(kdloss::detail::Carver& carver, Device device, const AxisPlan& rows, const AxisPlan& cols,
-                  std::int64_t planes) {
-  if (device.is_host())
-    return carver.take<Acc>(static_cast<std::size_t>(backend::cpu::filter::plane_scratch(rows, cols) *
-                                                     backend::cpu::filter::max_threads()));
-  return carver.take<Acc>(static_cast<std::size_t>(planes * rows.n_in * cols.n_out));
+/// The unfiltered view of a call: x, or grad_x when x is absent (backward).
+template <class T>
+View<const T> unfiltered(const GaussianFilterArgs<T>& a) {
+  return present(a.x) ? a.x : View<const T>(a.grad_x);
 }
 
 template <class T>
-void filter_call(const char* fn, bool adjoint, View<const T> in, View<T> out, const FilterOptions& o,
-                 const Exec& exec) {
+void gaussian_filter_check(const char* fn, const GaussianFilterArgs<T>& a, Mode mode, AxisPlan& rows, AxisPlan& cols) {
   const kdloss::detail::Checker ck{fn};
-  const char* in_name = adjoint ? "grad_out" : "x";
-  const char* out_name = adjoint ? "grad_x" : "out";
-  ck.rank_between(in, in_name, 2, 4);
-  ck.rank_between(out, out_name, 2, 4);
-  ck.not_null(in, in_name);
-  ck.not_null(out, out_name);
-  ck.device(out, out_name, in.device);
-  kdloss::detail::require_backend<T>(fn, in.device);
-  AxisPlan rows, cols;
-  const Dims& full = adjoint ? out.shape : in.shape;  // the unfiltered shape
-  plan_filter(ck, full, o, rows, cols);
-  ck.shape(adjoint ? in : View<const T>(out), adjoint ? in_name : out_name, filtered_shape(full, rows, cols));
-  ck.unique(out, out_name);
-  ck.disjoint(out, out_name, in, in_name);
+  const bool fwd = writes_value(mode), bwd = writes_gradients(mode);
+  const View<const T> full = unfiltered(a);
+  const char* full_name = present(a.x) ? "x" : "grad_x";
+  kdloss::detail::require(fwd ? present(a.x) : present(full), fn, ": argument '", fwd ? "x" : "grad_x",
+                          "' is absent but mode ", to_string(mode), " needs it");
+  ck.rank_between(full, full_name, 2, 4);
+  ck.not_null(full, full_name);
+  kdloss::detail::require_backend<T>(fn, full.device);
+  plan_filter(ck, full.shape, a.options, rows, cols);
+  const Dims fshape = filtered_shape(full.shape, rows, cols);
+  auto output = [&](const View<T>& v, const char* name, const Dims& shape) {
+    ck.rank_between(v, name, 2, 4);
+    ck.not_null(v, name);
+    ck.device(v, name, full.device);
+    ck.shape(v, name, shape);
+    ck.unique(v, name);
+  };
+  if (fwd) {
+    output(a.out, "out", fshape);
+    ck.disjoint(a.out, "out", a.x, "x");
+  }
+  if (bwd) {
+    ck.rank_between(a.grad_out, "grad_out", 2, 4);
+    ck.not_null(a.grad_out, "grad_out");
+    ck.device(a.grad_out, "grad_out", full.device);
+    ck.shape(a.grad_out, "grad_out", fshape);
+    output(a.grad_x, "grad_x", full.shape);
+    ck.disjoint(a.grad_x, "grad_x", a.grad_out, "grad_out");
+    if (present(a.x)) ck.disjoint(a.grad_x, "grad_x", a.x, "x");
+    if (fwd) {
+      ck.disjoint(a.out, "out", a.grad_out, "grad_out");
+      ck.disjoint(a.grad_x, "grad_x", View<const T>(a.out), "out");
+    }
+  }
+}
+
+/// Planes of a [..., H, W] shape: the product of the leading extents.
+inline std::int64_t plane_count(const Dims& full) {
+  std::int64_t n = 1;
+  for (int d = 0; d + 2 < full.rank; ++d) n *= full[d];
+  return n;
+}
+
+template <class T>
+std::size_t gaussian_filter_bytes(const Dims& full, Device device, const AxisPlan& rows, const AxisPlan& cols) {
+  kdloss::detail::Carver sizer;
+  kdloss::detail::carve_separable_filter<acc_t<T>>(sizer, device, rows, cols, plane_count(full));
+  return sizer.bytes();
+}
+
+template <class T>
+void run_filter(Stream stream, const AxisPlan& rows, const AxisPlan& cols, bool adjoint, const View<const T>& in,
+                const View<T>& out, acc_t<T>* tmp) {
   const View<const T> in4 = as_planes(in);
   const View<T> out4 = as_planes(out);
-  const std::int64_t B = in4.shape[0], C = in4.shape[1], planes = B * C;
-  using Acc = acc_t<T>;
-  kdloss::detail::Carver sizer;
-  carve_filter<Acc>(sizer, in.device, rows, cols, planes);
-  kdloss::detail::HostScratch scratch;
-  kdloss::detail::Carver carver(kdloss::detail::resolve_workspace(fn, in.device, exec.workspace, sizer.bytes(), scratch));
-  Acc* tmp = carve_filter<Acc>(carver, in.device, rows, cols, planes);
-  if (planes == 0) return;
-  if (in.device.is_host()) {
-    if constexpr (kdloss::detail::host_types_v<T>) {
-      const std::int64_t per_thread = backend::cpu::filter::plane_scratch(rows, cols);
-      backend::cpu::filter::for_each_plane(planes, planes * rows.n_in * cols.n_in * rows.taps, tmp, per_thread,
-                                           [&](std::int64_t p, Acc* buf) {
-        const std::int64_t b = p / C, c = p % C;
-        const T* src = in4.data + b * in4.strides[0] + c * in4.strides[1];
-        T* dst = out4.data + b * out4.strides[0] + c * out4.strides[1];
-        if (adjoint)
-          backend::cpu::filter::filter_plane_adjoint(rows, cols, src, in4.strides[2], in4.strides[3], dst,
-                                                     out4.strides[2], out4.strides[3], buf);
-        else
-          backend::cpu::filter::filter_plane(rows, cols, src, in4.strides[2], in4.strides[3], dst, out4.strides[2],
-                                             out4.strides[3], buf);
-      });
-    }
-    return;
-  }
-#if KDLOSS_CUDA_ENABLED
-  backend::cuda::DeviceGuard guard(in.device);
-  const backend::cuda::filter::PlaneStrides is{{in4.strides[0], in4.strides[1], in4.strides[2], in4.strides[3]}};
-  const backend::cuda::filter::PlaneStrides os{{out4.strides[0], out4.strides[1], out4.strides[2], out4.strides[3]}};
-  if (adjoint)
-    backend::cuda::filter::filter_adjoint(rows, cols, B, C, in4.data, is, out4.data, os, tmp,
-                                          backend::cuda::stream_of(exec.stream));
-  else
-    backend::cuda::filter::filter(rows, cols, B, C, in4.data, is, out4.data, os, tmp,
-                                  backend::cuda::stream_of(exec.stream));
-#endif
+  std::int64_t is[4], os[4];
+  for (int d = 0; d < 4; ++d) is[d] = in4.strides[d], os[d] = out4.strides[d];
+  kdloss::detail::separable_filter(in.device, stream, rows, cols, adjoint, in4.shape[0], in4.shape[1], in4.data, is,
+                                   out4.data, os, tmp);
 }
 
 }  // namespace detail
+
+/// Throws kdloss::Error (naming the argument and the shapes) unless `args` is a valid call in
+/// `mode`; writes nothing.
+///
+///   kdloss::ops::GaussianFilterArgs<float> a;
+///   a.x = kdloss::host_view<const float>(feat, {2, 256, 100, 167});
+///   a.out = kdloss::host_view(smooth, {2, 256, 100, 167});
+///   kdloss::ops::gaussian_filter_check(a, kdloss::Mode::forward);
+template <class T>
+void gaussian_filter_check(const GaussianFilterArgs<T>& args, Mode mode) {
+  detail::AxisPlan rows, cols;
+  detail::gaussian_filter_check("kdloss::ops::gaussian_filter_check", args, mode, rows, cols);
+}
+
+/// Workspace bytes of gaussian_filter(args, mode) for every mode: per-thread plane rows on the
+/// host, one [planes, H, W_out] buffer on the GPU.
+///
+///   std::size_t bytes = kdloss::ops::gaussian_filter_workspace_bytes(a);
+template <class T>
+std::size_t gaussian_filter_workspace_bytes(const GaussianFilterArgs<T>& args) {
+  const kdloss::detail::Checker ck{"kdloss::ops::gaussian_filter_workspace_bytes"};
+  const View<const T> full = detail::unfiltered(args);
+  ck.rank_between(full, present(args.x) ? "x" : "grad_x", 2, 4);
+  detail::AxisPlan rows, cols;
+  detail::plan_filter(ck, full.shape, args.options, rows, cols);
+  return detail::gaussian_filter_bytes<T>(full.shape, full.device, rows, cols);
+}
+
+/// Checks, then runs: out = G * x (forward), grad_x = G^T grad_out (backward), or both.
+///
+///   kdloss::ops::gaussian_filter(a, kdloss::Mode::forward, {{scratch, bytes}, kdloss::Stream(stream)});
+template <class T>
+void gaussian_filter(const GaussianFilterArgs<T>& args, Mode mode, const Exec& exec = {}) {
+  const char* fn = mode == Mode::backward ? "kdloss::ops::gaussian_filter_backward" : "kdloss::ops::gaussian_filter";
+  detail::AxisPlan rows, cols;
+  detail::gaussian_filter_check(fn, args, mode, rows, cols);
+  const View<const T> full = detail::unfiltered(args);
+  kdloss::detail::HostScratch scratch;
+  kdloss::detail::Carver carver(kdloss::detail::resolve_workspace(
+      fn, full.device, exec.workspace, detail::gaussian_filter_bytes<T>(full.shape, full.device, rows, cols), scratch));
+  auto* tmp =
+      kdloss::detail::carve_separable_filter<acc_t<T>>(carver, full.device, rows, cols, detail::plane_count(full.shape));
+  if (writes_value(mode)) detail::run_filter(exec.stream, rows, cols, false, args.x, args.out, tmp);
+  if (writes_gradients(mode)) detail::run_filter(exec.stream, rows, cols, true, args.grad_out, args.grad_x, tmp);
+}
 
 /// out = G * x per plane: the normalised Gaussian window (gaussian_window) along both of the last
 /// two axes of a [H, W], [C, H, W] or [B, C, H, W] view with any strides. out has the input's shape
@@ -141,7 +205,11 @@ void filter_call(const char* fn, bool adjoint, View<const T> in, View<T> out, co
 ///                                kdloss::host_view(smooth.data(), {2, 256, 100, 167}));   // 11x11, sigma 1.5, reflect
 template <class X, class O>
 void gaussian_filter(const View<X>& x, const View<O>& out, const FilterOptions& options = {}, const Exec& exec = {}) {
-  detail::filter_call<O>("kdloss::ops::gaussian_filter", false, x, out, options, exec);
+  GaussianFilterArgs<O> a;
+  a.x = x;
+  a.out = out;
+  a.options = options;
+  gaussian_filter(a, Mode::forward, exec);
 }
 
 /// grad_x = G^T grad_out: the adjoint of gaussian_filter with the same options (reflected halo
@@ -152,23 +220,22 @@ void gaussian_filter(const View<X>& x, const View<O>& out, const FilterOptions& 
 template <class G, class O>
 void gaussian_filter_backward(const View<G>& grad_out, const View<O>& grad_x, const FilterOptions& options = {},
                               const Exec& exec = {}) {
-  detail::filter_call<O>("kdloss::ops::gaussian_filter_backward", true, grad_out, grad_x, options, exec);
+  GaussianFilterArgs<O> a;
+  a.grad_out = grad_out;
+  a.grad_x = grad_x;
+  a.options = options;
+  gaussian_filter(a, Mode::backward, exec);
 }
 
-/// Workspace of gaussian_filter / _backward on inputs of x's (unfiltered) shape: per-thread plane
-/// rows on the host, one [planes, H, W_out] buffer on the GPU.
+/// Workspace of gaussian_filter / _backward on inputs of x's (unfiltered) shape.
 ///
 ///   std::size_t bytes = kdloss::ops::gaussian_filter_workspace_bytes(kdloss::cuda_view<const float>(d_x, {2, 256, 100, 167}));
 template <class X>
 std::size_t gaussian_filter_workspace_bytes(const View<X>& x, const FilterOptions& options = {}) {
-  const kdloss::detail::Checker ck{"kdloss::ops::gaussian_filter_workspace_bytes"};
-  ck.rank_between(x, "x", 2, 4);
-  detail::AxisPlan rows, cols;
-  detail::plan_filter(ck, x.shape, options, rows, cols);
-  const auto x4 = detail::as_planes(x);
-  kdloss::detail::Carver sizer;
-  detail::carve_filter<acc_t<std::remove_cv_t<X>>>(sizer, x.device, rows, cols, x4.shape[0] * x4.shape[1]);
-  return sizer.bytes();
+  GaussianFilterArgs<std::remove_cv_t<X>> a;
+  a.x = x;
+  a.options = options;
+  return gaussian_filter_workspace_bytes(a);
 }
 
 }  // namespace kdloss::ops

@@ -1,18 +1,28 @@
 // kdloss/ops/gaussian.hpp: the normalised 1-D Gaussian window of SSIM (kornia's
-// get_gaussian_kernel1d and pytorch-msssim's _fspecial_gauss_1d, which agree for odd sizes).
+// get_gaussian_kernel1d and pytorch-msssim's _fspecial_gauss_1d, which agree for odd sizes), and
+// the padding modes of the window filter (expr/filter.hpp describes one filtered axis).
 #pragma once
 #include <cmath>
 #include <vector>
 
 #include "kdloss/core/error.hpp"
+#include "kdloss/expr/filter.hpp"
 
 namespace kdloss::ops {
 
 /// Smallest and largest window a filter or SSIM call accepts at run time.
 inline constexpr int kMinWindow = 3;
-inline constexpr int kMaxWindow = 15;
+inline constexpr int kMaxWindow = expr::kMaxWindow;
+
+/// Padding of a window filter: reflect / zeros ('same' size) or valid (expr/filter.hpp).
+using Padding = expr::Padding;
+using expr::to_string;
 
 namespace detail {
+using expr::AxisPlan;
+using expr::identity_axis;
+using expr::make_axis;
+
 /// Throws unless `size` is odd and in [kMinWindow, kMaxWindow] and sigma is finite and > 0.
 inline void check_window(const char* fn, int size, double sigma) {
   kdloss::detail::require(size % 2 == 1, fn, ": argument 'window_size' must be odd but is ", size);

@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "kdloss/losses/ssim/all.hpp"
+#include "kdloss/losses/ssim/ssim.hpp"
 #include "kdloss/ops/filter.hpp"
 #include "losses/ssim/ssim_gpu.hpp"
 #include "support/device_buffer.cuh"

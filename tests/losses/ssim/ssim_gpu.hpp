@@ -6,7 +6,7 @@
 #include "kdloss/core/types.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/losses/ssim/options.hpp"
-#include "kdloss/ops/filter_plan.hpp"
+#include "kdloss/ops/gaussian.hpp"
 
 namespace kdloss_test {
 

@@ -339,3 +339,59 @@ KDLOSS_GPU_TEST("ssim_index / ms_ssim / mixture: GPU agrees with CPU (reductions
       }
 #endif
 }
+
+TEST_CASE("ms entry shape: Args, _check, _workspace_bytes, run per Mode; the mixture's teacher gradient") {
+  const Dims d{2, 2, 21, 18};
+  std::vector<double> s, t;
+  make_pair(d, 44, s, t);
+  const auto sv = host_view<const double>(s.data(), d), tv = host_view<const double>(t.data(), d);
+  MsSsimOptions o;
+  o.window_size = 3;
+  o.data_range = 1.0;
+  // ms_ssim(args, forward_backward) == the wrapper.
+  double want = 0, got = 0;
+  std::vector<double> want_g(s.size()), g(s.size());
+  kdloss::ms_ssim_forward_backward(sv, tv, host_scalar(&want), host_view(want_g.data(), d), o);
+  ssim::MsSsimArgs<double> m;
+  m.student = sv;
+  m.teacher = tv;
+  m.out = host_scalar(&got);
+  m.grad_student = host_view(g.data(), d);
+  m.options = o;
+  CHECK(ssim::ms_ssim_workspace_bytes(m) == kdloss::ms_ssim_workspace_bytes(sv, o));
+  ssim::ms_ssim_check(m, Mode::forward_backward);
+  ssim::ms_ssim(m, Mode::forward_backward);
+  CHECK(got == want);
+  check_close(g, want_g, 0, 0, "ms_ssim gradient");
+  // ssim_index(args): per-image values.
+  ssim::SsimIndexArgs<double> x;
+  std::vector<double> per(2), want_per(2);
+  x.student = sv;
+  x.teacher = tv;
+  x.out = host_view(per.data(), {2});
+  x.options = o;
+  x.reduction = ChannelReduction::per_image;
+  kdloss::ssim_index(sv, tv, host_view(want_per.data(), {2}), o, ChannelReduction::per_image);
+  CHECK(ssim::ssim_index_workspace_bytes(x) == kdloss::ssim_index_workspace_bytes(sv, o));
+  ssim::ssim_index(x, Mode::forward);
+  check_close(per, want_per, 0, 0, "ssim_index per_image");
+  x.out = host_scalar(&got);
+  throws_with([&] { ssim::ssim_index_check(x, Mode::forward); }, "kdloss::ssim_index_check: argument 'out'");
+  // The mixture through its Args also gives d loss / d teacher (central differences in double).
+  ssim::MsSsimL1LossArgs<double> l;
+  std::vector<double> gt(s.size());
+  l.student = sv;
+  l.teacher = tv;
+  l.out = host_scalar(&got);
+  l.grad_teacher = host_view(gt.data(), d);
+  l.options.ms_ssim = o;
+  CHECK(ssim::ms_ssim_l1_loss_workspace_bytes(l) == kdloss::ms_ssim_l1_loss_workspace_bytes(sv, l.options));
+  ssim::ms_ssim_l1_loss(l, Mode::forward_backward);
+  const auto at = probe_positions(d);
+  const auto want_gt = numeric_at(t, at, [&](const std::vector<double>& y) {
+    double v = 0;
+    kdloss::ms_ssim_l1_loss(sv, host_view<const double>(y.data(), d), host_scalar(&v), l.options);
+    return v;
+  });
+  check_close(pick(gt, at), want_gt, 1e-6, 1e-9, "mixture grad_teacher");
+}

@@ -383,8 +383,8 @@ TEST_CASE("constant patches, zero maps and anti-correlated inputs give finite va
 }
 
 TEST_CASE("the clamp of (1 - S)/2 passes the gradient on [0, 1] (bounds included) and stops it outside") {
-  using ssim_detail::finish;
-  using ssim_detail::ValueKind;
+  using ssim::detail::finish;
+  using ssim::detail::ValueKind;
   double d = 0;
   CHECK(finish(ValueKind::clamped_loss, 0.2, &d) == doctest::Approx(0.4));
   CHECK(d == -0.5);
@@ -584,4 +584,64 @@ KDLOSS_GPU_TEST("ssim_loss: a GPU call with a too small or null workspace throws
   CHECK_MESSAGE(null_ws.find("argument 'workspace' is null") != std::string::npos, null_ws);
   CHECK(after == 42.0f);
 #endif
+}
+
+TEST_CASE("ssim entry shape: Args structs, _check, _workspace_bytes and one run per Mode equal the wrappers") {
+  const Dims d{2, 2, 14, 16};
+  std::vector<double> s, t;
+  make_pair(d, 31, s, t);
+  const auto sv = host_view<const double>(s.data(), d), tv = host_view<const double>(t.data(), d);
+  SsimOptions o;
+  o.window_size = 5;
+  // ssim_loss(args, forward_backward) == the wrappers, and kdloss:: names are the kdloss::ssim:: ones.
+  double want = 0, got = 0;
+  std::vector<double> want_gs(s.size()), want_gt(s.size()), gs(s.size(), 3.0), gt(s.size(), 3.0);
+  kdloss::ssim_loss_forward_backward(sv, tv, host_scalar(&want), host_view(want_gs.data(), d),
+                                     host_view(want_gt.data(), d), o, Reduction::sum);
+  ssim::SsimLossArgs<double> a;
+  a.student = sv;
+  a.teacher = tv;
+  a.out = host_scalar(&got);
+  a.grad_student = host_view(gs.data(), d);
+  a.grad_teacher = host_view(gt.data(), d);
+  a.options = o;
+  a.reduction = Reduction::sum;
+  CHECK(ssim::ssim_loss_workspace_bytes(a) == kdloss::ssim_loss_workspace_bytes(sv, o));
+  ssim::ssim_loss_check(a, Mode::forward_backward);
+  ssim::ssim_loss(a, Mode::forward_backward);
+  CHECK(got == want);
+  check_close(gs, want_gs, 0, 0, "grad_student");
+  check_close(gt, want_gt, 0, 0, "grad_teacher");
+  // _check throws before anything is written: a grad_out that is not one element.
+  a.grad_out = host_view<const double>(s.data(), d);
+  std::fill(gs.begin(), gs.end(), 3.0);
+  throws_with([&] { ssim::ssim_loss(a, Mode::backward); }, "kdloss::ssim_loss_backward: argument 'grad_out' must hold one element");
+  for (double v : gs) REQUIRE(v == 3.0);
+  throws_with([&] { ssim::ssim_loss_check(a, Mode::backward); }, "kdloss::ssim_loss_check");
+
+  // ssim_map(args, forward_backward): the map and the gradient of its sum.
+  ssim::SsimMapArgs<double> m;
+  m.student = sv;
+  m.teacher = tv;
+  m.options = o;
+  std::vector<double> map(s.size()), want_map(s.size()), ones(s.size(), 1.0), gm(s.size()), want_gm(s.size());
+  kdloss::ssim_map(sv, tv, host_view(want_map.data(), d), o);
+  kdloss::ssim_map_backward(sv, tv, host_view<const double>(ones.data(), d), host_view(want_gm.data(), d), o);
+  m.out = host_view(map.data(), d);
+  m.grad_student = host_view(gm.data(), d);
+  CHECK(ssim::ssim_map_workspace_bytes(m) == kdloss::ssim_map_workspace_bytes(sv, o));
+  ssim::ssim_map(m, Mode::forward_backward);
+  check_close(map, want_map, 0, 0, "map");
+  check_close(gm, want_gm, 1e-12, 1e-14, "map gradient");
+
+  // ssim_pyramid_loss(args, mode) == the wrapper.
+  ssim::SsimPyramidLossArgs<double> p;
+  p.students = {sv, sv};
+  p.teachers = {tv, tv};
+  p.out = host_scalar(&got);
+  p.options = o;
+  kdloss::ssim_pyramid_loss(p.students, p.teachers, host_scalar(&want), o);
+  ssim::ssim_pyramid_loss(p, Mode::forward);
+  CHECK(got == want);
+  CHECK(ssim::ssim_pyramid_loss_workspace_bytes(p) == kdloss::ssim_pyramid_loss_workspace_bytes(p.students, o));
 }

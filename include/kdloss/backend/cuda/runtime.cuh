@@ -8,6 +8,7 @@
 #include <string>
 
 #include "kdloss/backend/cuda/launch.hpp"
+#include "kdloss/core/convert.hpp"
 #include "kdloss/core/device.hpp"
 #include "kdloss/core/error.hpp"
 
@@ -39,30 +40,9 @@ class DeviceGuard {
   int previous_ = 0;
 };
 
-template <class Acc, class T>
-__device__ __forceinline__ Acc load_as(const T* p) {
-  return static_cast<Acc>(*p);
-}
-template <class Acc>
-__device__ __forceinline__ Acc load_as(const __half* p) {
-  return static_cast<Acc>(__half2float(*p));
-}
-template <class Acc>
-__device__ __forceinline__ Acc load_as(const __nv_bfloat16* p) {
-  return static_cast<Acc>(__bfloat162float(*p));
-}
-template <class T, class Acc>
-__device__ __forceinline__ void store_as(T* p, Acc v) {
-  *p = static_cast<T>(v);
-}
-template <>
-__device__ __forceinline__ void store_as<__half, float>(__half* p, float v) {
-  *p = __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ void store_as<__nv_bfloat16, float>(__nv_bfloat16* p, float v) {
-  *p = __float2bfloat16_rn(v);
-}
+// Element conversions: the one helper in core/convert.hpp.
+using ::kdloss::load_as;
+using ::kdloss::store_as;
 
 }  // namespace kdloss::backend::cuda
 

@@ -1,43 +1,47 @@
 // kdloss/losses/ssim/engine.hpp: what every SSIM entry point shares: validation of inputs and
-// options, the filter plans, workspace carving, and dispatch of engine passes and small per-plane
-// steps to the backend of the call's device (no host synchronisation on the GPU).
+// options, the filter plans, and one pass of the windowed-statistics engine with the SSIM head
+// (expr/window_stats.hpp; backend/dispatch_window.hpp picks the backend, ops/planes.hpp holds the
+// per-plane steps). No device code and no host/device branches live here.
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
-#include "kdloss/backend/cpu/ssim.hpp"
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/backend/dispatch_window.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/types.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/expr/window_stats.hpp"
 #include "kdloss/losses/ssim/head.hpp"
 #include "kdloss/losses/ssim/options.hpp"
-#include "kdloss/ops/filter_plan.hpp"
 #include "kdloss/ops/gaussian.hpp"
+#include "kdloss/ops/planes.hpp"
 
-#if KDLOSS_CUDA_ENABLED
-#include "kdloss/backend/cuda/ssim.cuh"
-#endif
+namespace kdloss::ssim::detail {
 
-namespace kdloss::ssim_detail {
-
+using expr::AxisPlan;
+using expr::MinMaxNorm;
 using kdloss::detail::Carver;
 using kdloss::detail::Checker;
 using kdloss::detail::require;
-using ops::detail::AxisPlan;
-
-template <class T>
-void strides4(const View<T>& v, std::int64_t* s) {
-  for (int d = 0; d < 4; ++d) s[d] = v.strides[d];
-}
-
-/// What an entry point computes: the value, the gradient for an upstream gradient, or both.
-enum class Mode { forward, backward, fused };
+using kdloss::detail::WindowScratch;
+using ops::detail::strides4;
 
 // ---- validation ----
+
+/// The entry's name in messages, by mode (kdloss::ssim_loss, ..._backward, ..._forward_backward).
+struct EntryNames {
+  const char* forward;
+  const char* backward;
+  const char* forward_backward;
+  const char* operator()(Mode m) const {
+    return m == Mode::forward ? forward : m == Mode::backward ? backward : forward_backward;
+  }
+};
+
 
 template <class T>
 void check_pair(const Checker& ck, const View<const T>& s, const View<const T>& t, const char* a = "student",
@@ -119,158 +123,30 @@ inline Head msssim_head(const MsSsimOptions& o) {
   return h;
 }
 
-// ---- workspace ----
+// ---- one engine pass ----
 
-/// Host rows of the engine: max_threads() * thread_scratch elements of the accumulation type.
-template <class Acc>
-Acc* carve_rows(Carver& carver, Device device, const AxisPlan& rows, const AxisPlan& cols) {
-  if (!device.is_host()) return nullptr;
-  const std::int64_t n = backend::cpu::ssim::thread_scratch(rows, cols) * backend::cpu::filter::max_threads();
-  return carver.take<Acc>(static_cast<std::size_t>(n));
-}
-/// Per-block partial sums of a forward pass on the GPU (none on the host).
-template <class Acc>
-double* carve_blocks(Carver& carver, Device device, const AxisPlan& rows, const AxisPlan& cols, std::int64_t planes) {
-  if (device.is_host()) return nullptr;
-  return carver.take<double>(static_cast<std::size_t>(gpu_forward_blocks(rows, cols, planes, sizeof(Acc))));
-}
-
-// ---- dispatch ----
-
+/// One pass of the engine: the windowed-statistics pass' data, the SSIM constants and the form.
 template <class In, class G>
-void run_pass(Device device, Stream stream, const Pass<In, G>& P, void* host_rows, double* blocks) {
-  if (P.planes() == 0) return;
-  if (device.is_host()) {
-    if constexpr (kdloss::detail::host_types_v<In, G>)
-      backend::cpu::ssim::run(P, static_cast<acc_t<G>*>(host_rows));
-    return;
-  }
-#if KDLOSS_CUDA_ENABLED
-  backend::cuda::DeviceGuard guard(device);
-  backend::cuda::ssim::run(P, blocks, backend::cuda::stream_of(stream));
-#else
-  (void)stream, (void)blocks;
-#endif
-}
+struct Pass : expr::WindowStatsData<In, G> {
+  Head head;
+  Form form = Form::two_factor;
+};
 
-/// *out = offset + scale * sum of vals[0, n) (on the call's device).
-template <class O>
-void store_sum(Device device, Stream stream, const double* vals, std::int64_t n, double scale, O* out,
-               double offset = 0) {
-  if (device.is_host()) {
-    if constexpr (kdloss::detail::host_types_v<O>) {
-      double t = 0;
-      for (std::int64_t i = 0; i < n; ++i) t += vals[i];
-      *out = static_cast<O>(offset + t * scale);
-    }
-    return;
-  }
-#if KDLOSS_CUDA_ENABLED
-  backend::cuda::DeviceGuard guard(device);
-  backend::cuda::ssim::store_sum(vals, n, scale, offset, out, backend::cuda::stream_of(stream));
-#else
-  (void)stream;
-#endif
-}
-
-/// f(i) for i in [0, n), on the call's device (f is a KDLOSS_HOST_DEVICE functor).
-template <class F>
-void for_each(Device device, Stream stream, std::int64_t n, F f) {
-  if (n <= 0) return;
-  if (device.is_host()) {
-    for (std::int64_t i = 0; i < n; ++i) f(i);
-    return;
-  }
-#if KDLOSS_CUDA_ENABLED
-  backend::cuda::DeviceGuard guard(device);
-  backend::cuda::ssim::for_each(n, f, backend::cuda::stream_of(stream));
-#else
-  (void)stream;
-#endif
-}
-
-template <class In>
-void norm_stats(Device device, Stream stream, const View<const In>& x, const View<const In>& y, NormStats* out) {
-  std::int64_t xs[4], ys[4];
-  strides4(x, xs);
-  strides4(y, ys);
-  const Dims& d = x.shape;
-  if (d[0] * d[1] == 0) return;
-  if (device.is_host()) {
-    if constexpr (kdloss::detail::host_types_v<In>)
-      backend::cpu::ssim::norm_stats(d[0], d[1], d[2], d[3], x.data, xs, y.data, ys, out);
-    return;
-  }
-#if KDLOSS_CUDA_ENABLED
-  backend::cuda::DeviceGuard guard(device);
-  backend::cuda::ssim::norm_stats(d[0], d[1], d[2], d[3], x.data, xs, y.data, ys, out, backend::cuda::stream_of(stream));
-#else
-  (void)stream;
-#endif
-}
-
+/// Runs P on its device with the head functor of P.form.
 template <class In, class G>
-void norm_backward(Device device, Stream stream, const View<const In>& v, const View<G>& g, const NormStats* norm,
-                   int which) {
-  std::int64_t vs[4], gs[4];
-  strides4(v, vs);
-  strides4(g, gs);
-  const Dims& d = v.shape;
-  if (d[0] * d[1] == 0) return;
-  if (device.is_host()) {
-    if constexpr (kdloss::detail::host_types_v<In, G>)
-      backend::cpu::ssim::norm_backward(d[0], d[1], d[2], d[3], v.data, vs, g.data, gs, norm, which);
-    return;
+void run_pass(Device device, Stream stream, const Pass<In, G>& P, const WindowScratch& ws) {
+  const expr::WindowStatsData<In, G>& data = P;
+  switch (P.form) {
+    case Form::two_factor:
+      kdloss::detail::window_stats(device, stream, expr::WindowStatsPass<In, G, SsimHead<Form::two_factor>>(data, {P.head}), ws);
+      break;
+    case Form::cs:
+      kdloss::detail::window_stats(device, stream, expr::WindowStatsPass<In, G, SsimHead<Form::cs>>(data, {P.head}), ws);
+      break;
+    case Form::three:
+      kdloss::detail::window_stats(device, stream, expr::WindowStatsPass<In, G, SsimHead<Form::three>>(data, {P.head}), ws);
+      break;
   }
-#if KDLOSS_CUDA_ENABLED
-  backend::cuda::DeviceGuard guard(device);
-  backend::cuda::ssim::norm_backward(d[0], d[1], d[2], d[3], v.data, vs, g.data, gs, norm, which,
-                                     backend::cuda::stream_of(stream));
-#else
-  (void)stream;
-#endif
 }
 
-/// 2x2 average pool (MS-SSIM) of a [B, C, H, W] input given by pointer and strides into a
-/// contiguous [B*C, Ho, Wo] buffer of the accumulation type.
-template <class In, class A>
-void avg_pool(Device device, Stream stream, std::int64_t B, std::int64_t C, std::int64_t H, std::int64_t W,
-              const In* v, const std::int64_t* vs, const NormStats* norm, int which, A* out, std::int64_t Ho,
-              std::int64_t Wo) {
-  if (B * C == 0) return;
-  if (device.is_host()) {
-    if constexpr (kdloss::detail::host_types_v<In, A>)
-      backend::cpu::ssim::avg_pool(B, C, H, W, v, vs, norm, which, out, Ho, Wo);
-    return;
-  }
-#if KDLOSS_CUDA_ENABLED
-  backend::cuda::DeviceGuard guard(device);
-  backend::cuda::ssim::avg_pool(B, C, H, W, v, vs, norm, which, out, Ho, Wo, backend::cuda::stream_of(stream));
-#else
-  (void)stream;
-#endif
-}
-
-template <class In>
-void l1_plane_sums(Device device, Stream stream, const View<const In>& x, const View<const In>& y,
-                   const NormStats* norm, double* sums, double scale) {
-  std::int64_t xs[4], ys[4];
-  strides4(x, xs);
-  strides4(y, ys);
-  const Dims& d = x.shape;
-  if (d[0] * d[1] == 0) return;
-  if (device.is_host()) {
-    if constexpr (kdloss::detail::host_types_v<In>)
-      backend::cpu::ssim::l1_plane_sums(d[0], d[1], d[2], d[3], x.data, xs, y.data, ys, norm, sums, scale);
-    return;
-  }
-#if KDLOSS_CUDA_ENABLED
-  backend::cuda::DeviceGuard guard(device);
-  backend::cuda::ssim::l1_plane_sums(d[0], d[1], d[2], d[3], x.data, xs, y.data, ys, norm, sums, scale,
-                                     backend::cuda::stream_of(stream));
-#else
-  (void)stream;
-#endif
-}
-
-}  // namespace kdloss::ssim_detail
+}  // namespace kdloss::ssim::detail

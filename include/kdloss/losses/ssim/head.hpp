@@ -1,10 +1,10 @@
 // kdloss/losses/ssim/head.hpp: the per-pixel part of every SSIM variant, written once for host
 // and device: from the five window statistics (mu_x, mu_y, P_xx = G*x^2, P_yy, P_xy) to the value
-// and its partial derivatives, and the description of one pass of the SSIM engine that both
-// backends run (backend/cpu/ssim.hpp, backend/cuda/ssim.cuh).
+// and its partial derivatives. It enters the windowed-statistics pass (expr/window_stats.hpp) of
+// both backends as the head functor SsimHead<Form>.
 //
 // Statistics: var_x = max(P_xx - mu_x^2, 0), var_y likewise (clamped at zero, with zero gradient
-// where the clamp is active), cov = P_xy - mu_x mu_y (signed, never clamped).
+// where the clamp is active; a NaN passes through the clamp, as torch.clamp passes it), cov = P_xy - mu_x mu_y (signed, never clamped).
 // Forms:
 //   two_factor  S = (2 mu_x mu_y + C1)(2 cov + C2) / ((mu_x^2 + mu_y^2 + C1)(var_x + var_y + C2) + eps)
 //   cs          cs = (2 cov + C2) / (var_x + var_y + C2)              (pytorch-msssim's cs_map)
@@ -23,42 +23,11 @@
 
 #include "kdloss/config.hpp"
 #include "kdloss/core/math.hpp"
-#include "kdloss/ops/filter_plan.hpp"
+#include "kdloss/expr/window_stats.hpp"
 
-#if KDLOSS_CUDA_ENABLED
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#endif
+namespace kdloss::ssim::detail {
 
-namespace kdloss::ssim_detail {
-
-/// Element <-> double on host and device (half and bfloat16 through float).
-template <class T>
-KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE double to_double(const T& v) {
-  return static_cast<double>(v);
-}
-template <class T>
-KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE T from_double(double v) {
-  return static_cast<T>(v);
-}
-#if KDLOSS_CUDA_ENABLED
-template <>
-KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE double to_double<__half>(const __half& v) {
-  return static_cast<double>(__half2float(v));
-}
-template <>
-KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE double to_double<__nv_bfloat16>(const __nv_bfloat16& v) {
-  return static_cast<double>(__bfloat162float(v));
-}
-template <>
-KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE __half from_double<__half>(double v) {
-  return __float2half_rn(static_cast<float>(v));
-}
-template <>
-KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE __nv_bfloat16 from_double<__nv_bfloat16>(double v) {
-  return __float2bfloat16_rn(static_cast<float>(v));
-}
-#endif
+using expr::StatGrad;
 
 enum class Form { two_factor, cs, three };
 enum class ValueKind { index, half_loss, clamped_loss };
@@ -98,12 +67,6 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A signed_pow_grad(A x, double p) {
   return A(p) * pow(ax, A(p - 1.0));
 }
 
-/// Per-pixel partial derivatives of the value with respect to the five statistics.
-template <class A>
-struct StatGrad {
-  A mx, my, pxx, pyy, pxy;
-};
-
 /// The value a0 + a1 S, clamped to [0, 1] when c = 1, and d value / d S (the clamp passes the
 /// gradient on [0, 1], bounds included). Arithmetic only, so host pixel loops vectorise.
 template <class A>
@@ -129,8 +92,8 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A head_eval(const Head& h, A mx, A my, A p
   A vx = pxx - mx * mx, vy = pyy - my * my;
   const A cov = pxy - mx * my;
   const A kx = vx > A(0) ? A(1) : A(0), ky = vy > A(0) ? A(1) : A(0);
-  vx = vx > A(0) ? vx : A(0);
-  vy = vy > A(0) ? vy : A(0);
+  vx = vx < A(0) ? A(0) : vx;  // max(var, 0) that keeps a NaN (torch.clamp does)
+  vy = vy < A(0) ? A(0) : vy;
   const A b2 = vx + vy + A(h.c2);
   A s, dvds;
   // d S / d (mu_x, mu_y) through the luminance terms only, and d S / d (var_x, var_y, cov).
@@ -195,70 +158,14 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A head_eval(const Head& h, A mx, A my, A p
   return s;
 }
 
-// ---- GPU launch geometry (CUDA-free, so host translation units answer GPU workspace queries) ----
-
-/// Tiles of the GPU kernels: 32 columns by 16 rows (float accumulation) or 8 rows (double).
-inline constexpr int kGpuTileW = 32;
-KDLOSS_HOST_DEVICE constexpr int gpu_tile_h(std::size_t acc_bytes) { return acc_bytes == 8 ? 8 : 16; }
-/// Per-block partial sums a GPU pass may write: tiles of the input grid (which covers the output
-/// grid) times planes.
-inline std::int64_t gpu_forward_blocks(const ops::detail::AxisPlan& rows, const ops::detail::AxisPlan& cols,
-                                       std::int64_t planes, std::size_t acc_bytes) {
-  const std::int64_t th = gpu_tile_h(acc_bytes);
-  return ((rows.n_in + th - 1) / th) * ((cols.n_in + kGpuTileW - 1) / kGpuTileW) * planes;
-}
-
-/// Statistics of one pixel, in the engine's order.
-enum Stat : int { kMuX = 0, kMuY = 1, kPxx = 2, kPyy = 3, kPxy = 4, kStats = 5 };
-
-/// Per-plane min-max normalisation nu (see losses/ssim/options.hpp): nu(v) = scale * v + shift.
-/// Index 0 is x (student), 1 is y (teacher); argmin/argmax are flat h * W + w indices.
-struct NormStats {
-  double scale[2] = {1, 1}, shift[2] = {0, 0};
-  std::int64_t argmin[2] = {0, 0}, argmax[2] = {0, 0};
+/// The head functor of the windowed-statistics pass (expr/window_stats.hpp) for one form.
+template <Form F>
+struct SsimHead {
+  Head h;
+  template <bool Grad, class A>
+  KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A eval(A mx, A my, A pxx, A pyy, A pxy, A up, StatGrad<A>& g) const {
+    return head_eval<F, Grad, A>(h, mx, my, pxx, pyy, pxy, up, g);
+  }
 };
 
-/// One pass of the SSIM engine over B*C planes of x and y ([B, C, H, W] with element strides).
-/// Forward: the value of every output pixel, summed per plane (times sum_scale) and/or written to
-/// `map`. Backward: grad_x (and grad_y) = d(sum of up * value)/d(x, y), where up per pixel is
-/// (*up_scalar or 1) * up_factor * (up_plane[p] or 1) * (up_map[pixel] or 1), plus a quarter of the
-/// coarser level's gradient (MS-SSIM's average-pool adjoint) and l1_coef * sign(x - y) (mixture).
-template <class In, class G>
-struct Pass {
-  using Acc = acc_t<G>;
-  std::int64_t batch = 0, channels = 0;
-  ops::detail::AxisPlan rows, cols;
-  const In* x = nullptr;
-  std::int64_t xs[4] = {};
-  const In* y = nullptr;
-  std::int64_t ys[4] = {};
-  const NormStats* norm = nullptr;
-  Head head;
-  Form form = Form::two_factor;
-  // forward
-  G* map = nullptr;
-  std::int64_t map_s[4] = {};
-  double* plane_sums = nullptr;
-  double sum_scale = 1;
-  // backward
-  const G* up_scalar = nullptr;
-  double up_factor = 1;
-  const double* up_plane = nullptr;
-  const G* up_map = nullptr;
-  std::int64_t up_s[4] = {};
-  G* gx = nullptr;
-  std::int64_t gx_s[4] = {};
-  G* gy = nullptr;
-  std::int64_t gy_s[4] = {};
-  const Acc* coarse_x = nullptr;  // [planes, coarse_h, coarse_w], contiguous
-  const Acc* coarse_y = nullptr;
-  std::int64_t coarse_h = 0, coarse_w = 0;
-  int pool_ph = 0, pool_pw = 0;
-  double l1_coef = 0;
-  const G* l1_up = nullptr;  // when set, the l1 term is also multiplied by *l1_up
-
-  KDLOSS_HOST_DEVICE std::int64_t planes() const { return batch * channels; }
-  bool backward() const { return gx != nullptr || gy != nullptr; }
-};
-
-}  // namespace kdloss::ssim_detail
+}  // namespace kdloss::ssim::detail

@@ -10,16 +10,44 @@
 //
 // Conventions where pytorch-msssim would produce inf or NaN gradients: relu'd values (negative
 // cs or ssim, and MS-SSIM levels) have gradient 0 where the value is <= 0, and the product's
-// d/dv_i = w_i v_i^(w_i - 1) prod_{j != i} v_j^w_j is taken as 0 where v_i = 0.
+// d/dv_i = w_i v_i^(w_i - 1) prod_{j != i} v_j^w_j is taken as 0 where v_i = 0. A NaN level passes
+// the relu (torch.relu(nan) is nan): the product, and the gradient over the whole plane, are NaN.
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "kdloss/losses/ssim/engine.hpp"
+#include "kdloss/losses/ssim/kornia.hpp"
 
-namespace kdloss {
-namespace ssim_detail {
+namespace kdloss::ssim {
+
+/// Arguments of ssim_index and ms_ssim: [B, C, H, W] student (x) and teacher (y) views with any
+/// strides on one device; `out` holds one element (ChannelReduction::mean), [B] (per_image) or
+/// [B, C] (none); grad_out has out's shape; grad_student / grad_teacher (either may be absent).
+template <class T>
+struct SsimIndexArgs {
+  View<const T> student, teacher;
+  View<T> out;
+  View<const T> grad_out;
+  View<T> grad_student, grad_teacher;
+  MsSsimOptions options;
+  ChannelReduction reduction = ChannelReduction::mean;
+};
+/// Arguments of ms_ssim (as ssim_index's; options.weights sets the levels).
+template <class T>
+struct MsSsimArgs : SsimIndexArgs<T> {};
+/// Arguments of ms_ssim_l1_loss: one element out (and grad_out).
+template <class T>
+struct MsSsimL1LossArgs {
+  View<const T> student, teacher;
+  View<T> out;
+  View<const T> grad_out;
+  View<T> grad_student, grad_teacher;
+  MsSsimL1Options options;
+};
+
+namespace detail {
 
 inline constexpr int kMaxLevels = 8;
 
@@ -58,12 +86,11 @@ inline Pyramid make_pyramid(const Dims& shape, const MsSsimOptions& o, int level
 /// Workspace of an ssim_index / ms_ssim / mixture call.
 template <class Acc>
 struct MsScratch {
-  Acc* rows = nullptr;
-  double* blocks = nullptr;
+  WindowScratch pass;
   double* sums = nullptr;     // [levels][planes] per-plane level values
   double* weights = nullptr;  // [levels][planes] backward weights
   double* vals = nullptr;     // [planes] per-plane results (+ [planes] l1 sums for the mixture)
-  NormStats* norm = nullptr;
+  MinMaxNorm* norm = nullptr;
   Acc* px[kMaxLevels] = {};   // pooled inputs of levels >= 1
   Acc* py[kMaxLevels] = {};
   Acc* gx[kMaxLevels] = {};   // gradients of levels >= 1
@@ -73,17 +100,11 @@ template <class Acc>
 MsScratch<Acc> carve_ms(Carver& carver, Device device, const Pyramid& py, std::int64_t planes, bool normalize) {
   MsScratch<Acc> s;
   const std::size_t P = static_cast<std::size_t>(planes > 0 ? planes : 1);
-  std::int64_t rows = 0, blocks = 0;
-  for (int i = 0; i < py.levels; ++i) {
-    rows = std::max(rows, backend::cpu::ssim::thread_scratch(py.rows[i], py.cols[i]));
-    blocks = std::max(blocks, gpu_forward_blocks(py.rows[i], py.cols[i], planes, sizeof(Acc)));
-  }
-  if (device.is_host()) s.rows = carver.take<Acc>(static_cast<std::size_t>(rows * backend::cpu::filter::max_threads()));
-  else s.blocks = carver.take<double>(static_cast<std::size_t>(blocks));
+  s.pass = kdloss::detail::carve_window_stats<Acc>(carver, device, py.rows, py.cols, py.levels, planes);
   s.sums = carver.take<double>(P * py.levels);
   s.weights = carver.take<double>(P * py.levels);
   s.vals = carver.take<double>(2 * P);
-  if (normalize) s.norm = carver.take<NormStats>(P);
+  if (normalize) s.norm = carver.take<MinMaxNorm>(P);
   for (int i = 1; i < py.levels; ++i) {
     const auto n = static_cast<std::size_t>(planes * py.H[i] * py.W[i]);
     s.px[i] = carver.take<Acc>(n);
@@ -120,9 +141,9 @@ struct Upstream {
     const std::int64_t b = p / C, c = p % C;
     double up = 1;
     if (g) {
-      if (r == ChannelReduction::mean) up = to_double(g[0]);
-      else if (r == ChannelReduction::per_image) up = to_double(g[b * s0]);
-      else up = to_double(g[b * s0 + c * s1]);
+      if (r == ChannelReduction::mean) up = convert<double>(g[0]);
+      else if (r == ChannelReduction::per_image) up = convert<double>(g[b * s0]);
+      else up = convert<double>(g[b * s0 + c * s1]);
     }
     const double red = r == ChannelReduction::mean ? 1.0 / static_cast<double>(B * C)
                        : r == ChannelReduction::per_image ? 1.0 / static_cast<double>(C)
@@ -171,9 +192,9 @@ struct ReduceOut {
     if (r == ChannelReduction::per_image) {
       double t = 0;
       for (std::int64_t c = 0; c < C; ++c) t += val(i * C + c);
-      out[i * s0] = from_double<T>(C > 0 ? t / static_cast<double>(C) : 0.0);
+      out[i * s0] = convert<T>(C > 0 ? t / static_cast<double>(C) : 0.0);
     } else {
-      out[(i / C) * s0 + (i % C) * s1] = from_double<T>(val(i));
+      out[(i / C) * s0 + (i % C) * s1] = convert<T>(val(i));
     }
   }
 };
@@ -201,7 +222,7 @@ struct MsProduct {
     double ms = 1;
     for (int i = 0; i < levels; ++i) {
       const double v = sums[i * planes + p];
-      ms *= v > 0 ? (w[i] == 0 ? 1.0 : pow_(v, w[i])) : (w[i] == 0 ? 1.0 : 0.0);
+      ms *= w[i] == 0 ? 1.0 : (kept(v) ? pow_(v, w[i]) : 0.0);
     }
     out[p] = ms;
   }
@@ -209,6 +230,8 @@ struct MsProduct {
     using std::pow;
     return pow(v, e);
   }
+  /// relu keeps v: v > 0, or NaN (torch.relu(nan) is nan, so a NaN level makes the product NaN).
+  KDLOSS_HOST_DEVICE static bool kept(double v) { return v > 0 || v != v; }
 };
 /// MS-SSIM backward weights: weights[i][p] = up(p) * d ms / d v_i / area_i.
 template <class T>
@@ -225,12 +248,12 @@ struct MsWeights {
     for (int i = 0; i < levels; ++i) {
       const double vi = sums[i * planes + p];
       double d = 0;
-      if (vi > 0 && w[i] != 0) {
+      if (MsProduct::kept(vi) && w[i] != 0) {
         d = w[i] * MsProduct::pow_(vi, w[i] - 1);
         for (int j = 0; j < levels; ++j) {
           if (j == i || w[j] == 0) continue;
           const double vj = sums[j * planes + p];
-          d *= vj > 0 ? MsProduct::pow_(vj, w[j]) : 0.0;
+          d *= MsProduct::kept(vj) ? MsProduct::pow_(vj, w[j]) : 0.0;
         }
       }
       out[i * planes + p] = u * d * inv_area[i];
@@ -282,7 +305,7 @@ void ms_level_pass(Device device, Stream stream, const View<const T>& s, const V
       P.l1_coef = l1_coef;
       P.l1_up = l1_up;
     }
-    run_pass(device, stream, P, ws.rows, ws.blocks);
+    run_pass(device, stream, P, ws.pass);
   } else {
     Pass<Acc, Acc> P;
     fill(P);
@@ -295,7 +318,7 @@ void ms_level_pass(Device device, Stream stream, const View<const T>& s, const V
       if (gt.data) P.gy = ws.gy[i];
       for (int d = 0; d < 4; ++d) P.gx_s[d] = P.gy_s[d] = cs[d];
     }
-    run_pass(device, stream, P, ws.rows, ws.blocks);
+    run_pass(device, stream, P, ws.pass);
   }
 }
 
@@ -315,15 +338,17 @@ void ms_forward_levels(Device device, Stream stream, const View<const T>& s, con
       std::int64_t xs[4], ys[4];
       strides4(s, xs);
       strides4(t, ys);
-      avg_pool(device, stream, B, C, py.H[0], py.W[0], s.data, xs, ws.norm, 0, ws.px[1], py.H[1], py.W[1]);
-      avg_pool(device, stream, B, C, py.H[0], py.W[0], t.data, ys, ws.norm, 1, ws.py[1], py.H[1], py.W[1]);
+      ops::detail::avg_pool2x2(device, stream, B, C, py.H[0], py.W[0], s.data, xs, ws.norm, 0, ws.px[1], py.H[1],
+                               py.W[1]);
+      ops::detail::avg_pool2x2(device, stream, B, C, py.H[0], py.W[0], t.data, ys, ws.norm, 1, ws.py[1], py.H[1],
+                               py.W[1]);
     } else {
       const std::int64_t hw = py.H[i] * py.W[i];
       const std::int64_t cs[4] = {C * hw, hw, py.W[i], 1};
-      avg_pool(device, stream, B, C, py.H[i], py.W[i], ws.px[i], cs, static_cast<const NormStats*>(nullptr), 0,
-               ws.px[i + 1], py.H[i + 1], py.W[i + 1]);
-      avg_pool(device, stream, B, C, py.H[i], py.W[i], ws.py[i], cs, static_cast<const NormStats*>(nullptr), 1,
-               ws.py[i + 1], py.H[i + 1], py.W[i + 1]);
+      ops::detail::avg_pool2x2(device, stream, B, C, py.H[i], py.W[i], ws.px[i], cs, nullptr, 0, ws.px[i + 1],
+                               py.H[i + 1], py.W[i + 1]);
+      ops::detail::avg_pool2x2(device, stream, B, C, py.H[i], py.W[i], ws.py[i], cs, nullptr, 1, ws.py[i + 1],
+                               py.H[i + 1], py.W[i + 1]);
     }
   }
 }
@@ -340,17 +365,17 @@ void ms_backward_levels(Device device, Stream stream, const View<const T>& s, co
                   i == 0 ? l1_coef : 0.0, i == 0 ? l1_up : nullptr);
   }
   if (ws.norm) {
-    if (gs.data) norm_backward(device, stream, s, gs, ws.norm, 0);
-    if (gt.data) norm_backward(device, stream, t, gt, ws.norm, 1);
+    if (gs.data) ops::detail::minmax_norm_backward(stream, s, gs, ws.norm, 0);
+    if (gt.data) ops::detail::minmax_norm_backward(stream, t, gt, ws.norm, 1);
   }
 }
 
 enum class MsKind { ssim_index, ms_ssim, mixture };
 
 template <class T>
-void ms_call(const char* fn, Mode mode, MsKind kind, View<const T> s, View<const T> t, View<T> out,
+void ms_check(const char* fn, Mode mode, MsKind kind, View<const T> s, View<const T> t, View<T> out,
              View<const T> grad_out, View<T> gs, View<T> gt, const MsSsimOptions& o, double l1_weight,
-             ChannelReduction r, const Exec& exec) {
+             ChannelReduction r) {
   const Checker ck{fn};
   check_pair(ck, s, t);
   check_msssim_options(ck, o, kind != MsKind::ssim_index);
@@ -375,6 +400,14 @@ void ms_call(const char* fn, Mode mode, MsKind kind, View<const T> s, View<const
     if (want_s) ck.disjoint(gs, "grad_student", other, other_name);
     if (want_t) ck.disjoint(gt, "grad_teacher", other, other_name);
   }
+}
+
+template <class T>
+void ms_call(const char* fn, Mode mode, MsKind kind, View<const T> s, View<const T> t, View<T> out,
+             View<const T> grad_out, View<T> gs, View<T> gt, const MsSsimOptions& o, double l1_weight,
+             ChannelReduction r, const Exec& exec) {
+  ms_check(fn, mode, kind, s, t, out, grad_out, gs, gt, o, l1_weight, r);
+  const bool want_s = present(gs), want_t = present(gt);
   const int levels = kind == MsKind::ssim_index ? 1 : static_cast<int>(o.weights.size());
   const Pyramid py = make_pyramid(s.shape, o, levels);
   const std::int64_t B = s.shape[0], C = s.shape[1], planes = B * C;
@@ -387,7 +420,7 @@ void ms_call(const char* fn, Mode mode, MsKind kind, View<const T> s, View<const
   const Stream st = exec.stream;
   const Head head = msssim_head(o);
   const double inv_planes = planes > 0 ? 1.0 / static_cast<double>(planes) : 0.0;  // empty batch: 0
-  if (o.normalize) norm_stats(dev, st, s, t, ws.norm);
+  if (o.normalize) ops::detail::minmax_norm(st, s, t, ws.norm);
 
   MsWeights<T> msw{};
   msw.sums = ws.sums, msw.planes = planes, msw.levels = levels, msw.out = ws.weights;
@@ -412,7 +445,7 @@ void ms_call(const char* fn, Mode mode, MsKind kind, View<const T> s, View<const
     if (mode != Mode::forward) {
       SsimIndexWeights<T> f{make_upstream(mode == Mode::backward ? grad_out : View<const T>{}, r, B, C, 1.0),
                             o.nonnegative_ssim ? ws.sums : nullptr, msw.inv_area[0], ws.weights};
-      for_each(dev, st, planes, f);
+      ops::detail::for_each_index(dev, st, planes, f);
       Pass<T, T> P;  // one pass: gradient (and, fused without relu, the sums)
       P.batch = B, P.channels = C, P.rows = py.rows[0], P.cols = py.cols[0], P.head = head;
       P.x = s.data, P.y = t.data;
@@ -422,20 +455,20 @@ void ms_call(const char* fn, Mode mode, MsKind kind, View<const T> s, View<const
       P.up_plane = ws.weights;
       if (want_s) P.gx = gs.data, strides4(gs, P.gx_s);
       if (want_t) P.gy = gt.data, strides4(gt, P.gy_s);
-      if (single && mode == Mode::fused) P.plane_sums = ws.sums, P.sum_scale = msw.inv_area[0];
-      run_pass(dev, st, P, ws.rows, ws.blocks);
+      if (single && mode == Mode::forward_backward) P.plane_sums = ws.sums, P.sum_scale = msw.inv_area[0];
+      run_pass(dev, st, P, ws.pass);
       if (ws.norm) {
-        if (want_s) norm_backward(dev, st, s, gs, ws.norm, 0);
-        if (want_t) norm_backward(dev, st, t, gt, ws.norm, 1);
+        if (want_s) ops::detail::minmax_norm_backward(st, s, gs, ws.norm, 0);
+        if (want_t) ops::detail::minmax_norm_backward(st, t, gt, ws.norm, 1);
       }
     }
     if (mode != Mode::backward) {
       if (r == ChannelReduction::mean) {
-        for_each(dev, st, planes, Relu{ws.sums, ws.vals, o.nonnegative_ssim});
-        store_sum(dev, st, ws.vals, planes, inv_planes, out.data);
+        ops::detail::for_each_index(dev, st, planes, Relu{ws.sums, ws.vals, o.nonnegative_ssim});
+        ops::detail::store_sum(dev, st, ws.vals, planes, kdloss::detail::Scale{inv_planes}, out.data);
       } else {
         ReduceOut<T> f{ws.sums, o.nonnegative_ssim, r, C, out.data, out.strides[0], out.rank() > 1 ? out.strides[1] : 0};
-        for_each(dev, st, r == ChannelReduction::per_image ? B : planes, f);
+        ops::detail::for_each_index(dev, st, r == ChannelReduction::per_image ? B : planes, f);
       }
     }
     return;
@@ -445,29 +478,29 @@ void ms_call(const char* fn, Mode mode, MsKind kind, View<const T> s, View<const
   if (mode != Mode::backward) {
     MsProduct prod{ws.sums, planes, levels, {}, ws.vals};
     for (int i = 0; i < levels; ++i) prod.w[i] = msw.w[i];
-    for_each(dev, st, planes, prod);
+    ops::detail::for_each_index(dev, st, planes, prod);
     if (kind == MsKind::mixture) {
       // out = (1 - w) * (1 - mean ms) + w * mean |x - y|
-      l1_plane_sums(dev, st, s, t, ws.norm, ws.vals + planes, l1_coef);
-      for_each(dev, st, planes, ScaleVals{ws.vals, -(1.0 - l1_weight) * inv_planes});
-      store_sum(dev, st, ws.vals, 2 * planes, 1.0, out.data, 1.0 - l1_weight);
+      ops::detail::abs_diff_sums(st, s, t, ws.norm, ws.vals + planes, l1_coef);
+      ops::detail::for_each_index(dev, st, planes, ScaleVals{ws.vals, -(1.0 - l1_weight) * inv_planes});
+      ops::detail::store_sum(dev, st, ws.vals, 2 * planes, ops::Affine{1.0, 1.0 - l1_weight}, out.data);
     } else if (r == ChannelReduction::mean) {
-      store_sum(dev, st, ws.vals, planes, inv_planes, out.data);
+      ops::detail::store_sum(dev, st, ws.vals, planes, kdloss::detail::Scale{inv_planes}, out.data);
     } else {
       ReduceOut<T> f{ws.vals, false, r, C, out.data, out.strides[0], out.rank() > 1 ? out.strides[1] : 0};
-      for_each(dev, st, r == ChannelReduction::per_image ? B : planes, f);
+      ops::detail::for_each_index(dev, st, r == ChannelReduction::per_image ? B : planes, f);
     }
   }
   if (mode == Mode::forward) return;
   msw.up = make_upstream(mode == Mode::backward ? grad_out : View<const T>{}, kind == MsKind::mixture ? ChannelReduction::mean : r,
                          B, C, ms_sign);
-  for_each(dev, st, planes, msw);
+  ops::detail::for_each_index(dev, st, planes, msw);
   ms_backward_levels(dev, st, s, t, py, ws, head, gs, gt, l1_coef, mode == Mode::backward ? grad_out.data : nullptr);
 }
 
 template <class T>
-std::size_t ms_bytes(const View<const T>& s, const MsSsimOptions& o, bool multi) {
-  const Checker ck{"kdloss::ms_ssim_workspace_bytes"};
+std::size_t ms_bytes(const char* fn, const View<const T>& s, const MsSsimOptions& o, bool multi) {
+  const Checker ck{fn};
   ck.rank(s, "student", 4);
   check_msssim_options(ck, o, multi);
   const Pyramid py = make_pyramid(s.shape, o, multi ? static_cast<int>(o.weights.size()) : 1);
@@ -476,16 +509,127 @@ std::size_t ms_bytes(const View<const T>& s, const MsSsimOptions& o, bool multi)
   return sizer.bytes();
 }
 
-}  // namespace ssim_detail
+inline constexpr EntryNames kSsimIndex{"kdloss::ssim_index", "kdloss::ssim_index_backward",
+                                       "kdloss::ssim_index_forward_backward"};
+inline constexpr EntryNames kMsSsim{"kdloss::ms_ssim", "kdloss::ms_ssim_backward", "kdloss::ms_ssim_forward_backward"};
+inline constexpr EntryNames kMsSsimL1{"kdloss::ms_ssim_l1_loss", "kdloss::ms_ssim_l1_loss_backward",
+                                      "kdloss::ms_ssim_l1_loss_forward_backward"};
+
+template <class T>
+void index_call(const char* fn, Mode mode, MsKind kind, const SsimIndexArgs<T>& a, const Exec* exec) {
+  if (!exec)
+    ms_check(fn, mode, kind, a.student, a.teacher, a.out, a.grad_out, a.grad_student, a.grad_teacher, a.options, 0.0,
+             a.reduction);
+  else
+    ms_call(fn, mode, kind, a.student, a.teacher, a.out, a.grad_out, a.grad_student, a.grad_teacher, a.options, 0.0,
+            a.reduction, *exec);
+}
+template <class T>
+void mixture_call(const char* fn, Mode mode, const MsSsimL1LossArgs<T>& a, const Exec* exec) {
+  if (!exec)
+    ms_check(fn, mode, MsKind::mixture, a.student, a.teacher, a.out, a.grad_out, a.grad_student, a.grad_teacher,
+             a.options.ms_ssim, a.options.l1_weight, ChannelReduction::mean);
+  else
+    ms_call(fn, mode, MsKind::mixture, a.student, a.teacher, a.out, a.grad_out, a.grad_student, a.grad_teacher,
+            a.options.ms_ssim, a.options.l1_weight, ChannelReduction::mean, *exec);
+}
+
+/// Arguments from the wrappers' views.
+template <class A, class S, class Tt, class Opt>
+A ms_args(const View<S>& s, const View<Tt>& t, const Opt& o) {
+  A a;
+  a.student = s;
+  a.teacher = t;
+  a.options = o;
+  return a;
+}
+
+}  // namespace detail
 
 // ---------------------------------------------------------------------------------------------
-// Public entry points. x (student) and y (teacher) are [B, C, H, W] views with any strides on one
-// device. `out` holds one element (ChannelReduction::mean), [B] (per_image) or [B, C] (none);
-// grad_out has out's shape. Backward writes grad_out * d out / d student (and / d teacher when a
-// grad_teacher view is given); forward_backward the value and the gradient of the value itself.
+// Entry points (core/entry.hpp): <entry>_check(args, mode), <entry>_workspace_bytes(args),
+// <entry>(args, mode, exec). Backward writes grad_out * d out / d student (and / d teacher when
+// grad_teacher is present); forward_backward the value and the gradient of the value itself.
 
+/// Throws kdloss::Error unless `args` is a valid ssim_index call in `mode`; writes nothing.
+///
+///   kdloss::ssim::SsimIndexArgs<float> a;
+///   a.student = x; a.teacher = y; a.out = kdloss::host_scalar(&v);
+///   kdloss::ssim::ssim_index_check(a, kdloss::Mode::forward);
+template <class T>
+void ssim_index_check(const SsimIndexArgs<T>& args, Mode mode) {
+  detail::index_call("kdloss::ssim_index_check", mode, detail::MsKind::ssim_index, args, nullptr);
+}
+/// Workspace bytes of ssim_index(args, mode) for every mode.
+///
+///   std::size_t bytes = kdloss::ssim::ssim_index_workspace_bytes(a);
+template <class T>
+std::size_t ssim_index_workspace_bytes(const SsimIndexArgs<T>& args) {
+  return detail::ms_bytes("kdloss::ssim_index_workspace_bytes", args.student, args.options, false);
+}
 /// pytorch_msssim.ssim(X, Y, data_range, size_average, win_size, win_sigma, K, nonnegative_ssim):
 /// the mean over the valid positions of S = l * cs per channel, reduced over channels and images.
+///
+///   kdloss::ssim::ssim_index(a, kdloss::Mode::forward);
+template <class T>
+void ssim_index(const SsimIndexArgs<T>& args, Mode mode, const Exec& exec = {}) {
+  detail::index_call(detail::kSsimIndex(mode), mode, detail::MsKind::ssim_index, args, &exec);
+}
+
+/// Throws kdloss::Error unless `args` is a valid ms_ssim call in `mode`; writes nothing.
+///
+///   kdloss::ssim::MsSsimArgs<float> m;
+///   m.student = x; m.teacher = y; m.out = kdloss::host_scalar(&v); m.options.data_range = 1.0;
+///   kdloss::ssim::ms_ssim_check(m, kdloss::Mode::forward);
+template <class T>
+void ms_ssim_check(const MsSsimArgs<T>& args, Mode mode) {
+  detail::index_call("kdloss::ms_ssim_check", mode, detail::MsKind::ms_ssim, args, nullptr);
+}
+/// Workspace of ms_ssim(args, mode): the pooled pyramid and its gradients (student and teacher),
+/// per-plane level values, and the engine's rows (host) or partials (GPU).
+///
+///   std::size_t bytes = kdloss::ssim::ms_ssim_workspace_bytes(m);
+template <class T>
+std::size_t ms_ssim_workspace_bytes(const MsSsimArgs<T>& args) {
+  return detail::ms_bytes("kdloss::ms_ssim_workspace_bytes", args.student, args.options, true);
+}
+/// pytorch_msssim.ms_ssim: prod over levels of relu(cs_i)^w_i (relu(ssim) at the last level), per
+/// channel, reduced. Unlike pytorch-msssim no minimum size is asserted: deep levels shorter than
+/// the window are simply not smoothed along that axis (pass a smaller window for FPN features).
+///
+///   kdloss::ssim::ms_ssim(m, kdloss::Mode::forward);
+template <class T>
+void ms_ssim(const MsSsimArgs<T>& args, Mode mode, const Exec& exec = {}) {
+  detail::index_call(detail::kMsSsim(mode), mode, detail::MsKind::ms_ssim, args, &exec);
+}
+
+/// Throws kdloss::Error unless `args` is a valid ms_ssim_l1_loss call in `mode`; writes nothing.
+///
+///   kdloss::ssim::MsSsimL1LossArgs<float> l;
+///   l.student = s; l.teacher = t; l.out = kdloss::host_scalar(&loss);
+///   kdloss::ssim::ms_ssim_l1_loss_check(l, kdloss::Mode::forward);
+template <class T>
+void ms_ssim_l1_loss_check(const MsSsimL1LossArgs<T>& args, Mode mode) {
+  detail::mixture_call("kdloss::ms_ssim_l1_loss_check", mode, args, nullptr);
+}
+///   std::size_t bytes = kdloss::ssim::ms_ssim_l1_loss_workspace_bytes(l);
+template <class T>
+std::size_t ms_ssim_l1_loss_workspace_bytes(const MsSsimL1LossArgs<T>& args) {
+  return detail::ms_bytes("kdloss::ms_ssim_l1_loss_workspace_bytes", args.student, args.options.ms_ssim, true);
+}
+/// Thesis table 7: l1_weight * mean|s - t| + (1 - l1_weight) * (1 - MS-SSIM(s, t)), MS-SSIM
+/// averaged over B and C (nu applied to both terms when options.ms_ssim.normalize). One element out.
+///
+///   kdloss::ssim::ms_ssim_l1_loss(l, kdloss::Mode::forward);
+template <class T>
+void ms_ssim_l1_loss(const MsSsimL1LossArgs<T>& args, Mode mode, const Exec& exec = {}) {
+  detail::mixture_call(detail::kMsSsimL1(mode), mode, args, &exec);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Thin wrappers that read like PyTorch. x (student) and y (teacher) are [B, C, H, W] views.
+
+/// pytorch_msssim.ssim, reduced as `reduction` says.
 ///
 ///   float v;
 ///   kdloss::MsSsimOptions opt;                 // data_range 255, window 11, sigma 1.5
@@ -495,43 +639,49 @@ std::size_t ms_bytes(const View<const T>& s, const MsSsimOptions& o, bool multi)
 template <class S, class Tt, class O>
 void ssim_index(const View<S>& x, const View<Tt>& y, const View<O>& out, const MsSsimOptions& options = {},
                 ChannelReduction reduction = ChannelReduction::mean, const Exec& exec = {}) {
-  ssim_detail::ms_call<O>("kdloss::ssim_index", ssim_detail::Mode::forward, ssim_detail::MsKind::ssim_index, x, y, out,
-                          View<const O>{}, View<O>{}, View<O>{}, options, 0.0, reduction, exec);
+  auto a = detail::ms_args<SsimIndexArgs<O>>(x, y, options);
+  a.out = out;
+  a.reduction = reduction;
+  ssim_index(a, Mode::forward, exec);
 }
 ///   kdloss::ssim_index_backward(x, y, kdloss::host_scalar<const float>(&one), gx_view, opt);
 template <class S, class Tt, class G, class O>
 void ssim_index_backward(const View<S>& x, const View<Tt>& y, const View<G>& grad_out, const View<O>& grad_x,
                          const MsSsimOptions& options = {}, ChannelReduction reduction = ChannelReduction::mean,
                          const Exec& exec = {}) {
-  ssim_detail::ms_call<O>("kdloss::ssim_index_backward", ssim_detail::Mode::backward, ssim_detail::MsKind::ssim_index,
-                          x, y, View<O>{}, grad_out, grad_x, View<O>{}, options, 0.0, reduction, exec);
+  ssim_index_backward(x, y, grad_out, grad_x, View<O>{}, options, reduction, exec);
 }
 ///   kdloss::ssim_index_backward(x, y, one_view, gx_view, gy_view, opt);
 template <class S, class Tt, class G, class O>
 void ssim_index_backward(const View<S>& x, const View<Tt>& y, const View<G>& grad_out, const View<O>& grad_x,
                          const View<O>& grad_y, const MsSsimOptions& options = {},
                          ChannelReduction reduction = ChannelReduction::mean, const Exec& exec = {}) {
-  ssim_detail::ms_call<O>("kdloss::ssim_index_backward", ssim_detail::Mode::backward, ssim_detail::MsKind::ssim_index,
-                          x, y, View<O>{}, grad_out, grad_x, grad_y, options, 0.0, reduction, exec);
+  auto a = detail::ms_args<SsimIndexArgs<O>>(x, y, options);
+  a.grad_out = grad_out;
+  a.grad_student = grad_x;
+  a.grad_teacher = grad_y;
+  a.reduction = reduction;
+  ssim_index(a, Mode::backward, exec);
 }
 ///   kdloss::ssim_index_forward_backward(x, y, kdloss::host_scalar(&v), gx_view, opt);
 template <class S, class Tt, class O>
 void ssim_index_forward_backward(const View<S>& x, const View<Tt>& y, const View<O>& out, const View<O>& grad_x,
                                  const MsSsimOptions& options = {}, ChannelReduction reduction = ChannelReduction::mean,
                                  const Exec& exec = {}) {
-  ssim_detail::ms_call<O>("kdloss::ssim_index_forward_backward", ssim_detail::Mode::fused,
-                          ssim_detail::MsKind::ssim_index, x, y, out, View<const O>{}, grad_x, View<O>{}, options, 0.0,
-                          reduction, exec);
+  auto a = detail::ms_args<SsimIndexArgs<O>>(x, y, options);
+  a.out = out;
+  a.grad_student = grad_x;
+  a.reduction = reduction;
+  ssim_index(a, Mode::forward_backward, exec);
 }
 ///   std::size_t bytes = kdloss::ssim_index_workspace_bytes(x_dev, opt);
 template <class S>
 std::size_t ssim_index_workspace_bytes(const View<S>& x, const MsSsimOptions& options = {}) {
-  return ssim_detail::ms_bytes<std::remove_cv_t<S>>(View<const std::remove_cv_t<S>>(x), options, false);
+  using T = std::remove_cv_t<S>;
+  return ssim_index_workspace_bytes(detail::ms_args<SsimIndexArgs<T>>(x, View<const T>{}, options));
 }
 
-/// pytorch_msssim.ms_ssim: prod over levels of relu(cs_i)^w_i (relu(ssim) at the last level), per
-/// channel, reduced. Unlike pytorch-msssim no minimum size is asserted: deep levels shorter than
-/// the window are simply not smoothed along that axis (pass a smaller window for FPN features).
+/// pytorch_msssim.ms_ssim (see ms_ssim(args, mode)).
 ///
 ///   float v;
 ///   kdloss::MsSsimOptions opt;
@@ -540,76 +690,100 @@ std::size_t ssim_index_workspace_bytes(const View<S>& x, const MsSsimOptions& op
 template <class S, class Tt, class O>
 void ms_ssim(const View<S>& x, const View<Tt>& y, const View<O>& out, const MsSsimOptions& options = {},
              ChannelReduction reduction = ChannelReduction::mean, const Exec& exec = {}) {
-  ssim_detail::ms_call<O>("kdloss::ms_ssim", ssim_detail::Mode::forward, ssim_detail::MsKind::ms_ssim, x, y, out,
-                          View<const O>{}, View<O>{}, View<O>{}, options, 0.0, reduction, exec);
+  auto a = detail::ms_args<MsSsimArgs<O>>(x, y, options);
+  a.out = out;
+  a.reduction = reduction;
+  ms_ssim(a, Mode::forward, exec);
 }
 ///   kdloss::ms_ssim_backward(x, y, kdloss::host_scalar<const float>(&one), gx_view, opt);
 template <class S, class Tt, class G, class O>
 void ms_ssim_backward(const View<S>& x, const View<Tt>& y, const View<G>& grad_out, const View<O>& grad_x,
                       const MsSsimOptions& options = {}, ChannelReduction reduction = ChannelReduction::mean,
                       const Exec& exec = {}) {
-  ssim_detail::ms_call<O>("kdloss::ms_ssim_backward", ssim_detail::Mode::backward, ssim_detail::MsKind::ms_ssim, x, y,
-                          View<O>{}, grad_out, grad_x, View<O>{}, options, 0.0, reduction, exec);
+  ms_ssim_backward(x, y, grad_out, grad_x, View<O>{}, options, reduction, exec);
 }
 ///   kdloss::ms_ssim_backward(x, y, one_view, gx_view, gy_view, opt);
 template <class S, class Tt, class G, class O>
 void ms_ssim_backward(const View<S>& x, const View<Tt>& y, const View<G>& grad_out, const View<O>& grad_x,
                       const View<O>& grad_y, const MsSsimOptions& options = {},
                       ChannelReduction reduction = ChannelReduction::mean, const Exec& exec = {}) {
-  ssim_detail::ms_call<O>("kdloss::ms_ssim_backward", ssim_detail::Mode::backward, ssim_detail::MsKind::ms_ssim, x, y,
-                          View<O>{}, grad_out, grad_x, grad_y, options, 0.0, reduction, exec);
+  auto a = detail::ms_args<MsSsimArgs<O>>(x, y, options);
+  a.grad_out = grad_out;
+  a.grad_student = grad_x;
+  a.grad_teacher = grad_y;
+  a.reduction = reduction;
+  ms_ssim(a, Mode::backward, exec);
 }
 ///   kdloss::ms_ssim_forward_backward(x, y, kdloss::host_scalar(&v), gx_view, opt);
 template <class S, class Tt, class O>
 void ms_ssim_forward_backward(const View<S>& x, const View<Tt>& y, const View<O>& out, const View<O>& grad_x,
                               const MsSsimOptions& options = {}, ChannelReduction reduction = ChannelReduction::mean,
                               const Exec& exec = {}) {
-  ssim_detail::ms_call<O>("kdloss::ms_ssim_forward_backward", ssim_detail::Mode::fused, ssim_detail::MsKind::ms_ssim, x,
-                          y, out, View<const O>{}, grad_x, View<O>{}, options, 0.0, reduction, exec);
+  auto a = detail::ms_args<MsSsimArgs<O>>(x, y, options);
+  a.out = out;
+  a.grad_student = grad_x;
+  a.reduction = reduction;
+  ms_ssim(a, Mode::forward_backward, exec);
 }
-/// Workspace of ms_ssim calls: the pooled pyramid and its gradients (student and teacher), per-plane
-/// level values, and the engine's rows (host) or partials (GPU).
-///
 ///   std::size_t bytes = kdloss::ms_ssim_workspace_bytes(x_dev, opt);
 template <class S>
 std::size_t ms_ssim_workspace_bytes(const View<S>& x, const MsSsimOptions& options = {}) {
-  return ssim_detail::ms_bytes<std::remove_cv_t<S>>(View<const std::remove_cv_t<S>>(x), options, true);
+  using T = std::remove_cv_t<S>;
+  return ms_ssim_workspace_bytes(detail::ms_args<MsSsimArgs<T>>(x, View<const T>{}, options));
 }
 
-/// Thesis table 7: l1_weight * mean|s - t| + (1 - l1_weight) * (1 - MS-SSIM(s, t)), MS-SSIM
-/// averaged over B and C (nu applied to both terms when options.ms_ssim.normalize). One element out.
+/// Thesis table 7 (see ms_ssim_l1_loss(args, mode)).
 ///
 ///   float loss;
 ///   kdloss::ms_ssim_l1_loss(s, t, kdloss::host_scalar(&loss));       // 0.15 l1 + 0.85 (1 - MS-SSIM)
 template <class S, class Tt, class O>
 void ms_ssim_l1_loss(const View<S>& student, const View<Tt>& teacher, const View<O>& out,
                      const MsSsimL1Options& options = {}, const Exec& exec = {}) {
-  ssim_detail::ms_call<O>("kdloss::ms_ssim_l1_loss", ssim_detail::Mode::forward, ssim_detail::MsKind::mixture, student,
-                          teacher, out, View<const O>{}, View<O>{}, View<O>{}, options.ms_ssim, options.l1_weight,
-                          ChannelReduction::mean, exec);
+  auto a = detail::ms_args<MsSsimL1LossArgs<O>>(student, teacher, options);
+  a.out = out;
+  ms_ssim_l1_loss(a, Mode::forward, exec);
 }
 ///   kdloss::ms_ssim_l1_loss_backward(s, t, kdloss::host_scalar<const float>(&one), gs_view);
 template <class S, class Tt, class G, class O>
 void ms_ssim_l1_loss_backward(const View<S>& student, const View<Tt>& teacher, const View<G>& grad_out,
                               const View<O>& grad_student, const MsSsimL1Options& options = {},
                               const Exec& exec = {}) {
-  ssim_detail::ms_call<O>("kdloss::ms_ssim_l1_loss_backward", ssim_detail::Mode::backward, ssim_detail::MsKind::mixture,
-                          student, teacher, View<O>{}, grad_out, grad_student, View<O>{}, options.ms_ssim,
-                          options.l1_weight, ChannelReduction::mean, exec);
+  auto a = detail::ms_args<MsSsimL1LossArgs<O>>(student, teacher, options);
+  a.grad_out = grad_out;
+  a.grad_student = grad_student;
+  ms_ssim_l1_loss(a, Mode::backward, exec);
 }
 ///   kdloss::ms_ssim_l1_loss_forward_backward(s, t, kdloss::host_scalar(&loss), gs_view);
 template <class S, class Tt, class O>
 void ms_ssim_l1_loss_forward_backward(const View<S>& student, const View<Tt>& teacher, const View<O>& out,
                                       const View<O>& grad_student, const MsSsimL1Options& options = {},
                                       const Exec& exec = {}) {
-  ssim_detail::ms_call<O>("kdloss::ms_ssim_l1_loss_forward_backward", ssim_detail::Mode::fused,
-                          ssim_detail::MsKind::mixture, student, teacher, out, View<const O>{}, grad_student, View<O>{},
-                          options.ms_ssim, options.l1_weight, ChannelReduction::mean, exec);
+  auto a = detail::ms_args<MsSsimL1LossArgs<O>>(student, teacher, options);
+  a.out = out;
+  a.grad_student = grad_student;
+  ms_ssim_l1_loss(a, Mode::forward_backward, exec);
 }
 ///   std::size_t bytes = kdloss::ms_ssim_l1_loss_workspace_bytes(s_dev);
 template <class S>
 std::size_t ms_ssim_l1_loss_workspace_bytes(const View<S>& student, const MsSsimL1Options& options = {}) {
-  return ssim_detail::ms_bytes<std::remove_cv_t<S>>(View<const std::remove_cv_t<S>>(student), options.ms_ssim, true);
+  using T = std::remove_cv_t<S>;
+  return ms_ssim_l1_loss_workspace_bytes(detail::ms_args<MsSsimL1LossArgs<T>>(student, View<const T>{}, options));
 }
 
+}  // namespace kdloss::ssim
+
+namespace kdloss {
+// The family's public names, also in kdloss:: (user code and the PyTorch bridge call them so).
+using ssim::ms_ssim;
+using ssim::ms_ssim_backward;
+using ssim::ms_ssim_forward_backward;
+using ssim::ms_ssim_l1_loss;
+using ssim::ms_ssim_l1_loss_backward;
+using ssim::ms_ssim_l1_loss_forward_backward;
+using ssim::ms_ssim_l1_loss_workspace_bytes;
+using ssim::ms_ssim_workspace_bytes;
+using ssim::ssim_index;
+using ssim::ssim_index_backward;
+using ssim::ssim_index_forward_backward;
+using ssim::ssim_index_workspace_bytes;
 }  // namespace kdloss

@@ -2,15 +2,15 @@
 #pragma once
 #include <vector>
 
-#include "kdloss/ops/filter_plan.hpp"
+#include "kdloss/ops/gaussian.hpp"
 
-namespace kdloss {
+namespace kdloss::ssim {
 
 /// Options of ssim_loss / ssim_map / ssim_pyramid_loss: kornia's ssim and ssim_loss, and the
 /// structural-distillation loss of de Rijk et al. (thesis equations 1-4). The defaults are
 /// kornia's (and the thesis' appendix A call `ssim_loss(student, teacher, window_size=11)`).
 ///
-///   kdloss::SsimOptions opt;                        // kornia: reflect 'same', max_val 1, eps 1e-12, clamp
+///   kdloss::ssim::SsimOptions opt;                     // kornia: reflect 'same', max_val 1, eps 1e-12, clamp
 ///   opt.padding = kdloss::ops::Padding::valid;      // kornia padding='valid'
 ///   opt.alpha = 0; opt.beta = 1; opt.gamma = 1;     // thesis table 2: contrast and structure only
 ///   opt.normalize = true;                           // nu: per-(b, c) min-max to [0, 1]
@@ -57,4 +57,12 @@ struct MsSsimL1Options {
   MsSsimL1Options() { ms_ssim.data_range = 1.0; }
 };
 
+}  // namespace kdloss::ssim
+
+namespace kdloss {
+// The family's names, also in kdloss:: (user code and the PyTorch bridge spell them so).
+using ssim::ChannelReduction;
+using ssim::MsSsimL1Options;
+using ssim::MsSsimOptions;
+using ssim::SsimOptions;
 }  // namespace kdloss

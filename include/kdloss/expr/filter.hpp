@@ -1,5 +1,7 @@
-// kdloss/ops/filter_plan.hpp: how one axis of a separable window filter maps output positions to
-// input positions, for every padding mode, written once for host and device code.
+// kdloss/expr/filter.hpp: the plain-data description of one axis of a separable window filter
+// (which input positions an output reads, with which weights, for every padding mode), written
+// once for host and device code. Backends evaluate it (backend/cpu/separable_filter.hpp,
+// backend/cuda/separable_filter.cuh, and the windowed-statistics pass of expr/window_stats.hpp).
 //
 // An output position o reads the padded positions o + k - off (k < taps); a padded position i
 // reads input source(i), or nothing (zero) when source(i) < 0:
@@ -15,9 +17,11 @@
 #include <vector>
 
 #include "kdloss/config.hpp"
-#include "kdloss/ops/gaussian.hpp"
 
-namespace kdloss::ops {
+namespace kdloss::expr {
+
+/// Most taps a window may have (compile-time bound of the filter loops and kernels).
+inline constexpr int kMaxWindow = 15;
 
 /// Padding of a window filter: 'same' size with reflection (kornia's default) or zeros, or
 /// 'valid' (only positions where the whole window fits; pytorch-msssim, and kornia's 'valid').
@@ -31,8 +35,6 @@ inline const char* to_string(Padding p) {
   }
   return "?";
 }
-
-namespace detail {
 
 struct AxisPlan {
   std::int64_t n_in = 0, n_out = 0;
@@ -110,5 +112,4 @@ inline AxisPlan identity_axis(std::int64_t n) {
   return a;
 }
 
-}  // namespace detail
-}  // namespace kdloss::ops
+}  // namespace kdloss::expr

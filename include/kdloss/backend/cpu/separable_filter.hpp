@@ -1,5 +1,5 @@
-// kdloss/backend/cpu/ssim_filter.hpp: host rows of a separable window filter (ops/filter_plan.hpp)
-// and its adjoint, vectorised, and the plane loops of ops::gaussian_filter.
+// kdloss/backend/cpu/separable_filter.hpp: host rows of a separable window filter (expr/filter.hpp)
+// and its adjoint, vectorised, and the plane loops of a depthwise separable filter.
 //
 // A row is filtered by building its padded copy (reflection or zeros resolved once per row) and
 // correlating it with the window, out[j] = sum_k w_k padded[j + k], as a register-blocked weighted
@@ -14,7 +14,7 @@
 
 #include "kdloss/backend/cpu/parallel.hpp"
 #include "kdloss/config.hpp"
-#include "kdloss/ops/filter_plan.hpp"
+#include "kdloss/expr/filter.hpp"
 
 namespace kdloss::backend::cpu::filter {
 
@@ -28,20 +28,20 @@ using CMapA = Eigen::Map<const Arr<A>>;
 /// The window of one axis in the accumulation type.
 template <class A>
 struct Taps {
-  A w[ops::kMaxWindow] = {};
+  A w[expr::kMaxWindow] = {};
   int n = 1;
   bool symmetric = true;
-  explicit Taps(const ops::detail::AxisPlan& a) : n(a.taps), symmetric(a.symmetric()) {
+  explicit Taps(const expr::AxisPlan& a) : n(a.taps), symmetric(a.symmetric()) {
     for (int k = 0; k < n; ++k) w[k] = static_cast<A>(a.w[k]);
   }
 };
 
 /// Length of an axis' padded row: n_out + taps - 1.
-inline std::int64_t padded_length(const ops::detail::AxisPlan& a) { return a.n_out + a.taps - 1; }
+inline std::int64_t padded_length(const expr::AxisPlan& a) { return a.n_out + a.taps - 1; }
 
 /// padded[p] = row[source(p - off)], zero where the source is outside the map.
 template <class A>
-void pad_row(const ops::detail::AxisPlan& a, const A* row, A* padded) {
+void pad_row(const expr::AxisPlan& a, const A* row, A* padded) {
   const std::int64_t len = padded_length(a);
   const std::int64_t lo = std::max<std::int64_t>(0, a.off), hi = std::min<std::int64_t>(len, a.off + a.n_in);
   for (std::int64_t p = 0; p < lo; ++p) {
@@ -87,20 +87,20 @@ KDLOSS_CPU_CLONES void weighted_sum(const A* const* src, const A* w, int taps, A
 /// out[j] = sum_k w_k padded[j + k] for j < n_out.
 template <class A>
 void correlate(const Taps<A>& t, const A* padded, A* out, std::int64_t n_out) {
-  const A* src[ops::kMaxWindow];
+  const A* src[expr::kMaxWindow];
   for (int k = 0; k < t.n; ++k) src[k] = padded + k;
   weighted_sum(src, t.w, t.n, out, n_out);
 }
 
 /// Scratch elements correlate_adjoint needs for an axis.
-inline std::int64_t adjoint_scratch(const ops::detail::AxisPlan& a) {
-  return 2 * padded_length(a) + 2 * ops::kMaxWindow;
+inline std::int64_t adjoint_scratch(const expr::AxisPlan& a) {
+  return 2 * padded_length(a) + 2 * expr::kMaxWindow;
 }
 
 /// Adjoint of pad_row + correlate: grad_in (n_in, overwritten) from g (n_out); `scratch` holds
 /// adjoint_scratch(a) elements.
 template <class A>
-void correlate_adjoint(const ops::detail::AxisPlan& a, const Taps<A>& t, const A* g, A* grad_in, A* scratch) {
+void correlate_adjoint(const expr::AxisPlan& a, const Taps<A>& t, const A* g, A* grad_in, A* scratch) {
   const std::int64_t n_out = a.n_out, len = padded_length(a), f = t.n;
   // full[p] = sum_k w_k g[p - k]: a correlation of g zero-padded by taps - 1 on both sides.
   A* gz = scratch;
@@ -108,14 +108,14 @@ void correlate_adjoint(const ops::detail::AxisPlan& a, const Taps<A>& t, const A
   std::fill(gz, gz + f - 1, A(0));
   std::copy(g, g + n_out, gz + f - 1);
   std::fill(gz + f - 1 + n_out, gz + n_out + 2 * (f - 1), A(0));
-  const A* src[ops::kMaxWindow];
+  const A* src[expr::kMaxWindow];
   for (int k = 0; k < f; ++k) src[k] = gz + (f - 1 - k);
   weighted_sum(src, t.w, static_cast<int>(f), full, len);
   // Positions inside the map are their own source; the halo folds back (reflect) or drops (zeros).
   const std::int64_t lo = std::max<std::int64_t>(0, a.off), hi = std::min<std::int64_t>(len, a.off + a.n_in);
   std::fill(grad_in, grad_in + a.n_in, A(0));
   if (hi > lo) std::copy(full + lo, full + hi, grad_in + (lo - a.off));
-  if (a.mode != ops::Padding::reflect) return;
+  if (a.mode != expr::Padding::reflect) return;
   for (std::int64_t p = 0; p < lo; ++p) grad_in[a.source(p - a.off)] += full[p];
   for (std::int64_t p = std::max(hi, lo); p < len; ++p) grad_in[a.source(p - a.off)] += full[p];
 }
@@ -127,13 +127,13 @@ KDLOSS_FORCEINLINE void axpy(A w, const A* src, A* dst, std::int64_t n) {
 }
 
 /// Elements of scratch one thread needs to filter (or adjoint-filter) one plane.
-inline std::int64_t plane_scratch(const ops::detail::AxisPlan& rows, const ops::detail::AxisPlan& cols) {
+inline std::int64_t plane_scratch(const expr::AxisPlan& rows, const expr::AxisPlan& cols) {
   return rows.n_in * cols.n_out + 2 * std::max(adjoint_scratch(cols), cols.n_in) + std::max(cols.n_in, cols.n_out);
 }
 
 /// One plane of the separable filter: out (n_out rows x n_out cols) from x. Strides in elements.
 template <class A, class X, class O>
-void filter_plane(const ops::detail::AxisPlan& rows, const ops::detail::AxisPlan& cols, const X* x, std::int64_t xs_r,
+void filter_plane(const expr::AxisPlan& rows, const expr::AxisPlan& cols, const X* x, std::int64_t xs_r,
                   std::int64_t xs_c, O* out, std::int64_t os_r, std::int64_t os_c, A* scratch) {
   const Taps<A> tr(rows), tc(cols);
   const std::int64_t wo = cols.n_out;
@@ -158,7 +158,7 @@ void filter_plane(const ops::detail::AxisPlan& rows, const ops::detail::AxisPlan
 
 /// One plane of the adjoint: grad_x (n_in x n_in) from g (n_out x n_out).
 template <class A, class G, class O>
-void filter_plane_adjoint(const ops::detail::AxisPlan& rows, const ops::detail::AxisPlan& cols, const G* g,
+void filter_plane_adjoint(const expr::AxisPlan& rows, const expr::AxisPlan& cols, const G* g,
                           std::int64_t gs_r, std::int64_t gs_c, O* grad, std::int64_t os_r, std::int64_t os_c,
                           A* scratch) {
   const Taps<A> tr(rows), tc(cols);
@@ -192,6 +192,24 @@ void for_each_plane(std::int64_t planes, std::int64_t work, A* scratch, std::int
 #endif
   for (std::int64_t p = 0; p < planes; ++p) plane(p, scratch + static_cast<std::int64_t>(thread_id()) * per_thread);
   (void)work;
+}
+
+/// The filter (or its adjoint) over every plane of a [B, C, *, *] input with element strides;
+/// `scratch` holds max_threads() * plane_scratch(rows, cols) elements.
+template <class A, class X, class O>
+void run(const expr::AxisPlan& rows, const expr::AxisPlan& cols, bool adjoint, std::int64_t B, std::int64_t C,
+         const X* x, const std::int64_t* xs, O* out, const std::int64_t* os, A* scratch) {
+  const std::int64_t planes = B * C;
+  for_each_plane(planes, planes * rows.n_in * cols.n_in * rows.taps, scratch, plane_scratch(rows, cols),
+                 [&](std::int64_t p, A* buf) {
+                   const std::int64_t b = p / C, c = p % C;
+                   const X* src = x + b * xs[0] + c * xs[1];
+                   O* dst = out + b * os[0] + c * os[1];
+                   if (adjoint)
+                     filter_plane_adjoint(rows, cols, src, xs[2], xs[3], dst, os[2], os[3], buf);
+                   else
+                     filter_plane(rows, cols, src, xs[2], xs[3], dst, os[2], os[3], buf);
+                 });
 }
 
 }  // namespace kdloss::backend::cpu::filter

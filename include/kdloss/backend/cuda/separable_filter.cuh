@@ -1,4 +1,4 @@
-// kdloss/backend/cuda/ssim_filter.cuh: GPU passes of ops::gaussian_filter and its adjoint. Each
+// kdloss/backend/cuda/separable_filter.cuh: GPU passes of a depthwise separable filter and its adjoint. Each
 // is two elementwise gathers through a [planes, H, Wo] buffer of the accumulation type (columns,
 // then rows); the adjoint gathers over the band of outputs that read a pixel with
 // AxisPlan::adjoint_weight, which folds a reflected halo back onto its source.
@@ -9,7 +9,7 @@
 
 #include "kdloss/backend/cuda/launch.hpp"
 #include "kdloss/backend/cuda/runtime.cuh"
-#include "kdloss/ops/filter_plan.hpp"
+#include "kdloss/expr/filter.hpp"
 
 namespace kdloss::backend::cuda::filter {
 
@@ -21,7 +21,7 @@ namespace detail {
 
 /// tmp[p][r][j] = sum_k w_k x[p][r][source(j + k - off)]  (j < cols.n_out).
 template <class A, class X>
-__global__ void __launch_bounds__(kBlock) columns_kernel(ops::detail::AxisPlan cols, std::int64_t C, std::int64_t H,
+__global__ void __launch_bounds__(kBlock) columns_kernel(expr::AxisPlan cols, std::int64_t C, std::int64_t H,
                                                          std::int64_t n, const X* x, PlaneStrides xs, A* tmp) {
   const std::int64_t wo = cols.n_out;
   for (std::int64_t k = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(kBlock) columns_kernel(ops::detail::AxisPlan c
 
 /// out[p][o][j] = sum_k w_k tmp[p][source(o + k - off)][j].
 template <class A, class O>
-__global__ void __launch_bounds__(kBlock) rows_kernel(ops::detail::AxisPlan rows, std::int64_t C, std::int64_t H,
+__global__ void __launch_bounds__(kBlock) rows_kernel(expr::AxisPlan rows, std::int64_t C, std::int64_t H,
                                                       std::int64_t wo, std::int64_t n, const A* tmp, O* out,
                                                       PlaneStrides os) {
   const std::int64_t ho = rows.n_out;
@@ -57,7 +57,7 @@ __global__ void __launch_bounds__(kBlock) rows_kernel(ops::detail::AxisPlan rows
 
 /// Adjoint of rows_kernel: tmp[p][r][j] = sum over outputs o reading r of weight(o, r) g[p][o][j].
 template <class A, class G>
-__global__ void __launch_bounds__(kBlock) rows_adjoint_kernel(ops::detail::AxisPlan rows, std::int64_t C,
+__global__ void __launch_bounds__(kBlock) rows_adjoint_kernel(expr::AxisPlan rows, std::int64_t C,
                                                               std::int64_t wo, std::int64_t n, const G* g,
                                                               PlaneStrides gs, A* tmp) {
   const std::int64_t H = rows.n_in;
@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(kBlock) rows_adjoint_kernel(ops::detail::AxisP
 
 /// Adjoint of columns_kernel: grad[p][r][q] = sum over j reading q of weight(j, q) tmp[p][r][j].
 template <class A, class O>
-__global__ void __launch_bounds__(kBlock) columns_adjoint_kernel(ops::detail::AxisPlan cols, std::int64_t C,
+__global__ void __launch_bounds__(kBlock) columns_adjoint_kernel(expr::AxisPlan cols, std::int64_t C,
                                                                  std::int64_t H, std::int64_t n, const A* tmp, O* grad,
                                                                  PlaneStrides os) {
   const std::int64_t W = cols.n_in, wo = cols.n_out;
@@ -101,29 +101,29 @@ __global__ void __launch_bounds__(kBlock) columns_adjoint_kernel(ops::detail::Ax
 
 /// out = rows(columns(x)) for every plane; tmp holds planes * rows.n_in * cols.n_out elements.
 template <class A, class X, class O>
-void filter(const ops::detail::AxisPlan& rows, const ops::detail::AxisPlan& cols, std::int64_t B, std::int64_t C,
+void filter(const expr::AxisPlan& rows, const expr::AxisPlan& cols, std::int64_t B, std::int64_t C,
             const X* x, PlaneStrides xs, O* out, PlaneStrides os, A* tmp, cudaStream_t stream) {
   const std::int64_t planes = B * C;
   const std::int64_t n1 = planes * rows.n_in * cols.n_out, n2 = planes * rows.n_out * cols.n_out;
   if (n2 == 0) return;
   detail::columns_kernel<A><<<grid_for(n1), kBlock, 0, stream>>>(cols, C, rows.n_in, n1, x, xs, tmp);
-  check_launch("kdloss gaussian_filter columns_kernel");
+  check_launch("kdloss separable_filter columns_kernel");
   detail::rows_kernel<A><<<grid_for(n2), kBlock, 0, stream>>>(rows, C, rows.n_in, cols.n_out, n2, tmp, out, os);
-  check_launch("kdloss gaussian_filter rows_kernel");
+  check_launch("kdloss separable_filter rows_kernel");
 }
 
 /// grad = columns^T(rows^T(g)) for every plane; tmp as for filter().
 template <class A, class G, class O>
-void filter_adjoint(const ops::detail::AxisPlan& rows, const ops::detail::AxisPlan& cols, std::int64_t B,
+void filter_adjoint(const expr::AxisPlan& rows, const expr::AxisPlan& cols, std::int64_t B,
                     std::int64_t C, const G* g, PlaneStrides gs, O* grad, PlaneStrides os, A* tmp,
                     cudaStream_t stream) {
   const std::int64_t planes = B * C;
   const std::int64_t n1 = planes * rows.n_in * cols.n_out, n2 = planes * rows.n_in * cols.n_in;
   if (n2 == 0) return;
   detail::rows_adjoint_kernel<A><<<grid_for(n1), kBlock, 0, stream>>>(rows, C, cols.n_out, n1, g, gs, tmp);
-  check_launch("kdloss gaussian_filter_backward rows_adjoint_kernel");
+  check_launch("kdloss separable_filter adjoint rows_adjoint_kernel");
   detail::columns_adjoint_kernel<A><<<grid_for(n2), kBlock, 0, stream>>>(cols, C, rows.n_in, n2, tmp, grad, os);
-  check_launch("kdloss gaussian_filter_backward columns_adjoint_kernel");
+  check_launch("kdloss separable_filter adjoint columns_adjoint_kernel");
 }
 
 }  // namespace kdloss::backend::cuda::filter

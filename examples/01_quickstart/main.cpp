@@ -280,24 +280,23 @@ std::vector<std::unique_ptr<LossCase>> loss_cases() {
   using V = View<const float>;
   using G = View<float>;
   std::vector<std::unique_ptr<LossCase>> cases;
-  auto pointwise_query = [](V s) { return kdloss::pointwise_loss_workspace_bytes(s); };
+    cases.push_back(std::make_unique<PerLevelCase>(
+      "mse (mean)", [](V s) { return kdloss::mse_loss_workspace_bytes(s); },
+      [](V s, V t, G out, G g, const kdloss::Exec& ex) { kdloss::mse_loss_forward_backward(s, t, out, g, {Reduction::mean}, ex); }));
   cases.push_back(std::make_unique<PerLevelCase>(
-      "mse (mean)", pointwise_query,
-      [](V s, V t, G out, G g, const kdloss::Exec& ex) { kdloss::mse_loss_forward_backward(s, t, out, g, Reduction::mean, ex); }));
+      "l1 (mean)", [](V s) { return kdloss::l1_loss_workspace_bytes(s); },
+      [](V s, V t, G out, G g, const kdloss::Exec& ex) { kdloss::l1_loss_forward_backward(s, t, out, g, {Reduction::mean}, ex); }));
   cases.push_back(std::make_unique<PerLevelCase>(
-      "l1 (mean)", pointwise_query,
-      [](V s, V t, G out, G g, const kdloss::Exec& ex) { kdloss::l1_loss_forward_backward(s, t, out, g, Reduction::mean, ex); }));
-  cases.push_back(std::make_unique<PerLevelCase>(
-      "smooth_l1 (beta 1, mean)", pointwise_query, [](V s, V t, G out, G g, const kdloss::Exec& ex) {
-        kdloss::smooth_l1_loss_forward_backward(s, t, out, g, 1.0, Reduction::mean, ex);
+      "smooth_l1 (beta 1, mean)", [](V s) { return kdloss::smooth_l1_loss_workspace_bytes(s); }, [](V s, V t, G out, G g, const kdloss::Exec& ex) {
+        kdloss::smooth_l1_loss_forward_backward(s, t, out, g, {1.0, Reduction::mean}, ex);
       }));
   cases.push_back(std::make_unique<PerLevelCase>(
       "distance (torch.dist)", [](V s) { return kdloss::distance_loss_workspace_bytes(s); },
-      [](V s, V t, G out, G g, const kdloss::Exec& ex) { kdloss::distance_loss_forward_backward(s, t, out, g, ex); }));
+      [](V s, V t, G out, G g, const kdloss::Exec& ex) { kdloss::distance_loss_forward_backward(s, t, out, g, {}, ex); }));
   cases.push_back(std::make_unique<PerLevelCase>(
-      "kl over channels (T=4, batchmean)", [](V s) { return kdloss::kl_div_loss_workspace_bytes(s, 1); },
+      "kl over channels (T=4, batchmean)", [](V s) { return kdloss::kl_div_loss_workspace_bytes(s, {4.0, 1}); },
       [](V s, V t, G out, G g, const kdloss::Exec& ex) {
-        kdloss::kl_div_loss_forward_backward(s, t, 1, out, g, 4.0, Reduction::batchmean, ex);
+        kdloss::kl_div_loss_forward_backward(s, t, out, g, {4.0, 1, Reduction::batchmean}, ex);
       }));
   cases.push_back(std::make_unique<PerLevelCase>(
       "ssim (kornia, window 11, mean)", [](V s) { return kdloss::ssim_loss_workspace_bytes(s); },

@@ -25,25 +25,25 @@ const char* name(Kind k) { return k == Kind::mse ? "mse" : k == Kind::l1 ? "l1" 
 template <class T>
 void forward(Kind k, View<const T> s, View<const T> t, View<T> out, Reduction r, double beta, const Exec& ex = {}) {
   switch (k) {
-    case Kind::mse: mse_loss(s, t, out, r, ex); break;
-    case Kind::l1: l1_loss(s, t, out, r, ex); break;
-    case Kind::smooth_l1: smooth_l1_loss(s, t, out, beta, r, ex); break;
+    case Kind::mse: mse_loss(s, t, out, {r}, ex); break;
+    case Kind::l1: l1_loss(s, t, out, {r}, ex); break;
+    case Kind::smooth_l1: smooth_l1_loss(s, t, out, {beta, r}, ex); break;
   }
 }
 template <class T>
 void backward(Kind k, View<const T> s, View<const T> t, View<const T> up, View<T> g, Reduction r, double beta) {
   switch (k) {
-    case Kind::mse: mse_loss_backward(s, t, up, g, r); break;
-    case Kind::l1: l1_loss_backward(s, t, up, g, r); break;
-    case Kind::smooth_l1: smooth_l1_loss_backward(s, t, up, g, beta, r); break;
+    case Kind::mse: mse_loss_backward(s, t, up, g, {r}); break;
+    case Kind::l1: l1_loss_backward(s, t, up, g, {r}); break;
+    case Kind::smooth_l1: smooth_l1_loss_backward(s, t, up, g, {beta, r}); break;
   }
 }
 template <class T>
 void fused(Kind k, View<const T> s, View<const T> t, View<T> out, View<T> g, Reduction r, double beta) {
   switch (k) {
-    case Kind::mse: mse_loss_forward_backward(s, t, out, g, r); break;
-    case Kind::l1: l1_loss_forward_backward(s, t, out, g, r); break;
-    case Kind::smooth_l1: smooth_l1_loss_forward_backward(s, t, out, g, beta, r); break;
+    case Kind::mse: mse_loss_forward_backward(s, t, out, g, {r}); break;
+    case Kind::l1: l1_loss_forward_backward(s, t, out, g, {r}); break;
+    case Kind::smooth_l1: smooth_l1_loss_forward_backward(s, t, out, g, {beta, r}); break;
   }
 }
 
@@ -226,7 +226,7 @@ TEST_CASE("bad inputs throw a clear error and leave outputs untouched") {
               "'teacher' has a null data pointer");
   throws_with([&] { mse_loss(sv, tv, host_scalar(static_cast<float*>(nullptr))); }, "'out' has a null data pointer");
   throws_with([&] { mse_loss(sv, tv, host_view(g.data(), {2, 2})); }, "'out' must hold exactly one element");
-  throws_with([&] { mse_loss(sv, tv, host_view(g.data(), {2, 3}), Reduction::none); }, "'out' has shape [2, 3]");
+  throws_with([&] { mse_loss(sv, tv, host_view(g.data(), {2, 3}), {Reduction::none}); }, "'out' has shape [2, 3]");
   throws_with([&] { mse_loss(sv, cuda_view(t.data(), shape), host_scalar(&out)); },
               "'teacher' is on cuda:0 but the call runs on host");
 #if !KDLOSS_CUDA_ENABLED
@@ -249,18 +249,18 @@ TEST_CASE("bad inputs throw a clear error and leave outputs untouched") {
   }
   throws_with([&] { mse_loss_backward(sv, tv, host_view(g.data(), {2}), host_view(g.data(), shape)); },
               "'grad_out' must hold one element");
-  throws_with([&] { smooth_l1_loss(sv, tv, host_scalar(&out), -1.0); }, "'beta' must be >= 0");
-  throws_with([&] { mse_loss(sv, tv, host_scalar(&out), Reduction::batchmean); }, "only kl_div offers");
+  throws_with([&] { smooth_l1_loss(sv, tv, host_scalar(&out), {-1.0}); }, "'beta' must be >= 0");
+  throws_with([&] { mse_loss(sv, tv, host_scalar(&out), {Reduction::batchmean}); }, "only kl_div offers");
   // A GPU call reports its workspace need even from a host-only build; a too small buffer is refused.
-  CHECK(pointwise_loss_workspace_bytes(cuda_view(s.data(), shape)) > 0);
-  CHECK(pointwise_loss_workspace_bytes(sv) == 0);
-  CHECK(pointwise_loss_workspace_bytes(cuda_view(s.data(), shape), Reduction::none) == 0);
+  CHECK(mse_loss_workspace_bytes(cuda_view(s.data(), shape)) > 0);
+  CHECK(mse_loss_workspace_bytes(sv) == 0);
+  CHECK(mse_loss_workspace_bytes(cuda_view(s.data(), shape), {Reduction::none}) == 0);
   alignas(256) static unsigned char small[256];
   throws_with(
       [&] {
         detail::HostScratch scratch;
         detail::resolve_workspace("kdloss::mse_loss", Device::cuda(), Workspace{small, 8},
-                                  pointwise_loss_workspace_bytes(cuda_view(s.data(), shape)), scratch);
+                                  mse_loss_workspace_bytes(cuda_view(s.data(), shape)), scratch);
       },
       "argument 'workspace' has 8 bytes but this call needs");
 }

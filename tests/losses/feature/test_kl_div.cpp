@@ -10,6 +10,7 @@
 
 #include "kdloss/losses/feature/kl_div.hpp"
 #include "losses/feature/kl_div_gpu.hpp"
+#include "losses/feature/nonfinite.hpp"
 #include "reference/feature_reference.hpp"
 #include "support/test_support.hpp"
 
@@ -463,6 +464,78 @@ TEST_CASE("kl_div_loss: bad inputs throw a clear error and leave outputs untouch
       "kdloss::kl_div_loss: argument 'workspace' has 8 bytes but this call needs");
 }
 
+namespace {
+kdloss_ref::KlRed kl_red(Reduction r) {
+  return r == Reduction::none ? kdloss_ref::KlRed::none
+         : r == Reduction::sum ? kdloss_ref::KlRed::sum
+         : r == Reduction::mean ? kdloss_ref::KlRed::mean
+                                : kdloss_ref::KlRed::batchmean;
+}
+
+/// Forward, backward and fused on T logits against PyTorch's evaluation order (torch_order::kl_div).
+template <class T>
+void check_kl_nonfinite(const std::vector<double>& s_in, const std::vector<double>& t_in, const Dims& shape, int axis,
+                        double temp, Reduction r, double rel, double abs_tol) {
+  const std::vector<T> s(s_in.begin(), s_in.end()), t(t_in.begin(), t_in.end());
+  const std::vector<double> sd(s.begin(), s.end()), td(t.begin(), t.end());
+  const std::size_t n = s.size();
+  const bool none = r == Reduction::none;
+  const std::vector<std::int64_t> sh(shape.v.begin(), shape.v.begin() + shape.rank);
+  const auto up = none ? random_vector<double>(n, 41) : std::vector<double>{0.7};
+  const std::vector<T> up_t(up.begin(), up.end());
+  std::vector<double> want_v, want_g, want_fused_g, unused;
+  kdloss_ref::torch_order::kl_div(sd, td, sh, axis, temp, kl_red(r), std::vector<double>(up_t.begin(), up_t.end()),
+                                  want_v, want_g);
+  kdloss_ref::torch_order::kl_div(sd, td, sh, axis, temp, kl_red(r), std::vector<double>(none ? n : 1, 1.0), unused,
+                                  want_fused_g);
+  auto sv = host_view(s.data(), shape);
+  auto tv = host_view(t.data(), shape);
+  const KlDivOptions o{temp, axis, r};
+  std::vector<T> v(want_v.size(), T(-7)), g(n, T(-7)), v2(want_v.size(), T(-7)), g2(n, T(-7));
+  kl_div_loss(sv, tv, none ? host_view(v.data(), shape) : host_scalar(v.data()), o);
+  kl_div_loss_backward(sv, tv, none ? host_view(up_t.data(), shape) : host_scalar(up_t.data()),
+                       host_view(g.data(), shape), o);
+  kl_div_loss_forward_backward(sv, tv, none ? host_view(v2.data(), shape) : host_scalar(v2.data()),
+                               host_view(g2.data(), shape), o);
+  kdloss_test::check_modes(v, g, v2, g2, {want_v, want_g, want_fused_g}, rel, abs_tol);
+}
+}  // namespace
+
+TEST_CASE("kl_div_loss propagates NaN and +-inf as PyTorch does (forward, backward, fused; float, double)") {
+  // PyTorch: a NaN or +inf logit, or a row of -inf, makes the row's softmax NaN: every value and
+  // gradient of the row is NaN. A -inf teacher logit has p_t = 0 (xlogy: term 0); a -inf student
+  // logit gives an inf term where p_t > 0 and NaN (0 * -inf) where p_t = 0; gradients stay finite.
+  struct Layout {
+    Dims shape;
+    int axis;
+  };
+  // Scalar rows (class axis innermost), packet rows (neighbouring rows along W), and one class.
+  const Layout layouts[] = {{Dims{3, 5}, 1}, {Dims{2, 5, 3, 4}, 1}, {Dims{4, 1}, 1}};
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const auto& l : layouts)
+    for (Reduction r : {Reduction::none, Reduction::sum, Reduction::batchmean, Reduction::mean}) {
+      const auto n = static_cast<std::size_t>(l.shape.product());
+      auto cases = kdloss_test::nonfinite_cases(n);
+      // Whole rows of -inf: row 0 of the student, of the teacher, of both.
+      std::vector<std::size_t> row0;
+      for (std::int64_t j = 0, step = n / l.shape[0] / l.shape[l.axis]; j < l.shape[l.axis]; ++j)
+        row0.push_back(static_cast<std::size_t>(j * step));
+      cases.push_back({"student row of -inf", -inf, 0, row0});
+      cases.push_back({"teacher row of -inf", 0, -inf, row0});
+      cases.push_back({"both rows of -inf", -inf, -inf, row0});
+      for (const auto& c : cases) {
+        CAPTURE(l.shape.str());
+        const std::string red = to_string(r), what = c.name;
+        CAPTURE(red);
+        CAPTURE(what);
+        auto s = random_vector<double>(n, 1, -3, 3), t = random_vector<double>(n, 2, -3, 3);
+        kdloss_test::place(c, s, t);
+        check_kl_nonfinite<double>(s, t, l.shape, l.axis, 2.0, r, 1e-10, 1e-13);
+        check_kl_nonfinite<float>(s, t, l.shape, l.axis, 2.0, r, 1e-4, 1e-6);
+      }
+    }
+}
+
 KDLOSS_GPU_TEST("kl_div_loss: GPU agrees with CPU (warp and block rows, strided class axis, every reduction)") {
 #if KDLOSS_TEST_CUDA
   struct Case {
@@ -571,4 +644,37 @@ KDLOSS_GPU_TEST("kl_div_loss: a GPU call with a too small or null workspace thro
     CHECK(out_after > 0.0f);
   }
 #endif
+}
+
+TEST_CASE("kl_div_loss entry-point shape: args + Mode equal the wrappers; options struct; per-entry query") {
+  const Dims shape{2, 6, 3, 4};
+  const auto n = static_cast<std::size_t>(shape.product());
+  const auto s = random_vector<double>(n, 60, -3, 3), t = random_vector<double>(n, 61, -3, 3);
+  auto sv = host_view(s.data(), shape);
+  auto tv = host_view(t.data(), shape);
+  const KlDivOptions o{2.5, 1, Reduction::batchmean};
+  double v1 = -1, v2 = -1, one = 1.0;
+  std::vector<double> g1(n, -1), g2(n, -1), g3(n, -1);
+  kl_div_loss_forward_backward(sv, tv, host_scalar(&v1), host_view(g1.data(), shape), o);
+  KlDivLossArgs<double> args{sv, tv, host_scalar(&v2), host_scalar(&one), host_view(g2.data(), shape), o};
+  kl_div_loss_check(args, Mode::forward_backward);
+  kl_div_loss(args, Mode::forward_backward);
+  CHECK(v2 == v1);
+  CHECK(g2 == g1);
+  args.grad_student = host_view(g3.data(), shape);
+  kl_div_loss(args, Mode::backward);
+  CHECK(g3 == g1);
+  // Defaults: temperature 1, class axis 1, batchmean.
+  double d1 = -1, d2 = -1;
+  kl_div_loss(sv, tv, host_scalar(&d1));
+  kl_div_loss(sv, tv, host_scalar(&d2), {1.0, 1, Reduction::batchmean});
+  CHECK(d1 == d2);
+  auto sd = cuda_view(s.data(), shape);
+  CHECK(kl_div_loss_workspace_bytes(KlDivLossArgs<double>{sd, sd, {}, {}, {}, o}) == kl_div_loss_workspace_bytes(sd, o));
+  CHECK(kl_div_loss_workspace_bytes(sd, o) > 0);
+  KlDivLossArgs<double> bad = args;
+  bad.options.class_axis = 4;
+  std::vector<double> before = g3;
+  kdloss_test::expect_error([&] { kl_div_loss(bad, Mode::backward); },
+                            "kdloss::kl_div_loss_backward: argument 'class_axis' is 4", [&] { CHECK(g3 == before); });
 }

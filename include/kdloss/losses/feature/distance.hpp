@@ -2,7 +2,7 @@
 // reference code's torch.dist(S, T) computes it: not squared, not divided by batch or numel.
 //
 // Gradient (S - T) / ||S - T||, and exactly 0 where ||S - T|| = 0 (PyTorch's norm backward masks
-// norm == 0). FBKD's hand-written `(d * d).sum() ** 0.5` has no such mask: its backward is inf * 0 =
+// norm == 0, and only that: a NaN norm gives a NaN gradient everywhere, as PyTorch's). FBKD's hand-written `(d * d).sum() ** 0.5` has no such mask: its backward is inf * 0 =
 // NaN at S = T. kdloss gives PyTorch's 0 there.
 //
 // The gradient needs the norm before any element can be written, so backward and forward_backward
@@ -66,7 +66,10 @@ struct DistanceLossArgs {
 
 namespace detail {
 
-/// grad = upstream * (s - t) / norm, and 0 where norm = 0. The norm is read on the call's device.
+/// grad = upstream * (s - t) / norm, and upstream * 0 where norm = 0, as PyTorch's norm backward
+/// (grad * (x / norm).masked_fill_(norm == 0, 0)): only norm == 0 is masked, so a NaN norm (a NaN
+/// input) makes every element NaN and an inf norm gives 0 beside NaN at the inf elements. The norm
+/// is read on the call's device.
 template <class T>
 struct DistanceGrad {
   const double* norm;
@@ -75,10 +78,8 @@ struct DistanceGrad {
   KDLOSS_HOST_DEVICE void operator()(const S& s, const Tt& t, G& g) const {
     using A = math::scalar_t<G>;
     const A n = static_cast<A>(*norm);
-    if (n > A(0))
-      g = (s - t) * (upstream.template get<A>() / n);
-    else
-      g = (s - t) * A(0);
+    const A u = upstream.template get<A>();
+    g = (s - t) * (n == A(0) ? u * A(0) : u / n);
   }
 };
 

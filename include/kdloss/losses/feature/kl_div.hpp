@@ -59,6 +59,13 @@ namespace detail {
 using ::kdloss::detail::Checker;
 using ::kdloss::detail::require;
 
+/// 0 for a finite x, NaN for +-inf and NaN (comparisons, so no contraction or folding can change it).
+template <class Acc>
+KDLOSS_HOST_DEVICE Acc finite_or_nan(Acc x) {
+  const Acc inf = Acc(HUGE_VAL), nan = Acc(NAN);
+  return math::select(x < inf, math::select(-inf < x, Acc(0), nan), nan);
+}
+
 /// The KL row operation. Inputs: 0 student logits, 1 teacher logits, 2 upstream map (kUpMap).
 /// Outputs: the per-element loss map first (kLossMap), then the gradient (kGrad).
 /// kSum: return the row's sum_j p_t_j (log p_t_j - log p_s_j) (T^2 and the reduction go in the finaliser).
@@ -74,12 +81,25 @@ struct KlDivRow {
   KDLOSS_HOST_DEVICE Acc operator()(const Row& row) const {
     if (row.size() == 1) {
       // One class: p_s = p_t = 1, every term and gradient is 0. Said outright, because with FMA
-      // contraction x/T - max(x/T) is the rounding error of x/T rather than 0.
+      // contraction x/T - max(x/T) is the rounding error of x/T rather than 0. A logit whose x/T is
+      // not finite makes PyTorch's softmax NaN (x/T - max = NaN): the term and gradient are NaN then.
+      const Acc it = Acc(inv_t);
+      auto zero_or_nan = [&](std::int64_t j) {
+        return finite_or_nan(row.template in<0, Acc>(j) * it) + finite_or_nan(row.template in<1, Acc>(j) * it);
+      };
+      Acc total = Acc(0);
+      if constexpr (kSum) total = row.template sum<Acc>(zero_or_nan);
       row.for_each([&](std::int64_t j) {
-        if constexpr (kLossMap) row.template out<0>(j, Acc(0));
-        if constexpr (kGrad) row.template out<kLossMap ? 1 : 0>(j, Acc(0));
+        const Acc z = zero_or_nan(j);
+        if constexpr (kLossMap) row.template out<0>(j, z);
+        if constexpr (kUpMap) {
+          const Acc u = row.template in<2, Acc>(j);
+          row.template out<0>(j, Acc(grad_scale) * (z + (u - u)));  // T (u p_s p_t - u p_t): NaN for u = inf
+        } else if constexpr (kGrad) {
+          row.template out<kLossMap ? 1 : 0>(j, Acc(grad_scale) * upstream.template get<Acc>() * z);
+        }
       });
-      return Acc(0);
+      return total;
     }
     const Acc it = Acc(inv_t);
     const auto ms = ops::detail::row_max_and_sum<0>(row, it);
@@ -91,11 +111,17 @@ struct KlDivRow {
     // it is exactly 0 where s = t even when the compiler contracts a * b - c into an FMA (nvcc does).
     auto p_t = [&](std::int64_t j) { return math::exp(row.template in<1, Acc>(j) * it - mt.max) / mt.sum; };
     auto p_s = [&](std::int64_t j) { return math::exp(row.template in<0, Acc>(j) * it - ms.max) / ms.sum; };
-    // xlogy: p_t = 0 (underflow, or a -inf teacher logit) contributes exactly 0.
+    // PyTorch's term xlogy(p_t, p_t) - p_t log p_s: where p_t = 0 (underflow, or a -inf teacher logit)
+    // xlogy gives 0, so the teacher's log drops out, and the term is 0 * log p_s: 0, or NaN where log
+    // p_s is -inf (a -inf student logit there) or NaN. A NaN p_t (a NaN or +inf teacher logit, or a
+    // row of -inf) stays NaN, as xlogy(NaN, NaN) does.
+    // The test is on t/T - max rather than on p_t: Eigen's vectorised exp(-inf) is a tiny number, not 0.
+    const Acc minus_inf = Acc(-HUGE_VAL);
     auto term = [&](Acc pt, std::int64_t j) {
-      const Acc log_ratio =
-          ((row.template in<1, Acc>(j) * it - mt.max) - (row.template in<0, Acc>(j) * it - ms.max)) - log_ratio_z;
-      return Acc(math::select(pt > Acc(0), pt * log_ratio, Acc(0)));
+      const Acc a = row.template in<1, Acc>(j) * it - mt.max;
+      const auto finite_t = minus_inf < a;
+      return math::select(finite_t, pt, Acc(0)) *
+             ((math::select(finite_t, a, Acc(0)) - (row.template in<0, Acc>(j) * it - ms.max)) - log_ratio_z);
     };
     Acc total = Acc(0);
     if constexpr (kSum) total = row.template sum<Acc>([&](std::int64_t j) { return term(p_t(j), j); });

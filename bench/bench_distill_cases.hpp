@@ -22,28 +22,28 @@ void register_distill_benchmarks(Reg reg, Ctx ctx) {
   constexpr Traffic fbkd_fused{6, 1}, fbkd_forward{4, 0};
   for (const auto& c : feature_cases()) {
     reg("distance/forward", c, forward, [ctx](Level& l, auto... stream) {
-      kdloss::distance_loss(l.s(), l.t(), l.out(), ctx.exec(l, kdloss::distance_loss_workspace_bytes(l.s()), stream...));
+      kdloss::distance_loss(l.s(), l.t(), l.out(), {}, ctx.exec(l, kdloss::distance_loss_workspace_bytes(l.s()), stream...));
     });
     reg("distance/backward", c, with_gradient, [ctx](Level& l, auto... stream) {
-      kdloss::distance_loss_backward(l.s(), l.t(), l.up(), l.g(),
+      kdloss::distance_loss_backward(l.s(), l.t(), l.up(), l.g(), {},
                                      ctx.exec(l, kdloss::distance_loss_workspace_bytes(l.s()), stream...));
     });
     reg("distance/forward_backward", c, with_gradient, [ctx](Level& l, auto... stream) {
-      kdloss::distance_loss_forward_backward(l.s(), l.t(), l.out(), l.g(),
+      kdloss::distance_loss_forward_backward(l.s(), l.t(), l.out(), l.g(), {},
                                              ctx.exec(l, kdloss::distance_loss_workspace_bytes(l.s()), stream...));
     });
     // KL over the channel axis of NCHW features (a per-pixel class distribution), T = 4.
     reg("kl_div/forward", c, forward, [ctx](Level& l, auto... stream) {
-      kdloss::kl_div_loss(l.s(), l.t(), 1, l.out(), 4.0, Reduction::batchmean,
-                          ctx.exec(l, kdloss::kl_div_loss_workspace_bytes(l.s(), 1), stream...));
+      kdloss::kl_div_loss(l.s(), l.t(), l.out(), {4.0, 1, Reduction::batchmean},
+                          ctx.exec(l, kdloss::kl_div_loss_workspace_bytes(l.s(), {4.0, 1}), stream...));
     });
     reg("kl_div/backward", c, with_gradient, [ctx](Level& l, auto... stream) {
-      kdloss::kl_div_loss_backward(l.s(), l.t(), 1, l.up(), l.g(), 4.0, Reduction::batchmean,
-                                   ctx.exec(l, kdloss::kl_div_loss_workspace_bytes(l.s(), 1), stream...));
+      kdloss::kl_div_loss_backward(l.s(), l.t(), l.up(), l.g(), {4.0, 1, Reduction::batchmean},
+                                   ctx.exec(l, kdloss::kl_div_loss_workspace_bytes(l.s(), {4.0, 1}), stream...));
     });
     reg("kl_div/forward_backward", c, with_gradient, [ctx](Level& l, auto... stream) {
-      kdloss::kl_div_loss_forward_backward(l.s(), l.t(), 1, l.out(), l.g(), 4.0, Reduction::batchmean,
-                                           ctx.exec(l, kdloss::kl_div_loss_workspace_bytes(l.s(), 1), stream...));
+      kdloss::kl_div_loss_forward_backward(l.s(), l.t(), l.out(), l.g(), {4.0, 1, Reduction::batchmean},
+                                           ctx.exec(l, kdloss::kl_div_loss_workspace_bytes(l.s(), {4.0, 1}), stream...));
     });
     // FBKD attention-guided total (paper two-stage preset: masks, L_AM with both masks, paper L_AT).
     reg("fbkd_total_paper/forward", c, fbkd_forward, [ctx](Level& l, auto... stream) {

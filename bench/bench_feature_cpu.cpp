@@ -39,12 +39,12 @@ void register_feature_benchmarks() {
     });
 
     kdloss_bench::register_host<float>("smooth_l1/forward", c, kForward,
-                                       [](Level& l) { kdloss::smooth_l1_loss(l.s(), l.t(), l.out(), kBeta); });
+                                       [](Level& l) { kdloss::smooth_l1_loss(l.s(), l.t(), l.out(), {kBeta}); });
     kdloss_bench::register_host<float>("smooth_l1/backward", c, kWithGradient, [](Level& l) {
-      kdloss::smooth_l1_loss_backward(l.s(), l.t(), l.up(), l.g(), kBeta);
+      kdloss::smooth_l1_loss_backward(l.s(), l.t(), l.up(), l.g(), {kBeta});
     });
     kdloss_bench::register_host<float>("smooth_l1/forward_backward", c, kWithGradient, [](Level& l) {
-      kdloss::smooth_l1_loss_forward_backward(l.s(), l.t(), l.out(), l.g(), kBeta);
+      kdloss::smooth_l1_loss_forward_backward(l.s(), l.t(), l.out(), l.g(), {kBeta});
     });
   }
 }

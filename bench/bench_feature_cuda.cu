@@ -22,7 +22,7 @@ constexpr double kBeta = 1.0;
 
 /// The Exec of a pointwise loss call on `stream`, with the workspace its query asks for.
 kdloss::Exec exec_for(Level& l, cudaStream_t stream) {
-  return l.exec(stream, kdloss::pointwise_loss_workspace_bytes(l.s()));
+  return l.exec(stream, kdloss::mse_loss_workspace_bytes(l.s()));
 }
 
 void register_feature_benchmarks() {
@@ -31,35 +31,34 @@ void register_feature_benchmarks() {
     kdloss_bench::register_cuda_baselines<float>(c);
 
     kdloss_bench::register_cuda<float>("mse/forward", c, kForward, [](Level& l, cudaStream_t st) {
-      kdloss::mse_loss(l.s(), l.t(), l.out(), Reduction::mean, exec_for(l, st));
+      kdloss::mse_loss(l.s(), l.t(), l.out(), {Reduction::mean}, exec_for(l, st));
     });
     kdloss_bench::register_cuda<float>("mse/backward", c, kWithGradient, [](Level& l, cudaStream_t st) {
-      kdloss::mse_loss_backward(l.s(), l.t(), l.up(), l.g(), Reduction::mean, exec_for(l, st));
+      kdloss::mse_loss_backward(l.s(), l.t(), l.up(), l.g(), {Reduction::mean}, exec_for(l, st));
     });
     kdloss_bench::register_cuda<float>("mse/forward_backward", c, kWithGradient, [](Level& l, cudaStream_t st) {
-      kdloss::mse_loss_forward_backward(l.s(), l.t(), l.out(), l.g(), Reduction::mean, exec_for(l, st));
+      kdloss::mse_loss_forward_backward(l.s(), l.t(), l.out(), l.g(), {Reduction::mean}, exec_for(l, st));
     });
 
     kdloss_bench::register_cuda<float>("l1/forward", c, kForward, [](Level& l, cudaStream_t st) {
-      kdloss::l1_loss(l.s(), l.t(), l.out(), Reduction::mean, exec_for(l, st));
+      kdloss::l1_loss(l.s(), l.t(), l.out(), {Reduction::mean}, exec_for(l, st));
     });
     kdloss_bench::register_cuda<float>("l1/backward", c, kWithGradient, [](Level& l, cudaStream_t st) {
-      kdloss::l1_loss_backward(l.s(), l.t(), l.up(), l.g(), Reduction::mean, exec_for(l, st));
+      kdloss::l1_loss_backward(l.s(), l.t(), l.up(), l.g(), {Reduction::mean}, exec_for(l, st));
     });
     kdloss_bench::register_cuda<float>("l1/forward_backward", c, kWithGradient, [](Level& l, cudaStream_t st) {
-      kdloss::l1_loss_forward_backward(l.s(), l.t(), l.out(), l.g(), Reduction::mean, exec_for(l, st));
+      kdloss::l1_loss_forward_backward(l.s(), l.t(), l.out(), l.g(), {Reduction::mean}, exec_for(l, st));
     });
 
     kdloss_bench::register_cuda<float>("smooth_l1/forward", c, kForward, [](Level& l, cudaStream_t st) {
-      kdloss::smooth_l1_loss(l.s(), l.t(), l.out(), kBeta, Reduction::mean, exec_for(l, st));
+      kdloss::smooth_l1_loss(l.s(), l.t(), l.out(), {kBeta, Reduction::mean}, exec_for(l, st));
     });
     kdloss_bench::register_cuda<float>("smooth_l1/backward", c, kWithGradient, [](Level& l, cudaStream_t st) {
-      kdloss::smooth_l1_loss_backward(l.s(), l.t(), l.up(), l.g(), kBeta, Reduction::mean, exec_for(l, st));
+      kdloss::smooth_l1_loss_backward(l.s(), l.t(), l.up(), l.g(), {kBeta, Reduction::mean}, exec_for(l, st));
     });
     kdloss_bench::register_cuda<float>("smooth_l1/forward_backward", c, kWithGradient,
                                        [](Level& l, cudaStream_t st) {
-                                         kdloss::smooth_l1_loss_forward_backward(l.s(), l.t(), l.out(), l.g(), kBeta,
-                                                                                 Reduction::mean, exec_for(l, st));
+                                         kdloss::smooth_l1_loss_forward_backward(l.s(), l.t(), l.out(), l.g(), {kBeta, Reduction::mean}, exec_for(l, st));
                                        });
   }
 }

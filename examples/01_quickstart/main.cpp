@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -280,24 +281,23 @@ std::vector<std::unique_ptr<LossCase>> loss_cases() {
   using V = View<const float>;
   using G = View<float>;
   std::vector<std::unique_ptr<LossCase>> cases;
-  auto pointwise_query = [](V s) { return kdloss::pointwise_loss_workspace_bytes(s); };
+    cases.push_back(std::make_unique<PerLevelCase>(
+      "mse (mean)", [](V s) { return kdloss::mse_loss_workspace_bytes(s); },
+      [](V s, V t, G out, G g, const kdloss::Exec& ex) { kdloss::mse_loss_forward_backward(s, t, out, g, {Reduction::mean}, ex); }));
   cases.push_back(std::make_unique<PerLevelCase>(
-      "mse (mean)", pointwise_query,
-      [](V s, V t, G out, G g, const kdloss::Exec& ex) { kdloss::mse_loss_forward_backward(s, t, out, g, Reduction::mean, ex); }));
+      "l1 (mean)", [](V s) { return kdloss::l1_loss_workspace_bytes(s); },
+      [](V s, V t, G out, G g, const kdloss::Exec& ex) { kdloss::l1_loss_forward_backward(s, t, out, g, {Reduction::mean}, ex); }));
   cases.push_back(std::make_unique<PerLevelCase>(
-      "l1 (mean)", pointwise_query,
-      [](V s, V t, G out, G g, const kdloss::Exec& ex) { kdloss::l1_loss_forward_backward(s, t, out, g, Reduction::mean, ex); }));
-  cases.push_back(std::make_unique<PerLevelCase>(
-      "smooth_l1 (beta 1, mean)", pointwise_query, [](V s, V t, G out, G g, const kdloss::Exec& ex) {
-        kdloss::smooth_l1_loss_forward_backward(s, t, out, g, 1.0, Reduction::mean, ex);
+      "smooth_l1 (beta 1, mean)", [](V s) { return kdloss::smooth_l1_loss_workspace_bytes(s); }, [](V s, V t, G out, G g, const kdloss::Exec& ex) {
+        kdloss::smooth_l1_loss_forward_backward(s, t, out, g, {1.0, Reduction::mean}, ex);
       }));
   cases.push_back(std::make_unique<PerLevelCase>(
       "distance (torch.dist)", [](V s) { return kdloss::distance_loss_workspace_bytes(s); },
-      [](V s, V t, G out, G g, const kdloss::Exec& ex) { kdloss::distance_loss_forward_backward(s, t, out, g, ex); }));
+      [](V s, V t, G out, G g, const kdloss::Exec& ex) { kdloss::distance_loss_forward_backward(s, t, out, g, {}, ex); }));
   cases.push_back(std::make_unique<PerLevelCase>(
-      "kl over channels (T=4, batchmean)", [](V s) { return kdloss::kl_div_loss_workspace_bytes(s, 1); },
+      "kl over channels (T=4, batchmean)", [](V s) { return kdloss::kl_div_loss_workspace_bytes(s, {4.0, 1}); },
       [](V s, V t, G out, G g, const kdloss::Exec& ex) {
-        kdloss::kl_div_loss_forward_backward(s, t, 1, out, g, 4.0, Reduction::batchmean, ex);
+        kdloss::kl_div_loss_forward_backward(s, t, out, g, {4.0, 1, Reduction::batchmean}, ex);
       }));
   cases.push_back(std::make_unique<PerLevelCase>(
       "ssim (kornia, window 11, mean)", [](V s) { return kdloss::ssim_loss_workspace_bytes(s); },
@@ -321,12 +321,21 @@ std::vector<std::unique_ptr<LossCase>> loss_cases() {
   return cases;
 }
 
+/// The median of the timed calls (the mean of the two middle ones for an even count).
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
 void print_row(const char* loss, const char* device, double value, double grad_norm, double ms) {
   std::printf("| %-36s | %-7s | %14.7g | %12.6g | %9.2f |\n", loss, device, value, grad_norm, ms);
 }
 
-/// Runs every case on `device`: once to warm up, then timed (host clock, or CUDA events on a stream).
-void run_table(const std::vector<Level>& levels, kdloss::Device device) {
+/// Runs every case on `device`: one call to warm up (first touch of the buffers, thread start-up,
+/// the GPU's lazy module load), then `calls` timed calls; the time is their median (host clock, or
+/// CUDA events on a stream), so a slow first call or a noisy neighbour does not set it.
+void run_table(const std::vector<Level>& levels, kdloss::Device device, int calls) {
   Arena arena(device);
   kdloss::Stream stream;
 #if KDLOSS_CUDA_ENABLED
@@ -340,28 +349,33 @@ void run_table(const std::vector<Level>& levels, kdloss::Device device) {
   for (auto& loss : loss_cases()) {
     loss->prepare(pyramid, arena, stream);
     loss->run();  // warm-up
-    double ms = 0;
+    std::vector<double> times;
+    for (int call = 0; call < calls; ++call) {
+      double ms = 0;
 #if KDLOSS_CUDA_ENABLED
-    if (device.is_cuda()) {
-      cudaEvent_t start, stop;
-      cudaEventCreate(&start);
-      cudaEventCreate(&stop);
-      cudaEventRecord(start, cuda_stream);
-      loss->run();
-      cudaEventRecord(stop, cuda_stream);
-      cudaEventSynchronize(stop);
-      float elapsed = 0;
-      cudaEventElapsedTime(&elapsed, start, stop);
-      ms = elapsed;
-      cudaEventDestroy(start);
-      cudaEventDestroy(stop);
-    }
+      if (device.is_cuda()) {
+        cudaEvent_t start, stop;
+        cudaEventCreate(&start);
+        cudaEventCreate(&stop);
+        cudaEventRecord(start, cuda_stream);
+        loss->run();
+        cudaEventRecord(stop, cuda_stream);
+        cudaEventSynchronize(stop);
+        float elapsed = 0;
+        cudaEventElapsedTime(&elapsed, start, stop);
+        ms = elapsed;
+        cudaEventDestroy(start);
+        cudaEventDestroy(stop);
+      }
 #endif
-    if (device.is_host()) {
-      const auto start = std::chrono::steady_clock::now();
-      loss->run();
-      ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      if (device.is_host()) {
+        const auto start = std::chrono::steady_clock::now();
+        loss->run();
+        ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      }
+      times.push_back(ms);
     }
+    const double ms = median(times);
     print_row(loss->name(), device.is_host() ? "cpu" : "cuda:0", loss->value(arena), loss->grad_norm(arena), ms);
   }
 #if KDLOSS_CUDA_ENABLED
@@ -372,23 +386,35 @@ void run_table(const std::vector<Level>& levels, kdloss::Device device) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool small = argc > 1 && std::strcmp(argv[1], "--small") == 0;
-  std::printf("kdloss %d.%d.%d demo: synthetic FPN pyramid, batch 2, %s\n", KDLOSS_VERSION_MAJOR,
-              KDLOSS_VERSION_MINOR, KDLOSS_VERSION_PATCH,
-              small ? "C = 32, P2-P5 of a 128x160 input" : "C = 256, P2-P5 of an 800x1333 input");
+  bool small = false;
+  int calls = 5;  // timed calls per loss after one warm-up; the table shows their median
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--small") == 0) {
+      small = true;
+    } else if (std::strcmp(argv[i], "--calls") == 0 && i + 1 < argc && std::atoi(argv[i + 1]) > 0) {
+      calls = std::atoi(argv[++i]);
+    } else {
+      std::fprintf(stderr, "usage: %s [--small] [--calls N]\n", argv[0]);
+      return 2;
+    }
+  }
+  std::printf("kdloss %d.%d.%d demo: synthetic FPN pyramid, batch 2, %s; time = median of %d warm calls\n",
+              KDLOSS_VERSION_MAJOR, KDLOSS_VERSION_MINOR, KDLOSS_VERSION_PATCH,
+              small ? "C = 32, P2-P5 of a 128x160 input" : "C = 256, P2-P5 of an 800x1333 input", calls);
   const auto levels = make_pyramid(small);
   for (const auto& level : levels) std::printf("  %s %s\n", level.name.c_str(), level.shape.str().c_str());
   std::printf("\nEach loss: value summed over levels; |grad| = L2 norm over every gradient output of the call\n"
               "(d loss / d student; for FBKD also d/dC_hat, d/dS_hat or the paper L_AT's d/dS);\n"
-              "time = value + gradient (fused calls) over all levels.\n\n");
+              "time = value + gradient (fused calls) over all levels, the median of %d calls after one warm-up.\n\n",
+              calls);
   std::printf("| %-36s | %-7s | %14s | %12s | %9s |\n", "loss", "device", "value", "|grad|", "time (ms)");
   std::printf("|%s|%s|%s|%s|%s|\n", std::string(38, '-').c_str(), std::string(9, '-').c_str(),
               std::string(16, '-').c_str(), std::string(14, '-').c_str(), std::string(11, '-').c_str());
-  run_table(levels, kdloss::Device::host());
+  run_table(levels, kdloss::Device::host(), calls);
 #if KDLOSS_CUDA_ENABLED
   int devices = 0;
   if (cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) {
-    run_table(levels, kdloss::Device::cuda(0));
+    run_table(levels, kdloss::Device::cuda(0), calls);
   } else {
     cudaGetLastError();
     std::printf("\n(no GPU present: GPU rows skipped)\n");

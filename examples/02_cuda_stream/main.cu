@@ -40,7 +40,7 @@ int main() {
   auto tv = kdloss::cuda_view<const float>(t, shape);
   // One workspace serves every call of the step: size it by the largest query.
   const std::size_t bytes =
-      std::max(kdloss::pointwise_loss_workspace_bytes(sv), kdloss::kl_div_loss_workspace_bytes(sv, 1));
+      std::max(kdloss::mse_loss_workspace_bytes(sv), kdloss::kl_div_loss_workspace_bytes(sv, {4.0, 1}));
   void* workspace;
   CHECK_CUDA(cudaMallocAsync(&workspace, bytes, stream));
   const kdloss::Exec exec{kdloss::Workspace{workspace, bytes}, kdloss::Stream(stream)};
@@ -51,8 +51,8 @@ int main() {
   CHECK_CUDA(cudaStreamSynchronize(stream));
   CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
   kdloss::mse_loss_forward_backward(sv, tv, kdloss::cuda_scalar(loss), kdloss::cuda_view(grad, shape),
-                                    kdloss::Reduction::mean, exec);
-  kdloss::kl_div_loss(sv, tv, 1, kdloss::cuda_scalar(loss + 1), 4.0, kdloss::Reduction::batchmean, exec);
+                                    {kdloss::Reduction::mean}, exec);
+  kdloss::kl_div_loss(sv, tv, kdloss::cuda_scalar(loss + 1), {4.0, 1, kdloss::Reduction::batchmean}, exec);
   CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
   CHECK_CUDA(cudaGraphInstantiate(&step, graph, 0));
   for (int i = 0; i < 10; ++i) CHECK_CUDA(cudaGraphLaunch(step, stream));

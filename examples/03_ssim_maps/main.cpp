@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
   std::vector<float> ssim_map(kH * kW), mse_map(kH * kW);
   kdloss::SsimOptions opt;  // kornia ssim_loss(student, teacher, window_size=11)
   kdloss::ssim_loss(s, t, kdloss::host_view(ssim_map.data(), shape), opt, kdloss::Reduction::none);
-  kdloss::mse_loss(s, t, kdloss::host_view(mse_map.data(), shape), kdloss::Reduction::none);
+  kdloss::mse_loss(s, t, kdloss::host_view(mse_map.data(), shape), {kdloss::Reduction::none});
   float ssim = 0, mse = 0, ms = 0;
   kdloss::ssim_loss(s, t, kdloss::host_scalar(&ssim), opt);
   kdloss::mse_loss(s, t, kdloss::host_scalar(&mse));

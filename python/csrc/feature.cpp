@@ -16,19 +16,19 @@ void run_pointwise(Pointwise kind, Mode mode, const View<const T>& s, const View
                    const View<T>& out, const View<T>& grad, double beta, kdloss::Reduction r, const kdloss::Exec& ex) {
   switch (kind) {
     case Pointwise::mse:
-      if (mode == Mode::forward) kdloss::mse_loss(s, t, out, r, ex);
-      if (mode == Mode::backward) kdloss::mse_loss_backward(s, t, up, grad, r, ex);
-      if (mode == Mode::fused) kdloss::mse_loss_forward_backward(s, t, out, grad, r, ex);
+      if (mode == Mode::forward) kdloss::mse_loss(s, t, out, {r}, ex);
+      if (mode == Mode::backward) kdloss::mse_loss_backward(s, t, up, grad, {r}, ex);
+      if (mode == Mode::fused) kdloss::mse_loss_forward_backward(s, t, out, grad, {r}, ex);
       break;
     case Pointwise::l1:
-      if (mode == Mode::forward) kdloss::l1_loss(s, t, out, r, ex);
-      if (mode == Mode::backward) kdloss::l1_loss_backward(s, t, up, grad, r, ex);
-      if (mode == Mode::fused) kdloss::l1_loss_forward_backward(s, t, out, grad, r, ex);
+      if (mode == Mode::forward) kdloss::l1_loss(s, t, out, {r}, ex);
+      if (mode == Mode::backward) kdloss::l1_loss_backward(s, t, up, grad, {r}, ex);
+      if (mode == Mode::fused) kdloss::l1_loss_forward_backward(s, t, out, grad, {r}, ex);
       break;
     case Pointwise::smooth_l1:
-      if (mode == Mode::forward) kdloss::smooth_l1_loss(s, t, out, beta, r, ex);
-      if (mode == Mode::backward) kdloss::smooth_l1_loss_backward(s, t, up, grad, beta, r, ex);
-      if (mode == Mode::fused) kdloss::smooth_l1_loss_forward_backward(s, t, out, grad, beta, r, ex);
+      if (mode == Mode::forward) kdloss::smooth_l1_loss(s, t, out, {beta, r}, ex);
+      if (mode == Mode::backward) kdloss::smooth_l1_loss_backward(s, t, up, grad, {beta, r}, ex);
+      if (mode == Mode::fused) kdloss::smooth_l1_loss_forward_backward(s, t, out, grad, {beta, r}, ex);
       break;
   }
 }
@@ -65,7 +65,7 @@ py::tuple pointwise(const std::string& kind_name, int mode_index, py::handle stu
   dispatch(fn, s, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const auto sv = s.in<T>();
-    const kdloss::Exec ex = call.exec(workspace_bytes([&] { return kdloss::pointwise_loss_workspace_bytes(sv, r); }));
+    const kdloss::Exec ex = call.exec(workspace_bytes([&] { return kdloss::mse_loss_workspace_bytes(sv, {r}); }));
     py::gil_scoped_release nogil;
     run_pointwise<T>(kind, mode, sv, t.in<T>(), up.in<T>(), out.arg.out<T>(), grad.arg.out<T>(), beta, r, ex);
   });
@@ -88,9 +88,9 @@ py::tuple distance(int mode_index, py::handle student, py::handle teacher, py::h
     const auto sv = s.in<T>(), tv = t.in<T>();
     const kdloss::Exec ex = call.exec(workspace_bytes([&] { return kdloss::distance_loss_workspace_bytes(sv); }));
     py::gil_scoped_release nogil;
-    if (mode == Mode::forward) kdloss::distance_loss(sv, tv, out.arg.out<T>(), ex);
-    if (mode == Mode::backward) kdloss::distance_loss_backward(sv, tv, up.in<T>(), grad.arg.out<T>(), ex);
-    if (mode == Mode::fused) kdloss::distance_loss_forward_backward(sv, tv, out.arg.out<T>(), grad.arg.out<T>(), ex);
+    if (mode == Mode::forward) kdloss::distance_loss(sv, tv, out.arg.out<T>(), {}, ex);
+    if (mode == Mode::backward) kdloss::distance_loss_backward(sv, tv, up.in<T>(), grad.arg.out<T>(), {}, ex);
+    if (mode == Mode::fused) kdloss::distance_loss_forward_backward(sv, tv, out.arg.out<T>(), grad.arg.out<T>(), {}, ex);
   });
   return py::make_tuple(out.tensor, grad.tensor);
 }
@@ -111,14 +111,12 @@ py::tuple kl_div(int mode_index, py::handle student, py::handle teacher, int cla
   dispatch(fn, s, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const auto sv = s.in<T>(), tv = t.in<T>();
-    const kdloss::Exec ex =
-        call.exec(workspace_bytes([&] { return kdloss::kl_div_loss_workspace_bytes(sv, class_axis, r); }));
+    const kdloss::KlDivOptions o{temperature, class_axis, r};
+    const kdloss::Exec ex = call.exec(workspace_bytes([&] { return kdloss::kl_div_loss_workspace_bytes(sv, o); }));
     py::gil_scoped_release nogil;
-    if (mode == Mode::forward) kdloss::kl_div_loss(sv, tv, class_axis, out.arg.out<T>(), temperature, r, ex);
-    if (mode == Mode::backward)
-      kdloss::kl_div_loss_backward(sv, tv, class_axis, up.in<T>(), grad.arg.out<T>(), temperature, r, ex);
-    if (mode == Mode::fused)
-      kdloss::kl_div_loss_forward_backward(sv, tv, class_axis, out.arg.out<T>(), grad.arg.out<T>(), temperature, r, ex);
+    if (mode == Mode::forward) kdloss::kl_div_loss(sv, tv, out.arg.out<T>(), o, ex);
+    if (mode == Mode::backward) kdloss::kl_div_loss_backward(sv, tv, up.in<T>(), grad.arg.out<T>(), o, ex);
+    if (mode == Mode::fused) kdloss::kl_div_loss_forward_backward(sv, tv, out.arg.out<T>(), grad.arg.out<T>(), o, ex);
   });
   return py::make_tuple(out.tensor, grad.tensor);
 }

@@ -122,3 +122,83 @@ inline std::vector<double> kl_div_grad(const std::vector<double>& s, const std::
 }
 
 }  // namespace kdloss_ref
+
+// ---- PyTorch's evaluation order, for non-finite inputs (docs/conventions.md, "Non-finite inputs") ----
+// Each function below computes what PyTorch computes, step by step, so NaN and inf travel as they do
+// there (checked against torch 2.x once: F.mse_loss, F.l1_loss, F.smooth_l1_loss, torch.dist and
+// F.kl_div(F.log_softmax(s / T), F.softmax(t / T)) * T * T, values and autograd gradients).
+#include <limits>
+
+namespace kdloss_ref::torch_order {
+
+inline double sign(double x) { return static_cast<double>((x > 0) - (x < 0)); }  // torch.sign(NaN) = 0
+
+/// d(loss)/d(s_i) for an upstream w_i already multiplied by the reduction's factor (1/numel for mean).
+inline double mse_grad(double d, double w) { return 2.0 * d * w; }
+inline double l1_grad(double d, double w) { return sign(d) * w; }  // abs backward: grad * sgn(x)
+inline double smooth_l1_grad(double d, double w, double beta) {  // smooth_l1_loss_backward; beta = 0 is l1
+  if (beta == 0) return l1_grad(d, w);
+  return d < -beta ? -w : d > beta ? w : d * w / beta;
+}
+
+/// torch.dist backward: grad * (x / norm).masked_fill_(norm == 0, 0).
+inline std::vector<double> frobenius_grad(const std::vector<double>& s, const std::vector<double>& t, double up) {
+  const double norm = frobenius(s, t);
+  std::vector<double> g(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) g[i] = (norm == 0 ? 0.0 : (s[i] - t[i]) / norm) * up;
+  return g;
+}
+
+/// max that propagates NaN (torch.max / the softmax kernels' row max).
+inline double nan_max(double a, double b) { return std::isnan(a) || std::isnan(b) ? NAN : std::max(a, b); }
+/// log_softmax(x / T) and softmax(x / T) over `idx`, in PyTorch's order: x - max, exp, sum, log.
+inline void softmaxes(const std::vector<double>& x, const std::vector<std::size_t>& idx, double T,
+                      std::vector<double>& log_p, std::vector<double>& p) {
+  double m = -INFINITY, z = 0;
+  for (std::size_t k : idx) m = nan_max(m, x[k] / T);
+  for (std::size_t k : idx) z += std::exp(x[k] / T - m);
+  log_p.clear();
+  p.clear();
+  for (std::size_t k : idx) {
+    log_p.push_back(x[k] / T - m - std::log(z));
+    p.push_back(std::exp(x[k] / T - m) / z);
+  }
+}
+/// xlogy(x, y): NaN if y is NaN, 0 if x == 0, x log y otherwise.
+inline double xlogy(double x, double y) { return std::isnan(y) ? NAN : x == 0 ? 0.0 : x * std::log(y); }
+
+/// F.kl_div(F.log_softmax(s / T, axis), F.softmax(t / T, axis), reduction) * T * T, and its gradient
+/// wrt s for the upstream `up` (one element, or the map for none): kl_div's backward -target * grad,
+/// then log_softmax's backward g - exp(out) * sum(g), then 1/T.
+inline void kl_div(const std::vector<double>& s, const std::vector<double>& t, const std::vector<std::int64_t>& shape,
+                   int axis, double T, KlRed r, const std::vector<double>& up, std::vector<double>& value,
+                   std::vector<double>& grad) {
+  double factor = 1.0;
+  if (r == KlRed::mean) factor = s.empty() ? 0.0 : 1.0 / static_cast<double>(s.size());
+  if (r == KlRed::batchmean) factor = shape[0] > 0 ? 1.0 / static_cast<double>(shape[0]) : 0.0;
+  std::vector<double> per(s.size(), 0.0);
+  grad.assign(s.size(), 0.0);
+  for_each_row(shape, axis, [&](const std::vector<std::size_t>& idx) {
+    std::vector<double> ls, ps, lt, pt;
+    softmaxes(s, idx, T, ls, ps);
+    softmaxes(t, idx, T, lt, pt);
+    std::vector<double> g_in(idx.size());
+    double g_sum = 0;
+    for (std::size_t j = 0; j < idx.size(); ++j) {
+      per[idx[j]] = (xlogy(pt[j], pt[j]) - pt[j] * ls[j]) * T * T;
+      const double w = (r == KlRed::none ? up[idx[j]] : up[0] * factor) * T * T;
+      g_in[j] = -pt[j] * w;
+      g_sum += g_in[j];
+    }
+    for (std::size_t j = 0; j < idx.size(); ++j) grad[idx[j]] = (g_in[j] - std::exp(ls[j]) * g_sum) / T;
+  });
+  if (r == KlRed::none) {
+    value = per;
+    return;
+  }
+  double total = 0;
+  for (double v : per) total += v;
+  value = {total * factor};
+}
+
+}  // namespace kdloss_ref::torch_order

@@ -28,10 +28,10 @@ GpuDistanceResult run(const std::vector<double>& s_host, const std::vector<doubl
   DeviceBuffer<unsigned char> ws(distance_loss_workspace_bytes(sv));
   const Exec ex{Workspace{ws.ptr, ws.count}, Stream(stream)};
   if (fused) {
-    distance_loss_forward_backward(sv, tv, cuda_scalar(out.ptr), gv, ex);
+    distance_loss_forward_backward(sv, tv, cuda_scalar(out.ptr), gv, {}, ex);
   } else {
-    distance_loss(sv, tv, cuda_scalar(out.ptr), ex);
-    distance_loss_backward(sv, tv, cuda_scalar<const T>(up.ptr), gv, ex);
+    distance_loss(sv, tv, cuda_scalar(out.ptr), {}, ex);
+    distance_loss_backward(sv, tv, cuda_scalar<const T>(up.ptr), gv, {}, ex);
   }
   cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
   cudaStreamDestroy(stream);
@@ -69,9 +69,9 @@ std::string distance_gpu_workspace_error(int call, std::size_t bytes, float* out
   const Exec ex{Workspace{ws.ptr, bytes}, Stream()};
   std::string error;
   try {
-    if (call == 0) distance_loss(sv, tv, cuda_scalar(out.ptr), ex);
-    if (call == 1) distance_loss_backward(sv, tv, cuda_scalar<const float>(up.ptr), cuda_view(grad.ptr, {10, 100}), ex);
-    if (call == 2) distance_loss_forward_backward(sv, tv, cuda_scalar(out.ptr), cuda_view(grad.ptr, {10, 100}), ex);
+    if (call == 0) distance_loss(sv, tv, cuda_scalar(out.ptr), {}, ex);
+    if (call == 1) distance_loss_backward(sv, tv, cuda_scalar<const float>(up.ptr), cuda_view(grad.ptr, {10, 100}), {}, ex);
+    if (call == 2) distance_loss_forward_backward(sv, tv, cuda_scalar(out.ptr), cuda_view(grad.ptr, {10, 100}), {}, ex);
   } catch (const Error& e) {
     error = e.what();
   }

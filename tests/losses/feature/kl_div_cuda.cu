@@ -44,13 +44,13 @@ GpuKlResult run(const std::vector<double>& s_host, const std::vector<double>& t_
   auto ov = none ? cuda_view(out.ptr, shape, strides) : cuda_scalar(out.ptr);
   auto gv = cuda_view(grad.ptr, shape, strides);
   auto uv = none ? cuda_view<const T>(up.ptr, shape) : cuda_scalar<const T>(up.ptr);
-  DeviceBuffer<unsigned char> ws(kl_div_loss_workspace_bytes(sv, axis, r));
+  DeviceBuffer<unsigned char> ws(kl_div_loss_workspace_bytes(sv, {temperature, axis, r}));
   const Exec ex{Workspace{ws.ptr, ws.count}, Stream(stream)};
   if (fused) {
-    kl_div_loss_forward_backward(sv, tv, axis, ov, gv, temperature, r, ex);
+    kl_div_loss_forward_backward(sv, tv, ov, gv, {temperature, axis, r}, ex);
   } else {
-    kl_div_loss(sv, tv, axis, ov, temperature, r, ex);
-    kl_div_loss_backward(sv, tv, axis, uv, gv, temperature, r, ex);
+    kl_div_loss(sv, tv, ov, {temperature, axis, r}, ex);
+    kl_div_loss_backward(sv, tv, uv, gv, {temperature, axis, r}, ex);
   }
   cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
   cudaStreamDestroy(stream);
@@ -91,10 +91,9 @@ std::string kl_div_gpu_workspace_error(int call, std::size_t bytes, float* out_a
   const Exec ex{Workspace{ws.ptr, bytes}, Stream()};
   std::string error;
   try {
-    if (call == 0) kl_div_loss(sv, tv, 1, cuda_scalar(out.ptr), 2.0, Reduction::batchmean, ex);
+    if (call == 0) kl_div_loss(sv, tv, cuda_scalar(out.ptr), {2.0, 1, Reduction::batchmean}, ex);
     if (call == 1)
-      kl_div_loss_forward_backward(sv, tv, 1, cuda_scalar(out.ptr), cuda_view(grad.ptr, {4, 100}), 2.0,
-                                   Reduction::batchmean, ex);
+      kl_div_loss_forward_backward(sv, tv, cuda_scalar(out.ptr), cuda_view(grad.ptr, {4, 100}), {2.0, 1, Reduction::batchmean}, ex);
   } catch (const Error& e) {
     error = e.what();
   }

@@ -26,19 +26,19 @@ GpuLossResult run(int kind, const std::vector<double>& s_host, const std::vector
   auto tv = cuda_view<const T>(t.ptr, shape);
   auto ov = none ? cuda_view(out.ptr, shape) : cuda_scalar(out.ptr);
   auto gv = cuda_view(grad.ptr, shape);
-  DeviceBuffer<unsigned char> ws(pointwise_loss_workspace_bytes(sv, r));
+  DeviceBuffer<unsigned char> ws(mse_loss_workspace_bytes(sv, {r}));
   const Exec ex{Workspace{ws.ptr, ws.count}, Stream(stream)};
   std::vector<T> ones_host(none ? s.count : 1, T(1.0f));
   DeviceBuffer<T> up(ones_host);
   auto upv = none ? cuda_view<const T>(up.ptr, shape) : cuda_scalar<const T>(up.ptr);
   if (fused) {
-    if (kind == 0) mse_loss_forward_backward(sv, tv, ov, gv, r, ex);
-    if (kind == 1) l1_loss_forward_backward(sv, tv, ov, gv, r, ex);
-    if (kind == 2) smooth_l1_loss_forward_backward(sv, tv, ov, gv, beta, r, ex);
+    if (kind == 0) mse_loss_forward_backward(sv, tv, ov, gv, {r}, ex);
+    if (kind == 1) l1_loss_forward_backward(sv, tv, ov, gv, {r}, ex);
+    if (kind == 2) smooth_l1_loss_forward_backward(sv, tv, ov, gv, {beta, r}, ex);
   } else {
-    if (kind == 0) mse_loss(sv, tv, ov, r, ex), mse_loss_backward(sv, tv, upv, gv, r, ex);
-    if (kind == 1) l1_loss(sv, tv, ov, r, ex), l1_loss_backward(sv, tv, upv, gv, r, ex);
-    if (kind == 2) smooth_l1_loss(sv, tv, ov, beta, r, ex), smooth_l1_loss_backward(sv, tv, upv, gv, beta, r, ex);
+    if (kind == 0) mse_loss(sv, tv, ov, {r}, ex), mse_loss_backward(sv, tv, upv, gv, {r}, ex);
+    if (kind == 1) l1_loss(sv, tv, ov, {r}, ex), l1_loss_backward(sv, tv, upv, gv, {r}, ex);
+    if (kind == 2) smooth_l1_loss(sv, tv, ov, {beta, r}, ex), smooth_l1_loss_backward(sv, tv, upv, gv, {beta, r}, ex);
   }
   cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
   cudaStreamDestroy(stream);
@@ -63,8 +63,7 @@ std::string pointwise_gpu_workspace_error(std::size_t bytes, float* out_after) {
   DeviceBuffer<unsigned char> ws(bytes);
   std::string error;
   try {
-    mse_loss(cuda_view<const float>(s.ptr, {1000}), cuda_view<const float>(t.ptr, {1000}), cuda_scalar(out.ptr),
-             Reduction::mean, Exec{Workspace{ws.ptr, bytes}, Stream()});
+    mse_loss(cuda_view<const float>(s.ptr, {1000}), cuda_view<const float>(t.ptr, {1000}), cuda_scalar(out.ptr), {Reduction::mean}, Exec{Workspace{ws.ptr, bytes}, Stream()});
   } catch (const Error& e) {
     error = e.what();
   }

@@ -8,6 +8,7 @@
 
 #include "kdloss/losses/feature/distance.hpp"
 #include "losses/feature/distance_gpu.hpp"
+#include "losses/feature/nonfinite.hpp"
 #include "reference/feature_reference.hpp"
 #include "support/test_support.hpp"
 
@@ -298,6 +299,49 @@ TEST_CASE("distance_loss: bad inputs throw a clear error and leave outputs untou
       "kdloss::distance_loss: argument 'workspace' has 8 bytes but this call needs");
 }
 
+namespace {
+template <class T>
+void check_distance_nonfinite(const std::vector<double>& s_in, const std::vector<double>& t_in, const Dims& shape,
+                              double up, double rel, double abs_tol) {
+  const std::vector<T> s(s_in.begin(), s_in.end()), t(t_in.begin(), t_in.end());
+  const auto sd = as_double(s), td = as_double(t);
+  const T up_t = T(up);
+  const double want_v = kdloss_ref::frobenius(sd, td);
+  const auto want_g = kdloss_ref::torch_order::frobenius_grad(sd, td, double(up_t));
+  const auto want_fused_g = kdloss_ref::torch_order::frobenius_grad(sd, td, 1.0);
+  auto sv = host_view(s.data(), shape);
+  auto tv = host_view(t.data(), shape);
+  T v = T(-7), v2 = T(-7);
+  std::vector<T> g(s.size(), T(-7)), g2(s.size(), T(-7));
+  distance_loss(sv, tv, host_scalar(&v));
+  distance_loss_backward(sv, tv, host_scalar(&up_t), host_view(g.data(), shape));
+  distance_loss_forward_backward(sv, tv, host_scalar(&v2), host_view(g2.data(), shape));
+  kdloss_test::check_modes(std::vector<T>{v}, g, std::vector<T>{v2}, g2, {{want_v}, want_g, want_fused_g}, rel, abs_tol);
+}
+}  // namespace
+
+TEST_CASE("distance_loss propagates NaN and +-inf as torch.dist does (forward, backward, fused; float, double)") {
+  // torch.dist: a NaN input gives a NaN value and a NaN gradient at every element (the norm is NaN
+  // and only norm == 0 is masked); an inf input gives an inf value, 0 gradients beside NaN at the
+  // inf elements (x / inf and inf / inf).
+  const Dims shape{2, 3, 4, 5};
+  const auto n = static_cast<std::size_t>(shape.product());
+  for (const auto& c : kdloss_test::nonfinite_cases(n)) {
+    const std::string what = c.name;
+    CAPTURE(what);
+    auto s = random_vector<double>(n, 1), t = random_vector<double>(n, 2);
+    kdloss_test::place(c, s, t);
+    check_distance_nonfinite<double>(s, t, shape, 0.7, 1e-12, 1e-15);
+    check_distance_nonfinite<float>(s, t, shape, 0.7, 1e-5, 1e-7);
+  }
+  // Zero distance with a NaN or inf upstream: PyTorch multiplies the masked 0 by it (NaN everywhere).
+  const auto s = random_vector<double>(n, 3);
+  for (double up : {std::nan(""), std::numeric_limits<double>::infinity()}) {
+    CAPTURE(up);
+    check_distance_nonfinite<double>(s, s, shape, up, 1e-12, 1e-15);
+  }
+}
+
 KDLOSS_GPU_TEST("distance_loss: GPU agrees with CPU (float, double, half, bfloat16; fused and split; broadcast)") {
 #if KDLOSS_TEST_CUDA
   // 2 x 64 x 50 x 84 exercises many reduction blocks; the second shape is small.
@@ -379,4 +423,26 @@ KDLOSS_GPU_TEST("distance_loss: a GPU call with a too small or null workspace th
   for (int call : {0, 1, 2})
     CHECK(kdloss_test::distance_gpu_workspace_error(call, bytes, &out_after, &grad_after).empty());
 #endif
+}
+
+TEST_CASE("distance_loss entry-point shape: args + Mode equal the wrappers; per-entry query") {
+  const Dims shape{2, 3, 4, 5};
+  const auto n = static_cast<std::size_t>(shape.product());
+  const auto s = random_vector<double>(n, 70), t = random_vector<double>(n, 71);
+  auto sv = host_view(s.data(), shape);
+  auto tv = host_view(t.data(), shape);
+  double v1 = -1, v2 = -1, up = 0.3;
+  std::vector<double> g1(n), g2(n), g3(n), g4(n);
+  distance_loss_forward_backward(sv, tv, host_scalar(&v1), host_view(g1.data(), shape));
+  distance_loss(DistanceLossArgs<double>{sv, tv, host_scalar(&v2), {}, host_view(g2.data(), shape)},
+                Mode::forward_backward);
+  CHECK(v2 == v1);
+  CHECK(g2 == g1);
+  distance_loss_backward(sv, tv, host_scalar(&up), host_view(g3.data(), shape));
+  DistanceLossArgs<double> args{sv, tv, {}, host_scalar(&up), host_view(g4.data(), shape)};
+  distance_loss_check(args, Mode::backward);
+  distance_loss(args, Mode::backward);
+  CHECK(g4 == g3);
+  auto sd = cuda_view(s.data(), shape);
+  CHECK(distance_loss_workspace_bytes(DistanceLossArgs<double>{sd, sd}) == distance_loss_workspace_bytes(sd));
 }

@@ -10,6 +10,7 @@
 
 #include "kdloss/losses/feature/kl_div.hpp"
 #include "losses/feature/kl_div_gpu.hpp"
+#include "losses/feature/nonfinite.hpp"
 #include "reference/feature_reference.hpp"
 #include "support/test_support.hpp"
 
@@ -65,17 +66,17 @@ std::vector<T> forward(const std::vector<T>& s, const std::vector<T>& t, const D
                        Reduction r) {
   const bool none = r == Reduction::none;
   std::vector<T> out(none ? s.size() : 1, T(-7));
-  kl_div_loss(host_view(s.data(), shape), host_view(t.data(), shape), axis,
-              none ? host_view(out.data(), shape) : host_scalar(out.data()), temp, r);
+  kl_div_loss(host_view(s.data(), shape), host_view(t.data(), shape),
+              none ? host_view(out.data(), shape) : host_scalar(out.data()), {temp, axis, r});
   return out;
 }
 template <class T>
 std::vector<T> backward(const std::vector<T>& s, const std::vector<T>& t, const Dims& shape, int axis, double temp,
                         Reduction r, const std::vector<T>& up) {
   std::vector<T> g(s.size(), T(-7));
-  kl_div_loss_backward(host_view(s.data(), shape), host_view(t.data(), shape), axis,
+  kl_div_loss_backward(host_view(s.data(), shape), host_view(t.data(), shape),
                        r == Reduction::none ? host_view(up.data(), shape) : host_scalar(up.data()),
-                       host_view(g.data(), shape), temp, r);
+                       host_view(g.data(), shape), {temp, axis, r});
   return g;
 }
 
@@ -157,9 +158,9 @@ TEST_CASE("kl_div_loss gradients equal central differences of the reference (dou
         const auto want_unit = kdloss_test::numeric_gradient(s, unit_objective, 1e-5);
         const bool none = r == Reduction::none;
         std::vector<double> value(none ? n : 1), g(n);
-        kl_div_loss_forward_backward(host_view(s.data(), c.shape), host_view(t.data(), c.shape), c.axis,
+        kl_div_loss_forward_backward(host_view(s.data(), c.shape), host_view(t.data(), c.shape),
                                      none ? host_view(value.data(), c.shape) : host_scalar(value.data()),
-                                     host_view(g.data(), c.shape), temp, r);
+                                     host_view(g.data(), c.shape), {temp, c.axis, r});
         check_close(g, want_unit, 1e-7, 1e-9, "fused grad");
         check_close(value, ref_value(s, t, c.shape, c.axis, temp, r), 1e-12, 1e-14, "fused value");
       }
@@ -179,9 +180,9 @@ TEST_CASE("kl_div_loss float gradients match the double reference; fused equals 
       const auto v1 = forward(s, t, shape, 1, temp, r);
       const auto g1 = backward(s, t, shape, 1, temp, r, ones);
       std::vector<float> v2(v1.size()), g2(n);
-      kl_div_loss_forward_backward(host_view(s.data(), shape), host_view(t.data(), shape), 1,
+      kl_div_loss_forward_backward(host_view(s.data(), shape), host_view(t.data(), shape),
                                    none ? host_view(v2.data(), shape) : host_scalar(v2.data()),
-                                   host_view(g2.data(), shape), temp, r);
+                                   host_view(g2.data(), shape), {temp, 1, r});
       // fp32 gradients: 1e-5 relative, with an absolute floor at float resolution of T * max|p_s - p_t| * scale.
       double scale = temp * (r == Reduction::batchmean ? 1.0 / 4 : r == Reduction::mean ? 1.0 / double(n) : 1.0);
       check_close(g1, want, 1e-5, 1e-7 * scale, "backward");
@@ -214,11 +215,10 @@ TEST_CASE("kl_div_loss: channel-last, permuted, padded, sliced and broadcast log
       auto gl = kdloss_test::relayout(zeros, shape, order, pad);
       const auto ul = kdloss_test::relayout(up, none ? shape : Dims{}, order, 0);
       double scalar = -1;
-      kl_div_loss(View<const double>(sl.view), View<const double>(tl.view), 1, none ? ol.view : host_scalar(&scalar),
-                  2.0, r);
+      kl_div_loss(View<const double>(sl.view), View<const double>(tl.view), none ? ol.view : host_scalar(&scalar), {2.0, 1, r});
       check_close(none ? kdloss_test::to_vector(ol.view) : std::vector<double>{scalar}, want_v, 1e-12, 1e-15, "value");
-      kl_div_loss_backward(View<const double>(sl.view), View<const double>(tl.view), 1,
-                           none ? View<const double>(ul.view) : host_scalar(up.data()), gl.view, 2.0, r);
+      kl_div_loss_backward(View<const double>(sl.view), View<const double>(tl.view),
+                           none ? View<const double>(ul.view) : host_scalar(up.data()), gl.view, {2.0, 1, r});
       check_close(kdloss_test::to_vector(gl.view), want_g, 1e-12, 1e-15, "grad");
     }
   }
@@ -226,9 +226,9 @@ TEST_CASE("kl_div_loss: channel-last, permuted, padded, sliced and broadcast log
   {
     const Dims nhwc{2, 4, 5, 6};
     double a = 0, b = 0;
-    kl_div_loss(host_view(s.data(), nhwc), host_view(t.data(), nhwc), 3, host_scalar(&a), 2.0);
-    kl_div_loss(host_view(s.data(), nhwc).permute({0, 3, 1, 2}), host_view(t.data(), nhwc).permute({0, 3, 1, 2}), 1,
-                host_scalar(&b), 2.0);
+    kl_div_loss(host_view(s.data(), nhwc), host_view(t.data(), nhwc), host_scalar(&a), {2.0, 3});
+    kl_div_loss(host_view(s.data(), nhwc).permute({0, 3, 1, 2}), host_view(t.data(), nhwc).permute({0, 3, 1, 2}),
+                host_scalar(&b), {2.0, 1});
     CHECK(b == doctest::Approx(a).epsilon(1e-13));
   }
   // A slice with a step along the classes and the batch, and a teacher broadcast over H (stride 0).
@@ -242,12 +242,12 @@ TEST_CASE("kl_div_loss: channel-last, permuted, padded, sliced and broadcast log
     CAPTURE(std::string(to_string(r)));
     const bool none = r == Reduction::none;
     std::vector<double> v1(none ? n : 1), v2(none ? n : 1), g1(n), g2(n);
-    kl_div_loss_forward_backward(host_view(sliced_copy.data(), shape), host_view(t_bcast_copy.data(), shape), 1,
+    kl_div_loss_forward_backward(host_view(sliced_copy.data(), shape), host_view(t_bcast_copy.data(), shape),
                                  none ? host_view(v1.data(), shape) : host_scalar(v1.data()),
-                                 host_view(g1.data(), shape), 0.7, r);
-    kl_div_loss_forward_backward(View<const double>(sliced), View<const double>(t_bcast), 1,
+                                 host_view(g1.data(), shape), {0.7, 1, r});
+    kl_div_loss_forward_backward(View<const double>(sliced), View<const double>(t_bcast),
                                  none ? host_view(v2.data(), shape) : host_scalar(v2.data()),
-                                 host_view(g2.data(), shape), 0.7, r);
+                                 host_view(g2.data(), shape), {0.7, 1, r});
     check_close(v2, v1, 1e-13, 1e-15, "value");
     check_close(g2, g1, 1e-13, 1e-15, "grad");
     check_close(v1, ref_value(sliced_copy, t_bcast_copy, shape, 1, 0.7, r), 1e-12, 1e-14, "reference");
@@ -270,9 +270,9 @@ TEST_CASE("kl_div_loss degenerate inputs: identical logits, one class, zero logi
         if (shape[1] == 1) pairs.push_back({&x, &y});
         for (auto [s, t] : pairs) {
           std::vector<float> value(none ? n : 1, -1.0f), g(n, -1.0f);
-          kl_div_loss_forward_backward(host_view(s->data(), shape), host_view(t->data(), shape), 1,
+          kl_div_loss_forward_backward(host_view(s->data(), shape), host_view(t->data(), shape),
                                        none ? host_view(value.data(), shape) : host_scalar(value.data()),
-                                       host_view(g.data(), shape), temp, r);
+                                       host_view(g.data(), shape), {temp, 1, r});
           for (float v : value) REQUIRE(v == 0.0f);
           for (float v : g) REQUIRE(v == 0.0f);
           // With a uniform upstream the gradient vanishes too: exactly for a reduced loss and for C = 1;
@@ -288,8 +288,8 @@ TEST_CASE("kl_div_loss degenerate inputs: identical logits, one class, zero logi
     auto s = random_vector<double>(24, 17, -1000, 1000), t = random_vector<double>(24, 18, -1000, 1000);
     std::vector<float> sf = cast<float>(s), tf = cast<float>(t), g(24);
     float value = -1;
-    kl_div_loss_forward_backward(host_view(sf.data(), shape), host_view(tf.data(), shape), 1, host_scalar(&value),
-                                 host_view(g.data(), shape), 2.0);
+    kl_div_loss_forward_backward(host_view(sf.data(), shape), host_view(tf.data(), shape), host_scalar(&value),
+                                 host_view(g.data(), shape), {2.0, 1});
     CHECK(std::isfinite(value));
     CHECK(kdloss_test::all_finite(g));
     CHECK(kdloss_test::close(value, ref_value(as_double(sf), as_double(tf), shape, 1, 2.0, Reduction::batchmean)[0],
@@ -317,11 +317,11 @@ TEST_CASE("kl_div_loss degenerate inputs: identical logits, one class, zero logi
   for (Reduction r : {Reduction::batchmean, Reduction::sum, Reduction::mean}) {
     float value = -1;
     kl_div_loss(host_view(static_cast<const float*>(nullptr), {0, 5}),
-                host_view(static_cast<const float*>(nullptr), {0, 5}), 1, host_scalar(&value), 2.0, r);
+                host_view(static_cast<const float*>(nullptr), {0, 5}), host_scalar(&value), {2.0, 1, r});
     CHECK(value == 0.0f);
     value = -1;
     kl_div_loss(host_view(static_cast<const float*>(nullptr), {3, 0}),
-                host_view(static_cast<const float*>(nullptr), {3, 0}), 1, host_scalar(&value), 2.0, r);
+                host_view(static_cast<const float*>(nullptr), {3, 0}), host_scalar(&value), {2.0, 1, r});
     CHECK(value == 0.0f);
   }
 }
@@ -344,90 +344,90 @@ TEST_CASE("kl_div_loss: bad inputs throw a clear error and leave outputs untouch
   const auto* null_f = static_cast<const float*>(nullptr);
   const auto none = Reduction::none;
   // Axis, temperature, reduction.
-  throws_with([&] { kl_div_loss(sv, tv, 4, host_scalar(&out)); },
+  throws_with([&] { kl_div_loss(sv, tv, host_scalar(&out), {1.0, 4}); },
               "kdloss::kl_div_loss: argument 'class_axis' is 4 but 'student_logits' has shape [2, 3, 4, 4]");
-  throws_with([&] { kl_div_loss_backward(sv, tv, -1, host_scalar(&one), gv); },
+  throws_with([&] { kl_div_loss_backward(sv, tv, host_scalar(&one), gv, {1.0, -1}); },
               "kdloss::kl_div_loss_backward: argument 'class_axis' is -1 but 'student_logits' has shape [2, 3, 4, 4]");
-  throws_with([&] { kl_div_loss_forward_backward(sv, tv, 1, host_scalar(&out), gv, 0.0); },
+  throws_with([&] { kl_div_loss_forward_backward(sv, tv, host_scalar(&out), gv, {0.0, 1}); },
               "argument 'temperature' must be finite and > 0 but is 0");
-  throws_with([&] { kl_div_loss(sv, tv, 1, host_scalar(&out), -2.0); },
+  throws_with([&] { kl_div_loss(sv, tv, host_scalar(&out), {-2.0, 1}); },
               "argument 'temperature' must be finite and > 0 but is -2");
-  throws_with([&] { kl_div_loss(sv, tv, 1, host_scalar(&out), std::nan("")); },
+  throws_with([&] { kl_div_loss(sv, tv, host_scalar(&out), {std::nan(""), 1}); },
               "argument 'temperature' must be finite");
-  throws_with([&] { kl_div_loss(sv, tv, 1, host_scalar(&out), std::numeric_limits<double>::infinity()); },
+  throws_with([&] { kl_div_loss(sv, tv, host_scalar(&out), {std::numeric_limits<double>::infinity(), 1}); },
               "argument 'temperature' must be finite");
-  throws_with([&] { kl_div_loss(sv, tv, 1, host_scalar(&out), 1.0, static_cast<Reduction>(9)); },
+  throws_with([&] { kl_div_loss(sv, tv, host_scalar(&out), {1.0, 1, static_cast<Reduction>(9)}); },
               "argument 'reduction' is 9, not one of none, mean, sum, batchmean");
   // Shapes and ranks.
   throws_with(
       [&] {
-        kl_div_loss(sv, host_view(t.data(), {2, 4, 3, 4}), 1, host_scalar(&out));
+        kl_div_loss(sv, host_view(t.data(), {2, 4, 3, 4}), host_scalar(&out), {1.0, 1});
       },
       "arguments 'student_logits' [2, 3, 4, 4] and 'teacher_logits' [2, 4, 3, 4] must have the same shape");
-  throws_with([&] { kl_div_loss(host_scalar(s.data()), host_scalar(t.data()), 0, host_scalar(&out)); },
+  throws_with([&] { kl_div_loss(host_scalar(s.data()), host_scalar(t.data()), host_scalar(&out), {1.0, 0}); },
               "argument 'student_logits' must have rank 1 to 6 but has shape []");
   throws_with(
       [&] {
-        kl_div_loss(sv, tv, 1, host_view(map.data(), {2, 2}));
+        kl_div_loss(sv, tv, host_view(map.data(), {2, 2}), {1.0, 1});
       },
       "'out' must hold exactly one element (the reduced loss) but has shape [2, 2]");
   throws_with(
       [&] {
-        kl_div_loss(sv, tv, 1, host_view(map.data(), {2, 3, 16}), 1.0, none);
+        kl_div_loss(sv, tv, host_view(map.data(), {2, 3, 16}), {1.0, 1, none});
       },
       "argument 'out' has shape [2, 3, 16] but expected [2, 3, 4, 4]");
-  throws_with([&] { kl_div_loss_backward(sv, tv, 1, host_view(map.data(), {2}), gv); },
+  throws_with([&] { kl_div_loss_backward(sv, tv, host_view(map.data(), {2}), gv, {1.0, 1}); },
               "'grad_out' must hold one element (the upstream gradient of the reduced loss) but has shape [2]");
-  throws_with([&] { kl_div_loss_backward(sv, tv, 1, host_scalar(&one), gv, 1.0, none); },
+  throws_with([&] { kl_div_loss_backward(sv, tv, host_scalar(&one), gv, {1.0, 1, none}); },
               "argument 'grad_out' has shape [] but expected [2, 3, 4, 4]");
   throws_with(
       [&] {
-        kl_div_loss_backward(sv, tv, 1, host_scalar(&one), host_view(g.data(), {2, 3, 16}));
+        kl_div_loss_backward(sv, tv, host_scalar(&one), host_view(g.data(), {2, 3, 16}), {1.0, 1});
       },
       "argument 'grad_student' has shape [2, 3, 16] but expected [2, 3, 4, 4]");
   // Null pointers.
-  throws_with([&] { kl_div_loss(host_view(null_f, shape), tv, 1, host_scalar(&out)); },
+  throws_with([&] { kl_div_loss(host_view(null_f, shape), tv, host_scalar(&out), {1.0, 1}); },
               "'student_logits' has a null data pointer");
-  throws_with([&] { kl_div_loss(sv, host_view(null_f, shape), 1, host_scalar(&out)); },
+  throws_with([&] { kl_div_loss(sv, host_view(null_f, shape), host_scalar(&out), {1.0, 1}); },
               "'teacher_logits' has a null data pointer");
-  throws_with([&] { kl_div_loss(sv, tv, 1, host_scalar(static_cast<float*>(nullptr))); },
+  throws_with([&] { kl_div_loss(sv, tv, host_scalar(static_cast<float*>(nullptr)), {1.0, 1}); },
               "'out' has a null data pointer");
-  throws_with([&] { kl_div_loss(sv, tv, 1, host_view(static_cast<float*>(nullptr), shape), 1.0, none); },
+  throws_with([&] { kl_div_loss(sv, tv, host_view(static_cast<float*>(nullptr), shape), {1.0, 1, none}); },
               "'out' has a null data pointer");
-  throws_with([&] { kl_div_loss_backward(sv, tv, 1, host_scalar(null_f), gv); }, "'grad_out' has a null data pointer");
-  throws_with([&] { kl_div_loss_backward(sv, tv, 1, host_view(null_f, shape), gv, 1.0, none); },
+  throws_with([&] { kl_div_loss_backward(sv, tv, host_scalar(null_f), gv, {1.0, 1}); }, "'grad_out' has a null data pointer");
+  throws_with([&] { kl_div_loss_backward(sv, tv, host_view(null_f, shape), gv, {1.0, 1, none}); },
               "'grad_out' has a null data pointer");
   throws_with(
       [&] {
-        kl_div_loss_forward_backward(sv, tv, 1, host_scalar(&out), host_view(static_cast<float*>(nullptr), shape));
+        kl_div_loss_forward_backward(sv, tv, host_scalar(&out), host_view(static_cast<float*>(nullptr), shape), {1.0, 1});
       },
       "'grad_student' has a null data pointer");
   // Devices.
-  throws_with([&] { kl_div_loss(sv, cuda_view(t.data(), shape), 1, host_scalar(&out)); },
+  throws_with([&] { kl_div_loss(sv, cuda_view(t.data(), shape), host_scalar(&out), {1.0, 1}); },
               "'teacher_logits' is on cuda:0 but the call runs on host");
-  throws_with([&] { kl_div_loss(sv, tv, 1, cuda_scalar(&out)); }, "'out' is on cuda:0 but the call runs on host");
-  throws_with([&] { kl_div_loss_backward(sv, tv, 1, cuda_scalar(&one), gv); },
+  throws_with([&] { kl_div_loss(sv, tv, cuda_scalar(&out), {1.0, 1}); }, "'out' is on cuda:0 but the call runs on host");
+  throws_with([&] { kl_div_loss_backward(sv, tv, cuda_scalar(&one), gv, {1.0, 1}); },
               "'grad_out' is on cuda:0 but the call runs on host");
-  throws_with([&] { kl_div_loss_backward(sv, tv, 1, host_scalar(&one), cuda_view(g.data(), shape)); },
+  throws_with([&] { kl_div_loss_backward(sv, tv, host_scalar(&one), cuda_view(g.data(), shape), {1.0, 1}); },
               "'grad_student' is on cuda:0 but the call runs on host");
 #if !KDLOSS_CUDA_ENABLED
-  throws_with([&] { kl_div_loss(cuda_view(s.data(), shape), cuda_view(t.data(), shape), 1, cuda_scalar(&out)); },
+  throws_with([&] { kl_div_loss(cuda_view(s.data(), shape), cuda_view(t.data(), shape), cuda_scalar(&out), {1.0, 1}); },
               "compiled without CUDA");
 #endif
   // Outputs: zero stride, overlapping strides, aliasing.
   throws_with(
       [&] {
-        kl_div_loss_backward(sv, tv, 1, host_scalar(&one), host_view(g.data(), shape, {16, 0, 4, 1}));
+        kl_div_loss_backward(sv, tv, host_scalar(&one), host_view(g.data(), shape, {16, 0, 4, 1}), {1.0, 1});
       },
       "'grad_student' with shape [2, 3, 4, 4] and strides [16, 0, 4, 1] addresses some element twice");
   throws_with(
       [&] {
-        kl_div_loss(sv, tv, 1, host_view(map.data(), shape, {0, 16, 4, 1}), 1.0, none);
+        kl_div_loss(sv, tv, host_view(map.data(), shape, {0, 16, 4, 1}), {1.0, 1, none});
       },
       "output argument 'out' with shape [2, 3, 4, 4] and strides [0, 16, 4, 1] addresses some element twice");
-  throws_with([&] { kl_div_loss_forward_backward(sv, tv, 1, host_view(g.data(), shape), gv, 1.0, none); },
+  throws_with([&] { kl_div_loss_forward_backward(sv, tv, host_view(g.data(), shape), gv, {1.0, 1, none}); },
               "'grad_student' overlaps the memory of argument 'out'");
-  throws_with([&] { kl_div_loss_backward(sv, tv, 1, View<const float>(gv), gv, 1.0, none); },
+  throws_with([&] { kl_div_loss_backward(sv, tv, View<const float>(gv), gv, {1.0, 1, none}); },
               "'grad_student' overlaps the memory of argument 'grad_out'");
   {
     std::vector<float> s_copy = s;
@@ -435,9 +435,9 @@ TEST_CASE("kl_div_loss: bad inputs throw a clear error and leave outputs untouch
     for (int which = 0; which < 2; ++which) {
       try {
         if (which == 0)
-          kl_div_loss_forward_backward(View<const float>(s_mut), tv, 1, host_scalar(&out), s_mut);
+          kl_div_loss_forward_backward(View<const float>(s_mut), tv, host_scalar(&out), s_mut, {1.0, 1});
         else
-          kl_div_loss(tv, View<const float>(s_mut), 1, s_mut, 1.0, none);
+          kl_div_loss(tv, View<const float>(s_mut), s_mut, {1.0, 1, none});
         FAIL("aliased output accepted");
       } catch (const Error& e) {
         const std::string msg = e.what();
@@ -450,11 +450,11 @@ TEST_CASE("kl_div_loss: bad inputs throw a clear error and leave outputs untouch
     CHECK(s_copy == s);
   }
   // Workspace: 0 on the host and for none; the row reduction's partials on a GPU (run for real below).
-  CHECK(kl_div_loss_workspace_bytes(sv, 1) == 0);
-  CHECK(kl_div_loss_workspace_bytes(cuda_view(s.data(), shape), 1, none) == 0);
-  const std::size_t gpu_bytes = kl_div_loss_workspace_bytes(cuda_view(s.data(), shape), 1);
+  CHECK(kl_div_loss_workspace_bytes(sv, {1.0, 1}) == 0);
+  CHECK(kl_div_loss_workspace_bytes(cuda_view(s.data(), shape), {1.0, 1, none}) == 0);
+  const std::size_t gpu_bytes = kl_div_loss_workspace_bytes(cuda_view(s.data(), shape), {1.0, 1});
   CHECK(gpu_bytes == detail::align_up(sizeof(double) * backend::cuda::rowwise_blocks(32, 3)));
-  throws_with([&] { (void)kl_div_loss_workspace_bytes(sv, 7); }, "argument 'class_axis' is 7");
+  throws_with([&] { (void)kl_div_loss_workspace_bytes(sv, {1.0, 7}); }, "argument 'class_axis' is 7");
   alignas(256) static unsigned char small[256];
   throws_with(
       [&] {
@@ -462,6 +462,78 @@ TEST_CASE("kl_div_loss: bad inputs throw a clear error and leave outputs untouch
         detail::resolve_workspace("kdloss::kl_div_loss", Device::cuda(), Workspace{small, 0 + 8}, gpu_bytes, scratch);
       },
       "kdloss::kl_div_loss: argument 'workspace' has 8 bytes but this call needs");
+}
+
+namespace {
+kdloss_ref::KlRed kl_red(Reduction r) {
+  return r == Reduction::none ? kdloss_ref::KlRed::none
+         : r == Reduction::sum ? kdloss_ref::KlRed::sum
+         : r == Reduction::mean ? kdloss_ref::KlRed::mean
+                                : kdloss_ref::KlRed::batchmean;
+}
+
+/// Forward, backward and fused on T logits against PyTorch's evaluation order (torch_order::kl_div).
+template <class T>
+void check_kl_nonfinite(const std::vector<double>& s_in, const std::vector<double>& t_in, const Dims& shape, int axis,
+                        double temp, Reduction r, double rel, double abs_tol) {
+  const std::vector<T> s(s_in.begin(), s_in.end()), t(t_in.begin(), t_in.end());
+  const std::vector<double> sd(s.begin(), s.end()), td(t.begin(), t.end());
+  const std::size_t n = s.size();
+  const bool none = r == Reduction::none;
+  const std::vector<std::int64_t> sh(shape.v.begin(), shape.v.begin() + shape.rank);
+  const auto up = none ? random_vector<double>(n, 41) : std::vector<double>{0.7};
+  const std::vector<T> up_t(up.begin(), up.end());
+  std::vector<double> want_v, want_g, want_fused_g, unused;
+  kdloss_ref::torch_order::kl_div(sd, td, sh, axis, temp, kl_red(r), std::vector<double>(up_t.begin(), up_t.end()),
+                                  want_v, want_g);
+  kdloss_ref::torch_order::kl_div(sd, td, sh, axis, temp, kl_red(r), std::vector<double>(none ? n : 1, 1.0), unused,
+                                  want_fused_g);
+  auto sv = host_view(s.data(), shape);
+  auto tv = host_view(t.data(), shape);
+  const KlDivOptions o{temp, axis, r};
+  std::vector<T> v(want_v.size(), T(-7)), g(n, T(-7)), v2(want_v.size(), T(-7)), g2(n, T(-7));
+  kl_div_loss(sv, tv, none ? host_view(v.data(), shape) : host_scalar(v.data()), o);
+  kl_div_loss_backward(sv, tv, none ? host_view(up_t.data(), shape) : host_scalar(up_t.data()),
+                       host_view(g.data(), shape), o);
+  kl_div_loss_forward_backward(sv, tv, none ? host_view(v2.data(), shape) : host_scalar(v2.data()),
+                               host_view(g2.data(), shape), o);
+  kdloss_test::check_modes(v, g, v2, g2, {want_v, want_g, want_fused_g}, rel, abs_tol);
+}
+}  // namespace
+
+TEST_CASE("kl_div_loss propagates NaN and +-inf as PyTorch does (forward, backward, fused; float, double)") {
+  // PyTorch: a NaN or +inf logit, or a row of -inf, makes the row's softmax NaN: every value and
+  // gradient of the row is NaN. A -inf teacher logit has p_t = 0 (xlogy: term 0); a -inf student
+  // logit gives an inf term where p_t > 0 and NaN (0 * -inf) where p_t = 0; gradients stay finite.
+  struct Layout {
+    Dims shape;
+    int axis;
+  };
+  // Scalar rows (class axis innermost), packet rows (neighbouring rows along W), and one class.
+  const Layout layouts[] = {{Dims{3, 5}, 1}, {Dims{2, 5, 3, 4}, 1}, {Dims{4, 1}, 1}};
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const auto& l : layouts)
+    for (Reduction r : {Reduction::none, Reduction::sum, Reduction::batchmean, Reduction::mean}) {
+      const auto n = static_cast<std::size_t>(l.shape.product());
+      auto cases = kdloss_test::nonfinite_cases(n);
+      // Whole rows of -inf: row 0 of the student, of the teacher, of both.
+      std::vector<std::size_t> row0;
+      for (std::int64_t j = 0, step = n / l.shape[0] / l.shape[l.axis]; j < l.shape[l.axis]; ++j)
+        row0.push_back(static_cast<std::size_t>(j * step));
+      cases.push_back({"student row of -inf", -inf, 0, row0});
+      cases.push_back({"teacher row of -inf", 0, -inf, row0});
+      cases.push_back({"both rows of -inf", -inf, -inf, row0});
+      for (const auto& c : cases) {
+        CAPTURE(l.shape.str());
+        const std::string red = to_string(r), what = c.name;
+        CAPTURE(red);
+        CAPTURE(what);
+        auto s = random_vector<double>(n, 1, -3, 3), t = random_vector<double>(n, 2, -3, 3);
+        kdloss_test::place(c, s, t);
+        check_kl_nonfinite<double>(s, t, l.shape, l.axis, 2.0, r, 1e-10, 1e-13);
+        check_kl_nonfinite<float>(s, t, l.shape, l.axis, 2.0, r, 1e-4, 1e-6);
+      }
+    }
 }
 
 KDLOSS_GPU_TEST("kl_div_loss: GPU agrees with CPU (warp and block rows, strided class axis, every reduction)") {
@@ -565,11 +637,44 @@ KDLOSS_GPU_TEST("kl_div_loss: a GPU call with a too small or null workspace thro
     CHECK(grad_after == 42.0f);
   }
   float out_after = 0, grad_after = 0;
-  const std::size_t bytes = kl_div_loss_workspace_bytes(cuda_view<const float>(nullptr, {4, 100}), 1);
+  const std::size_t bytes = kl_div_loss_workspace_bytes(cuda_view<const float>(nullptr, {4, 100}), {1.0, 1});
   for (int call : {0, 1}) {
     CHECK(kdloss_test::kl_div_gpu_workspace_error(call, bytes, &out_after, &grad_after).empty());
     CHECK(std::isfinite(out_after));
     CHECK(out_after > 0.0f);
   }
 #endif
+}
+
+TEST_CASE("kl_div_loss entry-point shape: args + Mode equal the wrappers; options struct; per-entry query") {
+  const Dims shape{2, 6, 3, 4};
+  const auto n = static_cast<std::size_t>(shape.product());
+  const auto s = random_vector<double>(n, 60, -3, 3), t = random_vector<double>(n, 61, -3, 3);
+  auto sv = host_view(s.data(), shape);
+  auto tv = host_view(t.data(), shape);
+  const KlDivOptions o{2.5, 1, Reduction::batchmean};
+  double v1 = -1, v2 = -1, one = 1.0;
+  std::vector<double> g1(n, -1), g2(n, -1), g3(n, -1);
+  kl_div_loss_forward_backward(sv, tv, host_scalar(&v1), host_view(g1.data(), shape), o);
+  KlDivLossArgs<double> args{sv, tv, host_scalar(&v2), host_scalar(&one), host_view(g2.data(), shape), o};
+  kl_div_loss_check(args, Mode::forward_backward);
+  kl_div_loss(args, Mode::forward_backward);
+  CHECK(v2 == v1);
+  CHECK(g2 == g1);
+  args.grad_student = host_view(g3.data(), shape);
+  kl_div_loss(args, Mode::backward);
+  CHECK(g3 == g1);
+  // Defaults: temperature 1, class axis 1, batchmean.
+  double d1 = -1, d2 = -1;
+  kl_div_loss(sv, tv, host_scalar(&d1));
+  kl_div_loss(sv, tv, host_scalar(&d2), {1.0, 1, Reduction::batchmean});
+  CHECK(d1 == d2);
+  auto sd = cuda_view(s.data(), shape);
+  CHECK(kl_div_loss_workspace_bytes(KlDivLossArgs<double>{sd, sd, {}, {}, {}, o}) == kl_div_loss_workspace_bytes(sd, o));
+  CHECK(kl_div_loss_workspace_bytes(sd, o) > 0);
+  KlDivLossArgs<double> bad = args;
+  bad.options.class_axis = 4;
+  std::vector<double> before = g3;
+  kdloss_test::expect_error([&] { kl_div_loss(bad, Mode::backward); },
+                            "kdloss::kl_div_loss_backward: argument 'class_axis' is 4", [&] { CHECK(g3 == before); });
 }

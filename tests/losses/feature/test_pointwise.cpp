@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kdloss/losses/feature/pointwise.hpp"
+#include "losses/feature/nonfinite.hpp"
 #include "losses/feature/pointwise_gpu.hpp"
 #include "reference/feature_reference.hpp"
 #include "support/test_support.hpp"
@@ -25,25 +26,25 @@ const char* name(Kind k) { return k == Kind::mse ? "mse" : k == Kind::l1 ? "l1" 
 template <class T>
 void forward(Kind k, View<const T> s, View<const T> t, View<T> out, Reduction r, double beta, const Exec& ex = {}) {
   switch (k) {
-    case Kind::mse: mse_loss(s, t, out, r, ex); break;
-    case Kind::l1: l1_loss(s, t, out, r, ex); break;
-    case Kind::smooth_l1: smooth_l1_loss(s, t, out, beta, r, ex); break;
+    case Kind::mse: mse_loss(s, t, out, {r}, ex); break;
+    case Kind::l1: l1_loss(s, t, out, {r}, ex); break;
+    case Kind::smooth_l1: smooth_l1_loss(s, t, out, {beta, r}, ex); break;
   }
 }
 template <class T>
 void backward(Kind k, View<const T> s, View<const T> t, View<const T> up, View<T> g, Reduction r, double beta) {
   switch (k) {
-    case Kind::mse: mse_loss_backward(s, t, up, g, r); break;
-    case Kind::l1: l1_loss_backward(s, t, up, g, r); break;
-    case Kind::smooth_l1: smooth_l1_loss_backward(s, t, up, g, beta, r); break;
+    case Kind::mse: mse_loss_backward(s, t, up, g, {r}); break;
+    case Kind::l1: l1_loss_backward(s, t, up, g, {r}); break;
+    case Kind::smooth_l1: smooth_l1_loss_backward(s, t, up, g, {beta, r}); break;
   }
 }
 template <class T>
 void fused(Kind k, View<const T> s, View<const T> t, View<T> out, View<T> g, Reduction r, double beta) {
   switch (k) {
-    case Kind::mse: mse_loss_forward_backward(s, t, out, g, r); break;
-    case Kind::l1: l1_loss_forward_backward(s, t, out, g, r); break;
-    case Kind::smooth_l1: smooth_l1_loss_forward_backward(s, t, out, g, beta, r); break;
+    case Kind::mse: mse_loss_forward_backward(s, t, out, g, {r}); break;
+    case Kind::l1: l1_loss_forward_backward(s, t, out, g, {r}); break;
+    case Kind::smooth_l1: smooth_l1_loss_forward_backward(s, t, out, g, {beta, r}); break;
   }
 }
 
@@ -65,6 +66,17 @@ std::vector<double> as_double(const std::vector<T>& v) {
 }
 
 }  // namespace
+
+namespace detail_check {
+struct Scalars {
+  double mse, l1, smooth_l1;
+};
+/// The formulas as the GPU evaluates them: on plain doubles.
+inline Scalars scalar_grads(double d, double beta) {
+  return {kdloss::detail::SquaredError{}.grad(d, 0.5), kdloss::feature::detail::AbsoluteError{}.grad(d, 0.5),
+          kdloss::feature::detail::SmoothL1Error{beta}.grad(d, 0.5)};
+}
+}  // namespace detail_check
 
 TEST_CASE("pointwise losses match the double reference (float and double, every reduction)") {
   const Dims shape{2, 3, 5, 7};
@@ -226,7 +238,7 @@ TEST_CASE("bad inputs throw a clear error and leave outputs untouched") {
               "'teacher' has a null data pointer");
   throws_with([&] { mse_loss(sv, tv, host_scalar(static_cast<float*>(nullptr))); }, "'out' has a null data pointer");
   throws_with([&] { mse_loss(sv, tv, host_view(g.data(), {2, 2})); }, "'out' must hold exactly one element");
-  throws_with([&] { mse_loss(sv, tv, host_view(g.data(), {2, 3}), Reduction::none); }, "'out' has shape [2, 3]");
+  throws_with([&] { mse_loss(sv, tv, host_view(g.data(), {2, 3}), {Reduction::none}); }, "'out' has shape [2, 3]");
   throws_with([&] { mse_loss(sv, cuda_view(t.data(), shape), host_scalar(&out)); },
               "'teacher' is on cuda:0 but the call runs on host");
 #if !KDLOSS_CUDA_ENABLED
@@ -249,20 +261,92 @@ TEST_CASE("bad inputs throw a clear error and leave outputs untouched") {
   }
   throws_with([&] { mse_loss_backward(sv, tv, host_view(g.data(), {2}), host_view(g.data(), shape)); },
               "'grad_out' must hold one element");
-  throws_with([&] { smooth_l1_loss(sv, tv, host_scalar(&out), -1.0); }, "'beta' must be >= 0");
-  throws_with([&] { mse_loss(sv, tv, host_scalar(&out), Reduction::batchmean); }, "only kl_div offers");
+  throws_with([&] { smooth_l1_loss(sv, tv, host_scalar(&out), {-1.0}); }, "'beta' must be >= 0");
+  throws_with([&] { mse_loss(sv, tv, host_scalar(&out), {Reduction::batchmean}); }, "only kl_div offers");
   // A GPU call reports its workspace need even from a host-only build; a too small buffer is refused.
-  CHECK(pointwise_loss_workspace_bytes(cuda_view(s.data(), shape)) > 0);
-  CHECK(pointwise_loss_workspace_bytes(sv) == 0);
-  CHECK(pointwise_loss_workspace_bytes(cuda_view(s.data(), shape), Reduction::none) == 0);
+  CHECK(mse_loss_workspace_bytes(cuda_view(s.data(), shape)) > 0);
+  CHECK(mse_loss_workspace_bytes(sv) == 0);
+  CHECK(mse_loss_workspace_bytes(cuda_view(s.data(), shape), {Reduction::none}) == 0);
   alignas(256) static unsigned char small[256];
   throws_with(
       [&] {
         detail::HostScratch scratch;
         detail::resolve_workspace("kdloss::mse_loss", Device::cuda(), Workspace{small, 8},
-                                  pointwise_loss_workspace_bytes(cuda_view(s.data(), shape)), scratch);
+                                  mse_loss_workspace_bytes(cuda_view(s.data(), shape)), scratch);
       },
       "argument 'workspace' has 8 bytes but this call needs");
+}
+
+namespace {
+
+/// PyTorch's gradient of one element for the upstream w (already times the reduction's factor).
+double torch_grad(Kind k, double d, double w, double beta) {
+  namespace to = kdloss_ref::torch_order;
+  return k == Kind::mse ? to::mse_grad(d, w) : k == Kind::l1 ? to::l1_grad(d, w) : to::smooth_l1_grad(d, w, beta);
+}
+
+/// Forward, backward (upstream 0.7 or a map) and fused on T inputs against PyTorch's propagation.
+template <class T>
+void check_nonfinite(Kind k, Reduction r, double beta, const std::vector<double>& s_in, const std::vector<double>& t_in,
+                     const Dims& shape, double rel, double abs_tol) {
+  const std::vector<T> s(s_in.begin(), s_in.end()), t(t_in.begin(), t_in.end());
+  const auto sd = as_double(s), td = as_double(t);  // the inputs as T holds them
+  const std::size_t n = s.size();
+  const bool none = r == Reduction::none;
+  const double factor = r == Reduction::mean ? 1.0 / static_cast<double>(n) : 1.0;
+  const auto up = none ? random_vector<double>(n, 31) : std::vector<double>{0.7};
+  const std::vector<T> up_t(up.begin(), up.end());
+  std::vector<double> want_g(n), want_fused_g(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    want_g[i] = torch_grad(k, sd[i] - td[i], (none ? double(up_t[i]) : double(up_t[0])) * factor, beta);
+    want_fused_g[i] = torch_grad(k, sd[i] - td[i], factor, beta);
+  }
+  const auto want_v = reference(k, sd, td, r, beta);
+  auto sv = host_view(s.data(), shape);
+  auto tv = host_view(t.data(), shape);
+  std::vector<T> v(want_v.size(), T(-7)), g(n, T(-7)), v2(want_v.size(), T(-7)), g2(n, T(-7));
+  forward<T>(k, sv, tv, none ? host_view(v.data(), shape) : host_scalar(v.data()), r, beta);
+  backward<T>(k, sv, tv, none ? host_view(up_t.data(), shape) : host_scalar(up_t.data()), host_view(g.data(), shape), r,
+              beta);
+  fused<T>(k, sv, tv, none ? host_view(v2.data(), shape) : host_scalar(v2.data()), host_view(g2.data(), shape), r, beta);
+  kdloss_test::check_modes(v, g, v2, g2, {want_v, want_g, want_fused_g}, rel, abs_tol);
+}
+
+}  // namespace
+
+TEST_CASE("pointwise losses propagate NaN and +-inf as PyTorch does (forward, backward, fused; float, double)") {
+  // PyTorch: NaN d gives a NaN value and a NaN gradient, except L1's sign(NaN) = 0; inf d gives an
+  // inf value, an inf MSE gradient and +-1 L1 / smooth-L1 gradients; inf - inf is NaN.
+  const Dims shape{2, 3, 4, 5};
+  const auto n = static_cast<std::size_t>(shape.product());
+  for (const auto& c : kdloss_test::nonfinite_cases(n))
+    for (Kind k : kKinds)
+      for (Reduction r : kReductions)
+        for (double beta : {0.5, 0.0}) {
+          if (k != Kind::smooth_l1 && beta != 0.5) continue;
+          const std::string what = c.name, loss = name(k), red = to_string(r);
+          CAPTURE(what);
+          CAPTURE(loss);
+          CAPTURE(red);
+          CAPTURE(beta);
+          auto s = random_vector<double>(n, 1), t = random_vector<double>(n, 2);
+          kdloss_test::place(c, s, t);
+          check_nonfinite<double>(k, r, beta, s, t, shape, 1e-12, 1e-15);
+          check_nonfinite<float>(k, r, beta, s, t, shape, 1e-5, 1e-6);
+        }
+}
+
+TEST_CASE("pointwise gradient formulas keep PyTorch's NaN rule in their scalar (GPU) form too") {
+  // The GPU runs the formulas on scalars; the host on Eigen arrays. Both forms, at NaN and +-inf.
+  const double nan = std::nan(""), inf = std::numeric_limits<double>::infinity();
+  for (double d : {nan, inf, -inf, 0.0, 0.25, -3.0}) {
+    CAPTURE(d);
+    const detail_check::Scalars got = detail_check::scalar_grads(d, 0.5);
+    namespace to = kdloss_ref::torch_order;
+    kdloss_test::check_same_propagation(std::vector<double>{got.mse, got.l1, got.smooth_l1},
+                                        {to::mse_grad(d, 0.5), to::l1_grad(d, 0.5), to::smooth_l1_grad(d, 0.5, 0.5)},
+                                        1e-15, 0, "scalar grad");
+  }
 }
 
 KDLOSS_GPU_TEST("pointwise losses: GPU agrees with CPU (float, double, half, bfloat16; fused and split)") {
@@ -310,4 +394,58 @@ KDLOSS_GPU_TEST("pointwise losses: a GPU call with a too small or null workspace
   CHECK_MESSAGE(null_ws.find("argument 'workspace' is null") != std::string::npos, null_ws);
   CHECK(after == 42.0f);
 #endif
+}
+
+TEST_CASE("entry-point shape: args + Mode equal the wrappers; check writes nothing; one workspace query per entry") {
+  const Dims shape{2, 3, 4, 5};
+  const auto n = static_cast<std::size_t>(shape.product());
+  const auto s = random_vector<double>(n, 50), t = random_vector<double>(n, 51);
+  auto sv = host_view(s.data(), shape);
+  auto tv = host_view(t.data(), shape);
+  double one = 1.0;
+  for (Kind k : kKinds) {
+    CAPTURE(name(k));
+    double v1 = -1, v2 = -1;
+    std::vector<double> g1(n, -1), g2(n, -1), g3(n, -1);
+    fused<double>(k, sv, tv, host_scalar(&v1), host_view(g1.data(), shape), Reduction::sum, 0.5);
+    auto run = [&](Mode mode, View<double> out, View<double> g) {
+      switch (k) {
+        case Kind::mse: mse_loss(MseLossArgs<double>{sv, tv, out, host_scalar(&one), g, {Reduction::sum}}, mode); break;
+        case Kind::l1: l1_loss(L1LossArgs<double>{sv, tv, out, host_scalar(&one), g, {Reduction::sum}}, mode); break;
+        case Kind::smooth_l1:
+          smooth_l1_loss(SmoothL1LossArgs<double>{sv, tv, out, host_scalar(&one), g, {0.5, Reduction::sum}}, mode);
+          break;
+      }
+    };
+    run(Mode::forward_backward, host_scalar(&v2), host_view(g2.data(), shape));
+    CHECK(v2 == v1);
+    CHECK(g2 == g1);
+    run(Mode::backward, {}, host_view(g3.data(), shape));  // backward reads grad_out, leaves out absent
+    CHECK(g3 == g1);
+    double v3 = -1;
+    run(Mode::forward, host_scalar(&v3), {});  // forward needs no gradient output
+    CHECK(v3 == v1);
+  }
+  // The check throws before anything is written, naming the entry point of the mode.
+  std::vector<double> g(n, 42.0);
+  MseLossArgs<double> bad{sv, host_view(t.data(), {2, 3, 4, 4}), {}, {}, host_view(g.data(), shape)};
+  kdloss_test::expect_error([&] { mse_loss_check(bad, Mode::forward_backward); },
+                            "kdloss::mse_loss_forward_backward: arguments 'student' [2, 3, 4, 5] and 'teacher' [2, 3, 4, 4]",
+                            [&] { CHECK(g == std::vector<double>(n, 42.0)); });
+  kdloss_test::expect_error(
+      [&] { smooth_l1_loss_check(SmoothL1LossArgs<double>{sv, tv, host_scalar(&one), {}, {}, {-1.0}}, Mode::forward); },
+      "kdloss::smooth_l1_loss: argument 'beta' must be >= 0", [] {});
+  // One query per entry, from the arguments or from the view and options.
+  auto sd = cuda_view(s.data(), shape);
+  const std::size_t bytes = mse_loss_workspace_bytes(sd);
+  CHECK(bytes > 0);
+  CHECK(l1_loss_workspace_bytes(sd) == bytes);
+  CHECK(smooth_l1_loss_workspace_bytes(sd, {0.5}) == bytes);
+  CHECK(mse_loss_workspace_bytes(MseLossArgs<double>{sd, sd}) == bytes);
+  CHECK(l1_loss_workspace_bytes(L1LossArgs<double>{sd, sd, {}, {}, {}, {Reduction::none}}) == 0);
+  CHECK(smooth_l1_loss_workspace_bytes(SmoothL1LossArgs<double>{sv, tv}) == 0);
+  // The family's namespace holds the same entities as the kdloss:: aliases.
+  void (*f)(const MseLossArgs<double>&, Mode, const Exec&) = &feature::mse_loss<double>;
+  const bool same = f == static_cast<void (*)(const MseLossArgs<double>&, Mode, const Exec&)>(&kdloss::mse_loss<double>);
+  CHECK(same);
 }

@@ -2,18 +2,23 @@
 // reference code's torch.dist(S, T) computes it: not squared, not divided by batch or numel.
 //
 // Gradient (S - T) / ||S - T||, and exactly 0 where ||S - T|| = 0 (PyTorch's norm backward masks
-// norm == 0). FBKD's hand-written `(d * d).sum() ** 0.5` has no such mask: its backward is inf * 0 =
+// norm == 0, and only that: a NaN norm gives a NaN gradient everywhere, as PyTorch's). FBKD's hand-written `(d * d).sum() ** 0.5` has no such mask: its backward is inf * 0 =
 // NaN at S = T. kdloss gives PyTorch's 0 there.
 //
 // The gradient needs the norm before any element can be written, so backward and forward_backward
 // run two passes: a fused square-and-sum whose finaliser takes the square root and leaves the norm
 // in a double slot (device memory on the GPU, no host round trip), then an elementwise pass that
 // reads the slot through a pointer.
+//
+// Entry-point shape (core/entry.hpp): DistanceLossArgs, distance_loss_check(args, mode),
+// distance_loss_workspace_bytes(args), distance_loss(args, mode, exec), and the thin wrappers
+// distance_loss(s, t, out), _backward, _forward_backward.
 #pragma once
 #include <cstdint>
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/core/entry.hpp"
 #include "kdloss/core/math.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
@@ -22,6 +27,7 @@
 
 namespace kdloss {
 namespace detail {
+// Shared with losses/fbkd (until an op holds it): keeps its kdloss::detail name.
 
 /// Finaliser of the squared-sum reduction: the norm. When `keep` is set it also stores the norm
 /// there in double (the fused call writes the value to `out`, whose type may be half, and keeps
@@ -35,7 +41,35 @@ struct SqrtFinal {
   }
 };
 
-/// grad = upstream * (s - t) / norm, and 0 where norm = 0. The norm is read on the call's device.
+}  // namespace detail
+
+namespace feature {
+
+/// Options of distance_loss: none today (torch.dist's p = 2 is the only norm); a struct so that the
+/// entry point has the shape of every other.
+struct DistanceOptions {};
+
+/// The arguments of one distance_loss call. Each mode reads only its fields: forward student,
+/// teacher, out; backward student, teacher, grad_out, grad_student; forward_backward student,
+/// teacher, out, grad_student. student and teacher have the same shape and any strides (broadcast
+/// included); `out` and `grad_out` hold one element; grad_student has the student's shape and unique
+/// elements.
+template <class T>
+struct DistanceLossArgs {
+  View<const T> student;
+  View<const T> teacher;
+  View<T> out;
+  View<const T> grad_out;  // upstream gradient of `out` (backward)
+  View<T> grad_student;
+  DistanceOptions options{};
+};
+
+namespace detail {
+
+/// grad = upstream * (s - t) / norm, and upstream * 0 where norm = 0, as PyTorch's norm backward
+/// (grad * (x / norm).masked_fill_(norm == 0, 0)): only norm == 0 is masked, so a NaN norm (a NaN
+/// input) makes every element NaN and an inf norm gives 0 beside NaN at the inf elements. The norm
+/// is read on the call's device.
 template <class T>
 struct DistanceGrad {
   const double* norm;
@@ -44,10 +78,8 @@ struct DistanceGrad {
   KDLOSS_HOST_DEVICE void operator()(const S& s, const Tt& t, G& g) const {
     using A = math::scalar_t<G>;
     const A n = static_cast<A>(*norm);
-    if (n > A(0))
-      g = (s - t) * (upstream.template get<A>() / n);
-    else
-      g = (s - t) * A(0);
+    const A u = upstream.template get<A>();
+    g = (s - t) * (n == A(0) ? u * A(0) : u / n);
   }
 };
 
@@ -56,154 +88,173 @@ struct DistanceScratch {
   double* partials = nullptr;
   double* norm = nullptr;
 };
-inline DistanceScratch carve_distance(Carver& carver, Device device, std::int64_t numel) {
+inline DistanceScratch carve_distance(::kdloss::detail::Carver& carver, Device device, std::int64_t numel) {
   DistanceScratch ws;
-  ws.partials = carve_reduction(carver, device, numel);
+  ws.partials = ::kdloss::detail::carve_reduction(carver, device, numel);
   if (!device.is_host()) ws.norm = carver.take<double>(1);
   return ws;
 }
 template <class T>
 std::size_t distance_workspace_bytes(const View<const T>& s) {
-  Carver carver;
+  ::kdloss::detail::Carver carver;
   carve_distance(carver, s.device, s.numel());
   return carver.bytes();
 }
 
+inline const char* distance_name(Mode m) {
+  return m == Mode::forward    ? "kdloss::distance_loss"
+         : m == Mode::backward ? "kdloss::distance_loss_backward"
+                               : "kdloss::distance_loss_forward_backward";
+}
+
+/// Every check of a call in `mode`, in a fixed order; throws before anything is written.
 template <class T>
-void check_distance_inputs(const Checker& ck, const View<const T>& s, const View<const T>& t) {
+void check(const DistanceLossArgs<T>& a, Mode mode) {
+  const Checker ck{distance_name(mode)};
+  const View<const T>& s = a.student;
   ck.not_null(s, "student");
-  ck.not_null(t, "teacher");
-  ck.same_shape(s, "student", t, "teacher");
-  ck.device(t, "teacher", s.device);
-  require_backend<T>(ck.fn, s.device);
-}
-template <class T>
-void check_distance_value(const Checker& ck, const View<const T>& s, const View<const T>& t, const View<T>& out) {
-  ck.device(out, "out", s.device);
-  ck.scalar_output(out, "out");
-  ck.disjoint(out, "out", s, "student");
-  ck.disjoint(out, "out", t, "teacher");
-}
-template <class T>
-void check_distance_grad(const Checker& ck, const View<const T>& s, const View<const T>& t, const View<T>& g) {
-  check_gradient_output(ck, s, g, "grad_student");
-  ck.disjoint(g, "grad_student", s, "student");
-  ck.disjoint(g, "grad_student", t, "teacher");
-}
-
-template <class T>
-void distance_forward(const char* fn, View<const T> s, View<const T> t, View<T> out, const Exec& exec) {
-  const Checker ck{fn};
-  check_distance_inputs(ck, s, t);
-  check_distance_value(ck, s, t, out);
-  HostScratch scratch;
-  Carver carver(resolve_workspace(fn, s.device, exec.workspace, distance_workspace_bytes(s), scratch));
-  const DistanceScratch ws = carve_distance(carver, s.device, s.numel());
-  transform_reduce<acc_t<T>>(s.device, exec.stream, s.shape, PointwiseForward<SquaredError, T>{}, std::tuple{s, t},
-                             std::tuple<>{}, ws.partials, SqrtFinal{}, out.data);
+  ck.not_null(a.teacher, "teacher");
+  ck.same_shape(s, "student", a.teacher, "teacher");
+  ck.device(a.teacher, "teacher", s.device);
+  ::kdloss::detail::require_backend<T>(ck.fn, s.device);
+  if (writes_value(mode)) {
+    ck.device(a.out, "out", s.device);
+    ck.scalar_output(a.out, "out");
+    ck.disjoint(a.out, "out", s, "student");
+    ck.disjoint(a.out, "out", a.teacher, "teacher");
+  }
+  if (mode == Mode::backward) check_upstream(ck, s, a.grad_out, false, "the distance");
+  if (writes_gradients(mode)) {
+    check_gradient_output(ck, s, a.grad_student, "grad_student");
+    ck.disjoint(a.grad_student, "grad_student", s, "student");
+    ck.disjoint(a.grad_student, "grad_student", a.teacher, "teacher");
+  }
+  if (mode == Mode::backward) ck.disjoint(a.grad_student, "grad_student", a.grad_out, "grad_out");
+  if (mode == Mode::forward_backward) ck.disjoint(a.grad_student, "grad_student", a.out, "out");
 }
 
 template <class T>
-void distance_backward(const char* fn, View<const T> s, View<const T> t, View<const T> grad_out, View<T> grad_s,
-                       const Exec& exec) {
-  const Checker ck{fn};
-  check_distance_inputs(ck, s, t);
-  ck.device(grad_out, "grad_out", s.device);
-  require(grad_out.numel() == 1, fn,
-          ": argument 'grad_out' must hold one element (the upstream gradient of the distance) but has shape ",
-          grad_out.shape.str());
-  ck.not_null(grad_out, "grad_out");
-  check_distance_grad(ck, s, t, grad_s);
-  ck.disjoint(grad_s, "grad_student", grad_out, "grad_out");
+void run(const DistanceLossArgs<T>& a, Mode mode, const Exec& exec) {
+  using namespace ::kdloss::detail;
+  using Acc = acc_t<T>;
+  const View<const T>& s = a.student;
+  const View<const T>& t = a.teacher;
   HostScratch scratch;
-  Carver carver(resolve_workspace(fn, s.device, exec.workspace, distance_workspace_bytes(s), scratch));
+  Carver carver(resolve_workspace(distance_name(mode), s.device, exec.workspace, distance_workspace_bytes(s), scratch));
   const DistanceScratch ws = carve_distance(carver, s.device, s.numel());
+  if (mode == Mode::forward) {
+    transform_reduce<Acc>(s.device, exec.stream, s.shape, PointwiseForward<SquaredError, T>{}, std::tuple{s, t},
+                          std::tuple<>{}, ws.partials, SqrtFinal{}, a.out.data);
+    return;
+  }
   double host_norm = 0;
   double* norm = s.device.is_host() ? &host_norm : ws.norm;
-  using Acc = acc_t<T>;
-  transform_reduce<Acc>(s.device, exec.stream, s.shape, PointwiseForward<SquaredError, T>{}, std::tuple{s, t},
-                        std::tuple<>{}, ws.partials, SqrtFinal{}, norm);
-  transform<Acc>(s.device, exec.stream, s.shape, DistanceGrad<T>{norm, Uniform<T>{grad_out.data}}, std::tuple{s, t},
-                 std::tuple{grad_s});
-}
-
-template <class T>
-void distance_forward_backward(const char* fn, View<const T> s, View<const T> t, View<T> out, View<T> grad_s,
-                               const Exec& exec) {
-  const Checker ck{fn};
-  check_distance_inputs(ck, s, t);
-  check_distance_value(ck, s, t, out);
-  check_distance_grad(ck, s, t, grad_s);
-  ck.disjoint(grad_s, "grad_student", out, "out");
-  HostScratch scratch;
-  Carver carver(resolve_workspace(fn, s.device, exec.workspace, distance_workspace_bytes(s), scratch));
-  const DistanceScratch ws = carve_distance(carver, s.device, s.numel());
-  double host_norm = 0;
-  double* norm = s.device.is_host() ? &host_norm : ws.norm;
-  using Acc = acc_t<T>;
-  // Pass 1 writes the value and keeps the norm; pass 2 writes the gradient.
-  transform_reduce<Acc>(s.device, exec.stream, s.shape, PointwiseForward<SquaredError, T>{}, std::tuple{s, t},
-                        std::tuple<>{}, ws.partials, SqrtFinal{norm}, out.data);
-  transform<Acc>(s.device, exec.stream, s.shape, DistanceGrad<T>{norm, Uniform<T>{}}, std::tuple{s, t},
-                 std::tuple{grad_s});
+  // Pass 1 keeps the norm (and writes the value in forward_backward); pass 2 writes the gradient.
+  if (mode == Mode::backward)
+    transform_reduce<Acc>(s.device, exec.stream, s.shape, PointwiseForward<SquaredError, T>{}, std::tuple{s, t},
+                          std::tuple<>{}, ws.partials, SqrtFinal{}, norm);
+  else
+    transform_reduce<Acc>(s.device, exec.stream, s.shape, PointwiseForward<SquaredError, T>{}, std::tuple{s, t},
+                          std::tuple<>{}, ws.partials, SqrtFinal{norm}, a.out.data);
+  const Uniform<T> upstream{mode == Mode::backward ? a.grad_out.data : nullptr};
+  transform<Acc>(s.device, exec.stream, s.shape, DistanceGrad<T>{norm, upstream}, std::tuple{s, t},
+                 std::tuple{a.grad_student});
 }
 
 }  // namespace detail
 
 // ---------------------------------------------------------------------------------------------
-// Public entry points. student and teacher have the same shape and any strides (broadcast inputs
-// included); `out` holds one element; grad_student has the student's shape and unique elements.
-// The teacher gets no gradient (it is -grad_student if you need it).
+// Entry points (core/entry.hpp's shape). The usage examples name host pointers s, t, gs (float,
+// [2, 256, 100, 167]), their views sv, tv, device views sv_dev, tv_dev and gv_dev, device scalars
+// d_dist and d_up, and a float `dist`.
+
+/// Throws kdloss::Error naming the argument and its shape if `args` cannot run in `mode`; writes nothing.
+///
+///   kdloss::DistanceLossArgs<float> args{sv, tv, kdloss::host_scalar(&dist)};
+///   kdloss::distance_loss_check(args, kdloss::Mode::forward);
+template <class T>
+void distance_loss_check(const DistanceLossArgs<T>& args, Mode mode) {
+  detail::check(args, mode);
+}
+/// Workspace bytes of any distance_loss call on these arguments, every Mode (0 on the host; on a
+/// GPU, the reduction partials and one double for the norm).
+///
+///   std::size_t bytes = kdloss::distance_loss_workspace_bytes(kdloss::DistanceLossArgs<float>{sv_dev, tv_dev});
+template <class T>
+std::size_t distance_loss_workspace_bytes(const DistanceLossArgs<T>& args) {
+  return detail::distance_workspace_bytes(args.student);
+}
+/// The same query from the student view (what the wrappers' users hold).
+///
+///   std::size_t bytes = kdloss::distance_loss_workspace_bytes(sv_dev);
+template <class S>
+std::size_t distance_loss_workspace_bytes(const View<S>& student, const DistanceOptions& = {}) {
+  return detail::distance_workspace_bytes(View<const std::remove_cv_t<S>>(student));
+}
+/// Checks, then runs one distance_loss call in `mode`.
+///
+///   kdloss::DistanceLossArgs<float> args{sv, tv, kdloss::host_scalar(&dist), {}, kdloss::host_view(gs, {2, 256, 100, 167})};
+///   kdloss::distance_loss(args, kdloss::Mode::forward_backward);
+template <class T>
+void distance_loss(const DistanceLossArgs<T>& args, Mode mode, const Exec& exec = {}) {
+  detail::check(args, mode);
+  detail::run(args, mode, exec);
+}
+
+// Thin wrappers. The teacher gets no gradient (it is -grad_student if you need it).
 
 /// Frobenius distance ||student - teacher||_F over all elements, as torch.dist(student, teacher)
 /// (FBKD's L_AT / L_AM "F-norm"): not squared, not divided. Empty inputs give 0.
 ///
 ///   float dist;
-///   auto s = kdloss::host_view(s_ptr, {2, 256, 100, 167}), t = kdloss::host_view(t_ptr, {2, 256, 100, 167});
-///   kdloss::distance_loss(s, t, kdloss::host_scalar(&dist));
+///   auto sv = kdloss::host_view(s, {2, 256, 100, 167}), tv = kdloss::host_view(t, {2, 256, 100, 167});
+///   kdloss::distance_loss(sv, tv, kdloss::host_scalar(&dist));
 ///
 ///   // GPU, on a stream, with the scratch the query asks for:
-///   std::size_t bytes = kdloss::distance_loss_workspace_bytes(s_dev);
-///   kdloss::distance_loss(s_dev, t_dev, kdloss::cuda_scalar(d_dist), {{d_scratch, bytes}, kdloss::Stream(stream)});
+///   std::size_t bytes = kdloss::distance_loss_workspace_bytes(sv_dev);
+///   kdloss::distance_loss(sv_dev, tv_dev, kdloss::cuda_scalar(d_dist), {}, {{d_scratch, bytes}, kdloss::Stream(stream)});
 template <class S, class Tt, class O>
-void distance_loss(const View<S>& student, const View<Tt>& teacher, const View<O>& out, const Exec& exec = {}) {
-  detail::distance_forward<O>("kdloss::distance_loss", student, teacher, out, exec);
+void distance_loss(const View<S>& student, const View<Tt>& teacher, const View<O>& out,
+                   const DistanceOptions& options = {}, const Exec& exec = {}) {
+  distance_loss(DistanceLossArgs<O>{student, teacher, out, {}, {}, options}, Mode::forward, exec);
 }
 
 /// grad_student = grad_out * (student - teacher) / ||student - teacher||, and 0 where the distance
 /// is 0. grad_out holds one element on the call's device (read there, no host synchronisation).
 ///
 ///   float one = 1.0f;
-///   kdloss::distance_loss_backward(s, t, kdloss::host_scalar(&one), kdloss::host_view(gs, {2, 256, 100, 167}));
-///   // GPU: kdloss::distance_loss_backward(s_dev, t_dev, kdloss::cuda_scalar(d_up), g_dev, {{d_scratch, bytes},
-///   kdloss::Stream(stream)});
+///   kdloss::distance_loss_backward(sv, tv, kdloss::host_scalar(&one), kdloss::host_view(gs, {2, 256, 100, 167}));
+///   // GPU:
+///   kdloss::distance_loss_backward(sv_dev, tv_dev, kdloss::cuda_scalar(d_up), gv_dev, {},
+///                                  {{d_scratch, bytes}, kdloss::Stream(stream)});
 template <class S, class Tt, class G, class O>
 void distance_loss_backward(const View<S>& student, const View<Tt>& teacher, const View<G>& grad_out,
-                            const View<O>& grad_student, const Exec& exec = {}) {
-  detail::distance_backward<O>("kdloss::distance_loss_backward", student, teacher, grad_out, grad_student, exec);
+                            const View<O>& grad_student, const DistanceOptions& options = {}, const Exec& exec = {}) {
+  distance_loss(DistanceLossArgs<O>{student, teacher, {}, grad_out, grad_student, options}, Mode::backward, exec);
 }
 
 /// The distance and its gradient (of the value itself) in two passes over memory: one that sums and
 /// writes `out`, one that writes grad_student.
 ///
-///   kdloss::distance_loss_forward_backward(s, t, kdloss::host_scalar(&dist), kdloss::host_view(gs, shape));
-///   // GPU: kdloss::distance_loss_forward_backward(s_dev, t_dev, kdloss::cuda_scalar(d_dist), g_dev, {{d_scratch,
-///   bytes}, kdloss::Stream(stream)});
+///   kdloss::distance_loss_forward_backward(sv, tv, kdloss::host_scalar(&dist), kdloss::host_view(gs, {2, 256, 100, 167}));
+///   // GPU:
+///   kdloss::distance_loss_forward_backward(sv_dev, tv_dev, kdloss::cuda_scalar(d_dist), gv_dev, {},
+///                                          {{d_scratch, bytes}, kdloss::Stream(stream)});
 template <class S, class Tt, class O>
 void distance_loss_forward_backward(const View<S>& student, const View<Tt>& teacher, const View<O>& out,
-                                    const View<O>& grad_student, const Exec& exec = {}) {
-  detail::distance_forward_backward<O>("kdloss::distance_loss_forward_backward", student, teacher, out, grad_student,
-                                       exec);
+                                    const View<O>& grad_student, const DistanceOptions& options = {},
+                                    const Exec& exec = {}) {
+  distance_loss(DistanceLossArgs<O>{student, teacher, out, {}, grad_student, options}, Mode::forward_backward, exec);
 }
 
-/// Workspace bytes of any distance_loss / _backward / _forward_backward call on these inputs
-/// (0 on the host; on a GPU, the reduction partials and one double for the norm).
-///
-///   std::size_t bytes = kdloss::distance_loss_workspace_bytes(kdloss::cuda_view<const float>(d_s, {2, 256, 100,
-///   167}));
-template <class S>
-std::size_t distance_loss_workspace_bytes(const View<S>& student) {
-  return detail::distance_workspace_bytes<detail::value_t<S>>(student);
-}
+}  // namespace feature
+
+using feature::DistanceLossArgs;
+using feature::DistanceOptions;
+using feature::distance_loss;
+using feature::distance_loss_backward;
+using feature::distance_loss_check;
+using feature::distance_loss_forward_backward;
+using feature::distance_loss_workspace_bytes;
 
 }  // namespace kdloss

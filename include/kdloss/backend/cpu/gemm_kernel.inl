@@ -5,11 +5,11 @@
 //                                    zero, load, store, bcast, fma, mul, add };
 // No include guard: it is meant to be included more than once.
 //
-// Blocking: columns in blocks of kNC, depth in blocks of kKC, rows in blocks of kMC. B's kKC x kNC block
-// is packed once into NR-wide panels shared by the threads; each task (a kMC-row block times a group
-// of NR-panels) packs its rows of A into MR-tall panels and runs the MR x NR micro kernel. Every
-// element of C is summed over k in the same order (depth blocks, then batches of a sum, in increasing
-// order) whatever the number of threads, so the bits do not depend on it.
+// Blocking: columns in blocks of at most kNC, depth in blocks of kKC, rows in blocks of kMC. B's block is
+// packed into NR-wide panels, A's rows into MR-tall panels, and the MR x NR micro kernel runs on them
+// (see run() for how threads split the work). Every element of C is summed over k in the same order
+// (depth blocks in increasing order, batches of a sum in increasing order) whatever the number of
+// threads, so the bits do not depend on it.
 
 template <class T>
 struct Shape {

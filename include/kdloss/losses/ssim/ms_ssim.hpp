@@ -132,7 +132,7 @@ void check_reduced_output(const Checker& ck, const View<const T>& s, const View<
 /// The upstream gradient of one plane's value: d(reduced out)/d(plane value) * grad_out.
 template <class T>
 struct Upstream {
-  const T* g = nullptr;  // null: 1 (fused)
+  const T* g = nullptr;  // null: 1 (forward_backward)
   std::int64_t s0 = 0, s1 = 0;
   ChannelReduction r = ChannelReduction::mean;
   std::int64_t B = 0, C = 0;
@@ -434,7 +434,7 @@ void ms_call(const char* fn, Mode mode, MsKind kind, View<const T> s, View<const
 
   if (kind == MsKind::ssim_index) {
     // One level: the per-plane SSIM. Without the relu its weights need no forward values, so a
-    // fused call runs a single pass.
+    // forward_backward call runs a single pass.
     const bool single = mode != Mode::forward && !o.nonnegative_ssim;
     if (mode != Mode::backward && !single)
       ms_level_pass(dev, st, s, t, py, 0, ws, head, Form::two_factor, ws.sums, nullptr, View<T>{}, View<T>{}, 0.0,
@@ -446,7 +446,7 @@ void ms_call(const char* fn, Mode mode, MsKind kind, View<const T> s, View<const
       SsimIndexWeights<T> f{make_upstream(mode == Mode::backward ? grad_out : View<const T>{}, r, B, C, 1.0),
                             o.nonnegative_ssim ? ws.sums : nullptr, msw.inv_area[0], ws.weights};
       ops::detail::for_each_index(dev, st, planes, f);
-      Pass<T, T> P;  // one pass: gradient (and, fused without relu, the sums)
+      Pass<T, T> P;  // one pass: gradient (and, forward_backward without relu, the sums)
       P.batch = B, P.channels = C, P.rows = py.rows[0], P.cols = py.cols[0], P.head = head;
       P.x = s.data, P.y = t.data;
       strides4(s, P.xs);

@@ -121,7 +121,7 @@ void run_level(Device device, Stream stream, const View<const T>& s, const View<
   if (want_s || want_t) {
     P.up_scalar = job.up_scalar;
     P.up_factor = job.up_factor;
-    if (job.up_map.data) {
+    if (present(job.up_map)) {
       P.up_map = job.up_map.data;
       strides4(job.up_map, P.up_s);
     }

@@ -284,7 +284,7 @@ void ms_level_pass(Device device, Stream stream, const View<const T>& s, const V
       P.up_plane = weights;
       if (i + 1 < py.levels) {
         P.coarse_x = ws.gx[i + 1];
-        P.coarse_y = gt.data ? ws.gy[i + 1] : nullptr;
+        P.coarse_y = present(gt) ? ws.gy[i + 1] : nullptr;
         P.coarse_h = py.H[i + 1];
         P.coarse_w = py.W[i + 1];
         P.pool_ph = static_cast<int>(py.H[i] % 2);
@@ -300,8 +300,8 @@ void ms_level_pass(Device device, Stream stream, const View<const T>& s, const V
     strides4(t, P.ys);
     P.norm = ws.norm;
     if (backward) {
-      if (gs.data) P.gx = gs.data, strides4(gs, P.gx_s);
-      if (gt.data) P.gy = gt.data, strides4(gt, P.gy_s);
+      if (present(gs)) P.gx = gs.data, strides4(gs, P.gx_s);
+      if (present(gt)) P.gy = gt.data, strides4(gt, P.gy_s);
       P.l1_coef = l1_coef;
       P.l1_up = l1_up;
     }
@@ -314,8 +314,8 @@ void ms_level_pass(Device device, Stream stream, const View<const T>& s, const V
     P.x = ws.px[i], P.y = ws.py[i];
     for (int d = 0; d < 4; ++d) P.xs[d] = P.ys[d] = cs[d];
     if (backward) {
-      if (gs.data) P.gx = ws.gx[i];
-      if (gt.data) P.gy = ws.gy[i];
+      if (present(gs)) P.gx = ws.gx[i];
+      if (present(gt)) P.gy = ws.gy[i];
       for (int d = 0; d < 4; ++d) P.gx_s[d] = P.gy_s[d] = cs[d];
     }
     run_pass(device, stream, P, ws.pass);
@@ -365,8 +365,8 @@ void ms_backward_levels(Device device, Stream stream, const View<const T>& s, co
                   i == 0 ? l1_coef : 0.0, i == 0 ? l1_up : nullptr);
   }
   if (ws.norm) {
-    if (gs.data) ops::detail::minmax_norm_backward(stream, s, gs, ws.norm, 0);
-    if (gt.data) ops::detail::minmax_norm_backward(stream, t, gt, ws.norm, 1);
+    if (present(gs)) ops::detail::minmax_norm_backward(stream, s, gs, ws.norm, 0);
+    if (present(gt)) ops::detail::minmax_norm_backward(stream, t, gt, ws.norm, 1);
   }
 }
 

@@ -618,3 +618,48 @@ def test_errors():
         kss.ssim_loss(s, t, 11, padding="valid")  # the map is smaller than the window
     with pytest.raises(kd.KdlossError, match="dtype"):
         kss.ms_ssim(s, t.double())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(
+    "name",
+    ["ssim_loss", "ssim_loss_none", "ms_ssim", "ssim_index", "ssim_index_nonnegative"],
+)
+def test_nonfinite_inputs_propagate_as_the_peers(bad, name):
+    """A NaN or +-inf pixel: NaN values, and NaN gradients at exactly the peers' positions."""
+    weights = [0.5, 0.3, 0.2]
+    ms = dict(data_range=1.0, win_size=3, size_average=False)
+    calls = {
+        "ssim_loss": (lambda a, b: kornia.losses.ssim_loss(a, b, 11), lambda a, b: kd.ssim.ssim_loss(a, b, 11)),
+        "ssim_loss_none": (
+            lambda a, b: kornia.losses.ssim_loss(a, b, 11, reduction="none").sum(),
+            lambda a, b: kd.ssim.ssim_loss(a, b, 11, reduction="none").sum(),
+        ),
+        "ms_ssim": (
+            lambda a, b: pytorch_msssim.ms_ssim(a, b, weights=weights, **ms).sum(),
+            lambda a, b: kd.ssim.ms_ssim(a, b, weights=weights, **ms).sum(),
+        ),
+        "ssim_index": (
+            lambda a, b: pytorch_msssim.ssim(a, b, **ms).sum(),
+            lambda a, b: kd.ssim.ssim_index(a, b, **ms).sum(),
+        ),
+        "ssim_index_nonnegative": (
+            lambda a, b: pytorch_msssim.ssim(a, b, nonnegative_ssim=True, **ms).sum(),
+            lambda a, b: kd.ssim.ssim_index(a, b, nonnegative_ssim=True, **ms).sum(),
+        ),
+    }
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(1, 2, 40, 40, dtype=torch.float64, generator=g)
+    y = torch.rand(1, 2, 40, 40, dtype=torch.float64, generator=g)
+    x[0, 0, 20, 20] = bad
+    results = []
+    for f in calls[name]:
+        a, b = leaf(x), leaf(y)
+        v = f(a, b)
+        v.backward()
+        results.append((v.detach(), a.grad.isnan(), b.grad.isnan()))
+    (pv, pa, pb), (ov, oa, ob) = results
+    assert torch.equal(pv.isnan(), ov.isnan())
+    assert torch.equal(pa, oa)
+    assert torch.equal(pb, ob)
+    assert oa[0, 1].sum() == 0  # the other channel stays finite

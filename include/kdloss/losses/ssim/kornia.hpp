@@ -4,10 +4,9 @@
 // are in docs/losses/ssim.md and reference section 3.1.
 //
 // One engine pass per call (the windowed-statistics pass of expr/window_stats.hpp with the SSIM
-// head of losses/ssim/head.hpp): the forward computes
-// the five window statistics and the per-pixel value; the backward recomputes them (nothing
-// per-pixel is stored between forward and backward) and applies the adjoint filter, reflect fold
-// and valid crop included. With `normalize`, a per-plane min/max pass runs first and a per-plane
+// head of losses/ssim/head.hpp): the forward computes the five window statistics and the per-pixel
+// value; the backward recomputes them (nothing per-pixel is stored between forward and backward)
+// and applies the adjoint filter, reflect fold and valid crop included. With `normalize`, a per-plane min/max pass runs first and a per-plane
 // correction pass after the backward.
 #pragma once
 #include <cstdint>
@@ -122,7 +121,7 @@ void run_level(Device device, Stream stream, const View<const T>& s, const View<
   if (want_s || want_t) {
     P.up_scalar = job.up_scalar;
     P.up_factor = job.up_factor;
-    if (job.up_map.data) {
+    if (present(job.up_map)) {
       P.up_map = job.up_map.data;
       strides4(job.up_map, P.up_s);
     }

@@ -132,7 +132,7 @@ void check_reduced_output(const Checker& ck, const View<const T>& s, const View<
 /// The upstream gradient of one plane's value: d(reduced out)/d(plane value) * grad_out.
 template <class T>
 struct Upstream {
-  const T* g = nullptr;  // null: 1 (fused)
+  const T* g = nullptr;  // null: 1 (forward_backward)
   std::int64_t s0 = 0, s1 = 0;
   ChannelReduction r = ChannelReduction::mean;
   std::int64_t B = 0, C = 0;
@@ -284,7 +284,7 @@ void ms_level_pass(Device device, Stream stream, const View<const T>& s, const V
       P.up_plane = weights;
       if (i + 1 < py.levels) {
         P.coarse_x = ws.gx[i + 1];
-        P.coarse_y = gt.data ? ws.gy[i + 1] : nullptr;
+        P.coarse_y = present(gt) ? ws.gy[i + 1] : nullptr;
         P.coarse_h = py.H[i + 1];
         P.coarse_w = py.W[i + 1];
         P.pool_ph = static_cast<int>(py.H[i] % 2);
@@ -300,8 +300,8 @@ void ms_level_pass(Device device, Stream stream, const View<const T>& s, const V
     strides4(t, P.ys);
     P.norm = ws.norm;
     if (backward) {
-      if (gs.data) P.gx = gs.data, strides4(gs, P.gx_s);
-      if (gt.data) P.gy = gt.data, strides4(gt, P.gy_s);
+      if (present(gs)) P.gx = gs.data, strides4(gs, P.gx_s);
+      if (present(gt)) P.gy = gt.data, strides4(gt, P.gy_s);
       P.l1_coef = l1_coef;
       P.l1_up = l1_up;
     }
@@ -314,8 +314,8 @@ void ms_level_pass(Device device, Stream stream, const View<const T>& s, const V
     P.x = ws.px[i], P.y = ws.py[i];
     for (int d = 0; d < 4; ++d) P.xs[d] = P.ys[d] = cs[d];
     if (backward) {
-      if (gs.data) P.gx = ws.gx[i];
-      if (gt.data) P.gy = ws.gy[i];
+      if (present(gs)) P.gx = ws.gx[i];
+      if (present(gt)) P.gy = ws.gy[i];
       for (int d = 0; d < 4; ++d) P.gx_s[d] = P.gy_s[d] = cs[d];
     }
     run_pass(device, stream, P, ws.pass);
@@ -365,8 +365,8 @@ void ms_backward_levels(Device device, Stream stream, const View<const T>& s, co
                   i == 0 ? l1_coef : 0.0, i == 0 ? l1_up : nullptr);
   }
   if (ws.norm) {
-    if (gs.data) ops::detail::minmax_norm_backward(stream, s, gs, ws.norm, 0);
-    if (gt.data) ops::detail::minmax_norm_backward(stream, t, gt, ws.norm, 1);
+    if (present(gs)) ops::detail::minmax_norm_backward(stream, s, gs, ws.norm, 0);
+    if (present(gt)) ops::detail::minmax_norm_backward(stream, t, gt, ws.norm, 1);
   }
 }
 
@@ -434,7 +434,7 @@ void ms_call(const char* fn, Mode mode, MsKind kind, View<const T> s, View<const
 
   if (kind == MsKind::ssim_index) {
     // One level: the per-plane SSIM. Without the relu its weights need no forward values, so a
-    // fused call runs a single pass.
+    // forward_backward call runs a single pass.
     const bool single = mode != Mode::forward && !o.nonnegative_ssim;
     if (mode != Mode::backward && !single)
       ms_level_pass(dev, st, s, t, py, 0, ws, head, Form::two_factor, ws.sums, nullptr, View<T>{}, View<T>{}, 0.0,
@@ -446,7 +446,7 @@ void ms_call(const char* fn, Mode mode, MsKind kind, View<const T> s, View<const
       SsimIndexWeights<T> f{make_upstream(mode == Mode::backward ? grad_out : View<const T>{}, r, B, C, 1.0),
                             o.nonnegative_ssim ? ws.sums : nullptr, msw.inv_area[0], ws.weights};
       ops::detail::for_each_index(dev, st, planes, f);
-      Pass<T, T> P;  // one pass: gradient (and, fused without relu, the sums)
+      Pass<T, T> P;  // one pass: gradient (and, forward_backward without relu, the sums)
       P.batch = B, P.channels = C, P.rows = py.rows[0], P.cols = py.cols[0], P.head = head;
       P.x = s.data, P.y = t.data;
       strides4(s, P.xs);

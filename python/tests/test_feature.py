@@ -187,3 +187,49 @@ def test_backward_twice_with_retain_graph(mode):
     g_ref = torch.autograd.grad(ref_out, s_ref)[0]
     assert_rel(g1, g_ref, 1e-12, "first backward")
     assert_rel(g2, g_ref, 1e-12, "second backward")
+
+
+# ---- non-finite inputs: NaN and +-inf propagate as PyTorch propagates them ----------------------
+
+NONFINITE_LOSSES = {
+    **{name: (lambda kf: (lambda s, t, r: kf(s, t, r)))(fns[0]) for name, fns in POINTWISE.items()},
+    "distance": lambda s, t, r: kd.distance_loss(s, t),
+    "kl": lambda s, t, r: kd.kl_div_loss(s, t, 1, 2.0, "batchmean" if r == "mean" else r),
+}
+NONFINITE_REFS = {
+    **{name: (lambda rf: (lambda s, t, r: rf(s, t, r)))(fns[1]) for name, fns in POINTWISE.items()},
+    "distance": lambda s, t, r: ref.distance_loss(s, t),
+    "kl": lambda s, t, r: ref.kl_div_loss(s, t, 1, 2.0, "batchmean" if r == "mean" else r),
+}
+
+
+def assert_same_propagation(actual, expected, rtol, what):
+    """NaN where PyTorch has NaN, the same infinity where it has one, close elsewhere."""
+    a, e = actual.detach().double(), expected.detach().double()
+    assert torch.equal(torch.isnan(a), torch.isnan(e)), "%s: NaN at %s, PyTorch at %s" % (
+        what, torch.isnan(a).nonzero().tolist(), torch.isnan(e).nonzero().tolist())
+    inf = torch.isinf(e)
+    assert torch.equal(torch.isinf(a), inf) and torch.equal(a[inf], e[inf]), "%s: infinities differ" % what
+    fin = torch.isfinite(e)
+    if fin.any():
+        assert_rel(a[fin], e[fin], rtol, what)
+
+
+@pytest.mark.parametrize("where", ["student", "teacher", "both"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("loss", list(NONFINITE_LOSSES))
+def test_nonfinite_inputs_propagate_as_pytorch(loss, reduction, value, where, backward_mode):
+    if loss == "distance" and reduction != "mean":
+        pytest.skip("the distance has no reduction")
+    s = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    t = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    for x in ([s] if where == "student" else [t] if where == "teacher" else [s, t]):
+        x[0, 1, 2, 3] = value
+        x[1, 0, 0, 0] = value
+    probe = NONFINITE_REFS[loss](s, t, reduction)
+    upstream = torch.randn_like(probe) if probe.dim() > 0 else None
+    v, g = value_and_grad(lambda a, b: NONFINITE_LOSSES[loss](a, b, reduction), s, t, upstream)
+    v_ref, g_ref = value_and_grad(lambda a, b: NONFINITE_REFS[loss](a, b, reduction), s, t, upstream)
+    assert_same_propagation(v, v_ref, 1e-10, "value")
+    assert_same_propagation(g, g_ref, 1e-10, "gradient")

@@ -238,7 +238,9 @@ TEST_CASE("fbkd L_AT: bad inputs throw a clear error and leave outputs untouched
     CHECK(c_copy == c_hat);
     CHECK(out == 42.0f);
   }
-  CHECK(fbkd::attention_transfer_loss_workspace_bytes(tv, fbkd::TransferForm::paper) > 0);
-  CHECK(fbkd::attention_transfer_loss_workspace_bytes(cuda_view(t.data(), shape), fbkd::TransferForm::code) >
-        fbkd::attention_transfer_loss_workspace_bytes(tv, fbkd::TransferForm::code));
+  CHECK(fbkd::attention_transfer_loss_workspace_bytes(fbkd::AttentionTransferLossArgs<float>{sv, tv}) > 0);
+  fbkd::PooledAttentionTransferLossArgs<float> host_args{cv, spv, tv}, gpu_args = host_args;
+  gpu_args.teacher = cuda_view<const float>(t.data(), shape);
+  CHECK(fbkd::pooled_attention_transfer_loss_workspace_bytes(gpu_args) >
+        fbkd::pooled_attention_transfer_loss_workspace_bytes(host_args));
 }

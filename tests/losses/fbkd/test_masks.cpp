@@ -209,7 +209,10 @@ TEST_CASE("fbkd masks: bad inputs throw a clear error and leave outputs untouche
         fbkd::attention_masks(sv, tv, msv, mcv, {}, Exec{Workspace{small, 8}, Stream()});
       },
       "argument 'workspace' has 8 bytes but this call needs");
-  CHECK(fbkd::attention_masks_workspace_bytes(sv) > fbkd::attention_masks_workspace_bytes(sv, false));
+  CHECK(fbkd::attention_masks_workspace_bytes(sv) >
+        fbkd::attention_masks_workspace_bytes(fbkd::AttentionMasksArgs<float>{sv, tv, msv, {}, {}}));
+  CHECK(fbkd::attention_masks_workspace_bytes(sv) ==
+        fbkd::attention_masks_workspace_bytes(fbkd::AttentionMasksArgs<float>{sv, tv, msv, mcv, {}}));
 }
 
 KDLOSS_GPU_TEST("fbkd masks: GPU agrees with CPU (warp and block rows; float, double, half)") {

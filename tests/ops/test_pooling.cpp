@@ -373,3 +373,54 @@ TEST_CASE("pooling entry points: Args + Mode, forward_backward = forward then ba
   kdloss_test::expect_error([&] { ops::mean_over_channels(a, Mode::forward_backward); },
                             "output argument 'grad_x' overlaps the memory of argument 'out'", untouched);
 }
+
+TEST_CASE("pooling: NaN and +-inf propagate as torch.mean (of abs) and its autograd") {
+  // Forward: the mean sees every entry (inf - inf = NaN). Backward: g / n broadcast, times sgn(x) for
+  // the abs form with sgn(0) = sgn(NaN) = 0 (PyTorch's abs backward): a NaN x gets no gradient
+  // through |x|, a NaN or inf upstream entry reaches its whole broadcast.
+  const Dims shape{2, 3, 4, 5};
+  auto x = random_vector<double>(120, 95);
+  x[7] = std::nan("");
+  x[30] = HUGE_VAL;
+  x[50] = -HUGE_VAL;
+  x[51] = HUGE_VAL;  // same (b, c) as 50: +inf - inf in the plain mean over positions
+  x[90] = 0;
+  for (int op = 0; op < 2; ++op)
+    for (bool absolute : {false, true}) {
+      CAPTURE(op);
+      CAPTURE(absolute);
+      const Dims map = pooled_shape(op, shape, false);
+      auto g = random_vector<double>(static_cast<std::size_t>(map.product()), 96);
+      g[1] = std::nan("");
+      g[4] = HUGE_VAL;
+      std::vector<double> out(g.size()), gx(120);
+      const std::vector<float> xf(x.begin(), x.end()), gf(g.begin(), g.end());
+      std::vector<float> outf(g.size()), gxf(120);
+      if (op == 0) {
+        ops::mean_over_channels_forward_backward(host_view(x.data(), shape), host_view(g.data(), map),
+                                                 host_view(out.data(), map), host_view(gx.data(), shape), {absolute});
+        ops::mean_over_channels_forward_backward(host_view(xf.data(), shape), host_view(gf.data(), map),
+                                                 host_view(outf.data(), map), host_view(gxf.data(), shape),
+                                                 {absolute});
+      } else {
+        ops::mean_over_positions_forward_backward(host_view(x.data(), shape), host_view(g.data(), map),
+                                                  host_view(out.data(), map), host_view(gx.data(), shape), {absolute});
+        ops::mean_over_positions_forward_backward(host_view(xf.data(), shape), host_view(gf.data(), map),
+                                                  host_view(outf.data(), map), host_view(gxf.data(), shape),
+                                                  {absolute});
+      }
+      const auto want = ref_pool(op, x, shape, absolute);
+      std::vector<double> want_gx(120);
+      for (std::int64_t b = 0; b < 2; ++b)
+        for (std::int64_t c = 0; c < 3; ++c)
+          for (std::int64_t p = 0; p < 20; ++p) {
+            const std::int64_t k = (b * 3 + c) * 20 + p;
+            const double up = op == 0 ? g[b * 20 + p] / 3.0 : g[b * 3 + c] / 20.0;
+            want_gx[k] = absolute ? fbkd_ref::sgn(x[k]) * up : up;
+          }
+      kdloss_test::check_same_nonfinite(out, want, 1e-14, 1e-15, "out");
+      kdloss_test::check_same_nonfinite(gx, want_gx, 1e-14, 1e-15, "grad_x");
+      kdloss_test::check_same_nonfinite(outf, want, 1e-6, 1e-7, "float out");
+      kdloss_test::check_same_nonfinite(gxf, want_gx, 1e-6, 1e-7, "float grad_x");
+    }
+}

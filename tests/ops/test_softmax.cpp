@@ -199,3 +199,58 @@ TEST_CASE("softmax entry points: Args + Mode, forward_backward = forward then ba
                             "softmax_forward_backward: output argument 'out' overlaps the memory of argument 'grad_out'",
                             untouched);
 }
+
+TEST_CASE("softmax ops: NaN and +-inf propagate as torch.softmax / log_softmax and their autograd") {
+  // A NaN or +inf in a row makes the whole row NaN (max and sum see it); -inf entries are legal (0 or
+  // -inf) unless the whole row is -inf (NaN). Backward: y * (g - sum(g * y)) and g - exp(y) * sum(g),
+  // so a NaN in y or g reaches its whole row, and an inf upstream entry gives inf and NaN as autograd.
+  const double nan = std::nan(""), inf = HUGE_VAL;
+  const std::vector<double> x = {nan, 1,    2,   3,  //
+                                 inf, 1,    2,   3,    -inf, 1,    2,    3,  //
+                                 -inf, -inf, -inf, -inf, 0.5, -1, 0.25, 2};
+  const Dims shape{5, 4};
+  const std::vector<double> g = {1, 2, 3, 4, 1, 2, 3, 4, 1, inf, 3, 4, 1, 2, 3, 4, nan, 2, 3, 4};
+  for (bool log_form : {false, true}) {
+    CAPTURE(log_form);
+    const auto want_y = ref_softmax(x, 5, 4, 1, 0.5, 2.0, log_form);
+    std::vector<double> want_gx(20);
+    for (int r = 0; r < 5; ++r) {
+      double acc = 0;
+      for (int j = 0; j < 4; ++j) acc += log_form ? g[r * 4 + j] : g[r * 4 + j] * want_y[r * 4 + j];
+      for (int j = 0; j < 4; ++j) {
+        const double yj = want_y[r * 4 + j], gj = g[r * 4 + j];
+        want_gx[r * 4 + j] = log_form ? 2.0 * (gj - std::exp(yj) * acc) : 2.0 * yj * (gj - acc / 2.0);
+      }
+    }
+    std::vector<double> y(20), gx(20);
+    std::vector<float> yf(20), gxf(20);
+    const std::vector<float> xf(x.begin(), x.end()), gf(g.begin(), g.end());
+    if (log_form) {
+      ops::log_softmax_forward_backward(host_view(x.data(), shape), host_view(g.data(), shape), 1,
+                                        host_view(y.data(), shape), host_view(gx.data(), shape), {0.5});
+      ops::log_softmax_forward_backward(host_view(xf.data(), shape), host_view(gf.data(), shape), 1,
+                                        host_view(yf.data(), shape), host_view(gxf.data(), shape), {0.5});
+    } else {
+      ops::softmax_forward_backward(host_view(x.data(), shape), host_view(g.data(), shape), 1,
+                                    host_view(y.data(), shape), host_view(gx.data(), shape), {0.5, 2.0});
+      ops::softmax_forward_backward(host_view(xf.data(), shape), host_view(gf.data(), shape), 1,
+                                    host_view(yf.data(), shape), host_view(gxf.data(), shape), {0.5, 2.0});
+    }
+    kdloss_test::check_same_nonfinite(y, want_y, 1e-14, 1e-15, "y");
+    kdloss_test::check_same_nonfinite(gx, want_gx, 1e-13, 1e-14, "grad_x");
+    kdloss_test::check_same_nonfinite(yf, want_y, 1e-6, 1e-7, "float y");
+    kdloss_test::check_same_nonfinite(gxf, want_gx, 1e-5, 1e-6, "float grad_x");
+    // The same rows along axis 0 (strided rows, the column path).
+    std::vector<double> xt(20), yt(20);
+    for (int r = 0; r < 5; ++r)
+      for (int j = 0; j < 4; ++j) xt[j * 5 + r] = x[r * 4 + j];
+    if (log_form)
+      ops::log_softmax(host_view(xt.data(), {4, 5}), 0, host_view(yt.data(), {4, 5}), {0.5});
+    else
+      ops::softmax(host_view(xt.data(), {4, 5}), 0, host_view(yt.data(), {4, 5}), {0.5, 2.0});
+    std::vector<double> back(20);
+    for (int r = 0; r < 5; ++r)
+      for (int j = 0; j < 4; ++j) back[r * 4 + j] = yt[j * 5 + r];
+    kdloss_test::check_same_nonfinite(back, want_y, 1e-14, 1e-15, "y along axis 0");
+  }
+}

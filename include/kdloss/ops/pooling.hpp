@@ -59,13 +59,23 @@ struct OnInputs {
   }
 };
 
-/// d mean(|x|) / dx = sign(x) / n (sign(0) = 0, PyTorch's abs backward), times the upstream g.
+/// PyTorch's sgn: -1, 0 or 1, and 0 at NaN (abs backward gives no gradient, not NaN, to a NaN input;
+/// core's packet sign would give NaN there).
+template <class V>
+KDLOSS_HOST_DEVICE auto sign_nan_zero(const V& x) {
+  if constexpr (math::is_scalar_v<V>)
+    return math::sign(x);  // (x > 0) - (x < 0): 0 at NaN
+  else
+    return (x == x).select(math::sign(x), math::scalar_t<V>(0));
+}
+
+/// d mean(|x|) / dx = sgn(x) / n (sgn(0) = sgn(NaN) = 0, PyTorch's abs backward), times the upstream g.
 struct AbsMeanBackward {
   double inv_n;
   template <class X, class G, class O>
   KDLOSS_HOST_DEVICE void operator()(const X& x, const G& g, O& out) const {
     using S = math::scalar_t<O>;
-    out = math::sign(x) * g * S(inv_n);
+    out = sign_nan_zero(x) * g * S(inv_n);
   }
 };
 /// d mean(x) / dx = 1 / n, times the upstream g (x itself is not read).

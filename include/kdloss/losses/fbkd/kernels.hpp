@@ -128,12 +128,15 @@ struct SquaredDifference {
   }
 };
 
-/// The scale k = weight * upstream / norm of a norm's gradient; 0 where the norm is 0 (PyTorch's
-/// norm backward convention; FBKD's `sum() ** 0.5` would give NaN there).
+/// The scale k = weight * upstream / norm of a norm's gradient. Defined as 0 only where the norm is
+/// exactly 0 (PyTorch's norm backward masks norm == 0; FBKD's `sum() ** 0.5` would give NaN there). A
+/// NaN norm gives a NaN scale and an infinite one a zero scale, as autograd's self / norm does, so
+/// NaN and inf inputs reach every gradient entry that autograd's reach (docs/losses/fbkd.md, "NaN
+/// and infinity").
 template <class S, class U>
 KDLOSS_HOST_DEVICE S norm_grad_scale(const double* norm, const Upstream<U>& upstream, double weight) {
   const double n = *norm;
-  return n > 0 ? S(weight / n) * upstream.template get<S>() : S(0);
+  return n == 0 ? S(0) : S(weight / n) * upstream.template get<S>();
 }
 
 /// L_AM terms: (T - A)^2 * M_s (* M_c). Inputs: adapted student A, teacher T, M_s [B,1,H,W], M_c [B,C,1,1].

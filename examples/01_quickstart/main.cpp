@@ -226,8 +226,8 @@ class FbkdCase : public LossCase {
         const Dims channel{sh[0], sh[1]}, spatial{sh[0], 1, sh[2], sh[3]};
         auto c_hat = arena.view(arena.alloc(static_cast<std::size_t>(channel.product())), channel);
         auto s_hat = arena.view(arena.alloc(static_cast<std::size_t>(spatial.product())), spatial);
-        kdloss::ops::mean_over_positions(p.student[l], c_hat, false, {kdloss::Workspace{}, stream});
-        kdloss::ops::mean_over_channels(p.student[l], s_hat, false, {kdloss::Workspace{}, stream});
+        kdloss::ops::mean_over_positions(p.student[l], c_hat, {}, {kdloss::Workspace{}, stream});
+        kdloss::ops::mean_over_channels(p.student[l], s_hat, {}, {kdloss::Workspace{}, stream});
         level.student_channel = c_hat;
         level.student_spatial = s_hat;
         level.grad_student_channel = arena.view(arena.alloc(static_cast<std::size_t>(channel.product())), channel);

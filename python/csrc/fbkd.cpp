@@ -49,11 +49,11 @@ py::tuple attention_masks(py::handle student, py::handle teacher, const std::str
   Call call(fn, t.device);
   dispatch(fn, t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const auto sv = s.in<T>();
+    const fbkd::AttentionMasksArgs<T> args{s.in<T>(), t.in<T>(), ms.arg.out<T>(), mc.arg.out<T>(), options};
     const kdloss::Exec ex =
-        call.exec(workspace_bytes([&] { return fbkd::attention_masks_workspace_bytes(sv, channel); }));
+        call.exec(workspace_bytes([&] { return fbkd::attention_masks_workspace_bytes(args); }));
     py::gil_scoped_release nogil;
-    fbkd::attention_masks(sv, t.in<T>(), ms.arg.out<T>(), mc.arg.out<T>(), options, ex);
+    fbkd::attention_masks(args, kdloss::Mode::forward, ex);
   });
   return py::make_tuple(ms.tensor, mc.tensor);
 }
@@ -100,7 +100,7 @@ py::tuple attention_transfer(int mode_index, py::handle student, py::handle teac
     using T = typename decltype(tag)::type;
     const auto sv = s.in<T>(), tv = t.in<T>();
     const kdloss::Exec ex = call.exec(
-        workspace_bytes([&] { return fbkd::attention_transfer_loss_workspace_bytes(tv, fbkd::TransferForm::paper); }));
+        workspace_bytes([&] { return fbkd::attention_transfer_loss_workspace_bytes(fbkd::AttentionTransferLossArgs<T>{sv, tv}); }));
     py::gil_scoped_release nogil;
     if (mode == Mode::forward) fbkd::attention_transfer_loss(sv, tv, out.arg.out<T>(), ex);
     if (mode == Mode::backward) fbkd::attention_transfer_loss_backward(sv, tv, up.in<T>(), grad.arg.out<T>(), ex);
@@ -129,7 +129,9 @@ py::tuple pooled_attention_transfer(int mode_index, py::handle student_channel, 
     using T = typename decltype(tag)::type;
     const auto cv = c.in<T>(), spv = sp.in<T>(), tv = t.in<T>();
     const kdloss::Exec ex = call.exec(
-        workspace_bytes([&] { return fbkd::attention_transfer_loss_workspace_bytes(tv, fbkd::TransferForm::code); }));
+        workspace_bytes([&] {
+          return fbkd::pooled_attention_transfer_loss_workspace_bytes(fbkd::PooledAttentionTransferLossArgs<T>{cv, spv, tv});
+        }));
     py::gil_scoped_release nogil;
     if (mode == Mode::forward) fbkd::pooled_attention_transfer_loss(cv, spv, tv, out.arg.out<T>(), ex);
     if (mode == Mode::backward)

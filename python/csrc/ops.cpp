@@ -19,9 +19,9 @@ py::object softmax(bool log, py::handle x, int axis, double temperature, double 
     const kdloss::Exec ex = call.exec(0);
     py::gil_scoped_release nogil;
     if (log)
-      kdloss::ops::log_softmax(xa.in<T>(), axis, y.arg.out<T>(), temperature, ex);
+      kdloss::ops::log_softmax(xa.in<T>(), axis, y.arg.out<T>(), {temperature}, ex);
     else
-      kdloss::ops::softmax(xa.in<T>(), axis, y.arg.out<T>(), temperature, scale, ex);
+      kdloss::ops::softmax(xa.in<T>(), axis, y.arg.out<T>(), {temperature, scale}, ex);
   });
   return y.tensor;
 }
@@ -38,9 +38,9 @@ py::object softmax_backward(bool log, py::handle y, py::handle grad_y, int axis,
     const kdloss::Exec ex = call.exec(0);
     py::gil_scoped_release nogil;
     if (log)
-      kdloss::ops::log_softmax_backward(ya.in<T>(), ga.in<T>(), axis, gx.arg.out<T>(), temperature, ex);
+      kdloss::ops::log_softmax_backward(ya.in<T>(), ga.in<T>(), axis, gx.arg.out<T>(), {temperature}, ex);
     else
-      kdloss::ops::softmax_backward(ya.in<T>(), ga.in<T>(), axis, gx.arg.out<T>(), temperature, scale, ex);
+      kdloss::ops::softmax_backward(ya.in<T>(), ga.in<T>(), axis, gx.arg.out<T>(), {temperature, scale}, ex);
   });
   return gx.tensor;
 }
@@ -75,8 +75,8 @@ py::object pool(const std::string& op_name, py::handle x, bool absolute) {
     const auto ov = out.arg.out<T>();
     py::gil_scoped_release nogil;
     switch (op) {
-      case Pool::mean_over_channels: kdloss::ops::mean_over_channels(xv, ov, absolute, ex); break;
-      case Pool::mean_over_positions: kdloss::ops::mean_over_positions(xv, ov, absolute, ex); break;
+      case Pool::mean_over_channels: kdloss::ops::mean_over_channels(xv, ov, {absolute}, ex); break;
+      case Pool::mean_over_positions: kdloss::ops::mean_over_positions(xv, ov, {absolute}, ex); break;
       case Pool::spatial_attention: kdloss::fbkd::spatial_attention(xv, ov, ex); break;
       case Pool::channel_attention: kdloss::fbkd::channel_attention(xv, ov, ex); break;
     }
@@ -98,9 +98,9 @@ py::object pool_backward(const std::string& op_name, py::handle x, py::handle gr
     const kdloss::Exec ex = call.exec(0);
     py::gil_scoped_release nogil;
     if (channels)
-      kdloss::ops::mean_over_channels_backward(xa.in<T>(), ga.in<T>(), gx.arg.out<T>(), absolute, ex);
+      kdloss::ops::mean_over_channels_backward(xa.in<T>(), ga.in<T>(), gx.arg.out<T>(), {absolute}, ex);
     else
-      kdloss::ops::mean_over_positions_backward(xa.in<T>(), ga.in<T>(), gx.arg.out<T>(), absolute, ex);
+      kdloss::ops::mean_over_positions_backward(xa.in<T>(), ga.in<T>(), gx.arg.out<T>(), {absolute}, ex);
   });
   return gx.tensor;
 }

@@ -12,10 +12,10 @@ std::vector<double> run(int op, const std::vector<double>& xh, const std::vector
   auto xv = cuda_view<const T>(x.ptr, shape);
   auto gv = cuda_view<const T>(g.ptr, shape);
   auto yv = cuda_view(y.ptr, shape);
-  if (op == 0) ops::softmax(xv, 1, yv, 0.5, 3.0);
-  if (op == 1) ops::log_softmax(xv, 1, yv, 0.5);
-  if (op == 2) ops::softmax_backward(xv, gv, 1, yv, 0.5, 3.0);
-  if (op == 3) ops::log_softmax_backward(xv, gv, 1, yv, 0.5);
+  if (op == 0) ops::softmax(xv, 1, yv, {0.5, 3.0});
+  if (op == 1) ops::log_softmax(xv, 1, yv, {0.5});
+  if (op == 2) ops::softmax_backward(xv, gv, 1, yv, {0.5, 3.0});
+  if (op == 3) ops::log_softmax_backward(xv, gv, 1, yv, {0.5});
   const auto host = y.to_host();
   return std::vector<double>(host.begin(), host.end());
 }

@@ -33,16 +33,16 @@ Dims pooled_shape(int op, const Dims& x, bool rank4) {
 template <class T>
 void pool(int op, View<const T> x, View<T> out, bool absolute) {
   if (op == 0)
-    ops::mean_over_channels(x, out, absolute);
+    ops::mean_over_channels(x, out, {absolute});
   else
-    ops::mean_over_positions(x, out, absolute);
+    ops::mean_over_positions(x, out, {absolute});
 }
 template <class T>
 void pool_backward(int op, View<const T> x, View<const T> g, View<T> gx, bool absolute) {
   if (op == 0)
-    ops::mean_over_channels_backward(x, g, gx, absolute);
+    ops::mean_over_channels_backward(x, g, gx, {absolute});
   else
-    ops::mean_over_positions_backward(x, g, gx, absolute);
+    ops::mean_over_positions_backward(x, g, gx, {absolute});
 }
 
 }  // namespace
@@ -96,7 +96,7 @@ TEST_CASE("pooling: backward equals central differences of <g, pool(x)> (double)
   // sign(0) = 0: a zero input gets no gradient through |x|.
   std::vector<double> zeros(n, 0.0), g(2 * 4 * 5, 1.0), got(n, -1);
   ops::mean_over_channels_backward(host_view(zeros.data(), shape), host_view(g.data(), {2, 4, 5}),
-                                   host_view(got.data(), shape), true);
+                                   host_view(got.data(), shape), {true});
   for (double v : got) CHECK(v == 0.0);
 }
 
@@ -316,4 +316,111 @@ KDLOSS_GPU_TEST("pooling: GPU agrees with CPU (float, double; half and bfloat16 
       }
   }
 #endif
+}
+
+TEST_CASE("pooling entry points: Args + Mode, forward_backward = forward then backward, check writes nothing") {
+  const Dims shape{2, 3, 4, 5};
+  const auto x = random_vector<double>(120, 31);
+  for (int op = 0; op < 2; ++op)
+    for (bool absolute : {false, true}) {
+      CAPTURE(op);
+      CAPTURE(absolute);
+      const Dims map = pooled_shape(op, shape, false);
+      const auto g = random_vector<double>(static_cast<std::size_t>(map.product()), 32);
+      std::vector<double> out(g.size()), gx(120), out2(g.size(), -9), gx2(120, -9);
+      pool<double>(op, host_view(x.data(), shape), host_view(out.data(), map), absolute);
+      pool_backward<double>(op, host_view(x.data(), shape), host_view(g.data(), map), host_view(gx.data(), shape),
+                            absolute);
+      ops::MeanArgs<double> a{host_view(x.data(), shape), host_view(out2.data(), map), host_view(g.data(), map),
+                              host_view(gx2.data(), shape), {absolute}};
+      if (op == 0) {
+        CHECK(ops::mean_over_channels_workspace_bytes(a) == 0);
+        ops::mean_over_channels(a, Mode::forward_backward);
+      } else {
+        CHECK(ops::mean_over_positions_workspace_bytes(a) == 0);
+        ops::mean_over_positions(a, Mode::forward_backward);
+      }
+      CHECK(out2 == out);
+      CHECK(gx2 == gx);
+      std::vector<double> out3(g.size()), gx3(120);
+      if (op == 0)
+        ops::mean_over_channels_forward_backward(host_view(x.data(), shape), host_view(g.data(), map),
+                                                 host_view(out3.data(), map), host_view(gx3.data(), shape),
+                                                 {absolute});
+      else
+        ops::mean_over_positions_forward_backward(host_view(x.data(), shape), host_view(g.data(), map),
+                                                  host_view(out3.data(), map), host_view(gx3.data(), shape),
+                                                  {absolute});
+      CHECK(out3 == out);
+      CHECK(gx3 == gx);
+    }
+  std::vector<float> xf(120, 1.f), of(20, 9.f), gf(120, 9.f);
+  ops::MeanOverChannelsArgs<float> a;
+  a.x = host_view<const float>(xf.data(), shape);
+  a.out = host_view(of.data(), {2, 4, 5});
+  auto untouched = [&] {
+    for (float v : of) REQUIRE(v == 9.f);
+    for (float v : gf) REQUIRE(v == 9.f);
+  };
+  kdloss_test::expect_error([&] { ops::mean_over_channels(a, Mode::forward_backward); },
+                            "kdloss::ops::mean_over_channels_forward_backward: argument 'grad_out' is absent",
+                            untouched);
+  a.grad_out = host_view<const float>(xf.data(), {2, 4, 5});
+  kdloss_test::expect_error([&] { ops::mean_over_channels_check(a, Mode::backward); },
+                            "kdloss::ops::mean_over_channels_backward: argument 'grad_x' is absent", untouched);
+  a.grad_x = host_view(gf.data(), shape);
+  a.out = host_view(gf.data(), {2, 4, 5});
+  kdloss_test::expect_error([&] { ops::mean_over_channels(a, Mode::forward_backward); },
+                            "output argument 'grad_x' overlaps the memory of argument 'out'", untouched);
+}
+
+TEST_CASE("pooling: NaN and +-inf propagate as torch.mean (of abs) and its autograd") {
+  // Forward: the mean sees every entry (inf - inf = NaN). Backward: g / n broadcast, times sgn(x) for
+  // the abs form with sgn(0) = sgn(NaN) = 0 (PyTorch's abs backward): a NaN x gets no gradient
+  // through |x|, a NaN or inf upstream entry reaches its whole broadcast.
+  const Dims shape{2, 3, 4, 5};
+  auto x = random_vector<double>(120, 95);
+  x[7] = std::nan("");
+  x[30] = HUGE_VAL;
+  x[50] = -HUGE_VAL;
+  x[51] = HUGE_VAL;  // same (b, c) as 50: +inf - inf in the plain mean over positions
+  x[90] = 0;
+  for (int op = 0; op < 2; ++op)
+    for (bool absolute : {false, true}) {
+      CAPTURE(op);
+      CAPTURE(absolute);
+      const Dims map = pooled_shape(op, shape, false);
+      auto g = random_vector<double>(static_cast<std::size_t>(map.product()), 96);
+      g[1] = std::nan("");
+      g[4] = HUGE_VAL;
+      std::vector<double> out(g.size()), gx(120);
+      const std::vector<float> xf(x.begin(), x.end()), gf(g.begin(), g.end());
+      std::vector<float> outf(g.size()), gxf(120);
+      if (op == 0) {
+        ops::mean_over_channels_forward_backward(host_view(x.data(), shape), host_view(g.data(), map),
+                                                 host_view(out.data(), map), host_view(gx.data(), shape), {absolute});
+        ops::mean_over_channels_forward_backward(host_view(xf.data(), shape), host_view(gf.data(), map),
+                                                 host_view(outf.data(), map), host_view(gxf.data(), shape),
+                                                 {absolute});
+      } else {
+        ops::mean_over_positions_forward_backward(host_view(x.data(), shape), host_view(g.data(), map),
+                                                  host_view(out.data(), map), host_view(gx.data(), shape), {absolute});
+        ops::mean_over_positions_forward_backward(host_view(xf.data(), shape), host_view(gf.data(), map),
+                                                  host_view(outf.data(), map), host_view(gxf.data(), shape),
+                                                  {absolute});
+      }
+      const auto want = ref_pool(op, x, shape, absolute);
+      std::vector<double> want_gx(120);
+      for (std::int64_t b = 0; b < 2; ++b)
+        for (std::int64_t c = 0; c < 3; ++c)
+          for (std::int64_t p = 0; p < 20; ++p) {
+            const std::int64_t k = (b * 3 + c) * 20 + p;
+            const double up = op == 0 ? g[b * 20 + p] / 3.0 : g[b * 3 + c] / 20.0;
+            want_gx[k] = absolute ? fbkd_ref::sgn(x[k]) * up : up;
+          }
+      kdloss_test::check_same_nonfinite(out, want, 1e-14, 1e-15, "out");
+      kdloss_test::check_same_nonfinite(gx, want_gx, 1e-14, 1e-15, "grad_x");
+      kdloss_test::check_same_nonfinite(outf, want, 1e-6, 1e-7, "float out");
+      kdloss_test::check_same_nonfinite(gxf, want_gx, 1e-6, 1e-7, "float grad_x");
+    }
 }

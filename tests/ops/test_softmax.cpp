@@ -45,8 +45,8 @@ TEST_CASE("softmax and log_softmax along every axis match the double reference")
       for (int d = axis + 1; d < 3; ++d) inner *= shape[d];
       const auto want = ref_softmax(x, outer, shape[axis], inner, 0.7, 2.5, log_form);
       std::vector<double> y(60);
-      if (log_form) ops::log_softmax(host_view(x.data(), shape), axis, host_view(y.data(), shape), 0.7);
-      else ops::softmax(host_view(x.data(), shape), axis, host_view(y.data(), shape), 0.7, 2.5);
+      if (log_form) ops::log_softmax(host_view(x.data(), shape), axis, host_view(y.data(), shape), {0.7});
+      else ops::softmax(host_view(x.data(), shape), axis, host_view(y.data(), shape), {0.7, 2.5});
       check_close(y, want, 1e-13, 1e-15);
     }
 }
@@ -57,7 +57,7 @@ TEST_CASE("softmax is stable for large logits and exact for a single class") {
   CHECK(kdloss_test::all_finite(y));
   CHECK(y[1] == doctest::Approx(1 / (1 + std::exp(-1.0))).epsilon(1e-6));
   std::vector<float> one{5.f}, p(1);
-  ops::softmax(host_view(one.data(), {1, 1}), 1, host_view(p.data(), {1, 1}), 1.0, 7.0);
+  ops::softmax(host_view(one.data(), {1, 1}), 1, host_view(p.data(), {1, 1}), {1.0, 7.0});
   CHECK(p[0] == 7.0f);
 }
 
@@ -82,10 +82,10 @@ TEST_CASE("softmax and log_softmax backward equal central differences") {
       std::vector<double> dx(30);
       if (log_form)
         ops::log_softmax_backward(host_view(y.data(), shape), host_view(g.data(), shape), axis,
-                                  host_view(dx.data(), shape), 0.5);
+                                  host_view(dx.data(), shape), {0.5});
       else
         ops::softmax_backward(host_view(y.data(), shape), host_view(g.data(), shape), axis, host_view(dx.data(), shape),
-                              0.5, 3.0);
+                              {0.5, 3.0});
       check_close(dx, want, 1e-7, 1e-9, "grad");
     }
   }
@@ -95,11 +95,11 @@ TEST_CASE("softmax over a strided (channel-last) axis equals the contiguous resu
   const Dims shape{2, 6, 3, 4};
   const auto x = random_vector<double>(144, 4);
   std::vector<double> want(144);
-  ops::softmax(host_view(x.data(), shape), 1, host_view(want.data(), shape), 0.3);
+  ops::softmax(host_view(x.data(), shape), 1, host_view(want.data(), shape), {0.3});
   const auto x_nhwc = kdloss_test::relayout(x, shape, {0, 2, 3, 1});
   std::vector<double> zeros(144, 0.0);
   auto y_nhwc = kdloss_test::relayout(zeros, shape, {0, 2, 3, 1}, 2);
-  ops::softmax(View<const double>(x_nhwc.view), 1, y_nhwc.view, 0.3);
+  ops::softmax(View<const double>(x_nhwc.view), 1, y_nhwc.view, {0.3});
   check_close(kdloss_test::to_vector(y_nhwc.view), want, 1e-14, 0);
 }
 
@@ -110,8 +110,8 @@ TEST_CASE("softmax rejects bad arguments and writes nothing") {
   };
   expect([&] { ops::softmax(host_view(x.data(), {3, 4}), 2, host_view(y.data(), {3, 4})); }, "'axis' is 2");
   expect([&] { ops::softmax(host_view(x.data(), {3, 4}), 1, host_view(y.data(), {4, 3})); }, "'out' has shape [4, 3]");
-  expect([&] { ops::softmax(host_view(x.data(), {3, 4}), 1, host_view(y.data(), {3, 4}), 0.0); },
-         "'temperature' must be > 0");
+  expect([&] { ops::softmax(host_view(x.data(), {3, 4}), 1, host_view(y.data(), {3, 4}), {0.0}); },
+         "'options.temperature' must be > 0");
   expect([&] { ops::softmax(host_view(x.data(), {3, 4}), 1, host_view(y.data(), {3, 4}, {0, 1})); },
          "addresses some element twice");
   expect([&] { ops::softmax(host_view(x.data(), {3, 4}), 1, host_view(x.data(), {3, 4})); }, "overlaps");
@@ -126,14 +126,14 @@ KDLOSS_GPU_TEST("softmax ops: GPU agrees with CPU for short (warp) and long (blo
     for (int op = 0; op < 4; ++op) {
       CAPTURE(op);
       std::vector<double> want(n);
-      if (op == 0) ops::softmax(host_view(x.data(), shape), 1, host_view(want.data(), shape), 0.5, 3.0);
-      if (op == 1) ops::log_softmax(host_view(x.data(), shape), 1, host_view(want.data(), shape), 0.5);
+      if (op == 0) ops::softmax(host_view(x.data(), shape), 1, host_view(want.data(), shape), {0.5, 3.0});
+      if (op == 1) ops::log_softmax(host_view(x.data(), shape), 1, host_view(want.data(), shape), {0.5});
       if (op == 2)
         ops::softmax_backward(host_view(x.data(), shape), host_view(g.data(), shape), 1, host_view(want.data(), shape),
-                              0.5, 3.0);
+                              {0.5, 3.0});
       if (op == 3)
         ops::log_softmax_backward(host_view(x.data(), shape), host_view(g.data(), shape), 1,
-                                  host_view(want.data(), shape), 0.5);
+                                  host_view(want.data(), shape), {0.5});
       const auto got64 = kdloss_test::softmax_op_on_gpu(op, /*dtype double*/ 1, x, g, shape);
       check_close(got64, want, 1e-12, 1e-15, "double");
       const auto got32 = kdloss_test::softmax_op_on_gpu(op, 0, x, g, shape);
@@ -141,4 +141,116 @@ KDLOSS_GPU_TEST("softmax ops: GPU agrees with CPU for short (warp) and long (blo
     }
   }
 #endif
+}
+
+TEST_CASE("softmax entry points: Args + Mode, forward_backward = forward then backward, check writes nothing") {
+  const Dims shape{3, 5, 2};
+  const auto x = random_vector<double>(30, 21, -3, 3), g = random_vector<double>(30, 22);
+  for (bool log_form : {false, true}) {
+    CAPTURE(log_form);
+    std::vector<double> y(30), gx(30), y2(30, -9), gx2(30, -9);
+    if (log_form) {
+      ops::log_softmax(host_view(x.data(), shape), 1, host_view(y.data(), shape), {0.7});
+      ops::log_softmax_backward(host_view(y.data(), shape), host_view(g.data(), shape), 1, host_view(gx.data(), shape),
+                                {0.7});
+      ops::LogSoftmaxArgs<double> a{host_view(x.data(), shape), 1, host_view(y2.data(), shape), {},
+                                    host_view(g.data(), shape), host_view(gx2.data(), shape), {0.7}};
+      CHECK(ops::log_softmax_workspace_bytes(a) == 0);
+      ops::log_softmax(a, Mode::forward_backward);
+    } else {
+      ops::softmax(host_view(x.data(), shape), 1, host_view(y.data(), shape), {0.7, 2.5});
+      ops::softmax_backward(host_view(y.data(), shape), host_view(g.data(), shape), 1, host_view(gx.data(), shape),
+                            {0.7, 2.5});
+      std::vector<double> y3(30), gx3(30);
+      ops::softmax_forward_backward(host_view(x.data(), shape), host_view(g.data(), shape), 1,
+                                    host_view(y3.data(), shape), host_view(gx3.data(), shape), {0.7, 2.5});
+      CHECK(y3 == y);
+      CHECK(gx3 == gx);
+      ops::SoftmaxArgs<double> a{host_view(x.data(), shape), 1, host_view(y2.data(), shape), {},
+                                 host_view(g.data(), shape), host_view(gx2.data(), shape), {0.7, 2.5}};
+      CHECK(ops::softmax_workspace_bytes(a) == 0);
+      ops::softmax(a, Mode::forward_backward);
+    }
+    CHECK(y2 == y);
+    CHECK(gx2 == gx);
+  }
+  // Each mode checks what it reads and writes, and names the entry point by its mode.
+  std::vector<float> xf(12, 1.f), yf(12, 9.f), gf(12, 1.f);
+  ops::SoftmaxArgs<float> a;
+  a.x = host_view<const float>(xf.data(), {3, 4});
+  a.axis = 1;
+  a.grad_x = host_view(yf.data(), {3, 4});
+  auto untouched = [&] { for (float v : yf) REQUIRE(v == 9.f); };
+  kdloss_test::expect_error([&] { ops::softmax(a, Mode::forward); }, "kdloss::ops::softmax: argument 'out' is absent",
+                            untouched);
+  kdloss_test::expect_error([&] { ops::softmax_check(a, Mode::backward); },
+                            "kdloss::ops::softmax_backward: argument 'y' is absent", untouched);
+  a.y = host_view<const float>(xf.data(), {3, 4});
+  kdloss_test::expect_error([&] { ops::softmax(a, Mode::backward); }, "argument 'grad_out' is absent", untouched);
+  a.grad_out = host_view<const float>(gf.data(), {4, 3});
+  kdloss_test::expect_error([&] { ops::softmax(a, Mode::backward); }, "arguments 'grad_out' [4, 3] and 'y' [3, 4]",
+                            untouched);
+  a.grad_out = host_view<const float>(gf.data(), {3, 4});
+  a.options.scale = 0;
+  kdloss_test::expect_error([&] { ops::softmax(a, Mode::backward); }, "'options.scale' must be non-zero", untouched);
+  a.options.scale = 1;
+  a.out = host_view(gf.data(), {3, 4});
+  kdloss_test::expect_error([&] { ops::softmax(a, Mode::forward_backward); },
+                            "softmax_forward_backward: output argument 'out' overlaps the memory of argument 'grad_out'",
+                            untouched);
+}
+
+TEST_CASE("softmax ops: NaN and +-inf propagate as torch.softmax / log_softmax and their autograd") {
+  // A NaN or +inf in a row makes the whole row NaN (max and sum see it); -inf entries are legal (0 or
+  // -inf) unless the whole row is -inf (NaN). Backward: y * (g - sum(g * y)) and g - exp(y) * sum(g),
+  // so a NaN in y or g reaches its whole row, and an inf upstream entry gives inf and NaN as autograd.
+  const double nan = std::nan(""), inf = HUGE_VAL;
+  const std::vector<double> x = {nan, 1,    2,   3,  //
+                                 inf, 1,    2,   3,    -inf, 1,    2,    3,  //
+                                 -inf, -inf, -inf, -inf, 0.5, -1, 0.25, 2};
+  const Dims shape{5, 4};
+  const std::vector<double> g = {1, 2, 3, 4, 1, 2, 3, 4, 1, inf, 3, 4, 1, 2, 3, 4, nan, 2, 3, 4};
+  for (bool log_form : {false, true}) {
+    CAPTURE(log_form);
+    const auto want_y = ref_softmax(x, 5, 4, 1, 0.5, 2.0, log_form);
+    std::vector<double> want_gx(20);
+    for (int r = 0; r < 5; ++r) {
+      double acc = 0;
+      for (int j = 0; j < 4; ++j) acc += log_form ? g[r * 4 + j] : g[r * 4 + j] * want_y[r * 4 + j];
+      for (int j = 0; j < 4; ++j) {
+        const double yj = want_y[r * 4 + j], gj = g[r * 4 + j];
+        want_gx[r * 4 + j] = log_form ? 2.0 * (gj - std::exp(yj) * acc) : 2.0 * yj * (gj - acc / 2.0);
+      }
+    }
+    std::vector<double> y(20), gx(20);
+    std::vector<float> yf(20), gxf(20);
+    const std::vector<float> xf(x.begin(), x.end()), gf(g.begin(), g.end());
+    if (log_form) {
+      ops::log_softmax_forward_backward(host_view(x.data(), shape), host_view(g.data(), shape), 1,
+                                        host_view(y.data(), shape), host_view(gx.data(), shape), {0.5});
+      ops::log_softmax_forward_backward(host_view(xf.data(), shape), host_view(gf.data(), shape), 1,
+                                        host_view(yf.data(), shape), host_view(gxf.data(), shape), {0.5});
+    } else {
+      ops::softmax_forward_backward(host_view(x.data(), shape), host_view(g.data(), shape), 1,
+                                    host_view(y.data(), shape), host_view(gx.data(), shape), {0.5, 2.0});
+      ops::softmax_forward_backward(host_view(xf.data(), shape), host_view(gf.data(), shape), 1,
+                                    host_view(yf.data(), shape), host_view(gxf.data(), shape), {0.5, 2.0});
+    }
+    kdloss_test::check_same_nonfinite(y, want_y, 1e-14, 1e-15, "y");
+    kdloss_test::check_same_nonfinite(gx, want_gx, 1e-13, 1e-14, "grad_x");
+    kdloss_test::check_same_nonfinite(yf, want_y, 1e-6, 1e-7, "float y");
+    kdloss_test::check_same_nonfinite(gxf, want_gx, 1e-5, 1e-6, "float grad_x");
+    // The same rows along axis 0 (strided rows, the column path).
+    std::vector<double> xt(20), yt(20);
+    for (int r = 0; r < 5; ++r)
+      for (int j = 0; j < 4; ++j) xt[j * 5 + r] = x[r * 4 + j];
+    if (log_form)
+      ops::log_softmax(host_view(xt.data(), {4, 5}), 0, host_view(yt.data(), {4, 5}), {0.5});
+    else
+      ops::softmax(host_view(xt.data(), {4, 5}), 0, host_view(yt.data(), {4, 5}), {0.5, 2.0});
+    std::vector<double> back(20);
+    for (int r = 0; r < 5; ++r)
+      for (int j = 0; j < 4; ++j) back[r * 4 + j] = yt[j * 5 + r];
+    kdloss_test::check_same_nonfinite(back, want_y, 1e-14, 1e-15, "y along axis 0");
+  }
 }

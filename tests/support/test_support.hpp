@@ -135,6 +135,24 @@ bool all_finite(const std::vector<T>& v) {
   return true;
 }
 
+/// Checks two arrays elementwise where non-finite values are expected: the same NaN / +inf / -inf
+/// at every index, and finite entries close (|a - b| <= rel * max(|a|, |b|) + abs). For the NaN rule:
+/// non-finite inputs propagate as PyTorch autograd propagates them.
+template <class A, class B>
+void check_same_nonfinite(const std::vector<A>& got, const std::vector<B>& want, double rel, double abs_tol = 0.0,
+                          const char* what = "values") {
+  REQUIRE(got.size() == want.size());
+  auto kind = [](double x) { return std::isnan(x) ? 'n' : std::isinf(x) ? (x > 0 ? '+' : '-') : 'f'; };
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double g = static_cast<double>(got[i]), w = static_cast<double>(want[i]);
+    if (kind(g) != kind(w) || (kind(w) == 'f' && !close(g, w, rel, abs_tol))) {
+      FAIL_CHECK(std::string(what) << "[" << i << "] = " << g << " but expected " << w << " (rel " << rel << ", abs "
+                                   << abs_tol << ")");
+      return;
+    }
+  }
+}
+
 }  // namespace kdloss_test
 
 /// Decorator for test cases that need a GPU: reported as skipped when none is present.

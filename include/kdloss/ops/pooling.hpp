@@ -1,5 +1,11 @@
 // kdloss/ops/pooling.hpp: means of a [B,C,H,W] feature over its channels (-> [B,1,H,W]) or over its
-// positions (-> [B,C]), plain or of |x|, with their backward.
+// positions (-> [B,C]), plain or of |x| (MeanOptions::absolute), with their backward. See
+// docs/ops/pooling.md.
+//
+// Both follow the entry-point shape of core/entry.hpp: MeanOverChannelsArgs, mean_over_channels_check,
+// mean_over_channels_workspace_bytes (0) and mean_over_channels(args, mode, exec), with the thin wrappers
+// mean_over_channels(x, out), mean_over_channels_backward(x, grad_out, grad_x) and
+// mean_over_channels_forward_backward(...); likewise mean_over_positions.
 //
 // These are FBKD's attention maps (abs-mean: G_s = mean_c |A|, G_c = mean_hw |A|) and the pooled
 // features its reference code feeds to the attention-transfer adapters (plain mean). Forwards run
@@ -7,10 +13,12 @@
 // upstream gradient as a broadcast input (detail::transform), on either backend. Forwards run through
 // detail::pool_sums, which also takes several means of several inputs in one pass (FBKD's total).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/core/entry.hpp"
 #include "kdloss/core/math.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
@@ -51,13 +59,23 @@ struct OnInputs {
   }
 };
 
-/// d mean(|x|) / dx = sign(x) / n (sign(0) = 0, PyTorch's abs backward), times the upstream g.
+/// PyTorch's sgn: -1, 0 or 1, and 0 at NaN (abs backward gives no gradient, not NaN, to a NaN input;
+/// core's packet sign would give NaN there).
+template <class V>
+KDLOSS_HOST_DEVICE auto sign_nan_zero(const V& x) {
+  if constexpr (math::is_scalar_v<V>)
+    return math::sign(x);  // (x > 0) - (x < 0): 0 at NaN
+  else
+    return (x == x).select(math::sign(x), math::scalar_t<V>(0));
+}
+
+/// d mean(|x|) / dx = sgn(x) / n (sgn(0) = sgn(NaN) = 0, PyTorch's abs backward), times the upstream g.
 struct AbsMeanBackward {
   double inv_n;
   template <class X, class G, class O>
   KDLOSS_HOST_DEVICE void operator()(const X& x, const G& g, O& out) const {
     using S = math::scalar_t<O>;
-    out = math::sign(x) * g * S(inv_n);
+    out = sign_nan_zero(x) * g * S(inv_n);
   }
 };
 /// d mean(x) / dx = 1 / n, times the upstream g (x itself is not read).
@@ -127,101 +145,263 @@ void pool_mean_backward(Device device, Stream stream, const View<const X>& x, co
     kdloss::detail::transform<Acc>(device, stream, x.shape, MeanBackward{inv_n}, std::tuple{g}, std::tuple{grad_x});
 }
 
-template <class T, class O>
-void check_pool(const kdloss::detail::Checker& ck, const View<const T>& x, PoolAxis axis) {
-  ck.not_null(x, "x");
-  ck.rank(x, "x", 4);
-  const std::int64_t n = axis == PoolAxis::channels ? x.shape[1] : x.shape[2] * x.shape[3];
-  kdloss::detail::require(n > 0, ck.fn, ": argument 'x' with shape ", x.shape.str(), " has no ",
+/// The views of one mean entry (MeanArgs, fbkd's attention maps).
+template <class T>
+struct PoolViews {
+  View<const T> x;         // forward reads it; backward reads its shape (and its values when absolute)
+  View<T> out;             // written by forward and forward_backward
+  View<const T> grad_out;  // dL/dout: backward, forward_backward
+  View<T> grad_x;          // written by backward and forward_backward
+};
+
+/// Forward: x -> out. Backward: x (its shape; its values when absolute), grad_out -> grad_x.
+/// forward_backward: both. Throws before anything is written.
+template <class T>
+void check_pool_entry(const char* fn, const PoolViews<T>& v, PoolAxis axis, Mode mode) {
+  const kdloss::detail::Checker ck{fn};
+  ck.not_null(v.x, "x");
+  ck.rank(v.x, "x", 4);
+  const std::int64_t n = axis == PoolAxis::channels ? v.x.shape[1] : v.x.shape[2] * v.x.shape[3];
+  kdloss::detail::require(n > 0, fn, ": argument 'x' with shape ", v.x.shape.str(), " has no ",
                           axis == PoolAxis::channels ? "channels" : "positions", " to average over");
-  kdloss::detail::require_backend<O>(ck.fn, x.device);
-}
-template <class T, class O>
-void check_map(const kdloss::detail::Checker& ck, const View<O>& v, const char* arg, const View<const T>& x,
-               PoolAxis axis) {
-  ck.not_null(v, arg);
-  if (axis == PoolAxis::channels)
-    check_spatial_map(ck, v, arg, x.shape);
-  else
-    check_channel_map(ck, v, arg, x.shape);
-  ck.device(v, arg, x.device);
+  kdloss::detail::require_backend<T>(fn, v.x.device);
+  auto check_map = [&](const auto& m, const char* arg) {
+    kdloss::detail::require(present(m), fn, ": argument '", arg, "' is absent but ", to_string(mode), " needs it");
+    ck.not_null(m, arg);
+    if (axis == PoolAxis::channels)
+      check_spatial_map(ck, m, arg, v.x.shape);
+    else
+      check_channel_map(ck, m, arg, v.x.shape);
+    ck.device(m, arg, v.x.device);
+  };
+  if (writes_value(mode)) {
+    check_map(v.out, "out");
+    ck.unique(v.out, "out");
+    ck.disjoint(v.out, "out", v.x, "x");
+  }
+  if (writes_gradients(mode)) {
+    check_map(v.grad_out, "grad_out");
+    kdloss::detail::require(present(v.grad_x), fn, ": argument 'grad_x' is absent but ", to_string(mode),
+                            " writes it");
+    ck.not_null(v.grad_x, "grad_x");
+    ck.shape(v.grad_x, "grad_x", v.x.shape);
+    ck.device(v.grad_x, "grad_x", v.x.device);
+    ck.unique(v.grad_x, "grad_x");
+    ck.disjoint(v.grad_x, "grad_x", v.x, "x");
+    ck.disjoint(v.grad_x, "grad_x", v.grad_out, "grad_out");
+    if (writes_value(mode)) {
+      ck.disjoint(v.grad_x, "grad_x", v.out, "out");
+      ck.disjoint(v.out, "out", v.grad_out, "grad_out");
+    }
+  }
 }
 
+/// Runs a checked mean entry in `mode`.
 template <class T>
-void pool_forward(const char* fn, const View<const T>& x, const View<T>& out, PoolAxis axis, bool absolute,
-                  const Exec& exec) {
-  const kdloss::detail::Checker ck{fn};
-  check_pool<T, T>(ck, x, axis);
-  check_map(ck, out, "out", x, axis);
-  ck.unique(out, "out");
-  ck.disjoint(out, "out", x, "x");
+void run_pool_entry(const PoolViews<T>& v, PoolAxis axis, bool absolute, Mode mode, const Exec& exec) {
   const bool channels = axis == PoolAxis::channels;
-  const View<T> out4 = channels ? as_spatial_map(out) : as_channel_map(out);
-  pool_mean<acc_t<T>>(x.device, exec.stream, x, out4, axis, absolute);
+  if (writes_value(mode))
+    pool_mean<acc_t<T>>(v.x.device, exec.stream, v.x, channels ? as_spatial_map(v.out) : as_channel_map(v.out), axis,
+                        absolute);
+  if (writes_gradients(mode)) {
+    const View<const T> g4 = channels ? as_spatial_map(v.grad_out) : as_channel_map(v.grad_out);
+    const std::int64_t n = channels ? v.x.shape[1] : v.x.shape[2] * v.x.shape[3];
+    pool_mean_backward<acc_t<T>>(v.x.device, exec.stream, v.x, g4, v.grad_x, n, absolute);
+  }
 }
 
-template <class T>
-void pool_backward(const char* fn, const View<const T>& x, const View<const T>& grad_out, const View<T>& grad_x,
-                   PoolAxis axis, bool absolute, const Exec& exec) {
-  const kdloss::detail::Checker ck{fn};
-  check_pool<T, T>(ck, x, axis);
-  check_map(ck, grad_out, "grad_out", x, axis);
-  ck.not_null(grad_x, "grad_x");
-  ck.shape(grad_x, "grad_x", x.shape);
-  ck.device(grad_x, "grad_x", x.device);
-  ck.unique(grad_x, "grad_x");
-  ck.disjoint(grad_x, "grad_x", x, "x");
-  ck.disjoint(grad_x, "grad_x", grad_out, "grad_out");
-  const bool channels = axis == PoolAxis::channels;
-  const View<const T> g4 = channels ? as_spatial_map(grad_out) : as_channel_map(grad_out);
-  const std::int64_t n = channels ? x.shape[1] : x.shape[2] * x.shape[3];
-  pool_mean_backward<acc_t<T>>(x.device, exec.stream, x, g4, grad_x, n, absolute);
+template <class Args>
+PoolViews<typename Args::value_type> pool_views(const Args& a) {
+  return {a.x, a.out, a.grad_out, a.grad_x};
 }
+
+inline constexpr const char* kMeanOverChannelsNames[3] = {"kdloss::ops::mean_over_channels",
+                                                   "kdloss::ops::mean_over_channels_backward",
+                                                   "kdloss::ops::mean_over_channels_forward_backward"};
+inline constexpr const char* kMeanOverPositionsNames[3] = {"kdloss::ops::mean_over_positions",
+                                                    "kdloss::ops::mean_over_positions_backward",
+                                                    "kdloss::ops::mean_over_positions_forward_backward"};
 
 }  // namespace ops::detail
 
 namespace ops {
 
-/// out[b,h,w] = mean over c of x[b,c,h,w], or of |x[b,c,h,w]| when `absolute`
-/// (FBKD's spatial attention map G_s). x is [B,C,H,W] with any strides; out is [B,1,H,W] or [B,H,W].
+/// Options of the means over channels or positions.
+struct MeanOptions {
+  bool absolute = false;  // average |x| (FBKD's attention maps) instead of x
+};
+
+// ---------------------------------------------------------------------------------------------
+// mean_over_channels: out[b,h,w] = mean_c x[b,c,h,w] (or |x|); grad_x = grad_out[b,h,w] / C (times sign(x)).
+
+/// The arguments of one mean_over_channels call (MeanArgs, shared with mean_over_positions): x
+/// [B,C,H,W] (any strides), out and grad_out [B,1,H,W] or [B,H,W], grad_x [B,C,H,W]. Leave a view
+/// `{}` when the mode does not use it.
 ///
-///   std::vector<float> gs(2 * 100 * 167);
-///   kdloss::ops::mean_over_channels(kdloss::host_view(feat, {2, 256, 100, 167}),
-///                                   kdloss::host_view(gs.data(), {2, 100, 167}), /*absolute=*/true);
-template <class X, class O>
-void mean_over_channels(const View<X>& x, const View<O>& out, bool absolute = false, const Exec& exec = {}) {
-  detail::pool_forward<O>("kdloss::ops::mean_over_channels", x, out, detail::PoolAxis::channels, absolute, exec);
+///   std::vector<float> feat(2 * 8 * 4 * 5, 1.0f), gs(2 * 4 * 5);
+///   kdloss::ops::MeanOverChannelsArgs<float> args;
+///   args.x = kdloss::host_view<const float>(feat.data(), {2, 8, 4, 5});
+///   args.out = kdloss::host_view(gs.data(), {2, 4, 5});
+///   args.options.absolute = true;
+///   kdloss::ops::mean_over_channels(args, kdloss::Mode::forward);
+template <class T>
+struct MeanArgs {
+  using value_type = T;
+  View<const T> x;         // forward reads it; backward reads its shape (and its values when absolute)
+  View<T> out;             // written by forward and forward_backward
+  View<const T> grad_out;  // dL/dout: backward, forward_backward
+  View<T> grad_x;          // written by backward and forward_backward
+  MeanOptions options;
+};
+template <class T>
+using MeanOverChannelsArgs = MeanArgs<T>;
+
+/// Throws kdloss::Error naming the argument and the shapes when `args` cannot run in `mode`; writes nothing.
+///
+///   kdloss::ops::MeanOverChannelsArgs<float> args;   // its views filled in as in MeanOverChannelsArgs's example
+///   kdloss::ops::mean_over_channels_check(args, kdloss::Mode::forward);
+template <class T>
+void mean_over_channels_check(const MeanOverChannelsArgs<T>& args, Mode mode) {
+  detail::check_pool_entry(detail::kMeanOverChannelsNames[static_cast<int>(mode)], detail::pool_views(args),
+                           detail::PoolAxis::channels, mode);
 }
 
-/// grad_x[b,c,h,w] = grad_out[b,h,w] / C, times sign(x[b,c,h,w]) when `absolute` (sign(0) = 0).
+/// Workspace bytes of mean_over_channels: 0 (one partial reduction or one map), in every mode.
 ///
-///   kdloss::ops::mean_over_channels_backward(x, kdloss::host_view(g_gs, {2, 100, 167}), grad_x, true);
+///   kdloss::ops::MeanOverChannelsArgs<float> args;   // its views filled in as in MeanOverChannelsArgs's example
+///   std::size_t bytes = kdloss::ops::mean_over_channels_workspace_bytes(args);   // 0
+template <class T>
+std::size_t mean_over_channels_workspace_bytes(const MeanOverChannelsArgs<T>&) {
+  return 0;
+}
+
+/// Checks, then runs mean_over_channels in `mode`.
+///
+///   kdloss::ops::MeanOverChannelsArgs<float> args;   // its views filled in as in MeanOverChannelsArgs's example
+///   kdloss::ops::mean_over_channels(args, kdloss::Mode::forward);
+template <class T>
+void mean_over_channels(const MeanOverChannelsArgs<T>& args, Mode mode, const Exec& exec = {}) {
+  mean_over_channels_check(args, mode);
+  detail::run_pool_entry(detail::pool_views(args), detail::PoolAxis::channels, args.options.absolute, mode, exec);
+}
+
+/// out[b,h,w] = mean over c of x[b,c,h,w], or of |x[b,c,h,w]| with options.absolute (FBKD's spatial
+/// attention map G_s). x is [B,C,H,W] with any strides; out is [B,1,H,W] or [B,H,W].
+///
+///   std::vector<float> feat(2 * 8 * 4 * 5, 1.0f), gs(2 * 4 * 5);
+///   kdloss::ops::mean_over_channels(kdloss::host_view<const float>(feat.data(), {2, 8, 4, 5}),
+///                                   kdloss::host_view(gs.data(), {2, 4, 5}), {/*absolute=*/true});
+template <class X, class O>
+void mean_over_channels(const View<X>& x, const View<O>& out, const MeanOptions& options = {}, const Exec& exec = {}) {
+  mean_over_channels(MeanOverChannelsArgs<O>{x, out, {}, {}, options}, Mode::forward, exec);
+}
+
+/// grad_x[b,c,h,w] = grad_out[b,h,w] / C, times sign(x[b,c,h,w]) with options.absolute (sign(0) =
+/// sign(NaN) = 0, PyTorch's abs backward).
+///
+///   std::vector<float> x(2 * 8 * 4 * 5, 1.0f), g_gs(2 * 4 * 5, 1.0f), grad_x(x.size());
+///   kdloss::ops::mean_over_channels_backward(kdloss::host_view<const float>(x.data(), {2, 8, 4, 5}),
+///                                            kdloss::host_view<const float>(g_gs.data(), {2, 4, 5}),
+///                                            kdloss::host_view(grad_x.data(), {2, 8, 4, 5}), {true});
 template <class X, class G, class O>
 void mean_over_channels_backward(const View<X>& x, const View<G>& grad_out, const View<O>& grad_x,
-                                 bool absolute = false, const Exec& exec = {}) {
-  detail::pool_backward<O>("kdloss::ops::mean_over_channels_backward", x, grad_out, grad_x, detail::PoolAxis::channels,
-                           absolute, exec);
+                                 const MeanOptions& options = {}, const Exec& exec = {}) {
+  mean_over_channels(MeanOverChannelsArgs<O>{x, {}, grad_out, grad_x, options}, Mode::backward, exec);
 }
 
-/// out[b,c] = mean over (h,w) of x[b,c,h,w], or of |x| when `absolute` (FBKD's channel attention map
-/// G_c; the plain mean is the reference code's pooled feature). out is [B,C] or [B,C,1,1].
+/// out and grad_x (from grad_out) in one call.
 ///
-///   std::vector<float> gc(2 * 256);
-///   kdloss::ops::mean_over_positions(kdloss::host_view(feat, {2, 256, 100, 167}),
-///                                    kdloss::host_view(gc.data(), {2, 256}), /*absolute=*/true);
+///   std::vector<float> x(2 * 8 * 4 * 5, 1.0f), g(2 * 4 * 5, 1.0f), out(2 * 4 * 5), grad_x(x.size());
+///   kdloss::ops::mean_over_channels_forward_backward(kdloss::host_view<const float>(x.data(), {2, 8, 4, 5}),
+///                                                    kdloss::host_view<const float>(g.data(), {2, 4, 5}),
+///                                                    kdloss::host_view(out.data(), {2, 4, 5}),
+///                                                    kdloss::host_view(grad_x.data(), {2, 8, 4, 5}));
+template <class X, class G, class O>
+void mean_over_channels_forward_backward(const View<X>& x, const View<G>& grad_out, const View<O>& out,
+                                         const View<O>& grad_x, const MeanOptions& options = {},
+                                         const Exec& exec = {}) {
+  mean_over_channels(MeanOverChannelsArgs<O>{x, out, grad_out, grad_x, options}, Mode::forward_backward, exec);
+}
+
+// ---------------------------------------------------------------------------------------------
+// mean_over_positions: out[b,c] = mean_hw x[b,c,h,w] (or |x|); grad_x = grad_out[b,c] / (HW) (times sign(x)).
+
+/// The arguments of one mean_over_positions call (MeanArgs, as mean_over_channels'): x [B,C,H,W]
+/// (any strides), out and grad_out [B,C] or [B,C,1,1], grad_x [B,C,H,W].
+///
+///   std::vector<float> feat(2 * 8 * 4 * 5, 1.0f), pooled(2 * 8);
+///   kdloss::ops::MeanOverPositionsArgs<float> args;
+///   args.x = kdloss::host_view<const float>(feat.data(), {2, 8, 4, 5});
+///   args.out = kdloss::host_view(pooled.data(), {2, 8});
+///   kdloss::ops::mean_over_positions(args, kdloss::Mode::forward);
+template <class T>
+using MeanOverPositionsArgs = MeanArgs<T>;
+
+/// Throws kdloss::Error naming the argument and the shapes when `args` cannot run in `mode`; writes nothing.
+///
+///   kdloss::ops::MeanOverPositionsArgs<float> args;   // its views filled in as in MeanOverPositionsArgs's example
+///   kdloss::ops::mean_over_positions_check(args, kdloss::Mode::forward);
+template <class T>
+void mean_over_positions_check(const MeanOverPositionsArgs<T>& args, Mode mode) {
+  detail::check_pool_entry(detail::kMeanOverPositionsNames[static_cast<int>(mode)], detail::pool_views(args),
+                           detail::PoolAxis::positions, mode);
+}
+
+/// Workspace bytes of mean_over_positions: 0, in every mode.
+///
+///   kdloss::ops::MeanOverPositionsArgs<float> args;   // its views filled in as in MeanOverPositionsArgs's example
+///   std::size_t bytes = kdloss::ops::mean_over_positions_workspace_bytes(args);   // 0
+template <class T>
+std::size_t mean_over_positions_workspace_bytes(const MeanOverPositionsArgs<T>&) {
+  return 0;
+}
+
+/// Checks, then runs mean_over_positions in `mode`.
+///
+///   kdloss::ops::MeanOverPositionsArgs<float> args;   // its views filled in as in MeanOverPositionsArgs's example
+///   kdloss::ops::mean_over_positions(args, kdloss::Mode::forward);
+template <class T>
+void mean_over_positions(const MeanOverPositionsArgs<T>& args, Mode mode, const Exec& exec = {}) {
+  mean_over_positions_check(args, mode);
+  detail::run_pool_entry(detail::pool_views(args), detail::PoolAxis::positions, args.options.absolute, mode, exec);
+}
+
+/// out[b,c] = mean over (h,w) of x[b,c,h,w], or of |x| with options.absolute (FBKD's channel
+/// attention map G_c; the plain mean is the reference code's pooled feature). out is [B,C] or [B,C,1,1].
+///
+///   std::vector<float> feat(2 * 8 * 4 * 5, 1.0f), gc(2 * 8);
+///   kdloss::ops::mean_over_positions(kdloss::host_view<const float>(feat.data(), {2, 8, 4, 5}),
+///                                    kdloss::host_view(gc.data(), {2, 8}), {/*absolute=*/true});
 template <class X, class O>
-void mean_over_positions(const View<X>& x, const View<O>& out, bool absolute = false, const Exec& exec = {}) {
-  detail::pool_forward<O>("kdloss::ops::mean_over_positions", x, out, detail::PoolAxis::positions, absolute, exec);
+void mean_over_positions(const View<X>& x, const View<O>& out, const MeanOptions& options = {},
+                         const Exec& exec = {}) {
+  mean_over_positions(MeanOverPositionsArgs<O>{x, out, {}, {}, options}, Mode::forward, exec);
 }
 
-/// grad_x[b,c,h,w] = grad_out[b,c] / (H W), times sign(x[b,c,h,w]) when `absolute`.
+/// grad_x[b,c,h,w] = grad_out[b,c] / (H W), times sign(x[b,c,h,w]) with options.absolute.
 ///
-///   kdloss::ops::mean_over_positions_backward(x, kdloss::host_view(g_gc, {2, 256}), grad_x);
+///   std::vector<float> x(2 * 8 * 4 * 5, 1.0f), g_gc(2 * 8, 1.0f), grad_x(x.size());
+///   kdloss::ops::mean_over_positions_backward(kdloss::host_view<const float>(x.data(), {2, 8, 4, 5}),
+///                                             kdloss::host_view<const float>(g_gc.data(), {2, 8}),
+///                                             kdloss::host_view(grad_x.data(), {2, 8, 4, 5}));
 template <class X, class G, class O>
 void mean_over_positions_backward(const View<X>& x, const View<G>& grad_out, const View<O>& grad_x,
-                                  bool absolute = false, const Exec& exec = {}) {
-  detail::pool_backward<O>("kdloss::ops::mean_over_positions_backward", x, grad_out, grad_x,
-                           detail::PoolAxis::positions, absolute, exec);
+                                  const MeanOptions& options = {}, const Exec& exec = {}) {
+  mean_over_positions(MeanOverPositionsArgs<O>{x, {}, grad_out, grad_x, options}, Mode::backward, exec);
+}
+
+/// out and grad_x (from grad_out) in one call.
+///
+///   std::vector<float> x(2 * 8 * 4 * 5, 1.0f), g(2 * 8, 1.0f), out(2 * 8), grad_x(x.size());
+///   kdloss::ops::mean_over_positions_forward_backward(kdloss::host_view<const float>(x.data(), {2, 8, 4, 5}),
+///                                                     kdloss::host_view<const float>(g.data(), {2, 8}),
+///                                                     kdloss::host_view(out.data(), {2, 8}),
+///                                                     kdloss::host_view(grad_x.data(), {2, 8, 4, 5}));
+template <class X, class G, class O>
+void mean_over_positions_forward_backward(const View<X>& x, const View<G>& grad_out, const View<O>& out,
+                                          const View<O>& grad_x, const MeanOptions& options = {},
+                                          const Exec& exec = {}) {
+  mean_over_positions(MeanOverPositionsArgs<O>{x, out, grad_out, grad_x, options}, Mode::forward_backward, exec);
 }
 
 }  // namespace ops

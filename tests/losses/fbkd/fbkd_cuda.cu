@@ -34,16 +34,16 @@ std::vector<double> pooling(int op, const std::vector<double>& xh, const std::ve
   if (op == 0 || op == 1) {
     DeviceBuffer<T> out(static_cast<std::size_t>(op == 0 ? spatial.product() : channel.product()));
     if (op == 0)
-      ops::mean_over_channels(xv, cuda_view(out.ptr, spatial), absolute, ex);
+      ops::mean_over_channels(xv, cuda_view(out.ptr, spatial), {absolute}, ex);
     else
-      ops::mean_over_positions(xv, cuda_view(out.ptr, channel), absolute, ex);
+      ops::mean_over_positions(xv, cuda_view(out.ptr, channel), {absolute}, ex);
     return to_double(out.to_host());
   }
   DeviceBuffer<T> gx(x.count);
   if (op == 2)
-    ops::mean_over_channels_backward(xv, cuda_view<const T>(g.ptr, spatial), cuda_view(gx.ptr, shape), absolute, ex);
+    ops::mean_over_channels_backward(xv, cuda_view<const T>(g.ptr, spatial), cuda_view(gx.ptr, shape), {absolute}, ex);
   else
-    ops::mean_over_positions_backward(xv, cuda_view<const T>(g.ptr, channel), cuda_view(gx.ptr, shape), absolute, ex);
+    ops::mean_over_positions_backward(xv, cuda_view<const T>(g.ptr, channel), cuda_view(gx.ptr, shape), {absolute}, ex);
   return to_double(gx.to_host());
 }
 

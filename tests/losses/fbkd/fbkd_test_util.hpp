@@ -180,4 +180,33 @@ void expect_error(F&& call, const std::string& needle) {
   }
 }
 
+/// One non-finite input of the NaN-rule tests: NaN, +inf or -inf at one entry of S, T, A, C_hat or S_hat.
+struct Poison {
+  const char* input;  // "s", "t", "a", "c_hat", "s_hat"
+  double value;
+};
+inline std::vector<Poison> poisons() {
+  std::vector<Poison> out;
+  for (const char* in : {"s", "t", "a", "c_hat", "s_hat"})
+    for (double v : {std::nan(""), HUGE_VAL, -HUGE_VAL}) out.push_back({in, v});
+  return out;
+}
+/// Writes p.value at entry `at` of the named input of `l` (false when the level has no such input).
+inline bool poison(fbkd_ref::Level& l, const Poison& p, std::size_t at) {
+  const std::string in(p.input);
+  Vec& v = in == "s" ? l.s : in == "t" ? l.t : in == "a" ? l.a : in == "c_hat" ? l.c_hat : l.s_hat;
+  if (v.empty()) return false;
+  v[at % v.size()] = p.value;
+  return true;
+}
+/// Every gradient has NaN / inf where autograd's has them, and agrees elsewhere.
+inline void check_grads_nonfinite(const Grads& got, const fbkd_ref::Grads& want, double rel, double abs_tol,
+                                  const std::string& what) {
+  CAPTURE(what);
+  kdloss_test::check_same_nonfinite(got.a, want.a, rel, abs_tol, "grad_student_adapted");
+  kdloss_test::check_same_nonfinite(got.s, want.s, rel, abs_tol, "grad_student");
+  kdloss_test::check_same_nonfinite(got.c, want.c_hat, rel, abs_tol, "grad_student_channel");
+  kdloss_test::check_same_nonfinite(got.sp, want.s_hat, rel, abs_tol, "grad_student_spatial");
+}
+
 }  // namespace fbkd_test

@@ -238,7 +238,47 @@ TEST_CASE("fbkd L_AT: bad inputs throw a clear error and leave outputs untouched
     CHECK(c_copy == c_hat);
     CHECK(out == 42.0f);
   }
-  CHECK(fbkd::attention_transfer_loss_workspace_bytes(tv, fbkd::TransferForm::paper) > 0);
-  CHECK(fbkd::attention_transfer_loss_workspace_bytes(cuda_view(t.data(), shape), fbkd::TransferForm::code) >
-        fbkd::attention_transfer_loss_workspace_bytes(tv, fbkd::TransferForm::code));
+  CHECK(fbkd::attention_transfer_loss_workspace_bytes(fbkd::AttentionTransferLossArgs<float>{sv, tv}) > 0);
+  fbkd::PooledAttentionTransferLossArgs<float> host_args{cv, spv, tv}, gpu_args = host_args;
+  gpu_args.teacher = cuda_view<const float>(t.data(), shape);
+  CHECK(fbkd::pooled_attention_transfer_loss_workspace_bytes(gpu_args) >
+        fbkd::pooled_attention_transfer_loss_workspace_bytes(host_args));
+}
+
+TEST_CASE("fbkd L_AT (both forms): NaN and +-inf inputs propagate as PyTorch autograd's") {
+  const Dims shape{2, 3, 4, 5};
+  for (bool paper_form : {true, false})
+    for (const auto& bad : fbkd_test::poisons()) {
+      auto l = fbkd_test::random_level(shape, 70, false);
+      if (!fbkd_test::poison(l, bad, 11)) continue;
+      CAPTURE(paper_form);
+      CAPTURE(std::string(bad.input));
+      CAPTURE(bad.value);
+      fbkd_ref::Config rc;
+      rc.paper_transfer = paper_form;
+      rc.w_am = 0;
+      rc.w_at = 1;
+      std::vector<fbkd_ref::Grads> want, want_up;
+      const double value = fbkd_ref::autograd_total({l}, rc, 1.0, &want);
+      fbkd_ref::autograd_total({l}, rc, 0.6, &want_up);
+      if (paper_form) {
+        for (int mode : {1, 2}) {
+          const auto r = paper<double>(l.s, l.t, shape, mode, 0.6);
+          kdloss_test::check_same_nonfinite(r.second, mode == 1 ? want_up[0].s : want[0].s, 1e-10, 1e-16,
+                                            "grad_student");
+          if (mode == 2)
+            kdloss_test::check_same_nonfinite(Vec{r.first}, Vec{value}, 1e-12, 0, "value");
+        }
+        const auto f = paper<float>(l.s, l.t, shape, 2);
+        kdloss_test::check_same_nonfinite(f.second, want[0].s, 1e-4, 1e-9, "float grad_student");
+      } else {
+        for (int mode : {1, 2}) {
+          const auto r = code<double>(l.c_hat, l.s_hat, l.t, shape, mode, 0.6);
+          const auto& w = mode == 1 ? want_up[0] : want[0];
+          kdloss_test::check_same_nonfinite(r.gc, w.c_hat, 1e-10, 1e-16, "grad_student_channel");
+          kdloss_test::check_same_nonfinite(r.gs, w.s_hat, 1e-10, 1e-16, "grad_student_spatial");
+          if (mode == 2) kdloss_test::check_same_nonfinite(Vec{r.value}, Vec{value}, 1e-12, 0, "value");
+        }
+      }
+    }
 }

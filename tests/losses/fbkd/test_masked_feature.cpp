@@ -291,3 +291,32 @@ KDLOSS_GPU_TEST("fbkd L_AM: GPU agrees with CPU (float, double, half; fused and 
   }
 #endif
 }
+
+TEST_CASE("fbkd L_AM: NaN and +-inf in A, T or the masks propagate as PyTorch autograd's") {
+  // sum((T - A)^2 * M) ** 0.5: a NaN anywhere makes L_AM and every gradient entry NaN; an inf makes
+  // L_AM inf and the gradient 0 except NaN where the inf enters (0 * inf), as autograd computes it.
+  const Dims shape{2, 3, 4, 5};
+  const auto rs = fbkd_test::ref_shape(shape);
+  for (bool channel : {false, true})
+    for (int input = 0; input < 4; ++input)
+      for (double v : {std::nan(""), HUGE_VAL, -HUGE_VAL}) {
+        if (input == 3 && !channel) continue;
+        Case c = make_case(shape, 80);
+        Vec& target = input == 0 ? c.a : input == 1 ? c.t : input == 2 ? c.ms : c.mc;
+        target[5] = input >= 2 && v < 0 ? -v : v;  // masks are >= 0: +inf
+        CAPTURE(channel);
+        CAPTURE(input);
+        CAPTURE(v);
+        Vec want(c.a.size(), 0.0), want_up(c.a.size(), 0.0);
+        const Vec mc = channel ? c.mc : Vec{};
+        const double value = fbkd_ref::masked_feature_autograd(c.a, c.t, c.ms, mc, rs, 1.0, &want);
+        fbkd_ref::masked_feature_autograd(c.a, c.t, c.ms, mc, rs, 0.6, &want_up);
+        const auto fused = run<double>(c, channel, 2), split = run<double>(c, channel, 1, 0.6);
+        const auto f32 = run<float>(c, channel, 2);
+        kdloss_test::check_same_nonfinite(Vec{fused.value}, Vec{value}, 1e-12, 0, "value");
+        kdloss_test::check_same_nonfinite(Vec{f32.value}, Vec{value}, 1e-5, 0, "float value");
+        kdloss_test::check_same_nonfinite(fused.grad, want, 1e-10, 1e-16, "fused");
+        kdloss_test::check_same_nonfinite(split.grad, want_up, 1e-10, 1e-16, "backward");
+        kdloss_test::check_same_nonfinite(f32.grad, want, 1e-4, 1e-9, "float");
+      }
+}

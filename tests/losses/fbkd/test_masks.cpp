@@ -209,7 +209,10 @@ TEST_CASE("fbkd masks: bad inputs throw a clear error and leave outputs untouche
         fbkd::attention_masks(sv, tv, msv, mcv, {}, Exec{Workspace{small, 8}, Stream()});
       },
       "argument 'workspace' has 8 bytes but this call needs");
-  CHECK(fbkd::attention_masks_workspace_bytes(sv) > fbkd::attention_masks_workspace_bytes(sv, false));
+  CHECK(fbkd::attention_masks_workspace_bytes(sv) >
+        fbkd::attention_masks_workspace_bytes(fbkd::AttentionMasksArgs<float>{sv, tv, msv, {}, {}}));
+  CHECK(fbkd::attention_masks_workspace_bytes(sv) ==
+        fbkd::attention_masks_workspace_bytes(fbkd::AttentionMasksArgs<float>{sv, tv, msv, mcv, {}}));
 }
 
 KDLOSS_GPU_TEST("fbkd masks: GPU agrees with CPU (warp and block rows; float, double, half)") {
@@ -229,4 +232,47 @@ KDLOSS_GPU_TEST("fbkd masks: GPU agrees with CPU (warp and block rows; float, do
     }
   }
 #endif
+}
+
+TEST_CASE("fbkd masks and attention maps: NaN and +-inf inputs propagate as PyTorch's") {
+  // A NaN or inf entry makes its image's maps NaN or inf there, and its image's softmax rows (hence
+  // both masks of that image) NaN, as torch.softmax; the other image is untouched. The maps' backward
+  // is sgn(x) * g / n with sgn(NaN) = 0 (PyTorch's abs backward).
+  const Dims shape{2, 3, 4, 5};
+  const auto rs = fbkd_test::ref_shape(shape);
+  for (int input = 0; input < 2; ++input)
+    for (double v : {std::nan(""), HUGE_VAL, -HUGE_VAL}) {
+      CAPTURE(input);
+      CAPTURE(v);
+      auto s = random_vector<double>(120, 90), t = random_vector<double>(120, 91);
+      (input == 0 ? s : t)[67] = v;  // image 1
+      for (const auto& o : kOptions) {
+        const Vec want = ref_masks(s, t, shape, o);
+        kdloss_test::check_same_nonfinite(lib_masks<double>(s, t, shape, o), want, 1e-12, 1e-15, "masks");
+        kdloss_test::check_same_nonfinite(lib_masks<float>(s, t, shape, o), want, 1e-5, 1e-6, "float masks");
+      }
+      // The maps, forward and backward (with a non-finite upstream entry too).
+      Vec gs(40), gc(6), gx(120), gx2(120);
+      Vec g_s = random_vector<double>(40, 92), g_c = random_vector<double>(6, 93);
+      g_s[3] = v;
+      g_c[1] = v;
+      fbkd::spatial_attention_forward_backward(host_view<const double>(s.data(), shape),
+                                               host_view<const double>(g_s.data(), {2, 4, 5}),
+                                               host_view(gs.data(), {2, 4, 5}), host_view(gx.data(), shape));
+      fbkd::channel_attention_forward_backward(host_view<const double>(s.data(), shape),
+                                               host_view<const double>(g_c.data(), {2, 3}), host_view(gc.data(), {2, 3}),
+                                               host_view(gx2.data(), shape));
+      kdloss_test::check_same_nonfinite(gs, fbkd_ref::mean_over_channels(s, rs, true), 1e-14, 0, "G_s");
+      kdloss_test::check_same_nonfinite(gc, fbkd_ref::mean_over_positions(s, rs, true), 1e-14, 0, "G_c");
+      Vec want_s(120), want_c(120);
+      for (std::int64_t b = 0; b < 2; ++b)
+        for (std::int64_t c = 0; c < 3; ++c)
+          for (std::int64_t p = 0; p < 20; ++p) {
+            const std::int64_t k = (b * 3 + c) * 20 + p;
+            want_s[k] = fbkd_ref::sgn(s[k]) * (g_s[b * 20 + p] / 3.0);
+            want_c[k] = fbkd_ref::sgn(s[k]) * (g_c[b * 3 + c] / 20.0);
+          }
+      kdloss_test::check_same_nonfinite(gx, want_s, 1e-14, 0, "grad through G_s");
+      kdloss_test::check_same_nonfinite(gx2, want_c, 1e-14, 0, "grad through G_c");
+    }
 }

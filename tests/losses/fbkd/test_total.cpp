@@ -487,3 +487,159 @@ KDLOSS_GPU_TEST("fbkd total: a GPU call with a too small or null workspace throw
   CHECK(after == 42.0f);
 #endif
 }
+
+TEST_CASE("fbkd entry points: Args + Mode equal the wrappers; checks name the mode's entry and write nothing") {
+  const Dims shape{2, 3, 4, 5}, ch{2, 3}, sp{2, 1, 4, 5};
+  const auto s = random_vector<double>(120, 41), t = random_vector<double>(120, 42), a = random_vector<double>(120, 43);
+  const auto c_hat = random_vector<double>(6, 44), s_hat = random_vector<double>(40, 45);
+  const auto sv = host_view(s.data(), shape), tv = host_view(t.data(), shape), av = host_view(a.data(), shape);
+  const auto cv = host_view(c_hat.data(), ch), spv = host_view(s_hat.data(), sp);
+  // Total: the Args form in every mode against the wrappers.
+  for (const auto& p : fbkd_test::presets()) {
+    CAPTURE(std::string(p.name));
+    fbkd::Level<double> lv{sv, tv, av};
+    lv.student_channel = cv;
+    lv.student_spatial = spv;
+    Vec ga(120), gs(120), gc(6), gsp(40);
+    lv.grad_student_adapted = host_view(ga.data(), shape);
+    lv.grad_student = host_view(gs.data(), shape);
+    lv.grad_student_channel = host_view(gc.data(), ch);
+    lv.grad_student_spatial = host_view(gsp.data(), sp);
+    const std::vector<fbkd::Level<double>> levels{lv};
+    double want = 0, got = -1;
+    fbkd::total_loss_forward_backward(levels, host_scalar(&want), p.config);
+    const Vec wa = ga, ws = gs, wc = gc, wsp = gsp;
+    fbkd::TotalLossArgs<double> args{levels, host_scalar(&got), {}, p.config};
+    CHECK(fbkd::total_loss_workspace_bytes(args) == fbkd::total_loss_workspace_bytes(levels, p.config));
+    fbkd::total_loss(args, Mode::forward);
+    CHECK(got == want);
+    const double up = 0.5;
+    args.grad_out = host_scalar(&up);
+    fbkd::total_loss(args, Mode::backward);
+    check_close(ga, fbkd_test::scaled(wa, 0.5), 1e-15, 0, "grad_student_adapted");
+    check_close(gsp, fbkd_test::scaled(wsp, 0.5), 1e-15, 0, "grad_student_spatial");
+    got = -1;
+    fbkd::total_loss(args, Mode::forward_backward);
+    CHECK(got == want);
+    CHECK(ga == wa);
+    CHECK(gs == ws);
+    CHECK(gc == wc);
+  }
+  // The single-term entry points against their wrappers.
+  double v1 = 0, v2 = -1;
+  Vec g1(120), g2(120);
+  fbkd::attention_transfer_loss_forward_backward(sv, tv, host_scalar(&v1), host_view(g1.data(), shape));
+  fbkd::AttentionTransferLossArgs<double> at{sv, tv, host_scalar(&v2), {}, host_view(g2.data(), shape)};
+  CHECK(fbkd::attention_transfer_loss_workspace_bytes(at) > 0);
+  fbkd::attention_transfer_loss(at, Mode::forward_backward);
+  CHECK(v1 == v2);
+  CHECK(g1 == g2);
+  Vec gc1(6), gc2(6);
+  fbkd::pooled_attention_transfer_loss_forward_backward(cv, spv, tv, host_scalar(&v1), host_view(gc1.data(), ch),
+                                                        View<double>{});
+  fbkd::PooledAttentionTransferLossArgs<double> pat{cv, spv, tv, host_scalar(&v2), {}, host_view(gc2.data(), ch), {}};
+  CHECK(fbkd::pooled_attention_transfer_loss_workspace_bytes(pat) > 0);
+  fbkd::pooled_attention_transfer_loss(pat, Mode::forward_backward);
+  CHECK(v1 == v2);
+  CHECK(gc1 == gc2);
+  Vec ms(40), mc(6), ms2(40, -1), mc2(6, -1);
+  fbkd::attention_masks(sv, tv, host_view(ms.data(), {2, 4, 5}), host_view(mc.data(), ch));
+  fbkd::AttentionMasksArgs<double> am{sv, tv, host_view(ms2.data(), sp), host_view(mc2.data(), {2, 3, 1, 1}), {}};
+  CHECK(fbkd::attention_masks_workspace_bytes(am) == fbkd::attention_masks_workspace_bytes(sv));
+  fbkd::attention_masks(am, Mode::forward);
+  CHECK(ms2 == ms);
+  CHECK(mc2 == mc);
+  fbkd::masked_feature_loss_forward_backward(av, tv, host_view<const double>(ms.data(), {2, 4, 5}),
+                                             host_view<const double>(mc.data(), ch), host_scalar(&v1),
+                                             host_view(g1.data(), shape));
+  fbkd::MaskedFeatureLossArgs<double> mf{av,  tv, host_view<const double>(ms.data(), {2, 4, 5}),
+                                         host_view<const double>(mc.data(), ch), host_scalar(&v2), {},
+                                         host_view(g2.data(), shape)};
+  CHECK(fbkd::masked_feature_loss_workspace_bytes(mf) == fbkd::masked_feature_loss_workspace_bytes(av));
+  fbkd::masked_feature_loss(mf, Mode::forward_backward);
+  CHECK(v1 == v2);
+  CHECK(g1 == g2);
+  // Attention maps: forward and backward (sign(x) / n) against the abs forms of the ops.
+  Vec gs_map(40), g_map = random_vector<double>(40, 46), gx1(120), gx2(120), gs2(40);
+  fbkd::spatial_attention_forward_backward(sv, host_view<const double>(g_map.data(), {2, 4, 5}),
+                                           host_view(gs_map.data(), {2, 4, 5}), host_view(gx1.data(), shape));
+  ops::mean_over_channels_forward_backward(sv, host_view<const double>(g_map.data(), {2, 4, 5}),
+                                           host_view(gs2.data(), {2, 4, 5}), host_view(gx2.data(), shape), {true});
+  CHECK(gs_map == gs2);
+  CHECK(gx1 == gx2);
+  fbkd::channel_attention_backward(sv, host_view<const double>(g_map.data(), ch), host_view(gx1.data(), shape));
+  ops::mean_over_positions_backward(sv, host_view<const double>(g_map.data(), ch), host_view(gx2.data(), shape),
+                                    {true});
+  CHECK(gx1 == gx2);
+  CHECK(fbkd::spatial_attention_workspace_bytes(fbkd::SpatialAttentionArgs<double>{sv}) == 0);
+  CHECK(fbkd::channel_attention_workspace_bytes(fbkd::ChannelAttentionArgs<double>{sv}) == 0);
+
+  // Checks: the entry point named by its mode, nothing written.
+  Vec keep(120, 9.0), keep_c(6, 9.0);
+  double out = 42;
+  auto untouched = [&] {
+    for (double v : keep) REQUIRE(v == 9.0);
+    for (double v : keep_c) REQUIRE(v == 9.0);
+    REQUIRE(out == 42);
+  };
+  fbkd::AttentionTransferLossArgs<double> bad{sv, tv, host_scalar(&out), {}, {}};
+  kdloss_test::expect_error([&] { fbkd::attention_transfer_loss(bad, Mode::forward_backward); },
+                            "kdloss::fbkd::attention_transfer_loss_forward_backward: argument 'grad_student' is absent",
+                            untouched);
+  fbkd::PooledAttentionTransferLossArgs<double> bad_p{cv, spv, tv, host_scalar(&out), {}, {}, {}};
+  kdloss_test::expect_error([&] { fbkd::pooled_attention_transfer_loss_check(bad_p, Mode::backward); },
+                            "pooled_attention_transfer_loss_backward: arguments 'grad_student_channel' and "
+                            "'grad_student_spatial' are both absent",
+                            untouched);
+  fbkd::AttentionMasksArgs<double> bad_m{sv, tv, host_view(keep.data(), {2, 4, 5}), {}, {}};
+  kdloss_test::expect_error([&] { fbkd::attention_masks(bad_m, Mode::backward); },
+                            "kdloss::fbkd::attention_masks: mode backward is not available", untouched);
+  fbkd::MaskedFeatureLossArgs<double> bad_f{av, tv, {}, {}, host_scalar(&out), {}, host_view(keep.data(), shape)};
+  kdloss_test::expect_error([&] { fbkd::masked_feature_loss(bad_f, Mode::forward_backward); },
+                            "kdloss::fbkd::masked_feature_loss_forward_backward: argument 'mask_spatial' is absent",
+                            untouched);
+  fbkd::Level<double> lv{sv, tv};
+  lv.grad_student = host_view(keep.data(), {2, 3, 5, 4});
+  fbkd::TotalLossArgs<double> bad_t{{lv}, host_scalar(&out), {}, fbkd::Config::paper_two_stage()};
+  kdloss_test::expect_error([&] { fbkd::total_loss_check(bad_t, Mode::forward_backward); },
+                            "kdloss::fbkd::total_loss_forward_backward: argument 'levels[0].grad_student' has shape "
+                            "[2, 3, 5, 4]",
+                            untouched);
+  fbkd::SpatialAttentionArgs<double> bad_s{sv, {}, host_view<const double>(g_map.data(), {2, 4, 5}), {}};
+  kdloss_test::expect_error([&] { fbkd::spatial_attention(bad_s, Mode::backward); },
+                            "kdloss::fbkd::spatial_attention_backward: argument 'grad_x' is absent", untouched);
+}
+
+TEST_CASE("fbkd total: NaN and +-inf inputs propagate to the value and the gradients as PyTorch autograd's") {
+  // The reference (fbkd_ref::autograd_total) follows autograd's backward formulas step by step; it
+  // was checked against torch on these inputs. A NaN reaches every entry of a term's gradient through
+  // its norm (a NaN norm); an inf makes the norm inf and its scale 0, so only the entries that
+  // multiply the inf become NaN (0 * inf). Level 1 stays finite: each level has its own norms.
+  for (bool with_adapted : {true, false})
+    for (const auto& p : fbkd_test::presets())
+      for (const auto& bad : fbkd_test::poisons()) {
+        auto levels = two_levels(50, with_adapted);
+        if (!fbkd_test::poison(levels[0], bad, 17)) continue;
+        CAPTURE(std::string(p.name));
+        CAPTURE(with_adapted);
+        CAPTURE(std::string(bad.input));
+        CAPTURE(bad.value);
+        const fbkd_ref::Config rc = fbkd_test::ref_config(p.config);
+        std::vector<fbkd_ref::Grads> want, want_up;
+        const double value = fbkd_ref::autograd_total(levels, rc, 1.0, &want);
+        fbkd_ref::autograd_total(levels, rc, 0.6, &want_up);
+        const auto fused = fbkd_test::run_total<double>(levels, p.config, 2);
+        const auto split = fbkd_test::run_total<double>(levels, p.config, 1, 0.6);
+        const auto f32 = fbkd_test::run_total<float>(levels, p.config, 2);
+        kdloss_test::check_same_nonfinite(std::vector<double>{fused.value}, std::vector<double>{value}, 1e-12, 0,
+                                          "value");
+        kdloss_test::check_same_nonfinite(std::vector<double>{f32.value}, std::vector<double>{value}, 1e-5, 0,
+                                          "float value");
+        for (std::size_t l = 0; l < levels.size(); ++l) {
+          fbkd_test::check_grads_nonfinite(fused.grads[l], want[l], 1e-10, 1e-16, "fused, level " + std::to_string(l));
+          fbkd_test::check_grads_nonfinite(split.grads[l], want_up[l], 1e-10, 1e-16,
+                                           "backward, level " + std::to_string(l));
+          fbkd_test::check_grads_nonfinite(f32.grads[l], want[l], 1e-4, 1e-9, "float, level " + std::to_string(l));
+        }
+      }
+}

@@ -3,9 +3,22 @@
 // the attention-transfer loss L_AT (paper and reference-code forms) and their weighted total over
 // pyramid levels, each with forward and analytic backward. See docs/losses/fbkd.md.
 //
+// Every entry point E has the shape of core/entry.hpp: EArgs, E_check(args, mode),
+// E_workspace_bytes(args) and E(args, mode, exec), with thin wrappers E(...), E_backward(...) and
+// E_forward_backward(...):
+//
 //   #include "kdloss/losses/fbkd/fbkd.hpp"
-//   auto cfg = kdloss::fbkd::Config::code_two_stage();
-//   kdloss::fbkd::total_loss_forward_backward(levels, kdloss::host_scalar(&value), cfg);
+//   const kdloss::Dims shape{2, 8, 6, 5};
+//   std::vector<float> s(shape.product(), 0.5f), t(shape.product(), 0.25f), gs(shape.product());
+//   kdloss::fbkd::TotalLossArgs<float> args;
+//   kdloss::fbkd::Level<float> level{kdloss::host_view<const float>(s.data(), shape),
+//                                    kdloss::host_view<const float>(t.data(), shape)};
+//   level.grad_student = kdloss::host_view(gs.data(), shape);
+//   args.levels = {level};
+//   float value;
+//   args.out = kdloss::host_scalar(&value);
+//   args.options = kdloss::fbkd::Config::paper_two_stage();
+//   kdloss::fbkd::total_loss(args, kdloss::Mode::forward_backward);
 #pragma once
 
 #include "kdloss/losses/fbkd/attention_transfer.hpp"

@@ -16,15 +16,23 @@
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/losses/fbkd/options.hpp"
-#include "kdloss/losses/feature/distance.hpp"
-#include "kdloss/losses/feature/pointwise.hpp"
 #include "kdloss/ops/pooling.hpp"
 #include "kdloss/ops/softmax.hpp"
 
 namespace kdloss::fbkd::detail {
 
 using ::kdloss::detail::Carver;
-using ::kdloss::detail::Uniform;
+
+/// The upstream gradient of a reduced loss, read on the call's device inside the gradient pass
+/// (absent, as in forward_backward: 1, the gradient of the value itself).
+template <class T>
+struct Upstream {
+  const T* ptr = nullptr;
+  template <class Acc>
+  KDLOSS_HOST_DEVICE Acc get() const {
+    return ptr ? static_cast<Acc>(*ptr) : Acc(1);
+  }
+};
 
 /// The extents of one pyramid level's feature [B,C,H,W].
 struct Geometry {
@@ -104,21 +112,31 @@ void mask_rows(Device device, Stream stream, const View<const A>& map_t, const V
 }
 
 // ---------------------------------------------------------------------------------------------
-// Norms: a reduction of squares whose finaliser (losses/feature/distance.hpp's SqrtFinal) takes the
-// square root into a slot. The Frobenius distances of L_AT reuse distance.hpp's term too
-// (PointwiseForward<SquaredError>); their gradient below differs from distance.hpp's DistanceGrad
-// only by the loss weight (WeightedDistanceGrad), folded into the same pass.
+// Norms: a reduction of squares whose finaliser (SqrtFinal) takes the square root into a slot on
+// the call's device. Each norm's gradient folds the loss weight and the upstream gradient into one
+// scale k = weight * upstream / norm (norm_grad_scale).
 
-using ::kdloss::detail::SqrtFinal;
-/// ||a - b||_F terms (torch.dist): (a - b)^2, as distance_loss sums them.
-using SquaredDifference = ::kdloss::detail::PointwiseForward<::kdloss::detail::SquaredError, double>;
+/// The finaliser of a norm: sqrt of the reduced sum of squares (NaN and inf pass through).
+struct SqrtFinal {
+  KDLOSS_HOST_DEVICE double operator()(double total) const { return math::sqrt(total); }
+};
+/// (a - b)^2: the terms of ||a - b||_F (torch.dist).
+struct SquaredDifference {
+  template <class A, class B>
+  KDLOSS_HOST_DEVICE auto operator()(const A& a, const B& b) const {
+    return math::square(a - b);
+  }
+};
 
-/// The scale k = weight * upstream / norm of a norm's gradient; 0 where the norm is 0 (PyTorch's
-/// norm backward convention; FBKD's `sum() ** 0.5` would give NaN there).
+/// The scale k = weight * upstream / norm of a norm's gradient. Defined as 0 only where the norm is
+/// exactly 0 (PyTorch's norm backward masks norm == 0; FBKD's `sum() ** 0.5` would give NaN there). A
+/// NaN norm gives a NaN scale and an infinite one a zero scale, as autograd's self / norm does, so
+/// NaN and inf inputs reach every gradient entry that autograd's reach (docs/losses/fbkd.md, "NaN
+/// and infinity").
 template <class S, class U>
-KDLOSS_HOST_DEVICE S norm_grad_scale(const double* norm, const Uniform<U>& upstream, double weight) {
+KDLOSS_HOST_DEVICE S norm_grad_scale(const double* norm, const Upstream<U>& upstream, double weight) {
   const double n = *norm;
-  return n > 0 ? S(weight / n) * upstream.template get<S>() : S(0);
+  return n == 0 ? S(0) : S(weight / n) * upstream.template get<S>();
 }
 
 /// L_AM terms: (T - A)^2 * M_s (* M_c). Inputs: adapted student A, teacher T, M_s [B,1,H,W], M_c [B,C,1,1].
@@ -136,7 +154,7 @@ struct MaskedSquare {
 template <class U>
 struct MaskedSquareGrad {
   const double* norm;
-  Uniform<U> upstream;
+  Upstream<U> upstream;
   double weight;
   template <class A, class Tt, class Ms, class G>
   KDLOSS_HOST_DEVICE void operator()(const A& a, const Tt& t, const Ms& ms, G& g) const {
@@ -156,7 +174,7 @@ struct MaskedSquareGrad {
 template <class U>
 struct WeightedDistanceGrad {
   const double* norm;
-  Uniform<U> upstream;
+  Upstream<U> upstream;
   double weight;
   template <class A, class B, class G>
   KDLOSS_HOST_DEVICE void operator()(const A& a, const B& b, G& g) const {
@@ -171,7 +189,7 @@ struct WeightedDistanceGrad {
 template <class U>
 struct PaperTransferGrad {
   const double* norms;
-  Uniform<U> upstream;
+  Upstream<U> upstream;
   double weight, inv_c, inv_hw;
   template <class X, class Ds, class Dc, class G>
   KDLOSS_HOST_DEVICE void operator()(const X& s, const Ds& ds, const Dc& dc, G& g) const {
@@ -188,7 +206,7 @@ struct PaperTransferGrad {
 template <class U>
 struct PaperTotalGrad {
   const double* norms;
-  Uniform<U> upstream;
+  Upstream<U> upstream;
   double w_am, w_at, inv_c, inv_hw;
   template <class X, class Tt, class Ms, class Ds, class Dc, class G>
   KDLOSS_HOST_DEVICE void operator()(const X& s, const Tt& t, const Ms& ms, const Ds& ds, const Dc& dc, G& g) const {

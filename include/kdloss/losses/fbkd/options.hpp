@@ -34,7 +34,10 @@ inline const char* to_string(TransferForm f) { return f == TransferForm::paper ?
 /// Mask settings: form and the two softmax temperatures (t for positions, t_c for channels).
 ///
 ///   kdloss::fbkd::MaskOptions paper{kdloss::fbkd::MaskForm::paper, 0.1, 0.1};
-///   kdloss::fbkd::attention_masks(s, t, ms, mc, paper);
+///   std::vector<float> s(2 * 8 * 6 * 5, 0.5f), t(s.size(), 0.25f), ms(2 * 6 * 5), mc(2 * 8);
+///   kdloss::fbkd::attention_masks(kdloss::host_view<const float>(s.data(), {2, 8, 6, 5}),
+///                                 kdloss::host_view<const float>(t.data(), {2, 8, 6, 5}),
+///                                 kdloss::host_view(ms.data(), {2, 6, 5}), kdloss::host_view(mc.data(), {2, 8}), paper);
 struct MaskOptions {
   MaskForm form = MaskForm::code;
   double spatial_temperature = 0.5;

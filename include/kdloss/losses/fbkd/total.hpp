@@ -30,26 +30,28 @@ namespace kdloss::fbkd {
 ///
 /// Inputs (all [B,C,H,W] unless noted; any strides; teacher features are never differentiated):
 /// - student S: the student's feature. Its maps enter the masks (detached) and the paper L_AT.
-///   Required unless only the code-form L_AT is active (w_am = 0).
+///  Required unless only the code-form L_AT is active (w_am = 0).
 /// - teacher T: required.
 /// - student_adapted A: the student's feature after the caller's 1x1 adapter, used by L_AM. Default S.
 /// - student_channel C_hat [B,C] (or [B,C,1,1]) = Linear(mean_hw(S)) and student_spatial S_hat
-///   [B,1,H,W] (or [B,H,W]) = Conv3x3(mean_c(S)): the caller's adapted pooled features, required by the
-///   code-form L_AT (ops::mean_over_positions / mean_over_channels compute the plain means).
+///  [B,1,H,W] (or [B,H,W]) = Conv3x3(mean_c(S)): the caller's adapted pooled features, required by the
+///  code-form L_AT (ops::mean_over_positions / mean_over_channels compute the plain means).
 ///
 /// Gradient outputs (written by backward and forward_backward, ignored by the forward; each is
 /// overwritten, not accumulated; a term that is switched off writes zeros):
 /// - grad_student_adapted: d value / dA (the L_AM term).
 /// - grad_student: d value / dS. With an adapter (A given) that is the paper L_AT's part through the
-///   abs-means (zero in the code form). Without one (A = S) it is the whole gradient, L_AM included, and
-///   grad_student_adapted must be left out.
+///  abs-means (zero in the code form). Without one (A = S) it is the whole gradient, L_AM included, and
+///  grad_student_adapted must be left out.
 /// - grad_student_channel, grad_student_spatial: d value / dC_hat and dS_hat (the code L_AT); backprop
-///   them through your adapters and then through the plain means (ops::*_backward).
+///  them through your adapters and then through the plain means (ops::*_backward).
 ///
-///   kdloss::fbkd::Level<float> p3{kdloss::host_view<const float>(s3, {2, 256, 100, 168}),
-///                                 kdloss::host_view<const float>(t3, {2, 256, 100, 168})};
-///   p3.student_adapted = kdloss::host_view<const float>(a3, {2, 256, 100, 168});
-///   p3.grad_student_adapted = kdloss::host_view(ga3, {2, 256, 100, 168});
+///   const kdloss::Dims p3_shape{2, 256, 100, 168};
+///   std::vector<float> s3(p3_shape.product()), t3(s3.size()), a3(s3.size()), ga3(s3.size());
+///   kdloss::fbkd::Level<float> p3{kdloss::host_view<const float>(s3.data(), p3_shape),
+///                                 kdloss::host_view<const float>(t3.data(), p3_shape)};
+///   p3.student_adapted = kdloss::host_view<const float>(a3.data(), p3_shape);
+///   p3.grad_student_adapted = kdloss::host_view(ga3.data(), p3_shape);
 template <class T>
 struct Level {
   Level() = default;
@@ -285,10 +287,18 @@ std::size_t total_workspace_bytes(const Level<T>* levels, std::size_t count, con
   return carve_total<acc_t<T>>(nullptr, geos, Plan::of(cfg), device).bytes;
 }
 
-/// The engine behind every FBKD entry point except attention_masks and masked_feature_loss.
+/// A validated total call: its device and its prepared levels.
 template <class T>
-void run_total(const char* fn, Mode mode, const Level<T>* levels, std::size_t count, const Config& cfg,
-               const View<T>& out, const View<const T>& grad_out, bool indexed, const Exec& exec) {
+struct Checked {
+  Device device;
+  std::vector<Prepared<T>> levels;
+};
+
+/// Every check of a total-shaped call (the total and the single-level L_AT entries); throws before
+/// anything is written.
+template <class T>
+Checked<T> check_total(const char* fn, Mode mode, const Level<T>* levels, std::size_t count, const Config& cfg,
+                       const View<T>& out, const View<const T>& grad_out, bool indexed) {
   const ::kdloss::detail::Checker ck{fn};
   check_config(fn, cfg);
   const Plan plan = Plan::of(cfg);
@@ -306,9 +316,18 @@ void run_total(const char* fn, Mode mode, const Level<T>* levels, std::size_t co
     device = out.device;
   }
   ::kdloss::detail::require_backend<T>(fn, device);
-  const std::vector<Prepared<T>> lv = prepare(ck, levels, count, plan, mode, device, indexed);
+  Checked<T> c{device, prepare(ck, levels, count, plan, mode, device, indexed)};
   check_aliasing(ck, levels, count, mode, out, grad_out, indexed);
+  return c;
+}
 
+/// The engine behind the total and the L_AT entry points: runs a checked call.
+template <class T>
+void run_checked(const char* fn, const Checked<T>& checked, Mode mode, const Config& cfg, const View<T>& out,
+                 const View<const T>& grad_out, const Exec& exec) {
+  const Plan plan = Plan::of(cfg);
+  const Device device = checked.device;
+  const std::vector<Prepared<T>>& lv = checked.levels;
   std::vector<Geometry> geos;
   for (const auto& p : lv) geos.push_back(p.g);
   using Acc = acc_t<T>;
@@ -318,7 +337,7 @@ void run_total(const char* fn, Mode mode, const Level<T>* levels, std::size_t co
       ::kdloss::detail::resolve_workspace(fn, device, exec.workspace, needed, scratch), geos, plan, device);
 
   const Stream stream = exec.stream;
-  const Uniform<T> upstream{mode == Mode::backward ? grad_out.data : nullptr};
+  const Upstream<T> upstream{mode == Mode::backward ? grad_out.data : nullptr};
   for (std::size_t l = 0; l < lv.size(); ++l) {
     const Prepared<T>& p = lv[l];
     const Geometry& g = p.g;
@@ -406,61 +425,148 @@ void run_total(const char* fn, Mode mode, const Level<T>* levels, std::size_t co
                       (plan.at_paper || plan.at_code) ? cfg.w_at : 0.0, lay.partials, out.data);
 }
 
+/// Check, then run.
+template <class T>
+void run_total(const char* fn, Mode mode, const Level<T>* levels, std::size_t count, const Config& cfg,
+               const View<T>& out, const View<const T>& grad_out, bool indexed, const Exec& exec) {
+  run_checked(fn, check_total(fn, mode, levels, count, cfg, out, grad_out, indexed), mode, cfg, out, grad_out, exec);
+}
+
+inline constexpr const char* kTotalLossNames[3] = {"kdloss::fbkd::total_loss", "kdloss::fbkd::total_loss_backward",
+                                                   "kdloss::fbkd::total_loss_forward_backward"};
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------------------------
 // Public entry points. All views of one call are on one device; on a GPU pass a workspace of
-// total_loss_workspace_bytes(levels, config) bytes and a stream in `exec`.
+// total_loss_workspace_bytes(args) bytes and a stream in `exec`.
+
+/// The options of total_loss: the forms, temperatures and weights (options.hpp; presets
+/// Config::code_two_stage() etc.).
+using TotalLossOptions = Config;
+
+/// The arguments of one total_loss call: the pyramid levels (inputs and requested gradients), the
+/// one-element loss output (forward, forward_backward), the one-element upstream gradient
+/// (backward) and the configuration.
+///
+///   const kdloss::Dims shape{2, 8, 6, 5};
+///   std::vector<float> s(shape.product(), 0.5f), t(shape.product(), 0.25f), gs(shape.product());
+///   kdloss::fbkd::TotalLossArgs<float> args;
+///   kdloss::fbkd::Level<float> level{kdloss::host_view<const float>(s.data(), shape),
+///                                    kdloss::host_view<const float>(t.data(), shape)};
+///   level.grad_student = kdloss::host_view(gs.data(), shape);
+///   args.levels = {level};
+///   float value = 0;
+///   args.out = kdloss::host_scalar(&value);
+///   args.options = kdloss::fbkd::Config::paper_two_stage();
+///   kdloss::fbkd::total_loss(args, kdloss::Mode::forward_backward);
+template <class T>
+struct TotalLossArgs {
+  std::vector<Level<T>> levels;
+  View<T> out;             // the value: forward, forward_backward
+  View<const T> grad_out;  // dL/dvalue, one element: backward
+  Config options;
+};
+
+/// Throws kdloss::Error naming the argument ("levels[i].field") and the shapes when `args` cannot
+/// run in `mode`; writes nothing.
+///
+///   kdloss::fbkd::TotalLossArgs<float> args;   // its views filled in as in TotalLossArgs's example
+///   kdloss::fbkd::total_loss_check(args, kdloss::Mode::forward_backward);
+template <class T>
+void total_loss_check(const TotalLossArgs<T>& args, Mode mode) {
+  detail::check_total<T>(detail::kTotalLossNames[static_cast<int>(mode)], mode, args.levels.data(),
+                         args.levels.size(), args.options, args.out, args.grad_out, true);
+}
+
+/// Workspace bytes of total_loss on these levels and options, enough for every mode (slots, the
+/// maps, masks and pooled teacher features of every level, and one reduction scratch on a GPU).
+/// 0 bytes is fine on the host, where a null workspace means "allocate".
+///
+///   kdloss::fbkd::TotalLossArgs<float> args;   // its views filled in as in TotalLossArgs's example
+///   std::size_t bytes = kdloss::fbkd::total_loss_workspace_bytes(args);
+template <class T>
+std::size_t total_loss_workspace_bytes(const TotalLossArgs<T>& args) {
+  return detail::total_workspace_bytes<T>(args.levels.data(), args.levels.size(), args.options);
+}
+
+/// Checks, then runs: forward writes value = sum over levels of w_am * L_AM + w_at * L_AT to `out`;
+/// backward writes the requested gradients times grad_out (recomputing the masks and norms first);
+/// forward_backward writes the value and the gradients of the value itself. No host synchronisation.
+///
+///   kdloss::fbkd::TotalLossArgs<float> args;   // its views filled in as in TotalLossArgs's example
+///   kdloss::fbkd::total_loss(args, kdloss::Mode::forward_backward);
+template <class T>
+void total_loss(const TotalLossArgs<T>& args, Mode mode, const Exec& exec = {}) {
+  detail::run_total<T>(detail::kTotalLossNames[static_cast<int>(mode)], mode, args.levels.data(), args.levels.size(),
+                       args.options, args.out, args.grad_out, true, exec);
+}
 
 /// value = sum over levels of config.w_am * L_AM + config.w_at * L_AT, written to `out` (one element,
 /// on the device of the views). Gradient views in `levels` are ignored.
 ///
-///   std::vector<kdloss::fbkd::Level<float>> levels = {{s2, t2}, {s3, t3}, {s4, t4}, {s5, t5}};
-///   auto cfg = kdloss::fbkd::Config::paper_two_stage();      // code-form presets need student_channel/_spatial
+///   const kdloss::Dims p4{2, 8, 6, 5}, p5{2, 8, 3, 3};
+///   std::vector<float> s4(p4.product(), 0.5f), t4(p4.product(), 0.25f), s5(p5.product(), 1.f), t5(p5.product());
+///   std::vector<kdloss::fbkd::Level<float>> levels = {
+///       {kdloss::host_view<const float>(s4.data(), p4), kdloss::host_view<const float>(t4.data(), p4)},
+///       {kdloss::host_view<const float>(s5.data(), p5), kdloss::host_view<const float>(t5.data(), p5)}};
+///   auto cfg = kdloss::fbkd::Config::paper_two_stage();   // code-form presets need student_channel/_spatial
 ///   float value;
 ///   kdloss::fbkd::total_loss(levels, kdloss::host_scalar(&value), cfg);
 template <class T, class O>
 void total_loss(const std::vector<Level<T>>& levels, const View<O>& out, const Config& config = {},
                 const Exec& exec = {}) {
-  detail::run_total<T>("kdloss::fbkd::total_loss", detail::Mode::forward, levels.data(), levels.size(), config, out, {},
-                       true, exec);
+  TotalLossArgs<T> a{levels, out, {}, config};
+  total_loss(a, Mode::forward, exec);
 }
 
 /// Writes the requested gradient views of `levels`: grad_out * d value / d (A, S, C_hat, S_hat), with
 /// grad_out one element on the device (an autograd backward's incoming gradient). Recomputes the
 /// masks and norms first; no host synchronisation.
 ///
-///   levels[0].grad_student_adapted = kdloss::cuda_view(ga, {2, 256, 200, 336});
-///   kdloss::fbkd::total_loss_backward(levels, kdloss::cuda_scalar<const float>(d_grad_out), cfg,
-///                                     {kdloss::Workspace{ws, bytes}, kdloss::Stream(stream)});
+///   const kdloss::Dims shape{2, 8, 6, 5};
+///   std::vector<float> s(shape.product(), 0.5f), t(shape.product(), 0.25f), gs(shape.product());
+///   kdloss::fbkd::Level<float> level{kdloss::host_view<const float>(s.data(), shape),
+///                                    kdloss::host_view<const float>(t.data(), shape)};
+///   level.grad_student = kdloss::host_view(gs.data(), shape);
+///   const float grad_out = 1;
+///   kdloss::fbkd::total_loss_backward(std::vector<kdloss::fbkd::Level<float>>{level},
+///                                     kdloss::host_scalar(&grad_out), kdloss::fbkd::Config::paper_two_stage());
 template <class T, class G>
 void total_loss_backward(const std::vector<Level<T>>& levels, const View<G>& grad_out, const Config& config = {},
                          const Exec& exec = {}) {
-  detail::run_total<T>("kdloss::fbkd::total_loss_backward", detail::Mode::backward, levels.data(), levels.size(),
-                       config, {}, grad_out, true, exec);
+  TotalLossArgs<T> a{levels, {}, grad_out, config};
+  total_loss(a, Mode::backward, exec);
 }
 
 /// The value and the requested gradients (of the value itself) in one call: what a training step needs.
 ///
+///   const kdloss::Dims shape{2, 8, 6, 5}, ch{2, 8}, sp{2, 1, 6, 5};
+///   std::vector<float> s(shape.product(), 0.5f), t(shape.product(), 0.25f), a(shape.product(), 0.3f),
+///       c_hat(ch.product()), s_hat(sp.product()), ga(shape.product()), gc(ch.product()), gsp(sp.product());
 ///   auto cfg = kdloss::fbkd::Config::code_two_stage();
-///   kdloss::fbkd::Level<float> lv{s, t};
-///   lv.student_adapted = a; lv.student_channel = c_hat; lv.student_spatial = s_hat;
-///   lv.grad_student_adapted = ga; lv.grad_student_channel = gc; lv.grad_student_spatial = gsp;
+///   kdloss::fbkd::Level<float> lv{kdloss::host_view<const float>(s.data(), shape),
+///                                 kdloss::host_view<const float>(t.data(), shape),
+///                                 kdloss::host_view<const float>(a.data(), shape)};
+///   lv.student_channel = kdloss::host_view<const float>(c_hat.data(), ch);
+///   lv.student_spatial = kdloss::host_view<const float>(s_hat.data(), sp);
+///   lv.grad_student_adapted = kdloss::host_view(ga.data(), shape);
+///   lv.grad_student_channel = kdloss::host_view(gc.data(), ch);
+///   lv.grad_student_spatial = kdloss::host_view(gsp.data(), sp);
 ///   std::vector<kdloss::fbkd::Level<float>> levels{lv};
-///   std::size_t bytes = kdloss::fbkd::total_loss_workspace_bytes(levels, cfg);   // 0-size OK on host
+///   float value;
 ///   kdloss::fbkd::total_loss_forward_backward(levels, kdloss::host_scalar(&value), cfg);
 template <class T, class O>
 void total_loss_forward_backward(const std::vector<Level<T>>& levels, const View<O>& out, const Config& config = {},
                                  const Exec& exec = {}) {
-  detail::run_total<T>("kdloss::fbkd::total_loss_forward_backward", detail::Mode::fused, levels.data(), levels.size(),
-                       config, out, {}, true, exec);
+  TotalLossArgs<T> a{levels, out, {}, config};
+  total_loss(a, Mode::forward_backward, exec);
 }
 
-/// Workspace bytes of any total_loss call on these levels and this configuration (slots, the maps,
-/// masks and pooled teacher features of every level, and one reduction scratch on a GPU).
+/// total_loss_workspace_bytes(args) of a call on these levels and this configuration.
 ///
-///   std::size_t bytes = kdloss::fbkd::total_loss_workspace_bytes(levels, cfg);
-///   void* ws; cudaMallocAsync(&ws, bytes, stream);
+///   std::vector<kdloss::fbkd::Level<float>> levels(1);   // fill in the views first
+///   std::size_t bytes = kdloss::fbkd::total_loss_workspace_bytes(levels, kdloss::fbkd::Config::code_two_stage());
 template <class T>
 std::size_t total_loss_workspace_bytes(const std::vector<Level<T>>& levels, const Config& config = {}) {
   return detail::total_workspace_bytes<T>(levels.data(), levels.size(), config);

@@ -5,7 +5,7 @@
 
 or, to install it into the environment (pyproject.toml declares the build requirements):
 
-    python3 -m pip install wheel                          # only where setuptools < 70.1 (a fresh venv's 65)
+    python3 -m pip install setuptools wheel               # the build requirements (a fresh venv lacks wheel)
     python3 -m pip install --no-build-isolation ./python  # builds against the torch already installed
 
 Environment:

@@ -205,7 +205,12 @@ void bind(py::module_& m, const char* name, const char* fn, Describe describe, R
       Args<T> args{};
       if constexpr (detail::has_options<Args<T>>::value) {
         using O = std::decay_t<decltype(args.options)>;
-        if (!options.is_none()) args.options = options.cast<O>();
+        if (!options.is_none()) {
+          kdloss::detail::require(py::isinstance<O>(options), fn, ": argument 'options' must be a ",
+                                  std::string(py::str(py::type::of<O>().attr("__name__"))), " but is ",
+                                  std::string(py::str(py::type::of(options).attr("__name__"))));
+          args.options = options.cast<O>();
+        }
       }
       Fields<T> f(e, typename Fields<T>::Context{mode, &in, &tensors, &up, reserve, &want, &result});
       describe(args, f);

@@ -98,3 +98,90 @@ def test_options_class():
     assert g.beta == 0.5
     with pytest.raises(AttributeError):
         _C.GradAccumulate(gamma=1.0)
+
+
+# ---- every part of the template, through _C._testing (python/csrc/testing.cpp):
+#      value = scale * sum(x * y) (or the map), y optional, grads of x and y, the scale kept in the reserve
+
+probe = _C._testing
+
+
+def test_testing_schema():
+    assert list(probe.inputs) == ["x", "y"] and list(probe.optional) == [False, True]
+    assert list(probe.grads) == ["grad_x", "grad_y"] and list(probe.grad_of) == ["x", "y"]
+    assert probe.reserve and probe.has_options and probe.upstream
+    assert list(_C._TestingOptions.fields) == ["scale", "reduce"]
+
+
+@pytest.mark.parametrize("mode", ["fused", "recompute"])
+@pytest.mark.parametrize("which", ["x", "y", "both"])
+def test_gradients_by_name_with_two_differentiable_inputs(mode, which):
+    loss = _function.Loss(probe)
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=which in ("x", "both"))
+    y = torch.randn(3, 4, dtype=torch.float64, requires_grad=which in ("y", "both"))
+    with kd.backward_mode(mode):
+        value = loss(x, y, options=_C._TestingOptions(scale=2.0))
+    torch.testing.assert_close(value, 2 * (x * y).sum().detach(), rtol=1e-12, atol=0)
+    (5 * value).backward()
+    if which in ("x", "both"):
+        torch.testing.assert_close(x.grad, 10 * y.detach(), rtol=1e-12, atol=0)
+    else:
+        assert x.grad is None
+    if which in ("y", "both"):
+        torch.testing.assert_close(y.grad, 10 * x.detach(), rtol=1e-12, atol=0)
+    else:
+        assert y.grad is None
+
+
+def test_optional_input_none():
+    x = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    value = _function.Loss(probe)(x, None)
+    value.backward()
+    torch.testing.assert_close(value, x.sum().detach(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(x.grad, torch.ones_like(x), rtol=0, atol=0)
+
+
+def test_reserve_goes_from_forward_to_backward():
+    x = torch.randn(4, dtype=torch.float64)
+    fwd = probe(FORWARD, (x, None), _C._TestingOptions(scale=3.0))
+    assert set(fwd) == {"out", "reserve"} and fwd["reserve"].dtype == torch.uint8
+    # backward reads the scale forward kept (3), not the options it is given (default 1)
+    back = probe(BACKWARD, (x, None), None, torch.tensor(1.0, dtype=torch.float64), ["grad_x"], fwd["reserve"])
+    torch.testing.assert_close(back["grad_x"], torch.full_like(x, 3.0), rtol=0, atol=0)
+    with pytest.raises(kd.KdlossError, match="argument 'reserve' is absent"):
+        probe(BACKWARD, (x, None), None, torch.tensor(1.0, dtype=torch.float64), ["grad_x"])
+    with pytest.raises(kd.KdlossError, match="argument 'reserve' must be the uint8 buffer"):
+        probe(BACKWARD, (x, None), None, torch.tensor(1.0, dtype=torch.float64), ["grad_x"], x)
+    # through the Function in recompute mode: saved with the inputs
+    xg = x.clone().requires_grad_()
+    with kd.backward_mode("recompute"):
+        value = _function.Loss(probe)(xg, None, options=_C._TestingOptions(scale=3.0))
+    value.backward()
+    torch.testing.assert_close(xg.grad, torch.full_like(x, 3.0), rtol=0, atol=0)
+
+
+def test_value_shaped_like_an_input_keeps_its_strides():
+    x = torch.randn(3, 4, dtype=torch.float64).t()  # transposed: not contiguous
+    xc = x.contiguous().requires_grad_()
+    opts = _C._TestingOptions(reduce=False, scale=2.0)
+    out = probe(FORWARD, (xc, None), opts)["out"]
+    assert out.shape == xc.shape and out.stride() == xc.stride()
+    value = _function.Loss(probe)(xc, None, options=opts, fuse=False)
+    value.backward(torch.full_like(value, 0.5))
+    torch.testing.assert_close(xc.grad, torch.ones_like(xc), rtol=0, atol=0)
+    assert x.shape == (4, 3)
+
+
+def test_bridge_checks_name_the_entry_and_argument():
+    x = torch.randn(3)
+    with pytest.raises(kd.KdlossError, match=r"^kdloss_torch._testing: argument 'y' has dtype torch.float64 but 'x'"):
+        probe(FORWARD, (x, x.double()))
+    with pytest.raises(kd.KdlossError, match=r"^kdloss_torch._testing: argument 'y' must be a torch.Tensor but is int"):
+        probe(FORWARD, (x, 3))
+    with pytest.raises(kd.KdlossError, match=r"^kdloss_torch._testing: argument 'x' is None but is required"):
+        probe(FORWARD, (None, x))
+    with pytest.raises(kd.KdlossError, match="internal: 1 tensors for 2 inputs"):
+        probe(FORWARD, (x,))
+    with pytest.raises(kd.KdlossError, match=r"^kdloss_torch._testing: argument 'options' must be a _TestingOptions "
+                                            r"but is str"):
+        probe(FORWARD, (x, None), "not options")

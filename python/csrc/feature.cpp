@@ -84,7 +84,8 @@ struct DistanceLossArgs {
 template <class T>
 void distance_loss(const DistanceLossArgs<T>& a, kdloss::Mode mode, const kdloss::Exec& ex) {
   if (mode == kdloss::Mode::forward) kdloss::distance_loss(a.student, a.teacher, a.out, ex);
-  if (mode == kdloss::Mode::backward) kdloss::distance_loss_backward(a.student, a.teacher, a.grad_out, a.grad_student, ex);
+  if (mode == kdloss::Mode::backward)
+    kdloss::distance_loss_backward(a.student, a.teacher, a.grad_out, a.grad_student, ex);
   if (mode == kdloss::Mode::forward_backward)
     kdloss::distance_loss_forward_backward(a.student, a.teacher, a.out, a.grad_student, ex);
 }

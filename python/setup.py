@@ -3,7 +3,10 @@
     cd python && python3 setup.py build_ext --inplace      # builds kdloss_torch/_C*.so in place
     python3 -m pytest python/tests                          # from the repository root
 
-(or `pip install --no-build-isolation ./python` to install it into the environment).
+or, to install it into the environment (pyproject.toml declares the build requirements):
+
+    python3 -m pip install setuptools wheel               # the build requirements (a fresh venv lacks wheel)
+    python3 -m pip install --no-build-isolation ./python  # builds against the torch already installed
 
 Environment:
     KDLOSS_TORCH_CUDA   auto (default): a CUDA build when torch has CUDA, nvcc is found and a GPU is
@@ -20,10 +23,39 @@ import os
 import shutil
 import sys
 
+import setuptools
 from setuptools import setup
 
-import torch
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+def _check_build_requirements():
+    """Stops with a clear message where a requirement of the build is missing (pyproject.toml lists
+    them; pip does not install them under --no-build-isolation, and torch must be the one installed)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        sys.exit("kdloss_torch: torch is not importable by %s (%s): kdloss_torch compiles against the installed "
+                 "torch, so install torch first and build with `pip install --no-build-isolation ./python` (an "
+                 "isolated build cannot see it)" % (sys.executable, e))
+    # pip builds a wheel (dist_info, bdist_wheel, editable_wheel): setuptools 70.1 and later have
+    # bdist_wheel built in; older ones (65 in a fresh venv of Python 3.11) need the `wheel` package and
+    # otherwise stop with "invalid command 'bdist_wheel'".
+    if not {"dist_info", "bdist_wheel", "editable_wheel"} & set(sys.argv[1:]):
+        return
+    for module in ("setuptools.command.bdist_wheel", "wheel.bdist_wheel"):
+        try:
+            __import__(module)
+            return
+        except ImportError:
+            pass
+    sys.exit("kdloss_torch: building the package needs the `wheel` package with setuptools %s (< 70.1, which has "
+             "no bdist_wheel of its own): run `%s -m pip install wheel` (or upgrade setuptools), then `pip install "
+             "--no-build-isolation ./python` again" % (setuptools.__version__, sys.executable))
+
+
+_check_build_requirements()
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

@@ -25,7 +25,8 @@ if [[ " $* " == *" --python "* ]]; then
   sudo_cmd=()
   if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
   if ! command -v "$python" >/dev/null 2>&1 || ! "$python" -m pip --version >/dev/null 2>&1 ||
-    ! "$python" -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null; then
+    ! "$python" -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null ||
+    ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then  # venv + ensurepip: python/tests/test_install.py
     echo "kdloss: installing Debian packages: python3 python3-dev python3-pip python3-venv"
     "${sudo_cmd[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq python3 python3-dev python3-pip python3-venv >/dev/null

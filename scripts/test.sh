@@ -2,7 +2,8 @@
 # The whole test suite: installs what is missing, builds everything (CUDA sources too when nvcc is
 # present), runs the tests (GPU cases skip visibly without a GPU), then the host suite again under
 # AddressSanitizer + UndefinedBehaviorSanitizer, then the PyTorch bridge (python/): installs torch,
-# pytest and numpy from PyPI when missing, builds kdloss_torch and runs its pytest suite.
+# pytest and numpy from PyPI when missing, builds kdloss_torch and runs its pytest suite (which also
+# installs the package once in a fresh virtual environment, as the README says).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -25,8 +26,11 @@ python=${KDLOSS_PYTHON:-python3}
 bash scripts/deps.sh --python
 echo "== kdloss: PyTorch bridge: build kdloss_torch (python/, torch.utils.cpp_extension) =="
 (cd python && MAX_JOBS="$jobs" "$python" setup.py build_ext --inplace)
-echo "== kdloss: PyTorch bridge: pytest (parity, gradcheck, errors, DLPack, DDP; CUDA cases need a GPU) =="
-"$python" -m pytest python/tests -q -rs
+echo "== kdloss: PyTorch bridge: pytest (parity, gradcheck, errors, DLPack, DDP, the documented install; CUDA cases need a GPU) =="
+# KDLOSS_TEST_INSTALL=1: tests/test_install.py also runs the documented `pip install --no-build-isolation
+# ./python` once, in a fresh venv (--system-site-packages: it reuses this torch) from the objects just built
+# (about a minute: a venv, `pip install setuptools wheel`, a link).
+KDLOSS_TEST_INSTALL=1 MAX_JOBS="$jobs" "$python" -m pytest python/tests -q -rs
 # Without a GPU the build above is CPU-only; when nvcc and a CUDA build of torch are present, check
 # that the CUDA variant (family files compiled by nvcc) still compiles and loads (KDLOSS_SKIP_CUDA_BRIDGE=1
 # skips this).

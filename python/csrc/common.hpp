@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kdloss/core/device.hpp"
+#include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/types.hpp"
 #include "kdloss/core/view.hpp"
@@ -77,6 +78,12 @@ Output empty_like(py::handle like, const char* name);
 /// torch.empty(shape) with the dtype and device of `like`, contiguous.
 Output empty(const Arg& like, const Dims& shape, const char* name);
 
+/// A reserve buffer (state that backward reads from forward, core/entry.hpp) of at least `bytes` bytes
+/// on `device`: a byte tensor from torch's allocator that Python keeps from forward to backward.
+py::object empty_reserve(Device device, std::size_t bytes);
+/// The 256-aligned reserve inside such a tensor (the same pointer and size for the same tensor).
+kdloss::Reserve reserve_of(py::handle tensor, const char* fn, const char* name);
+
 /// One kdloss call on a device: selects that CUDA device for the duration of the call, uses torch's
 /// current stream there, and allocates the workspace through torch's allocator (the caching
 /// allocator on CUDA; ordered on the stream, so freeing it after the call is safe).
@@ -86,7 +93,8 @@ class Call {
   ~Call();
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;
-  /// An Exec with a workspace of at least `bytes` bytes aligned to 256, and the current stream.
+  /// An Exec with a workspace of at least `bytes` bytes aligned to 256, the current stream and (on
+  /// CUDA) torch's current cuBLAS handle, which is bound to that stream.
   kdloss::Exec exec(std::size_t bytes);
 
  private:
@@ -103,7 +111,8 @@ struct Register {
 
 // ---- helpers (header-only) ----
 
-/// Loss call modes, as the C++ entry points name them.
+/// Loss call modes of the hand-written bindings (the generic ones, binding.hpp, take kdloss::Mode);
+/// Python passes 0, 1, 2 (kdloss_torch._common.FORWARD, BACKWARD, FUSED) for both.
 enum class Mode { forward = 0, backward = 1, fused = 2 };
 
 inline Mode mode_of(int m, const char* fn) {

@@ -4,6 +4,7 @@
 // pass); kdloss_torch/feature.py wraps them in autograd Functions.
 #include "kdloss/losses/feature/feature.hpp"
 
+#include "binding.hpp"
 #include "common.hpp"
 
 namespace kdloss_torch {
@@ -72,29 +73,6 @@ py::tuple pointwise(const std::string& kind_name, int mode_index, py::handle stu
   return py::make_tuple(out.tensor, grad.tensor);
 }
 
-py::tuple distance(int mode_index, py::handle student, py::handle teacher, py::handle grad_out) {
-  const char* fn = "kdloss_torch.distance_loss";
-  const Mode mode = mode_of(mode_index, fn);
-  const Arg s = tensor_arg(student, fn, "student"), t = tensor_arg(teacher, fn, "teacher");
-  const Arg up = tensor_arg(grad_out, fn, "grad_out", mode != Mode::backward);
-  same_dtype(fn, s, t);
-  same_dtype(fn, s, up);
-  Output out, grad;
-  if (mode != Mode::backward) out = empty(s, Dims{}, "out");
-  if (mode != Mode::forward) grad = empty_like(student, "grad_student");
-  Call call(fn, s.device);
-  dispatch(fn, s, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const auto sv = s.in<T>(), tv = t.in<T>();
-    const kdloss::Exec ex = call.exec(workspace_bytes([&] { return kdloss::distance_loss_workspace_bytes(sv); }));
-    py::gil_scoped_release nogil;
-    if (mode == Mode::forward) kdloss::distance_loss(sv, tv, out.arg.out<T>(), {}, ex);
-    if (mode == Mode::backward) kdloss::distance_loss_backward(sv, tv, up.in<T>(), grad.arg.out<T>(), {}, ex);
-    if (mode == Mode::fused) kdloss::distance_loss_forward_backward(sv, tv, out.arg.out<T>(), grad.arg.out<T>(), {}, ex);
-  });
-  return py::make_tuple(out.tensor, grad.tensor);
-}
-
 py::tuple kl_div(int mode_index, py::handle student, py::handle teacher, int class_axis, py::handle grad_out,
                  double temperature, const std::string& reduction) {
   const char* fn = "kdloss_torch.kl_div_loss";
@@ -129,8 +107,16 @@ KDLOSS_TORCH_FAMILY(feature, m) {
   namespace kt = kdloss_torch;
   m.def("feature_pointwise", &kt::pointwise, "kind"_a, "mode"_a, "student"_a, "teacher"_a, "grad_out"_a, "beta"_a,
         "reduction"_a, "kdloss::{mse,l1,smooth_l1}_loss[_backward|_forward_backward] -> (out | None, grad | None)");
-  m.def("feature_distance", &kt::distance, "mode"_a, "student"_a, "teacher"_a, "grad_out"_a,
-        "kdloss::distance_loss[_backward|_forward_backward] -> (out | None, grad | None)");
+  kt::Options<kdloss::DistanceOptions>(m, "DistanceOptions", "options of distance_loss (none today)");
+  kt::bind<kdloss::DistanceLossArgs>(m, "feature_distance_loss", "kdloss_torch.distance_loss",
+                                 [](auto& a, auto& f) {
+                                   f.in("student", a.student);
+                                   f.in("teacher", a.teacher);
+                                   f.upstream(a.grad_out);
+                                   f.out("out", a.out, kt::Dims{});
+                                   f.grad("grad_student", a.grad_student, "student");
+                                 },
+                                 KDLOSS_TORCH_ENTRY(kdloss::distance_loss));
   m.def("feature_kl_div", &kt::kl_div, "mode"_a, "student"_a, "teacher"_a, "class_axis"_a, "grad_out"_a,
         "temperature"_a, "reduction"_a,
         "kdloss::kl_div_loss[_backward|_forward_backward] -> (out | None, grad | None)");

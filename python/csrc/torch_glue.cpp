@@ -9,6 +9,7 @@
 #include <torch/csrc/autograd/python_variable.h>
 
 #if defined(KDLOSS_TORCH_WITH_CUDA)
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -28,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "binding.hpp"
 #include "common.hpp"
 #include "kdloss/interop/dlpack.hpp"
 #include "kdloss/losses/feature/pointwise.hpp"
@@ -287,9 +289,13 @@ Call::~Call() = default;
 kdloss::Exec Call::exec(std::size_t bytes) {
   kdloss::Exec ex;
 #if defined(KDLOSS_TORCH_WITH_CUDA)
-  if (impl_->device.is_cuda())
+  if (impl_->device.is_cuda()) {
     ex.stream =
         kdloss::Stream(c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(impl_->device.index)).stream());
+    // torch's handle for the current device, already bound to the current stream (and to torch's
+    // cuBLAS workspace): kdloss's matrix products run in the same order as torch's own.
+    ex.blas = kdloss::BlasHandle(at::cuda::getCurrentCUDABlasHandle());
+  }
 #endif
   if (bytes == 0) return ex;
   constexpr std::size_t align = kdloss::detail::kWorkspaceAlignment;
@@ -302,6 +308,55 @@ kdloss::Exec Call::exec(std::size_t bytes) {
 }
 
 Register::Register(const char* name, Registrar registrar) { registry().emplace_back(name, registrar); }
+
+py::object empty_reserve(Device device, std::size_t bytes) {
+  constexpr std::size_t align = kdloss::detail::kWorkspaceAlignment;
+  at::Tensor t = at::empty({static_cast<std::int64_t>(bytes + align - 1)},
+                           at::TensorOptions().dtype(at::kByte).device(torch_device(device)));
+  return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(t)));
+}
+
+kdloss::Reserve reserve_of(py::handle obj, const char* fn, const char* name) {
+  const at::Tensor& t = unpack(obj, fn, name);
+  kdloss::detail::require(t.scalar_type() == at::kByte && t.dim() == 1 && t.is_contiguous(), fn, ": argument '", name,
+                          "' must be the uint8 buffer the forward call returned");
+  constexpr std::size_t align = kdloss::detail::kWorkspaceAlignment;
+  const auto base = reinterpret_cast<std::uintptr_t>(t.data_ptr());
+  const std::uintptr_t aligned = (base + align - 1) / align * align;
+  const std::size_t skip = aligned - base, n = static_cast<std::size_t>(t.numel());
+  return kdloss::Reserve{reinterpret_cast<void*>(aligned), n > skip ? n - skip : 0};
+}
+
+void register_entry_class(py::module_& m) {
+  py::class_<Entry>(m, "Entry",
+                    "A kdloss entry point bound with python/csrc/binding.hpp: entry(mode, tensors, options=None, "
+                    "grad_out=None, want=[], reserve=None) -> {output name: tensor}; kdloss_torch._function.Loss "
+                    "makes it an autograd Function")
+      .def_readonly("fn", &Entry::fn)
+      .def_readonly("inputs", &Entry::inputs)
+      .def_readonly("optional", &Entry::optional)
+      .def_readonly("outputs", &Entry::outputs)
+      .def_readonly("grads", &Entry::grads)
+      .def_readonly("grad_of", &Entry::grad_of)
+      .def_readonly("upstream", &Entry::upstream)
+      .def_readonly("reserve", &Entry::reserve)
+      .def_readonly("has_options", &Entry::has_options)
+      .def(
+          "__call__",
+          [](const Entry& e, int mode, const py::sequence& tensors, py::handle options, py::handle grad_out,
+             const std::vector<std::string>& want, py::handle reserve) {
+            kdloss::detail::require(mode >= 0 && mode <= 2, e.fn, ": internal mode ", mode,
+                                    " is not 0 (forward), 1 (backward) or 2 (forward_backward)");
+            return e.run(e, static_cast<kdloss::Mode>(mode), tensors, options, grad_out, reserve, want);
+          },
+          py::arg("mode"), py::arg("tensors"), py::arg("options") = py::none(), py::arg("grad_out") = py::none(),
+          py::arg("want") = std::vector<std::string>{}, py::arg("reserve") = py::none())
+      .def("__repr__", [](const Entry& e) {
+        std::string s = "<kdloss entry " + e.fn + "(";
+        for (std::size_t i = 0; i < e.inputs.size(); ++i) s += (i ? ", " : "") + e.inputs[i];
+        return s + ")>";
+      });
+}
 
 namespace {
 
@@ -425,6 +480,11 @@ PYBIND11_MODULE(_C, m) {
       py::arg("student"), py::arg("teacher"), py::arg("grad_student"),
       "kdloss::mse_loss_forward_backward on host float32 DLPack capsules: returns the value, writes the gradient.");
 
+  kt::register_entry_class(m);  // before the families: their generic bindings are Entry objects
+  kt::Options<kdloss::GradAccumulate>(m, "GradAccumulate",
+                                      "kdloss::GradAccumulate: how a parameter gradient is written, grad = beta * "
+                                      "grad + dL/dparam (beta 0 overwrites, 1 accumulates)")
+      .field("beta", &kdloss::GradAccumulate::beta, "0: overwrite (the old contents are never read); 1: accumulate");
   auto families = kt::registry();
   std::sort(families.begin(), families.end());
   for (const auto& [name, registrar] : families) registrar(m);

@@ -1,12 +1,15 @@
 """Shared pieces of the kdloss_torch autograd Functions."""
 
 import contextlib
+import functools
+import re
 import warnings
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from . import _C
+from ._C import KdlossError
 
 FORWARD, BACKWARD, FUSED = 0, 1, 2
 
@@ -47,6 +50,55 @@ def backward_mode(mode):
 
 def fused():
     return _backward_mode == "fused"
+
+
+# ---- Python argument names in the library's messages ----
+# The C++ messages name arguments as the C++ API does ('student', 'window_size', 'sigma', 'k1'); where a
+# Python function names them differently (pytorch-msssim's X, Y, win_size, win_sigma, K), its rename
+# table maps them, applied to every KdlossError it raises: only quoted names ('...') are replaced, whole,
+# so words of the message and quoted values stay as they are. A quoted 'options.<field>' (the C++
+# options struct) is looked up as <field> too.
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def rename_quoted(message, names):
+    """`message` with every quoted name that `names` maps replaced by its Python name."""
+    if not names:
+        return message
+
+    def sub(m):
+        name = m.group(1)
+        new = names.get(name)
+        if new is None and name.startswith("options."):
+            new = names.get(name[len("options."):])
+        return m.group(0) if new is None else "'%s'" % new
+
+    return _QUOTED.sub(sub, message)
+
+
+def rename_error(error, names):
+    """Rewrites a KdlossError's message in place with rename_quoted (the traceback stays)."""
+    if isinstance(error, KdlossError) and names and error.args and isinstance(error.args[0], str):
+        error.args = (rename_quoted(error.args[0], names),) + tuple(error.args[1:])
+    return error
+
+
+def python_names(**names):
+    """Decorator: KdlossErrors raised by the function name its arguments as Python does, e.g.
+    @python_names(student="X", window_size="win_size"). The table is kept as fn.python_names."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except KdlossError as e:
+                rename_error(e, names)
+                raise
+
+        wrapper.python_names = dict(names)
+        return wrapper
+
+    return wrap
 
 
 _warned = set()

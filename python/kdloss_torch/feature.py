@@ -8,7 +8,7 @@ float16/bfloat16 on CUDA in a CUDA build.
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import _C, _common
+from . import _C, _common, _function
 from ._common import BACKWARD, FORWARD, FUSED
 
 __all__ = ["mse_loss", "l1_loss", "smooth_l1_loss", "distance_loss", "kl_div_loss",
@@ -63,8 +63,10 @@ def smooth_l1_loss(student, teacher, beta=1.0, reduction="mean"):
 def distance_loss(student, teacher):
     """kdloss::distance_loss: ||student - teacher||_F over the whole tensor, as torch.dist(student,
     teacher) (gradient 0 at distance 0)."""
-    _common.teacher_gets_no_grad("distance_loss", "teacher", teacher)
-    return _common.StudentTeacherLoss.apply(_C.feature_distance, student, teacher)
+    return _distance(student, teacher)
+
+
+_distance = _function.Loss(_C.feature_distance_loss)  # the generic binding (python/README.md)
 
 
 class _KLDiv(torch.autograd.Function):

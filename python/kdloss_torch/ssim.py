@@ -34,6 +34,10 @@ from torch.autograd.function import once_differentiable
 from . import _C, _common
 from ._common import BACKWARD, FORWARD, FUSED
 
+# Error messages name arguments as these functions do (kdloss_torch._common.python_names).
+_MSSSIM = dict(window_size="win_size", sigma="win_sigma", k1="K[0]", k2="K[1]")  # pytorch-msssim's options
+_MSSSIM_XY = dict(_MSSSIM, student="X", teacher="Y", grad_student="grad_X", grad_teacher="grad_Y")
+
 __all__ = ["ssim", "ssim_loss", "ssim_pyramid_loss", "ssim_index", "ms_ssim", "ms_ssim_l1_loss", "SSIM", "SSIMLoss",
            "SSIMPyramidLoss", "SSIMIndex", "MS_SSIM", "MSSSIML1Loss"]
 
@@ -81,6 +85,7 @@ def _ssim_opts(window_size, sigma, max_val, k1, k2, alpha, beta, gamma, eps, pad
             float(gamma), float(eps), _padding(padding), bool(clamp), bool(normalize), bool(three_component))
 
 
+@_common.python_names(student="img1", teacher="img2", grad_student="grad_img1", grad_teacher="grad_img2")
 def ssim(img1, img2, window_size, max_val=1.0, eps=1e-12, padding="same", *, sigma=1.5, k1=0.01, k2=0.03,
          alpha=1.0, beta=1.0, gamma=1.0, normalize=False, three_component=False):
     """kdloss::ssim_map: the SSIM map [B, C, Ho, Wo], as kornia.metrics.ssim(img1, img2, window_size, max_val,
@@ -207,6 +212,7 @@ def _channel_reduction(size_average, reduction):
     return "mean" if size_average else "per_image"
 
 
+@_common.python_names(**_MSSSIM_XY)
 def ssim_index(X, Y, data_range=255, size_average=True, win_size=11, win_sigma=1.5, K=(0.01, 0.03),
                nonnegative_ssim=False, *, reduction=None, normalize=False):
     """kdloss::ssim_index, as pytorch_msssim.ssim(X, Y, data_range, size_average, win_size, win_sigma, K=K,
@@ -216,6 +222,7 @@ def ssim_index(X, Y, data_range=255, size_average=True, win_size=11, win_sigma=1
     return _Ms.apply("index", X, Y, opts, _channel_reduction(size_average, reduction))
 
 
+@_common.python_names(**_MSSSIM_XY)
 def ms_ssim(X, Y, data_range=255, size_average=True, win_size=11, win_sigma=1.5, weights=None, K=(0.01, 0.03), *,
             reduction=None, normalize=False):
     """kdloss::ms_ssim, as pytorch_msssim.ms_ssim(X, Y, data_range, size_average, win_size, win_sigma, weights, K)
@@ -224,6 +231,7 @@ def ms_ssim(X, Y, data_range=255, size_average=True, win_size=11, win_sigma=1.5,
     return _Ms.apply("ms", X, Y, opts, _channel_reduction(size_average, reduction))
 
 
+@_common.python_names(**_MSSSIM)
 def ms_ssim_l1_loss(student, teacher, l1_weight=0.15, data_range=1.0, win_size=11, win_sigma=1.5, weights=None,
                     K=(0.01, 0.03), *, normalize=False):
     """kdloss::ms_ssim_l1_loss: l1_weight * mean|s - t| + (1 - l1_weight) * (1 - ms_ssim(s, t)) (thesis table 7).

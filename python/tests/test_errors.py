@@ -96,3 +96,64 @@ def test_error_in_backward_propagates():
         out = kd.l1_loss(s, t, "none")
     with pytest.raises(kd.KdlossError, match="argument 'grad_out' has dtype torch.float32"):
         out.grad_fn.apply(torch.ones(2, 3, dtype=torch.float32))
+
+
+# ---- Python argument names (kdloss_torch._common.python_names) ----
+kss = kd.ssim
+
+
+def test_rename_quoted_replaces_whole_quoted_names_only():
+    from kdloss_torch._common import rename_quoted
+    names = {"student": "X", "window_size": "win_size", "k1": "K[0]"}
+    assert rename_quoted("f: argument 'student' of the student [2] and 'students[0]' and 'student_logits'", names) == (
+        "f: argument 'X' of the student [2] and 'students[0]' and 'student_logits'")
+    assert rename_quoted("f: argument 'options.window_size' is 4, option 'k1', value 'student'", names) == (
+        "f: argument 'win_size' is 4, option 'K[0]', value 'X'")
+    assert rename_quoted("f: nothing quoted: student window_size", names) == "f: nothing quoted: student window_size"
+    assert rename_quoted("f: 'student'", {}) == "f: 'student'"
+
+
+def test_pytorch_msssim_functions_use_their_names():
+    x = torch.rand(1, 1, 16, 16)
+    for fn in (kss.ssim_index, kss.ms_ssim):
+        name = fn.__name__
+        assert message(lambda: fn(x, torch.rand(1, 1, 16, 15))) == (
+            "kdloss::%s: arguments 'X' [1, 1, 16, 16] and 'Y' [1, 1, 16, 15] must have the same shape" % name)
+        assert message(lambda: fn(x, x, win_size=4)) == "kdloss::%s: argument 'win_size' must be odd but is 4" % name
+        assert message(lambda: fn(x, x, win_sigma=-1)) == (
+            "kdloss::%s: argument 'win_sigma' must be finite and > 0 but is -1" % name)
+        assert message(lambda: fn(x, x, K=(-1, 0.03))) == (
+            "kdloss::%s: option 'K[0]' must be finite and > 0 but is -1" % name)
+        assert message(lambda: fn(x, x, K=(0.01, 0))) == (
+            "kdloss::%s: option 'K[1]' must be finite and > 0 but is 0" % name)
+    assert message(lambda: kss.SSIMIndex(win_size=5)(x, x[..., :15])).startswith("kdloss::ssim_index: arguments 'X'")
+    assert message(lambda: kss.MS_SSIM(win_size=4)(x, x)) == "kdloss::ms_ssim: argument 'win_size' must be odd but is 4"
+    # the mixture keeps student / teacher and renames the pytorch-msssim options
+    assert message(lambda: kss.ms_ssim_l1_loss(x, x, win_size=4)) == (
+        "kdloss::ms_ssim_l1_loss: argument 'win_size' must be odd but is 4")
+    assert message(lambda: kss.ms_ssim_l1_loss(x, x[..., :15])).startswith(
+        "kdloss::ms_ssim_l1_loss: arguments 'student' [1, 1, 16, 16] and 'teacher'")
+    assert message(lambda: kss.ms_ssim_l1_loss(x, x, win_sigma=0)) == (
+        "kdloss::ms_ssim_l1_loss: argument 'win_sigma' must be finite and > 0 but is 0")
+
+
+def test_kornia_functions_use_their_names():
+    x = torch.rand(1, 1, 16, 16)
+    assert message(lambda: kss.ssim(x, torch.rand(1, 1, 16, 15), 11)) == (
+        "kdloss::ssim_map: arguments 'img1' [1, 1, 16, 16] and 'img2' [1, 1, 16, 15] must have the same shape")
+    assert message(lambda: kss.SSIM(4)(x, x)) == "kdloss::ssim_map: argument 'window_size' must be odd but is 4"
+    # names that agree stay: ssim_loss(student, teacher, window_size), kl_div_loss(student_logits, ...)
+    assert message(lambda: kss.ssim_loss(x, x[..., :15])).startswith("kdloss::ssim_loss: arguments 'student'")
+    assert message(lambda: kd.kl_div_loss(x, x[..., :15], 1)).startswith(
+        "kdloss::kl_div_loss: arguments 'student_logits' [1, 1, 16, 16] and 'teacher_logits'")
+
+
+def test_every_function_whose_python_names_differ_has_a_table():
+    """The public functions whose parameters differ from the C++ names carry a rename table."""
+    import inspect
+    for fn in (kss.ssim, kss.ssim_index, kss.ms_ssim, kss.ms_ssim_l1_loss):
+        params = set(inspect.signature(fn).parameters)
+        assert params.isdisjoint(set(fn.python_names)) and set(fn.python_names.values()) & params
+    for fn in (kss.ssim_loss, kss.ssim_pyramid_loss, kd.mse_loss, kd.kl_div_loss, fbkd.masked_feature_loss):
+        assert not hasattr(fn, "python_names")
+        assert not {"X", "img1", "win_size"} & set(inspect.signature(fn).parameters)

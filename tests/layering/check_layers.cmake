@@ -4,6 +4,7 @@
 if(NOT KDLOSS_INCLUDE_DIR)
   message(FATAL_ERROR "pass -DKDLOSS_INCLUDE_DIR=<directory that holds kdloss/>")
 endif()
+get_filename_component(KDLOSS_INCLUDE_DIR "${KDLOSS_INCLUDE_DIR}" ABSOLUTE)
 set(root "${KDLOSS_INCLUDE_DIR}/kdloss")
 file(GLOB_RECURSE headers RELATIVE "${root}" "${root}/*.hpp" "${root}/*.cuh" "${root}/*.h")
 set(violations "")

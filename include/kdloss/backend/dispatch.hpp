@@ -57,6 +57,21 @@ inline double* carve_rowwise(Carver& carver, Device device, std::int64_t rows, s
   return carver.take<double>(static_cast<std::size_t>(backend::cuda::rowwise_blocks(rows, length)));
 }
 
+/// A few doubles a call keeps between its passes (a norm, per-level sums): carved from the workspace on
+/// the GPU, where later kernels read them, and held in the object itself on the host, so the code that
+/// uses them has no device branch.
+template <int N>
+class ScalarSlots {
+ public:
+  ScalarSlots(Carver& carver, Device device)
+      : device_(device.is_host() ? nullptr : carver.take<double>(static_cast<std::size_t>(N))) {}
+  double* get(int i = 0) { return device_ ? device_ + i : host_ + i; }
+
+ private:
+  double* device_;
+  double host_[N] = {};
+};
+
 /// Identity finaliser: the reduced sum as it is.
 struct Keep {
   KDLOSS_HOST_DEVICE double operator()(double total) const { return total; }

@@ -83,16 +83,14 @@ struct DistanceGrad {
   }
 };
 
-/// Scratch of a distance call: reduction partials and (GPU) one double slot for the norm.
+/// Scratch of a distance call: reduction partials and the norm, kept between the two passes.
 struct DistanceScratch {
   double* partials = nullptr;
-  double* norm = nullptr;
+  ::kdloss::detail::ScalarSlots<1> norm;
 };
 inline DistanceScratch carve_distance(::kdloss::detail::Carver& carver, Device device, std::int64_t numel) {
-  DistanceScratch ws;
-  ws.partials = ::kdloss::detail::carve_reduction(carver, device, numel);
-  if (!device.is_host()) ws.norm = carver.take<double>(1);
-  return ws;
+  double* partials = ::kdloss::detail::carve_reduction(carver, device, numel);
+  return DistanceScratch{partials, ::kdloss::detail::ScalarSlots<1>(carver, device)};
 }
 template <class T>
 std::size_t distance_workspace_bytes(const View<const T>& s) {
@@ -141,14 +139,13 @@ void run(const DistanceLossArgs<T>& a, Mode mode, const Exec& exec) {
   const View<const T>& t = a.teacher;
   HostScratch scratch;
   Carver carver(resolve_workspace(distance_name(mode), s.device, exec.workspace, distance_workspace_bytes(s), scratch));
-  const DistanceScratch ws = carve_distance(carver, s.device, s.numel());
+  DistanceScratch ws = carve_distance(carver, s.device, s.numel());
   if (mode == Mode::forward) {
     transform_reduce<Acc>(s.device, exec.stream, s.shape, PointwiseForward<SquaredError, T>{}, std::tuple{s, t},
                           std::tuple<>{}, ws.partials, SqrtFinal{}, a.out.data);
     return;
   }
-  double host_norm = 0;
-  double* norm = s.device.is_host() ? &host_norm : ws.norm;
+  double* norm = ws.norm.get();
   // Pass 1 keeps the norm (and writes the value in forward_backward); pass 2 writes the gradient.
   if (mode == Mode::backward)
     transform_reduce<Acc>(s.device, exec.stream, s.shape, PointwiseForward<SquaredError, T>{}, std::tuple{s, t},

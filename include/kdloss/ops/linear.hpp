@@ -249,7 +249,7 @@ void linear(const LinearArgs<T>& args, Mode mode, const Exec& exec = {}) {
 /// Thin wrapper: y = x W^T + b (bias may be absent: pass View<const T>{}).
 ///
 ///   kdloss::ops::linear_forward(kdloss::host_view<const float>(x, {N, 256}), kdloss::host_view<const float>(w, {64, 256}),
-///                               kdloss::View<const float>{}, kdloss::host_view(y, {N, 64}));
+///                               kdloss::View<const float>{}, kdloss::host_view(out, {N, 64}));
 template <class T>
 void linear_forward(const View<const T>& x, const View<const T>& weight, const View<const T>& bias, const View<T>& y,
                     const Exec& exec = {}) {

@@ -164,7 +164,7 @@ void run_gemm(const char* fn, Device device, const expr::Gemm<T, T, T, E>& g, co
 ///
 ///   // FPN 1x1 projection of channel-last features: [B*H*W, 256] x [256, 64]
 ///   kdloss::ops::MatmulArgs<float> p{kdloss::host_view(x, {2 * 100 * 167, 256}),
-///                                    kdloss::host_view(w, {256, 64}), kdloss::host_view(y, {2 * 100 * 167, 64})};
+///                                    kdloss::host_view(w, {256, 64}), kdloss::host_view(out, {2 * 100 * 167, 64})};
 ///   kdloss::ops::matmul(p);
 template <class T, class E>
 void matmul(const MatmulArgs<T, E>& args, const Exec& exec = {}) {
@@ -177,7 +177,7 @@ void matmul(const MatmulArgs<T, E>& args, const Exec& exec = {}) {
 /// Thin wrapper: c = alpha * op(a) op(b) + beta * c.
 ///
 ///   kdloss::ops::matmul(kdloss::host_view(q, {2, 64, 32}), kdloss::host_view(k, {2, 64, 32}),
-///                       kdloss::host_view(s, {2, 64, 64}), {/*trans_a=*/false, /*trans_b=*/true});
+///                       kdloss::host_view(out, {2, 64, 64}), {/*trans_a=*/false, /*trans_b=*/true});
 template <class A, class B, class C>
 void matmul(const View<A>& a, const View<B>& b, const View<C>& c, const MatmulOptions& options = {},
             const Exec& exec = {}) {

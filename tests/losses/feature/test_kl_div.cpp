@@ -509,8 +509,8 @@ TEST_CASE("kl_div_loss propagates NaN and +-inf as PyTorch does (forward, backwa
     Dims shape;
     int axis;
   };
-  // Scalar rows (class axis innermost), packet rows (neighbouring rows along W), and one class.
-  const Layout layouts[] = {{Dims{3, 5}, 1}, {Dims{2, 5, 3, 4}, 1}, {Dims{4, 1}, 1}};
+  // Scalar rows (class axis innermost), packet rows (neighbouring rows along W), one class of each.
+  const Layout layouts[] = {{Dims{3, 5}, 1}, {Dims{2, 5, 3, 4}, 1}, {Dims{4, 1}, 1}, {Dims{2, 1, 3, 4}, 1}};
   const double inf = std::numeric_limits<double>::infinity();
   for (const auto& l : layouts)
     for (Reduction r : {Reduction::none, Reduction::sum, Reduction::batchmean, Reduction::mean}) {

@@ -29,6 +29,15 @@
 #include "kdloss/losses/feature/pointwise.hpp"
 #include "kdloss/ops/softmax.hpp"
 
+// Keeps a rare branch out of the hot row operation's inlined body.
+#if defined(__CUDACC__)
+#define KDLOSS_FEATURE_NOINLINE __noinline__
+#elif defined(__GNUC__) || defined(__clang__)
+#define KDLOSS_FEATURE_NOINLINE __attribute__((noinline))
+#else
+#define KDLOSS_FEATURE_NOINLINE
+#endif
+
 namespace kdloss::feature {
 
 /// Options of kl_div_loss: the temperature T (finite, > 0), the class axis of the logits (the
@@ -77,30 +86,34 @@ struct KlDivRow {
   double grad_scale;    // T * (reduction scale): the gradient's factor
   Uniform<T> upstream;  // uniform upstream gradient (absent = 1); unused with kUpMap
 
+  /// One class: p_s = p_t = 1, every term and gradient is 0. Said outright, because with FMA
+  /// contraction x/T - max(x/T) is the rounding error of x/T rather than 0. A logit whose x/T is not
+  /// finite makes PyTorch's softmax NaN (x/T - max = NaN): the term and gradient are NaN then. Kept
+  /// out of line so that the main path's inlining does not change.
+  template <class Acc, class Row>
+  KDLOSS_HOST_DEVICE KDLOSS_FEATURE_NOINLINE Acc one_class(const Row& row) const {
+    const Acc it = Acc(inv_t);
+    auto zero_or_nan = [&](std::int64_t j) {
+      return finite_or_nan(row.template in<0, Acc>(j) * it) + finite_or_nan(row.template in<1, Acc>(j) * it);
+    };
+    Acc total = Acc(0);
+    if constexpr (kSum) total = row.template sum<Acc>(zero_or_nan);
+    row.for_each([&](std::int64_t j) {
+      const Acc z = zero_or_nan(j);
+      if constexpr (kLossMap) row.template out<0>(j, z);
+      if constexpr (kUpMap) {
+        const Acc u = row.template in<2, Acc>(j);
+        row.template out<0>(j, Acc(grad_scale) * (z + (u - u)));  // T (u p_s p_t - u p_t): NaN for u = inf
+      } else if constexpr (kGrad) {
+        row.template out<kLossMap ? 1 : 0>(j, Acc(grad_scale) * upstream.template get<Acc>() * z);
+      }
+    });
+    return total;
+  }
+
   template <class Acc, class Row>
   KDLOSS_HOST_DEVICE Acc operator()(const Row& row) const {
-    if (row.size() == 1) {
-      // One class: p_s = p_t = 1, every term and gradient is 0. Said outright, because with FMA
-      // contraction x/T - max(x/T) is the rounding error of x/T rather than 0. A logit whose x/T is
-      // not finite makes PyTorch's softmax NaN (x/T - max = NaN): the term and gradient are NaN then.
-      const Acc it = Acc(inv_t);
-      auto zero_or_nan = [&](std::int64_t j) {
-        return finite_or_nan(row.template in<0, Acc>(j) * it) + finite_or_nan(row.template in<1, Acc>(j) * it);
-      };
-      Acc total = Acc(0);
-      if constexpr (kSum) total = row.template sum<Acc>(zero_or_nan);
-      row.for_each([&](std::int64_t j) {
-        const Acc z = zero_or_nan(j);
-        if constexpr (kLossMap) row.template out<0>(j, z);
-        if constexpr (kUpMap) {
-          const Acc u = row.template in<2, Acc>(j);
-          row.template out<0>(j, Acc(grad_scale) * (z + (u - u)));  // T (u p_s p_t - u p_t): NaN for u = inf
-        } else if constexpr (kGrad) {
-          row.template out<kLossMap ? 1 : 0>(j, Acc(grad_scale) * upstream.template get<Acc>() * z);
-        }
-      });
-      return total;
-    }
+    if (row.size() == 1) return one_class<Acc>(row);
     const Acc it = Acc(inv_t);
     const auto ms = ops::detail::row_max_and_sum<0>(row, it);
     const auto mt = ops::detail::row_max_and_sum<1>(row, it);
@@ -117,11 +130,11 @@ struct KlDivRow {
     // row of -inf) stays NaN, as xlogy(NaN, NaN) does.
     // The test is on t/T - max rather than on p_t: Eigen's vectorised exp(-inf) is a tiny number, not 0.
     const Acc minus_inf = Acc(-HUGE_VAL);
+    // One select (the host's packet select runs lane by lane): both sides are cheap arithmetic.
     auto term = [&](Acc pt, std::int64_t j) {
       const Acc a = row.template in<1, Acc>(j) * it - mt.max;
-      const auto finite_t = minus_inf < a;
-      return math::select(finite_t, pt, Acc(0)) *
-             ((math::select(finite_t, a, Acc(0)) - (row.template in<0, Acc>(j) * it - ms.max)) - log_ratio_z);
+      const Acc b = row.template in<0, Acc>(j) * it - ms.max;
+      return math::select(minus_inf < a, pt * ((a - b) - log_ratio_z), Acc(0) * (Acc(0) - b - log_ratio_z));
     };
     Acc total = Acc(0);
     if constexpr (kSum) total = row.template sum<Acc>([&](std::int64_t j) { return term(p_t(j), j); });

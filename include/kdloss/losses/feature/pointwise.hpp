@@ -127,12 +127,14 @@ struct AbsoluteError {
       return math::sign(d) * scale;  // (d > 0) - (d < 0): 0 at NaN
     } else {
       // Vectorised as two clamps of y = d * 2^k * 2^k (every nonzero d to +-1) that keep the number
-      // where y is NaN: min(max(y, 0), 1) in {0, 1} plus max(min(y, 0), -1) in {-1, 0}; 0 at NaN.
+      // where y is NaN: min(max(0, y), 1) in {0, 1} plus max(min(0, y), -1) in {-1, 0}; 0 at NaN.
+      // Eigen's fast max/min return their first operand when one is NaN (std::max's rule; the
+      // tests check it), and cost what the old NaN-blind clamp did: PropagateNumbers is 1.7x slower.
       const S k = S(sizeof(S) == sizeof(float) ? 0x1p100 : 0x1p600);
       const auto y = (d * k) * k;
-      return (array_max<Eigen::PropagateNumbers>(y, S(0)).min(S(1)) +
-              array_min<Eigen::PropagateNumbers>(y, S(0)).max(S(-1))) *
-             scale;
+      using Plain = typename std::decay_t<decltype(y)>::PlainObject;
+      const auto zero = Plain::Zero(y.rows(), y.cols());
+      return (zero.max(y).min(S(1)) + zero.min(y).max(S(-1))) * scale;
     }
   }
 };

@@ -22,6 +22,12 @@ fbkd::TransferForm transfer_form_of(const std::string& s, const char* fn, const 
   kdloss::detail::fail(fn, ": argument '", arg, "' must be 'code' or 'paper' but is '", s, "'");
 }
 
+/// The bridge's mode (forward 0, backward 1, fused 2) as the library's.
+kdloss::Mode library_mode(Mode m) {
+  return m == Mode::forward ? kdloss::Mode::forward
+                            : m == Mode::backward ? kdloss::Mode::backward : kdloss::Mode::forward_backward;
+}
+
 /// kdloss_torch.fbkd.Config (a dict of its fields) -> kdloss::fbkd::Config.
 fbkd::Config config_of(const py::dict& d, const char* fn) {
   fbkd::Config c;
@@ -73,13 +79,11 @@ py::tuple masked_feature(int mode_index, py::handle student_adapted, py::handle 
   Call call(fn, a.device);
   dispatch(fn, a, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const auto av = a.in<T>(), tv = t.in<T>(), msv = ms.in<T>(), mcv = mc.in<T>();
-    const kdloss::Exec ex = call.exec(workspace_bytes([&] { return fbkd::masked_feature_loss_workspace_bytes(av); }));
+    const fbkd::MaskedFeatureLossArgs<T> args{a.in<T>(), t.in<T>(), ms.in<T>(), mc.in<T>(), out.arg.out<T>(),
+                                              up.in<T>(), grad.arg.out<T>()};
+    const kdloss::Exec ex = call.exec(workspace_bytes([&] { return fbkd::masked_feature_loss_workspace_bytes(args); }));
     py::gil_scoped_release nogil;
-    if (mode == Mode::forward) fbkd::masked_feature_loss(av, tv, msv, mcv, out.arg.out<T>(), ex);
-    if (mode == Mode::backward) fbkd::masked_feature_loss_backward(av, tv, msv, mcv, up.in<T>(), grad.arg.out<T>(), ex);
-    if (mode == Mode::fused)
-      fbkd::masked_feature_loss_forward_backward(av, tv, msv, mcv, out.arg.out<T>(), grad.arg.out<T>(), ex);
+    fbkd::masked_feature_loss(args, library_mode(mode), ex);
   });
   return py::make_tuple(out.tensor, grad.tensor);
 }
@@ -98,14 +102,12 @@ py::tuple attention_transfer(int mode_index, py::handle student, py::handle teac
   Call call(fn, s.device);
   dispatch(fn, s, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const auto sv = s.in<T>(), tv = t.in<T>();
-    const kdloss::Exec ex = call.exec(
-        workspace_bytes([&] { return fbkd::attention_transfer_loss_workspace_bytes(fbkd::AttentionTransferLossArgs<T>{sv, tv}); }));
+    const fbkd::AttentionTransferLossArgs<T> args{s.in<T>(), t.in<T>(), out.arg.out<T>(), up.in<T>(),
+                                                  grad.arg.out<T>()};
+    const kdloss::Exec ex =
+        call.exec(workspace_bytes([&] { return fbkd::attention_transfer_loss_workspace_bytes(args); }));
     py::gil_scoped_release nogil;
-    if (mode == Mode::forward) fbkd::attention_transfer_loss(sv, tv, out.arg.out<T>(), ex);
-    if (mode == Mode::backward) fbkd::attention_transfer_loss_backward(sv, tv, up.in<T>(), grad.arg.out<T>(), ex);
-    if (mode == Mode::fused)
-      fbkd::attention_transfer_loss_forward_backward(sv, tv, out.arg.out<T>(), grad.arg.out<T>(), ex);
+    fbkd::attention_transfer_loss(args, library_mode(mode), ex);
   });
   return py::make_tuple(out.tensor, grad.tensor);
 }
@@ -127,18 +129,13 @@ py::tuple pooled_attention_transfer(int mode_index, py::handle student_channel, 
   Call call(fn, t.device);
   dispatch(fn, t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const auto cv = c.in<T>(), spv = sp.in<T>(), tv = t.in<T>();
-    const kdloss::Exec ex = call.exec(
-        workspace_bytes([&] {
-          return fbkd::pooled_attention_transfer_loss_workspace_bytes(fbkd::PooledAttentionTransferLossArgs<T>{cv, spv, tv});
-        }));
+    const fbkd::PooledAttentionTransferLossArgs<T> args{c.in<T>(),        sp.in<T>(),       t.in<T>(),
+                                                        out.arg.out<T>(), up.in<T>(),       gc.arg.out<T>(),
+                                                        gs.arg.out<T>()};
+    const kdloss::Exec ex =
+        call.exec(workspace_bytes([&] { return fbkd::pooled_attention_transfer_loss_workspace_bytes(args); }));
     py::gil_scoped_release nogil;
-    if (mode == Mode::forward) fbkd::pooled_attention_transfer_loss(cv, spv, tv, out.arg.out<T>(), ex);
-    if (mode == Mode::backward)
-      fbkd::pooled_attention_transfer_loss_backward(cv, spv, tv, up.in<T>(), gc.arg.out<T>(), gs.arg.out<T>(), ex);
-    if (mode == Mode::fused)
-      fbkd::pooled_attention_transfer_loss_forward_backward(cv, spv, tv, out.arg.out<T>(), gc.arg.out<T>(),
-                                                            gs.arg.out<T>(), ex);
+    fbkd::pooled_attention_transfer_loss(args, library_mode(mode), ex);
   });
   return py::make_tuple(out.tensor, gc.tensor, gs.tensor);
 }
@@ -190,7 +187,8 @@ py::tuple total(int mode_index, const py::sequence& levels, const py::sequence& 
   Call call(fn, first.device);
   dispatch(fn, first, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    std::vector<fbkd::Level<T>> lv(n);
+    fbkd::TotalLossArgs<T> args{std::vector<fbkd::Level<T>>(n), out.arg.out<T>(), up.in<T>(), cfg};
+    std::vector<fbkd::Level<T>>& lv = args.levels;
     for (std::size_t i = 0; i < n; ++i) {
       lv[i].student = in[i][0].in<T>();
       lv[i].teacher = in[i][1].in<T>();
@@ -202,11 +200,9 @@ py::tuple total(int mode_index, const py::sequence& levels, const py::sequence& 
       lv[i].grad_student_channel = grads[i][2].arg.out<T>();
       lv[i].grad_student_spatial = grads[i][3].arg.out<T>();
     }
-    const kdloss::Exec ex = call.exec(workspace_bytes([&] { return fbkd::total_loss_workspace_bytes(lv, cfg); }));
+    const kdloss::Exec ex = call.exec(workspace_bytes([&] { return fbkd::total_loss_workspace_bytes(args); }));
     py::gil_scoped_release nogil;
-    if (mode == Mode::forward) fbkd::total_loss(lv, out.arg.out<T>(), cfg, ex);
-    if (mode == Mode::backward) fbkd::total_loss_backward(lv, up.in<T>(), cfg, ex);
-    if (mode == Mode::fused) fbkd::total_loss_forward_backward(lv, out.arg.out<T>(), cfg, ex);
+    fbkd::total_loss(args, library_mode(mode), ex);
   });
   py::list result;
   for (std::size_t i = 0; i < n; ++i)

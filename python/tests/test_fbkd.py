@@ -239,3 +239,108 @@ def test_total_backward_twice_with_retain_graph():
     g2 = torch.autograd.grad(out, s)
     for a, b in zip(g1, g2):
         assert_rel(a, b, 1e-12, "second backward")
+
+
+# ---- NaN and +-inf: kdloss propagates them exactly as PyTorch autograd does on the reference ----------
+
+POISONS = [float("nan"), float("inf"), float("-inf")]
+
+
+def assert_same_nonfinite(actual, expected, rtol, what=""):
+    """The same NaN / +inf / -inf entries, and the finite entries within rtol of the largest finite one."""
+    a, e = actual.detach().double(), expected.detach().double()
+    assert a.shape == e.shape, what
+    for name, f in (("NaN", torch.isnan), ("+inf", torch.isposinf), ("-inf", torch.isneginf)):
+        assert torch.equal(f(a), f(e)), "%s: %s at %s but expected at %s" % (
+            what, name, f(a).nonzero().tolist()[:6], f(e).nonzero().tolist()[:6])
+    fin = torch.isfinite(e)
+    if fin.any():
+        assert_rel(a[fin], e[fin], rtol, what)
+
+
+def poisoned(levels, index, value, at=13):
+    """A copy of pyramid_inputs' levels with `value` at one entry of input `index` (S, T, A, C_hat, S_hat) of level 0."""
+    out = [list(lv) for lv in levels]
+    x = out[0][index]
+    if x is None:
+        return None
+    x = x.clone()
+    x.view(-1)[at % x.numel()] = value
+    out[0][index] = x
+    return [tuple(lv) for lv in out]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("with_adapted", [True, False])
+def test_total_nonfinite_like_autograd(preset, with_adapted):
+    config = getattr(fbkd.Config, preset)()
+    base = pyramid_inputs(SMALL_PYRAMID[1:3], torch.float64, torch.Generator().manual_seed(3), with_adapted)
+    for index in range(5):
+        for value in POISONS:
+            levels = poisoned(base, index, value)
+            if levels is None:
+                continue
+            what = "%s input %d = %s" % (preset, index, value)
+            v, g = run_total(levels, config, "kdloss")
+            v_ref, g_ref = run_total(levels, config, "reference")
+            assert_same_nonfinite(v, v_ref, 1e-10, what + ": value")
+            for k, (a, b) in enumerate(zip(g, g_ref)):
+                assert_same_nonfinite(a, b, 1e-10, what + ": gradient %d" % k)
+
+
+@pytest.mark.parametrize("value", POISONS)
+def test_terms_nonfinite_like_autograd(value):
+    gen = torch.Generator().manual_seed(4)
+    s, t = features((2, 6, 5, 7), torch.float64, gen)
+    a, c, sp = torch.randn(2, 6, 5, 7, dtype=torch.float64), torch.randn(2, 6, dtype=torch.float64), \
+        torch.randn(2, 1, 5, 7, dtype=torch.float64)
+    ms, mc = ref.code_masks(s, t)
+    for name in ("a", "t", "ms"):
+        a_, t_, ms_ = a.clone(), t.clone(), ms.clone()
+        {"a": a_, "t": t_, "ms": ms_}[name].view(-1)[9] = abs(value) if name == "ms" else value
+        x1, x2 = leaf(a_), leaf(a_)
+        v, v_ref = fbkd.masked_feature_loss(x1, t_, ms_, mc.reshape(2, 6)), ref.mask_l2_loss(t_, x2, ms_, mc)
+        assert_same_nonfinite(v, v_ref, 1e-10, "L_AM, %s" % name)
+        assert_same_nonfinite(torch.autograd.grad(v, x1)[0], torch.autograd.grad(v_ref, x2)[0], 1e-10, "dL_AM, " + name)
+    for name in ("s", "t"):
+        s_, t_ = s.clone(), t.clone()
+        {"s": s_, "t": t_}[name].view(-1)[40] = value
+        x1, x2 = leaf(s_), leaf(s_)
+        v, v_ref = fbkd.attention_transfer_loss(x1, t_), ref.paper_attention_transfer(x2, t_)
+        assert_same_nonfinite(v, v_ref, 1e-10, "L_AT paper, %s" % name)
+        assert_same_nonfinite(torch.autograd.grad(v, x1)[0], torch.autograd.grad(v_ref, x2)[0], 1e-10,
+                              "dL_AT paper, " + name)
+    for name in ("c", "sp", "t"):
+        c_, sp_, t_ = c.clone(), sp.clone(), t.clone()
+        {"c": c_, "sp": sp_, "t": t_}[name].view(-1)[3] = value
+        c1, sp1, c2, sp2 = leaf(c_), leaf(sp_), leaf(c_), leaf(sp_)
+        v, v_ref = fbkd.pooled_attention_transfer_loss(c1, sp1, t_), ref.code_attention_transfer(c2, sp2, t_)
+        assert_same_nonfinite(v, v_ref, 1e-10, "L_AT code, %s" % name)
+        for x, y, w in zip(torch.autograd.grad(v, [c1, sp1]), torch.autograd.grad(v_ref, [c2, sp2]), ("C_hat", "S_hat")):
+            assert_same_nonfinite(x, y, 1e-10, "dL_AT code / d%s, %s" % (w, name))
+    s_ = s.clone()
+    s_.view(-1)[40] = value
+    ms1, mc1 = fbkd.attention_masks(s_, t)
+    ms2, mc2 = ref.code_masks(s_, t)
+    assert_same_nonfinite(ms1, ms2, 1e-10, "M_s")
+    assert_same_nonfinite(mc1, mc2.reshape(2, 6), 1e-10, "M_c")
+
+
+@pytest.mark.parametrize("value", POISONS)
+def test_ops_nonfinite_like_autograd(value):
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    x.view(-1)[[3, 50]] = value
+    x.view(-1)[100] = 0.0
+    for kd_fn, ref_fn in [(fbkd.spatial_attention, ref.spatial_attention),
+                          (fbkd.channel_attention, lambda v: ref.channel_attention(v).flatten(1)),
+                          (kd.ops.mean_over_channels, lambda v: v.mean(1, keepdim=True)),
+                          (kd.ops.mean_over_positions, lambda v: v.mean((2, 3))),
+                          (lambda v: kd.ops.softmax(v, 1, 0.5, 3.0), lambda v: torch.softmax(v / 0.5, 1) * 3.0),
+                          (lambda v: kd.ops.log_softmax(v, 3, 2.0), lambda v: torch.log_softmax(v / 2.0, 3))]:
+        a, b = leaf(x), leaf(x)
+        out, out_ref = kd_fn(a), ref_fn(b)
+        assert_same_nonfinite(out, out_ref, 1e-10, "forward")
+        up = torch.randn_like(out_ref)
+        up.view(-1)[1] = value
+        assert_same_nonfinite(torch.autograd.grad(out, a, up)[0], torch.autograd.grad(out_ref, b, up)[0], 1e-10,
+                              "backward")

@@ -1,6 +1,7 @@
 // kdloss/losses/fbkd/attention_transfer.hpp: FBKD's attention-transfer loss L_AT, in both forms.
 // ||.||_F is torch.dist: the square root of the sum of squares over the whole batch, not squared and
-// not divided by anything; its gradient is defined as 0 where the distance is 0.
+// not divided by anything; its gradient is defined as 0 where the distance is exactly 0 (a NaN
+// distance gives a NaN gradient, as autograd's).
 //
 // Paper (eq. 1), on the abs-mean attention maps themselves, gradient to S through the abs-means:
 //   L_AT = ||G_s(S) - G_s(T)||_F + ||G_c(S) - G_c(T)||_F

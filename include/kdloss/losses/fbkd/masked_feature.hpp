@@ -5,7 +5,8 @@
 //   dL_AM/dA = -(T - A) * M_s * M_c / L_AM,  defined as 0 where L_AM = 0
 //
 // The reference code's `sum() ** 0.5` has no eps, so its gradient is NaN at L_AM = 0; kdloss
-// follows PyTorch's norm convention (0) instead. The masks are constants (no gradient); the channel
+// follows PyTorch's norm convention (0) instead, at an exact 0 only: NaN and inf inputs propagate as
+// autograd propagates them (docs/losses/fbkd.md, "NaN and infinity"). The masks are constants (no gradient); the channel
 // mask is optional (the official two-stage code and mmrazor leave it out, one-stage uses it).
 //
 // One fused pass reduces the masked squares (masks read as broadcast inputs) and a finaliser stores

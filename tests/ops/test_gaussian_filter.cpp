@@ -9,7 +9,7 @@
 
 #include "kdloss/ops/filter.hpp"
 #include "losses/ssim/ssim_gpu.hpp"
-#include "reference/ssim_reference.hpp"
+#include "reference/losses/ssim.hpp"
 #include "support/test_support.hpp"
 
 using namespace kdloss;

@@ -10,7 +10,7 @@
 
 #include "kdloss/ops/linear.hpp"
 #include "ops/matmul_gpu.hpp"
-#include "reference/ops_matmul_reference.hpp"
+#include "reference/ops/matmul.hpp"
 #include "support/test_support.hpp"
 
 using namespace kdloss;
@@ -26,7 +26,7 @@ struct Layer {
   Form form;
   std::int64_t batch, in, out, h, w;
   std::int64_t positions() const { return h * w; }
-  kdloss_ref::Linear ref() const { return {batch, in, out, positions()}; }
+  kdloss_ref::ops::Linear ref() const { return {batch, in, out, positions()}; }
   Dims shape(std::int64_t c) const { return form == Form::rows ? Dims{positions(), c} : Dims{batch, c, h, w}; }
   Dims strides(std::int64_t c) const {
     if (form == Form::rows) return Dims{c, 1};

@@ -11,7 +11,7 @@
 #include "kdloss/backend/cpu/gemm.hpp"
 #include "kdloss/ops/matmul.hpp"
 #include "ops/matmul_gpu.hpp"
-#include "reference/ops_matmul_reference.hpp"
+#include "reference/ops/matmul.hpp"
 #include "support/test_support.hpp"
 
 using namespace kdloss;
@@ -83,7 +83,7 @@ void reference_case(GemmKernel kernel, std::int64_t batch, std::int64_t m, std::
   ops::matmul(host_view<const T>(as.data(), mat_dims(batch, m, k, ta)),
               host_view<const T>(bs.data(), mat_dims(batch, k, n, tb)), host_view(c.data(), {batch, m, n}),
               {ta, tb, alpha, beta});
-  check_close(c, kdloss_ref::matmul(a, true, b, true, c0, batch, m, n, k, alpha, beta), tol<T>(k), tol<T>(k));
+  check_close(c, kdloss_ref::ops::matmul(a, true, b, true, c0, batch, m, n, k, alpha, beta), tol<T>(k), tol<T>(k));
 }
 
 }  // namespace
@@ -146,7 +146,7 @@ TEST_CASE("matmul: sum_batches adds alpha * A[b] B[b] over the batch into one C"
     o.sum_batches = true;
     ops::matmul(host_view<const double>(a.data(), {batch, m, k}), host_view<const double>(b.data(), {batch, k, n}),
                 host_view(c.data(), {m, n}), o);
-    check_close(c, kdloss_ref::matmul(a, true, b, true, c0, batch, m, n, k, 0.5, 1.0, true), 1e-12, 1e-12);
+    check_close(c, kdloss_ref::ops::matmul(a, true, b, true, c0, batch, m, n, k, 0.5, 1.0, true), 1e-12, 1e-12);
   }
 }
 
@@ -163,7 +163,7 @@ TEST_CASE("matmul: the epilogue sees every final element with its (batch, i, j),
   const std::int64_t batch = 2, m = 30, n = 27, k = 300;
   const auto a = random_vector<double>(batch * m * k, 9), b = random_vector<double>(batch * k * n, 10);
   const auto c0 = random_vector<double>(batch * m * n, 11);
-  auto want = kdloss_ref::matmul(a, true, b, true, c0, batch, m, n, k, 1.0, 0.25);
+  auto want = kdloss_ref::ops::matmul(a, true, b, true, c0, batch, m, n, k, 1.0, 0.25);
   for (std::int64_t o = 0; o < batch; ++o)
     for (std::int64_t i = 0; i < m; ++i)
       for (std::int64_t j = 0; j < n; ++j) {
@@ -327,7 +327,7 @@ KDLOSS_GPU_TEST("matmul: GPU (cuBLAS) agrees with the CPU for float, double, hal
       const auto got = kdloss_test::matmul_on_gpu(dtype, layout, a, b, c0, batch, m, n, k, 1.25, 0.5);
       const bool sum = layout == kdloss_test::kMatmulGpuSumLayout;
       const bool bcast = layout == kdloss_test::kMatmulGpuBroadcastLayout;
-      const auto want = kdloss_ref::matmul(a, true, b, !bcast, sum ? std::vector<double>(c0.begin(), c0.begin() + m * n) : c0,
+      const auto want = kdloss_ref::ops::matmul(a, true, b, !bcast, sum ? std::vector<double>(c0.begin(), c0.begin() + m * n) : c0,
                                            batch, m, n, k, 1.25, 0.5, sum);
       // half / bfloat16 inputs round to 11 / 8 bits; float may use TF32 where the handle allows it.
       const double t = dtype == 1 ? 1e-12 : (dtype == 0 ? 2e-3 : (dtype == 2 ? 2e-2 : 1e-1));

@@ -10,7 +10,8 @@
 
 #include "kdloss/ops/pooling.hpp"
 #include "losses/fbkd/fbkd_gpu.hpp"
-#include "reference/fbkd_reference.hpp"
+#include "reference/losses/fbkd.hpp"
+#include "reference/ops/pooling.hpp"
 #include "support/test_support.hpp"
 
 using namespace kdloss;
@@ -19,12 +20,12 @@ using kdloss_test::random_vector;
 
 namespace {
 
-fbkd_ref::Shape ref_shape(const Dims& d) { return {d[0], d[1], d[2], d[3]}; }
+kdloss_ref::ops::Shape ref_shape(const Dims& d) { return {d[0], d[1], d[2], d[3]}; }
 
 // op 0: over channels, op 1: over positions.
 std::vector<double> ref_pool(int op, const std::vector<double>& x, const Dims& shape, bool absolute) {
-  return op == 0 ? fbkd_ref::mean_over_channels(x, ref_shape(shape), absolute)
-                 : fbkd_ref::mean_over_positions(x, ref_shape(shape), absolute);
+  return op == 0 ? kdloss_ref::ops::mean_over_channels(x, ref_shape(shape), absolute)
+                 : kdloss_ref::ops::mean_over_positions(x, ref_shape(shape), absolute);
 }
 Dims pooled_shape(int op, const Dims& x, bool rank4) {
   if (op == 0) return rank4 ? Dims{x[0], 1, x[2], x[3]} : Dims{x[0], x[2], x[3]};
@@ -416,7 +417,7 @@ TEST_CASE("pooling: NaN and +-inf propagate as torch.mean (of abs) and its autog
           for (std::int64_t p = 0; p < 20; ++p) {
             const std::int64_t k = (b * 3 + c) * 20 + p;
             const double up = op == 0 ? g[b * 20 + p] / 3.0 : g[b * 3 + c] / 20.0;
-            want_gx[k] = absolute ? fbkd_ref::sgn(x[k]) * up : up;
+            want_gx[k] = absolute ? kdloss_ref::fbkd::sgn(x[k]) * up : up;
           }
       kdloss_test::check_same_nonfinite(out, want, 1e-14, 1e-15, "out");
       kdloss_test::check_same_nonfinite(gx, want_gx, 1e-14, 1e-15, "grad_x");

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "kdloss/losses/fbkd/fbkd.hpp"
-#include "reference/fbkd_reference.hpp"
+#include "reference/losses/fbkd.hpp"
 #include "support/test_support.hpp"
 
 namespace fbkd_test {
@@ -18,10 +18,10 @@ namespace fbkd_test {
 using kdloss::Dims;
 using Vec = std::vector<double>;
 
-inline fbkd_ref::Shape ref_shape(const Dims& d) { return {d[0], d[1], d[2], d[3]}; }
+inline kdloss_ref::fbkd::Shape ref_shape(const Dims& d) { return {d[0], d[1], d[2], d[3]}; }
 
-inline fbkd_ref::Config ref_config(const kdloss::fbkd::Config& c) {
-  fbkd_ref::Config r;
+inline kdloss_ref::fbkd::Config ref_config(const kdloss::fbkd::Config& c) {
+  kdloss_ref::fbkd::Config r;
   r.paper_mask = c.mask_form == kdloss::fbkd::MaskForm::paper;
   r.paper_transfer = c.transfer_form == kdloss::fbkd::TransferForm::paper;
   r.t_s = c.spatial_temperature;
@@ -50,9 +50,9 @@ inline std::vector<Preset> presets() {
 }
 
 /// A random level with every input given (A, C_hat, S_hat distinct from S).
-inline fbkd_ref::Level random_level(const Dims& shape, std::uint32_t seed, bool with_adapted = true) {
-  const auto s = fbkd_ref::Shape{shape[0], shape[1], shape[2], shape[3]};
-  fbkd_ref::Level l;
+inline kdloss_ref::fbkd::Level random_level(const Dims& shape, std::uint32_t seed, bool with_adapted = true) {
+  const auto s = kdloss_ref::fbkd::Shape{shape[0], shape[1], shape[2], shape[3]};
+  kdloss_ref::fbkd::Level l;
   l.shape = s;
   l.s = kdloss_test::random_vector<double>(static_cast<std::size_t>(s.numel()), seed);
   l.t = kdloss_test::random_vector<double>(static_cast<std::size_t>(s.numel()), seed + 1);
@@ -75,7 +75,7 @@ struct Result {
 /// 1 backward with upstream `up`, 2 forward_backward. Requests every gradient (that of A only when A
 /// is given: without an adapter grad_student takes the whole gradient).
 template <class T>
-Result run_total(const std::vector<fbkd_ref::Level>& levels, const kdloss::fbkd::Config& cfg, int mode,
+Result run_total(const std::vector<kdloss_ref::fbkd::Level>& levels, const kdloss::fbkd::Config& cfg, int mode,
                  double up = 1.0) {
   using namespace kdloss;
   std::vector<std::vector<T>> keep;
@@ -119,26 +119,26 @@ Result run_total(const std::vector<fbkd_ref::Level>& levels, const kdloss::fbkd:
 /// (they are detached constants). With an adapter, S is perturbed only where the paper L_AT reads it
 /// and A as itself; without one (A = S) S is perturbed everywhere and there is no gradient of A.
 /// C_hat and S_hat are perturbed as themselves.
-inline std::vector<Grads> numeric_grads(const std::vector<fbkd_ref::Level>& levels, const kdloss::fbkd::Config& cfg) {
-  const fbkd_ref::Config rc = ref_config(cfg);
-  std::vector<fbkd_ref::Masks> masks;
-  for (const auto& l : levels) masks.push_back(fbkd_ref::masks_of(l, rc));
+inline std::vector<Grads> numeric_grads(const std::vector<kdloss_ref::fbkd::Level>& levels, const kdloss::fbkd::Config& cfg) {
+  const kdloss_ref::fbkd::Config rc = ref_config(cfg);
+  std::vector<kdloss_ref::fbkd::Masks> masks;
+  for (const auto& l : levels) masks.push_back(kdloss_ref::fbkd::masks_of(l, rc));
   std::vector<Grads> out(levels.size());
   for (std::size_t i = 0; i < levels.size(); ++i) {
     auto with = [&](auto set) {
       return [&, set](const Vec& x) {
         auto copy = levels;
         set(copy[i], x);
-        return fbkd_ref::total(copy, rc, &masks);
+        return kdloss_ref::fbkd::total(copy, rc, &masks);
       };
     };
     if (!levels[i].a.empty())
-      out[i].a = kdloss_test::numeric_gradient(levels[i].a, with([](fbkd_ref::Level& l, const Vec& x) { l.a = x; }));
-    out[i].s = kdloss_test::numeric_gradient(levels[i].s, with([](fbkd_ref::Level& l, const Vec& x) { l.s = x; }));
+      out[i].a = kdloss_test::numeric_gradient(levels[i].a, with([](kdloss_ref::fbkd::Level& l, const Vec& x) { l.a = x; }));
+    out[i].s = kdloss_test::numeric_gradient(levels[i].s, with([](kdloss_ref::fbkd::Level& l, const Vec& x) { l.s = x; }));
     out[i].c =
-        kdloss_test::numeric_gradient(levels[i].c_hat, with([](fbkd_ref::Level& l, const Vec& x) { l.c_hat = x; }));
+        kdloss_test::numeric_gradient(levels[i].c_hat, with([](kdloss_ref::fbkd::Level& l, const Vec& x) { l.c_hat = x; }));
     out[i].sp =
-        kdloss_test::numeric_gradient(levels[i].s_hat, with([](fbkd_ref::Level& l, const Vec& x) { l.s_hat = x; }));
+        kdloss_test::numeric_gradient(levels[i].s_hat, with([](kdloss_ref::fbkd::Level& l, const Vec& x) { l.s_hat = x; }));
   }
   return out;
 }
@@ -192,7 +192,7 @@ inline std::vector<Poison> poisons() {
   return out;
 }
 /// Writes p.value at entry `at` of the named input of `l` (false when the level has no such input).
-inline bool poison(fbkd_ref::Level& l, const Poison& p, std::size_t at) {
+inline bool poison(kdloss_ref::fbkd::Level& l, const Poison& p, std::size_t at) {
   const std::string in(p.input);
   Vec& v = in == "s" ? l.s : in == "t" ? l.t : in == "a" ? l.a : in == "c_hat" ? l.c_hat : l.s_hat;
   if (v.empty()) return false;
@@ -200,7 +200,7 @@ inline bool poison(fbkd_ref::Level& l, const Poison& p, std::size_t at) {
   return true;
 }
 /// Every gradient has NaN / inf where autograd's has them, and agrees elsewhere.
-inline void check_grads_nonfinite(const Grads& got, const fbkd_ref::Grads& want, double rel, double abs_tol,
+inline void check_grads_nonfinite(const Grads& got, const kdloss_ref::fbkd::Grads& want, double rel, double abs_tol,
                                   const std::string& what) {
   CAPTURE(what);
   kdloss_test::check_same_nonfinite(got.a, want.a, rel, abs_tol, "grad_student_adapted");

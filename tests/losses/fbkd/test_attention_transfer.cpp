@@ -57,13 +57,13 @@ TEST_CASE("fbkd L_AT (paper form): value and gradient match the reference; float
     const auto n = static_cast<std::size_t>(shape.product());
     const auto s = random_vector<double>(n, 1), t = random_vector<double>(n, 2);
     const auto rs = fbkd_test::ref_shape(shape);
-    const double want = fbkd_ref::transfer_paper(s, t, rs);
+    const double want = kdloss_ref::fbkd::transfer_paper(s, t, rs);
     for (int mode : {0, 2}) {
       CHECK(paper<double>(s, t, shape, mode).first == doctest::Approx(want).epsilon(1e-13));
       CHECK(paper<float>(s, t, shape, mode).first == doctest::Approx(want).epsilon(1e-5));
     }
     const auto g_want =
-        kdloss_test::numeric_gradient(s, [&](const Vec& x) { return fbkd_ref::transfer_paper(x, t, rs); });
+        kdloss_test::numeric_gradient(s, [&](const Vec& x) { return kdloss_ref::fbkd::transfer_paper(x, t, rs); });
     const double tol = 1e-8 * fbkd_test::max_abs(g_want);
     check_close(paper<double>(s, t, shape, 2).second, g_want, 1e-7, tol, "fused grad");
     check_close(paper<double>(s, t, shape, 1, -1.5).second, fbkd_test::scaled(g_want, -1.5), 1e-7, 1.5 * tol,
@@ -80,13 +80,13 @@ TEST_CASE("fbkd L_AT (code form): value and gradients wrt C_hat and S_hat match 
     const auto c_hat = random_vector<double>(static_cast<std::size_t>(shape[0] * shape[1]), 4);
     const auto s_hat = random_vector<double>(static_cast<std::size_t>(shape[0] * shape[2] * shape[3]), 5);
     const auto rs = fbkd_test::ref_shape(shape);
-    const double want = fbkd_ref::transfer_code(c_hat, s_hat, t, rs);
+    const double want = kdloss_ref::fbkd::transfer_code(c_hat, s_hat, t, rs);
     CHECK(code<double>(c_hat, s_hat, t, shape, 0).value == doctest::Approx(want).epsilon(1e-13));
     CHECK(code<float>(c_hat, s_hat, t, shape, 2).value == doctest::Approx(want).epsilon(1e-5));
     const auto gc =
-        kdloss_test::numeric_gradient(c_hat, [&](const Vec& x) { return fbkd_ref::transfer_code(x, s_hat, t, rs); });
+        kdloss_test::numeric_gradient(c_hat, [&](const Vec& x) { return kdloss_ref::fbkd::transfer_code(x, s_hat, t, rs); });
     const auto gs =
-        kdloss_test::numeric_gradient(s_hat, [&](const Vec& x) { return fbkd_ref::transfer_code(c_hat, x, t, rs); });
+        kdloss_test::numeric_gradient(s_hat, [&](const Vec& x) { return kdloss_ref::fbkd::transfer_code(c_hat, x, t, rs); });
     const auto fused = code<double>(c_hat, s_hat, t, shape, 2);
     check_close(fused.gc, gc, 1e-7, 1e-10, "grad C_hat");
     check_close(fused.gs, gs, 1e-7, 1e-10, "grad S_hat");
@@ -139,7 +139,7 @@ TEST_CASE("fbkd L_AT: S = T (or exact pooled targets) gives 0 with zero gradient
       for (double g : r.second) CHECK(g == 0.0);
     }
     const auto rs = fbkd_test::ref_shape(shape);
-    const auto c = code<double>(fbkd_ref::mean_over_positions(s, rs, false), fbkd_ref::mean_over_channels(s, rs, false),
+    const auto c = code<double>(kdloss_ref::fbkd::mean_over_positions(s, rs, false), kdloss_ref::fbkd::mean_over_channels(s, rs, false),
                                 s, shape, 2);
     CHECK(c.value < 1e-14);  // the pooled means agree up to rounding
     CHECK(kdloss_test::all_finite(c.gc));
@@ -254,13 +254,13 @@ TEST_CASE("fbkd L_AT (both forms): NaN and +-inf inputs propagate as PyTorch aut
       CAPTURE(paper_form);
       CAPTURE(std::string(bad.input));
       CAPTURE(bad.value);
-      fbkd_ref::Config rc;
+      kdloss_ref::fbkd::Config rc;
       rc.paper_transfer = paper_form;
       rc.w_am = 0;
       rc.w_at = 1;
-      std::vector<fbkd_ref::Grads> want, want_up;
-      const double value = fbkd_ref::autograd_total({l}, rc, 1.0, &want);
-      fbkd_ref::autograd_total({l}, rc, 0.6, &want_up);
+      std::vector<kdloss_ref::fbkd::Grads> want, want_up;
+      const double value = kdloss_ref::fbkd::autograd_total({l}, rc, 1.0, &want);
+      kdloss_ref::fbkd::autograd_total({l}, rc, 0.6, &want_up);
       if (paper_form) {
         for (int mode : {1, 2}) {
           const auto r = paper<double>(l.s, l.t, shape, mode, 0.6);

@@ -31,7 +31,7 @@ Case make_case(const Dims& shape, std::uint32_t seed) {
   return c;
 }
 double ref_value(const Case& c, const Vec& a, bool channel) {
-  return fbkd_ref::masked_feature(a, c.t, c.ms, channel ? c.mc : Vec{}, fbkd_test::ref_shape(c.shape));
+  return kdloss_ref::fbkd::masked_feature(a, c.t, c.ms, channel ? c.mc : Vec{}, fbkd_test::ref_shape(c.shape));
 }
 
 template <class T>
@@ -309,8 +309,8 @@ TEST_CASE("fbkd L_AM: NaN and +-inf in A, T or the masks propagate as PyTorch au
         CAPTURE(v);
         Vec want(c.a.size(), 0.0), want_up(c.a.size(), 0.0);
         const Vec mc = channel ? c.mc : Vec{};
-        const double value = fbkd_ref::masked_feature_autograd(c.a, c.t, c.ms, mc, rs, 1.0, &want);
-        fbkd_ref::masked_feature_autograd(c.a, c.t, c.ms, mc, rs, 0.6, &want_up);
+        const double value = kdloss_ref::fbkd::masked_feature_autograd(c.a, c.t, c.ms, mc, rs, 1.0, &want);
+        kdloss_ref::fbkd::masked_feature_autograd(c.a, c.t, c.ms, mc, rs, 0.6, &want_up);
         const auto fused = run<double>(c, channel, 2), split = run<double>(c, channel, 1, 0.6);
         const auto f32 = run<float>(c, channel, 2);
         kdloss_test::check_same_nonfinite(Vec{fused.value}, Vec{value}, 1e-12, 0, "value");

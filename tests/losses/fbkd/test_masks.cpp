@@ -17,15 +17,15 @@ using kdloss_test::random_vector;
 namespace {
 
 Vec ref_masks(const Vec& s, const Vec& t, const Dims& shape, const fbkd::MaskOptions& o) {
-  fbkd_ref::Level l;
+  kdloss_ref::fbkd::Level l;
   l.shape = fbkd_test::ref_shape(shape);
   l.s = s;
   l.t = t;
-  fbkd_ref::Config c;
+  kdloss_ref::fbkd::Config c;
   c.paper_mask = o.form == fbkd::MaskForm::paper;
   c.t_s = o.spatial_temperature;
   c.t_c = o.channel_temperature;
-  const auto m = fbkd_ref::masks_of(l, c);
+  const auto m = kdloss_ref::fbkd::masks_of(l, c);
   Vec r = m.ms;
   r.insert(r.end(), m.mc.begin(), m.mc.end());
   return r;
@@ -117,8 +117,8 @@ TEST_CASE("fbkd masks: per image (batch slices give the same masks), layouts, an
   Vec gs(static_cast<std::size_t>(3 * hw)), gc(static_cast<std::size_t>(3 * c));
   fbkd::spatial_attention(host_view(s.data(), shape), host_view(gs.data(), {3, 5, 6}));
   fbkd::channel_attention(host_view(s.data(), shape), host_view(gc.data(), {3, 4, 1, 1}));
-  check_close(gs, fbkd_ref::mean_over_channels(s, fbkd_test::ref_shape(shape), true), 1e-14, 1e-15, "G_s");
-  check_close(gc, fbkd_ref::mean_over_positions(s, fbkd_test::ref_shape(shape), true), 1e-14, 1e-15, "G_c");
+  check_close(gs, kdloss_ref::fbkd::mean_over_channels(s, fbkd_test::ref_shape(shape), true), 1e-14, 1e-15, "G_s");
+  check_close(gc, kdloss_ref::fbkd::mean_over_positions(s, fbkd_test::ref_shape(shape), true), 1e-14, 1e-15, "G_c");
 }
 
 TEST_CASE("fbkd masks: degenerate inputs give finite masks (all-zero features give all-ones masks)") {
@@ -262,15 +262,15 @@ TEST_CASE("fbkd masks and attention maps: NaN and +-inf inputs propagate as PyTo
       fbkd::channel_attention_forward_backward(host_view<const double>(s.data(), shape),
                                                host_view<const double>(g_c.data(), {2, 3}), host_view(gc.data(), {2, 3}),
                                                host_view(gx2.data(), shape));
-      kdloss_test::check_same_nonfinite(gs, fbkd_ref::mean_over_channels(s, rs, true), 1e-14, 0, "G_s");
-      kdloss_test::check_same_nonfinite(gc, fbkd_ref::mean_over_positions(s, rs, true), 1e-14, 0, "G_c");
+      kdloss_test::check_same_nonfinite(gs, kdloss_ref::fbkd::mean_over_channels(s, rs, true), 1e-14, 0, "G_s");
+      kdloss_test::check_same_nonfinite(gc, kdloss_ref::fbkd::mean_over_positions(s, rs, true), 1e-14, 0, "G_c");
       Vec want_s(120), want_c(120);
       for (std::int64_t b = 0; b < 2; ++b)
         for (std::int64_t c = 0; c < 3; ++c)
           for (std::int64_t p = 0; p < 20; ++p) {
             const std::int64_t k = (b * 3 + c) * 20 + p;
-            want_s[k] = fbkd_ref::sgn(s[k]) * (g_s[b * 20 + p] / 3.0);
-            want_c[k] = fbkd_ref::sgn(s[k]) * (g_c[b * 3 + c] / 20.0);
+            want_s[k] = kdloss_ref::fbkd::sgn(s[k]) * (g_s[b * 20 + p] / 3.0);
+            want_c[k] = kdloss_ref::fbkd::sgn(s[k]) * (g_c[b * 3 + c] / 20.0);
           }
       kdloss_test::check_same_nonfinite(gx, want_s, 1e-14, 0, "grad through G_s");
       kdloss_test::check_same_nonfinite(gx2, want_c, 1e-14, 0, "grad through G_c");

@@ -18,7 +18,7 @@ using kdloss_test::random_vector;
 
 namespace {
 
-std::vector<fbkd_ref::Level> two_levels(std::uint32_t seed, bool with_adapted = true) {
+std::vector<kdloss_ref::fbkd::Level> two_levels(std::uint32_t seed, bool with_adapted = true) {
   return {fbkd_test::random_level({2, 4, 5, 6}, seed, with_adapted),
           fbkd_test::random_level({2, 4, 3, 3}, seed + 10, with_adapted)};
 }
@@ -29,7 +29,7 @@ TEST_CASE("fbkd total: every preset matches the double reference (float and doub
   const auto levels = two_levels(1);
   for (const auto& p : fbkd_test::presets()) {
     CAPTURE(std::string(p.name));
-    const double want = fbkd_ref::total(levels, fbkd_test::ref_config(p.config));
+    const double want = kdloss_ref::fbkd::total(levels, fbkd_test::ref_config(p.config));
     CHECK(want > 0);
     for (int mode : {0, 2}) {
       CAPTURE(mode);
@@ -77,8 +77,8 @@ TEST_CASE("fbkd total: gradients are exact where a term's derivative vanishes or
   }
   cfg.w_am = 0;
   r = fbkd_test::run_total<double>(levels, cfg, 2);
-  CHECK(r.value == doctest::Approx(cfg.w_at * (fbkd_ref::transfer_paper(levels[0].s, levels[0].t, levels[0].shape) +
-                                               fbkd_ref::transfer_paper(levels[1].s, levels[1].t, levels[1].shape)))
+  CHECK(r.value == doctest::Approx(cfg.w_at * (kdloss_ref::fbkd::transfer_paper(levels[0].s, levels[0].t, levels[0].shape) +
+                                               kdloss_ref::fbkd::transfer_paper(levels[1].s, levels[1].t, levels[1].shape)))
                        .epsilon(1e-13));
   for (const auto& g : r.grads)
     for (double v : g.a) REQUIRE(v == 0.0);
@@ -96,7 +96,7 @@ TEST_CASE("fbkd total: gradients are exact where a term's derivative vanishes or
   auto only_at = fbkd::Config::code_two_stage();
   only_at.w_am = 0;
   fbkd::total_loss(std::vector<fbkd::Level<double>>{lv}, host_scalar(value.data()), only_at);
-  CHECK(value[0] == doctest::Approx(only_at.w_at * fbkd_ref::transfer_code(levels[0].c_hat, levels[0].s_hat,
+  CHECK(value[0] == doctest::Approx(only_at.w_at * kdloss_ref::fbkd::transfer_code(levels[0].c_hat, levels[0].s_hat,
                                                                            levels[0].t, levels[0].shape))
                         .epsilon(1e-13));
 }
@@ -120,7 +120,7 @@ TEST_CASE("fbkd total: levels add up (total of two levels = sum of the single-le
 
 TEST_CASE("fbkd total: batch behaviour (a duplicated batch scales every norm by sqrt 2; images are independent)") {
   const auto one = fbkd_test::random_level({1, 3, 4, 5}, 5);
-  fbkd_ref::Level twice = one;
+  kdloss_ref::fbkd::Level twice = one;
   twice.shape.b = 2;
   for (Vec* v : {&twice.s, &twice.t, &twice.a, &twice.c_hat, &twice.s_hat}) v->insert(v->end(), v->begin(), v->end());
   for (const auto& p : fbkd_test::presets()) {
@@ -173,7 +173,7 @@ TEST_CASE("fbkd total: channel-last, padded, permuted, sliced and broadcast view
   const Dims sh{2, 4, 3, 5};
   const auto lv = fbkd_test::random_level(sh, 7);
   // A teacher broadcast over the batch (the same image twice, stride 0).
-  fbkd_ref::Level ref = lv;
+  kdloss_ref::fbkd::Level ref = lv;
   for (std::size_t i = 0; i < 60; ++i) ref.t[60 + i] = ref.t[i];
   const auto s_nhwc = kdloss_test::relayout(lv.s, sh, {0, 2, 3, 1});
   const auto a_rev = kdloss_test::relayout(lv.a, sh, {3, 2, 1, 0}, 1);
@@ -215,12 +215,12 @@ TEST_CASE(
     CAPTURE(shape.str());
     const auto rs = fbkd_test::ref_shape(shape);
     // S = T = A, and adapted pooled features equal to the teacher's: every term is 0.
-    fbkd_ref::Level same = fbkd_test::random_level(shape, 8);
+    kdloss_ref::fbkd::Level same = fbkd_test::random_level(shape, 8);
     same.s = same.a = same.t;
-    same.c_hat = fbkd_ref::mean_over_positions(same.t, rs, false);
-    same.s_hat = fbkd_ref::mean_over_channels(same.t, rs, false);
+    same.c_hat = kdloss_ref::fbkd::mean_over_positions(same.t, rs, false);
+    same.s_hat = kdloss_ref::fbkd::mean_over_channels(same.t, rs, false);
     // All-zero features and pooled features.
-    fbkd_ref::Level zero = same;
+    kdloss_ref::fbkd::Level zero = same;
     for (Vec* v : {&zero.s, &zero.a, &zero.t, &zero.c_hat, &zero.s_hat}) std::fill(v->begin(), v->end(), 0.0);
     for (const auto& p : fbkd_test::presets()) {
       CAPTURE(std::string(p.name));
@@ -243,7 +243,7 @@ TEST_CASE("fbkd total: bad inputs throw a clear error naming the argument and le
   const Dims sh{2, 3, 4, 5}, sh1{2, 3, 2, 2};
   const auto l0 = fbkd_test::random_level(sh, 10);
   const auto l1 = fbkd_test::random_level(sh1, 11);
-  auto make = [](const fbkd_ref::Level& l, const Dims& d) {
+  auto make = [](const kdloss_ref::fbkd::Level& l, const Dims& d) {
     fbkd::Level<double> x(host_view(l.s.data(), d), host_view(l.t.data(), d), host_view(l.a.data(), d));
     x.student_channel = host_view(l.c_hat.data(), {d[0], d[1]});
     x.student_spatial = host_view(l.s_hat.data(), {d[0], d[2], d[3]});
@@ -433,7 +433,7 @@ TEST_CASE("fbkd total: the workspace query covers every level, and a too small b
 KDLOSS_GPU_TEST("fbkd total: GPU agrees with CPU for every preset (float, double, half; forward, backward, fused)") {
 #if KDLOSS_TEST_CUDA
   // The second level has 2400 positions: the spatial masks take the block-per-row path.
-  const std::vector<fbkd_ref::Level> levels = {fbkd_test::random_level({2, 16, 9, 13}, 20),
+  const std::vector<kdloss_ref::fbkd::Level> levels = {fbkd_test::random_level({2, 16, 9, 13}, 20),
                                                fbkd_test::random_level({2, 8, 48, 50}, 30, false)};
   std::vector<kdloss_test::GpuLevel> gpu;
   for (const auto& l : levels) {
@@ -611,7 +611,7 @@ TEST_CASE("fbkd entry points: Args + Mode equal the wrappers; checks name the mo
 }
 
 TEST_CASE("fbkd total: NaN and +-inf inputs propagate to the value and the gradients as PyTorch autograd's") {
-  // The reference (fbkd_ref::autograd_total) follows autograd's backward formulas step by step; it
+  // The reference (kdloss_ref::fbkd::autograd_total) follows autograd's backward formulas step by step; it
   // was checked against torch on these inputs. A NaN reaches every entry of a term's gradient through
   // its norm (a NaN norm); an inf makes the norm inf and its scale 0, so only the entries that
   // multiply the inf become NaN (0 * inf). Level 1 stays finite: each level has its own norms.
@@ -624,10 +624,10 @@ TEST_CASE("fbkd total: NaN and +-inf inputs propagate to the value and the gradi
         CAPTURE(with_adapted);
         CAPTURE(std::string(bad.input));
         CAPTURE(bad.value);
-        const fbkd_ref::Config rc = fbkd_test::ref_config(p.config);
-        std::vector<fbkd_ref::Grads> want, want_up;
-        const double value = fbkd_ref::autograd_total(levels, rc, 1.0, &want);
-        fbkd_ref::autograd_total(levels, rc, 0.6, &want_up);
+        const kdloss_ref::fbkd::Config rc = fbkd_test::ref_config(p.config);
+        std::vector<kdloss_ref::fbkd::Grads> want, want_up;
+        const double value = kdloss_ref::fbkd::autograd_total(levels, rc, 1.0, &want);
+        kdloss_ref::fbkd::autograd_total(levels, rc, 0.6, &want_up);
         const auto fused = fbkd_test::run_total<double>(levels, p.config, 2);
         const auto split = fbkd_test::run_total<double>(levels, p.config, 1, 0.6);
         const auto f32 = fbkd_test::run_total<float>(levels, p.config, 2);

@@ -9,7 +9,7 @@
 #include "kdloss/losses/feature/distance.hpp"
 #include "losses/feature/distance_gpu.hpp"
 #include "losses/feature/nonfinite.hpp"
-#include "reference/feature_reference.hpp"
+#include "reference/losses/feature.hpp"
 #include "support/test_support.hpp"
 
 using namespace kdloss;

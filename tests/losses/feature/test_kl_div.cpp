@@ -11,7 +11,7 @@
 #include "kdloss/losses/feature/kl_div.hpp"
 #include "losses/feature/kl_div_gpu.hpp"
 #include "losses/feature/nonfinite.hpp"
-#include "reference/feature_reference.hpp"
+#include "reference/losses/feature.hpp"
 #include "support/test_support.hpp"
 
 using namespace kdloss;

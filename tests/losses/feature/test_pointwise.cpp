@@ -8,7 +8,7 @@
 #include "kdloss/losses/feature/pointwise.hpp"
 #include "losses/feature/nonfinite.hpp"
 #include "losses/feature/pointwise_gpu.hpp"
-#include "reference/feature_reference.hpp"
+#include "reference/losses/feature.hpp"
 #include "support/test_support.hpp"
 
 using namespace kdloss;

@@ -9,7 +9,7 @@
 
 #include "kdloss/core/error.hpp"
 #include "kdloss/losses/ssim/options.hpp"
-#include "reference/ssim_reference.hpp"
+#include "reference/losses/ssim.hpp"
 #include "support/test_support.hpp"
 
 namespace kdloss_test::ssim {

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace kdloss_ref {
+namespace kdloss_ref::ops {
 
 /// C[b] = alpha * A[b] B[b] + beta * C[b] over row-major [batch, m, k] x [batch, k, n]; an operand with
 /// batch_x = false is one matrix used by every batch. sum_batches: one C = alpha * sum_b A[b] B[b] + beta * C.
@@ -71,4 +71,4 @@ struct Linear {
   }
 };
 
-}  // namespace kdloss_ref
+}  // namespace kdloss_ref::ops

@@ -6,7 +6,7 @@
 //     kdloss_bench::register_cuda<float>("mse/forward", c, {2, 0},
 //         [](kdloss_bench::DeviceLevel<float>& l, cudaStream_t stream) {
 //           kdloss::mse_loss(l.s(), l.t(), l.out(), kdloss::Reduction::mean,
-//                            l.exec(stream, kdloss::pointwise_loss_workspace_bytes(l.s())));
+//                            l.exec(stream, kdloss::mse_loss_workspace_bytes(l.s())));
 //         });
 #pragma once
 #include <cub/block/block_reduce.cuh>

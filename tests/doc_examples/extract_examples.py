@@ -43,16 +43,25 @@ def main():
             continue
         rel = path.relative_to(include)
         blocks = {"cpp": [], "cu": []}
+        every, has_cuda = [], False
         for start, block in examples(path):
             code = "\n".join(block)
-            lang = "cu" if CUDA_WORDS.search(code) or path.suffix == ".cuh" else "cpp"
-            blocks[lang].append(f"#line {start} \"{rel}\"\n{code}\n")
+            block = f"#line {start} \"{rel}\"\n{code}\n"
+            if CUDA_WORDS.search(code) or path.suffix == ".cuh":
+                blocks["cu"].append(block)
+                has_cuda = True
+            else:
+                blocks["cpp"].append(block)
+            every.append(block)
+        # A GPU example may continue a host one of the same page: nvcc compiles the whole page.
+        if has_cuda:
+            blocks["cu"] = every
         # One function per header; each example opens a scope nested in the previous one, so an
         # example may use what an earlier one on the same page declared, and may redeclare a name.
         for lang, found in blocks.items():
             if not found:
                 continue
-            count[lang] += len(found)
+            count[lang] += sum(1 for b in found if lang == "cpp" or CUDA_WORDS.search(b.split("\n", 1)[1]))
             index = len(parts["cpp"]) + len(parts["cu"])
             body = "".join("{\n" + b for b in found) + "}" * len(found)
             parts[lang].append(f"// {rel}\n[[maybe_unused]] static void examples_{index}() {{\n{body}\n}}\n")

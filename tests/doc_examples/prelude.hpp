@@ -43,7 +43,7 @@ inline In s, t, a, x, y, feat, sv, tv, s_ptr, t_ptr, s_logits, t_logits, c_hat, 
 inline In s2, s3, s4, s5, t2, t3, t4, t5, a3, p2_s, p3_s, p4_s, p5_s, p2_t, p3_t, p4_t, p5_t, logits, log_probs, y_probs;
 inline In grad_y, grad_log_probs, g_gs, g_gc, buf_in, p, w, b, q, k, grad_out;
 // Gradient and map outputs.
-inline Out gs, gt, ga, gc, gsp, g_s, g_c, grad, grad_s, grad_a, grad_x, grad_logits, gs_view, gt_view, gx_view, gy_view;
+inline Out gs, gt, ga, gc, gsp, g_s, g_c, grad_s, grad_a, grad_x, grad_logits, gs_view, gt_view, gx_view, gy_view;
 inline Out ga3, g_feat, p2_g, p3_g, p4_g, p5_g, mask, out_map, out, smooth, grad_w, grad_b;
 // Scalars the examples write or read, and the output view of a reduced loss.
 inline float loss, value, v, one = 1.0f, l_at, l_am, dist;
@@ -53,10 +53,38 @@ inline DLManagedTensor* managed = nullptr;
 inline std::int64_t B = 2, C = 256, H = 100, W = 167, HW = H * W, N = 2 * 100 * 167;
 inline kdloss::Dims shape{2, 256, 100, 167};
 // GPU names (compiled by nvcc only): device buffers, a stream and a scratch buffer.
-inline In s_dev, t_dev, x_dev, d_s, d_t, d_x;
-inline Out d_grad;
-inline float* d_loss = nullptr;
-inline void* d_scratch = nullptr;
+inline In s_dev, t_dev, x_dev, d_s, d_t, d_x, sv_dev, tv_dev;
+inline Out d_grad, gv_dev;
+inline float *d_loss = nullptr, *d_dist = nullptr, *d_up = nullptr;
+inline void *d_scratch = nullptr, *scratch = nullptr, *workspace = nullptr;
+#if defined(__CUDACC__)
+inline cudaStream_t stream = nullptr;
+#endif
 inline std::size_t bytes = 0;
+
+// The backend and expression layers' examples (internal API): their names unqualified, as the backend
+// files write them, plain views (tuples of views are deduced exactly), and the functors they name.
+using namespace kdloss::backend::cpu;
+namespace math = kdloss::math;
+namespace expr = kdloss::expr;
+inline kdloss::View<const float> student, teacher, A;
+inline kdloss::View<float> grad;
+inline Out pc, spatial_map_view;
+inline float inv_c = 1.0f / 256;
+/// A pooled term's functor: scale * |input 0| (AbsOf0) or scale * input 1 (MeanOf1).
+struct AbsOf0 {
+  double scale;
+  template <class S, class T>
+  auto operator()(const S& s, const T&) const { return s.abs() * float(scale); }
+};
+struct MeanOf1 {
+  double scale;
+  template <class S, class T>
+  auto operator()(const S&, const T& t) const { return t * float(scale); }
+};
+template <bool Absolute>
+struct MeanTerm {
+  double scale;
+};
 
 }  // namespace kdloss_doc

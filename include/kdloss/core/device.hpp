@@ -28,7 +28,7 @@ struct Device {
 /// A default Stream is the legacy default stream. Ignored by the host backend.
 ///
 ///   cudaStream_t s; cudaStreamCreate(&s);
-///   kdloss::mse_loss(student, teacher, out, {}, {workspace, kdloss::Stream(s)});
+///   kdloss::mse_loss(student, teacher, out, {}, {{workspace, bytes}, kdloss::Stream(s)});
 struct Stream {
   void* handle = nullptr;
   constexpr Stream() = default;

@@ -36,7 +36,7 @@ std::int64_t map_offset(const View<O>& out, std::int64_t b, std::int64_t j, std:
 /// the inputs are broadcast to `full` = [B,C,H,W]. Outputs are overwritten; null ones are skipped.
 ///
 ///   // G_s(S) and mean_hw(T) in one pass (f receives one Eigen array map per input)
-///   pool_sums(x.shape, std::tuple{s, t},
+///   pool_sums(student.shape, std::tuple{student, teacher},
 ///             std::tuple{expr::PoolTerm<AbsOf0, float>{{1.0 / C}, gs, expr::PoolAxis::channels},
 ///                        expr::PoolTerm<MeanOf1, float>{{1.0 / HW}, pc, expr::PoolAxis::positions}});
 template <class... I, class... F, class... O>

@@ -16,6 +16,7 @@
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/losses/fbkd/options.hpp"
+#include "kdloss/ops/norm.hpp"
 #include "kdloss/ops/pooling.hpp"
 #include "kdloss/ops/softmax.hpp"
 
@@ -23,16 +24,8 @@ namespace kdloss::fbkd::detail {
 
 using ::kdloss::detail::Carver;
 
-/// The upstream gradient of a reduced loss, read on the call's device inside the gradient pass
-/// (absent, as in forward_backward: 1, the gradient of the value itself).
 template <class T>
-struct Upstream {
-  const T* ptr = nullptr;
-  template <class Acc>
-  KDLOSS_HOST_DEVICE Acc get() const {
-    return ptr ? static_cast<Acc>(*ptr) : Acc(1);
-  }
-};
+using Upstream = ::kdloss::ops::ScalarUpstream<T>;  // ops/norm.hpp
 
 /// The extents of one pyramid level's feature [B,C,H,W].
 struct Geometry {
@@ -116,17 +109,8 @@ void mask_rows(Device device, Stream stream, const View<const A>& map_t, const V
 // the call's device. Each norm's gradient folds the loss weight and the upstream gradient into one
 // scale k = weight * upstream / norm (norm_grad_scale).
 
-/// The finaliser of a norm: sqrt of the reduced sum of squares (NaN and inf pass through).
-struct SqrtFinal {
-  KDLOSS_HOST_DEVICE double operator()(double total) const { return math::sqrt(total); }
-};
-/// (a - b)^2: the terms of ||a - b||_F (torch.dist).
-struct SquaredDifference {
-  template <class A, class B>
-  KDLOSS_HOST_DEVICE auto operator()(const A& a, const B& b) const {
-    return math::square(a - b);
-  }
-};
+using ::kdloss::ops::SqrtFinal;  // ops/norm.hpp
+using ::kdloss::ops::SquaredDifference;
 
 /// The scale k = weight * upstream / norm of a norm's gradient. Defined as 0 only where the norm is
 /// exactly 0 (PyTorch's norm backward masks norm == 0; FBKD's `sum() ** 0.5` would give NaN there). A

@@ -24,22 +24,11 @@
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/losses/feature/pointwise.hpp"
+#include "kdloss/ops/norm.hpp"
 
 namespace kdloss {
 namespace detail {
-// Shared with losses/fbkd (until an op holds it): keeps its kdloss::detail name.
-
-/// Finaliser of the squared-sum reduction: the norm. When `keep` is set it also stores the norm
-/// there in double (the fused call writes the value to `out`, whose type may be half, and keeps
-/// the full-precision norm for its gradient pass). Runs once, on the device of the call.
-struct SqrtFinal {
-  double* keep = nullptr;
-  KDLOSS_HOST_DEVICE double operator()(double total) const {
-    const double norm = math::sqrt(total);
-    if (keep) *keep = norm;
-    return norm;
-  }
-};
+using ::kdloss::ops::SqrtFinal;  // ops/norm.hpp, shared with losses/fbkd
 
 }  // namespace detail
 
@@ -79,7 +68,7 @@ struct DistanceGrad {
     using A = math::scalar_t<G>;
     const A n = static_cast<A>(*norm);
     const A u = upstream.template get<A>();
-    g = (s - t) * (n == A(0) ? u * A(0) : u / n);
+    g = (s - t) * ::kdloss::ops::norm_backward_scale(n, u);
   }
 };
 

@@ -21,6 +21,7 @@
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/ops/norm.hpp"
 
 namespace kdloss {
 namespace detail {
@@ -35,15 +36,8 @@ struct SquaredError {
   KDLOSS_HOST_DEVICE auto grad(const V& d, S scale) const { return d * (S(2) * scale); }
 };
 
-/// Loads an upstream gradient held on the device of the call (or 1 when absent).
 template <class T>
-struct Uniform {
-  const T* ptr = nullptr;
-  template <class Acc>
-  KDLOSS_HOST_DEVICE Acc get() const {
-    return ptr ? static_cast<Acc>(*ptr) : Acc(1);
-  }
-};
+using Uniform = ::kdloss::ops::ScalarUpstream<T>;  // ops/norm.hpp
 
 template <class Loss, class T>
 struct PointwiseForward {

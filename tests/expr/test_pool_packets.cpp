@@ -23,16 +23,16 @@ TEST_CASE("cpu::pool_sums: float NCHW packet walk matches double sums (tails, bl
     const auto x = kdloss_test::random_vector<float>(n, 21), y = kdloss_test::random_vector<float>(n, 22);
     std::vector<double> abs_c(static_cast<std::size_t>(nb * np)), xy_c(abs_c.size());
     std::vector<double> y_p(static_cast<std::size_t>(nb * nc)), xy_p(y_p.size());
-    for (std::int64_t b = 0; b < nb; ++b)
-      for (std::int64_t c = 0; c < nc; ++c)
-        for (std::int64_t j = 0; j < np; ++j) {
-          const auto i = static_cast<std::size_t>((b * nc + c) * np + j);
-          const double xi = x[i], yi = y[i];
-          abs_c[static_cast<std::size_t>(b * np + j)] += std::fabs(xi) / static_cast<double>(nc);
-          xy_c[static_cast<std::size_t>(b * np + j)] += xi * yi;
-          y_p[static_cast<std::size_t>(b * nc + c)] += yi / static_cast<double>(np);
-          xy_p[static_cast<std::size_t>(b * nc + c)] += xi * yi;
-        }
+    for (std::size_t i = 0; i < n; ++i) {  // i = (b * nc + c) * np + j
+      const auto pos = static_cast<std::size_t>(static_cast<std::int64_t>(i) / (nc * np) * np) +
+                       i % static_cast<std::size_t>(np);
+      const auto chan = i / static_cast<std::size_t>(np);
+      const double xi = x[i], yi = y[i];
+      abs_c[pos] += std::fabs(xi) / static_cast<double>(nc);
+      xy_c[pos] += xi * yi;
+      y_p[chan] += yi / static_cast<double>(np);
+      xy_p[chan] += xi * yi;
+    }
     const Dims sp{nb, 1, shape[2], shape[3]}, ch{nb, nc, 1, 1};
     auto product = [](const auto& a, const auto& b) { return a * b; };
     using ops::detail::MeanTerm;

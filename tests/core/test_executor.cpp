@@ -15,6 +15,7 @@
 #include "core/executor_gpu.hpp"
 #include "kdloss/backend/cpu/executor.hpp"
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/core/packet.hpp"
 #include "support/test_support.hpp"
 
 using namespace kdloss;
@@ -608,4 +609,74 @@ KDLOSS_GPU_TEST("cuda::reduce_into over an empty axis writes zeros to every outp
     CHECK(kdloss_test::gpu_reduce_into(d, Dims{2, 0, 3}, in, in, out) == std::vector<double>(6, 0.0));
   }
 #endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// core/packet.hpp: the packet exp and log that the host row executor's float rows run on, in the
+// baseline build (called here directly) and in the instruction-set clone the row loops use
+// (backend/cpu/parallel.hpp; the AVX2/FMA one on a machine that has it).
+
+namespace {
+
+using FloatPacket = math::Packet<float, 8>;
+
+/// Distance of `got` from the double `want`, in units of the float spacing at `want` (subnormal
+/// spacing below the smallest normal); 0 for matching infinities and NaNs, and for infinity where
+/// `want` rounds to infinity in float.
+double ulps(float got, double want) {
+  if (std::isnan(want)) return std::isnan(got) ? 0.0 : 1e30;
+  if (std::isinf(static_cast<float>(want))) return got == static_cast<float>(want) ? 0.0 : 1e30;  // overflows
+  const float w = std::fabs(static_cast<float>(want));
+  const double spacing = std::max(static_cast<double>(std::nextafter(w, INFINITY) - w), 0x1p-149);
+  return std::fabs(static_cast<double>(got) - want) / spacing;
+}
+
+template <bool kLog>
+void packet_math_baseline(const float* x, float* y, std::size_t n) {
+  for (std::size_t i = 0; i < n; i += 8) {
+    const auto p = FloatPacket::load(x + i);
+    (kLog ? p.log() : p.exp()).store(y + i);
+  }
+}
+template <bool kLog>
+KDLOSS_CPU_CLONES KDLOSS_CPU_FLATTEN void packet_math_isa(const float* x, float* y, std::size_t n) {
+  packet_math_baseline<kLog>(x, y, n);
+}
+
+template <bool kLog>
+void check_packet_math(std::vector<float> x) {
+  while (x.size() % 8 != 0) x.push_back(1.0f);
+  std::vector<float> base(x.size()), isa(x.size());
+  packet_math_baseline<kLog>(x.data(), base.data(), x.size());
+  packet_math_isa<kLog>(x.data(), isa.data(), x.size());
+  double worst_base = 0, worst_isa = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double want = kLog ? std::log(static_cast<double>(x[i])) : std::exp(static_cast<double>(x[i]));
+    worst_base = std::max(worst_base, ulps(base[i], want));
+    worst_isa = std::max(worst_isa, ulps(isa[i], want));
+    if (!(ulps(base[i], want) <= 2.0 && ulps(isa[i], want) <= 2.0))
+      FAIL_CHECK((kLog ? "log(" : "exp(") << x[i] << ") = " << base[i] << " / " << isa[i] << ", want " << want);
+  }
+  MESSAGE((kLog ? "packet log" : "packet exp") << ": worst " << worst_base << " ulp (baseline), " << worst_isa
+                                               << " ulp (clone)");
+}
+
+}  // namespace
+
+TEST_CASE("math::Packet<float>: exp within 2 ulp from underflow to overflow, with -inf, +inf and NaN") {
+  std::vector<float> x;
+  for (float v = -110.0f; v < 92.0f; v += 0.00731f) x.push_back(v);
+  for (float v : {-INFINITY, INFINITY, NAN, 0.0f, -0.0f, 1e-30f, -1e-30f, 88.72f, 88.7228f, 88.73f, -87.33f, -87.34f,
+                  -103.2f, -103.9f, -103.98f, -104.5f, -1000.0f, 1000.0f})
+    x.push_back(v);
+  check_packet_math<false>(x);
+}
+
+TEST_CASE("math::Packet<float>: log within 2 ulp over every binade and on subnormals, 0, inf, negatives and NaN") {
+  std::vector<float> x;
+  for (float v = 0x1p-149f; v < 3e38f; v = std::max(v * 1.00037f, std::nextafter(v, INFINITY))) x.push_back(v);
+  for (float v : {0.0f, -0.0f, -1.0f, -1e-40f, INFINITY, -INFINITY, NAN, 1.0f, 0x1p-126f, 0.70710677f, 0.70710683f,
+                  1.4142135f, 2.0f})
+    x.push_back(v);
+  check_packet_math<true>(x);
 }

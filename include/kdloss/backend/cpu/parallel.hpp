@@ -21,6 +21,14 @@
 // The cloned functions live in an inline namespace named after the build, so a translation unit
 // built without clones (nvcc's, or clang's) never shares their symbols with one built with them.
 
+// A clone runs at its instruction set only the code inlined into it: KDLOSS_CPU_FLATTEN on a cloned
+// function inlines everything it calls (the row operation handed in, its lambdas, the packet math).
+#if defined(__GNUC__) && !defined(__CUDACC__)
+#define KDLOSS_CPU_FLATTEN __attribute__((flatten))
+#else
+#define KDLOSS_CPU_FLATTEN
+#endif
+
 namespace kdloss::backend::cpu {
 
 /// Below this much work (elements touched) a loop runs on one thread: thread start-up would cost more.

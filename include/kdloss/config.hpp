@@ -24,6 +24,17 @@
 #endif
 #endif
 
+// Keeps a rare branch out of a hot function's inlined body (host and device).
+#ifndef KDLOSS_NOINLINE
+#if defined(__CUDACC__)
+#define KDLOSS_NOINLINE __noinline__
+#elif defined(__GNUC__) || defined(__clang__)
+#define KDLOSS_NOINLINE __attribute__((noinline))
+#else
+#define KDLOSS_NOINLINE
+#endif
+#endif
+
 // The CUDA backend exists only in translation units compiled by nvcc: a .cpp file
 // sees the host backend alone and gets a clear error if it hands over device views.
 #if defined(__CUDACC__) && !defined(KDLOSS_DISABLE_CUDA)

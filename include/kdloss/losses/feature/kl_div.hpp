@@ -29,14 +29,6 @@
 #include "kdloss/losses/feature/pointwise.hpp"
 #include "kdloss/ops/softmax.hpp"
 
-// Keeps a rare branch out of the hot row operation's inlined body.
-#if defined(__CUDACC__)
-#define KDLOSS_FEATURE_NOINLINE __noinline__
-#elif defined(__GNUC__) || defined(__clang__)
-#define KDLOSS_FEATURE_NOINLINE __attribute__((noinline))
-#else
-#define KDLOSS_FEATURE_NOINLINE
-#endif
 
 namespace kdloss::feature {
 
@@ -90,8 +82,9 @@ struct KlDivRow {
   /// contraction x/T - max(x/T) is the rounding error of x/T rather than 0. A logit whose x/T is not
   /// finite makes PyTorch's softmax NaN (x/T - max = NaN): the term and gradient are NaN then. Kept
   /// out of line so that the main path's inlining does not change.
+  // Out of line (KDLOSS_NOINLINE): a rare branch kept out of the hot row operation's inlined body.
   template <class Acc, class Row>
-  KDLOSS_HOST_DEVICE KDLOSS_FEATURE_NOINLINE Acc one_class(const Row& row) const {
+  KDLOSS_HOST_DEVICE KDLOSS_NOINLINE Acc one_class(const Row& row) const {
     const Acc it = Acc(inv_t);
     auto zero_or_nan = [&](std::int64_t j) {
       return finite_or_nan(row.template in<0, Acc>(j) * it) + finite_or_nan(row.template in<1, Acc>(j) * it);

@@ -5,8 +5,8 @@
 #include <tuple>
 #include <vector>
 
-#include "core/executor_functors.hpp"
-#include "core/executor_gpu.hpp"
+#include "backend/executor_functors.hpp"
+#include "backend/executor_gpu.hpp"
 #include "kdloss/backend/cuda/executor.cuh"
 #include "kdloss/backend/cuda/launch.hpp"
 #include "support/device_buffer.cuh"

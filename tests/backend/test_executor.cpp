@@ -11,8 +11,8 @@
 #include <tuple>
 #include <vector>
 
-#include "core/executor_functors.hpp"
-#include "core/executor_gpu.hpp"
+#include "backend/executor_functors.hpp"
+#include "backend/executor_gpu.hpp"
 #include "kdloss/backend/cpu/executor.hpp"
 #include "kdloss/backend/dispatch.hpp"
 #include "kdloss/core/packet.hpp"

@@ -34,6 +34,17 @@ inline const char* to_string(Mode m) {
 constexpr bool writes_value(Mode m) { return m != Mode::backward; }
 constexpr bool writes_gradients(Mode m) { return m != Mode::forward; }
 
+/// The names an entry point's errors carry, one per Mode (kdloss::mse_loss, kdloss::mse_loss_backward,
+/// kdloss::mse_loss_forward_backward), so a message names the wrapper the caller used.
+struct EntryNames {
+  const char* forward;
+  const char* backward;
+  const char* forward_backward;
+  const char* operator()(Mode m) const {
+    return m == Mode::forward ? forward : m == Mode::backward ? backward : forward_backward;
+  }
+};
+
 /// An optional view the caller left out: default-constructed (null data and rank 0). A rank-0 view
 /// with data (a scalar) or an empty view with a shape is present. This is the one test for optional
 /// inputs and for gradients that are not requested.

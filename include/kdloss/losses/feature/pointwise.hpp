@@ -207,15 +207,7 @@ struct PointwiseFusedMap {
   }
 };
 
-/// Per entry: the names its errors carry (one per Mode) and its formula.
-struct EntryNames {
-  const char* forward;
-  const char* backward;
-  const char* forward_backward;
-  const char* operator()(Mode m) const {
-    return m == Mode::forward ? forward : m == Mode::backward ? backward : forward_backward;
-  }
-};
+using ::kdloss::EntryNames;  // core/entry.hpp
 inline constexpr EntryNames kMseNames{"kdloss::mse_loss", "kdloss::mse_loss_backward",
                                       "kdloss::mse_loss_forward_backward"};
 inline constexpr EntryNames kL1Names{"kdloss::l1_loss", "kdloss::l1_loss_backward", "kdloss::l1_loss_forward_backward"};

@@ -32,15 +32,7 @@ using ops::detail::strides4;
 
 // ---- validation ----
 
-/// The entry's name in messages, by mode (kdloss::ssim_loss, ..._backward, ..._forward_backward).
-struct EntryNames {
-  const char* forward;
-  const char* backward;
-  const char* forward_backward;
-  const char* operator()(Mode m) const {
-    return m == Mode::forward ? forward : m == Mode::backward ? backward : forward_backward;
-  }
-};
+using ::kdloss::EntryNames;  // core/entry.hpp
 
 
 template <class T>

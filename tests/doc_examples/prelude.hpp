@@ -70,7 +70,6 @@ namespace expr = kdloss::expr;
 inline kdloss::View<const float> student, teacher, A;
 inline kdloss::View<float> grad;
 inline Out pc, spatial_map_view;
-inline float inv_c = 1.0f / 256;
 inline const float* ptr_to_8_floats = nullptr;
 /// A pooled term's functor: scale * |input 0| (AbsOf0) or scale * input 1 (MeanOf1).
 struct AbsOf0 {

@@ -40,11 +40,11 @@ struct FilterOptions {
 ///   forward_backward  both, in one call
 template <class T>
 struct GaussianFilterArgs {
-  View<const T> x;
-  View<T> out;
-  View<const T> grad_out;
-  View<T> grad_x;
-  FilterOptions options;
+  View<const T> x{};
+  View<T> out{};
+  View<const T> grad_out{};
+  View<T> grad_x{};
+  FilterOptions options{};
 };
 
 namespace detail {

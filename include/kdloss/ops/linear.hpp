@@ -31,14 +31,14 @@ struct LinearOptions {
 /// input); grad_x: like x, grad_weight: like weight, grad_bias: [out] (backward outputs, each optional).
 template <class T>
 struct LinearArgs {
-  View<const T> x;
-  View<const T> weight;
-  View<const T> bias;
-  View<T> y;
-  View<const T> grad_y;
-  View<T> grad_x;
-  View<T> grad_weight;
-  View<T> grad_bias;
+  View<const T> x{};
+  View<const T> weight{};
+  View<const T> bias{};
+  View<T> y{};
+  View<const T> grad_y{};
+  View<T> grad_x{};
+  View<T> grad_weight{};
+  View<T> grad_bias{};
   LinearOptions options{};
 };
 

@@ -36,9 +36,9 @@ struct MatmulOptions {
 /// functor V(V value, int64 batch, int64 i, int64 j) applied to every final element of c.
 template <class T, class Epilogue = expr::NoEpilogue>
 struct MatmulArgs {
-  View<const T> a;
-  View<const T> b;
-  View<T> c;
+  View<const T> a{};
+  View<const T> b{};
+  View<T> c{};
   MatmulOptions options{};
   Epilogue epilogue{};
 };

@@ -247,11 +247,11 @@ struct MeanOptions {
 template <class T>
 struct MeanArgs {
   using value_type = T;
-  View<const T> x;         // forward reads it; backward reads its shape (and its values when absolute)
-  View<T> out;             // written by forward and forward_backward
-  View<const T> grad_out;  // dL/dout: backward, forward_backward
-  View<T> grad_x;          // written by backward and forward_backward
-  MeanOptions options;
+  View<const T> x{};         // forward reads it; backward reads its shape (and its values when absolute)
+  View<T> out{};             // written by forward and forward_backward
+  View<const T> grad_out{};  // dL/dout: backward, forward_backward
+  View<T> grad_x{};          // written by backward and forward_backward
+  MeanOptions options{};
 };
 template <class T>
 using MeanOverChannelsArgs = MeanArgs<T>;

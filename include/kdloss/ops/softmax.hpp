@@ -174,13 +174,13 @@ void run_axis_entry(const Args& a, Mode mode, Fwd fwd, Bwd bwd, const Exec& exec
 /// The fields of SoftmaxArgs and LogSoftmaxArgs (which differ only in their options).
 template <class T, class Options>
 struct AxisArgs {
-  View<const T> x;         // input: forward, forward_backward
+  View<const T> x{};         // input: forward, forward_backward
   int axis = 0;            // in [0, rank)
-  View<T> out;             // y: written by forward and forward_backward
-  View<const T> y;         // the forward's y, read by backward (forward_backward reads `out`)
-  View<const T> grad_out;  // dL/dy: backward, forward_backward
-  View<T> grad_x;          // dL/dx: written by backward and forward_backward
-  Options options;
+  View<T> out{};             // y: written by forward and forward_backward
+  View<const T> y{};         // the forward's y, read by backward (forward_backward reads `out`)
+  View<const T> grad_out{};  // dL/dy: backward, forward_backward
+  View<T> grad_x{};          // dL/dx: written by backward and forward_backward
+  Options options{};
 };
 
 inline constexpr const char* kSoftmaxNames[3] = {"kdloss::ops::softmax", "kdloss::ops::softmax_backward",

@@ -21,8 +21,10 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 /// [1, 2, 24, 24] inputs in [0, 1]; plane 0 gets `bad` at (12, 12).
+const Dims kShape{1, 2, 24, 24};
+
 struct Inputs {
-  Dims d{1, 2, 24, 24};
+  Dims d = kShape;  // (a member initializer list here trips GCC 12's -Wmaybe-uninitialized at -O3)
   std::vector<double> s, t;
   explicit Inputs(double bad, bool in_teacher = false) {
     const auto n = static_cast<std::size_t>(d.product());

@@ -160,6 +160,7 @@ void fill(const View<O>& out, O value) {
 /// (broadcast to `full`). `out` has the rank of `full`, with extent 1 on every reduced axis.
 ///
 ///   // spatial attention G_s[b,0,h,w] = mean_c |A|
+///   const float inv_c = 1.0f / static_cast<float>(A.shape[1]);
 ///   reduce_into(A.shape, [inv_c](const auto& a) { return math::abs(a) * inv_c; }, std::tuple{A}, gs);
 template <class F, class O, class... I>
 void reduce_into(const Dims& full, F f, const std::tuple<View<const I>...>& ins, const View<O>& out) {

@@ -63,11 +63,11 @@ inline constexpr const char* kPooledAttentionTransferLossNames[3] = {
 ///   kdloss::fbkd::attention_transfer_loss(args, kdloss::Mode::forward_backward);
 template <class T>
 struct AttentionTransferLossArgs {
-  View<const T> student;
-  View<const T> teacher;
-  View<T> out;
-  View<const T> grad_out;
-  View<T> grad_student;
+  View<const T> student{};
+  View<const T> teacher{};
+  View<T> out{};
+  View<const T> grad_out{};
+  View<T> grad_student{};
 };
 
 namespace detail {
@@ -184,13 +184,13 @@ void attention_transfer_loss_forward_backward(const View<S>& student, const View
 ///   kdloss::fbkd::pooled_attention_transfer_loss(args, kdloss::Mode::forward_backward);
 template <class T>
 struct PooledAttentionTransferLossArgs {
-  View<const T> student_channel;
-  View<const T> student_spatial;
-  View<const T> teacher;
-  View<T> out;
-  View<const T> grad_out;
-  View<T> grad_student_channel;
-  View<T> grad_student_spatial;
+  View<const T> student_channel{};
+  View<const T> student_spatial{};
+  View<const T> teacher{};
+  View<T> out{};
+  View<const T> grad_out{};
+  View<T> grad_student_channel{};
+  View<T> grad_student_spatial{};
 };
 
 namespace detail {

@@ -73,13 +73,13 @@ std::size_t masked_feature_workspace_bytes(const View<const T>& a) {
 ///   kdloss::fbkd::masked_feature_loss(args, kdloss::Mode::forward_backward);
 template <class T>
 struct MaskedFeatureLossArgs {
-  View<const T> student_adapted;
-  View<const T> teacher;
-  View<const T> mask_spatial;
-  View<const T> mask_channel;  // optional
-  View<T> out;
-  View<const T> grad_out;
-  View<T> grad_student_adapted;
+  View<const T> student_adapted{};
+  View<const T> teacher{};
+  View<const T> mask_spatial{};
+  View<const T> mask_channel{};  // optional
+  View<T> out{};
+  View<const T> grad_out{};
+  View<T> grad_student_adapted{};
 };
 
 /// Throws kdloss::Error naming the argument and the shapes when `args` cannot run in `mode`; writes nothing.

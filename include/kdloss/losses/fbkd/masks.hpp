@@ -135,10 +135,10 @@ inline constexpr const char* kChannelAttentionNames[3] = {"kdloss::fbkd::channel
 template <class T>
 struct AttentionMapArgs {
   using value_type = T;
-  View<const T> x;
-  View<T> out;             // the map: forward, forward_backward
-  View<const T> grad_out;  // dL/dmap: backward, forward_backward
-  View<T> grad_x;          // written by backward and forward_backward
+  View<const T> x{};
+  View<T> out{};             // the map: forward, forward_backward
+  View<const T> grad_out{};  // dL/dmap: backward, forward_backward
+  View<T> grad_x{};          // written by backward and forward_backward
 };
 template <class T>
 using SpatialAttentionArgs = AttentionMapArgs<T>;
@@ -302,11 +302,11 @@ void channel_attention_forward_backward(const View<X>& x, const View<G>& grad_ou
 ///   kdloss::fbkd::attention_masks(args, kdloss::Mode::forward);
 template <class T>
 struct AttentionMasksArgs {
-  View<const T> student;
-  View<const T> teacher;
-  View<T> mask_spatial;
-  View<T> mask_channel;
-  MaskOptions options;
+  View<const T> student{};
+  View<const T> teacher{};
+  View<T> mask_spatial{};
+  View<T> mask_channel{};
+  MaskOptions options{};
 };
 
 /// Throws kdloss::Error naming the argument and the shapes when `args` cannot run in `mode`; writes

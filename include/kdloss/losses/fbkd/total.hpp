@@ -462,10 +462,10 @@ using TotalLossOptions = Config;
 ///   kdloss::fbkd::total_loss(args, kdloss::Mode::forward_backward);
 template <class T>
 struct TotalLossArgs {
-  std::vector<Level<T>> levels;
-  View<T> out;             // the value: forward, forward_backward
-  View<const T> grad_out;  // dL/dvalue, one element: backward
-  Config options;
+  std::vector<Level<T>> levels{};
+  View<T> out{};             // the value: forward, forward_backward
+  View<const T> grad_out{};  // dL/dvalue, one element: backward
+  Config options{};
 };
 
 /// Throws kdloss::Error naming the argument ("levels[i].field") and the shapes when `args` cannot

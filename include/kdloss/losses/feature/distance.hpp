@@ -45,11 +45,11 @@ struct DistanceOptions {};
 /// elements.
 template <class T>
 struct DistanceLossArgs {
-  View<const T> student;
-  View<const T> teacher;
-  View<T> out;
-  View<const T> grad_out;  // upstream gradient of `out` (backward)
-  View<T> grad_student;
+  View<const T> student{};
+  View<const T> teacher{};
+  View<T> out{};
+  View<const T> grad_out{};  // upstream gradient of `out` (backward)
+  View<T> grad_student{};
   DistanceOptions options{};
 };
 

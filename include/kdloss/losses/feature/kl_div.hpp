@@ -48,11 +48,11 @@ struct KlDivOptions {
 /// batchmean/mean/sum and the logits' shape for none; grad_student has the logits' shape.
 template <class T>
 struct KlDivLossArgs {
-  View<const T> student_logits;
-  View<const T> teacher_logits;
-  View<T> out;
-  View<const T> grad_out;  // upstream gradient of `out` (backward)
-  View<T> grad_student;
+  View<const T> student_logits{};
+  View<const T> teacher_logits{};
+  View<T> out{};
+  View<const T> grad_out{};  // upstream gradient of `out` (backward)
+  View<T> grad_student{};
   KlDivOptions options{};
 };
 

@@ -78,11 +78,11 @@ struct SmoothL1LossOptions {
 /// be unique. `out` and `grad_out` hold one element for mean/sum and the student's shape for none.
 template <class T, class Options>
 struct PointwiseLossArgs {
-  View<const T> student;
-  View<const T> teacher;
-  View<T> out;
-  View<const T> grad_out;  // upstream gradient of `out` (backward)
-  View<T> grad_student;    // grad_out * d(out)/d(student) (backward), d(out)/d(student) (forward_backward)
+  View<const T> student{};
+  View<const T> teacher{};
+  View<T> out{};
+  View<const T> grad_out{};  // upstream gradient of `out` (backward)
+  View<T> grad_student{};    // grad_out * d(out)/d(student) (backward), d(out)/d(student) (forward_backward)
   Options options{};
 };
 template <class T>

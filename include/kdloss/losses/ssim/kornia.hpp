@@ -24,11 +24,11 @@ using expr::AxisPlan;
 /// backward, grad_student / grad_teacher (either may be absent, not both) for the gradients.
 template <class T>
 struct SsimPairArgs {
-  View<const T> student, teacher;
-  View<T> out;
-  View<const T> grad_out;
-  View<T> grad_student, grad_teacher;
-  SsimOptions options;
+  View<const T> student{}, teacher{};
+  View<T> out{};
+  View<const T> grad_out{};
+  View<T> grad_student{}, grad_teacher{};
+  SsimOptions options{};
 };
 /// Arguments of ssim_loss: out holds one element (mean, sum) or the loss map [B, C, Ho, Wo] (none);
 /// grad_out has out's shape.
@@ -43,11 +43,11 @@ struct SsimMapArgs : SsimPairArgs<T> {};
 /// one grad_students view per level for backward.
 template <class T>
 struct SsimPyramidLossArgs {
-  std::vector<View<const T>> students, teachers;
-  View<T> out;
-  View<const T> grad_out;
-  std::vector<View<T>> grad_students;
-  SsimOptions options;
+  std::vector<View<const T>> students{}, teachers{};
+  View<T> out{};
+  View<const T> grad_out{};
+  std::vector<View<T>> grad_students{};
+  SsimOptions options{};
 };
 
 namespace detail {

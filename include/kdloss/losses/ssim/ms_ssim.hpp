@@ -27,11 +27,11 @@ namespace kdloss::ssim {
 /// [B, C] (none); grad_out has out's shape; grad_student / grad_teacher (either may be absent).
 template <class T>
 struct SsimIndexArgs {
-  View<const T> student, teacher;
-  View<T> out;
-  View<const T> grad_out;
-  View<T> grad_student, grad_teacher;
-  MsSsimOptions options;
+  View<const T> student{}, teacher{};
+  View<T> out{};
+  View<const T> grad_out{};
+  View<T> grad_student{}, grad_teacher{};
+  MsSsimOptions options{};
   ChannelReduction reduction = ChannelReduction::mean;
 };
 /// Arguments of ms_ssim (as ssim_index's; options.weights sets the levels).
@@ -40,11 +40,11 @@ struct MsSsimArgs : SsimIndexArgs<T> {};
 /// Arguments of ms_ssim_l1_loss: one element out (and grad_out).
 template <class T>
 struct MsSsimL1LossArgs {
-  View<const T> student, teacher;
-  View<T> out;
-  View<const T> grad_out;
-  View<T> grad_student, grad_teacher;
-  MsSsimL1Options options;
+  View<const T> student{}, teacher{};
+  View<T> out{};
+  View<const T> grad_out{};
+  View<T> grad_student{}, grad_teacher{};
+  MsSsimL1Options options{};
 };
 
 namespace detail {

@@ -52,7 +52,7 @@ struct MsSsimOptions {
 /// The thesis' table 7 mixture: l1_weight * mean|s - t| + (1 - l1_weight) * (1 - MS-SSIM(s, t)),
 /// with MS-SSIM averaged over B and C. data_range defaults to 1 here (features, not 8-bit images).
 struct MsSsimL1Options {
-  MsSsimOptions ms_ssim;
+  MsSsimOptions ms_ssim{};
   double l1_weight = 0.15;
   MsSsimL1Options() { ms_ssim.data_range = 1.0; }
 };

@@ -10,8 +10,12 @@
 
 // Hot host loops are compiled twice with GCC on x86-64 Linux (AVX2/FMA and baseline) and picked
 // at load time, since a header-only library cannot rely on the consumer's -march.
+// Only in optimised builds without AddressSanitizer: a clone passes packets (32-byte vectors) by value
+// to the row operation it flattens into itself, and when a call is not inlined (-O0, or ASan's
+// instrumentation) the AVX2 caller and the baseline callee disagree on how such arguments are passed.
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && defined(__x86_64__) && \
-    defined(__linux__) && __GNUC__ >= 11 && !defined(KDLOSS_NO_TARGET_CLONES)
+    defined(__linux__) && __GNUC__ >= 11 && defined(__OPTIMIZE__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(KDLOSS_NO_TARGET_CLONES)
 #define KDLOSS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #define KDLOSS_CPU_ISA_NAMESPACE x86_64_v3_clones
 #else

@@ -35,6 +35,11 @@
 #if defined(__GNUC__) && !defined(__clang__) && KDLOSS_PACKET_GNU_VECTORS
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
+// clang reports it where the header's functions are defined: switched off for this header only.
+#if defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wpsabi"
+#endif
 
 namespace kdloss::math {
 
@@ -43,7 +48,11 @@ namespace packet_detail {
 #if KDLOSS_PACKET_GNU_VECTORS
 template <class T, int N>
 struct storage {
+#if defined(__clang__)
+  typedef T type __attribute__((vector_size(sizeof(T) * N)));
+#else
   typedef T type __attribute__((vector_size(sizeof(T) * N), aligned(16)));  // 16: see float_or_eigen
+#endif
 };
 /// Lanes as a vector of T; compare results are vectors of same-width integers (0 or -1 per lane).
 template <class T, int N>
@@ -247,3 +256,7 @@ struct Packet {
 };
 
 }  // namespace kdloss::math
+
+#if defined(__clang__)
+#pragma clang diagnostic pop
+#endif

@@ -39,12 +39,14 @@ struct ScalarUpstream {
   }
 };
 
-/// d||x||/dx = x * (upstream / norm), with 0 where the norm is exactly 0, as PyTorch's norm backward
-/// masks norm == 0: only an exact zero is masked, so a NaN norm gives NaN everywhere and an infinite
-/// norm gives 0 (beside NaN at the infinite entries), as autograd does.
+/// d(weight * ||x||)/dx = x * (weight * upstream / norm), with upstream * 0 where the norm is exactly 0,
+/// as PyTorch's norm backward masks norm == 0: only an exact zero is masked (a NaN upstream stays NaN
+/// there), a NaN norm gives NaN everywhere and an infinite norm gives 0 (beside NaN at the infinite
+/// entries), as autograd does. The norm is the double the finaliser kept; weight / norm is formed in
+/// double.
 template <class A>
-KDLOSS_HOST_DEVICE A norm_backward_scale(A norm, A upstream) {
-  return norm == A(0) ? upstream * A(0) : upstream / norm;
+KDLOSS_HOST_DEVICE A norm_backward_scale(double norm, A upstream, double weight = 1.0) {
+  return norm == 0 ? upstream * A(0) : A(weight / norm) * upstream;
 }
 
 }  // namespace kdloss::ops

@@ -112,15 +112,12 @@ void mask_rows(Device device, Stream stream, const View<const A>& map_t, const V
 using ::kdloss::ops::SqrtFinal;  // ops/norm.hpp
 using ::kdloss::ops::SquaredDifference;
 
-/// The scale k = weight * upstream / norm of a norm's gradient. Defined as 0 only where the norm is
-/// exactly 0 (PyTorch's norm backward masks norm == 0; FBKD's `sum() ** 0.5` would give NaN there). A
-/// NaN norm gives a NaN scale and an infinite one a zero scale, as autograd's self / norm does, so
-/// NaN and inf inputs reach every gradient entry that autograd's reach (docs/losses/fbkd.md, "NaN
-/// and infinity").
+/// The scale k = weight * upstream / norm of a norm's gradient, with ops/norm.hpp's exact-zero rule
+/// (FBKD's `sum() ** 0.5` would give NaN at a zero norm; NaN and inf reach every gradient entry that
+/// autograd's reach: docs/losses/fbkd.md, "NaN and infinity").
 template <class S, class U>
 KDLOSS_HOST_DEVICE S norm_grad_scale(const double* norm, const Upstream<U>& upstream, double weight) {
-  const double n = *norm;
-  return n == 0 ? S(0) : S(weight / n) * upstream.template get<S>();
+  return ::kdloss::ops::norm_backward_scale(*norm, upstream.template get<S>(), weight);
 }
 
 /// L_AM terms: (T - A)^2 * M_s (* M_c). Inputs: adapted student A, teacher T, M_s [B,1,H,W], M_c [B,C,1,1].

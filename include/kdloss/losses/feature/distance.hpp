@@ -66,9 +66,7 @@ struct DistanceGrad {
   template <class S, class Tt, class G>
   KDLOSS_HOST_DEVICE void operator()(const S& s, const Tt& t, G& g) const {
     using A = math::scalar_t<G>;
-    const A n = static_cast<A>(*norm);
-    const A u = upstream.template get<A>();
-    g = (s - t) * ::kdloss::ops::norm_backward_scale(n, u);
+    g = (s - t) * ::kdloss::ops::norm_backward_scale(*norm, upstream.template get<A>());
   }
 };
 

@@ -42,7 +42,7 @@ GpuLossResult run(int kind, const std::vector<double>& s_host, const std::vector
   }
   cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
   cudaStreamDestroy(stream);
-  return {to_double(out.to_host()), to_double(grad.to_host())};
+  return {to_double(out.to_host()), to_double(grad.to_host()), to_double(s.to_host()), to_double(t.to_host())};
 }
 
 }  // namespace

@@ -10,6 +10,7 @@ namespace kdloss_test {
 struct GpuLossResult {
   std::vector<double> value;  // one element, or the map for reduction none
   std::vector<double> grad;
+  std::vector<double> student, teacher;  // the inputs as the device held them (rounded to the dtype)
 };
 
 /// kind: 0 mse, 1 l1, 2 smooth_l1. dtype: 0 float, 1 double, 2 half, 3 bfloat16 (inputs given in double).

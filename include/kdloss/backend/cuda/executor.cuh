@@ -85,17 +85,19 @@ __device__ __forceinline__ Acc eval_inputs(F& f, const InPtrs& ins, const std::i
 template <class Acc, int NI, class F, class InPtrs, class O>
 __global__ void __launch_bounds__(kBlock)
     reduce_thread_per_output_kernel(expr::Space kept, expr::Space reduced, F f, InPtrs ins, O* out) {
-  const std::int64_t o = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (o >= kept.numel) return;
-  std::int64_t base[expr::kMaxOperands];
-  kept.offsets(o, base);
-  Acc acc = Acc(0);
-  for (std::int64_t r = 0; r < reduced.numel; ++r) {
-    std::int64_t off[expr::kMaxOperands];
-    reduced.offsets(r, off);
-    acc += eval_inputs<Acc>(f, ins, base, off, ::cuda::std::make_index_sequence<NI>{});
+  // Grid-stride: grid_for caps the grid, so outputs past grid * block are reached by the loop.
+  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t o = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; o < kept.numel; o += step) {
+    std::int64_t base[expr::kMaxOperands];
+    kept.offsets(o, base);
+    Acc acc = Acc(0);
+    for (std::int64_t r = 0; r < reduced.numel; ++r) {
+      std::int64_t off[expr::kMaxOperands];
+      reduced.offsets(r, off);
+      acc += eval_inputs<Acc>(f, ins, base, off, ::cuda::std::make_index_sequence<NI>{});
+    }
+    store_as(out + base[NI], acc);
   }
-  store_as(out + base[NI], acc);
 }
 
 template <class Acc, int NI, class F, class InPtrs, class O>

@@ -21,14 +21,29 @@ inline void check(cudaError_t status, const char* what) {
 }
 
 /// Checks the launch just issued (configuration errors surface here, asynchronously-detected ones later).
+/// DeviceGuard has already refused to start over an error pending from earlier CUDA work, so an error
+/// read here belongs to kdloss's own launches.
 inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+
+/// Refuses to launch over an error that earlier CUDA work (not kdloss) left pending: cudaGetLastError
+/// after our launch would return it, and kdloss would report someone else's error as its own. The error
+/// is peeked, not cleared, so its owner's check still sees it.
+inline void check_no_pending_error() {
+  const cudaError_t earlier = cudaPeekAtLastError();
+  if (earlier != cudaSuccess)
+    ::kdloss::detail::fail("kdloss: a CUDA error was already pending before this kdloss call, left by earlier CUDA "
+                           "work (not by kdloss); kdloss launched nothing: ",
+                           cudaGetErrorName(earlier), ": ", cudaGetErrorString(earlier));
+}
 
 inline cudaStream_t stream_of(Stream s) { return static_cast<cudaStream_t>(s.handle); }
 
-/// Makes `device` current for the call and restores the caller's device after it.
+/// Makes `device` current for the call and restores the caller's device after it. Every dispatch to the
+/// CUDA backend opens one, so it is also where an error pending from earlier work is refused.
 class DeviceGuard {
  public:
   explicit DeviceGuard(Device device) {
+    check_no_pending_error();
     check(cudaGetDevice(&previous_), "cudaGetDevice");
     if (previous_ != device.index) check(cudaSetDevice(device.index), "cudaSetDevice");
   }

@@ -16,6 +16,11 @@ cmake --build --preset default -j "$jobs"
 echo "== kdloss: tests =="
 ctest --preset default
 
+echo "== kdloss: the GPU check script (scripts/gpu_check.sh): prepare its carry folder, list its stages, configure its build =="
+bash scripts/gpu_check.sh --prepare
+bash scripts/gpu_check.sh --dry-run
+bash scripts/gpu_check.sh --configure-only >/dev/null
+
 echo "== kdloss: host tests under ASan + UBSan =="
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$jobs" --target kdloss_tests

@@ -156,4 +156,5 @@ void check_same_nonfinite(const std::vector<A>& got, const std::vector<B>& want,
 }  // namespace kdloss_test
 
 /// Decorator for test cases that need a GPU: reported as skipped when none is present.
-#define KDLOSS_GPU_TEST(name) TEST_CASE(name * doctest::skip(!kdloss_test::gpu_available()))
+#define KDLOSS_GPU_TEST(name) \
+  TEST_CASE(name * doctest::skip(!kdloss_test::gpu_available()) * doctest::test_suite("gpu"))

@@ -54,6 +54,32 @@ KDLOSS_CPU_CLONES KDLOSS_CPU_FLATTEN void chunk_argmax(const T* x0, std::int64_t
       }
     }
 }
+/// Input row kh of n consecutive windows (g at column stride gs): grad = beta * grad + (up[j] where
+/// id[j] is this element's window-local index, else 0); beta 0 never reads g. S > 0: gs = 1, s = S.
+template <int S, class T>
+KDLOSS_CPU_CLONES KDLOSS_CPU_FLATTEN void chunk_route(T* g, std::int64_t gs, const T* up, const std::int32_t* id,
+                                                      std::int64_t kh, std::int64_t s, std::int64_t n, double beta) {
+  const std::int64_t ss = S > 0 ? S : s, col = S > 0 ? 1 : gs;
+  const auto k0 = static_cast<std::int32_t>(kh * ss);
+  if (beta == 0.0) {
+#if KDLOSS_OPENMP
+#pragma omp simd
+#endif
+    for (std::int64_t j = 0; j < n; ++j)
+      for (std::int64_t kw = 0; kw < ss; ++kw)
+        g[(j * ss + kw) * col] = id[j] == k0 + static_cast<std::int32_t>(kw) ? up[j] : T(0);
+  } else {
+    const T b = static_cast<T>(beta);
+#if KDLOSS_OPENMP
+#pragma omp simd
+#endif
+    for (std::int64_t j = 0; j < n; ++j)
+      for (std::int64_t kw = 0; kw < ss; ++kw) {
+        T& e = g[(j * ss + kw) * col];
+        e = b * e + (id[j] == k0 + static_cast<std::int32_t>(kw) ? up[j] : T(0));
+      }
+  }
+}
 }  // namespace KDLOSS_CPU_ISA_NAMESPACE
 
 /// g[0, n) at element stride gs becomes beta * g (beta 0: zeros, the old contents unread).
@@ -68,6 +94,19 @@ void scale_span(T* g, std::int64_t gs, std::int64_t n, double beta) {
     const T b = static_cast<T>(beta);
     for (std::int64_t k = 0; k < n; ++k) g[k * gs] *= b;
   }
+}
+
+template <class T>
+void route_chunk(T* g, std::int64_t gs, const T* up, const std::int32_t* id, std::int64_t kh, std::int64_t s,
+                 std::int64_t n, double beta) {
+  if (gs == 1 && s == 2)
+    chunk_route<2>(g, gs, up, id, kh, s, n, beta);
+  else if (gs == 1 && s == 4)
+    chunk_route<4>(g, gs, up, id, kh, s, n, beta);
+  else if (gs == 1 && s == 8)
+    chunk_route<8>(g, gs, up, id, kh, s, n, beta);
+  else
+    chunk_route<0>(g, gs, up, id, kh, s, n, beta);
 }
 
 template <class T>
@@ -95,6 +134,7 @@ void run_plane(const WindowMaxPass<T, I>& P, std::int64_t p) {
   const bool scan = P.forward() || P.argmax_in == nullptr;
   alignas(64) T m[kChunk];
   alignas(64) std::int32_t id[kChunk];
+  alignas(64) T up[kChunk];
   for (std::int64_t i = 0; i < Ho; ++i) {
     for (std::int64_t j0 = 0; j0 < Wo; j0 += kChunk) {
       const std::int64_t n = std::min(kChunk, Wo - j0);
@@ -110,17 +150,9 @@ void run_plane(const WindowMaxPass<T, I>& P, std::int64_t p) {
         for (std::int64_t j = 0; j < n; ++j) P.argmax_out[at + j] = static_cast<I>(id[j]);
       if (!gxp) continue;
       const T* gyr = gyp + i * P.gys[2] + j0 * P.gys[3];
-      for (std::int64_t kh = 0; kh < s; ++kh) {
-        T* g = gxp + (i * s + kh) * P.gxs[2] + j0 * s * P.gxs[3];
-        scale_span(g, P.gxs[3], n * s, P.beta);
-        for (std::int64_t j = 0; j < n; ++j) {
-          const std::int64_t kw = id[j] - kh * s;  // the argmax is in this row when 0 <= kw < s
-          if (kw < 0 || kw >= s) continue;
-          T& e = g[(j * s + kw) * P.gxs[3]];
-          const T up = gyr[j * P.gys[3]];
-          e = P.beta == 0.0 ? up : e + up;
-        }
-      }
+      for (std::int64_t j = 0; j < n; ++j) up[j] = gyr[j * P.gys[3]];
+      for (std::int64_t kh = 0; kh < s; ++kh)
+        route_chunk(gxp + (i * s + kh) * P.gxs[2] + j0 * s * P.gxs[3], P.gxs[3], up, id, kh, s, n, P.beta);
     }
     if (gxp && Wo * s < P.W)  // columns no window covers
       for (std::int64_t kh = 0; kh < s; ++kh)

@@ -27,13 +27,15 @@ CASES = [("P2_2x256x200x336_s8", (2, 256, 200, 336), 8), ("P3_2x256x100x168_s4",
 
 
 def median_ms(fn, reps):
+    """(median wall ms, median CPU ms of the calling thread)."""
     fn()  # warm up
-    times = []
+    wall, cpu = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        wall.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.thread_time() - c0) * 1e3)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def torch_times(shape, s, reps):
@@ -62,8 +64,10 @@ def kdloss_times(binary, threads, reps):
     out = subprocess.run([binary, f"--benchmark_repetitions={reps}", "--benchmark_report_aggregates_only=true",
                           "--benchmark_filter=_s[0-9]/"], env=env, check=True, capture_output=True, text=True).stdout
     res = {}
-    for m in re.finditer(r"^max_pool2d/(\S+)/(\w+)/real_time_median\s+([\d.]+) (ms|us)", out, re.M):
-        res[(m.group(1), m.group(2))] = float(m.group(3)) / (1000.0 if m.group(4) == "us" else 1.0)
+    unit = {"ms": 1.0, "us": 1e-3, "ns": 1e-6}
+    for m in re.finditer(r"^max_pool2d/(\S+)/(\w+)/real_time_median\s+([\d.]+) (ms|us|ns)\s+([\d.]+) (ms|us|ns)", out,
+                         re.M):
+        res[(m.group(1), m.group(2))] = (float(m.group(3)) * unit[m.group(4)], float(m.group(5)) * unit[m.group(6)])
     return res
 
 
@@ -73,16 +77,20 @@ def main():
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--reps", type=int, default=5)
     a = p.parse_args()
-    print(f"torch {torch.__version__}; median of {a.reps} runs, ms")
-    print(f"{'case':24} {'threads':>7} {'what':>17} {'torch':>9} {'kdloss':>9} {'speed-up':>9}")
+    print(f"torch {torch.__version__}; median of {a.reps} runs, ms; wall time, and the calling thread's CPU time")
+    print("(the CPU-time columns are the fair ones on a loaded machine, with 1 thread)")
+    print(f"{'case':24} {'threads':>7} {'what':>17} {'torch':>9} {'kdloss':>9} {'speed-up':>9}"
+          f" {'torch cpu':>10} {'kdl cpu':>9} {'speed-up':>9}")
     for threads in a.threads:
         torch.set_num_threads(threads)
         kd = kdloss_times(a.binary, threads, a.reps)
         for name, shape, s in CASES:
             tt = torch_times(shape, s, a.reps)
             for what in ("forward", "backward", "forward_backward"):
-                k = kd.get((name, what), float("nan"))
-                print(f"{name:24} {threads:>7} {what:>17} {tt[what]:9.2f} {k:9.2f} {tt[what] / k:8.2f}x")
+                kw, kc = kd.get((name, what), (float("nan"), float("nan")))
+                tw, tc = tt[what]
+                print(f"{name:24} {threads:>7} {what:>17} {tw:9.2f} {kw:9.2f} {tw / kw:8.2f}x"
+                      f" {tc:10.2f} {kc:9.2f} {tc / kc:8.2f}x")
 
 
 if __name__ == "__main__":

@@ -463,3 +463,37 @@ KDLOSS_GPU_TEST("max_pool2d: GPU agrees with the reference (float, double, half,
   }
 #endif
 }
+
+TEST_CASE("max_pool2d: mixed layouts (channel-last x with NCHW outputs and back) and more channels than a chunk") {
+  for (const Dims shape : {Dims{2, 5, 9, 7}, Dims{1, 300, 5, 4}}) {
+    CAPTURE(shape.str());
+    const std::int64_t s = 2;
+    const Dims out = pooled(shape, s);
+    const auto xd = random_vector<double>(static_cast<std::size_t>(shape.product()), 71);
+    const auto gyd = random_vector<double>(static_cast<std::size_t>(out.product()), 72);
+    const auto ref = kdloss_ref::ops::max_pool2d(xd, shape[0], shape[1], shape[2], shape[3], s);
+    const auto ref_gx = kdloss_ref::ops::max_pool2d_backward(xd, gyd, shape[0], shape[1], shape[2], shape[3], s);
+    for (bool x_last : {true, false}) {
+      CAPTURE(x_last);
+      const std::vector<int> xo = x_last ? std::vector<int>{0, 2, 3, 1} : std::vector<int>{0, 1, 2, 3};
+      const std::vector<int> oo = x_last ? std::vector<int>{0, 1, 2, 3} : std::vector<int>{0, 2, 3, 1};
+      auto x = kdloss_test::relayout(typed<float>(xd), shape, xo);
+      auto gy = kdloss_test::relayout(typed<float>(gyd), out, oo, 1);
+      auto y = kdloss_test::relayout(std::vector<float>(ref.y.size(), -1.f), out, oo);
+      auto gx = kdloss_test::relayout(std::vector<float>(xd.size(), -1.f), shape, oo, 2);
+      for (bool with_reserve : {false, true}) {
+        kdloss::detail::HostScratch keep;
+        ops::MaxPool2dArgs<float> a;
+        a.x = x.view;
+        a.y = y.view;
+        a.options.stride = s;
+        const std::size_t bytes = ops::max_pool2d_reserve_bytes(a);
+        if (with_reserve) a.reserve = {keep.get(bytes), bytes};
+        ops::max_pool2d(a, Mode::forward);
+        check_close(as_double(kdloss_test::to_vector(y.view)), typed<float>(ref.y), 0.0, 0.0, "y");
+        ops::max_pool2d_backward(x.view, View<const float>(gy.view), gx.view, a.options, a.reserve);
+        check_close(as_double(kdloss_test::to_vector(gx.view)), typed<float>(ref_gx), 0.0, 0.0, "grad_x");
+      }
+    }
+  }
+}

@@ -39,6 +39,27 @@ template <int S, class T>
 KDLOSS_CPU_CLONES KDLOSS_CPU_FLATTEN void chunk_argmax(const T* x0, ChunkGeometry at, std::int64_t s, std::int64_t n,
                                                        T* m, std::int32_t* id) {
   const std::int64_t ss = S > 0 ? S : s, col = S > 0 ? 1 : at.col, step = S > 0 ? S : (S < 0 ? 1 : at.step);
+  if constexpr (S > 0) {  // one pass per window row kh: the row's S elements as one interleaved group
+    for (std::int64_t kh = 0; kh < S; ++kh) {
+      const T* src = x0 + kh * at.row;
+#if KDLOSS_OPENMP
+#pragma omp simd
+#endif
+      for (std::int64_t j = 0; j < n; ++j) {
+        T mj = kh == 0 ? src[j * S] : m[j];
+        std::int32_t ij = kh == 0 ? 0 : id[j];
+        for (int kw = 0; kw < S; ++kw) {
+          const T v = src[j * S + kw];
+          const bool take = expr::window_max_takes(v, mj);
+          mj = take ? v : mj;
+          ij = take ? static_cast<std::int32_t>(kh * S + kw) : ij;
+        }
+        m[j] = mj;
+        id[j] = ij;
+      }
+    }
+    return;
+  }
   for (std::int64_t j = 0; j < n; ++j) {
     m[j] = x0[j * step];
     id[j] = 0;

@@ -13,6 +13,9 @@
 #include <vector>
 
 #include "kdloss/ops/max_pool.hpp"
+#if KDLOSS_OPENMP
+#include <omp.h>
+#endif
 #include "ops/max_pool_gpu.hpp"
 #include "reference/ops/max_pool.hpp"
 #include "support/test_support.hpp"
@@ -496,4 +499,29 @@ TEST_CASE("max_pool2d: mixed layouts (channel-last x with NCHW outputs and back)
       }
     }
   }
+}
+
+TEST_CASE("max_pool2d: results are bitwise the same with 1, 2 and 3 threads (planar and channel-last)") {
+#if KDLOSS_OPENMP
+  const Dims shape{2, 8, 64, 70};  // 71680 elements: above kParallelThreshold
+  auto x = random_vector<double>(static_cast<std::size_t>(shape.product()), 81);
+  for (std::size_t i = 0; i < x.size(); i += 5) x[i] = std::round(x[i]);
+  const auto gy = random_vector<double>(static_cast<std::size_t>(pooled(shape, 4).product()), 82);
+  const int old = omp_get_max_threads();
+  for (int l : {0, 1}) {
+    std::vector<Result> runs;
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      runs.push_back(run_pool<float>(x, gy, shape, 4, l, true, Mode::forward_backward));
+    }
+    for (int i = 1; i < 3; ++i) {
+      CHECK(runs[i].y == runs[0].y);
+      CHECK(runs[i].gx == runs[0].gx);
+      CHECK(runs[i].reserve == runs[0].reserve);
+    }
+  }
+  omp_set_num_threads(old);
+#else
+  MESSAGE("built without OpenMP: one thread only");
+#endif
 }

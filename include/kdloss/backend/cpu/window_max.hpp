@@ -1,14 +1,16 @@
 // kdloss/backend/cpu/window_max.hpp: the host window-maximum pass (expr/window_max.hpp).
 //
-// One task per (b, c) plane (threads share the planes above kParallelThreshold elements; each plane is
-// computed by one thread in a fixed order, so results do not depend on the thread count). A task walks
-// the plane's output rows in chunks of up to kChunk output columns: the running maximum and its
-// window-local index of every column of the chunk live in two small stack arrays, updated one window
-// offset (kh, kw) at a time, so the inner loop runs across output columns and vectorises (with a
-// compile-time window step for contiguous rows and s = 2, 4, 8). The backward writes the s input rows
-// of an output row right after it: zeros (or beta * grad_x), then the upstream gradient at each
-// window's argmax; rows and columns that no window covers get zeros (beta * grad_x). A fused
+// Planar layouts: one task per (b, c) plane. A task walks the plane's output rows in chunks of up to
+// kChunk output columns: the running maximum and window-local argmax of every column of the chunk live
+// in small stack arrays, updated in the window's row-major order, so the inner loop runs across output
+// columns and vectorises (for contiguous rows and s = 2, 4, 8 the window is a compile-time constant and
+// one pass per window row reads each window's row as one interleaved group). The backward writes the s
+// input rows of an output row right after it, each as one select per element (grad_y at the argmax,
+// else 0, plus beta * grad_x); rows and columns that no window covers get 0 (beta * grad_x). A fused
 // forward_backward therefore reads x once.
+// Channel-last x (channel stride 1): one task per (b, output row), chunks along the channels.
+// Threads share the tasks above kParallelThreshold elements; each task is computed by one thread in a
+// fixed order, so results do not depend on the thread count.
 #pragma once
 #include <algorithm>
 #include <cstdint>

@@ -40,7 +40,6 @@ inline namespace KDLOSS_CPU_ISA_NAMESPACE {
 template <int S, class T>
 KDLOSS_CPU_CLONES KDLOSS_CPU_FLATTEN void chunk_argmax(const T* x0, ChunkGeometry at, std::int64_t s, std::int64_t n,
                                                        T* m, std::int32_t* id) {
-  const std::int64_t ss = S > 0 ? S : s, col = S > 0 ? 1 : at.col, step = S > 0 ? S : (S < 0 ? 1 : at.step);
   if constexpr (S > 0) {  // one pass per window row kh: the row's S elements as one interleaved group
     for (std::int64_t kh = 0; kh < S; ++kh) {
       const T* src = x0 + kh * at.row;
@@ -60,27 +59,28 @@ KDLOSS_CPU_CLONES KDLOSS_CPU_FLATTEN void chunk_argmax(const T* x0, ChunkGeometr
         id[j] = ij;
       }
     }
-    return;
-  }
-  for (std::int64_t j = 0; j < n; ++j) {
-    m[j] = x0[j * step];
-    id[j] = 0;
-  }
-  for (std::int64_t kh = 0; kh < ss; ++kh)
-    for (std::int64_t kw = 0; kw < ss; ++kw) {
-      if (kh == 0 && kw == 0) continue;
-      const T* src = x0 + kh * at.row + kw * col;
-      const auto k = static_cast<std::int32_t>(kh * ss + kw);
+  } else {  // one pass per window offset (kh, kw)
+    const std::int64_t step = S < 0 ? 1 : at.step;
+    for (std::int64_t j = 0; j < n; ++j) {
+      m[j] = x0[j * step];
+      id[j] = 0;
+    }
+    for (std::int64_t kh = 0; kh < s; ++kh)
+      for (std::int64_t kw = 0; kw < s; ++kw) {
+        if (kh == 0 && kw == 0) continue;
+        const T* src = x0 + kh * at.row + kw * at.col;
+        const auto k = static_cast<std::int32_t>(kh * s + kw);
 #if KDLOSS_OPENMP
 #pragma omp simd
 #endif
-      for (std::int64_t j = 0; j < n; ++j) {
-        const T v = src[j * step];
-        const bool take = expr::window_max_takes(v, m[j]);
-        m[j] = take ? v : m[j];
-        id[j] = take ? k : id[j];
+        for (std::int64_t j = 0; j < n; ++j) {
+          const T v = src[j * step];
+          const bool take = expr::window_max_takes(v, m[j]);
+          m[j] = take ? v : m[j];
+          id[j] = take ? k : id[j];
+        }
       }
-    }
+  }
 }
 /// Input row kh of n windows (see ChunkGeometry; g points at the row's first window): grad = beta * grad
 /// + (up[j] where id[j] is this element's window-local index, else 0); Accumulate false (beta 0) never

@@ -22,7 +22,8 @@ namespace kdloss::expr {
 /// null center or shift is 0. Coefficients are double; the host evaluates in double, the GPU in the
 /// accumulation type of its elements.
 ///
-///   expr::ChannelAffine norm{nullptr, scale, mean, shift};   // y = (x - mean) * scale + shift
+///   const double *scale = nullptr, *mean = nullptr, *shift = nullptr;   // C values each, on the device
+///   expr::ChannelAffine norm{nullptr, scale, mean, shift};               // y = (x - mean) * scale + shift
 struct ChannelAffine {
   const double* scale_g = nullptr;
   const double* scale_x = nullptr;

@@ -135,9 +135,9 @@ struct TrainStats {
   }
 };
 
-/// Training gradients of one channel from sum g and sum g (x - mean):
-///   grad_bias = sum g, grad_weight = sum g * xhat = inv * sum g (x - mean),
-///   grad_x = γ inv (g - sum g / n - (x - mean) inv^2 sum g (x - mean) / n).
+/// Training gradients of one channel from sum g and sum g (x - mean): grad_bias = sum g,
+/// grad_weight = sum g * xhat = inv * sum g (x - mean), and
+/// grad_x = γ inv (g - sum g / n - (x - mean) inv^2 sum g (x - mean) / n).
 template <class T>
 struct TrainGrads {
   double n, beta;

@@ -471,6 +471,20 @@ TEST_CASE("batch_norm: update_running_stats applies PyTorch's momentum rule") {
       "argument 'batch_mean' has shape [3] but expected [2]", [&] { CHECK(rm[0] == doctest::Approx(0.2f)); });
 }
 
+TEST_CASE("batch_norm: reserve and workspace queries (host, and a GPU query from a host translation unit)") {
+  ops::BatchNormArgs<float> a;
+  a.x = host_view<const float>(nullptr, {2, 100, 7, 9});
+  CHECK(ops::batch_norm_reserve_bytes(a) == 2 * kdloss::detail::align_up(100 * sizeof(double)));
+  CHECK(ops::batch_norm_workspace_bytes(a) == 6 * kdloss::detail::align_up(100 * sizeof(double)));
+  a.options.training = false;
+  CHECK(ops::batch_norm_reserve_bytes(a) == 0);
+  a.x = cuda_view<const float>(nullptr, {2, 100, 7, 9});  // plus the per-slice partials of the reductions
+  CHECK(ops::batch_norm_workspace_bytes(a) ==
+        6 * kdloss::detail::align_up(100 * sizeof(double)) +
+            kdloss::detail::align_up(static_cast<std::size_t>(
+                kdloss::backend::cuda::channel_stats::partial_doubles(100, 2 * 7 * 9)) * sizeof(double)));
+}
+
 TEST_CASE("batch_norm: bad input throws naming the argument and shapes, and writes nothing") {
   std::vector<float> x(2 * 3 * 4, 1.f), w(3, 1.f), y(24, 9.f), gy(24, 1.f), gx(24, 9.f), gw(3, 9.f), bm(3, 9.f);
   x[0] = 2.f;

@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 
+#include "kdloss/config.hpp"
 #include "kdloss/core/view.hpp"
 
 namespace kdloss::expr {
@@ -29,6 +30,22 @@ struct ChannelAffine {
   const double* scale_x = nullptr;
   const double* center = nullptr;
   const double* shift = nullptr;
+};
+
+/// The moments of part of a channel: how many values, their mean, and m2 = sum (x - mean)^2. Parts
+/// merge with Chan et al.'s pairwise formula, which keeps a large mean from cancelling the variance;
+/// both backends merge in an order fixed by the shape. An empty part (count 0) is the identity.
+///
+///   expr::Moments<double> all = expr::Moments<double>::merge({4, 1.5, 5.0}, {2, 3.0, 0.5});   // count 6
+template <class A>
+struct Moments {
+  A count, mean, m2;
+  KDLOSS_HOST_DEVICE static Moments merge(const Moments& a, const Moments& b) {
+    if (b.count == A(0)) return a;
+    if (a.count == A(0)) return b;
+    const A total = a.count + b.count, delta = b.mean - a.mean;
+    return Moments{total, a.mean + delta * (b.count / total), a.m2 + b.m2 + delta * delta * (a.count * b.count / total)};
+  }
 };
 
 /// A rank-2 [N, C] or rank-3 [B, C, L] view seen as the rank-4 [B, C, H, W] space the channel passes

@@ -165,10 +165,7 @@ void channel_moments(const View<const T>& x, Fin fin) {
   const std::int64_t nc = x.shape[1], per = x.shape[0] * x.shape[2] * x.shape[3];
   const auto walk = channel_detail::plane_walk<1>(x.shape, {x.strides});
   const std::int64_t tasks = channel_detail::tasks_of(per);
-  struct Part {
-    double count, mean, m2;
-  };
-  std::vector<Part> part(static_cast<std::size_t>(tasks * nc));
+  std::vector<expr::Moments<double>> part(static_cast<std::size_t>(tasks * nc));
   channel_detail::for_each_task(per, nc, [&](std::int64_t t, std::int64_t e0, std::int64_t e1) {
     const double count = static_cast<double>(e1 - e0);
     for (std::int64_t c = 0; c < nc; ++c) {
@@ -179,19 +176,14 @@ void channel_moments(const View<const T>& x, Fin fin) {
       each([&](const T* p, std::int64_t len) { sum += channel_run_sum<1>(p, len, walk.inner_stride(0), 0.0); });
       const double mean = sum / count;
       each([&](const T* p, std::int64_t len) { m2 += channel_run_sum<2>(p, len, walk.inner_stride(0), mean); });
-      part[static_cast<std::size_t>(t * nc + c)] = Part{count, mean, m2};
+      part[static_cast<std::size_t>(t * nc + c)] = expr::Moments<double>{count, mean, m2};
     }
   });
   for (std::int64_t c = 0; c < nc; ++c) {
-    double count = 0, mean = 0, m2 = 0;
-    for (std::int64_t t = 0; t < tasks; ++t) {  // Chan et al.: merge (count, mean, m2) pairs in task order
-      const Part& p = part[static_cast<std::size_t>(t * nc + c)];
-      const double total = count + p.count, delta = p.mean - mean;
-      mean = count == 0 ? p.mean : mean + delta * (p.count / total);
-      m2 = count == 0 ? p.m2 : m2 + p.m2 + delta * delta * (count * p.count / total);
-      count = total;
-    }
-    fin(c, count, count == 0 ? std::numeric_limits<double>::quiet_NaN() : mean, m2);
+    expr::Moments<double> m{0, 0, 0};
+    for (std::int64_t t = 0; t < tasks; ++t)
+      m = expr::Moments<double>::merge(m, part[static_cast<std::size_t>(t * nc + c)]);  // in task order
+    fin(c, m.count, m.count == 0 ? std::numeric_limits<double>::quiet_NaN() : m.mean, m.m2);
   }
 }
 

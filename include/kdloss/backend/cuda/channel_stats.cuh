@@ -6,7 +6,7 @@
 // accumulation type, and the block combines its threads with CUB's BlockReduce (a fixed tree). A
 // second kernel, one thread per channel, merges the slices in order in double and calls the
 // finaliser. No atomics: the bits depend on the shape alone. Moments use Welford's update per
-// thread and Chan's merge across threads and slices.
+// thread and Chan's merge (expr::Moments) across threads and slices.
 #pragma once
 #include <cub/block/block_reduce.cuh>
 #include <cuda_runtime.h>
@@ -36,52 +36,74 @@ Plane plane_of(const View<T>& v) {
   return Plane{v.shape[2], v.shape[3], v.strides[0], v.strides[1], v.strides[2], v.strides[3]};
 }
 
+/// What a reduction keeps per thread, block and slice: expr::Moments (count, mean, m2) for
+/// channel_moments, or (sum g, sum g (x - center), unused) for channel_cross_sums.
 template <class Acc>
-struct Moments {
-  Acc count, mean, m2;
-};
-/// Chan et al.'s merge of two (count, mean, m2) summaries.
-template <class Acc>
-struct MergeMoments {
-  __device__ Moments<Acc> operator()(const Moments<Acc>& a, const Moments<Acc>& b) const {
-    if (b.count == Acc(0)) return a;
-    if (a.count == Acc(0)) return b;
-    const Acc total = a.count + b.count, delta = b.mean - a.mean;
-    return Moments<Acc>{total, a.mean + delta * (b.count / total), a.m2 + b.m2 + delta * delta * (a.count * b.count / total)};
+using Summary = expr::Moments<Acc>;
+
+/// channel_moments: Welford's update per value, Chan's merge; the slices merge in order in double.
+struct MomentsPass {
+  template <class Acc>
+  __device__ static void add(Summary<Acc>& s, Acc x, Acc, Acc) {
+    s.count += Acc(1);
+    const Acc d = x - s.mean;
+    s.mean += d / s.count;
+    s.m2 += d * (x - s.mean);
+  }
+  template <class Acc>
+  __device__ static Summary<Acc> merge(const Summary<Acc>& a, const Summary<Acc>& b) {
+    return Summary<Acc>::merge(a, b);
+  }
+  template <class Fin>
+  __device__ static void finish(std::int64_t c, const Summary<double>& s, const Fin& fin) {
+    fin(c, s.count, s.count == 0 ? CUDART_NAN : s.mean, s.m2);
   }
 };
-template <class Acc>
-struct Pair {
-  Acc g, gx;
+/// channel_cross_sums: plain sums of g and g (x - center).
+struct CrossPass {
+  template <class Acc>
+  __device__ static void add(Summary<Acc>& s, Acc x, Acc g, Acc center) {
+    s.count += g;
+    s.mean += g * (x - center);
+  }
+  template <class Acc>
+  __device__ static Summary<Acc> merge(const Summary<Acc>& a, const Summary<Acc>& b) {
+    return Summary<Acc>{a.count + b.count, a.mean + b.mean, Acc(0)};
+  }
+  template <class Fin>
+  __device__ static void finish(std::int64_t c, const Summary<double>& s, const Fin& fin) {
+    fin(c, s.count, s.mean);
+  }
 };
-template <class Acc>
-struct AddPair {
-  __device__ Pair<Acc> operator()(const Pair<Acc>& a, const Pair<Acc>& b) const { return Pair<Acc>{a.g + b.g, a.gx + b.gx}; }
+template <class Pass>
+struct MergeOp {
+  template <class Acc>
+  __device__ Summary<Acc> operator()(const Summary<Acc>& a, const Summary<Acc>& b) const {
+    return Pass::merge(a, b);
+  }
 };
 
-__device__ inline void slice_range(std::int64_t per, int splits, std::int64_t& e0, std::int64_t& e1) {
-  const std::int64_t chunk = (per + splits - 1) / splits;
-  e0 = blockIdx.x * chunk;
-  e1 = e0 + chunk < per ? e0 + chunk : per;
-}
+/// Zero centre (channel_moments reads no g and no centre).
+struct NoCenter {
+  __device__ double operator()(std::int64_t) const { return 0.0; }
+};
 
-template <class Acc, class T>
-__global__ void __launch_bounds__(kThreads)
-    moments_partial(const T* x, Plane px, std::int64_t channels, std::int64_t per, int splits, double* part) {
-  using Reduce = cub::BlockReduce<Moments<Acc>, kThreads>;
+/// One block per (slice, channel): the slice's summary, three doubles per (channel, slice) in `part`.
+/// Slice s of a channel is its elements [s * chunk, (s + 1) * chunk). g may be null (channel_moments).
+template <class Acc, class Pass, class X, class G, class Center>
+__global__ void __launch_bounds__(kThreads) partial_kernel(const X* x, Plane px, const G* g, Plane pg, Center center,
+                                                           std::int64_t channels, std::int64_t per, int splits,
+                                                           double* part) {
+  using Reduce = cub::BlockReduce<Summary<Acc>, kThreads>;
   __shared__ typename Reduce::TempStorage temp;
-  std::int64_t e0, e1;
-  slice_range(per, splits, e0, e1);
+  const std::int64_t chunk = (per + splits - 1) / splits, e0 = blockIdx.x * chunk;
+  const std::int64_t e1 = e0 + chunk < per ? e0 + chunk : per;
   for (std::int64_t c = blockIdx.y; c < channels; c += gridDim.y) {
-    Moments<Acc> m{Acc(0), Acc(0), Acc(0)};
-    for (std::int64_t e = e0 + threadIdx.x; e < e1; e += kThreads) {
-      const Acc v = load_as<Acc>(x + px.offset(c, e));
-      m.count += Acc(1);
-      const Acc d = v - m.mean;
-      m.mean += d / m.count;
-      m.m2 += d * (v - m.mean);
-    }
-    const Moments<Acc> r = Reduce(temp).Reduce(m, MergeMoments<Acc>{});
+    const Acc m = static_cast<Acc>(center(c));
+    Summary<Acc> s{Acc(0), Acc(0), Acc(0)};
+    for (std::int64_t e = e0 + threadIdx.x; e < e1; e += kThreads)
+      Pass::add(s, load_as<Acc>(x + px.offset(c, e)), g ? load_as<Acc>(g + pg.offset(c, e)) : Acc(0), m);
+    const Summary<Acc> r = Reduce(temp).Reduce(s, MergeOp<Pass>{});
     if (threadIdx.x == 0) {
       double* p = part + (c * splits + blockIdx.x) * 3;
       p[0] = static_cast<double>(r.count);
@@ -92,58 +114,17 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <class Fin>
-__global__ void moments_final(const double* part, std::int64_t channels, int splits, Fin fin) {
+/// One thread per channel: merges the channel's slices in order (double) and calls the finaliser.
+template <class Pass, class Fin>
+__global__ void final_kernel(const double* part, std::int64_t channels, int splits, Fin fin) {
   const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= channels) return;
-  double count = 0, mean = 0, m2 = 0;
-  for (int s = 0; s < splits; ++s) {
-    const double* p = part + (c * splits + s) * 3;
-    if (p[0] == 0) continue;
-    const double total = count + p[0], delta = p[1] - mean;
-    mean = count == 0 ? p[1] : mean + delta * (p[0] / total);
-    m2 = count == 0 ? p[2] : m2 + p[2] + delta * delta * (count * p[0] / total);
-    count = total;
+  Summary<double> s{0, 0, 0};
+  for (int k = 0; k < splits; ++k) {
+    const double* p = part + (c * splits + k) * 3;
+    s = Pass::merge(s, Summary<double>{p[0], p[1], p[2]});
   }
-  fin(c, count, count == 0 ? CUDART_NAN : mean, m2);
-}
-
-template <class Acc, class X, class G, class Center>
-__global__ void __launch_bounds__(kThreads) cross_partial(const X* x, Plane px, const G* g, Plane pg, Center center,
-                                                          std::int64_t channels, std::int64_t per, int splits,
-                                                          double* part) {
-  using Reduce = cub::BlockReduce<Pair<Acc>, kThreads>;
-  __shared__ typename Reduce::TempStorage temp;
-  std::int64_t e0, e1;
-  slice_range(per, splits, e0, e1);
-  for (std::int64_t c = blockIdx.y; c < channels; c += gridDim.y) {
-    const Acc m = static_cast<Acc>(center(c));
-    Pair<Acc> s{Acc(0), Acc(0)};
-    for (std::int64_t e = e0 + threadIdx.x; e < e1; e += kThreads) {
-      const Acc gv = load_as<Acc>(g + pg.offset(c, e));
-      s.g += gv;
-      s.gx += gv * (load_as<Acc>(x + px.offset(c, e)) - m);
-    }
-    const Pair<Acc> r = Reduce(temp).Reduce(s, AddPair<Acc>{});
-    if (threadIdx.x == 0) {
-      double* p = part + (c * splits + blockIdx.x) * 3;
-      p[0] = static_cast<double>(r.g);
-      p[1] = static_cast<double>(r.gx);
-    }
-    __syncthreads();
-  }
-}
-
-template <class Fin>
-__global__ void cross_final(const double* part, std::int64_t channels, int splits, Fin fin) {
-  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= channels) return;
-  double sg = 0, sx = 0;
-  for (int s = 0; s < splits; ++s) {
-    sg += part[(c * splits + s) * 3];
-    sx += part[(c * splits + s) * 3 + 1];
-  }
-  fin(c, sg, sx);
+  Pass::finish(c, s, fin);
 }
 
 struct Strides4 {
@@ -187,31 +168,33 @@ inline unsigned channel_blocks(std::int64_t channels) {
 
 }  // namespace detail
 
-/// fin(c, count, mean, m2) per channel of x [B, C, H, W]; `part` holds partial_doubles(C, B*H*W).
-template <class Acc, class T, class Fin>
-void channel_moments(const View<const T>& x, double* part, Fin fin, cudaStream_t stream) {
+/// Launches a reduction pass over the channels of x (and g) and its per-channel merge.
+template <class Acc, class Pass, class X, class G, class Center, class Fin>
+void reduce_channels(const View<const X>& x, const G* g, detail::Plane pg, Center center, double* part, Fin fin,
+                     cudaStream_t stream, const char* what) {
   const std::int64_t channels = x.shape[1], per = x.shape[0] * x.shape[2] * x.shape[3];
   if (channels == 0) return;
   const int s = splits(per);
-  detail::moments_partial<Acc><<<detail::reduce_grid(channels, s), kThreads, 0, stream>>>(x.data, detail::plane_of(x),
-                                                                                       channels, per, s, part);
-  check_launch("channel_moments");
-  detail::moments_final<<<detail::channel_blocks(channels), kThreads, 0, stream>>>(part, channels, s, fin);
-  check_launch("channel_moments (merge)");
+  detail::partial_kernel<Acc, Pass><<<detail::reduce_grid(channels, s), kThreads, 0, stream>>>(
+      x.data, detail::plane_of(x), g, pg, center, channels, per, s, part);
+  check_launch(what);
+  detail::final_kernel<Pass><<<detail::channel_blocks(channels), kThreads, 0, stream>>>(part, channels, s, fin);
+  check_launch(what);
+}
+
+/// fin(c, count, mean, m2) per channel of x [B, C, H, W]; `part` holds partial_doubles(C, B*H*W).
+template <class Acc, class T, class Fin>
+void channel_moments(const View<const T>& x, double* part, Fin fin, cudaStream_t stream) {
+  reduce_channels<Acc, detail::MomentsPass>(x, static_cast<const T*>(nullptr), detail::Plane{}, detail::NoCenter{},
+                                            part, fin, stream, "channel_moments");
 }
 
 /// fin(c, sum g, sum g * (x - center(c))) per channel.
 template <class Acc, class X, class G, class Center, class Fin>
 void channel_cross_sums(const View<const X>& x, const View<const G>& g, Center center, double* part, Fin fin,
                         cudaStream_t stream) {
-  const std::int64_t channels = x.shape[1], per = x.shape[0] * x.shape[2] * x.shape[3];
-  if (channels == 0) return;
-  const int s = splits(per);
-  detail::cross_partial<Acc><<<detail::reduce_grid(channels, s), kThreads, 0, stream>>>(
-      x.data, detail::plane_of(x), g.data, detail::plane_of(g), center, channels, per, s, part);
-  check_launch("channel_cross_sums");
-  detail::cross_final<<<detail::channel_blocks(channels), kThreads, 0, stream>>>(part, channels, s, fin);
-  check_launch("channel_cross_sums (merge)");
+  reduce_channels<Acc, detail::CrossPass>(x, g.data, detail::plane_of(g), center, part, fin, stream,
+                                          "channel_cross_sums");
 }
 
 /// out = scale_g[c] * g + scale_x[c] * (x - center[c]) + shift[c].

@@ -69,6 +69,40 @@ inline std::vector<double> accumulate(std::vector<double> grad, const std::vecto
   return grad;
 }
 
+/// Runs f(rc, layout, beta, seed) over relation shapes {B, N, N', m, c} (N != N', N = 1, N' = 1, m != c,
+/// m = c = 1), every layout and beta 0 / 1, each with its own seed.
+template <class F>
+void for_relation_cases(F&& f) {
+  const std::int64_t shapes[][5] = {{2, 12, 5, 4, 3}, {1, 1, 7, 3, 5}, {3, 9, 1, 2, 4}, {2, 40, 11, 16, 7},
+                                    {1, 5, 5, 1, 1}};
+  std::uint32_t seed = 1;
+  for (const auto& s : shapes)
+    for (int layout = 0; layout < kRelationLayouts; ++layout)
+      for (double beta : {0.0, 1.0}) {
+        CAPTURE(s[0]);
+        CAPTURE(s[1]);
+        CAPTURE(s[2]);
+        CAPTURE(layout);
+        CAPTURE(beta);
+        seed += 10;
+        f(RelationCase(s[0], s[1], s[2], s[3], s[4], seed), layout, beta, seed);
+      }
+}
+
+/// Central differences of L = sum(rc.gy * forward(inputs)) in the input `field` of rc.
+template <class Forward>
+std::vector<double> numeric_relation_gradient(const RelationCase& rc, std::vector<double> RelationCase::*field,
+                                              Forward&& forward) {
+  return numeric_gradient(rc.*field, [&](const std::vector<double>& v) {
+    RelationCase c = rc;
+    c.*field = v;
+    const std::vector<double> y = forward(c);
+    double s = 0;
+    for (std::size_t i = 0; i < y.size(); ++i) s += rc.gy[i] * y[i];
+    return s;
+  });
+}
+
 /// relation_on_gpu over the inputs of `rc`.
 inline std::vector<double> relation_on_gpu(bool concat, int dtype, int layout, const RelationCase& rc) {
   const auto& d = rc.shape;

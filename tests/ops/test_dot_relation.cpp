@@ -51,61 +51,41 @@ RelationRun run_dot(const RelationCase& rc, Mode mode, int layout = 0, double be
   return {y.values(), gth.values(), gph.values(), gg.values(), {}};
 }
 
-// {B, N, N', m, c}: N != N', N = 1, N' = 1, m != c, and one near FBKD's m = 64.
-const std::int64_t kShapes[][5] = {{2, 12, 5, 4, 3}, {1, 1, 7, 3, 5}, {3, 9, 1, 2, 4}, {2, 30, 8, 16, 6},
-                                   {1, 5, 5, 1, 1}};
 
 }  // namespace
 
 TEST_CASE("dot_relation: matches the explicit relation f = theta phi^T / N' in every layout, y and gradients") {
-  std::uint32_t seed = 1;
-  for (const auto& s : kShapes)
-    for (int layout = 0; layout < kdloss_test::kRelationLayouts; ++layout)
-      for (double beta : {0.0, 1.0}) {
-        CAPTURE(s[0]);
-        CAPTURE(s[1]);
-        CAPTURE(s[2]);
-        CAPTURE(layout);
-        CAPTURE(beta);
-        const RelationCase rc(s[0], s[1], s[2], s[3], s[4], seed += 10);
-        const auto want = rc.shape.backward(false, rc.theta, rc.phi, rc.g, {}, rc.gy);
-        const auto want_y = rc.shape.forward(false, rc.theta, rc.phi, rc.g);
-        RelationRun old{{}, kdloss_test::random_vector<double>(rc.theta_size(), seed + 5),
-                        kdloss_test::random_vector<double>(rc.phi_size(), seed + 6),
-                        kdloss_test::random_vector<double>(rc.g_size(), seed + 7), {}};
-        if (beta == 0) {  // overwrite never reads the old contents
-          old.theta = kdloss_test::nan_vector(rc.theta_size());
-          old.phi = kdloss_test::nan_vector(rc.phi_size());
-          old.g = kdloss_test::nan_vector(rc.g_size());
-        }
-        const auto r = run_dot<double>(rc, Mode::forward_backward, layout, beta, old);
-        check_close(r.y, want_y, 1e-12, 1e-13, "y");
-        check_close(r.theta, kdloss_test::accumulate(want.theta, old.theta, beta), 1e-12, 1e-13, "grad_theta");
-        check_close(r.phi, kdloss_test::accumulate(want.phi, old.phi, beta), 1e-12, 1e-13, "grad_phi");
-        check_close(r.g, kdloss_test::accumulate(want.g, old.g, beta), 1e-12, 1e-13, "grad_g");
-        const auto b = run_dot<double>(rc, Mode::backward, layout, beta, old);  // backward alone recomputes M
-        CHECK(b.theta == r.theta);
-        CHECK(b.g == r.g);
-        const auto rf = run_dot<float>(rc, Mode::forward_backward, layout, beta, old);
-        check_close(rf.y, want_y, 1e-5, 1e-6, "y (float)");
-        check_close(rf.phi, kdloss_test::accumulate(want.phi, old.phi, beta), 1e-5, 1e-5, "grad_phi (float)");
-      }
+  kdloss_test::for_relation_cases([](const RelationCase& rc, int layout, double beta, std::uint32_t seed) {
+    const auto want = rc.shape.backward(false, rc.theta, rc.phi, rc.g, {}, rc.gy);
+    const auto want_y = rc.shape.forward(false, rc.theta, rc.phi, rc.g);
+    RelationRun old{{}, kdloss_test::random_vector<double>(rc.theta_size(), seed + 5),
+                    kdloss_test::random_vector<double>(rc.phi_size(), seed + 6),
+                    kdloss_test::random_vector<double>(rc.g_size(), seed + 7), {}};
+    if (beta == 0) {  // overwrite never reads the old contents
+      old.theta = kdloss_test::nan_vector(rc.theta_size());
+      old.phi = kdloss_test::nan_vector(rc.phi_size());
+      old.g = kdloss_test::nan_vector(rc.g_size());
+    }
+    const auto r = run_dot<double>(rc, Mode::forward_backward, layout, beta, old);
+    check_close(r.y, want_y, 1e-12, 1e-13, "y");
+    check_close(r.theta, kdloss_test::accumulate(want.theta, old.theta, beta), 1e-12, 1e-13, "grad_theta");
+    check_close(r.phi, kdloss_test::accumulate(want.phi, old.phi, beta), 1e-12, 1e-13, "grad_phi");
+    check_close(r.g, kdloss_test::accumulate(want.g, old.g, beta), 1e-12, 1e-13, "grad_g");
+    const auto b = run_dot<double>(rc, Mode::backward, layout, beta, old);  // backward alone recomputes M
+    CHECK(b.theta == r.theta);
+    CHECK(b.g == r.g);
+    const auto rf = run_dot<float>(rc, Mode::forward_backward, layout, beta, old);
+    check_close(rf.y, want_y, 1e-5, 1e-6, "y (float)");
+    check_close(rf.phi, kdloss_test::accumulate(want.phi, old.phi, beta), 1e-5, 1e-5, "grad_phi (float)");
+  });
 }
 
 TEST_CASE("dot_relation: central differences of L = sum(grad_y * y) for theta, phi and g") {
   const RelationCase rc(2, 6, 4, 3, 2, 101);
   const auto r = run_dot<double>(rc, Mode::backward);
-  const auto loss = [&](const RelationCase& c) {
-    const auto y = run_dot<double>(c, Mode::forward).y;
-    double s = 0;
-    for (std::size_t i = 0; i < y.size(); ++i) s += rc.gy[i] * y[i];
-    return s;
-  };
   const auto numeric = [&](std::vector<double> RelationCase::*field) {
-    return kdloss_test::numeric_gradient(rc.*field, [&](const std::vector<double>& v) {
-      RelationCase c = rc;
-      c.*field = v;
-      return loss(c);
+    return kdloss_test::numeric_relation_gradient(rc, field, [](const RelationCase& c) {
+      return run_dot<double>(c, Mode::forward).y;
     });
   };
   check_close(r.theta, numeric(&RelationCase::theta), 1e-7, 1e-9, "grad_theta");

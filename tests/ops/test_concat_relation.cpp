@@ -333,39 +333,45 @@ KDLOSS_GPU_TEST("concat_relation: GPU agrees with the reference (float, double, 
 }
 
 TEST_CASE("concat_relation: the usage examples of ops/concat_relation.hpp compile and run") {
-  std::vector<float> tb(2 * 32 * 16 * 24, 0.5f), pb(2 * 32 * 8 * 12, -0.25f), vb(2 * 32 * 8 * 12, 1.f), wb(64, 1.f),
+  std::vector<float> tb(2 * 32 * 16 * 24, 0.5f), pb(2 * 32 * 8 * 12, -0.25f), qb(2 * 32 * 8 * 12, 1.f), wb(64, 1.f),
       ob(tb.size()), gob(tb.size(), 1.f), gwb(64, 1.f);
-  const float *t = tb.data(), *p = pb.data(), *v = vb.data(), *w = wb.data(), *grad_out = gob.data();
+  const float *t = tb.data(), *p = pb.data(), *q = qb.data(), *w = wb.data(), *grad_out = gob.data();
   float *out = ob.data(), *grad_w = gwb.data();
-  // --- from ops::concat_relation's comment ---
+  // --- from ConcatRelationArgs's comment ---
+  // mmcv NonLocal2d(mode='concatenation'): theta [2, HW, 32], phi and g pooled by 2
   kdloss::ops::ConcatRelationArgs<float> r;
   r.theta = kdloss::ops::relation_operand(kdloss::host_view<const float>(t, {2, 32, 16, 24}));
   r.phi = kdloss::ops::relation_operand(kdloss::host_view<const float>(p, {2, 32, 8, 12}));
-  r.g = kdloss::ops::relation_operand(kdloss::host_view<const float>(v, {2, 32, 8, 12}));
+  r.g = kdloss::ops::relation_operand(kdloss::host_view<const float>(q, {2, 32, 8, 12}));
   r.weight = kdloss::host_view<const float>(w, {1, 64, 1, 1});    // concat_project.conv.weight
   r.y = kdloss::ops::relation_operand(kdloss::host_view(out, {2, 32, 16, 24}));
-  kdloss::ops::concat_relation(r, kdloss::Mode::forward);
+  // --- from concat_relation_check's, concat_relation_workspace_bytes's and concat_relation's comments ---
+  kdloss::ops::concat_relation_check(r, kdloss::Mode::forward);   // r: ConcatRelationArgs's example
+  std::size_t bytes = kdloss::ops::concat_relation_workspace_bytes(r);
+  kdloss::ops::concat_relation(r, kdloss::Mode::forward);          // r: ConcatRelationArgs's example
   r.grad_y = kdloss::ops::relation_operand(kdloss::host_view<const float>(grad_out, {2, 32, 16, 24}));
   r.grad_weight = kdloss::host_view(grad_w, {1, 64, 1, 1});
   r.options.param_grads.beta = 1.0;                                // accumulate, as autograd does
   kdloss::ops::concat_relation(r, kdloss::Mode::backward);
   // ---
+  CHECK(bytes > 0);
   // score = 32 * 0.5 - 32 * 0.25 = 8 for every pair; f = 8 / 96; y = 96 * f * 1 = 8.
   CHECK(ob == std::vector<float>(ob.size(), 8.f));
   // d_ij = 32 / 96 per pair; grad_w_theta = 1 + sum_b sum_i (sum_j d) * 0.5 = 1 + 2 * 384 * 32 * 0.5.
   CHECK(gwb[0] == doctest::Approx(1.f + 2 * 384 * 32 * 0.5f));
   CHECK(gwb[63] == doctest::Approx(1.f - 2 * 96 * (384 * 32.f / 96) * 0.25f));
-  CHECK(kdloss::ops::concat_relation_workspace_bytes(r) > 0);
-  kdloss::ops::concat_relation_check(r, kdloss::Mode::forward_backward);
-  std::vector<float> y2(ob.size()), gtb(tb.size()), gpb(pb.size()), ggb(vb.size()), gw2(64);
-  const auto theta = r.theta, phi = r.phi, g = r.g, wv = kdloss::host_view<const float>(w, {64}), grad_y = r.grad_y;
-  const auto y = kdloss::host_view(y2.data(), {2, 384, 32}), grad_theta = kdloss::host_view(gtb.data(), {2, 384, 32});
-  const auto grad_phi = kdloss::host_view(gpb.data(), {2, 96, 32}), grad_g = kdloss::host_view(ggb.data(), {2, 96, 32});
-  const auto grad_wv = kdloss::host_view(gw2.data(), {64});
-  // --- from the wrappers' comments (w, grad_w renamed) ---
-  kdloss::ops::concat_relation(theta, phi, g, wv, y);
-  kdloss::ops::concat_relation_backward(theta, phi, g, wv, grad_y, grad_theta, grad_phi, grad_g, grad_wv);
+  std::vector<float> gtb(tb.size()), gpb(pb.size()), ggb(qb.size());
+  r.grad_theta = kdloss::ops::relation_operand(kdloss::host_view(gtb.data(), {2, 32, 16, 24}));
+  r.grad_phi = kdloss::ops::relation_operand(kdloss::host_view(gpb.data(), {2, 32, 8, 12}));
+  r.grad_g = kdloss::ops::relation_operand(kdloss::host_view(ggb.data(), {2, 32, 8, 12}));
+  std::fill(ob.begin(), ob.end(), 0.f);
+  std::fill(gwb.begin(), gwb.end(), 0.f);
+  // --- from the wrappers' comments ---
+  kdloss::ops::concat_relation(r.theta, r.phi, r.g, r.weight, r.y);
+  kdloss::ops::concat_relation_backward(r.theta, r.phi, r.g, r.weight, r.grad_y, r.grad_theta, r.grad_phi,
+                                        r.grad_g, r.grad_weight);
   // ---
-  CHECK(y2 == std::vector<float>(y2.size(), 8.f));
-  CHECK(gw2[0] == doctest::Approx(2 * 384 * 32 * 0.5f));
+  CHECK(ob == std::vector<float>(ob.size(), 8.f));
+  CHECK(gwb[0] == doctest::Approx(2 * 384 * 32 * 0.5f));  // the wrapper's options: overwrite
+  CHECK(gtb == std::vector<float>(gtb.size(), 32.f));     // (sum_j d_ij) w_theta = 32
 }

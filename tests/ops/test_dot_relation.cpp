@@ -244,36 +244,52 @@ KDLOSS_GPU_TEST("dot_relation: GPU agrees with the CPU (float, double; contiguou
 }
 
 TEST_CASE("dot_relation: the usage examples of ops/dot_relation.hpp compile and run") {
-  std::vector<float> tb(2 * 64 * 16 * 24, 0.5f), pb(2 * 64 * 6, 0.25f), vb(2 * 64 * 6, 1.f), ob(2 * 64 * 16 * 24),
+  std::vector<float> tb(2 * 64 * 16 * 24, 0.5f), pb(2 * 64 * 6, 0.25f), qb(2 * 64 * 6, 1.f), ob(2 * 64 * 16 * 24),
       gob(2 * 64 * 16 * 24, 1.f), gtb(2 * 64 * 16 * 24);
-  const float *t = tb.data(), *p = pb.data(), *v = vb.data(), *grad_out = gob.data();
-  float *out = ob.data(), *grad_t = gtb.data();
-  // --- from ops::dot_relation's comment ---
+  const float *t = tb.data(), *p = pb.data(), *q = qb.data(), *grad_out = gob.data();
+  float *out = ob.data(), *gt = gtb.data();
+  {
+    std::vector<float> big(2 * 64 * 100 * 168);
+    const float* t = big.data();
+    // --- from relation_operand's comment ---
+    auto theta = kdloss::ops::relation_operand(kdloss::host_view<const float>(t, {2, 64, 100, 168}));  // [2, 16800, 64]
+    // ---
+    CHECK(theta.shape == Dims{2, 16800, 64});
+    CHECK(theta.strides == Dims{64 * 16800, 1, 16800});
+  }
+  // --- from DotRelationArgs's comment ---
+  // non-local block, dot-product mode: theta [2, HW, 64], phi and g pooled to [2, HW/64, 64]
   kdloss::ops::DotRelationArgs<float> r;
   r.theta = kdloss::ops::relation_operand(kdloss::host_view<const float>(t, {2, 64, 16, 24}));
   r.phi = kdloss::ops::relation_operand(kdloss::host_view<const float>(p, {2, 64, 2, 3}));
-  r.g = kdloss::ops::relation_operand(kdloss::host_view<const float>(v, {2, 64, 2, 3}));
+  r.g = kdloss::ops::relation_operand(kdloss::host_view<const float>(q, {2, 64, 2, 3}));
   r.y = kdloss::ops::relation_operand(kdloss::host_view(out, {2, 64, 16, 24}));
-  kdloss::ops::dot_relation(r, kdloss::Mode::forward);
+  // --- from dot_relation_check's, dot_relation_workspace_bytes's and dot_relation's comments ---
+  kdloss::ops::dot_relation_check(r, kdloss::Mode::forward);   // r: DotRelationArgs's example
+  std::size_t bytes = kdloss::ops::dot_relation_workspace_bytes(r);
+  kdloss::ops::dot_relation(r, kdloss::Mode::forward);             // r: DotRelationArgs's example
   r.grad_y = kdloss::ops::relation_operand(kdloss::host_view<const float>(grad_out, {2, 64, 16, 24}));
-  r.grad_theta = kdloss::ops::relation_operand(kdloss::host_view(grad_t, {2, 64, 16, 24}));
+  r.grad_theta = kdloss::ops::relation_operand(kdloss::host_view(gt, {2, 64, 16, 24}));
   kdloss::ops::dot_relation(r, kdloss::Mode::backward);
   // ---
+  CHECK(bytes > 0);
   // theta . phi = 64 * 0.125 = 8 for every pair; f = 8/6; y = 6 * f * 1 = 8.
   CHECK(ob == std::vector<float>(ob.size(), 8.f));
   // grad_theta_i = (1/6) sum_j (grad_y_i . g_j) phi_j = (1/6) * 6 * 64 * 0.25 = 16.
   CHECK(gtb == std::vector<float>(gtb.size(), 16.f));
-  CHECK(kdloss::ops::dot_relation_workspace_bytes(r) > 0);
-  kdloss::ops::dot_relation_check(r, kdloss::Mode::forward);
-  std::vector<float> gpb(2 * 6 * 64), ggb(2 * 6 * 64), y2(ob.size());
-  const auto theta = r.theta, phi = r.phi, g = r.g, grad_y = r.grad_y;
-  const auto grad_theta = r.grad_theta, y = kdloss::host_view(y2.data(), {2, 16 * 24, 64});
-  const auto grad_phi = kdloss::host_view(gpb.data(), {2, 6, 64}), grad_g = kdloss::host_view(ggb.data(), {2, 6, 64});
+  std::vector<float> gpb(2 * 6 * 64), ggb(2 * 6 * 64);
+  r.grad_phi = kdloss::host_view(gpb.data(), {2, 6, 64});
+  r.grad_g = kdloss::host_view(ggb.data(), {2, 6, 64});
+  std::fill(ob.begin(), ob.end(), 0.f);
+  std::fill(gtb.begin(), gtb.end(), 0.f);
   // --- from the wrappers' comments ---
-  kdloss::ops::dot_relation(theta, phi, g, y);
-  kdloss::ops::dot_relation_backward(theta, phi, g, grad_y, grad_theta, grad_phi, grad_g);
-  kdloss::ops::dot_relation_forward_backward(theta, phi, g, grad_y, y, grad_theta, grad_phi, grad_g);
+  kdloss::ops::dot_relation(r.theta, r.phi, r.g, r.y);
+  kdloss::ops::dot_relation_backward(r.theta, r.phi, r.g, r.grad_y, r.grad_theta, r.grad_phi, r.grad_g);
+  kdloss::ops::dot_relation_forward_backward(r.theta, r.phi, r.g, r.grad_y, r.y, r.grad_theta, r.grad_phi,
+                                             r.grad_g);
   // ---
-  CHECK(y2 == std::vector<float>(y2.size(), 8.f));
+  CHECK(ob == std::vector<float>(ob.size(), 8.f));
   CHECK(gtb == std::vector<float>(gtb.size(), 16.f));
+  // grad_g_j = sum_i f_ij grad_y_i = 384 * 8/6 per image.
+  CHECK(ggb == std::vector<float>(ggb.size(), 384 * 8.f / 6));
 }

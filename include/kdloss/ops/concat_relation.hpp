@@ -35,6 +35,14 @@ struct ConcatRelationOptions {
 /// last m phi); y: [B, N, c] (forward output); grad_y: like y (backward input); grad_theta, grad_phi,
 /// grad_g, grad_weight: like their inputs (backward outputs, each optional). Any strides; outputs unique
 /// and disjoint from every other argument.
+///
+///   // mmcv NonLocal2d(mode='concatenation'): theta [2, HW, 32], phi and g pooled by 2
+///   kdloss::ops::ConcatRelationArgs<float> r;
+///   r.theta = kdloss::ops::relation_operand(kdloss::host_view<const float>(t, {2, 32, 16, 24}));
+///   r.phi = kdloss::ops::relation_operand(kdloss::host_view<const float>(p, {2, 32, 8, 12}));
+///   r.g = kdloss::ops::relation_operand(kdloss::host_view<const float>(q, {2, 32, 8, 12}));
+///   r.weight = kdloss::host_view<const float>(w, {1, 64, 1, 1});    // concat_project.conv.weight
+///   r.y = kdloss::ops::relation_operand(kdloss::host_view(out, {2, 32, 16, 24}));
 template <class T>
 struct ConcatRelationArgs {
   View<const T> theta{};
@@ -106,8 +114,7 @@ expr::AdditiveReluPass<T> concat_pass(const ConcatRelationArgs<T>& a, Mode mode)
 
 /// Throws kdloss::Error naming the argument and the shapes when `mode` cannot run; writes nothing.
 ///
-///   kdloss::ops::ConcatRelationArgs<float> r;   // views filled in as in concat_relation's example
-///   kdloss::ops::concat_relation_check(r, kdloss::Mode::forward);
+///   kdloss::ops::concat_relation_check(r, kdloss::Mode::forward);   // r: ConcatRelationArgs's example
 template <class T>
 void concat_relation_check(const ConcatRelationArgs<T>& a, Mode mode) {
   const kdloss::detail::Checker ck{detail::kConcatRelationNames(mode)};
@@ -166,14 +173,7 @@ std::size_t concat_relation_workspace_bytes(const ConcatRelationArgs<T>& args) {
 /// (torch's ReLU and threshold_backward); NaN and infinities propagate as in torch's dense evaluation.
 /// The bits do not depend on the thread count.
 ///
-///   // mmcv NonLocal2d(mode='concatenation'): theta [2, HW, 32], phi and g pooled by 2
-///   kdloss::ops::ConcatRelationArgs<float> r;
-///   r.theta = kdloss::ops::relation_operand(kdloss::host_view<const float>(t, {2, 32, 16, 24}));
-///   r.phi = kdloss::ops::relation_operand(kdloss::host_view<const float>(p, {2, 32, 8, 12}));
-///   r.g = kdloss::ops::relation_operand(kdloss::host_view<const float>(v, {2, 32, 8, 12}));
-///   r.weight = kdloss::host_view<const float>(w, {1, 64, 1, 1});    // concat_project.conv.weight
-///   r.y = kdloss::ops::relation_operand(kdloss::host_view(out, {2, 32, 16, 24}));
-///   kdloss::ops::concat_relation(r, kdloss::Mode::forward);
+///   kdloss::ops::concat_relation(r, kdloss::Mode::forward);          // r: ConcatRelationArgs's example
 ///   r.grad_y = kdloss::ops::relation_operand(kdloss::host_view<const float>(grad_out, {2, 32, 16, 24}));
 ///   r.grad_weight = kdloss::host_view(grad_w, {1, 64, 1, 1});
 ///   r.options.param_grads.beta = 1.0;                                // accumulate, as autograd does
@@ -191,7 +191,7 @@ void concat_relation(const ConcatRelationArgs<T>& args, Mode mode, const Exec& e
 
 /// Thin wrapper: y = ReLU(w . [theta; phi]) g / N'.
 ///
-///   kdloss::ops::concat_relation(theta, phi, g, w, y);
+///   kdloss::ops::concat_relation(r.theta, r.phi, r.g, r.weight, r.y);
 template <class T>
 void concat_relation(const View<const T>& theta, const View<const T>& phi, const View<const T>& g,
                      const View<const T>& weight, const View<T>& y, const ConcatRelationOptions& options = {},
@@ -209,7 +209,8 @@ void concat_relation(const View<const T>& theta, const View<const T>& phi, const
 /// Thin wrapper: the gradients from grad_y, each of grad_theta, grad_phi, grad_g, grad_weight optional.
 /// forward_backward: set args.y as well and call concat_relation(args, Mode::forward_backward).
 ///
-///   kdloss::ops::concat_relation_backward(theta, phi, g, w, grad_y, grad_theta, grad_phi, grad_g, grad_w);
+///   kdloss::ops::concat_relation_backward(r.theta, r.phi, r.g, r.weight, r.grad_y, r.grad_theta, r.grad_phi,
+///                                         r.grad_g, r.grad_weight);
 template <class T>
 void concat_relation_backward(const View<const T>& theta, const View<const T>& phi, const View<const T>& g,
                               const View<const T>& weight, const View<const T>& grad_y, const View<T>& grad_theta,

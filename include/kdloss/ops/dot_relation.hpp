@@ -51,6 +51,13 @@ struct DotRelationOptions {
 /// Arguments of ops::dot_relation. theta: [B, N, m]; phi: [B, N', m]; g: [B, N', c]; y: [B, N, c]
 /// (forward output); grad_y: like y (backward input); grad_theta, grad_phi, grad_g: like their inputs
 /// (backward outputs, each optional). Any strides; outputs unique and disjoint from every other argument.
+///
+///   // non-local block, dot-product mode: theta [2, HW, 64], phi and g pooled to [2, HW/64, 64]
+///   kdloss::ops::DotRelationArgs<float> r;
+///   r.theta = kdloss::ops::relation_operand(kdloss::host_view<const float>(t, {2, 64, 16, 24}));
+///   r.phi = kdloss::ops::relation_operand(kdloss::host_view<const float>(p, {2, 64, 2, 3}));
+///   r.g = kdloss::ops::relation_operand(kdloss::host_view<const float>(q, {2, 64, 2, 3}));
+///   r.y = kdloss::ops::relation_operand(kdloss::host_view(out, {2, 64, 16, 24}));
 template <class T>
 struct DotRelationArgs {
   View<const T> theta{};
@@ -188,8 +195,7 @@ inline constexpr EntryNames kDotRelationNames{"kdloss::ops::dot_relation", "kdlo
 
 /// Throws kdloss::Error naming the argument and the shapes when `mode` cannot run; writes nothing.
 ///
-///   kdloss::ops::DotRelationArgs<float> r;   // views filled in as in dot_relation's example
-///   kdloss::ops::dot_relation_check(r, kdloss::Mode::forward);
+///   kdloss::ops::dot_relation_check(r, kdloss::Mode::forward);   // r: DotRelationArgs's example
 template <class T>
 void dot_relation_check(const DotRelationArgs<T>& a, Mode mode) {
   const kdloss::detail::Checker ck{detail::kDotRelationNames(mode)};
@@ -215,15 +221,9 @@ std::size_t dot_relation_workspace_bytes(const DotRelationArgs<T>& args) {
 /// forward_backward: both. All products run through ops::matmul's backends (host kernels, cuBLAS on the
 /// GPU with Exec::blas), deterministic; half/bfloat16 on the GPU keep M and dM in the element type.
 ///
-///   // non-local block, dot-product mode: theta [2, HW, 64], phi and g pooled to [2, HW/64, 64]
-///   kdloss::ops::DotRelationArgs<float> r;
-///   r.theta = kdloss::ops::relation_operand(kdloss::host_view<const float>(t, {2, 64, 16, 24}));
-///   r.phi = kdloss::ops::relation_operand(kdloss::host_view<const float>(p, {2, 64, 2, 3}));
-///   r.g = kdloss::ops::relation_operand(kdloss::host_view<const float>(v, {2, 64, 2, 3}));
-///   r.y = kdloss::ops::relation_operand(kdloss::host_view(out, {2, 64, 16, 24}));
-///   kdloss::ops::dot_relation(r, kdloss::Mode::forward);
+///   kdloss::ops::dot_relation(r, kdloss::Mode::forward);             // r: DotRelationArgs's example
 ///   r.grad_y = kdloss::ops::relation_operand(kdloss::host_view<const float>(grad_out, {2, 64, 16, 24}));
-///   r.grad_theta = kdloss::ops::relation_operand(kdloss::host_view(grad_t, {2, 64, 16, 24}));
+///   r.grad_theta = kdloss::ops::relation_operand(kdloss::host_view(gt, {2, 64, 16, 24}));
 ///   kdloss::ops::dot_relation(r, kdloss::Mode::backward);
 template <class T>
 void dot_relation(const DotRelationArgs<T>& args, Mode mode, const Exec& exec = {}) {
@@ -265,7 +265,7 @@ void dot_relation_call(Mode mode, const View<const T>& theta, const View<const T
 
 /// Thin wrapper: y = theta phi^T g / N'.
 ///
-///   kdloss::ops::dot_relation(theta, phi, g, y);
+///   kdloss::ops::dot_relation(r.theta, r.phi, r.g, r.y);
 template <class T>
 void dot_relation(const View<const T>& theta, const View<const T>& phi, const View<const T>& g, const View<T>& y,
                   const DotRelationOptions& options = {}, const Exec& exec = {}) {
@@ -274,7 +274,7 @@ void dot_relation(const View<const T>& theta, const View<const T>& phi, const Vi
 
 /// Thin wrapper: the input gradients from grad_y (any of grad_theta, grad_phi, grad_g may be absent).
 ///
-///   kdloss::ops::dot_relation_backward(theta, phi, g, grad_y, grad_theta, grad_phi, grad_g);
+///   kdloss::ops::dot_relation_backward(r.theta, r.phi, r.g, r.grad_y, r.grad_theta, r.grad_phi, r.grad_g);
 template <class T>
 void dot_relation_backward(const View<const T>& theta, const View<const T>& phi, const View<const T>& g,
                            const View<const T>& grad_y, const View<T>& grad_theta, const View<T>& grad_phi,
@@ -284,7 +284,8 @@ void dot_relation_backward(const View<const T>& theta, const View<const T>& phi,
 
 /// Thin wrapper: y and the input gradients in one call (M = phi^T g computed once).
 ///
-///   kdloss::ops::dot_relation_forward_backward(theta, phi, g, grad_y, y, grad_theta, grad_phi, grad_g);
+///   kdloss::ops::dot_relation_forward_backward(r.theta, r.phi, r.g, r.grad_y, r.y, r.grad_theta, r.grad_phi,
+///                                              r.grad_g);
 template <class T>
 void dot_relation_forward_backward(const View<const T>& theta, const View<const T>& phi, const View<const T>& g,
                                    const View<const T>& grad_y, const View<T>& y, const View<T>& grad_theta,

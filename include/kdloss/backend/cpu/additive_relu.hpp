@@ -32,7 +32,7 @@ inline std::int64_t chunks(std::int64_t rows) { return (rows + kChunk - 1) / kCh
 /// One image's scratch (reused image after image).
 struct Scratch {
   double *a, *b, *sa, *sb, *sx, *sbx, *tdy, *tady, *ga, *gb, *part, *dw;
-  std::int64_t *oa, *ob;
+  std::int64_t *oa, *ob, *ra, *rb;  // sort orders and their inverses
 };
 inline Scratch carve(kdloss::detail::Carver& cv, std::int64_t n, std::int64_t n2, std::int64_t m, std::int64_t c,
                      bool backward) {
@@ -42,11 +42,13 @@ inline Scratch carve(kdloss::detail::Carver& cv, std::int64_t n, std::int64_t n2
   s.b = cv.take<double>(z(n2));
   s.sb = cv.take<double>(z(n2));
   s.ob = cv.take<std::int64_t>(z(n2));
+  s.rb = cv.take<std::int64_t>(z(n2));
   s.sx = cv.take<double>(z((n2 + 1) * c));
   s.sbx = cv.take<double>(z((n2 + 1) * c));
   if (backward) {
     s.sa = cv.take<double>(z(n));
     s.oa = cv.take<std::int64_t>(z(n));
+    s.ra = cv.take<std::int64_t>(z(n));
     s.tdy = cv.take<double>(z((n + 1) * c));
     s.tady = cv.take<double>(z((n + 1) * c));
     s.ga = cv.take<double>(z(n));
@@ -89,10 +91,18 @@ inline void sort_by_score(const double* score, std::int64_t n, std::int64_t* ord
 }
 
 /// s1[p, k] = sum_{r >= p} v(order[r], k) and s2[p, k] = sum_{r >= p} weight[order[r]] v(order[r], k)
-/// (s2 null: skipped), p in [0, n], rows of c doubles; threads over channel blocks.
+/// (s2 null: skipped), p in [0, n], rows of c doubles. The rows of v are first copied to their sorted place
+/// in s1 reading v in its own order (a channels-first view read row by row in sorted order would miss the
+/// cache on every element), then summed in place from the end; threads over rows, then channel blocks.
 template <class T>
-void suffix_sums(const expr::MatOperand<const T>& v, std::int64_t b, const std::int64_t* order, std::int64_t n,
-                 std::int64_t c, const double* weight, double* s1, double* s2) {
+void suffix_sums(const expr::MatOperand<const T>& v, std::int64_t b, const std::int64_t* order, std::int64_t* rank,
+                 std::int64_t n, std::int64_t c, const double* weight, double* s1, double* s2) {
+  for (std::int64_t r = 0; r < n; ++r) rank[order[r]] = r;
+#pragma omp parallel for schedule(static) if (n * c > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) {
+    double* dst = s1 + rank[i] * c;
+    for (std::int64_t k = 0; k < c; ++k) dst[k] = ld(v.at(b, i, k));
+  }
   constexpr std::int64_t kBlock = 8;
   const std::int64_t blocks = (c + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (n * c > kParallelThreshold)
@@ -103,11 +113,11 @@ void suffix_sums(const expr::MatOperand<const T>& v, std::int64_t b, const std::
       if (s2) s2[n * c + k] = 0;
     }
     for (std::int64_t r = n - 1; r >= 0; --r) {
-      const std::int64_t row = order[r];
+      const double wr = s2 ? weight[order[r]] : 0.0;
       for (std::int64_t k = k0; k < k1; ++k) {
-        const double x = ld(v.at(b, row, k));
+        const double x = s1[r * c + k];
         s1[r * c + k] = s1[(r + 1) * c + k] + x;
-        if (s2) s2[r * c + k] = s2[(r + 1) * c + k] + weight[row] * x;
+        if (s2) s2[r * c + k] = s2[(r + 1) * c + k] + wr * x;
       }
     }
   }
@@ -197,7 +207,7 @@ void sorted(const expr::AdditiveReluPass<T>& P, std::int64_t b, const Scratch& s
   const std::int64_t n = P.n, n2 = P.n2, c = P.c;
   const double scale = P.scale;
   sort_by_score(s.b, n2, s.ob, s.sb);
-  suffix_sums(P.x, b, s.ob, n2, c, s.b, s.sx, P.forward() ? s.sbx : nullptr);
+  suffix_sums(P.x, b, s.ob, s.rb, n2, c, s.b, s.sx, P.forward() ? s.sbx : nullptr);
 #pragma omp parallel for schedule(static) if (n * c > kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) {
     const double a = s.a[i];
@@ -215,7 +225,7 @@ void sorted(const expr::AdditiveReluPass<T>& P, std::int64_t b, const Scratch& s
   }
   if (!P.backward()) return;
   sort_by_score(s.a, n, s.oa, s.sa);
-  suffix_sums(P.dy, b, s.oa, n, c, s.a, s.tdy, s.tady);
+  suffix_sums(P.dy, b, s.oa, s.ra, n, c, s.a, s.tdy, s.tady);
 #pragma omp parallel for schedule(static) if (n2 * c > kParallelThreshold)
   for (std::int64_t j = 0; j < n2; ++j) {
     const double bj = s.b[j];

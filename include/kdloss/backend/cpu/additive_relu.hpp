@@ -98,14 +98,18 @@ template <class T>
 void suffix_sums(const expr::MatOperand<const T>& v, std::int64_t b, const std::int64_t* order, std::int64_t* rank,
                  std::int64_t n, std::int64_t c, const double* weight, double* s1, double* s2) {
   for (std::int64_t r = 0; r < n; ++r) rank[order[r]] = r;
+#if KDLOSS_OPENMP
 #pragma omp parallel for schedule(static) if (n * c > kParallelThreshold)
+#endif
   for (std::int64_t i = 0; i < n; ++i) {
     double* dst = s1 + rank[i] * c;
     for (std::int64_t k = 0; k < c; ++k) dst[k] = ld(v.at(b, i, k));
   }
   constexpr std::int64_t kBlock = 8;
   const std::int64_t blocks = (c + kBlock - 1) / kBlock;
+#if KDLOSS_OPENMP
 #pragma omp parallel for schedule(static) if (n * c > kParallelThreshold)
+#endif
   for (std::int64_t kb = 0; kb < blocks; ++kb) {
     const std::int64_t k0 = kb * kBlock, k1 = std::min(c, k0 + kBlock);
     for (std::int64_t k = k0; k < k1; ++k) {
@@ -135,7 +139,9 @@ bool all_finite(const expr::MatOperand<const T>& v, std::int64_t b, std::int64_t
 template <class T>
 void scores(const expr::AdditiveReluPass<T>& P, std::int64_t b, const Scratch& s) {
   const std::int64_t n = P.n, total = P.n + P.n2;
+#if KDLOSS_OPENMP
 #pragma omp parallel for schedule(static) if (total * P.m > kParallelThreshold)
+#endif
   for (std::int64_t r = 0; r < total; ++r) {
     const bool query = r < n;
     const auto& rows = query ? P.p : P.q;
@@ -160,7 +166,9 @@ void pairs(const expr::AdditiveReluPass<T>& P, std::int64_t b, const Scratch& s)
   };
   const auto wk = [&](std::int64_t k) { return ld(P.w + k * P.w_stride); };
   if (P.forward()) {
+#if KDLOSS_OPENMP
 #pragma omp parallel for schedule(static)
+#endif
     for (std::int64_t i = 0; i < n; ++i)
       for (std::int64_t k = 0; k < c; ++k) {
         double acc = 0;
@@ -171,7 +179,9 @@ void pairs(const expr::AdditiveReluPass<T>& P, std::int64_t b, const Scratch& s)
   if (!P.backward()) return;
   const std::int64_t cn = chunks(n), cn2 = chunks(n2);
   // Queries: dp_i = sum_j ds_ij u; the u half of dw by chunks of queries. Keys: dq_j, dx_j, the v half.
+#if KDLOSS_OPENMP
 #pragma omp parallel for schedule(static)
+#endif
   for (std::int64_t ch = 0; ch < cn + cn2; ++ch) {
     const bool query = ch < cn;
     const std::int64_t first = (query ? ch : ch - cn) * kChunk, last = std::min(query ? n : n2, first + kChunk);
@@ -208,7 +218,9 @@ void sorted(const expr::AdditiveReluPass<T>& P, std::int64_t b, const Scratch& s
   const double scale = P.scale;
   sort_by_score(s.b, n2, s.ob, s.sb);
   suffix_sums(P.x, b, s.ob, s.rb, n2, c, s.b, s.sx, P.forward() ? s.sbx : nullptr);
+#if KDLOSS_OPENMP
 #pragma omp parallel for schedule(static) if (n * c > kParallelThreshold)
+#endif
   for (std::int64_t i = 0; i < n; ++i) {
     const double a = s.a[i];
     const std::int64_t p = std::upper_bound(s.sb, s.sb + n2, -a) - s.sb;  // first key with b > -a
@@ -226,7 +238,9 @@ void sorted(const expr::AdditiveReluPass<T>& P, std::int64_t b, const Scratch& s
   if (!P.backward()) return;
   sort_by_score(s.a, n, s.oa, s.sa);
   suffix_sums(P.dy, b, s.oa, s.ra, n, c, s.a, s.tdy, s.tady);
+#if KDLOSS_OPENMP
 #pragma omp parallel for schedule(static) if (n2 * c > kParallelThreshold)
+#endif
   for (std::int64_t j = 0; j < n2; ++j) {
     const double bj = s.b[j];
     const std::int64_t q = std::upper_bound(s.sa, s.sa + n, -bj) - s.sa;  // first query with a > -b
@@ -243,7 +257,9 @@ void sorted(const expr::AdditiveReluPass<T>& P, std::int64_t b, const Scratch& s
 template <class T>
 void finish(const expr::AdditiveReluPass<T>& P, std::int64_t b, const Scratch& s) {
   const std::int64_t n = P.n, m = P.m, cn = chunks(n), cn2 = chunks(P.n2);
+#if KDLOSS_OPENMP
 #pragma omp parallel for schedule(static) if ((n + P.n2) * m > kParallelThreshold)
+#endif
   for (std::int64_t r = 0; r < n + P.n2; ++r) {
     const bool query = r < n;
     const std::int64_t row = query ? r : r - n, off = query ? 0 : m;
@@ -253,7 +269,9 @@ void finish(const expr::AdditiveReluPass<T>& P, std::int64_t b, const Scratch& s
     for (std::int64_t k = 0; k < m; ++k) put(out.at(b, row, k), g * ld(P.w + (off + k) * P.w_stride), P.beta_in);
   }
   if (!P.dw) return;
+#if KDLOSS_OPENMP
 #pragma omp parallel for schedule(static) if ((n + P.n2) * m > kParallelThreshold)
+#endif
   for (std::int64_t ch = 0; ch < cn + cn2; ++ch) {
     const bool query = ch < cn;
     const std::int64_t first = (query ? ch : ch - cn) * kChunk;

@@ -1,9 +1,9 @@
 // kdloss/backend/cuda/additive_relu.cuh: the GPU evaluation of expr::AdditiveReluPass over the pairs
 // (one thread per output element, each summing its pairs in index order: exact and deterministic; the
 // N x N' matrix is never stored). Scores and pair sums accumulate in Acc (float for float, half and
-// bfloat16; double for double). Kernels: scores a, b; y; the row and column sums dA, dB of
-// d_ij = [a_i + b_j > 0] scale dy_i . x_j; dx; dp = dA u and dq = dB v; dw as one block per channel,
-// a fixed-shape tree over the rows.
+// bfloat16; double for double). Kernels: scores a, b; y; the row sums dA of d_ij = [a_i + b_j > 0]
+// scale dy_i . x_j (a thread per query) and the column sums dB (a block per key, a fixed-shape tree over
+// its threads); dx; dp = dA u and dq = dB v; dw as one block per channel, the same tree over the rows.
 #pragma once
 #include <cstdint>
 
@@ -56,24 +56,53 @@ __global__ void forward_kernel(expr::AdditiveReluPass<T> P, const Acc* a, const 
   }
 }
 
-/// dA_i (queries: rows = true) or dB_j: the sum over the other side of [a + b > 0] scale dy_i . x_j.
+/// dL/dscore_ij = [a_i + b_j > 0] scale dy_i . x_j (0 for an inactive pair).
 template <class T, class Acc>
-__global__ void pair_grad_kernel(expr::AdditiveReluPass<T> P, const Acc* a, const Acc* b, Acc* out, bool rows) {
-  const std::int64_t len = rows ? P.n : P.n2, other = rows ? P.n2 : P.n, total = P.batch * len;
-  const Acc scale = Acc(P.scale);
+__device__ __forceinline__ Acc pair_grad(const expr::AdditiveReluPass<T>& P, const Acc* a, const Acc* b,
+                                         std::int64_t img, std::int64_t i, std::int64_t j) {
+  if (!passes(a[img * P.n + i] + b[img * P.n2 + j])) return Acc(0);
+  Acc d = 0;
+  for (std::int64_t k = 0; k < P.c; ++k) d += load_as<Acc>(P.dy.at(img, i, k)) * load_as<Acc>(P.x.at(img, j, k));
+  return Acc(P.scale) * d;
+}
+
+/// dA_i = sum_j dL/dscore_ij, one thread per query (N' pairs each).
+template <class T, class Acc>
+__global__ void query_grad_kernel(expr::AdditiveReluPass<T> P, const Acc* a, const Acc* b, Acc* ga) {
+  const std::int64_t total = P.batch * P.n;
   for (std::int64_t t = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; t < total;
        t += std::int64_t(gridDim.x) * blockDim.x) {
-    const std::int64_t img = t / len, r = t % len;
+    const std::int64_t img = t / P.n, i = t % P.n;
     Acc acc = 0;
-    for (std::int64_t o = 0; o < other; ++o) {
-      const std::int64_t i = rows ? r : o, j = rows ? o : r;
-      if (!passes(a[img * P.n + i] + b[img * P.n2 + j])) continue;
-      Acc d = 0;
-      for (std::int64_t k = 0; k < P.c; ++k) d += load_as<Acc>(P.dy.at(img, i, k)) * load_as<Acc>(P.x.at(img, j, k));
-      acc += scale * d;
-    }
-    out[t] = acc;
+    for (std::int64_t j = 0; j < P.n2; ++j) acc += pair_grad(P, a, b, img, i, j);
+    ga[t] = acc;
   }
+}
+
+inline constexpr int kReduceThreads = 256;
+
+/// A fixed-shape tree over the block's partial sums (the same order on every run); thread 0 gets the total.
+template <class Acc>
+__device__ __forceinline__ Acc block_sum(Acc v) {
+  __shared__ Acc part[kReduceThreads];
+  part[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = kReduceThreads / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+    __syncthreads();
+  }
+  return part[0];
+}
+
+/// dB_j = sum_i dL/dscore_ij, one block per key (N pairs each, threads over the queries).
+template <class T, class Acc>
+__global__ void __launch_bounds__(kReduceThreads) key_grad_kernel(expr::AdditiveReluPass<T> P, const Acc* a,
+                                                                 const Acc* b, Acc* gb) {
+  const std::int64_t img = blockIdx.x / P.n2, j = blockIdx.x % P.n2;
+  Acc acc = 0;
+  for (std::int64_t i = threadIdx.x; i < P.n; i += kReduceThreads) acc += pair_grad(P, a, b, img, i, j);
+  const Acc total = block_sum(acc);
+  if (threadIdx.x == 0) gb[blockIdx.x] = total;
 }
 
 template <class T, class Acc>
@@ -107,28 +136,20 @@ __global__ void input_grad_kernel(expr::AdditiveReluPass<T> P, const Acc* ga, co
   }
 }
 
-inline constexpr int kReduceThreads = 256;
-
 /// One block per channel k of w: dw_k = beta dw_k + sum over images and rows of g_row * rows(row, k).
 template <class T, class Acc>
 __global__ void __launch_bounds__(kReduceThreads) param_grad_kernel(expr::AdditiveReluPass<T> P, const Acc* ga,
                                                                    const Acc* gb) {
-  __shared__ Acc part[kReduceThreads];
   const std::int64_t ch = blockIdx.x;
   const bool query = ch < P.m;
-  const std::int64_t k = query ? ch : ch - P.m, len = query ? P.n : P.n2, total = P.batch * len;
+  const std::int64_t k = query ? ch : ch - P.m, len = query ? P.n : P.n2, count = P.batch * len;
   const auto& rows = query ? P.p : P.q;
   const Acc* g = query ? ga : gb;
   Acc acc = 0;
-  for (std::int64_t t = threadIdx.x; t < total; t += kReduceThreads)
+  for (std::int64_t t = threadIdx.x; t < count; t += kReduceThreads)
     acc += g[t] * load_as<Acc>(rows.at(t / len, t % len, k));
-  part[threadIdx.x] = acc;
-  __syncthreads();
-  for (int s = kReduceThreads / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) put(P.dw + ch * P.dw_stride, part[0], P.beta_param);
+  const Acc total = block_sum(acc);
+  if (threadIdx.x == 0) put(P.dw + ch * P.dw_stride, total, P.beta_param);
 }
 
 /// Runs P on `stream` with Acc scratch a, b ([B, N], [B, N']) and, for the backward, ga, gb (same).
@@ -145,12 +166,12 @@ void run(const expr::AdditiveReluPass<T>& P, Acc* a, Acc* b, Acc* ga, Acc* gb, c
   }
   if (!P.backward()) return;
   if (P.batch * P.n > 0) {
-    pair_grad_kernel<T, Acc><<<grid(P.batch * P.n), kBlock, 0, stream>>>(P, a, b, ga, true);
-    check_launch("additive_relu::pair_grad_kernel");
+    query_grad_kernel<T, Acc><<<grid(P.batch * P.n), kBlock, 0, stream>>>(P, a, b, ga);
+    check_launch("additive_relu::query_grad_kernel");
   }
   if (P.batch * P.n2 > 0) {
-    pair_grad_kernel<T, Acc><<<grid(P.batch * P.n2), kBlock, 0, stream>>>(P, a, b, gb, false);
-    check_launch("additive_relu::pair_grad_kernel");
+    key_grad_kernel<T, Acc><<<static_cast<unsigned>(P.batch * P.n2), kReduceThreads, 0, stream>>>(P, a, b, gb);
+    check_launch("additive_relu::key_grad_kernel");
   }
   if (P.dx.data && P.batch * P.n2 * P.c > 0) {
     dx_kernel<T, Acc><<<grid(P.batch * P.n2 * P.c), kBlock, 0, stream>>>(P, a, b);

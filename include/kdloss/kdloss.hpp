@@ -14,6 +14,8 @@
 #include "kdloss/losses/fbkd/fbkd.hpp"
 #include "kdloss/losses/ssim/ssim.hpp"
 #include "kdloss/ops/batch_norm.hpp"
+#include "kdloss/ops/concat_relation.hpp"
+#include "kdloss/ops/dot_relation.hpp"
 #include "kdloss/ops/filter.hpp"
 #include "kdloss/ops/linear.hpp"
 #include "kdloss/ops/matmul.hpp"

@@ -163,7 +163,7 @@ std::vector<double> softmax_op_float_bound(int op, const std::vector<double>& x,
 }  // namespace
 #endif
 
-KDLOSS_GPU_TEST("softmax ops: GPU agrees with CPU for short (warp) and long (block) rows") {
+KDLOSS_GPU_TEST("softmax ops: GPU agrees with CPU for short (warp) and long (block) rows, float/double/half/bf16") {
 #if KDLOSS_TEST_CUDA
   for (Dims shape : {Dims{4, 37, 5}, Dims{2, 5000, 3}, Dims{2, 70000, 1}}) {
     CAPTURE(shape.str());
@@ -183,6 +183,26 @@ KDLOSS_GPU_TEST("softmax ops: GPU agrees with CPU for short (warp) and long (blo
       std::size_t bad = 0;
       for (std::size_t i = 0; i < n; ++i) bad += !(std::fabs(got32[i] - want32[i]) <= bound[i]);
       CHECK_MESSAGE(bad == 0, bad, " float elements outside their rounding bound");
+      // half / bfloat16: read into float, computed in float (acc_t), the result rounded once to the
+      // format. The reference is the double run on the inputs as the format holds them; the bound is
+      // the float bound on those plus the output's rounding, u |want| (u = 2^-11 half, 2^-8 bf16),
+      // and half's subnormal spacing / 2 = 2^-25 below 2^-14. g is scaled by 1/8 so that the
+      // log-softmax backward's exp(y) sum(g) / T (up to ~5e4 on the 70000-long rows) stays inside
+      // half's range (65504).
+      std::vector<double> g8(n);
+      for (std::size_t i = 0; i < n; ++i) g8[i] = g[i] / 8;
+      for (int dtype : {2, 3}) {
+        CAPTURE(dtype);
+        const auto xr = kdloss_test::as_gpu_dtype(dtype, x), gr = kdloss_test::as_gpu_dtype(dtype, g8);
+        const auto got = kdloss_test::softmax_op_on_gpu(op, dtype, x, g8, shape);
+        const auto want = softmax_op_on_cpu(op, xr, gr, shape);
+        const auto fb = softmax_op_float_bound(op, xr, gr, shape, want);
+        const double u = std::ldexp(1.0, dtype == 2 ? -11 : -8), floor = dtype == 2 ? std::ldexp(1.0, -25) : 0.0;
+        std::size_t low_bad = 0;
+        for (std::size_t i = 0; i < n; ++i)
+          low_bad += !(std::fabs(got[i] - want[i]) <= fb[i] + u * std::fabs(want[i]) + floor);
+        CHECK_MESSAGE(low_bad == 0, low_bad, " low-precision elements outside their rounding bound");
+      }
     }
   }
 #endif

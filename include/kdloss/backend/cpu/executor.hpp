@@ -136,18 +136,14 @@ double transform_reduce(const Dims& full, F f, const std::tuple<View<const I>...
   const std::int64_t inner = space.inner();
   const std::int64_t per_row = (inner + kChunk - 1) / kChunk;
   const std::int64_t tasks = space.numel / inner * per_row;
-  double total = 0;
-#if KDLOSS_OPENMP
-#pragma omp parallel for schedule(static) reduction(+ : total) if (space.numel > kParallelThreshold)
-#endif
-  for (std::int64_t task = 0; task < tasks; ++task) {
+  // Chunk sums combined in a fixed order (ordered_sum): the bits do not depend on the thread count.
+  return ordered_sum(tasks, space.numel > kParallelThreshold, [&](std::int64_t task) {
     const std::int64_t row = task / per_row;
     const std::int64_t col = (task % per_row) * kChunk;
     const std::int64_t n = std::min(kChunk, inner - col);
-    total += detail::run_chunk(space, f, ins, outs, row * inner + col, n, std::make_index_sequence<NI>{},
-                               std::make_index_sequence<NO>{});
-  }
-  return total;
+    return detail::run_chunk(space, f, ins, outs, row * inner + col, n, std::make_index_sequence<NI>{},
+                             std::make_index_sequence<NO>{});
+  });
 }
 
 /// Sets every element of `out` to `value`.

@@ -1,5 +1,6 @@
 // kdloss/backend/cpu/parallel.hpp: the host backend's threads and instruction-set clones, in one place.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 #include "kdloss/config.hpp"
@@ -53,6 +54,34 @@ inline int thread_id() {
 #else
   return 0;
 #endif
+}
+
+/// Most blocks ordered_sum cuts its tasks into (their partial sums live on the stack).
+inline constexpr std::int64_t kReduceBlocks = 256;
+
+/// The double sum of f(task) over task in [0, tasks), bitwise the same whatever the thread count:
+/// the tasks are cut into at most kReduceBlocks consecutive blocks by their count alone, each block
+/// is summed in task order (by one thread), and the block sums are added in block order. Threads
+/// share the blocks when `parallel`. (An OpenMP reduction(+) would group the terms by thread.)
+template <class F>
+double ordered_sum(std::int64_t tasks, bool parallel, F&& f) {
+  if (tasks <= 0) return 0.0;
+  const std::int64_t blocks = std::min(tasks, kReduceBlocks);
+  const std::int64_t per = tasks / blocks, extra = tasks % blocks;  // the first `extra` blocks take one more
+  double partial[kReduceBlocks];
+#if KDLOSS_OPENMP
+#pragma omp parallel for schedule(static) if (parallel && blocks > 1)
+#endif
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::int64_t first = b * per + std::min(b, extra), last = first + per + (b < extra ? 1 : 0);
+    double s = 0;
+    for (std::int64_t t = first; t < last; ++t) s += f(t);
+    partial[b] = s;
+  }
+  double total = 0;
+  for (std::int64_t b = 0; b < blocks; ++b) total += partial[b];
+  (void)parallel;
+  return total;
 }
 
 }  // namespace kdloss::backend::cpu

@@ -167,11 +167,8 @@ double packet_rowwise(const expr::Rows& rows, const std::int64_t* lane_step, Op 
   constexpr int NI = sizeof...(I), NO = sizeof...(O);
   const std::int64_t line = rows.outer.inner(), lines = rows.count() / line;
   const std::int64_t packets = line / kRowPacket, tail = line % kRowPacket, per_line = packets + tail;
-  double total = 0;
-#if KDLOSS_OPENMP
-#pragma omp parallel for schedule(static) reduction(+ : total) if (rows.count() * rows.length > kParallelThreshold)
-#endif
-  for (std::int64_t task = 0; task < lines * per_line; ++task) {
+  // Row results combined in a fixed order (ordered_sum): the bits do not depend on the thread count.
+  return ordered_sum(lines * per_line, rows.count() * rows.length > kParallelThreshold, [&](std::int64_t task) {
     const std::int64_t k = task % per_line;
     const std::int64_t r = (task / per_line) * line + (k < packets ? k * kRowPacket : packets * kRowPacket + k - packets);
     std::int64_t off[expr::kMaxOperands] = {};
@@ -182,15 +179,13 @@ double packet_rowwise(const expr::Rows& rows, const std::int64_t* lane_step, Op 
       const HostPacketRow<decltype(in_ptrs), decltype(out_ptrs), kRowPacket> row{in_ptrs, out_ptrs, rows.step,
                                                                                  lane_step, rows.length};
       if constexpr (std::is_same_v<Acc, float>)
-        total += run_packet_row_isa<Acc>(op, row);
+        return run_packet_row_isa<Acc>(op, row);
       else
-        total += run_row<math::Packet<Acc, kRowPacket>>(op, row);
-    } else {
-      total += run_row<Acc>(
-          op, make_host_row(ins, outs, off, rows, std::make_index_sequence<NI>{}, std::make_index_sequence<NO>{}));
+        return run_row<math::Packet<Acc, kRowPacket>>(op, row);
     }
-  }
-  return total;
+    return run_row<Acc>(op,
+                        make_host_row(ins, outs, off, rows, std::make_index_sequence<NI>{}, std::make_index_sequence<NO>{}));
+  });
 }
 
 /// Calls op(row) for every row of `full` along `axis`; returns the double sum of op's returns
@@ -205,7 +200,6 @@ double rowwise(const Dims& full, int axis, Op op, const std::tuple<View<const I>
   detail::collect_strides(full, outs, strides + NI, std::make_index_sequence<NO>{});
   const expr::Rows rows = expr::make_rows(full, axis, strides, NI + NO);
   const std::int64_t count = rows.count();
-  double total = 0;
   if constexpr (packet_rows<Op>::value) {
     // Neighbouring rows adjacent (or broadcast) in every operand, and more than one element per row.
     const int last = rows.outer.rank - 1;
@@ -217,16 +211,12 @@ double rowwise(const Dims& full, int axis, Op op, const std::tuple<View<const I>
     }
     if (adjacent) return packet_rowwise<Acc>(rows, lane_step, op, ins, outs);
   }
-#if KDLOSS_OPENMP
-#pragma omp parallel for schedule(static) reduction(+ : total) if (count * rows.length > kParallelThreshold && count > 1)
-#endif
-  for (std::int64_t r = 0; r < count; ++r) {
+  return ordered_sum(count, count * rows.length > kParallelThreshold && count > 1, [&](std::int64_t r) {
     std::int64_t off[expr::kMaxOperands];
     rows.outer.offsets(r, off);
-    total += run_row<Acc>(
+    return run_row<Acc>(
         op, make_host_row(ins, outs, off, rows, std::make_index_sequence<NI>{}, std::make_index_sequence<NO>{}));
-  }
-  return total;
+  });
 }
 
 }  // namespace kdloss::backend::cpu

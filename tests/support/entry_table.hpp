@@ -1,0 +1,414 @@
+// One table of every host entry point, each run in forward_backward (or forward, then backward) on
+// inputs large enough to cross backend/cpu/parallel.hpp's kParallelThreshold (2^15 elements), so
+// that the reliability tests (tests/core/test_determinism.cpp: thread counts; test_input_edge_cases.cpp:
+// misaligned storage, gradient outputs that alias an input) run over all of them.
+//
+// To add an entry point: append a row to entries<T>() below. A row allocates its views from the Ctx
+// (ctx.in: seeded random input; ctx.out: an output; ctx.grad: a gradient output), then makes the call
+// inside ctx.call(...). Name in `alias` the gradient argument its first ctx.grad() is passed as and the
+// input argument its first ctx.in() is passed as: the aliasing test hands the call that gradient over
+// the input's memory and expects an error naming both. A row that is not bitwise deterministic across
+// thread counts says so in `nondeterministic` (documented on its docs page, with the measured spread).
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kdloss/kdloss.hpp"
+
+namespace kdloss_test::table {
+
+using kdloss::Dims;
+using kdloss::Mode;
+using kdloss::View;
+
+/// The buffers of one call. Inputs hold seeded random values, outputs a sentinel byte pattern. Every
+/// buffer starts `shift` elements past a 64-byte boundary (shift 1: not 16-byte aligned).
+class Ctx {
+ public:
+  explicit Ctx(int shift = 0, bool alias_first_grad = false) : shift_(shift), alias_(alias_first_grad) {}
+
+  /// A contiguous input of `shape` with values uniform in [lo, hi) from `seed`.
+  template <class T>
+  View<const T> in(const Dims& shape, std::uint32_t seed, double lo = -1.0, double hi = 1.0) {
+    T* p = alloc<T>(shape.product());
+    std::mt19937 gen(seed);
+    std::uniform_real_distribution<double> dist(lo, hi);
+    for (std::int64_t i = 0; i < shape.product(); ++i) p[i] = static_cast<T>(dist(gen));
+    if (!first_in_) first_in_ = p, first_in_bytes_ = static_cast<std::size_t>(shape.product()) * sizeof(T);
+    return kdloss::host_view<const T>(p, shape);
+  }
+  /// A contiguous output of `shape` (rank 0: a scalar).
+  template <class T>
+  View<T> out(const Dims& shape) {
+    return kdloss::host_view<T>(alloc<T>(shape.product()), shape);
+  }
+  /// A gradient output; in aliasing mode the first one lies over the first input's memory.
+  template <class T>
+  View<T> grad(const Dims& shape) {
+    const std::size_t bytes = static_cast<std::size_t>(shape.product()) * sizeof(T);
+    if (alias_ && !aliased_ && first_in_ && bytes <= first_in_bytes_) {
+      aliased_ = true;
+      return kdloss::host_view<T>(static_cast<T*>(first_in_), shape);
+    }
+    return out<T>(shape);
+  }
+  /// Runs the call. In aliasing mode it must throw kdloss::Error; the message is kept, and every
+  /// buffer (inputs included) must hold the bytes it held before the call.
+  template <class F>
+  void call(F&& f) {
+    if (!alias_) {
+      f();
+      return;
+    }
+    const auto before = bytes();
+    try {
+      f();
+    } catch (const kdloss::Error& e) {
+      error_ = e.what();
+    }
+    untouched_ = bytes() == before;
+  }
+
+  /// Every buffer's bytes, in allocation order (inputs included: an in-place call shows there).
+  std::vector<unsigned char> bytes() const {
+    std::vector<unsigned char> all;
+    for (const auto& b : buffers_) all.insert(all.end(), b.data, b.data + b.bytes);
+    return all;
+  }
+  bool aliased() const { return aliased_; }
+  const std::string& error() const { return error_; }
+  bool untouched() const { return untouched_; }
+
+ private:
+  struct Buffer {
+    std::unique_ptr<unsigned char[]> storage;
+    unsigned char* data;
+    std::size_t bytes;
+  };
+  template <class T>
+  T* alloc(std::int64_t n) {
+    const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(T);
+    Buffer b;
+    b.storage.reset(new unsigned char[bytes + 64 + 64]);
+    auto base = reinterpret_cast<std::uintptr_t>(b.storage.get());
+    base = (base + 63) / 64 * 64;
+    b.data = reinterpret_cast<unsigned char*>(base) + static_cast<std::size_t>(shift_) * sizeof(T);
+    b.bytes = bytes;
+    std::memset(b.data, 0x7d, bytes);  // the sentinel (a float/double of about 2e37 / 1e296)
+    buffers_.push_back(std::move(b));
+    return reinterpret_cast<T*>(buffers_.back().data);
+  }
+
+  int shift_;
+  bool alias_;
+  bool aliased_ = false, untouched_ = true;
+  void* first_in_ = nullptr;
+  std::size_t first_in_bytes_ = 0;
+  std::string error_;
+  std::vector<Buffer> buffers_;
+};
+
+struct Entry {
+  std::string name;
+  std::function<void(Ctx&)> run;
+  /// The gradient (or output) argument a first ctx.grad() is passed as, and the input argument the
+  /// first ctx.in() is passed as: an aliasing error must name both. Empty: the call has no such pair.
+  std::pair<std::string, std::string> alias;
+  /// Not bitwise deterministic across thread counts: why, and the measured spread (empty: deterministic).
+  std::string nondeterministic = {};
+};
+
+// The shapes: 2 x 16 x 40 x 32 = 40960 elements per feature, past kParallelThreshold = 32768.
+inline const Dims kFeat{2, 16, 40, 32}, kMap{2, 40, 32}, kChan{2, 16}, kCoarse{2, 16, 20, 16};
+
+template <class T, class Args, class Call>
+void pointwise_row(Ctx& c, Call call, kdloss::Reduction r) {
+  Args a;
+  a.student = c.in<T>(kFeat, 1);
+  a.teacher = c.in<T>(kFeat, 2);
+  a.out = c.out<T>(r == kdloss::Reduction::none ? kFeat : Dims{});
+  a.grad_student = c.grad<T>(kFeat);
+  a.options.reduction = r;
+  c.call([&] { call(a, Mode::forward_backward); });
+}
+
+template <class T>
+std::vector<Entry> entries() {
+  using namespace kdloss;
+  const std::pair<std::string, std::string> gs{"grad_student", "student"};
+  std::vector<Entry> e;
+  // ---- feature losses
+  e.push_back({"mse_loss mean", [](Ctx& c) {
+                 pointwise_row<T, MseLossArgs<T>>(c, [](const auto& a, Mode m) { mse_loss(a, m); }, Reduction::mean);
+               }, gs});
+  e.push_back({"mse_loss none", [](Ctx& c) {
+                 pointwise_row<T, MseLossArgs<T>>(c, [](const auto& a, Mode m) { mse_loss(a, m); }, Reduction::none);
+               }, gs});
+  e.push_back({"l1_loss sum", [](Ctx& c) {
+                 pointwise_row<T, L1LossArgs<T>>(c, [](const auto& a, Mode m) { l1_loss(a, m); }, Reduction::sum);
+               }, gs});
+  e.push_back({"smooth_l1_loss mean", [](Ctx& c) {
+                 pointwise_row<T, SmoothL1LossArgs<T>>(c, [](const auto& a, Mode m) { smooth_l1_loss(a, m); },
+                                                       Reduction::mean);
+               }, gs});
+  e.push_back({"distance_loss", [](Ctx& c) {
+                 DistanceLossArgs<T> a;
+                 a.student = c.in<T>(kFeat, 1);
+                 a.teacher = c.in<T>(kFeat, 2);
+                 a.out = c.out<T>({});
+                 a.grad_student = c.grad<T>(kFeat);
+                 c.call([&] { distance_loss(a, Mode::forward_backward); });
+               }, gs});
+  for (int axis : {1, 3}) {
+    e.push_back({"kl_div_loss class_axis " + std::to_string(axis), [axis](Ctx& c) {
+                   KlDivLossArgs<T> a;
+                   a.student_logits = c.in<T>(kFeat, 1, -4, 4);
+                   a.teacher_logits = c.in<T>(kFeat, 2, -4, 4);
+                   a.out = c.out<T>({});
+                   a.grad_student = c.grad<T>(kFeat);
+                   a.options.temperature = 2.0;
+                   a.options.class_axis = axis;
+                   c.call([&] { kl_div_loss(a, Mode::forward_backward); });
+                 }, {"grad_student", "student_logits"}});
+  }
+  // ---- FBKD
+  e.push_back({"fbkd::spatial_attention", [](Ctx& c) {
+                 fbkd::SpatialAttentionArgs<T> a;
+                 a.x = c.in<T>(kFeat, 1);
+                 a.out = c.out<T>(kMap);
+                 a.grad_out = c.in<T>(kMap, 3);
+                 a.grad_x = c.grad<T>(kFeat);
+                 c.call([&] { fbkd::spatial_attention(a, Mode::forward_backward); });
+               }, {"grad_x", "x"}});
+  e.push_back({"fbkd::channel_attention", [](Ctx& c) {
+                 fbkd::ChannelAttentionArgs<T> a;
+                 a.x = c.in<T>(kFeat, 1);
+                 a.out = c.out<T>(kChan);
+                 a.grad_out = c.in<T>(kChan, 3);
+                 a.grad_x = c.grad<T>(kFeat);
+                 c.call([&] { fbkd::channel_attention(a, Mode::forward_backward); });
+               }, {"grad_x", "x"}});
+  e.push_back({"fbkd::attention_masks", [](Ctx& c) {
+                 fbkd::AttentionMasksArgs<T> a;
+                 a.student = c.in<T>(kFeat, 1);
+                 a.teacher = c.in<T>(kFeat, 2);
+                 a.mask_spatial = c.out<T>(kMap);
+                 a.mask_channel = c.out<T>(kChan);
+                 a.options = {fbkd::MaskForm::paper, 0.1, 0.1};
+                 c.call([&] { fbkd::attention_masks(a, Mode::forward); });
+               }, {}});
+  e.push_back({"fbkd::attention_transfer_loss", [](Ctx& c) {
+                 fbkd::AttentionTransferLossArgs<T> a;
+                 a.student = c.in<T>(kFeat, 1);
+                 a.teacher = c.in<T>(kFeat, 2);
+                 a.out = c.out<T>({});
+                 a.grad_student = c.grad<T>(kFeat);
+                 c.call([&] { fbkd::attention_transfer_loss(a, Mode::forward_backward); });
+               }, gs});
+  e.push_back({"fbkd::pooled_attention_transfer_loss", [](Ctx& c) {
+                 fbkd::PooledAttentionTransferLossArgs<T> a;
+                 a.student_channel = c.in<T>(kChan, 1);
+                 a.student_spatial = c.in<T>({2, 1, 40, 32}, 2);
+                 a.teacher = c.in<T>(kFeat, 3);
+                 a.out = c.out<T>({});
+                 a.grad_student_channel = c.grad<T>(kChan);
+                 a.grad_student_spatial = c.grad<T>({2, 1, 40, 32});
+                 c.call([&] { fbkd::pooled_attention_transfer_loss(a, Mode::forward_backward); });
+               }, {"grad_student_channel", "student_channel"}});
+  e.push_back({"fbkd::masked_feature_loss", [](Ctx& c) {
+                 fbkd::MaskedFeatureLossArgs<T> a;
+                 a.student_adapted = c.in<T>(kFeat, 1);
+                 a.teacher = c.in<T>(kFeat, 2);
+                 a.mask_spatial = c.in<T>(kMap, 3, 0, 1);
+                 a.mask_channel = c.in<T>(kChan, 4, 0, 1);
+                 a.out = c.out<T>({});
+                 a.grad_student_adapted = c.grad<T>(kFeat);
+                 c.call([&] { fbkd::masked_feature_loss(a, Mode::forward_backward); });
+               }, {"grad_student_adapted", "student_adapted"}});
+  e.push_back({"fbkd::total_loss paper, two levels", [](Ctx& c) {
+                 fbkd::TotalLossArgs<T> a;
+                 fbkd::Level<T> l0{c.in<T>(kFeat, 1), c.in<T>(kFeat, 2), c.in<T>(kFeat, 3)};
+                 fbkd::Level<T> l1{c.in<T>(kCoarse, 4), c.in<T>(kCoarse, 5), c.in<T>(kCoarse, 6)};
+                 l0.grad_student = c.grad<T>(kFeat);
+                 l0.grad_student_adapted = c.grad<T>(kFeat);
+                 l1.grad_student = c.grad<T>(kCoarse);
+                 l1.grad_student_adapted = c.grad<T>(kCoarse);
+                 a.levels = {l0, l1};
+                 a.out = c.out<T>({});
+                 a.options = fbkd::Config::paper_two_stage();
+                 c.call([&] { fbkd::total_loss(a, Mode::forward_backward); });
+               }, {"levels[0].grad_student", "levels[0].student"}});
+  e.push_back({"fbkd::total_loss code form", [](Ctx& c) {
+                 fbkd::TotalLossArgs<T> a;
+                 fbkd::Level<T> l0{c.in<T>(kFeat, 1), c.in<T>(kFeat, 2), c.in<T>(kFeat, 3)};
+                 l0.student_channel = c.in<T>(kChan, 4);
+                 l0.student_spatial = c.in<T>({2, 1, 40, 32}, 5);
+                 l0.grad_student_adapted = c.grad<T>(kFeat);
+                 l0.grad_student_channel = c.grad<T>(kChan);
+                 l0.grad_student_spatial = c.grad<T>({2, 1, 40, 32});
+                 a.levels = {l0};
+                 a.out = c.out<T>({});
+                 a.options = fbkd::Config::code_one_stage();
+                 c.call([&] { fbkd::total_loss(a, Mode::forward_backward); });
+               }, {"levels[0].grad_student_adapted", "levels[0].student"}});
+  // ---- SSIM family
+  e.push_back({"ssim_loss", [](Ctx& c) {
+                 ssim::SsimLossArgs<T> a;
+                 a.student = c.in<T>(kFeat, 1, 0, 1);
+                 a.teacher = c.in<T>(kFeat, 2, 0, 1);
+                 a.out = c.out<T>({});
+                 a.grad_student = c.grad<T>(kFeat);
+                 a.grad_teacher = c.grad<T>(kFeat);
+                 c.call([&] { ssim::ssim_loss(a, Mode::forward_backward); });
+               }, gs});
+  e.push_back({"ssim_loss normalize, three components, valid", [](Ctx& c) {
+                 ssim::SsimLossArgs<T> a;
+                 a.student = c.in<T>(kFeat, 1);
+                 a.teacher = c.in<T>(kFeat, 2);
+                 a.out = c.out<T>({});
+                 a.grad_student = c.grad<T>(kFeat);
+                 a.options.normalize = true;
+                 a.options.alpha = 0;
+                 a.options.padding = ops::Padding::valid;
+                 a.reduction = Reduction::sum;
+                 c.call([&] { ssim::ssim_loss(a, Mode::forward_backward); });
+               }, gs});
+  e.push_back({"ssim_map", [](Ctx& c) {
+                 ssim::SsimMapArgs<T> a;
+                 a.student = c.in<T>(kFeat, 1, 0, 1);
+                 a.teacher = c.in<T>(kFeat, 2, 0, 1);
+                 a.grad_out = c.in<T>(kFeat, 3);
+                 a.grad_student = c.grad<T>(kFeat);
+                 a.grad_teacher = c.grad<T>(kFeat);
+                 c.call([&] { ssim::ssim_map(a, Mode::backward); });
+               }, gs});
+  e.push_back({"ssim_pyramid_loss", [](Ctx& c) {
+                 ssim::SsimPyramidLossArgs<T> a;
+                 a.students = {c.in<T>(kFeat, 1, 0, 1), c.in<T>(kCoarse, 2, 0, 1)};
+                 a.teachers = {c.in<T>(kFeat, 3, 0, 1), c.in<T>(kCoarse, 4, 0, 1)};
+                 a.out = c.out<T>({});
+                 a.grad_students = {c.grad<T>(kFeat), c.grad<T>(kCoarse)};
+                 c.call([&] { ssim::ssim_pyramid_loss(a, Mode::forward_backward); });
+               }, {"grad_students[0]", "students[0]"}});
+  e.push_back({"ssim_index", [](Ctx& c) {
+                 ssim::SsimIndexArgs<T> a;
+                 a.student = c.in<T>(kFeat, 1, 0, 1);
+                 a.teacher = c.in<T>(kFeat, 2, 0, 1);
+                 a.out = c.out<T>({});
+                 a.grad_student = c.grad<T>(kFeat);
+                 a.grad_teacher = c.grad<T>(kFeat);
+                 a.options.data_range = 1.0;
+                 c.call([&] { ssim::ssim_index(a, Mode::forward_backward); });
+               }, gs});
+  e.push_back({"ms_ssim", [](Ctx& c) {
+                 const Dims shape{2, 4, 64, 80};
+                 ssim::MsSsimArgs<T> a;
+                 a.student = c.in<T>(shape, 1, 0, 1);
+                 a.teacher = c.in<T>(shape, 2, 0, 1);
+                 a.out = c.out<T>({});
+                 a.grad_student = c.grad<T>(shape);
+                 a.grad_teacher = c.grad<T>(shape);
+                 a.options.data_range = 1.0;
+                 a.options.window_size = 7;
+                 a.options.weights = {0.3, 0.3, 0.4};
+                 c.call([&] { ssim::ms_ssim(a, Mode::forward_backward); });
+               }, gs});
+  e.push_back({"ms_ssim_l1_loss", [](Ctx& c) {
+                 const Dims shape{2, 4, 64, 80};
+                 ssim::MsSsimL1LossArgs<T> a;
+                 a.student = c.in<T>(shape, 1, 0, 1);
+                 a.teacher = c.in<T>(shape, 2, 0, 1);
+                 a.out = c.out<T>({});
+                 a.grad_student = c.grad<T>(shape);
+                 a.options.ms_ssim.window_size = 7;
+                 a.options.ms_ssim.weights = {0.3, 0.3, 0.4};
+                 c.call([&] { ssim::ms_ssim_l1_loss(a, Mode::forward_backward); });
+               }, gs});
+  // ---- ops
+  for (int axis : {1, 3}) {
+    e.push_back({"ops::softmax axis " + std::to_string(axis), [axis](Ctx& c) {
+                   ops::SoftmaxArgs<T> a;
+                   a.x = c.in<T>(kFeat, 1, -4, 4);
+                   a.axis = axis;
+                   a.out = c.out<T>(kFeat);
+                   a.grad_out = c.in<T>(kFeat, 2);
+                   a.grad_x = c.grad<T>(kFeat);
+                   c.call([&] { ops::softmax(a, Mode::forward_backward); });
+                 }, {"grad_x", "x"}});
+    e.push_back({"ops::log_softmax axis " + std::to_string(axis), [axis](Ctx& c) {
+                   ops::LogSoftmaxArgs<T> a;
+                   a.x = c.in<T>(kFeat, 1, -4, 4);
+                   a.axis = axis;
+                   a.out = c.out<T>(kFeat);
+                   a.grad_out = c.in<T>(kFeat, 2);
+                   a.grad_x = c.grad<T>(kFeat);
+                   c.call([&] { ops::log_softmax(a, Mode::forward_backward); });
+                 }, {"grad_x", "x"}});
+  }
+  for (bool absolute : {false, true}) {
+    const std::string abs = absolute ? " absolute" : "";
+    e.push_back({"ops::mean_over_channels" + abs, [absolute](Ctx& c) {
+                   ops::MeanOverChannelsArgs<T> a;
+                   a.x = c.in<T>(kFeat, 1);
+                   a.out = c.out<T>({2, 1, 40, 32});
+                   a.grad_out = c.in<T>({2, 1, 40, 32}, 2);
+                   a.grad_x = c.grad<T>(kFeat);
+                   a.options.absolute = absolute;
+                   c.call([&] { ops::mean_over_channels(a, Mode::forward_backward); });
+                 }, {"grad_x", "x"}});
+    e.push_back({"ops::mean_over_positions" + abs, [absolute](Ctx& c) {
+                   ops::MeanOverPositionsArgs<T> a;
+                   a.x = c.in<T>(kFeat, 1);
+                   a.out = c.out<T>(kChan);
+                   a.grad_out = c.in<T>(kChan, 2);
+                   a.grad_x = c.grad<T>(kFeat);
+                   a.options.absolute = absolute;
+                   c.call([&] { ops::mean_over_positions(a, Mode::forward_backward); });
+                 }, {"grad_x", "x"}});
+  }
+  e.push_back({"ops::gaussian_filter", [](Ctx& c) {
+                 ops::GaussianFilterArgs<T> a;
+                 a.x = c.in<T>(kFeat, 1);
+                 a.out = c.out<T>(kFeat);
+                 a.grad_out = c.in<T>(kFeat, 2);
+                 a.grad_x = c.grad<T>(kFeat);
+                 c.call([&] { ops::gaussian_filter(a, Mode::forward_backward); });
+               }, {"grad_x", "x"}});
+  e.push_back({"ops::matmul", [](Ctx& c) {
+                 ops::MatmulArgs<T> a;
+                 a.a = c.in<T>({96, 256}, 1);
+                 a.b = c.in<T>({256, 160}, 2);
+                 a.c = c.grad<T>({96, 160});
+                 c.call([&] { ops::matmul(a); });
+               }, {"c", "a"}});
+  e.push_back({"ops::matmul sum_batches, trans_b", [](Ctx& c) {
+                 ops::MatmulArgs<T> a;
+                 a.a = c.in<T>({4, 64, 128}, 1);
+                 a.b = c.in<T>({4, 96, 128}, 2);
+                 a.c = c.grad<T>({64, 96});
+                 a.options.trans_b = true;
+                 a.options.sum_batches = true;
+                 c.call([&] { ops::matmul(a); });
+               }, {"c", "a"}});
+  e.push_back({"ops::linear 1x1 conv", [](Ctx& c) {
+                 ops::LinearArgs<T> a;
+                 a.x = c.in<T>({2, 64, 16, 20}, 1);
+                 a.weight = c.in<T>({48, 64}, 2);
+                 a.bias = c.in<T>({48}, 3);
+                 a.y = c.out<T>({2, 48, 16, 20});
+                 a.grad_y = c.in<T>({2, 48, 16, 20}, 4);
+                 a.grad_x = c.grad<T>({2, 64, 16, 20});
+                 a.grad_weight = c.grad<T>({48, 64});
+                 a.grad_bias = c.grad<T>({48});
+                 c.call([&] { ops::linear(a, Mode::forward_backward); });
+               }, {"grad_x", "x"}});
+  return e;
+}
+
+}  // namespace kdloss_test::table

@@ -408,6 +408,59 @@ std::vector<Entry> entries() {
                  a.grad_bias = c.grad<T>({48});
                  c.call([&] { ops::linear(a, Mode::forward_backward); });
                }, {"grad_x", "x"}});
+  // ---- issue 9 ops: max pooling, batch norm, relations
+  e.push_back({"ops::max_pool2d stride 4, reserve", [](Ctx& c) {
+                 ops::MaxPool2dArgs<T> a;
+                 a.x = c.in<T>(kFeat, 1);
+                 a.y = c.out<T>(kdloss::Dims{2, 16, 10, 8});
+                 a.grad_y = c.in<T>(kdloss::Dims{2, 16, 10, 8}, 2);
+                 a.grad_x = c.grad<T>(kFeat);
+                 a.options.stride = 4;
+                 std::vector<unsigned char> reserve(ops::max_pool2d_reserve_bytes(a) + 256);
+                 void* aligned = reserve.data() + (256 - reinterpret_cast<std::uintptr_t>(reserve.data()) % 256) % 256;
+                 a.reserve = kdloss::Reserve{aligned, ops::max_pool2d_reserve_bytes(a)};
+                 c.call([&] { ops::max_pool2d(a, Mode::forward_backward); });
+               }, {"grad_x", "x"}});
+  e.push_back({"ops::batch_norm training", [](Ctx& c) {
+                 ops::BatchNormArgs<T> a;
+                 a.x = c.in<T>(kFeat, 1);
+                 a.weight = c.in<T>(kdloss::Dims{16}, 2);
+                 a.bias = c.in<T>(kdloss::Dims{16}, 3);
+                 a.y = c.out<T>(kFeat);
+                 a.batch_mean = c.out<T>(kdloss::Dims{16});
+                 a.batch_var = c.out<T>(kdloss::Dims{16});
+                 a.grad_y = c.in<T>(kFeat, 4);
+                 a.grad_x = c.grad<T>(kFeat);
+                 a.grad_weight = c.grad<T>(kdloss::Dims{16});
+                 a.grad_bias = c.grad<T>(kdloss::Dims{16});
+                 c.call([&] { ops::batch_norm(a, Mode::forward_backward); });
+               }, {"grad_x", "x"}});
+  e.push_back({"ops::dot_relation", [](Ctx& c) {
+                 ops::DotRelationArgs<T> a;
+                 a.theta = c.in<T>(kdloss::Dims{2, 1280, 16}, 1);
+                 a.phi = c.in<T>(kdloss::Dims{2, 320, 16}, 2);
+                 a.g = c.in<T>(kdloss::Dims{2, 320, 24}, 3);
+                 a.y = c.out<T>(kdloss::Dims{2, 1280, 24});
+                 a.grad_y = c.in<T>(kdloss::Dims{2, 1280, 24}, 4);
+                 a.grad_theta = c.grad<T>(kdloss::Dims{2, 1280, 16});
+                 a.grad_phi = c.grad<T>(kdloss::Dims{2, 320, 16});
+                 a.grad_g = c.grad<T>(kdloss::Dims{2, 320, 24});
+                 c.call([&] { ops::dot_relation(a, Mode::forward_backward); });
+               }, {"grad_theta", "theta"}});
+  e.push_back({"ops::concat_relation", [](Ctx& c) {
+                 ops::ConcatRelationArgs<T> a;
+                 a.theta = c.in<T>(kdloss::Dims{2, 1280, 16}, 1);
+                 a.phi = c.in<T>(kdloss::Dims{2, 320, 16}, 2);
+                 a.g = c.in<T>(kdloss::Dims{2, 320, 24}, 3);
+                 a.weight = c.in<T>(kdloss::Dims{32}, 5);
+                 a.y = c.out<T>(kdloss::Dims{2, 1280, 24});
+                 a.grad_y = c.in<T>(kdloss::Dims{2, 1280, 24}, 4);
+                 a.grad_theta = c.grad<T>(kdloss::Dims{2, 1280, 16});
+                 a.grad_phi = c.grad<T>(kdloss::Dims{2, 320, 16});
+                 a.grad_g = c.grad<T>(kdloss::Dims{2, 320, 24});
+                 a.grad_weight = c.grad<T>(kdloss::Dims{32});
+                 c.call([&] { ops::concat_relation(a, Mode::forward_backward); });
+               }, {"grad_theta", "theta"}});
   return e;
 }
 

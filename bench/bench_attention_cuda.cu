@@ -1,7 +1,8 @@
 // GPU benchmarks of the attention backend (backend/cuda/attention.cuh) at the seed pixel relation's
 // shapes: F as [1, N, C = 256] with q = k = v = F and scale 1/sqrt(C), N = 1050, 4200, 16700 (P5, P4,
-// P3 of an 800x1333 input), forward and forward + backward, float, half and bfloat16, the blocked
-// kernels (and the simple ones at the two smaller sizes). Timed with CUDA events.
+// P3 of an 800x1333 input), forward and forward + backward: float on the blocked kernels, half and
+// bfloat16 on the tensor-core forward (their backward runs the blocked float-arithmetic kernels), and
+// for comparison at the two smaller sizes float simple and half blocked. Timed with CUDA events.
 //
 // FLOP/s counts the useful products only: forward 4 N^2 C (S = q k^T and P v), forward + backward
 // 14 N^2 C (the usual 2 + 5 products; the kernels recompute S and dP, which is not counted), so the
@@ -26,6 +27,15 @@ using kdloss::backend::cuda::AttentionPath;
 using kdloss_bench::cuda_check;
 using kdloss_bench::DeviceArray;
 
+const char* path_name(AttentionPath path) {
+  switch (path) {
+    case AttentionPath::simple: return "/simple";
+    case AttentionPath::blocked: return "/blocked";
+    case AttentionPath::tensor_core: return "/tensor_core";
+    default: return "/automatic";
+  }
+}
+
 template <class T>
 std::vector<T> pattern(std::size_t n) {
   std::vector<T> v(n);
@@ -37,7 +47,7 @@ template <class T>
 void register_attention(const char* type, AttentionPath path, std::int64_t n, std::int64_t c, bool backward) {
   using Acc = std::conditional_t<std::is_same_v<T, double>, double, float>;
   const std::string name = std::string("attention_cuda/") + (backward ? "forward_backward/" : "forward/") + type +
-                           (path == AttentionPath::simple ? "/simple" : "/blocked") + "/N=" + std::to_string(n) +
+                           path_name(path) + "/N=" + std::to_string(n) +
                            ",C=" + std::to_string(c);
   benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& state) {
     const auto numel = static_cast<std::size_t>(n * c);
@@ -62,11 +72,12 @@ void register_attention(const char* type, AttentionPath path, std::int64_t n, st
     bwd.grad_q = {grad_q.get(), n * c, c, 1};
     bwd.grad_k = {grad_k.get(), n * c, c, 1};
     bwd.grad_v = {grad_v.get(), n * c, c, 1};
+    DeviceArray<unsigned char> forward_scratch(kdloss::backend::cuda::attention_forward_scratch_bytes(fwd));
     DeviceArray<unsigned char> scratch(kdloss::backend::cuda::attention_backward_scratch_bytes(bwd));
     cudaStream_t stream;
     cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
     auto body = [&] {
-      kdloss::backend::cuda::attention_forward(fwd, nullptr, stream, path);
+      kdloss::backend::cuda::attention_forward(fwd, forward_scratch.get(), stream, path);
       if (backward) kdloss::backend::cuda::attention_backward(bwd, scratch.get(), stream, path);
     };
     body();  // warm-up
@@ -94,9 +105,12 @@ int main(int argc, char** argv) {
   for (bool backward : {false, true})
     for (std::int64_t n : {1050, 4200, 16700}) {
       register_attention<float>("float", AttentionPath::blocked, n, c, backward);
-      register_attention<__half>("half", AttentionPath::blocked, n, c, backward);
-      register_attention<__nv_bfloat16>("bfloat16", AttentionPath::blocked, n, c, backward);
-      if (n <= 4200) register_attention<float>("float", AttentionPath::simple, n, c, backward);
+      register_attention<__half>("half", AttentionPath::tensor_core, n, c, backward);
+      register_attention<__nv_bfloat16>("bfloat16", AttentionPath::tensor_core, n, c, backward);
+      if (n <= 4200) {
+        register_attention<float>("float", AttentionPath::simple, n, c, backward);
+        register_attention<__half>("half", AttentionPath::blocked, n, c, backward);
+      }
     }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();

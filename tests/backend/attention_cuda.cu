@@ -33,6 +33,7 @@ backend::cuda::AttentionPath path_of(int path) {
     case 0: return backend::cuda::AttentionPath::automatic;
     case 1: return backend::cuda::AttentionPath::simple;
     case 2: return backend::cuda::AttentionPath::blocked;
+    case 3: return backend::cuda::AttentionPath::tensor_core;
   }
   throw std::invalid_argument("attention_on_gpu: unknown path");
 }
@@ -51,7 +52,8 @@ AttnGpuResult run(int path, const AttnProblem& p, bool backward) {
 
   expr::AttentionForward<T, Acc> f;
   f.batch = p.batch, f.n_q = p.n_q, f.n_k = p.n_k, f.d = p.d, f.dv = p.dv, f.scale = p.scale;
-  f.q = q.in(), f.k = k.in(), f.v = v.in(), f.o = o.out(), f.lse = lse.ptr;
+  f.q = q.in(), f.k = k.in(), f.v = v.in(), f.o = o.out(), f.lse = p.keep_lse ? lse.ptr : nullptr;
+  if (backward && !p.keep_lse) throw std::invalid_argument("attention_on_gpu: the backward needs the forward's lse");
   DeviceBuffer<unsigned char> forward_scratch(backend::cuda::attention_forward_scratch_bytes(f));
   backend::cuda::attention_forward(f, forward_scratch.ptr, stream, path_of(path));
 
@@ -68,8 +70,10 @@ AttnGpuResult run(int path, const AttnProblem& p, bool backward) {
   }
   cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
   r.o = o.host();
-  const auto l = lse.to_host();
-  r.lse.assign(l.begin(), l.end());
+  if (p.keep_lse) {
+    const auto l = lse.to_host();
+    r.lse.assign(l.begin(), l.end());
+  }
   return r;
 }
 

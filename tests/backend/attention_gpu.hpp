@@ -19,14 +19,17 @@ struct AttnProblem {
   std::int64_t batch = 1, n_q = 0, n_k = 0, d = 0, dv = 0;
   double scale = 1.0;
   AttnOperand q, k, v, o, grad_o, grad_q, grad_k, grad_v;
+  bool keep_lse = true;  // false: the forward gets no lse buffer (and the backward cannot run)
 };
 
-/// Whole output storages after the calls (lse: [batch * n_q]; a gradient not wanted comes back empty).
+/// Whole output storages after the calls (lse: [batch * n_q], empty without keep_lse; a gradient not
+/// wanted comes back empty).
 struct AttnGpuResult {
   std::vector<double> o, lse, grad_q, grad_k, grad_v;
 };
 
-/// Element types: 0 float, 1 double, 2 half, 3 bfloat16. Paths: 0 automatic, 1 simple, 2 blocked.
+/// Element types: 0 float, 1 double, 2 half, 3 bfloat16. Paths: 0 automatic, 1 simple, 2 blocked,
+/// 3 tensor_core (the half / bfloat16 forward; blocked otherwise).
 inline constexpr int kAttnDtypes = 4;
 
 /// attention_forward on device copies of the operands (one fresh stream), then, when `backward`,

@@ -1,7 +1,8 @@
 // GPU attention backend (backend/cuda/attention.cuh) against a naive double reference of the formulas in
 // expr/attention.hpp: o, lse, grad_q, grad_k, grad_v; strided and channels-first operands, sizes off the
 // tiles, n_k = 1, large logits, wide feature dims (several column chunks), gradients not wanted; float,
-// double, half and bfloat16; the simple and the blocked kernels; two runs bit-identical. GPU-only: the
+// double, half and bfloat16; the simple, blocked and tensor-core kernels; a forward without lse;
+// two runs bit-identical. GPU-only: the
 // cases are skipped (and the test main says so) without a device.
 #include <doctest/doctest.h>
 
@@ -212,7 +213,7 @@ const Case kCases[] = {
 }  // namespace
 #endif
 
-KDLOSS_GPU_TEST("cuda attention: simple and blocked kernels match the double reference (o, lse, all gradients)") {
+KDLOSS_GPU_TEST("cuda attention: simple, blocked and tensor-core kernels match the double reference (o, lse, gradients)") {
 #if KDLOSS_TEST_CUDA
   std::uint32_t seed = 900;
   for (const Case& c : kCases) {
@@ -221,11 +222,29 @@ KDLOSS_GPU_TEST("cuda attention: simple and blocked kernels match the double ref
     CAPTURE(c.d);
     CAPTURE(c.dv);
     for (int dtype = 0; dtype < kdloss_test::kAttnDtypes; ++dtype)
-      for (int path : {1, 2}) check_case(c, dtype, path, seed);
+      for (int path : {1, 2, 3}) check_case(c, dtype, path, seed);
     seed += 10;
   }
-  // automatic is the blocked path
+  // automatic: blocked for float, tensor cores for the half forward
   check_case(kCases[0], 0, 0, 7);
+  check_case(kCases[1], 2, 0, 8);
+#endif
+}
+
+KDLOSS_GPU_TEST("cuda attention: a forward without an lse buffer keeps it in the scratch and writes the same o") {
+#if KDLOSS_TEST_CUDA
+  const Case& c = kCases[0];
+  for (int dtype = 0; dtype < kdloss_test::kAttnDtypes; ++dtype)
+    for (int path : {0, 1, 2, 3}) {
+      CAPTURE(dtype_name(dtype));
+      CAPTURE(path);
+      AttnProblem p = problem_of(c, inputs_of(c, dtype, 55));
+      const auto with_lse = kdloss_test::attention_on_gpu(dtype, path, p, false);
+      p.keep_lse = false;
+      const auto without = kdloss_test::attention_on_gpu(dtype, path, p, false);
+      CHECK(without.lse.empty());
+      CHECK(without.o == with_lse.o);
+    }
 #endif
 }
 
@@ -248,11 +267,11 @@ KDLOSS_GPU_TEST("cuda attention: n_k = 1 gives o = v_0 exactly and grad_q, grad_
 #endif
 }
 
-KDLOSS_GPU_TEST("cuda attention: two runs are bit-identical (float, half, double; both paths)") {
+KDLOSS_GPU_TEST("cuda attention: two runs are bit-identical (float, half, double; every path)") {
 #if KDLOSS_TEST_CUDA
   const Case c{2, 200, 190, 64, 80, 0.125, C, F, C, C, P, C, C, C};
   for (int dtype : {0, 1, 2})
-    for (int path : {1, 2}) {
+    for (int path : {1, 2, 3}) {
       CAPTURE(dtype_name(dtype));
       CAPTURE(path);
       const AttnProblem p = problem_of(c, inputs_of(c, dtype, 77));

@@ -14,12 +14,14 @@
 // same inputs and path are bit-identical.
 //
 // Paths: `simple` (16 x 16 tiles, one score and one output column per thread: small and obviously
-// right) and `blocked` (64 x 64 register-blocked tiles, 4 x 4 scores per thread, output chunks of 64
-// or 256 columns; 32 x 32 tiles for double). `automatic` takes the blocked one. Half and bfloat16
-// inputs are converted to float as they are staged and run the float kernels.
+// right), `blocked` (64 x 64 register-blocked tiles, 4 x 4 scores per thread, output chunks of 64
+// or 256 columns; 32 x 32 tiles for double) and `tensor_core` (the forward of half and bfloat16 on
+// WMMA fragments, attention_tensor.cuh; the other types and the backward run blocked). `automatic`
+// takes tensor_core for the half / bfloat16 forward and blocked otherwise. The simple and blocked
+// kernels convert half and bfloat16 to float as they stage them and run the float arithmetic.
 //
 //   expr::AttentionForward<float, float> fwd{...};
-//   backend::cuda::attention_forward(fwd, nullptr, stream);            // no scratch needed
+//   backend::cuda::attention_forward(fwd, scratch, stream);            // scratch: forward_scratch_bytes
 //   std::size_t bytes = backend::cuda::attention_backward_scratch_bytes(bwd);  // D, one Acc per row
 //   backend::cuda::attention_backward(bwd, scratch, stream);
 #pragma once
@@ -29,6 +31,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kdloss/backend/cuda/attention_tensor.cuh"
 #include "kdloss/backend/cuda/runtime.cuh"
 #include "kdloss/core/convert.hpp"
 #include "kdloss/core/error.hpp"
@@ -36,8 +39,9 @@
 
 namespace kdloss::backend::cuda {
 
-/// Which kernels run an attention pass: `simple` for checks, `blocked` for speed, `automatic` (blocked).
-enum class AttentionPath { automatic, simple, blocked };
+/// Which kernels run an attention pass (see the file comment): `simple` for checks, `blocked` and
+/// `tensor_core` for speed; `automatic` picks the fastest for the type.
+enum class AttentionPath { automatic, simple, blocked, tensor_core };
 
 namespace attention_detail {
 
@@ -376,19 +380,47 @@ void with_tiles(AttentionPath path, std::int64_t width, F&& f) {
 
 }  // namespace attention_detail
 
-/// Device scratch of attention_forward: none.
+namespace attention_detail {
+template <class T>
+inline constexpr bool has_tensor_forward = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+inline std::size_t row_bytes(std::int64_t batch, std::int64_t n_q, std::size_t size) {
+  const std::size_t rows = batch > 0 && n_q > 0 ? static_cast<std::size_t>(batch * n_q) : 0;
+  return (rows * size + 255) / 256 * 256;
+}
+}  // namespace attention_detail
+
+/// Device scratch of attention_forward: the half / bfloat16 forward keeps lse there (one float per
+/// query row, 256-byte multiple) when a.lse is null; otherwise none.
 template <class T, class Acc>
-std::size_t attention_forward_scratch_bytes(const expr::AttentionForward<T, Acc>&) {
+std::size_t attention_forward_scratch_bytes(const expr::AttentionForward<T, Acc>& a) {
+  if constexpr (attention_detail::has_tensor_forward<T>) {
+    if (!a.lse) return attention_detail::row_bytes(a.batch, a.n_q, sizeof(float));
+  }
   return 0;
 }
 
 /// o (and lse when a.lse is set) of expr::AttentionForward on `stream`; no allocation, no host sync.
 template <class T, class Acc>
-void attention_forward(const expr::AttentionForward<T, Acc>& a, void* /*scratch*/, cudaStream_t stream,
+void attention_forward(const expr::AttentionForward<T, Acc>& a, void* scratch, cudaStream_t stream,
                        AttentionPath path = AttentionPath::automatic) {
   static_assert(std::is_same_v<Acc, std::conditional_t<std::is_same_v<T, double>, double, float>>,
                 "kdloss: attention accumulates in double for double and in float otherwise");
   if (a.batch <= 0 || a.n_q <= 0) return;
+  if constexpr (attention_detail::has_tensor_forward<T>) {
+    if (path == AttentionPath::automatic || path == AttentionPath::tensor_core) {
+      using G = attention_detail::TensorTiles;
+      using attention_detail::ceil_div;
+      float* lse = a.lse ? a.lse : static_cast<float*>(scratch);
+      attention_detail::tensor_stats_kernel<T>
+          <<<attention_detail::grid_of(ceil_div(a.n_q, G::BQ), 1, a.batch), G::kThreads, 0, stream>>>(a, lse);
+      check_launch("attention tensor_stats_kernel");
+      attention_detail::tensor_output_kernel<T>
+          <<<attention_detail::grid_of(ceil_div(a.n_q, G::BQ), ceil_div(a.dv, G::OC), a.batch), G::kThreads, 0,
+             stream>>>(a, lse);
+      check_launch("attention tensor_output_kernel");
+      return;
+    }
+  }
   attention_detail::with_tiles<T>(path, a.dv, [&](auto tiles) {
     using C = decltype(tiles);
     const dim3 grid = attention_detail::grid_of(attention_detail::ceil_div(a.n_q, C::BQ),
@@ -401,8 +433,7 @@ void attention_forward(const expr::AttentionForward<T, Acc>& a, void* /*scratch*
 /// Device scratch of attention_backward: D, one Acc per query row (256-byte multiple).
 template <class T, class Acc>
 std::size_t attention_backward_scratch_bytes(const expr::AttentionBackward<T, Acc>& a) {
-  const std::size_t rows = a.batch > 0 && a.n_q > 0 ? static_cast<std::size_t>(a.batch * a.n_q) : 0;
-  return (rows * sizeof(Acc) + 255) / 256 * 256;
+  return attention_detail::row_bytes(a.batch, a.n_q, sizeof(Acc));
 }
 
 /// grad_q, grad_k, grad_v (those with data) of expr::AttentionBackward on `stream`; `scratch` holds

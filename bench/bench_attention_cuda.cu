@@ -1,8 +1,8 @@
 // GPU benchmarks of the attention backend (backend/cuda/attention.cuh) at the seed pixel relation's
 // shapes: F as [1, N, C = 256] with q = k = v = F and scale 1/sqrt(C), N = 1050, 4200, 16700 (P5, P4,
 // P3 of an 800x1333 input), forward and forward + backward: float on the blocked kernels, half and
-// bfloat16 on the tensor-core forward (their backward runs the blocked float-arithmetic kernels), and
-// for comparison at the two smaller sizes float simple and half blocked. Timed with CUDA events.
+// bfloat16 on the tensor-core kernels, and for comparison at the two smaller sizes float simple and
+// half blocked (float arithmetic on half inputs). Timed with CUDA events.
 //
 // FLOP/s counts the useful products only: forward 4 N^2 C (S = q k^T and P v), forward + backward
 // 14 N^2 C (the usual 2 + 5 products; the kernels recompute S and dP, which is not counted), so the

@@ -15,10 +15,10 @@
 //
 // Paths: `simple` (16 x 16 tiles, one score and one output column per thread: small and obviously
 // right), `blocked` (64 x 64 register-blocked tiles, 4 x 4 scores per thread, output chunks of 64
-// or 256 columns; 32 x 32 tiles for double) and `tensor_core` (the forward of half and bfloat16 on
-// WMMA fragments, attention_tensor.cuh; the other types and the backward run blocked). `automatic`
-// takes tensor_core for the half / bfloat16 forward and blocked otherwise. The simple and blocked
-// kernels convert half and bfloat16 to float as they stage them and run the float arithmetic.
+// or 256 columns; 32 x 32 tiles for double) and `tensor_core` (half and bfloat16 on WMMA fragments,
+// attention_tensor.cuh; float and double run blocked). `automatic` takes tensor_core for half and
+// bfloat16 and blocked otherwise. The simple and blocked kernels convert half and bfloat16 to float
+// as they stage them and run the float arithmetic.
 //
 //   expr::AttentionForward<float, float> fwd{...};
 //   backend::cuda::attention_forward(fwd, scratch, stream);            // scratch: forward_scratch_bytes
@@ -382,7 +382,7 @@ void with_tiles(AttentionPath path, std::int64_t width, F&& f) {
 
 namespace attention_detail {
 template <class T>
-inline constexpr bool has_tensor_forward = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+inline constexpr bool has_tensor_path = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
 inline std::size_t row_bytes(std::int64_t batch, std::int64_t n_q, std::size_t size) {
   const std::size_t rows = batch > 0 && n_q > 0 ? static_cast<std::size_t>(batch * n_q) : 0;
   return (rows * size + 255) / 256 * 256;
@@ -393,7 +393,7 @@ inline std::size_t row_bytes(std::int64_t batch, std::int64_t n_q, std::size_t s
 /// query row, 256-byte multiple) when a.lse is null; otherwise none.
 template <class T, class Acc>
 std::size_t attention_forward_scratch_bytes(const expr::AttentionForward<T, Acc>& a) {
-  if constexpr (attention_detail::has_tensor_forward<T>) {
+  if constexpr (attention_detail::has_tensor_path<T>) {
     if (!a.lse) return attention_detail::row_bytes(a.batch, a.n_q, sizeof(float));
   }
   return 0;
@@ -406,7 +406,7 @@ void attention_forward(const expr::AttentionForward<T, Acc>& a, void* scratch, c
   static_assert(std::is_same_v<Acc, std::conditional_t<std::is_same_v<T, double>, double, float>>,
                 "kdloss: attention accumulates in double for double and in float otherwise");
   if (a.batch <= 0 || a.n_q <= 0) return;
-  if constexpr (attention_detail::has_tensor_forward<T>) {
+  if constexpr (attention_detail::has_tensor_path<T>) {
     if (path == AttentionPath::automatic || path == AttentionPath::tensor_core) {
       using G = attention_detail::TensorTiles;
       using attention_detail::ceil_div;
@@ -451,6 +451,26 @@ void attention_backward(const expr::AttentionBackward<T, Acc>& a, void* scratch,
   if (need_d) {
     attention_detail::row_dot_kernel<T, Acc><<<grid_for(a.batch * a.n_q * 32), kBlock, 0, stream>>>(a, D);
     check_launch("attention row_dot_kernel");
+  }
+  if constexpr (attention_detail::has_tensor_path<T>) {
+    if (path == AttentionPath::automatic || path == AttentionPath::tensor_core) {
+      using G = attention_detail::TensorTiles;
+      using attention_detail::ceil_div;
+      using attention_detail::grid_of;
+      if (want_q) {
+        attention_detail::tensor_grad_q_kernel<T>
+            <<<grid_of(ceil_div(a.n_q, G::BQ), ceil_div(a.d, G::OC), a.batch), G::kThreads, 0, stream>>>(a, D);
+        check_launch("attention tensor_grad_q_kernel");
+      }
+      const std::int64_t v_chunks = want_v ? ceil_div(a.dv, G::OC) : 0, k_chunks = want_k ? ceil_div(a.d, G::OC) : 0;
+      if (v_chunks + k_chunks > 0) {
+        attention_detail::tensor_grad_kv_kernel<T>
+            <<<grid_of(ceil_div(a.n_k, G::BQ), v_chunks + k_chunks, a.batch), G::kThreads, 0, stream>>>(
+                a, D, static_cast<int>(v_chunks));
+        check_launch("attention tensor_grad_kv_kernel");
+      }
+      return;
+    }
   }
   const std::int64_t width = a.d > a.dv ? a.d : a.dv;
   attention_detail::with_tiles<T>(path, width, [&](auto tiles) {

@@ -45,8 +45,9 @@ enum class AttentionPath { automatic, simple, blocked, tensor_core };
 
 namespace attention_detail {
 
-/// Tile geometry: 16 x 16 threads; thread (ty, tx) owns rows ty + 16 r (r < TQ), score columns
-/// tx + 16 c (c < TK) and output columns tx + 16 o (o < TO) of its block's tiles.
+/// Tile geometry: 16 x 16 threads; thread (ty, tx) owns rows ty TQ + r (r < TQ), score columns
+/// tx TK + c (c < TK) and output columns tx TO + o (o < TO) of its block's tiles: runs of adjacent
+/// elements, read from shared memory as 16-byte vectors.
 template <int TQ_, int TK_, int TO_>
 struct Tiles {
   static constexpr int kSide = 16, kThreads = kSide * kSide;
@@ -59,14 +60,19 @@ struct Tiles {
   static_assert(BK % KC == 0, "key chunks must tile a key tile");
 };
 
+/// Row padding of the transposed shared tiles: 16 bytes, so rows stay vector-aligned while the
+/// transposed writes spread over the banks.
+template <class Acc>
+inline constexpr int kPad = static_cast<int>(16 / sizeof(Acc));
+
 /// Shared memory of every kernel: the two score operands feature-major, the weights key-major, and
-/// a chunk of the value operand. (+1 pads keep the transposed writes off one bank.)
+/// a chunk of the value operand.
 template <class Acc, class C>
 struct Shared {
-  Acc a[C::FC][C::BQ + 1];
-  Acc b[C::FC][C::BK + 1];
-  Acc p[C::BK][C::BQ + 1];
-  Acc x[C::KC][C::OC];
+  alignas(16) Acc a[C::FC][C::BQ + kPad<Acc>];
+  alignas(16) Acc b[C::FC][C::BK + kPad<Acc>];
+  alignas(16) Acc p[C::BK][C::BQ + kPad<Acc>];
+  alignas(16) Acc x[C::KC][C::OC];
 };
 
 __device__ __forceinline__ float exp_(float x) { return expf(x); }
@@ -94,14 +100,34 @@ __device__ __forceinline__ Acc row_sum(Acc v) {
   return v;
 }
 
-/// acc[r][c] += a[16 r] b[16 c]: one rank-1 update of a thread's register block from shared rows.
+/// dst[i] = src[i], i < N, in 16-byte vectors where N allows (src is then 16-byte aligned: every
+/// caller's offset is a multiple of N elements into a 16-byte aligned row).
+template <int N, class Acc>
+__device__ __forceinline__ void load_run(Acc (&dst)[N], const Acc* src) {
+  if constexpr (std::is_same_v<Acc, float> && N % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < N; i += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(src + i);
+      dst[i] = v.x, dst[i + 1] = v.y, dst[i + 2] = v.z, dst[i + 3] = v.w;
+    }
+  } else if constexpr (std::is_same_v<Acc, double> && N % 2 == 0) {
+#pragma unroll
+    for (int i = 0; i < N; i += 2) {
+      const double2 v = *reinterpret_cast<const double2*>(src + i);
+      dst[i] = v.x, dst[i + 1] = v.y;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) dst[i] = src[i];
+  }
+}
+
+/// acc[r][c] += a[r] b[c]: one rank-1 update of a thread's register block from shared rows.
 template <class C, int R, int N, class Acc>
 __device__ __forceinline__ void outer_add(Acc (&acc)[R][N], const Acc* a, const Acc* b) {
   Acc av[R], bv[N];
-#pragma unroll
-  for (int r = 0; r < R; ++r) av[r] = a[C::kSide * r];
-#pragma unroll
-  for (int c = 0; c < N; ++c) bv[c] = b[C::kSide * c];
+  load_run(av, a);
+  load_run(bv, b);
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -111,7 +137,7 @@ __device__ __forceinline__ void outer_add(Acc (&acc)[R][N], const Acc* a, const 
 /// Stages rows [r0, r0 + R) x features [f0, f0 + FC) of X into dst[f][r] as Acc, zeros outside
 /// rows < n and features < width. Consecutive threads walk the unit-stride axis when there is one.
 template <class C, int R, class T, class Acc>
-__device__ __forceinline__ void stage_rows(Acc (*dst)[R + 1], const expr::MatOperand<const T>& X, std::int64_t b,
+__device__ __forceinline__ void stage_rows(Acc (*dst)[R + kPad<Acc>], const expr::MatOperand<const T>& X, std::int64_t b,
                                            std::int64_t r0, std::int64_t n, std::int64_t f0, std::int64_t width) {
   const bool rows_fast = X.row == 1 && X.col != 1;
   for (int e = threadIdx.x; e < R * C::FC; e += C::kThreads) {
@@ -122,7 +148,7 @@ __device__ __forceinline__ void stage_rows(Acc (*dst)[R + 1], const expr::MatOpe
   }
 }
 
-/// s[r][c] = sum_{f < width} A(b, i0 + ty + 16 r, f) B(b, j0 + tx + 16 c, f); rows of A at or past
+/// s[r][c] = sum_{f < width} A(b, i0 + ty TQ + r, f) B(b, j0 + tx TK + c, f); rows of A at or past
 /// na and rows of B at or past nb read as zeros. Starts with a barrier, so the caller may rewrite
 /// the weights tile after it.
 template <class C, class T, class Acc>
@@ -141,11 +167,11 @@ __device__ __forceinline__ void score_tile(Acc (&s)[C::TQ][C::TK], Shared<Acc, C
     stage_rows<C, C::BK>(sm.b, B, b, j0, nb, f0, width);
     __syncthreads();
 #pragma unroll
-    for (int f = 0; f < C::FC; ++f) outer_add<C>(s, sm.a[f] + ty, sm.b[f] + tx);
+    for (int f = 0; f < C::FC; ++f) outer_add<C>(s, sm.a[f] + ty * C::TQ, sm.b[f] + tx * C::TK);
   }
 }
 
-/// acc[r][o] += sum_k sm.p[k][ty + 16 r] X(b, j0 + k, c0 + tx + 16 o) over the tile's keys
+/// acc[r][o] += sum_k sm.p[k][ty TQ + r] X(b, j0 + k, c0 + tx TO + o) over the tile's keys
 /// j0 + k < nk and columns < width (others read as zeros). The weights sm.p must be written by
 /// every thread before the call (the first barrier here publishes them).
 template <class C, class T, class Acc>
@@ -164,11 +190,11 @@ __device__ __forceinline__ void output_product(Acc (&acc)[C::TQ][C::TO], Shared<
     }
     __syncthreads();
 #pragma unroll
-    for (int k = 0; k < C::KC; ++k) outer_add<C>(acc, sm.p[kc + k] + ty, sm.x[k] + tx);
+    for (int k = 0; k < C::KC; ++k) outer_add<C>(acc, sm.p[kc + k] + ty * C::TQ, sm.x[k] + tx * C::TO);
   }
 }
 
-/// Writes acc[r][o] * row_scale[r] to Y(b, i0 + ty + 16 r, c0 + tx + 16 o) inside n rows x width.
+/// Writes acc[r][o] * row_scale[r] to Y(b, i0 + ty TQ + r, c0 + tx TO + o) inside n rows x width.
 template <class C, class T, class Acc>
 __device__ __forceinline__ void store_tile(const expr::MatOperand<T>& Y, const Acc (&acc)[C::TQ][C::TO],
                                            const Acc (&row_scale)[C::TQ], std::int64_t b, std::int64_t i0,
@@ -176,11 +202,11 @@ __device__ __forceinline__ void store_tile(const expr::MatOperand<T>& Y, const A
   const int ty = threadIdx.x / C::kSide, tx = threadIdx.x % C::kSide;
 #pragma unroll
   for (int r = 0; r < C::TQ; ++r) {
-    const std::int64_t i = i0 + ty + C::kSide * r;
+    const std::int64_t i = i0 + ty * C::TQ + r;
     if (i >= n) continue;
 #pragma unroll
     for (int o = 0; o < C::TO; ++o) {
-      const std::int64_t col = c0 + tx + C::kSide * o;
+      const std::int64_t col = c0 + tx * C::TO + o;
       if (col < width) store_as(Y.at(b, i, col), acc[r][o] * row_scale[r]);
     }
   }
@@ -227,7 +253,7 @@ __global__ void __launch_bounds__(C::kThreads) forward_kernel(expr::AttentionFor
         Acc tile_max = minus_inf<Acc>();
 #pragma unroll
         for (int c = 0; c < C::TK; ++c) {
-          s[r][c] = j0 + tx + C::kSide * c < a.n_k ? s[r][c] * scale : minus_inf<Acc>();
+          s[r][c] = j0 + tx * C::TK + c < a.n_k ? s[r][c] * scale : minus_inf<Acc>();
           tile_max = max_(tile_max, s[r][c]);
         }
         const Acc m_new = max_(m[r], row_max(tile_max));
@@ -239,7 +265,7 @@ __global__ void __launch_bounds__(C::kThreads) forward_kernel(expr::AttentionFor
         for (int c = 0; c < C::TK; ++c) {
           s[r][c] = exp_(s[r][c] - m_use);
           tile_sum += s[r][c];
-          sm.p[tx + C::kSide * c][ty + C::kSide * r] = s[r][c];
+          sm.p[tx * C::TK + c][ty * C::TQ + r] = s[r][c];
         }
         l[r] = l[r] * alpha + row_sum(tile_sum);
         m[r] = m_new;
@@ -255,7 +281,7 @@ __global__ void __launch_bounds__(C::kThreads) forward_kernel(expr::AttentionFor
     if (a.lse && blockIdx.y == 0 && tx == 0) {
 #pragma unroll
       for (int r = 0; r < C::TQ; ++r) {
-        const std::int64_t i = i0 + ty + C::kSide * r;
+        const std::int64_t i = i0 + ty * C::TQ + r;
         if (i < a.n_q) a.lse[b * a.n_q + i] = m[r] + log_(l[r]);
       }
     }
@@ -290,7 +316,7 @@ __global__ void __launch_bounds__(C::kThreads) grad_q_kernel(expr::AttentionBack
     Acc row_lse[C::TQ], row_d[C::TQ], scales[C::TQ], acc[C::TQ][C::TO];
 #pragma unroll
     for (int r = 0; r < C::TQ; ++r) {
-      const std::int64_t i = at.row0 + at.ty + C::kSide * r;
+      const std::int64_t i = at.row0 + at.ty * C::TQ + r;
       row_lse[r] = i < a.n_q ? a.lse[b * a.n_q + i] : Acc(0);
       row_d[r] = i < a.n_q ? D[b * a.n_q + i] : Acc(0);
       scales[r] = scale;
@@ -304,9 +330,9 @@ __global__ void __launch_bounds__(C::kThreads) grad_q_kernel(expr::AttentionBack
       for (int r = 0; r < C::TQ; ++r)
 #pragma unroll
         for (int c = 0; c < C::TK; ++c) {
-          const bool key = j0 + at.tx + C::kSide * c < a.n_k;
+          const bool key = j0 + at.tx * C::TK + c < a.n_k;
           const Acc p = key ? exp_(s[r][c] * scale - row_lse[r]) : Acc(0);
-          sm.p[at.tx + C::kSide * c][at.ty + C::kSide * r] = p * (dp[r][c] - row_d[r]);
+          sm.p[at.tx * C::TK + c][at.ty * C::TQ + r] = p * (dp[r][c] - row_d[r]);
         }
       output_product<C>(acc, sm, a.k, b, j0, a.n_k, at.col0, a.d);
     }
@@ -335,14 +361,14 @@ __global__ void __launch_bounds__(C::kThreads) grad_kv_kernel(expr::AttentionBac
       if (!is_v) score_tile<C>(dp, sm, a.v, a.grad_o, b, j0, a.n_k, i0, a.n_q, a.dv);
 #pragma unroll
       for (int c = 0; c < C::TK; ++c) {
-        const std::int64_t i = i0 + tx + C::kSide * c;
+        const std::int64_t i = i0 + tx * C::TK + c;
         const bool query = i < a.n_q;
         const Acc col_lse = query ? a.lse[b * a.n_q + i] : Acc(0);
         const Acc col_d = query ? D[b * a.n_q + i] : Acc(0);
 #pragma unroll
         for (int r = 0; r < C::TQ; ++r) {
           const Acc p = query ? exp_(s[r][c] * scale - col_lse) : Acc(0);
-          sm.p[tx + C::kSide * c][ty + C::kSide * r] = is_v ? p : p * (dp[r][c] - col_d);
+          sm.p[tx * C::TK + c][ty * C::TQ + r] = is_v ? p : p * (dp[r][c] - col_d);
         }
       }
       output_product<C>(acc, sm, is_v ? a.grad_o : a.q, b, i0, a.n_q, c0, width);

@@ -12,7 +12,20 @@
 #include <vector>
 
 #include "backend/attention_gpu.hpp"
+#include "kdloss/backend/cuda/attention_geometry.hpp"
 #include "support/test_support.hpp"
+
+TEST_CASE("cuda attention: scratch sizes are answered without CUDA headers (256-byte multiples)") {
+  using namespace kdloss::backend::cuda::attention_geometry;
+  CHECK(backward_scratch_bytes(2, 70, 4) == 768);  // 140 floats = 560 bytes
+  CHECK(backward_scratch_bytes(1, 64, 8) == 512);
+  CHECK(backward_scratch_bytes(0, 70, 4) == 0);
+  // lse in the scratch only for the 2-byte (tensor-core) forward that keeps none itself
+  CHECK(forward_scratch_bytes(2, 70, 2, false) == 768);
+  CHECK(forward_scratch_bytes(2, 70, 2, true) == 0);
+  CHECK(forward_scratch_bytes(2, 70, 4, false) == 0);
+  CHECK(forward_scratch_bytes(2, 70, 8, false) == 0);
+}
 
 #if KDLOSS_TEST_CUDA
 namespace {

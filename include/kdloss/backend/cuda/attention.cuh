@@ -20,6 +20,10 @@
 // bfloat16 and blocked otherwise. The simple and blocked kernels convert half and bfloat16 to float
 // as they stage them and run the float arithmetic.
 //
+// Contract (the op checks it): n_q, n_k, d, dv >= 1; outputs (o, lse, gradients) do not overlap the
+// inputs or each other; the backward's lse is the forward's (never null); scratch holds the queried
+// bytes, 256-byte aligned, on the stream's device.
+//
 //   expr::AttentionForward<float, float> fwd{...};
 //   backend::cuda::attention_forward(fwd, scratch, stream);            // scratch: forward_scratch_bytes
 //   std::size_t bytes = backend::cuda::attention_backward_scratch_bytes(bwd);  // D, one Acc per row
@@ -31,6 +35,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kdloss/backend/cuda/attention_geometry.hpp"
 #include "kdloss/backend/cuda/attention_tensor.cuh"
 #include "kdloss/backend/cuda/runtime.cuh"
 #include "kdloss/core/convert.hpp"
@@ -409,20 +414,16 @@ void with_tiles(AttentionPath path, std::int64_t width, F&& f) {
 namespace attention_detail {
 template <class T>
 inline constexpr bool has_tensor_path = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
-inline std::size_t row_bytes(std::int64_t batch, std::int64_t n_q, std::size_t size) {
-  const std::size_t rows = batch > 0 && n_q > 0 ? static_cast<std::size_t>(batch * n_q) : 0;
-  return (rows * size + 255) / 256 * 256;
-}
+static_assert(sizeof(__half) == 2 && sizeof(__nv_bfloat16) == 2,
+              "attention_geometry keys the tensor path on 2-byte elements");
 }  // namespace attention_detail
 
 /// Device scratch of attention_forward: the half / bfloat16 forward keeps lse there (one float per
-/// query row, 256-byte multiple) when a.lse is null; otherwise none.
+/// query row, 256-byte multiple) when a.lse is null; otherwise none. (attention_geometry.hpp answers
+/// the same without CUDA headers.)
 template <class T, class Acc>
 std::size_t attention_forward_scratch_bytes(const expr::AttentionForward<T, Acc>& a) {
-  if constexpr (attention_detail::has_tensor_path<T>) {
-    if (!a.lse) return attention_detail::row_bytes(a.batch, a.n_q, sizeof(float));
-  }
-  return 0;
+  return attention_geometry::forward_scratch_bytes(a.batch, a.n_q, sizeof(T), a.lse != nullptr);
 }
 
 /// o (and lse when a.lse is set) of expr::AttentionForward on `stream`; no allocation, no host sync.
@@ -459,7 +460,7 @@ void attention_forward(const expr::AttentionForward<T, Acc>& a, void* scratch, c
 /// Device scratch of attention_backward: D, one Acc per query row (256-byte multiple).
 template <class T, class Acc>
 std::size_t attention_backward_scratch_bytes(const expr::AttentionBackward<T, Acc>& a) {
-  return attention_detail::row_bytes(a.batch, a.n_q, sizeof(Acc));
+  return attention_geometry::backward_scratch_bytes(a.batch, a.n_q, sizeof(Acc));
 }
 
 /// grad_q, grad_k, grad_v (those with data) of expr::AttentionBackward on `stream`; `scratch` holds

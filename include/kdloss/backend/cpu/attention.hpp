@@ -12,13 +12,15 @@
 // accumulator O (query tile x dv) is rescaled by exp(m_old - m_new) and O += St^T V. At the end
 // o = O / l and lse = m + log l.
 //
-// Backward (recomputing P = exp(S - lse) from the kept lse; D = rowsum(grad_o * o) first):
-// - grad_q over query tiles: for each key tile St, dPt = V grad_o^T, dSt = Pt (dPt - D), grad_q += scale dSt^T K;
-// - grad_k and grad_v over key tiles: for each query tile the same St, Pt, dSt, then grad_v += Pt grad_o and
-//   grad_k += scale dSt Q.
-// Each output tile is owned by one task and summed over the other side's tiles in a fixed order, so
-// there are no races and the bits do not depend on the thread count (S and dP are computed twice, once
-// per pass, the price of that).
+// Backward (recomputing P = exp(S - lse) from the kept lse; D = rowsum(grad_o * o) first) visits every
+// (query tile I, key tile J) pair once and runs five products on it:
+//   St = scale K_J Q_I^T, dPt = V_J grad_o_I^T, Pt = exp(St - lse_I), dSt = Pt (dPt - D_I),
+//   dV_J += Pt grad_o_I,  dK_J += scale dSt Q_I,  dQ_I += scale dSt^T K_J.
+// The pairs run in steps (a wavefront): in step t, query tile I meets key tile (I + t) mod nJ (or the
+// mirror when there are more query tiles), so no two tasks of a step share an accumulator, and every
+// dQ_I, dK_J, dV_J sums its pairs in the order of the steps: no races, no atomics, and the bits do not
+// depend on the thread count. The accumulators (B (n_q d + n_k (d + dv)) values, O(N C)) live in the
+// scratch and are copied to the strided outputs at the end.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -37,12 +39,12 @@
 namespace kdloss::backend::cpu {
 namespace attention_detail {
 
-// Tile sizes (elements). Forward and the grad_q pass: kQueries query columns x kKeys key rows; the
-// grad_k / grad_v pass: kKeysB key rows x kQueriesB query columns. Multiples of the GEMM's micro tiles.
+// Tile sizes (elements), multiples of the GEMM's micro tiles. Forward: kQueries query columns x kKeys
+// key rows; backward: kBackQueries x kBackKeys.
 inline constexpr std::int64_t kQueries = 192;
 inline constexpr std::int64_t kKeys = 384;
-inline constexpr std::int64_t kKeysB = 192;
-inline constexpr std::int64_t kQueriesB = 384;
+inline constexpr std::int64_t kBackQueries = 192;
+inline constexpr std::int64_t kBackKeys = 192;
 
 /// Lanes of one packet of A (64 bytes: one AVX-512 register, two AVX2 ones).
 template <class A>
@@ -70,6 +72,56 @@ class Slicer {
   std::size_t used_ = 0;
 };
 
+/// 64 bytes of A as a GNU vector (one AVX-512 register; two AVX2 ones; four SSE2 ones), U the same
+/// for unaligned, aliasing loads and stores, I the integers of the same width.
+template <class A>
+struct Lanes;
+template <>
+struct Lanes<float> {
+  typedef float V __attribute__((vector_size(64)));
+  typedef float U __attribute__((vector_size(64), aligned(4), may_alias));
+  typedef std::int32_t I __attribute__((vector_size(64)));
+};
+template <>
+struct Lanes<double> {
+  typedef double V __attribute__((vector_size(64)));
+  typedef double U __attribute__((vector_size(64), aligned(8), may_alias));
+  typedef std::int64_t I __attribute__((vector_size(64)));
+};
+template <class A>
+KDLOSS_FORCEINLINE typename Lanes<A>::V vload(const A* p) {
+  return *reinterpret_cast<const typename Lanes<A>::U*>(p);
+}
+template <class A>
+KDLOSS_FORCEINLINE void vstore(A* p, typename Lanes<A>::V v) {
+  *reinterpret_cast<typename Lanes<A>::U*>(p) = v;
+}
+template <class A>
+KDLOSS_FORCEINLINE typename Lanes<A>::V vset(A x) {
+  return typename Lanes<A>::V{} + x;
+}
+/// exp lane by lane: float by packet.hpp's polynomial (within 2 ulp), double by std::exp.
+template <class A>
+KDLOSS_FORCEINLINE typename Lanes<A>::V vexp(typename Lanes<A>::V x) {
+  if constexpr (std::is_same_v<A, float>) {
+    return math::packet_detail::packet_exp_f32<typename Lanes<A>::V, typename Lanes<A>::I>(x);
+  } else {
+    for (int l = 0; l < kLanes<A>; ++l) x[l] = std::exp(x[l]);
+    return x;
+  }
+}
+
+// The tile kernels run at the machine's vector width: cloned for AVX-512 (x86-64-v4), AVX2 (v3) and
+// the baseline, with everything they call inlined into each clone.
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && defined(__x86_64__) && \
+    defined(__linux__) && __GNUC__ >= 11 && defined(__OPTIMIZE__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(KDLOSS_NO_TARGET_CLONES)
+#define KDLOSS_ATTENTION_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) KDLOSS_CPU_FLATTEN
+#else
+#define KDLOSS_ATTENTION_CLONES KDLOSS_CPU_FLATTEN
+#endif
+
 inline namespace KDLOSS_CPU_ISA_NAMESPACE {
 
 /// One key tile of transposed scores s (rows x ld, columns in whole packets) folded into the running
@@ -78,49 +130,71 @@ inline namespace KDLOSS_CPU_ISA_NAMESPACE {
 /// seen only -inf, so an all -inf column gives l = 0 and a NaN output, as softmax does). NaN scores
 /// are skipped by the max and reach l through exp; a +inf score gives NaN (inf - inf), as torch does.
 template <class A>
-KDLOSS_CPU_CLONES KDLOSS_CPU_FLATTEN void online_tile(A* s, std::int64_t rows, std::int64_t ld, A* m, A* l, A* corr,
-                                                      A* shift, A* rsum) {
-  using V = Pk<A>;
+KDLOSS_ATTENTION_CLONES void online_tile(A* s, std::int64_t rows, std::int64_t ld, A* m, A* l, A* corr,
+                                         A* shift) {
+  using V = typename Lanes<A>::V;
   constexpr int W = kLanes<A>;
-  for (std::int64_t c = 0; c < ld; c += W) V::load(m + c).store(shift + c);
-  for (std::int64_t j = 0; j < rows; ++j) {
-    const A* row = s + j * ld;
-    for (std::int64_t c = 0; c < ld; c += W) V::load(shift + c).max(V::load(row + c)).store(shift + c);
-  }
-  const V ninf(-std::numeric_limits<A>::infinity()), zero(A(0)), one(A(1));
   for (std::int64_t c = 0; c < ld; c += W) {
-    const V mo = V::load(m + c), mn = V::load(shift + c);
-    const V ms = (mn > ninf).select(mn, zero);
-    (mo < mn).select(math::exp(mo - ms), one).store(corr + c);
-    mn.store(m + c);
-    ms.store(shift + c);
-    zero.store(rsum + c);
-  }
-  for (std::int64_t j = 0; j < rows; ++j) {
-    A* row = s + j * ld;
-    for (std::int64_t c = 0; c < ld; c += W) {
-      const V p = math::exp(V::load(row + c) - V::load(shift + c));
-      p.store(row + c);
-      (V::load(rsum + c) + p).store(rsum + c);
+    // Four rows at a time: independent max chains.
+    V m0 = vload(m + c), m1 = m0, m2 = m0, m3 = m0;
+    std::int64_t j = 0;
+    for (; j + 4 <= rows; j += 4) {
+      const V x0 = vload(s + j * ld + c), x1 = vload(s + (j + 1) * ld + c), x2 = vload(s + (j + 2) * ld + c),
+              x3 = vload(s + (j + 3) * ld + c);
+      m0 = x0 > m0 ? x0 : m0;
+      m1 = x1 > m1 ? x1 : m1;
+      m2 = x2 > m2 ? x2 : m2;
+      m3 = x3 > m3 ? x3 : m3;
     }
+    for (; j < rows; ++j) {
+      const V x = vload(s + j * ld + c);
+      m0 = x > m0 ? x : m0;
+    }
+    m0 = m1 > m0 ? m1 : m0;
+    m2 = m3 > m2 ? m3 : m2;
+    const V mn = m2 > m0 ? m2 : m0, mo = vload(m + c);
+    const V ms = mn > vset(-std::numeric_limits<A>::infinity()) ? mn : vset(A(0));
+    vstore(corr + c, mo < mn ? vexp<A>(mo - ms) : vset(A(1)));
+    vstore(m + c, mn);
+    vstore(shift + c, ms);
   }
-  for (std::int64_t c = 0; c < ld; c += W) (V::load(l + c) * V::load(corr + c) + V::load(rsum + c)).store(l + c);
+  for (std::int64_t c = 0; c < ld; c += W) {
+    const V sh = vload(shift + c);
+    V r0 = vset(A(0)), r1 = r0;
+    std::int64_t j = 0;
+    for (; j + 2 <= rows; j += 2) {
+      const V p0 = vexp<A>(vload(s + j * ld + c) - sh), p1 = vexp<A>(vload(s + (j + 1) * ld + c) - sh);
+      vstore(s + j * ld + c, p0);
+      vstore(s + (j + 1) * ld + c, p1);
+      r0 += p0;
+      r1 += p1;
+    }
+    if (j < rows) {
+      const V p0 = vexp<A>(vload(s + j * ld + c) - sh);
+      vstore(s + j * ld + c, p0);
+      r0 += p0;
+    }
+    vstore(l + c, vload(l + c) * vload(corr + c) + (r0 + r1));
+  }
 }
 
 /// Backward on one tile of transposed scores: p = exp(s - lse[col]) (written over s when keep_p), and
 /// when dp is non-null dp = p (dp - dd[col]) (dS).
 template <class A>
-KDLOSS_CPU_CLONES KDLOSS_CPU_FLATTEN void grad_tile(A* s, A* dp, std::int64_t rows, std::int64_t ld, const A* lse,
-                                                    const A* dd, bool keep_p) {
-  using V = Pk<A>;
+KDLOSS_ATTENTION_CLONES void grad_tile(A* s, A* dp, std::int64_t rows, std::int64_t ld, const A* lse, const A* dd,
+                                       bool keep_p) {
+  using V = typename Lanes<A>::V;
   constexpr int W = kLanes<A>;
-  for (std::int64_t j = 0; j < rows; ++j) {
-    A* srow = s + j * ld;
-    A* drow = dp ? dp + j * ld : nullptr;
-    for (std::int64_t c = 0; c < ld; c += W) {
-      const V p = math::exp(V::load(srow + c) - V::load(lse + c));
-      if (keep_p) p.store(srow + c);
-      if (drow) (p * (V::load(drow + c) - V::load(dd + c))).store(drow + c);
+  for (std::int64_t c = 0; c < ld; c += W) {
+    const V lv = vload(lse + c), dv = vload(dd + c);
+    for (std::int64_t j = 0; j < rows; ++j) {
+      A* sp = s + j * ld + c;
+      const V p = vexp<A>(vload(sp) - lv);
+      if (keep_p) vstore(sp, p);
+      if (dp) {
+        A* d = dp + j * ld + c;
+        vstore(d, p * (vload(d) - dv));
+      }
     }
   }
 }
@@ -179,7 +253,7 @@ template <class A>
 struct ForwardScratch {
   std::int64_t bq, bk, ld;
   void* gemm;
-  A *s, *acc, *m, *l, *corr, *shift, *rsum;
+  A *s, *acc, *m, *l, *corr, *shift;
   std::size_t bytes;
   template <class T>
   ForwardScratch(const expr::AttentionForward<T, A>& f, void* base) {
@@ -194,37 +268,46 @@ struct ForwardScratch {
     l = sl.take<A>(ld);
     corr = sl.take<A>(ld);
     shift = sl.take<A>(ld);
-    rsum = sl.take<A>(ld);
     bytes = sl.used();
   }
 };
 
-/// One backward task's scratch (either pass), carved from `base`.
+/// One backward task's scratch, carved from `base`.
 template <class A>
 struct BackwardScratch {
-  std::int64_t bq, bk, ldq;      // grad_q pass: query columns, key rows
-  std::int64_t bkb, bqb, ldqb;   // grad_k / grad_v pass: key rows, query columns
+  std::int64_t bq, bk, ld;  // query columns, key rows, padded row
   void* gemm;
-  A *s, *dp, *acc, *acc2, *lse, *dd;
+  A *s, *dp, *lse, *dd;
   std::size_t bytes;
   template <class T>
   BackwardScratch(const expr::AttentionBackward<T, A>& g, void* base) {
-    bq = std::min(kQueries, g.n_q);
-    bk = std::min(kKeys, g.n_k);
-    ldq = round_up(bq, kLanes<A>);
-    bkb = std::min(kKeysB, g.n_k);
-    bqb = std::min(kQueriesB, g.n_q);
-    ldqb = round_up(bqb, kLanes<A>);
+    bq = std::min(kBackQueries, g.n_q);
+    bk = std::min(kBackKeys, g.n_k);
+    ld = round_up(bq, kLanes<A>);
     Slicer sl(base);
-    gemm = sl.take<char>(static_cast<std::int64_t>(gemm_bytes_of<A>(
-        {bk, bq, g.d, bk, bq, g.dv, bq, g.d, bk, bkb, bqb, g.d, bkb, bqb, g.dv, bkb, g.dv, bqb, bkb, g.d, bqb})));
-    const std::int64_t tile = std::max(bk * ldq, bkb * ldqb), ld = std::max(ldq, ldqb);
-    s = sl.take<A>(tile);
-    dp = sl.take<A>(tile);
-    acc = sl.take<A>(std::max(bq * g.d, bkb * g.d));
-    acc2 = sl.take<A>(bkb * g.dv);
+    gemm = sl.take<char>(static_cast<std::int64_t>(
+        gemm_bytes_of<A>({bk, bq, g.d, bk, bq, g.dv, bk, g.dv, bq, bk, g.d, bq, bq, g.d, bk})));
+    s = sl.take<A>(bk * ld);
+    dp = sl.take<A>(bk * ld);
     lse = sl.take<A>(ld);
     dd = sl.take<A>(ld);
+    bytes = sl.used();
+  }
+};
+
+/// The backward's shared scratch: D and the three accumulators (null when not wanted).
+template <class A>
+struct BackwardShared {
+  A *dd, *dq, *dk, *dv;
+  std::size_t bytes;
+  template <class T>
+  BackwardShared(const expr::AttentionBackward<T, A>& g, void* base) {
+    Slicer sl(base);
+    const bool want_q = g.grad_q.data != nullptr, want_k = g.grad_k.data != nullptr, want_v = g.grad_v.data != nullptr;
+    dd = sl.take<A>(want_q || want_k ? g.batch * g.n_q : 0);
+    dq = want_q ? sl.take<A>(g.batch * g.n_q * g.d) : nullptr;
+    dk = want_k ? sl.take<A>(g.batch * g.n_k * g.d) : nullptr;
+    dv = want_v ? sl.take<A>(g.batch * g.n_k * g.dv) : nullptr;
     bytes = sl.used();
   }
 };
@@ -280,7 +363,8 @@ void attention_forward(const expr::AttentionForward<T, Acc>& f, void* scratch, i
   char* base = reinterpret_cast<char*>(align64(reinterpret_cast<std::uintptr_t>(scratch)));
   const std::size_t per_thread = ForwardScratch<A>(f, nullptr).bytes;
   const std::int64_t qtiles = (f.n_q + kQueries - 1) / kQueries;
-  for_tasks(f.batch * qtiles, threads, [&](std::int64_t task, int tid) {
+  const int nt = f.batch * f.n_q * f.n_k * (f.d + f.dv) > kParallelThreshold ? threads : 1;
+  for_tasks(f.batch * qtiles, nt, [&](std::int64_t task, int tid) {
     const ForwardScratch<A> w(f, base + per_thread * static_cast<std::size_t>(tid));
     const std::int64_t b = task / qtiles, i0 = (task % qtiles) * kQueries, bq = std::min(kQueries, f.n_q - i0);
     std::fill(w.m, w.m + w.ld, -std::numeric_limits<A>::infinity());
@@ -289,7 +373,7 @@ void attention_forward(const expr::AttentionForward<T, Acc>& f, void* scratch, i
       const std::int64_t bk = std::min(kKeys, f.n_k - j0);
       // St = scale K Q^T (keys x queries)
       product<A>(bk, bq, f.d, rows_of(f.k, b, j0), rows_of_t(f.q, b, i0), {w.s, 0, w.ld, 1}, f.scale, 0.0, w.gemm);
-      online_tile(w.s, bk, w.ld, w.m, w.l, w.corr, w.shift, w.rsum);
+      online_tile(w.s, bk, w.ld, w.m, w.l, w.corr, w.shift);
       if (j0 > 0)
         for (std::int64_t i = 0; i < bq; ++i)
           if (w.corr[i] != A(1))
@@ -312,7 +396,7 @@ template <class T, class Acc>
 std::size_t attention_backward_scratch_bytes(const expr::AttentionBackward<T, Acc>& g, int threads) {
   static_assert(std::is_same_v<T, Acc>, "the host backend computes float and double in their own type");
   if (g.batch == 0 || g.n_q == 0) return 0;
-  return attention_detail::align64(static_cast<std::size_t>(g.batch * g.n_q) * sizeof(Acc)) +
+  return attention_detail::BackwardShared<Acc>(g, nullptr).bytes +
          static_cast<std::size_t>(std::max(threads, 1)) * attention_detail::BackwardScratch<Acc>(g, nullptr).bytes + 64;
 }
 
@@ -325,74 +409,83 @@ void attention_backward(const expr::AttentionBackward<T, Acc>& g, void* scratch,
   if (g.batch == 0 || g.n_q == 0) return;
   const bool want_q = g.grad_q.data != nullptr, want_k = g.grad_k.data != nullptr, want_v = g.grad_v.data != nullptr;
   if (!want_q && !want_k && !want_v) return;
+  const bool want_ds = want_q || want_k;
   threads = std::max(threads, 1);
   char* base = reinterpret_cast<char*>(align64(reinterpret_cast<std::uintptr_t>(scratch)));
-  A* dd_all = reinterpret_cast<A*>(base);
-  base += align64(static_cast<std::size_t>(g.batch * g.n_q) * sizeof(A));
+  const BackwardShared<A> sh(g, base);
+  base += sh.bytes;
   const std::size_t per_thread = BackwardScratch<A>(g, nullptr).bytes;
-  const auto scratch_of = [&](int tid) { return BackwardScratch<A>(g, base + per_thread * static_cast<std::size_t>(tid)); };
+  const std::int64_t qtiles = (g.n_q + kBackQueries - 1) / kBackQueries, ktiles = (g.n_k + kBackKeys - 1) / kBackKeys;
+  const bool by_query = qtiles <= ktiles;  // a step holds every query tile (else every key tile) once
+  const std::int64_t width = by_query ? qtiles : ktiles, steps = by_query ? ktiles : qtiles;
+  const std::int64_t tasks = g.batch * width;
+  const int nt = static_cast<int>(std::min<std::int64_t>(threads, tasks));
+  const std::int64_t work = g.batch * g.n_q * g.n_k * (g.d + g.dv);
 
-  // D[b, i] = sum_f grad_o o
-  if (want_q || want_k) {
-    const std::int64_t chunks = (g.n_q + kQueries - 1) / kQueries;
-    for_tasks(g.batch * chunks, g.batch * g.n_q * g.dv > kParallelThreshold ? threads : 1, [&](std::int64_t t, int) {
-      const std::int64_t b = t / chunks, i0 = (t % chunks) * kQueries, i1 = std::min(g.n_q, i0 + kQueries);
-      for (std::int64_t i = i0; i < i1; ++i) {
+#if KDLOSS_OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1 && work > kParallelThreshold)
+#endif
+  {
+    const int tid = nt > 1 ? thread_id() : 0;
+    const BackwardScratch<A> w(g, base + per_thread * static_cast<std::size_t>(tid));
+    // D[b, i] = sum_f grad_o o; the accumulators start at zero.
+#if KDLOSS_OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (std::int64_t r = 0; r < g.batch * g.n_q; ++r) {
+      const std::int64_t b = r / g.n_q, i = r % g.n_q;
+      if (want_ds) {
         A sum = 0;
         for (std::int64_t f = 0; f < g.dv; ++f)
           sum += static_cast<A>(*g.grad_o.at(b, i, f)) * static_cast<A>(*g.o.at(b, i, f));
-        dd_all[b * g.n_q + i] = sum;
+        sh.dd[r] = sum;
       }
-    });
-  }
-
-  if (want_q) {
-    const std::int64_t qtiles = (g.n_q + kQueries - 1) / kQueries;
-    for_tasks(g.batch * qtiles, threads, [&](std::int64_t task, int tid) {
-      const BackwardScratch<A> w = scratch_of(tid);
-      const std::int64_t b = task / qtiles, i0 = (task % qtiles) * kQueries, bq = std::min(kQueries, g.n_q - i0);
-      load_padded(g.lse + b * g.n_q + i0, bq, w.ldq, w.lse);
-      load_padded(dd_all + b * g.n_q + i0, bq, w.ldq, w.dd);
-      for (std::int64_t j0 = 0; j0 < g.n_k; j0 += kKeys) {
-        const std::int64_t bk = std::min(kKeys, g.n_k - j0);
-        product<A>(bk, bq, g.d, rows_of(g.k, b, j0), rows_of_t(g.q, b, i0), {w.s, 0, w.ldq, 1}, g.scale, 0.0, w.gemm);
-        product<A>(bk, bq, g.dv, rows_of(g.v, b, j0), rows_of_t(g.grad_o, b, i0), {w.dp, 0, w.ldq, 1}, 1.0, 0.0,
-                   w.gemm);
-        grad_tile(w.s, w.dp, bk, w.ldq, w.lse, w.dd, false);
-        // dQ += scale dSt^T K
-        product<A>(bq, g.d, bk, tile_cols<A>(w.dp, w.ldq), rows_of(g.k, b, j0), {w.acc, 0, g.d, 1}, g.scale,
-                   j0 > 0 ? 1.0 : 0.0, w.gemm);
-      }
-      store_rows(w.acc, bq, g.d, g.grad_q, b, i0);
-    });
-  }
-
-  if (want_k || want_v) {
-    const std::int64_t ktiles = (g.n_k + kKeysB - 1) / kKeysB;
-    for_tasks(g.batch * ktiles, threads, [&](std::int64_t task, int tid) {
-      const BackwardScratch<A> w = scratch_of(tid);
-      const std::int64_t b = task / ktiles, j0 = (task % ktiles) * kKeysB, bk = std::min(kKeysB, g.n_k - j0);
-      for (std::int64_t i0 = 0; i0 < g.n_q; i0 += kQueriesB) {
-        const std::int64_t bq = std::min(kQueriesB, g.n_q - i0);
-        const double beta = i0 > 0 ? 1.0 : 0.0;
-        load_padded(g.lse + b * g.n_q + i0, bq, w.ldqb, w.lse);
-        if (want_k) load_padded(dd_all + b * g.n_q + i0, bq, w.ldqb, w.dd);
-        product<A>(bk, bq, g.d, rows_of(g.k, b, j0), rows_of_t(g.q, b, i0), {w.s, 0, w.ldqb, 1}, g.scale, 0.0, w.gemm);
-        if (want_k)
-          product<A>(bk, bq, g.dv, rows_of(g.v, b, j0), rows_of_t(g.grad_o, b, i0), {w.dp, 0, w.ldqb, 1}, 1.0, 0.0,
+      if (want_q) std::fill(sh.dq + r * g.d, sh.dq + (r + 1) * g.d, A(0));
+    }
+#if KDLOSS_OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (std::int64_t r = 0; r < g.batch * g.n_k; ++r) {
+      if (want_k) std::fill(sh.dk + r * g.d, sh.dk + (r + 1) * g.d, A(0));
+      if (want_v) std::fill(sh.dv + r * g.dv, sh.dv + (r + 1) * g.dv, A(0));
+    }
+    for (std::int64_t t = 0; t < steps; ++t) {
+#if KDLOSS_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+      for (std::int64_t task = 0; task < tasks; ++task) {
+        const std::int64_t b = task / width, u = task % width;
+        const std::int64_t qi = by_query ? u : (u + t) % qtiles, kj = by_query ? (u + t) % ktiles : u;
+        const std::int64_t i0 = qi * kBackQueries, bq = std::min(kBackQueries, g.n_q - i0);
+        const std::int64_t j0 = kj * kBackKeys, bk = std::min(kBackKeys, g.n_k - j0);
+        load_padded(g.lse + b * g.n_q + i0, bq, w.ld, w.lse);
+        if (want_ds) load_padded(sh.dd + b * g.n_q + i0, bq, w.ld, w.dd);
+        // St = scale K_J Q_I^T, dPt = V_J grad_o_I^T (keys x queries)
+        product<A>(bk, bq, g.d, rows_of(g.k, b, j0), rows_of_t(g.q, b, i0), {w.s, 0, w.ld, 1}, g.scale, 0.0, w.gemm);
+        if (want_ds)
+          product<A>(bk, bq, g.dv, rows_of(g.v, b, j0), rows_of_t(g.grad_o, b, i0), {w.dp, 0, w.ld, 1}, 1.0, 0.0,
                      w.gemm);
-        grad_tile(w.s, want_k ? w.dp : nullptr, bk, w.ldqb, w.lse, w.dd, true);
-        // dV += Pt grad_o, dK += scale dSt Q
-        if (want_v)
-          product<A>(bk, g.dv, bq, tile_rows<A>(w.s, w.ldqb), rows_of(g.grad_o, b, i0), {w.acc2, 0, g.dv, 1}, 1.0,
-                     beta, w.gemm);
-        if (want_k)
-          product<A>(bk, g.d, bq, tile_rows<A>(w.dp, w.ldqb), rows_of(g.q, b, i0), {w.acc, 0, g.d, 1}, g.scale, beta,
-                     w.gemm);
+        grad_tile(w.s, want_ds ? w.dp : nullptr, bk, w.ld, w.lse, w.dd, want_v);
+        if (want_v)  // dV_J += Pt grad_o_I
+          product<A>(bk, g.dv, bq, tile_rows<A>(w.s, w.ld), rows_of(g.grad_o, b, i0),
+                     {sh.dv + (b * g.n_k + j0) * g.dv, 0, g.dv, 1}, 1.0, 1.0, w.gemm);
+        if (want_k)  // dK_J += scale dSt Q_I
+          product<A>(bk, g.d, bq, tile_rows<A>(w.dp, w.ld), rows_of(g.q, b, i0),
+                     {sh.dk + (b * g.n_k + j0) * g.d, 0, g.d, 1}, g.scale, 1.0, w.gemm);
+        if (want_q)  // dQ_I += scale dSt^T K_J
+          product<A>(bq, g.d, bk, tile_cols<A>(w.dp, w.ld), rows_of(g.k, b, j0),
+                     {sh.dq + (b * g.n_q + i0) * g.d, 0, g.d, 1}, g.scale, 1.0, w.gemm);
       }
-      if (want_v) store_rows(w.acc2, bk, g.dv, g.grad_v, b, j0);
-      if (want_k) store_rows(w.acc, bk, g.d, g.grad_k, b, j0);
-    });
+    }
+    // Copy the accumulators to the (strided) outputs.
+#if KDLOSS_OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (std::int64_t b = 0; b < g.batch; ++b) {
+      if (want_q) store_rows(sh.dq + b * g.n_q * g.d, g.n_q, g.d, g.grad_q, b, 0);
+      if (want_k) store_rows(sh.dk + b * g.n_k * g.d, g.n_k, g.d, g.grad_k, b, 0);
+      if (want_v) store_rows(sh.dv + b * g.n_k * g.dv, g.n_k, g.dv, g.grad_v, b, 0);
+    }
   }
 }
 

@@ -93,7 +93,7 @@ KDLOSS_FORCEINLINE typename Lanes<A>::V vload(const A* p) {
   return *reinterpret_cast<const typename Lanes<A>::U*>(p);
 }
 template <class A>
-KDLOSS_FORCEINLINE void vstore(A* p, typename Lanes<A>::V v) {
+KDLOSS_FORCEINLINE void vstore(A* p, const typename Lanes<A>::V& v) {
   *reinterpret_cast<typename Lanes<A>::U*>(p) = v;
 }
 template <class A>
@@ -102,12 +102,13 @@ KDLOSS_FORCEINLINE typename Lanes<A>::V vset(A x) {
 }
 /// exp lane by lane: float by packet.hpp's polynomial (within 2 ulp), double by std::exp.
 template <class A>
-KDLOSS_FORCEINLINE typename Lanes<A>::V vexp(typename Lanes<A>::V x) {
+KDLOSS_FORCEINLINE typename Lanes<A>::V vexp(const typename Lanes<A>::V& x) {
   if constexpr (std::is_same_v<A, float>) {
     return math::packet_detail::packet_exp_f32<typename Lanes<A>::V, typename Lanes<A>::I>(x);
   } else {
-    for (int l = 0; l < kLanes<A>; ++l) x[l] = std::exp(x[l]);
-    return x;
+    typename Lanes<A>::V r = x;
+    for (int l = 0; l < kLanes<A>; ++l) r[l] = std::exp(r[l]);
+    return r;
   }
 }
 

@@ -36,8 +36,8 @@ struct SoftmaxRelationOptions {
   double scale = 1.0;
 };
 
-/// The arguments of one ops::softmax_relation call, per batch b:
-///   y[b, i, :] = sum_j softmax_j(scale * theta[b, i, :] . phi[b, j, :]) g[b, j, :]
+/// The arguments of one ops::softmax_relation call, computing for every batch b
+/// y[b, i, :] = sum_j softmax_j(scale * theta[b, i, :] . phi[b, j, :]) g[b, j, :].
 /// theta [B, N, m], phi [B, N', m], g [B, N', c], y [B, N, c] (B >= 0; N, N', m, c >= 1). Any strides,
 /// so a channels-first map [B, C, H, W] is passed as [B, H*W, C] without a copy (`.with()` or a
 /// permuted view); inputs may share memory (theta = phi = x). Outputs must be unique and must not overlap

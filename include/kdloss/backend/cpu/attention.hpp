@@ -19,8 +19,8 @@
 // The pairs run in steps (a wavefront): in step t, query tile I meets key tile (I + t) mod nJ (or the
 // mirror when there are more query tiles), so no two tasks of a step share an accumulator, and every
 // dQ_I, dK_J, dV_J sums its pairs in the order of the steps: no races, no atomics, and the bits do not
-// depend on the thread count. The accumulators (B (n_q d + n_k (d + dv)) values, O(N C)) live in the
-// scratch and are copied to the strided outputs at the end.
+// depend on the thread count. A gradient whose rows are contiguous is summed in place; others in a
+// row-major accumulator of the scratch (O(N C)), copied to the strided output at the end.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -296,22 +296,55 @@ struct BackwardScratch {
   }
 };
 
-/// The backward's shared scratch: D and the three accumulators (null when not wanted).
+/// Where one gradient is summed: the output itself when its rows are contiguous (no scratch), else a
+/// row-major accumulator in the scratch, copied out at the end (a channels-first output written in place
+/// would make the products run transposed, about 8% slower).
+template <class A>
+struct GradTarget {
+  expr::MatOperand<A> acc;  // null data: not wanted
+  bool copy = false;
+};
+
+/// The backward's shared scratch: D and the accumulators that cannot be the outputs themselves.
 template <class A>
 struct BackwardShared {
-  A *dd, *dq, *dk, *dv;
+  A* dd;
+  GradTarget<A> dq, dk, dv;
   std::size_t bytes;
   template <class T>
   BackwardShared(const expr::AttentionBackward<T, A>& g, void* base) {
     Slicer sl(base);
-    const bool want_q = g.grad_q.data != nullptr, want_k = g.grad_k.data != nullptr, want_v = g.grad_v.data != nullptr;
-    dd = sl.take<A>(want_q || want_k ? g.batch * g.n_q : 0);
-    dq = want_q ? sl.take<A>(g.batch * g.n_q * g.d) : nullptr;
-    dk = want_k ? sl.take<A>(g.batch * g.n_k * g.d) : nullptr;
-    dv = want_v ? sl.take<A>(g.batch * g.n_k * g.dv) : nullptr;
+    const bool want_ds = g.grad_q.data != nullptr || g.grad_k.data != nullptr;
+    dd = sl.take<A>(want_ds ? g.batch * g.n_q : 0);
+    const auto target = [&](const expr::MatOperand<T>& out, std::int64_t rows, std::int64_t cols) {
+      GradTarget<A> t;
+      if (out.data == nullptr) return t;
+      if (out.col == 1) {
+        t.acc = {out.data, out.batch, out.row, 1};
+      } else {
+        t.acc = {sl.take<A>(g.batch * rows * cols), rows * cols, cols, 1};
+        t.copy = true;
+      }
+      return t;
+    };
+    dq = target(g.grad_q, g.n_q, g.d);
+    dk = target(g.grad_k, g.n_k, g.d);
+    dv = target(g.grad_v, g.n_k, g.dv);
     bytes = sl.used();
   }
 };
+
+/// Rows from r0 of batch b of x, as a batch-free operand.
+template <class A>
+expr::MatOperand<A> rows_at(const expr::MatOperand<A>& x, std::int64_t b, std::int64_t r0) {
+  return {x.at(b, r0, 0), 0, x.row, x.col};
+}
+
+/// Sets `cols` elements of row r of batch b of x to zero.
+template <class A>
+void zero_row(const expr::MatOperand<A>& x, std::int64_t b, std::int64_t r, std::int64_t cols) {
+  for (std::int64_t c = 0; c < cols; ++c) *x.at(b, r, c) = A(0);
+}
 
 /// Runs body(task, thread) for task < tasks on at most `threads` threads.
 template <class F>
@@ -441,14 +474,15 @@ void attention_backward(const expr::AttentionBackward<T, Acc>& g, void* scratch,
           sum += static_cast<A>(*g.grad_o.at(b, i, f)) * static_cast<A>(*g.o.at(b, i, f));
         sh.dd[r] = sum;
       }
-      if (want_q) std::fill(sh.dq + r * g.d, sh.dq + (r + 1) * g.d, A(0));
+      if (want_q) zero_row(sh.dq.acc, b, i, g.d);
     }
 #if KDLOSS_OPENMP
 #pragma omp for schedule(static)
 #endif
     for (std::int64_t r = 0; r < g.batch * g.n_k; ++r) {
-      if (want_k) std::fill(sh.dk + r * g.d, sh.dk + (r + 1) * g.d, A(0));
-      if (want_v) std::fill(sh.dv + r * g.dv, sh.dv + (r + 1) * g.dv, A(0));
+      const std::int64_t b = r / g.n_k, j = r % g.n_k;
+      if (want_k) zero_row(sh.dk.acc, b, j, g.d);
+      if (want_v) zero_row(sh.dv.acc, b, j, g.dv);
     }
     for (std::int64_t t = 0; t < steps; ++t) {
 #if KDLOSS_OPENMP
@@ -469,13 +503,13 @@ void attention_backward(const expr::AttentionBackward<T, Acc>& g, void* scratch,
         grad_tile(w.s, want_ds ? w.dp : nullptr, bk, w.ld, w.lse, w.dd, want_v);
         if (want_v)  // dV_J += Pt grad_o_I
           product<A>(bk, g.dv, bq, tile_rows<A>(w.s, w.ld), rows_of(g.grad_o, b, i0),
-                     {sh.dv + (b * g.n_k + j0) * g.dv, 0, g.dv, 1}, 1.0, 1.0, w.gemm);
+                     rows_at(sh.dv.acc, b, j0), 1.0, 1.0, w.gemm);
         if (want_k)  // dK_J += scale dSt Q_I
           product<A>(bk, g.d, bq, tile_rows<A>(w.dp, w.ld), rows_of(g.q, b, i0),
-                     {sh.dk + (b * g.n_k + j0) * g.d, 0, g.d, 1}, g.scale, 1.0, w.gemm);
+                     rows_at(sh.dk.acc, b, j0), g.scale, 1.0, w.gemm);
         if (want_q)  // dQ_I += scale dSt^T K_J
           product<A>(bq, g.d, bk, tile_cols<A>(w.dp, w.ld), rows_of(g.k, b, j0),
-                     {sh.dq + (b * g.n_q + i0) * g.d, 0, g.d, 1}, g.scale, 1.0, w.gemm);
+                     rows_at(sh.dq.acc, b, i0), g.scale, 1.0, w.gemm);
       }
     }
     // Copy the accumulators to the (strided) outputs.
@@ -483,9 +517,9 @@ void attention_backward(const expr::AttentionBackward<T, Acc>& g, void* scratch,
 #pragma omp for schedule(static)
 #endif
     for (std::int64_t b = 0; b < g.batch; ++b) {
-      if (want_q) store_rows(sh.dq + b * g.n_q * g.d, g.n_q, g.d, g.grad_q, b, 0);
-      if (want_k) store_rows(sh.dk + b * g.n_k * g.d, g.n_k, g.d, g.grad_k, b, 0);
-      if (want_v) store_rows(sh.dv + b * g.n_k * g.dv, g.n_k, g.dv, g.grad_v, b, 0);
+      if (sh.dq.copy) store_rows(sh.dq.acc.at(b, 0, 0), g.n_q, g.d, g.grad_q, b, 0);
+      if (sh.dk.copy) store_rows(sh.dk.acc.at(b, 0, 0), g.n_k, g.d, g.grad_k, b, 0);
+      if (sh.dv.copy) store_rows(sh.dv.acc.at(b, 0, 0), g.n_k, g.dv, g.grad_v, b, 0);
     }
   }
 }

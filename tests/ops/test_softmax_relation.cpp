@@ -4,6 +4,7 @@
 // with outputs untouched, thread-count determinism, and the kept state against the recomputed one.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,9 @@
 #include "kdloss/ops/softmax_relation.hpp"
 #include "reference/ops/relation.hpp"
 #include "support/test_support.hpp"
+#if KDLOSS_TEST_CUDA
+#include "ops/softmax_relation_gpu.hpp"
+#endif
 
 #if KDLOSS_OPENMP
 #include <omp.h>
@@ -334,4 +338,42 @@ TEST_CASE("softmax_relation: B = 0 is a no-op; bad inputs throw and leave the ou
     ops::softmax_relation(a, Mode::forward_backward, Exec{Workspace{ws.data, need}});
     CHECK(y[0] != 9.0f);
   }
+}
+
+KDLOSS_GPU_TEST("softmax_relation: GPU agrees with the CPU (float, double, half, bfloat16; rows and channels-first)") {
+#if KDLOSS_TEST_CUDA
+  // Sizes off every tile multiple of both backends; the reference is the double op on the inputs as
+  // each dtype holds them. float accumulates sums of up to K terms of size <= 1 (2^-24 each, about 1e-5
+  // relative to the largest element); half / bfloat16 add the rounding of P and dS to the format before
+  // the tensor-core products (2^-11, 2^-8) and of the outputs: tolerances relative to each output's
+  // largest element.
+  const Problem p{2, 75, 53, 40, 36, 1.0 / std::sqrt(40.0)};
+  const Inputs in = make_inputs(p, 91);
+  for (int dtype : {1, 0, 2, 3})
+    for (bool cf : {false, true})
+      for (bool fused : {true, false}) {
+        CAPTURE(dtype);
+        CAPTURE(cf);
+        CAPTURE(fused);
+        const auto th = kdloss_test::as_gpu_dtype(dtype, in.theta), ph = kdloss_test::as_gpu_dtype(dtype, in.phi);
+        const auto gg = kdloss_test::as_gpu_dtype(dtype, in.g), gy = kdloss_test::as_gpu_dtype(dtype, in.gy);
+        const auto ref = p.ref();
+        const auto y = ref.forward(th, ph, gg);
+        const auto grads = ref.backward(th, ph, gg, gy);
+        std::vector<double> want;
+        for (const auto* part : {&y, &grads.theta, &grads.phi, &grads.g}) want.insert(want.end(), part->begin(), part->end());
+        const auto got = kdloss_test::softmax_relation_on_gpu(dtype, cf, fused, p.batch, p.n, p.nk, p.m, p.c, p.scale,
+                                                              in.theta, in.phi, in.g, in.gy);
+        REQUIRE(got.size() == want.size());
+        const double rel = dtype == 1 ? 1e-12 : dtype == 0 ? 1e-5 : dtype == 2 ? 4e-3 : 3e-2;
+        std::size_t offset = 0;
+        for (const auto* part : {&y, &grads.theta, &grads.phi, &grads.g}) {
+          double largest = 0;
+          for (double v : *part) largest = std::max(largest, std::fabs(v));
+          const std::vector<double> got_part(got.begin() + offset, got.begin() + offset + part->size());
+          check_close(got_part, *part, 0.0, rel * largest);
+          offset += part->size();
+        }
+      }
+#endif
 }

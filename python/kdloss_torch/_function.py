@@ -39,7 +39,7 @@ class Loss:
                   a group's fields by field name).
     fuse:         whether the forward_backward path may run: True, False, or a function of the keywords
                   and the set of gradients wanted (e.g. not for reduction "none" of a coupled loss).
-    grads:        optional function (keywords, inputs) -> names of the gradients the entry can give
+    grads:        optional function (keywords, {slot: its tensors}) -> flat names of the gradients the entry can give
                   (the others stay None even where the input requires grad: fbkd's zero-weight terms).
     value:        the value output the Function returns (default: the entry's first output).
     """
@@ -183,7 +183,7 @@ class _Function(torch.autograd.Function):
         grad_of = loss.flat_grads(layout)
         want = [g for g, x in grad_of.items() if need.get(x)]
         if want and loss.grads is not None:
-            allowed = loss.grads(options, tensors)
+            allowed = loss.grads(options, dict(zip(entry.inputs, tensors)))
             want = [g for g in want if g in allowed]
         if not want:
             return entry(FORWARD, tensors, options)[loss.value]

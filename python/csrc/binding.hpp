@@ -140,6 +140,8 @@ struct is_vector<std::vector<F, A>> : std::true_type {};
 
 template <class O>
 O options_from(py::handle v, const char* fn, const std::string& name);
+template <class O>
+void options_into(O& o, const py::dict& d, const char* fn, const std::string& name);
 
 /// A Python value as field type F (`name`: the field, for messages).
 template <class F>
@@ -166,6 +168,16 @@ py::object value_to(const F& x) {
     return py::cast(x);
 }
 
+/// target = v; a dict sets only its fields of a nested options struct (the others keep target's values,
+/// so MsSsimL1Options' own data_range default survives {"ms_ssim": {"window_size": 3}}).
+template <class F>
+void assign(F& target, py::handle v, const char* fn, const std::string& name) {
+  if constexpr (std::is_class_v<F> && !is_vector<F>::value && !std::is_same_v<F, std::string>) {
+    if (py::isinstance<py::dict>(v)) return options_into(target, py::reinterpret_borrow<py::dict>(v), fn, name);
+  }
+  target = value_from<F>(v, fn, name);
+}
+
 /// Options struct O from a dict of fields (the others keep the C++ defaults) or an instance of its
 /// class; None gives the defaults. A nested options field is named "outer.inner" in messages.
 template <class O>
@@ -178,7 +190,12 @@ O options_from(py::handle v, const char* fn, const std::string& name) {
                          std::string(py::str(py::type::of(v).attr("__name__"))));
   }
   O o{};
-  for (const auto& [k, x] : py::reinterpret_borrow<py::dict>(v)) {
+  options_into(o, py::reinterpret_borrow<py::dict>(v), fn, name);
+  return o;
+}
+template <class O>
+void options_into(O& o, const py::dict& d, const char* fn, const std::string& name) {
+  for (const auto& [k, x] : d) {
     const std::string key = py::str(k);
     bool found = false;
     for (const auto& f : fields_of<O>()) {
@@ -190,7 +207,6 @@ O options_from(py::handle v, const char* fn, const std::string& name) {
     if (!found) throw py::attribute_error(prefix(fn) + "unknown option '" + key + "' of " +
                                           std::string(py::str(py::type::of<O>().attr("__name__"))));
   }
-  return o;
 }
 
 }  // namespace detail
@@ -553,13 +569,13 @@ class Options {
   Options& field(const char* name, F O::*member, const char* doc = "") {
     detail::fields_of<O>().push_back(
         {name, [member](O& o, py::handle v, const char* fn, const std::string& full) {
-           o.*member = detail::value_from<F>(v, fn, full);
+           detail::assign(o.*member, v, fn, full);
          },
          [member](const O& o) { return detail::value_to(o.*member); }});
     const std::string n = name;
     cls_.def_property(
         name, [member](const O& o) { return detail::value_to(o.*member); },
-        [member, n](O& o, py::handle v) { o.*member = detail::value_from<F>(v, nullptr, n); }, doc);
+        [member, n](O& o, py::handle v) { detail::assign(o.*member, v, nullptr, n); }, doc);
     return *this;
   }
 

@@ -61,6 +61,9 @@ class Loss:
         self.python_names = dict(python_names or {})
         self.fuse = fuse
         self.grads = grads
+        # the plain case (tensor slots only), precomputed: positions of teachers and of each gradient's input
+        self.teacher_at = tuple((i, x) for i, x in enumerate(self.args) if x in self.teachers)
+        self.grad_at = tuple((g, self.args.index(x)) for g, x in self.grad_of.items()) if self.simple else ()
         self.value = value or entry.outputs[0]
         # one Function class per loss, so that grad_fn reads DistanceLossBackward
         self._function = type("".join(w.capitalize() for w in self.name.replace(".", "_").split("_")), (_Function,), {})
@@ -73,6 +76,14 @@ class Loss:
                             % (self.name, len(self.args), ", ".join(self.args), len(inputs)))
         if keywords:
             options = keywords
+        if self.simple and not self.kept:
+            for i, x in self.teacher_at:
+                teacher_gets_no_grad(self.name, x, inputs[i])
+            try:
+                return self._function.apply(self, options, fuse, None, *inputs)
+            except KdlossError as e:
+                rename_error(e, self.python_names)
+                raise
         by_name = dict(zip(self.args, inputs))
         for slot, kind, fields in self.slots:
             if slot in self.kept:
@@ -93,8 +104,6 @@ class Loss:
                         if f in self.teachers:
                             teacher_gets_no_grad(self.name, f, t)
         try:
-            if self.simple and not self.kept:
-                return self._function.apply(self, options, fuse, None, *inputs)
             flat, layout = self._flatten(by_name)
             return self._function.apply(self, options, fuse, layout, *flat)
         except KdlossError as e:
@@ -178,10 +187,15 @@ class _Function(torch.autograd.Function):
     @staticmethod
     def forward(ctx, loss, options, fuse, layout, *flat):
         entry = loss.entry
-        tensors, names = loss.structure(flat, layout)
-        need = dict(zip(names, ctx.needs_input_grad[4:]))
-        grad_of = loss.flat_grads(layout)
-        want = [g for g, x in grad_of.items() if need.get(x)]
+        if layout is None and not loss.kept:  # tensor slots only
+            tensors, names, grad_of = flat, loss.args, loss.grad_of
+            need = ctx.needs_input_grad
+            want = [g for g, i in loss.grad_at if need[4 + i]]
+        else:
+            tensors, names = loss.structure(flat, layout)
+            need = dict(zip(names, ctx.needs_input_grad[4:]))
+            grad_of = loss.flat_grads(layout)
+            want = [g for g, x in grad_of.items() if need.get(x)]
         if want and loss.grads is not None:
             allowed = loss.grads(options, dict(zip(entry.inputs, tensors)))
             want = [g for g in want if g in allowed]

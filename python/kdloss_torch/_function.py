@@ -64,6 +64,7 @@ class Loss:
         # the plain case (tensor slots only), precomputed: positions of teachers and of each gradient's input
         self.teacher_at = tuple((i, x) for i, x in enumerate(self.args) if x in self.teachers)
         self.grad_at = tuple((g, self.args.index(x)) for g, x in self.grad_of.items()) if self.simple else ()
+        self.grad_at_of = dict(self.grad_at)
         self.value = value or entry.outputs[0]
         # one Function class per loss, so that grad_fn reads DistanceLossBackward
         self._function = type("".join(w.capitalize() for w in self.name.replace(".", "_").split("_")), (_Function,), {})
@@ -187,8 +188,8 @@ class _Function(torch.autograd.Function):
     @staticmethod
     def forward(ctx, loss, options, fuse, layout, *flat):
         entry = loss.entry
-        if layout is None and not loss.kept:  # tensor slots only
-            tensors, names, grad_of = flat, loss.args, loss.grad_of
+        if layout is None and not loss.kept:  # tensor slots only: positions precomputed
+            tensors = flat
             need = ctx.needs_input_grad
             want = [g for g, i in loss.grad_at if need[4 + i]]
         else:
@@ -201,13 +202,18 @@ class _Function(torch.autograd.Function):
             want = [g for g in want if g in allowed]
         if not want:
             return entry(FORWARD, tensors, options)[loss.value]
-        ctx.loss, ctx.options, ctx.want, ctx.layout, ctx.names = loss, options, want, layout, names
-        ctx.grad_of = grad_of
+        # where each wanted gradient goes among the Function's inputs (after loss, options, fuse, layout)
+        if layout is None and not loss.kept:
+            at = [4 + i for g, i in loss.grad_at if g in want] if len(want) > 1 else [4 + loss.grad_at_of[want[0]]]
+        else:
+            index = {x: 4 + k for k, x in enumerate(names)}
+            at = [index[grad_of[g]] for g in want]
+        ctx.call = (loss, options, want, layout, at, 4 + len(flat))
         rule = loss.fuse if fuse else False
         if callable(rule):
             rule = rule(options, want)
         if rule and fused():
-            result = entry(FUSED, tensors, options, want=want)
+            result = entry(FUSED, tensors, options, None, want)
             keep(ctx, [result[g] for g in want])
             ctx.save_for_backward(*flat, result.get("reserve"), None)
             return result[loss.value]
@@ -219,17 +225,19 @@ class _Function(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        loss = ctx.loss
+        loss, options, want, layout, at, n = ctx.call
         grads = take(ctx, grad_output)
         if grads is None:
             saved = ctx.saved_tensors
             flat, reserve, kept = saved[:-2], saved[-2], saved[-1]
-            tensors, _ = loss.structure(flat, ctx.layout, kept)
+            tensors = flat if layout is None and not loss.kept else loss.structure(flat, layout, kept)[0]
             try:
-                result = loss.entry(BACKWARD, tensors, ctx.options, grad_output, ctx.want, reserve)
+                result = loss.entry(BACKWARD, tensors, options, grad_output, want, reserve)
             except KdlossError as e:
                 rename_error(e, loss.python_names)
                 raise
-            grads = [result[g] for g in ctx.want]
-        by_input = {ctx.grad_of[g]: grad for g, grad in zip(ctx.want, grads)}
-        return (None, None, None, None) + tuple(by_input.get(x) for x in ctx.names)
+            grads = [result[g] for g in want]
+        out = [None] * n
+        for k, grad in zip(at, grads):
+            out[k] = grad
+        return tuple(out)

@@ -507,7 +507,9 @@ void bind(py::module_& m, const char* name, const char* fn, Describe describe, R
       Args<T> args{};
       if constexpr (detail::has_options<Args<T>>::value) {
         using O = std::decay_t<decltype(args.options)>;
-        if (py::isinstance<py::dict>(options)) {
+        if (py::isinstance<py::dict>(options) && e.params.empty()) {
+          args.options = detail::options_from<O>(options, fn, "");
+        } else if (py::isinstance<py::dict>(options)) {
           // keywords: the options' fields (params are set by describe)
           py::dict fields;
           for (const auto& [k, v] : py::reinterpret_borrow<py::dict>(options)) {

@@ -4,9 +4,10 @@
 // translation unit that includes torch, is compiled by the host compiler.
 //
 // Adding a loss family = one new file csrc/<family>.cpp that starts with
-//   #include "common.hpp"
-//   KDLOSS_TORCH_FAMILY(family, m) { m.def("...", ...); }
-// (setup.py compiles every csrc/*.cpp), plus its Python module kdloss_torch/<family>.py.
+//   #include "binding.hpp"
+//   KDLOSS_TORCH_FAMILY(family, m) { kdloss_torch::bind<...>(m, ...); }
+// (setup.py compiles every csrc/*.cpp; binding.hpp is the generic binding of an entry point), plus
+// its Python module kdloss_torch/<family>.py (kdloss_torch._function.Loss over each entry).
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -110,24 +111,6 @@ struct Register {
 };
 
 // ---- helpers (header-only) ----
-
-/// Loss call modes of the hand-written bindings (the generic ones, binding.hpp, take kdloss::Mode);
-/// Python passes 0, 1, 2 (kdloss_torch._common.FORWARD, BACKWARD, FUSED) for both.
-enum class Mode { forward = 0, backward = 1, fused = 2 };
-
-inline Mode mode_of(int m, const char* fn) {
-  kdloss::detail::require(m >= 0 && m <= 2, fn, ": internal mode ", m,
-                          " is not 0 (forward), 1 (backward) or 2 (fused)");
-  return static_cast<Mode>(m);
-}
-
-inline kdloss::Reduction reduction_of(const std::string& r, const char* fn) {
-  if (r == "mean") return kdloss::Reduction::mean;
-  if (r == "sum") return kdloss::Reduction::sum;
-  if (r == "none") return kdloss::Reduction::none;
-  if (r == "batchmean") return kdloss::Reduction::batchmean;
-  kdloss::detail::fail(fn, ": argument 'reduction' must be 'none', 'mean', 'sum' or 'batchmean' but is '", r, "'");
-}
 
 /// Every present argument must have the dtype of the first one.
 inline void same_dtype(const char* fn, const Arg& a, const Arg& b) {

@@ -327,6 +327,57 @@ kdloss::Reserve reserve_of(py::handle obj, const char* fn, const char* name) {
   return kdloss::Reserve{reinterpret_cast<void*>(aligned), n > skip ? n - skip : 0};
 }
 
+namespace detail {
+
+Flat flatten(const Entry& e, const py::sequence& tensors, kdloss::Mode mode) {
+  const char* fn = e.fn.c_str();
+  const std::size_t slots = e.inputs.size();
+  kdloss::detail::require(py::len(tensors) == slots, fn, ": internal: ", py::len(tensors), " tensors for ", slots,
+                          " inputs");
+  Flat f;
+  f.begin.resize(slots);
+  f.count.resize(slots);
+  f.in.reserve(slots);
+  f.obj.reserve(slots);
+  auto add = [&](py::handle obj, const std::string& name, bool optional) {
+    f.in.push_back(tensor_arg(obj, fn, name.c_str(), optional));
+    f.obj.push_back(obj);
+  };
+  for (std::size_t s = 0; s < slots; ++s) {
+    f.begin[s] = f.in.size();
+    const py::handle item = tensors[s];
+    const std::string& name = e.inputs[s];
+    if (e.kinds[s] == "tensor") {
+      // a kept input (the forward's output) is passed in backward only
+      const bool kept = !e.kept[s].empty();
+      add(kept && mode != kdloss::Mode::backward ? py::handle(py::none()) : item, name, e.optional[s] || kept);
+    } else {
+      kdloss::detail::require(py::isinstance<py::sequence>(item) && !py::isinstance<py::str>(item), fn,
+                              ": argument '", name, "' must be a sequence but is ",
+                              std::string(py::str(py::type::of(item).attr("__name__"))));
+      const py::sequence items = py::reinterpret_borrow<py::sequence>(item);
+      const std::size_t n = py::len(items);
+      kdloss::detail::require(n > 0, fn, ": argument '", name, "' is empty; pass at least one ", e.what[s]);
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::string element = name + "[" + std::to_string(i) + "]";
+        if (e.kinds[s] == "list") {
+          add(items[i], element, false);
+          continue;
+        }
+        const auto& fields = e.fields[s];
+        const py::sequence tuple = py::reinterpret_borrow<py::sequence>(items[i]);
+        kdloss::detail::require(py::len(tuple) == fields.size(), fn, ": internal: ", element, " has ", py::len(tuple),
+                                " tensors for ", fields.size(), " fields");
+        for (std::size_t k = 0; k < fields.size(); ++k) add(tuple[k], element + "." + fields[k], e.field_optional[s][k]);
+      }
+    }
+    f.count[s] = f.in.size() - f.begin[s];
+  }
+  return f;
+}
+
+}  // namespace detail
+
 void register_entry_class(py::module_& m) {
   py::class_<Entry>(m, "Entry",
                     "A kdloss entry point bound with python/csrc/binding.hpp: entry(mode, tensors, options=None, "
@@ -335,12 +386,20 @@ void register_entry_class(py::module_& m) {
       .def_readonly("fn", &Entry::fn)
       .def_readonly("inputs", &Entry::inputs)
       .def_readonly("optional", &Entry::optional)
+      .def_readonly("kinds", &Entry::kinds)
+      .def_readonly("kept", &Entry::kept)
+      .def_readonly("what", &Entry::what)
+      .def_readonly("fields", &Entry::fields)
+      .def_readonly("field_optional", &Entry::field_optional)
       .def_readonly("outputs", &Entry::outputs)
       .def_readonly("grads", &Entry::grads)
       .def_readonly("grad_of", &Entry::grad_of)
+      .def_readonly("grad_slot", &Entry::grad_slot)
+      .def_readonly("params", &Entry::params)
       .def_readonly("upstream", &Entry::upstream)
       .def_readonly("reserve", &Entry::reserve)
       .def_readonly("has_options", &Entry::has_options)
+      .def_readonly("options_type", &Entry::options_type)
       .def(
           "__call__",
           [](const Entry& e, int mode, const py::sequence& tensors, py::handle options, py::handle grad_out,

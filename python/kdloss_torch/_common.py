@@ -1,4 +1,4 @@
-"""Shared pieces of the kdloss_torch autograd Functions."""
+"""Shared pieces of the kdloss_torch autograd Function (_function.py): modes, backward strategy, names."""
 
 import contextlib
 import functools
@@ -6,11 +6,12 @@ import re
 import warnings
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from . import _C
+
 from ._C import KdlossError
 
+# The modes of a bound entry (python/csrc/binding.hpp): kdloss::Mode::forward, backward and
+# forward_backward ("fused": value and gradient in one pass).
 FORWARD, BACKWARD, FUSED = 0, 1, 2
 
 # How an autograd Function gets its gradient (see docs/pytorch.md, "Backward strategy"):
@@ -137,33 +138,3 @@ def take(ctx, grad_output):
             if g is not None:
                 g.mul_(grad_output)
     return grads
-
-
-class StudentTeacherLoss(torch.autograd.Function):
-    """A loss of (student, teacher) alone whose binding is op(mode, student, teacher, grad_output) ->
-    (value, grad_student): the distance and the paper-form L_AT. Fused mode keeps the forward's
-    gradient; recompute mode calls the backward entry. The teacher gets no gradient.
-
-        StudentTeacherLoss.apply(_C.feature_distance, student, teacher)
-    """
-
-    @staticmethod
-    def forward(ctx, op, student, teacher):
-        if not ctx.needs_input_grad[1]:
-            return op(FORWARD, student, teacher, None)[0]
-        ctx.op = op
-        ctx.save_for_backward(student, teacher)
-        if fused():
-            out, grad = op(FUSED, student, teacher, None)
-            keep(ctx, [grad])
-            return out
-        return op(FORWARD, student, teacher, None)[0]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        grads = take(ctx, grad_output)
-        if grads is None:
-            student, teacher = ctx.saved_tensors
-            grads = [ctx.op(BACKWARD, student, teacher, grad_output)[1]]
-        return None, grads[0], None

@@ -9,10 +9,10 @@ import dataclasses
 from typing import NamedTuple, Optional
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from . import _C, _common, ops
-from ._common import BACKWARD, FORWARD, FUSED
+from . import _C, ops
+from ._common import FORWARD
+from ._function import Loss
 
 __all__ = ["Config", "MaskOptions", "Level", "attention_masks", "spatial_attention", "channel_attention",
            "masked_feature_loss", "attention_transfer_loss", "pooled_attention_transfer_loss", "total_loss",
@@ -87,129 +87,63 @@ def attention_masks(student, teacher, options=None, spatial=True, channel=True):
     """kdloss::fbkd::attention_masks: (M_s [B,1,H,W], M_c [B,C]) of a student/teacher pair, constants
     (no gradient; the reference code detaches them). Pass spatial/channel=False to skip one (None)."""
     options = options or MaskOptions()
-    return _C.fbkd_attention_masks(student, teacher, options.form, float(options.spatial_temperature),
-                                   float(options.channel_temperature), bool(spatial), bool(channel))
+    want = [name for name, on in (("mask_spatial", spatial), ("mask_channel", channel)) if on]
+    masks = _C.fbkd_attention_masks(FORWARD, (student, teacher), dataclasses.asdict(options), want=want)
+    return masks.get("mask_spatial"), masks.get("mask_channel")
+
+
+# The generic Function over each binding (python/csrc/fbkd.cpp, ops.cpp); every value is a scalar.
+_spatial_attention = Loss(_C.fbkd_spatial_attention, fuse=False)
+_channel_attention = Loss(_C.fbkd_channel_attention, fuse=False)
+_masked_feature = Loss(_C.fbkd_masked_feature_loss, teachers=("teacher",))
+_attention_transfer = Loss(_C.fbkd_attention_transfer_loss)
+_pooled_attention_transfer = Loss(_C.fbkd_pooled_attention_transfer_loss)
+
+
+def _total_grads(config, inputs):
+    """The gradients the total has for these levels: a term of weight 0 gives none."""
+    levels = inputs["levels"]
+    am = config["w_am"] != 0
+    at_paper = config["w_at"] != 0 and config["transfer_form"] == "paper"
+    names = set()
+    for i, (s, t, a, c, sp) in enumerate(levels):
+        if am and a is not None:
+            names.add("levels[%d].grad_student_adapted" % i)
+        if at_paper or (am and a is None):  # without an adapter (A = S) L_AM's part goes to S
+            names.add("levels[%d].grad_student" % i)
+        names.update("levels[%d].%s" % (i, g) for g in ("grad_student_channel", "grad_student_spatial"))
+    return names
+
+
+_total = Loss(_C.fbkd_total_loss, grads=_total_grads,
+              python_names={"mask_form": "config.mask_form", "transfer_form": "config.transfer_form"})
 
 
 def spatial_attention(x):
     """kdloss::fbkd::spatial_attention: G_s(x) = mean_c |x|, [B,1,H,W] (differentiable)."""
-    return ops._Pool.apply("spatial_attention", x, True)
+    return _spatial_attention(x)
 
 
 def channel_attention(x):
     """kdloss::fbkd::channel_attention: G_c(x) = mean_hw |x|, [B,C] (differentiable)."""
-    return ops._Pool.apply("channel_attention", x, True)
-
-
-class _MaskedFeature(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, t, ms, mc):
-        if not ctx.needs_input_grad[0]:
-            return _C.fbkd_masked_feature(FORWARD, a, t, ms, mc, None)[0]
-        ctx.save_for_backward(a, t, ms, mc)
-        if _common.fused():
-            out, grad = _C.fbkd_masked_feature(FUSED, a, t, ms, mc, None)
-            _common.keep(ctx, [grad])
-            return out
-        return _C.fbkd_masked_feature(FORWARD, a, t, ms, mc, None)[0]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        grads = _common.take(ctx, grad_output)
-        if grads is None:
-            a, t, ms, mc = ctx.saved_tensors
-            grads = [_C.fbkd_masked_feature(BACKWARD, a, t, ms, mc, grad_output)[1]]
-        return grads[0], None, None, None
+    return _channel_attention(x)
 
 
 def masked_feature_loss(student_adapted, teacher, mask_spatial, mask_channel=None):
     """kdloss::fbkd::masked_feature_loss: L_AM = sqrt(sum (T - A)^2 * M_s [* M_c]) over the whole batch.
     Gradient to student_adapted only (masks and teacher are constants)."""
-    _common.teacher_gets_no_grad("fbkd.masked_feature_loss", "teacher", teacher)
-    return _MaskedFeature.apply(student_adapted, teacher, mask_spatial, mask_channel)
+    return _masked_feature(student_adapted, teacher, mask_spatial, mask_channel)
 
 
 def attention_transfer_loss(student, teacher):
     """kdloss::fbkd::attention_transfer_loss (paper form): ||G_s(S) - G_s(T)||_F + ||G_c(S) - G_c(T)||_F."""
-    _common.teacher_gets_no_grad("fbkd.attention_transfer_loss", "teacher", teacher)
-    return _common.StudentTeacherLoss.apply(_C.fbkd_attention_transfer, student, teacher)
-
-
-class _PooledAttentionTransfer(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, c, sp, t):
-        ctx.want = (bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]))
-        if not any(ctx.want):
-            return _C.fbkd_pooled_attention_transfer(FORWARD, c, sp, t, None, False, False)[0]
-        ctx.save_for_backward(c, sp, t)
-        if _common.fused():
-            out, gc, gs = _C.fbkd_pooled_attention_transfer(FUSED, c, sp, t, None, *ctx.want)
-            _common.keep(ctx, [gc, gs])
-            return out
-        return _C.fbkd_pooled_attention_transfer(FORWARD, c, sp, t, None, False, False)[0]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        grads = _common.take(ctx, grad_output)
-        if grads is None:
-            c, sp, t = ctx.saved_tensors
-            grads = _C.fbkd_pooled_attention_transfer(BACKWARD, c, sp, t, grad_output, *ctx.want)[1:]
-        return grads[0], grads[1], None
+    return _attention_transfer(student, teacher)
 
 
 def pooled_attention_transfer_loss(student_channel, student_spatial, teacher):
     """kdloss::fbkd::pooled_attention_transfer_loss (code form):
     ||mean_hw(T) - C_hat||_F + ||mean_c(T) - S_hat||_F, with C_hat [B,C] and S_hat [B,1,H,W]."""
-    _common.teacher_gets_no_grad("fbkd.pooled_attention_transfer_loss", "teacher", teacher)
-    return _PooledAttentionTransfer.apply(student_channel, student_spatial, teacher)
-
-
-class _Total(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, config, n, *flat):
-        levels = [tuple(flat[5 * i:5 * i + 5]) for i in range(n)]
-        need = ctx.needs_input_grad[2:]
-        am = config["w_am"] != 0
-        at_paper = config["w_at"] != 0 and config["transfer_form"] == "paper"
-        want = []
-        for i, (s, t, a, c, sp) in enumerate(levels):
-            n_s, _, n_a, n_c, n_sp = need[5 * i:5 * i + 5]
-            want_a = am and n_a and a is not None
-            # d/dS: the paper L_AT's part, and without an adapter (A = S) the L_AM part too
-            want_s = n_s and (at_paper or (am and a is None))
-            want.append((bool(want_a), bool(want_s), bool(n_c and c is not None), bool(n_sp and sp is not None)))
-        ctx.n, ctx.config, ctx.want = n, config, want
-        if not any(any(w) for w in want):
-            ctx.nothing = True
-            return _C.fbkd_total(FORWARD, levels, want, config, None)[0]
-        ctx.nothing = False
-        ctx.save_for_backward(*flat)
-        if _common.fused():
-            out, grads = _C.fbkd_total(FUSED, levels, want, config, None)
-            _common.keep(ctx, [g for level in grads for g in level])
-            return out
-        return _C.fbkd_total(FORWARD, levels, want, config, None)[0]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        n = ctx.n
-        if ctx.nothing:
-            return (None, None) + (None,) * (5 * n)
-        flat = _common.take(ctx, grad_output)
-        if flat is not None:
-            grads = [tuple(flat[4 * i:4 * i + 4]) for i in range(n)]
-        else:
-            saved = ctx.saved_tensors
-            levels = [tuple(saved[5 * i:5 * i + 5]) for i in range(n)]
-            grads = _C.fbkd_total(BACKWARD, levels, ctx.want, ctx.config, grad_output)[1]
-        result = []
-        for i in range(n):
-            g_a, g_s, g_c, g_sp = grads[i]
-            result += [g_s, None, g_a, g_c, g_sp]
-        return (None, None) + tuple(result)
+    return _pooled_attention_transfer(student_channel, student_spatial, teacher)
 
 
 def _as_level(level):
@@ -227,12 +161,7 @@ def total_loss(levels, config=None):
     L_AT, and L_AM when student_adapted is None), student_adapted, student_channel and student_spatial;
     teachers get none. config: a Config (default Config.code_two_stage())."""
     config = config or Config()
-    levels = [_as_level(lv) for lv in levels]
-    flat = []
-    for lv in levels:
-        _common.teacher_gets_no_grad("fbkd.total_loss", "teacher", lv.teacher)
-        flat += list(lv)
-    return _Total.apply(config._dict(), len(levels), *flat)
+    return _total([_as_level(lv) for lv in levels], **config._dict())
 
 
 class FBKDLoss(torch.nn.Module):

@@ -6,58 +6,37 @@ float16/bfloat16 on CUDA in a CUDA build.
 """
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from . import _C, _common, _function
-from ._common import BACKWARD, FORWARD, FUSED
+from . import _C
+from ._function import Loss
 
 __all__ = ["mse_loss", "l1_loss", "smooth_l1_loss", "distance_loss", "kl_div_loss",
            "MSELoss", "L1Loss", "SmoothL1Loss", "DistanceLoss", "KLDivLoss"]
 
-
-class _Pointwise(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, kind, student, teacher, beta, reduction):
-        ctx.kind, ctx.beta, ctx.reduction = kind, beta, reduction
-        if not ctx.needs_input_grad[1]:
-            return _C.feature_pointwise(kind, FORWARD, student, teacher, None, beta, reduction)[0]
-        ctx.save_for_backward(student, teacher)
-        if _common.fused():
-            out, grad = _C.feature_pointwise(kind, FUSED, student, teacher, None, beta, reduction)
-            # reduction none: the loss is elementwise, so the map-sum gradient times grad_output
-            # elementwise is exact
-            _common.keep(ctx, [grad])
-            return out
-        return _C.feature_pointwise(kind, FORWARD, student, teacher, None, beta, reduction)[0]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        grads = _common.take(ctx, grad_output)
-        if grads is None:
-            student, teacher = ctx.saved_tensors
-            grads = [_C.feature_pointwise(ctx.kind, BACKWARD, student, teacher, grad_output, ctx.beta,
-                                          ctx.reduction)[1]]
-        return None, grads[0], None, None, None
+# The generic Function over each binding (python/csrc/feature.cpp). Pointwise losses fuse for every
+# reduction (their gradient is elementwise, so a map grad_output scales it exactly); KL's gradient
+# couples the classes of a row, so reduction none runs the backward entry with grad_output as a map.
+_mse = Loss(_C.feature_mse_loss)
+_l1 = Loss(_C.feature_l1_loss)
+_smooth_l1 = Loss(_C.feature_smooth_l1_loss)
+_distance = Loss(_C.feature_distance_loss)
+_kl_div = Loss(_C.feature_kl_div_loss, fuse=lambda o, want: o["reduction"] != "none")
 
 
 def mse_loss(student, teacher, reduction="mean"):
     """kdloss::mse_loss: mean/sum/none of (student - teacher)^2, as F.mse_loss."""
-    _common.teacher_gets_no_grad("mse_loss", "teacher", teacher)
-    return _Pointwise.apply("mse", student, teacher, 1.0, reduction)
+    return _mse(student, teacher, reduction=reduction)
 
 
 def l1_loss(student, teacher, reduction="mean"):
     """kdloss::l1_loss: |student - teacher| reduced, as F.l1_loss (gradient sign, 0 at equality)."""
-    _common.teacher_gets_no_grad("l1_loss", "teacher", teacher)
-    return _Pointwise.apply("l1", student, teacher, 1.0, reduction)
+    return _l1(student, teacher, reduction=reduction)
 
 
 def smooth_l1_loss(student, teacher, beta=1.0, reduction="mean"):
     """kdloss::smooth_l1_loss (argument order of the C++ API: beta, then reduction), as
     F.smooth_l1_loss(student, teacher, reduction=reduction, beta=beta); beta = 0 is L1."""
-    _common.teacher_gets_no_grad("smooth_l1_loss", "teacher", teacher)
-    return _Pointwise.apply("smooth_l1", student, teacher, float(beta), reduction)
+    return _smooth_l1(student, teacher, beta=float(beta), reduction=reduction)
 
 
 def distance_loss(student, teacher):
@@ -66,40 +45,11 @@ def distance_loss(student, teacher):
     return _distance(student, teacher)
 
 
-_distance = _function.Loss(_C.feature_distance_loss)  # the generic binding (python/README.md)
-
-
-class _KLDiv(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, student, teacher, class_axis, temperature, reduction):
-        ctx.class_axis, ctx.temperature, ctx.reduction = class_axis, temperature, reduction
-        if not ctx.needs_input_grad[0]:
-            return _C.feature_kl_div(FORWARD, student, teacher, class_axis, None, temperature, reduction)[0]
-        ctx.save_for_backward(student, teacher)
-        # reduction none: the gradient couples the classes of a row through grad_output, so the
-        # backward always runs the C++ backward entry with grad_output as a map.
-        if _common.fused() and reduction != "none":
-            out, grad = _C.feature_kl_div(FUSED, student, teacher, class_axis, None, temperature, reduction)
-            _common.keep(ctx, [grad])
-            return out
-        return _C.feature_kl_div(FORWARD, student, teacher, class_axis, None, temperature, reduction)[0]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        grads = _common.take(ctx, grad_output)
-        if grads is None:
-            student, teacher = ctx.saved_tensors
-            grads = [_C.feature_kl_div(BACKWARD, student, teacher, ctx.class_axis, grad_output, ctx.temperature,
-                                       ctx.reduction)[1]]
-        return grads[0], None, None, None, None
-
-
 def kl_div_loss(student_logits, teacher_logits, class_axis, temperature=1.0, reduction="batchmean"):
     """kdloss::kl_div_loss: F.kl_div(F.log_softmax(s / T, class_axis), F.softmax(t / T, class_axis),
     reduction=reduction) * T * T. class_axis in [0, rank) (as the C++ API: no negative axes)."""
-    _common.teacher_gets_no_grad("kl_div_loss", "teacher_logits", teacher_logits)
-    return _KLDiv.apply(student_logits, teacher_logits, int(class_axis), float(temperature), reduction)
+    return _kl_div(student_logits, teacher_logits, class_axis=int(class_axis), temperature=float(temperature),
+                   reduction=reduction)
 
 
 class MSELoss(torch.nn.Module):

@@ -1,59 +1,33 @@
 """Building blocks with their own backward (kdloss/ops): softmax, log_softmax, channel / position means."""
 
-import torch
-from torch.autograd.function import once_differentiable
-
 from . import _C
+from ._function import Loss
 
 __all__ = ["softmax", "log_softmax", "mean_over_channels", "mean_over_positions"]
 
-
-class _Softmax(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, log, x, axis, temperature, scale):
-        y = _C.ops_softmax(log, x, axis, temperature, scale)
-        ctx.log, ctx.axis, ctx.temperature, ctx.scale = log, axis, temperature, scale
-        if ctx.needs_input_grad[1]:
-            ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_y):
-        (y,) = ctx.saved_tensors
-        return None, _C.ops_softmax_backward(ctx.log, y, grad_y, ctx.axis, ctx.temperature, ctx.scale), None, None, None
+# The generic Function over each binding (python/csrc/ops.cpp). Their values are maps, so the
+# backward always runs the backward entry with grad_output (softmax's reads the kept y).
+_softmax = Loss(_C.ops_softmax, fuse=False)
+_log_softmax = Loss(_C.ops_log_softmax, fuse=False)
+_mean_over_channels = Loss(_C.ops_mean_over_channels, fuse=False)
+_mean_over_positions = Loss(_C.ops_mean_over_positions, fuse=False)
 
 
 def softmax(x, axis, temperature=1.0, scale=1.0):
     """kdloss::ops::softmax: scale * softmax(x / temperature) along `axis` (in [0, rank))."""
-    return _Softmax.apply(False, x, int(axis), float(temperature), float(scale))
+    return _softmax(x, axis=int(axis), temperature=float(temperature), scale=float(scale))
 
 
 def log_softmax(x, axis, temperature=1.0):
     """kdloss::ops::log_softmax: log softmax(x / temperature) along `axis` (in [0, rank))."""
-    return _Softmax.apply(True, x, int(axis), float(temperature), 1.0)
-
-
-class _Pool(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, op, x, absolute):
-        ctx.op, ctx.absolute = op, absolute
-        if ctx.needs_input_grad[1]:
-            ctx.save_for_backward(x)
-        return _C.ops_pool(op, x, absolute)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        (x,) = ctx.saved_tensors
-        return None, _C.ops_pool_backward(ctx.op, x, grad_out, ctx.absolute), None
+    return _log_softmax(x, axis=int(axis), temperature=float(temperature))
 
 
 def mean_over_channels(x, absolute=False):
     """kdloss::ops::mean_over_channels: [B,C,H,W] -> [B,1,H,W], the mean (of |x| when `absolute`) over C."""
-    return _Pool.apply("mean_over_channels", x, bool(absolute))
+    return _mean_over_channels(x, absolute=bool(absolute))
 
 
 def mean_over_positions(x, absolute=False):
     """kdloss::ops::mean_over_positions: [B,C,H,W] -> [B,C], the mean (of |x| when `absolute`) over H, W."""
-    return _Pool.apply("mean_over_positions", x, bool(absolute))
+    return _mean_over_positions(x, absolute=bool(absolute))

@@ -29,10 +29,9 @@ where the reflect pad is not smaller than the map (numpy.pad 'reflect'; kornia /
 """
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from . import _C, _common
-from ._common import BACKWARD, FORWARD, FUSED
+from ._function import Loss
 
 # Error messages name arguments as these functions do (kdloss_torch._common.python_names).
 _MSSSIM = dict(window_size="win_size", sigma="win_sigma", k1="K[0]", k2="K[1]")  # pytorch-msssim's options
@@ -49,40 +48,23 @@ def _padding(padding):
     return "reflect" if p == "same" else p
 
 
-class _Ssim(torch.autograd.Function):
-    """kind "loss" (ssim_loss) or "map" (ssim_map); opts = the SsimOptions tuple of _C.ssim_ssim."""
-
-    @staticmethod
-    def forward(ctx, kind, student, teacher, opts, reduction):
-        ctx.kind, ctx.opts, ctx.reduction = kind, opts, reduction
-        want_s, want_t = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        if not (want_s or want_t):
-            return _C.ssim_ssim(kind, FORWARD, student, teacher, None, False, False, *opts, reduction)[0]
-        ctx.save_for_backward(student, teacher)
-        # reduction none / the map: grad_output weights every output differently, so the backward
-        # runs the C++ backward entry with grad_output as a map.
-        if _common.fused() and kind == "loss" and reduction != "none":
-            out, gs, gt = _C.ssim_ssim(kind, FUSED, student, teacher, None, True, want_t, *opts, reduction)
-            _common.keep(ctx, [gs if want_s else None, gt])
-            return out
-        return _C.ssim_ssim(kind, FORWARD, student, teacher, None, False, False, *opts, reduction)[0]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        grads = _common.take(ctx, grad_output)
-        if grads is None:
-            student, teacher = ctx.saved_tensors
-            _, gs, gt = _C.ssim_ssim(ctx.kind, BACKWARD, student, teacher, grad_output, ctx.needs_input_grad[1],
-                                     ctx.needs_input_grad[2], *ctx.opts, ctx.reduction)
-            grads = [gs, gt]
-        return None, grads[0], grads[1], None, None
+# The generic Function over each binding (python/csrc/ssim.py). The fused entries give the gradient of
+# a one-element value: a map (ssim, reduction none) weights every output differently, and ssim_index /
+# ms_ssim fuse d/d student only.
+_ssim_loss = Loss(_C.ssim_ssim_loss, fuse=lambda o, want: o["reduction"] != "none")
+_ssim_map = Loss(_C.ssim_ssim_map, fuse=False)
+_ssim_pyramid = Loss(_C.ssim_ssim_pyramid_loss)
+_fuse_index = lambda o, want: o["reduction"] == "mean" and "grad_teacher" not in want  # noqa: E731
+_ssim_index = Loss(_C.ssim_ssim_index, fuse=_fuse_index)
+_ms_ssim = Loss(_C.ssim_ms_ssim, fuse=_fuse_index)
+_ms_ssim_l1 = Loss(_C.ssim_ms_ssim_l1_loss)
 
 
 def _ssim_opts(window_size, sigma, max_val, k1, k2, alpha, beta, gamma, eps, padding, clamp, normalize,
                three_component):
-    return (int(window_size), float(sigma), float(max_val), float(k1), float(k2), float(alpha), float(beta),
-            float(gamma), float(eps), _padding(padding), bool(clamp), bool(normalize), bool(three_component))
+    return dict(window_size=int(window_size), sigma=float(sigma), max_val=float(max_val), k1=float(k1), k2=float(k2),
+                alpha=float(alpha), beta=float(beta), gamma=float(gamma), eps=float(eps), padding=_padding(padding),
+                clamp=bool(clamp), normalize=bool(normalize), three_component=bool(three_component))
 
 
 @_common.python_names(student="img1", teacher="img2", grad_student="grad_img1", grad_teacher="grad_img2")
@@ -92,7 +74,7 @@ def ssim(img1, img2, window_size, max_val=1.0, eps=1e-12, padding="same", *, sig
     eps, padding) (local variances clamped at 0). Both inputs get a gradient."""
     opts = _ssim_opts(window_size, sigma, max_val, k1, k2, alpha, beta, gamma, eps, padding, True, normalize,
                       three_component)
-    return _Ssim.apply("map", img1, img2, opts, "none")
+    return _ssim_map(img1, img2, **opts)
 
 
 def ssim_loss(student, teacher, window_size=11, max_val=1.0, eps=1e-12, reduction="mean", padding="same", *,
@@ -103,37 +85,7 @@ def ssim_loss(student, teacher, window_size=11, max_val=1.0, eps=1e-12, reductio
     Student and teacher get a gradient."""
     opts = _ssim_opts(window_size, sigma, max_val, k1, k2, alpha, beta, gamma, eps, padding, clamp, normalize,
                       three_component)
-    return _Ssim.apply("loss", student, teacher, opts, reduction)
-
-
-class _SsimPyramid(torch.autograd.Function):
-    """ssim_pyramid_loss: apply(opts, n, *students, *teachers) -> one value. Every student level gets a
-    gradient (the C++ entries compute all levels at once); the teachers get None."""
-
-    @staticmethod
-    def forward(ctx, opts, n, *levels):
-        students, teachers = levels[:n], levels[n:]
-        ctx.opts, ctx.n, ctx.n_teachers = opts, n, len(teachers)
-        want = ctx.needs_input_grad[2:2 + n]
-        if not any(want):
-            return _C.ssim_pyramid(FORWARD, students, teachers, None, *opts)[0]
-        ctx.want = want
-        ctx.save_for_backward(*levels)
-        if _common.fused():
-            out, grads = _C.ssim_pyramid(FUSED, students, teachers, None, *opts)
-            _common.keep(ctx, [g if w else None for g, w in zip(grads, want)])
-            return out
-        return _C.ssim_pyramid(FORWARD, students, teachers, None, *opts)[0]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        grads = _common.take(ctx, grad_output)
-        if grads is None:
-            levels = ctx.saved_tensors
-            _, gs = _C.ssim_pyramid(BACKWARD, levels[:ctx.n], levels[ctx.n:], grad_output, *ctx.opts)
-            grads = [g if w else None for g, w in zip(gs, ctx.want)]
-        return (None, None) + tuple(grads) + (None,) * ctx.n_teachers
+    return _ssim_loss(student, teacher, reduction=reduction, **opts)
 
 
 def _levels(name, levels):
@@ -156,54 +108,23 @@ def ssim_pyramid_loss(students, teachers, window_size=11, max_val=1.0, eps=1e-12
     students / teachers: sequences of [B, C, H, W] tensors, one pair per level (shapes may differ between levels,
     dtype and device may not). Options as ssim_loss. Every student level gets a gradient; the teachers get None."""
     students, teachers = _levels("students", students), _levels("teachers", teachers)
-    for t in teachers:
-        if isinstance(t, torch.Tensor) and t.requires_grad:
-            _common.teacher_gets_no_grad("ssim_pyramid_loss", "teachers", t)
-            break
+    if len(students) != len(teachers):
+        raise _C.KdlossError("kdloss_torch.ssim_pyramid_loss: arguments 'students' and 'teachers' must have one tensor "
+                             "per level but have %d student levels and %d teacher levels"
+                             % (len(students), len(teachers)))
     opts = _ssim_opts(window_size, sigma, max_val, k1, k2, alpha, beta, gamma, eps, padding, clamp, normalize,
                       three_component)
-    return _SsimPyramid.apply(opts, len(students), *students, *teachers)
+    return _ssim_pyramid(students, teachers, **opts)
 
 
-class _Ms(torch.autograd.Function):
-    """kind "index" (ssim_index), "ms" (ms_ssim) or "mixture" (ms_ssim_l1_loss)."""
-
-    @staticmethod
-    def forward(ctx, kind, x, y, opts, reduction):
-        ctx.kind, ctx.opts, ctx.reduction = kind, opts, reduction
-        want_s, want_t = ctx.needs_input_grad[1], ctx.needs_input_grad[2] and kind != "mixture"
-        ctx.want_t = want_t
-        if not (want_s or want_t):
-            return _C.ssim_ms(kind, FORWARD, x, y, None, False, False, *opts, reduction)[0]
-        ctx.save_for_backward(x, y)
-        # the fused entries give d/d student only, for a one-element output
-        if _common.fused() and reduction == "mean" and not want_t:
-            out, gs, _ = _C.ssim_ms(kind, FUSED, x, y, None, True, False, *opts, reduction)
-            _common.keep(ctx, [gs])
-            return out
-        return _C.ssim_ms(kind, FORWARD, x, y, None, False, False, *opts, reduction)[0]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        grads = _common.take(ctx, grad_output)
-        if grads is None:
-            x, y = ctx.saved_tensors
-            _, gs, gt = _C.ssim_ms(ctx.kind, BACKWARD, x, y, grad_output, ctx.needs_input_grad[1], ctx.want_t,
-                                   *ctx.opts, ctx.reduction)
-            grads = [gs, gt]
-        else:
-            grads = grads + [None]
-        return None, grads[0], grads[1], None, None
-
-
-def _ms_opts(win_size, win_sigma, data_range, K, nonnegative_ssim, weights, normalize, l1_weight):
+def _ms_opts(win_size, win_sigma, data_range, K, nonnegative_ssim, weights, normalize):
     k1, k2 = K
     w = _DEFAULT_WEIGHTS if weights is None else weights
     if isinstance(w, torch.Tensor):
         w = w.detach().cpu().tolist()
-    return (int(win_size), float(win_sigma), float(data_range), float(k1), float(k2), bool(nonnegative_ssim),
-            [float(v) for v in w], bool(normalize), float(l1_weight))
+    return dict(window_size=int(win_size), sigma=float(win_sigma), data_range=float(data_range), k1=float(k1),
+                k2=float(k2), nonnegative_ssim=bool(nonnegative_ssim), weights=[float(v) for v in w],
+                normalize=bool(normalize))
 
 
 def _channel_reduction(size_average, reduction):
@@ -218,8 +139,8 @@ def ssim_index(X, Y, data_range=255, size_average=True, win_size=11, win_sigma=1
     """kdloss::ssim_index, as pytorch_msssim.ssim(X, Y, data_range, size_average, win_size, win_sigma, K=K,
     nonnegative_ssim=...): one value (size_average) or [B]; reduction="none" gives [B, C]. X and Y get a
     gradient."""
-    opts = _ms_opts(win_size, win_sigma, data_range, K, nonnegative_ssim, None, normalize, 0.0)
-    return _Ms.apply("index", X, Y, opts, _channel_reduction(size_average, reduction))
+    opts = _ms_opts(win_size, win_sigma, data_range, K, nonnegative_ssim, None, normalize)
+    return _ssim_index(X, Y, reduction=_channel_reduction(size_average, reduction), **opts)
 
 
 @_common.python_names(**_MSSSIM_XY)
@@ -227,8 +148,8 @@ def ms_ssim(X, Y, data_range=255, size_average=True, win_size=11, win_sigma=1.5,
             reduction=None, normalize=False):
     """kdloss::ms_ssim, as pytorch_msssim.ms_ssim(X, Y, data_range, size_average, win_size, win_sigma, weights, K)
     (no minimum size asserted; gradient 0 where a relu'd level value is 0). X and Y get a gradient."""
-    opts = _ms_opts(win_size, win_sigma, data_range, K, False, weights, normalize, 0.0)
-    return _Ms.apply("ms", X, Y, opts, _channel_reduction(size_average, reduction))
+    opts = _ms_opts(win_size, win_sigma, data_range, K, False, weights, normalize)
+    return _ms_ssim(X, Y, reduction=_channel_reduction(size_average, reduction), **opts)
 
 
 @_common.python_names(**_MSSSIM)
@@ -236,9 +157,8 @@ def ms_ssim_l1_loss(student, teacher, l1_weight=0.15, data_range=1.0, win_size=1
                     K=(0.01, 0.03), *, normalize=False):
     """kdloss::ms_ssim_l1_loss: l1_weight * mean|s - t| + (1 - l1_weight) * (1 - ms_ssim(s, t)) (thesis table 7).
     The teacher gets no gradient (None)."""
-    _common.teacher_gets_no_grad("ms_ssim_l1_loss", "teacher", teacher)
-    opts = _ms_opts(win_size, win_sigma, data_range, K, False, weights, normalize, l1_weight)
-    return _Ms.apply("mixture", student, teacher, opts, "mean")
+    opts = _ms_opts(win_size, win_sigma, data_range, K, False, weights, normalize)
+    return _ms_ssim_l1(student, teacher, ms_ssim=opts, l1_weight=float(l1_weight))
 
 
 class SSIM(torch.nn.Module):

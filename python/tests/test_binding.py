@@ -185,3 +185,102 @@ def test_bridge_checks_name_the_entry_and_argument():
     with pytest.raises(kd.KdlossError, match=r"^kdloss_torch._testing: argument 'options' must be a _TestingOptions "
                                             r"but is str"):
         probe(FORWARD, (x, None), "not options")
+
+
+# ---- what the other entries need: option dicts and enums by name, params, kept outputs, lists, groups
+
+def test_every_loss_is_a_generic_entry():
+    for name in ("feature_mse_loss", "feature_l1_loss", "feature_smooth_l1_loss", "feature_kl_div_loss",
+                 "ops_softmax", "ops_log_softmax", "ops_mean_over_channels", "ops_mean_over_positions",
+                 "fbkd_spatial_attention", "fbkd_channel_attention", "fbkd_attention_masks",
+                 "fbkd_masked_feature_loss", "fbkd_attention_transfer_loss", "fbkd_pooled_attention_transfer_loss",
+                 "fbkd_total_loss", "ssim_ssim_loss", "ssim_ssim_map", "ssim_ssim_pyramid_loss", "ssim_ssim_index",
+                 "ssim_ms_ssim", "ssim_ms_ssim_l1_loss"):
+        assert isinstance(getattr(_C, name), _C.Entry), name
+    for gone in ("feature_pointwise", "feature_kl_div", "ops_pool", "ssim_ssim", "ssim_ms", "fbkd_total"):
+        assert not hasattr(_C, gone)
+
+
+def test_options_from_keywords_and_enums_by_name():
+    s, t = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    e = _C.feature_smooth_l1_loss
+    out = e(FORWARD, (s, t), {"beta": 0.5, "reduction": "none"})["out"]
+    torch.testing.assert_close(out, torch.nn.functional.smooth_l1_loss(s, t, beta=0.5, reduction="none"))
+    o = _C.SmoothL1LossOptions(reduction="sum")
+    assert o.reduction == "sum" and o.beta == 1.0 and repr(o) == "SmoothL1LossOptions(beta=1.0, reduction='sum')"
+    o.reduction = "none"
+    assert e(FORWARD, (s, t), o)["out"].shape == (2, 3)
+    with pytest.raises(kd.KdlossError, match=r"^argument 'reduction' must be 'none', 'mean', 'sum' or 'batchmean' "
+                                            r"but is 'avg'$"):
+        o.reduction = "avg"
+    with pytest.raises(kd.KdlossError, match=r"^kdloss_torch.smooth_l1_loss: argument 'beta' has the wrong type str"):
+        e(FORWARD, (s, t), {"beta": "x"})
+    with pytest.raises(AttributeError, match="unknown option 'gamma'"):
+        e(FORWARD, (s, t), {"gamma": 1.0})
+    # nested options structs (the mixture's ms_ssim) from dicts, enums with an alias ('same' = 'reflect')
+    mix = _C.MsSsimL1Options(ms_ssim={"window_size": 3, "weights": [0.5, 0.5]}, l1_weight=0.3)
+    assert mix.ms_ssim.window_size == 3 and list(mix.ms_ssim.weights) == [0.5, 0.5] and mix.ms_ssim.data_range == 1.0
+    assert _C.SsimOptions(padding="same").padding == "reflect"
+    with pytest.raises(kd.KdlossError, match=r"argument 'padding' must be 'same' \(= 'reflect'\), 'zeros' or 'valid'"):
+        _C.SsimOptions(padding="circular")
+
+
+def test_params_are_keywords_beside_the_options():
+    x = torch.rand(1, 1, 8, 8, dtype=torch.float64)
+    e = _C.ssim_ssim_loss
+    assert list(e.params) == ["reduction"] and e.options_type == "SsimOptions"
+    assert e(FORWARD, (x, x), {"reduction": "none", "window_size": 3})["out"].shape == (1, 1, 8, 8)
+    assert e(FORWARD, (x, x), {"reduction": "sum", "window_size": 3, "padding": "valid"})["out"].shape == ()
+    assert e(FORWARD, (x, x), {"reduction": "none", "window_size": 3, "padding": "valid"})["out"].shape == (1, 1, 6, 6)
+    assert list(_C.ops_softmax.params) == ["axis"]
+
+
+def test_kept_output_goes_to_backward():
+    e = _C.ops_softmax
+    assert list(e.inputs) == ["x", "y"] and list(e.kept) == ["", "out"]
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    y = kd.ops.softmax(x, 1, temperature=2.0)
+    assert type(y.grad_fn).__name__ == "OpsSoftmaxBackward"
+    g = torch.randn(3, 4, dtype=torch.float64)
+    y.backward(g)
+    x2 = x.detach().clone().requires_grad_()
+    torch.softmax(x2 / 2.0, 1).backward(g)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-12, atol=1e-15)
+
+
+def test_lists_flatten_and_take_one_gradient_per_element():
+    e = _C.ssim_ssim_pyramid_loss
+    assert list(e.kinds) == ["list", "list"] and list(e.what) == ["pyramid level", "pyramid level"]
+    assert list(e.grads) == ["grad_students"] and list(e.grad_slot) == ["students"]
+    s = [torch.rand(1, 1, 8, 8, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    t = [torch.rand(1, 1, 8, 8, dtype=torch.float64) for _ in range(2)]
+    out = e(FUSED, (s, t), {"window_size": 3}, want=["grad_students[1]"])
+    assert set(out) == {"out", "grad_students[0]", "grad_students[1]"}  # the entry takes one per level
+    s[0].requires_grad_(False)
+    kd.ssim.ssim_pyramid_loss(s, t, 3).backward()
+    assert s[0].grad is None and s[1].grad is not None
+    with pytest.raises(kd.KdlossError, match=r"^kdloss_torch.ssim_pyramid_loss: argument 'students' must be a sequence"):
+        e(FORWARD, (s[0], t), None)
+
+
+def test_groups_name_fields_and_gradients_per_element():
+    e = _C.fbkd_total_loss
+    assert list(e.inputs) == ["levels"] and list(e.kinds) == ["group"]
+    assert list(e.fields[0]) == ["student", "teacher", "student_adapted", "student_channel", "student_spatial"]
+    assert list(e.field_optional[0]) == [True, False, True, True, True]
+    assert list(e.grad_slot) == ["levels"] * 4
+    s = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    t = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    cfg = {"mask_form": "paper", "transfer_form": "paper"}
+    out = e(FUSED, [[(s, t, None, None, None), (s, t, None, None, None)]], cfg, want=["levels[1].grad_student"])
+    assert set(out) == {"out", "levels[1].grad_student"}
+    with pytest.raises(kd.KdlossError, match=r"argument 'levels\[0\].teacher' is None but is required"):
+        e(FORWARD, [[(s, None, None, None, None)]], cfg)
+    with pytest.raises(kd.KdlossError, match=r"argument 'config.mask_form' must be 'code' or 'paper' but is 'x'"):
+        kd.fbkd.total_loss([(s, t)], kd.fbkd.Config(mask_form="x"))
+
+
+def test_optional_value_outputs():
+    s, t = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    masks = _C.fbkd_attention_masks(FORWARD, (s, t), None, want=["mask_channel"])
+    assert set(masks) == {"mask_channel"} and masks["mask_channel"].shape == (2, 3)

@@ -74,18 +74,18 @@ inline constexpr const char* kSoftmaxRelationNames[3] = {"kdloss::ops::softmax_r
                                                          "kdloss::ops::softmax_relation_forward_backward"};
 
 /// The extents of a relation: B batches, N queries, N' keys, m features of theta/phi, c of g.
-struct RelationDims {
+struct SoftmaxRelationDims {
   std::int64_t batch = 0, n = 0, n_keys = 0, m = 0, c = 0;
 };
 
 template <class T>
-RelationDims relation_dims(const SoftmaxRelationArgs<T>& a) {
+SoftmaxRelationDims relation_dims(const SoftmaxRelationArgs<T>& a) {
   return {a.theta.shape[0], a.theta.shape[1], a.phi.shape[1], a.theta.shape[2], a.g.shape[2]};
 }
 
 /// theta, phi and g: present, rank 3, consistent extents (shared by the check and the size queries).
 template <class T>
-RelationDims check_relation_inputs(const kdloss::detail::Checker& ck, const SoftmaxRelationArgs<T>& a) {
+SoftmaxRelationDims check_relation_inputs(const kdloss::detail::Checker& ck, const SoftmaxRelationArgs<T>& a) {
   using kdloss::detail::require;
   const char* fn = ck.fn;
   const View<const T>* ins[3] = {&a.theta, &a.phi, &a.g};
@@ -96,7 +96,7 @@ RelationDims check_relation_inputs(const kdloss::detail::Checker& ck, const Soft
     ck.not_null(*ins[k], names[k]);
     ck.device(*ins[k], names[k], a.theta.device);
   }
-  const RelationDims d = relation_dims(a);
+  const SoftmaxRelationDims d = relation_dims(a);
   require(a.phi.shape[0] == d.batch && a.phi.shape[2] == d.m, fn, ": argument 'phi' has shape ", a.phi.shape.str(),
           " but 'theta' ", a.theta.shape.str(), " needs [", d.batch, ", N', ", d.m, "] (same batch and features)");
   require(d.n >= 1, fn, ": argument 'theta' ", a.theta.shape.str(), " has no query positions (N = 0)");
@@ -141,7 +141,7 @@ bool relation_recomputes(const SoftmaxRelationArgs<T>& a) {
 
 /// The fields forward and backward descriptions share: extents, q = theta, k = phi, v = g, scale.
 template <class E, class T>
-E relation_expr(const SoftmaxRelationArgs<T>& a, const RelationDims& d) {
+E relation_expr(const SoftmaxRelationArgs<T>& a, const SoftmaxRelationDims& d) {
   E e;
   e.batch = d.batch;
   e.n_q = d.n;
@@ -156,7 +156,7 @@ E relation_expr(const SoftmaxRelationArgs<T>& a, const RelationDims& d) {
 }
 
 template <class T>
-expr::AttentionForward<T, acc_t<T>> relation_forward_expr(const SoftmaxRelationArgs<T>& a, const RelationDims& d,
+expr::AttentionForward<T, acc_t<T>> relation_forward_expr(const SoftmaxRelationArgs<T>& a, const SoftmaxRelationDims& d,
                                                           expr::MatOperand<T> o, acc_t<T>* lse) {
   auto f = relation_expr<expr::AttentionForward<T, acc_t<T>>>(a, d);
   f.o = o;
@@ -165,7 +165,7 @@ expr::AttentionForward<T, acc_t<T>> relation_forward_expr(const SoftmaxRelationA
 }
 
 template <class T>
-expr::AttentionBackward<T, acc_t<T>> relation_backward_expr(const SoftmaxRelationArgs<T>& a, const RelationDims& d,
+expr::AttentionBackward<T, acc_t<T>> relation_backward_expr(const SoftmaxRelationArgs<T>& a, const SoftmaxRelationDims& d,
                                                             expr::MatOperand<const T> o, const acc_t<T>* lse) {
   auto g = relation_expr<expr::AttentionBackward<T, acc_t<T>>>(a, d);
   g.o = o;
@@ -185,7 +185,7 @@ struct RelationPlan {
 
 /// Sizes the workspace pieces of `a` in `mode`.
 template <class T>
-RelationPlan relation_plan(const SoftmaxRelationArgs<T>& a, const RelationDims& d, Mode mode) {
+RelationPlan relation_plan(const SoftmaxRelationArgs<T>& a, const SoftmaxRelationDims& d, Mode mode) {
   RelationPlan p;
   const Device dev = a.theta.device;
   const bool recompute = mode == Mode::backward && relation_recomputes(a);
@@ -199,7 +199,7 @@ RelationPlan relation_plan(const SoftmaxRelationArgs<T>& a, const RelationDims& 
 }
 
 template <class T>
-std::size_t relation_plan_bytes(const RelationPlan& p, const RelationDims& d) {
+std::size_t relation_plan_bytes(const RelationPlan& p, const SoftmaxRelationDims& d) {
   using kdloss::detail::align_up;
   std::size_t bytes = align_up(p.scratch);
   if (p.lse_in_workspace) bytes += align_up(static_cast<std::size_t>(d.batch * d.n) * sizeof(acc_t<T>));
@@ -217,7 +217,7 @@ std::size_t relation_plan_bytes(const RelationPlan& p, const RelationDims& d) {
 template <class T>
 std::size_t softmax_relation_reserve_bytes(const SoftmaxRelationArgs<T>& args) {
   const kdloss::detail::Checker ck{"kdloss::ops::softmax_relation_reserve_bytes"};
-  const detail::RelationDims d = detail::check_relation_inputs(ck, args);
+  const detail::SoftmaxRelationDims d = detail::check_relation_inputs(ck, args);
   return kdloss::detail::align_up(static_cast<std::size_t>(d.batch * d.n) * sizeof(acc_t<T>));
 }
 
@@ -230,7 +230,7 @@ void softmax_relation_check(const SoftmaxRelationArgs<T>& args, Mode mode) {
   using kdloss::detail::require;
   const char* fn = detail::kSoftmaxRelationNames[static_cast<int>(mode)];
   const kdloss::detail::Checker ck{fn};
-  const detail::RelationDims d = detail::check_relation_inputs(ck, args);
+  const detail::SoftmaxRelationDims d = detail::check_relation_inputs(ck, args);
   require(std::isfinite(args.options.scale), fn, ": argument 'options.scale' must be finite but is ",
           args.options.scale);
   const Dims y_shape{d.batch, d.n, d.c};
@@ -284,7 +284,7 @@ void softmax_relation_check(const SoftmaxRelationArgs<T>& args, Mode mode) {
 template <class T>
 std::size_t softmax_relation_workspace_bytes(const SoftmaxRelationArgs<T>& args) {
   const kdloss::detail::Checker ck{"kdloss::ops::softmax_relation_workspace_bytes"};
-  const detail::RelationDims d = detail::check_relation_inputs(ck, args);
+  const detail::SoftmaxRelationDims d = detail::check_relation_inputs(ck, args);
   std::size_t bytes = 0;
   for (Mode mode : {Mode::forward, Mode::backward, Mode::forward_backward})
     bytes = std::max(bytes, detail::relation_plan_bytes<T>(detail::relation_plan(args, d, mode), d));
@@ -310,7 +310,7 @@ template <class T>
 void softmax_relation(const SoftmaxRelationArgs<T>& args, Mode mode, const Exec& exec = {}) {
   softmax_relation_check(args, mode);
   const char* fn = detail::kSoftmaxRelationNames[static_cast<int>(mode)];
-  const detail::RelationDims d = detail::relation_dims(args);
+  const detail::SoftmaxRelationDims d = detail::relation_dims(args);
   if (d.batch == 0) return;
   using Acc = acc_t<T>;
   const Device dev = args.theta.device;

@@ -1,0 +1,169 @@
+// kdloss/backend/cuda/additive_relu.cuh: the GPU evaluation of expr::AdditiveReluPass over the pairs
+// (one thread per output element, each summing its pairs in index order: exact and deterministic; the
+// N x N' matrix is never stored). Scores and pair sums accumulate in Acc (float for float, half and
+// bfloat16; double for double). Kernels: scores a, b; y; the row and column sums dA, dB of
+// d_ij = [a_i + b_j > 0] scale dy_i . x_j; dx; dp = dA u and dq = dB v; dw as one block per channel,
+// a fixed-shape tree over the rows.
+#pragma once
+#include <cstdint>
+
+#include "kdloss/backend/cuda/runtime.cuh"
+#include "kdloss/expr/additive_relu.hpp"
+
+namespace kdloss::backend::cuda::additive_relu {
+
+template <class Acc>
+__device__ __forceinline__ Acc relu(Acc s) {
+  return s > Acc(0) || s != s ? s : Acc(0);
+}
+/// torch's threshold_backward: the gradient passes unless s <= 0.
+template <class Acc>
+__device__ __forceinline__ bool passes(Acc s) {
+  return !(s <= Acc(0));
+}
+template <class T, class Acc>
+__device__ __forceinline__ void put(T* out, Acc v, double beta) {
+  store_as(out, beta == 0 ? v : Acc(beta) * load_as<Acc>(out) + v);
+}
+
+template <class T, class Acc>
+__global__ void scores_kernel(expr::AdditiveReluPass<T> P, Acc* a, Acc* b) {
+  const std::int64_t per = P.n + P.n2, total = P.batch * per;
+  for (std::int64_t t = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; t < total;
+       t += std::int64_t(gridDim.x) * blockDim.x) {
+    const std::int64_t img = t / per, r = t % per;
+    const bool query = r < P.n;
+    const std::int64_t row = query ? r : r - P.n, off = query ? 0 : P.m;
+    const auto& rows = query ? P.p : P.q;
+    Acc acc = 0;
+    for (std::int64_t k = 0; k < P.m; ++k) acc += load_as<Acc>(P.w + (off + k) * P.w_stride) * load_as<Acc>(rows.at(img, row, k));
+    (query ? a[img * P.n + row] : b[img * P.n2 + row]) = acc;
+  }
+}
+
+template <class T, class Acc>
+__global__ void forward_kernel(expr::AdditiveReluPass<T> P, const Acc* a, const Acc* b) {
+  const std::int64_t total = P.batch * P.n * P.c;
+  const Acc scale = Acc(P.scale);
+  for (std::int64_t t = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; t < total;
+       t += std::int64_t(gridDim.x) * blockDim.x) {
+    const std::int64_t k = t % P.c, i = (t / P.c) % P.n, img = t / (P.c * P.n);
+    const Acc ai = a[img * P.n + i];
+    const Acc* bj = b + img * P.n2;
+    Acc acc = 0;
+    for (std::int64_t j = 0; j < P.n2; ++j) acc += relu(ai + bj[j]) * scale * load_as<Acc>(P.x.at(img, j, k));
+    store_as(P.y.at(img, i, k), acc);
+  }
+}
+
+/// dA_i (queries: rows = true) or dB_j: the sum over the other side of [a + b > 0] scale dy_i . x_j.
+template <class T, class Acc>
+__global__ void pair_grad_kernel(expr::AdditiveReluPass<T> P, const Acc* a, const Acc* b, Acc* out, bool rows) {
+  const std::int64_t len = rows ? P.n : P.n2, other = rows ? P.n2 : P.n, total = P.batch * len;
+  const Acc scale = Acc(P.scale);
+  for (std::int64_t t = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; t < total;
+       t += std::int64_t(gridDim.x) * blockDim.x) {
+    const std::int64_t img = t / len, r = t % len;
+    Acc acc = 0;
+    for (std::int64_t o = 0; o < other; ++o) {
+      const std::int64_t i = rows ? r : o, j = rows ? o : r;
+      if (!passes(a[img * P.n + i] + b[img * P.n2 + j])) continue;
+      Acc d = 0;
+      for (std::int64_t k = 0; k < P.c; ++k) d += load_as<Acc>(P.dy.at(img, i, k)) * load_as<Acc>(P.x.at(img, j, k));
+      acc += scale * d;
+    }
+    out[t] = acc;
+  }
+}
+
+template <class T, class Acc>
+__global__ void dx_kernel(expr::AdditiveReluPass<T> P, const Acc* a, const Acc* b) {
+  const std::int64_t total = P.batch * P.n2 * P.c;
+  const Acc scale = Acc(P.scale);
+  for (std::int64_t t = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; t < total;
+       t += std::int64_t(gridDim.x) * blockDim.x) {
+    const std::int64_t k = t % P.c, j = (t / P.c) % P.n2, img = t / (P.c * P.n2);
+    const Acc bj = b[img * P.n2 + j];
+    const Acc* ai = a + img * P.n;
+    Acc acc = 0;
+    for (std::int64_t i = 0; i < P.n; ++i) acc += relu(ai[i] + bj) * scale * load_as<Acc>(P.dy.at(img, i, k));
+    put(P.dx.at(img, j, k), acc, P.beta_in);
+  }
+}
+
+/// dp = dA u, dq = dB v.
+template <class T, class Acc>
+__global__ void input_grad_kernel(expr::AdditiveReluPass<T> P, const Acc* ga, const Acc* gb) {
+  const std::int64_t per = (P.n + P.n2) * P.m, total = P.batch * per;
+  for (std::int64_t t = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; t < total;
+       t += std::int64_t(gridDim.x) * blockDim.x) {
+    const std::int64_t img = t / per, r = (t % per) / P.m, k = t % P.m;
+    const bool query = r < P.n;
+    const std::int64_t row = query ? r : r - P.n;
+    const auto& out = query ? P.dp : P.dq;
+    if (!out.data) continue;
+    const Acc g = query ? ga[img * P.n + row] : gb[img * P.n2 + row];
+    put(out.at(img, row, k), g * load_as<Acc>(P.w + ((query ? 0 : P.m) + k) * P.w_stride), P.beta_in);
+  }
+}
+
+inline constexpr int kReduceThreads = 256;
+
+/// One block per channel k of w: dw_k = beta dw_k + sum over images and rows of g_row * rows(row, k).
+template <class T, class Acc>
+__global__ void __launch_bounds__(kReduceThreads) param_grad_kernel(expr::AdditiveReluPass<T> P, const Acc* ga,
+                                                                   const Acc* gb) {
+  __shared__ Acc part[kReduceThreads];
+  const std::int64_t ch = blockIdx.x;
+  const bool query = ch < P.m;
+  const std::int64_t k = query ? ch : ch - P.m, len = query ? P.n : P.n2, total = P.batch * len;
+  const auto& rows = query ? P.p : P.q;
+  const Acc* g = query ? ga : gb;
+  Acc acc = 0;
+  for (std::int64_t t = threadIdx.x; t < total; t += kReduceThreads)
+    acc += g[t] * load_as<Acc>(rows.at(t / len, t % len, k));
+  part[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = kReduceThreads / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) put(P.dw + ch * P.dw_stride, part[0], P.beta_param);
+}
+
+/// Runs P on `stream` with Acc scratch a, b ([B, N], [B, N']) and, for the backward, ga, gb (same).
+template <class T, class Acc>
+void run(const expr::AdditiveReluPass<T>& P, Acc* a, Acc* b, Acc* ga, Acc* gb, cudaStream_t stream) {
+  const auto grid = [](std::int64_t work) { return grid_for(work, kBlock); };
+  if (P.batch * (P.n + P.n2) > 0) {
+    scores_kernel<T, Acc><<<grid(P.batch * (P.n + P.n2)), kBlock, 0, stream>>>(P, a, b);
+    check_launch("additive_relu::scores_kernel");
+  }
+  if (P.forward() && P.batch * P.n * P.c > 0) {
+    forward_kernel<T, Acc><<<grid(P.batch * P.n * P.c), kBlock, 0, stream>>>(P, a, b);
+    check_launch("additive_relu::forward_kernel");
+  }
+  if (!P.backward()) return;
+  if (P.batch * P.n > 0) {
+    pair_grad_kernel<T, Acc><<<grid(P.batch * P.n), kBlock, 0, stream>>>(P, a, b, ga, true);
+    check_launch("additive_relu::pair_grad_kernel");
+  }
+  if (P.batch * P.n2 > 0) {
+    pair_grad_kernel<T, Acc><<<grid(P.batch * P.n2), kBlock, 0, stream>>>(P, a, b, gb, false);
+    check_launch("additive_relu::pair_grad_kernel");
+  }
+  if (P.dx.data && P.batch * P.n2 * P.c > 0) {
+    dx_kernel<T, Acc><<<grid(P.batch * P.n2 * P.c), kBlock, 0, stream>>>(P, a, b);
+    check_launch("additive_relu::dx_kernel");
+  }
+  if ((P.dp.data || P.dq.data) && P.batch * (P.n + P.n2) * P.m > 0) {
+    input_grad_kernel<T, Acc><<<grid(P.batch * (P.n + P.n2) * P.m), kBlock, 0, stream>>>(P, ga, gb);
+    check_launch("additive_relu::input_grad_kernel");
+  }
+  if (P.dw && P.m > 0) {
+    param_grad_kernel<T, Acc><<<static_cast<unsigned>(2 * P.m), kReduceThreads, 0, stream>>>(P, ga, gb);
+    check_launch("additive_relu::param_grad_kernel");
+  }
+}
+
+}  // namespace kdloss::backend::cuda::additive_relu

@@ -7,8 +7,8 @@
 
 KDLOSS_TORCH_FAMILY(drkd, m) {
   namespace kt = kdloss_torch;
-  // reduction is not a field: the binding layer has no Python type for kdloss::Reduction yet (mean here).
   kt::Options<kdloss::drkd::PixelRelationOptions>(m, "PixelRelationOptions", "options of drkd.pixel_relation_loss")
+      .field("reduction", &kdloss::drkd::PixelRelationOptions::reduction, "mean or sum")
       .field("scale", &kdloss::drkd::PixelRelationOptions::scale, "multiplies F F^T before the softmax; 0: 1/sqrt(C)");
   kt::bind<kdloss::drkd::PixelRelationLossArgs>(m, "drkd_pixel_relation_loss", "kdloss_torch.drkd.pixel_relation_loss",
                                                 [](auto& a, auto& f) {

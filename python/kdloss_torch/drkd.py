@@ -18,6 +18,6 @@ PixelRelationOptions = _C.PixelRelationOptions
 _pixel_relation = _function.Loss(_C.drkd_pixel_relation_loss, name="drkd.pixel_relation_loss")
 
 
-def pixel_relation_loss(student, teacher, scale=0.0):
-    """kdloss::drkd::pixel_relation_loss: mean((G(T) - G(S))^2); scale 0 means 1/sqrt(C)."""
-    return _pixel_relation(student, teacher, options=PixelRelationOptions(scale=float(scale)))
+def pixel_relation_loss(student, teacher, scale=0.0, reduction="mean"):
+    """kdloss::drkd::pixel_relation_loss: mean (or sum) of (G(T) - G(S))^2; scale 0 means 1/sqrt(C)."""
+    return _pixel_relation(student, teacher, scale=float(scale), reduction=reduction)

@@ -145,9 +145,14 @@ Result run_block(const Case& c, Run run, bool channels_last = false, double beta
   }
   a.conv_out_weight = host_view<const T>(ow.data(), {C, m});
   if (c.out_bias) a.conv_out_bias = host_view<const T>(ob.data(), {C});
-  a.bn_weight = host_view<const T>(bw.data(), {C});
-  a.bn_bias = host_view<const T>(bb.data(), {C});
-  if (!r.training) {
+  if (r.norm) {
+    a.bn_weight = host_view<const T>(bw.data(), {C});
+    a.bn_bias = host_view<const T>(bb.data(), {C});
+    a.grad_bn_weight = host_view(d_bw.data(), {C});
+    a.grad_bn_bias = host_view(d_bb.data(), {C});
+  }
+  if (!r.norm) {
+  } else if (!r.training) {
     a.bn_running_mean = host_view<const T>(rm.data(), {C});
     a.bn_running_var = host_view<const T>(rv.data(), {C});
   } else {
@@ -161,8 +166,7 @@ Result run_block(const Case& c, Run run, bool channels_last = false, double beta
   a.grad_g_bias = host_view(d_gb.data(), {m});
   a.grad_conv_out_weight = host_view(d_ow.data(), {C, m, 1, 1});
   if (c.out_bias) a.grad_conv_out_bias = host_view(d_ob.data(), {C});
-  a.grad_bn_weight = host_view(d_bw.data(), {C});
-  a.grad_bn_bias = host_view(d_bb.data(), {C});
+  a.options.norm = r.norm;
   a.options.mode = to_mode(r.mode);
   a.options.use_scale = r.use_scale;
   a.options.pool_g = r.pool_g;
@@ -296,6 +300,14 @@ TEST_CASE("non_local: use_scale off, backward without a reserve, channels-last x
   nb.out_bias = false;
   nb.p.out_b.clear();
   compare(run_block<double>(nb, Run::reserve), nb, 1e-9);
+  for (RMode mode : kModes) {  // mmcv's default norm_cfg=None: z = x + W y
+    CAPTURE(int(mode));
+    Case c(2, 4, 5, 6, 2, mode, 2);
+    c.ref.norm = false;
+    compare(run_block<double>(c, Run::reserve), c, 1e-9);
+    compare(run_block<double>(c, Run::recompute), c, 1e-9);
+    compare(run_block<float>(c, Run::fused), c, 2e-4);
+  }
 }
 
 TEST_CASE("non_local: BN batch statistics are returned for the running-statistics update") {
@@ -379,6 +391,12 @@ TEST_CASE("non_local: bad input throws naming the argument and writes nothing") 
   a = base();
   a.options.training = false;  // evaluation without running statistics
   kdloss_test::expect_error([&] { ops::non_local(a, Mode::forward); }, "in the block's batch norm", untouched);
+  a = base();
+  std::vector<float> gamma(C, 1.f);
+  a.bn_weight = host_view<const float>(gamma.data(), {C});
+  a.options.norm = false;
+  kdloss_test::expect_error([&] { ops::non_local(a, Mode::forward); },
+                            "argument 'bn_weight' is given but options.norm is false", untouched);
   a = base();
   std::vector<unsigned char> small(64);
   a.reserve = {small.data(), small.size()};

@@ -66,6 +66,9 @@ struct NonLocalOptions {
   /// (floor(floor(H / 2) / s) = floor(H / (2 s)) and a max of maxima over the nested windows is the max
   /// over the union: docs/ops/non_local.md); official FBKD: the per-level s. 1: no pooling.
   std::int64_t pool_g = 1, pool_phi = 1;
+  /// conv_out followed by BN (mmcv with norm_cfg=dict(type='BN'), mmrazor, the official W = conv + BN);
+  /// false: z = x + W y, mmcv NonLocal2d's default norm_cfg=None (then every bn_* view must be absent).
+  bool norm = true;
   bool training = true;  // BN with batch statistics (true) or the running statistics (false)
   double bn_eps = 1e-5;
   GradAccumulate param_grads{};  // every parameter gradient: grad = beta * grad + dL/dparam
@@ -252,8 +255,8 @@ NonLocalReserveSizes non_local_reserve_sizes(const char* fn, const NonLocalArgs<
     r.g = View<const T>(size_only<const T>(2), Dims{B, Np, d.m}, Dims{Np * d.m, d.m, 1}, dev);
     s.lse = softmax_relation_reserve_bytes(r);
   }
-  s.wy = count(B * d.C * N) * el;
-  if (a.options.training) {
+  if (a.options.norm) s.wy = count(B * d.C * N) * el;
+  if (a.options.norm && a.options.training) {
     BatchNormArgs<T> bn;
     bn.x = map_view<const T>(size_only<const T>(0), B, d.C, d.H, d.W, dev);
     bn.options.training = true;
@@ -444,8 +447,9 @@ void non_local_steps(const NonLocalArgs<T>& a, const NonLocalPlan<T>& p, Mode mo
     out.x = y_map;
     out.weight = conv_matrix(a.conv_out_weight);
     out.bias = a.conv_out_bias;
-    out.y = wy_map;
-    f(out, "conv_out projection (conv_out_weight, conv_out_bias)", Mode::forward);
+    out.y = o.norm ? wy_map : a.z;
+    // Without BN, backward needs nothing of conv_out's forward: a recompute skips it.
+    if (o.norm || writes_value(mode)) f(out, "conv_out projection (conv_out_weight, conv_out_bias)", Mode::forward);
     BatchNormArgs<T> n = bn;
     if (writes_value(mode)) {
       n.y = a.z;
@@ -454,7 +458,7 @@ void non_local_steps(const NonLocalArgs<T>& a, const NonLocalPlan<T>& p, Mode mo
     } else {
       n.y = map(p.big, d.C, H, W);
     }
-    f(n, "batch norm (bn_weight, bn_bias)", Mode::forward);
+    if (o.norm) f(n, "batch norm (bn_weight, bn_bias)", Mode::forward);
     if (writes_value(mode)) f(AddStep<T>{a.x, a.z, a.z}, "residual", Mode::forward);
   }
   if (!writes_gradients(mode)) return;
@@ -474,7 +478,7 @@ void non_local_steps(const NonLocalArgs<T>& a, const NonLocalPlan<T>& p, Mode mo
     if (need_wy) n.grad_x = big_c;
     n.grad_weight = a.grad_bn_weight;
     n.grad_bias = a.grad_bn_bias;
-    if (present(n.grad_x) || present(n.grad_weight) || present(n.grad_bias))
+    if (o.norm && (present(n.grad_x) || present(n.grad_weight) || present(n.grad_bias)))
       f(n, "batch norm (bn_weight, bn_bias)", Mode::backward);
   }
   if (!need_wy) return;
@@ -482,7 +486,7 @@ void non_local_steps(const NonLocalArgs<T>& a, const NonLocalPlan<T>& p, Mode mo
     LinearArgs<T> out;
     out.x = y_map;
     out.weight = conv_matrix(a.conv_out_weight);
-    out.grad_y = big_c;
+    out.grad_y = o.norm ? View<const T>(big_c) : a.grad_z;
     if (need_rel) out.grad_x = gy_map;
     out.grad_weight = conv_matrix(a.grad_conv_out_weight);
     out.grad_bias = a.grad_conv_out_bias;
@@ -592,6 +596,15 @@ NonLocalDims check_non_local_args(const char* fn, const NonLocalArgs<T>& a, Mode
   require(d.concat == present(a.concat_project_weight), fn, ": argument 'concat_project_weight' ",
           d.concat ? "is absent but mode concatenation needs it" : "is given but only mode concatenation uses it");
   require(present(a.conv_out_weight), fn, ": argument 'conv_out_weight' is absent");
+  if (!o.norm)
+    for (const auto& [v, name] : {std::pair{present(a.bn_weight), "bn_weight"}, std::pair{present(a.bn_bias), "bn_bias"},
+                                  std::pair{present(a.bn_running_mean), "bn_running_mean"},
+                                  std::pair{present(a.bn_running_var), "bn_running_var"},
+                                  std::pair{present(a.bn_batch_mean), "bn_batch_mean"},
+                                  std::pair{present(a.bn_batch_var), "bn_batch_var"},
+                                  std::pair{present(a.grad_bn_weight), "grad_bn_weight"},
+                                  std::pair{present(a.grad_bn_bias), "grad_bn_bias"}})
+      require(!v, fn, ": argument '", name, "' is given but options.norm is false (z = x + W y, no BN)");
   conv(a.conv_out_weight, "conv_out_weight", Dims{d.C, d.m});
   // φ and g must land on one key grid (mmrazor's gaussian mode pools them by 2 s and s and fails here).
   require(d.H / o.pool_g == d.Hp && d.W / o.pool_g == d.Wp, fn, ": 'options.pool_g' = ", o.pool_g,

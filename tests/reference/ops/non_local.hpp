@@ -28,6 +28,7 @@ struct NonLocal {
   std::int64_t pool_g = 1, pool_phi = 1;
   bool training = true;
   double eps = 1e-5;
+  bool norm = true;  // false: z = x + W y (mmcv's norm_cfg=None)
 
   std::int64_t N() const { return H * W; }
   std::int64_t Np() const { return (H / pool_phi) * (W / pool_phi); }
@@ -76,7 +77,8 @@ struct NonLocal {
       y = PairwiseRelation{B, N(), Np(), m, m}.forward(mode == concatenation, th, ph, g, p.concat_w);
     s.y = transpose(y, B, N(), m);
     s.wy = proj(m, C).forward(s.y, p.out_w, p.out_b);
-    const auto bn = BatchNorm{B, C, N(), training, eps}.forward(s.wy, p.bn_w, p.bn_b, p.running_mean, p.running_var);
+    const auto bn =
+        norm ? BatchNorm{B, C, N(), training, eps}.forward(s.wy, p.bn_w, p.bn_b, p.running_mean, p.running_var) : s.wy;
     s.z = x;
     for (std::size_t i = 0; i < x.size(); ++i) s.z[i] += bn[i];
     return s;
@@ -91,7 +93,8 @@ struct NonLocal {
   Grads backward(const std::vector<double>& x, const NonLocalParams& p, const std::vector<double>& gz) const {
     const State s = run(x, p);
     Grads r;
-    const auto bn = BatchNorm{B, C, N(), training, eps}.backward(s.wy, p.bn_w, gz, p.running_mean, p.running_var);
+    auto bn = BatchNorm::Grads{gz, {}, {}};
+    if (norm) bn = BatchNorm{B, C, N(), training, eps}.backward(s.wy, p.bn_w, gz, p.running_mean, p.running_var);
     r.p.bn_w = bn.w;
     r.p.bn_b = bn.b;
     const Linear out = proj(m, C);

@@ -89,12 +89,13 @@ struct NonLocalOptions {
 ///   // official FBKD level 2 (C = 256, m = 128, s = 2), dot product, one image of 32 x 48
 ///   kdloss::ops::NonLocalArgs<float> nl;
 ///   nl.x = kdloss::host_view<const float>(feat, {1, 256, 32, 48});
-///   nl.g_weight = kdloss::host_view<const float>(wg, {128, 256});
-///   nl.theta_weight = kdloss::host_view<const float>(wt, {128, 256});
-///   nl.phi_weight = kdloss::host_view<const float>(wp, {128, 256});
-///   nl.conv_out_weight = kdloss::host_view<const float>(wo, {256, 128});
-///   nl.bn_weight = kdloss::host_view<const float>(gamma, {256});
-///   nl.bn_bias = kdloss::host_view<const float>(beta, {256});
+///   nl.g_weight = kdloss::host_view<const float>(w, {128, 256});   // g.conv.weight ([128, 256, 1, 1] also works)
+///   nl.theta_weight = kdloss::host_view<const float>(p, {128, 256});
+///   nl.phi_weight = kdloss::host_view<const float>(q, {128, 256});
+///   nl.conv_out_weight = kdloss::host_view<const float>(k, {256, 128});
+///   nl.conv_out_bias = kdloss::host_view<const float>(b, {256});
+///   nl.bn_weight = kdloss::host_view<const float>(a, {256});           // W.1.weight, initialised to 0
+///   nl.bn_bias = kdloss::host_view<const float>(t, {256});
 ///   nl.z = kdloss::host_view(out, {1, 256, 32, 48});
 ///   nl.options = kdloss::ops::non_local_fbkd_options(2);
 template <class T>
@@ -775,8 +776,8 @@ std::size_t non_local_workspace_bytes(const NonLocalArgs<T>& args) {
 ///   nl.reserve = {keep, keep_bytes};
 ///   kdloss::ops::non_local(nl, kdloss::Mode::forward);
 ///   nl.grad_z = kdloss::host_view<const float>(grad_out, {1, 256, 32, 48});
-///   nl.grad_x = kdloss::host_view(grad_in, {1, 256, 32, 48});
-///   nl.grad_theta_weight = kdloss::host_view(grad_wt, {128, 256});
+///   nl.grad_x = kdloss::host_view(grad_x, {1, 256, 32, 48});
+///   nl.grad_theta_weight = kdloss::host_view(grad_w, {128, 256});
 ///   kdloss::ops::non_local(nl, kdloss::Mode::backward);              // reads the reserve
 ///   std::free(keep);
 template <class T>

@@ -9,6 +9,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "data/non_local_mmcv.hpp"
@@ -551,5 +552,33 @@ TEST_CASE("non_local: parity with mmcv NonLocal2d (values from mmcv itself, all 
     CAPTURE(mc.norm);
     check_mmcv_case<double>(mc, 1e-10);
     check_mmcv_case<float>(mc, 1e-5);
+  }
+}
+
+TEST_CASE("non_local: one pool by 2s equals mmrazor's MaxPool(s) after MaxPool(2) (floor mode, no ties)") {
+  using kdloss_ref::ops::max_pool2d;
+  using kdloss_ref::ops::max_pool2d_backward;
+  for (const auto& [H, W, s] : {std::tuple{9, 11, 2}, std::tuple{17, 13, 4}, std::tuple{5, 6, 2}}) {
+    CAPTURE(H);
+    CAPTURE(s);
+    const std::int64_t B = 2, C = 3, H2 = H / 2, W2 = W / 2;
+    const auto x = kdloss_test::random_vector<double>(static_cast<std::size_t>(B * C * H * W), 21);
+    const auto half = max_pool2d(x, B, C, H, W, 2).y;
+    const auto nested = max_pool2d(half, B, C, H2, W2, s).y;
+    // floor(floor(H / 2) / s) = floor(H / (2 s)): the same grid, and the max of the window maxima.
+    REQUIRE(H2 / s == H / (2 * s));
+    std::vector<double> y(static_cast<std::size_t>(B * C * (H / (2 * s)) * (W / (2 * s))));
+    ops::max_pool2d(host_view<const double>(x.data(), {B, C, H, W}), host_view(y.data(), {B, C, H / (2 * s), W / (2 * s)}),
+                    {2 * s});
+    CHECK(y == nested);
+    // Backward: the nested argmax is the single window's argmax (no ties in random data).
+    const auto gy = kdloss_test::random_vector<double>(y.size(), 22);
+    const auto g_half = max_pool2d_backward(half, gy, B, C, H2, W2, s);
+    const auto g_nested = max_pool2d_backward(x, g_half, B, C, H, W, 2);
+    std::vector<double> gx(x.size());
+    ops::max_pool2d_backward(host_view<const double>(x.data(), {B, C, H, W}),
+                             host_view<const double>(gy.data(), {B, C, H / (2 * s), W / (2 * s)}),
+                             host_view(gx.data(), {B, C, H, W}), {2 * s});
+    CHECK(gx == g_nested);
   }
 }

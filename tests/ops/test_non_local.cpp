@@ -14,7 +14,9 @@
 
 #include "data/non_local_mmcv.hpp"
 #include "kdloss/ops/non_local.hpp"
+#include "ops/non_local_gpu.hpp"
 #include "reference/ops/non_local.hpp"
+#include "support/gpu.hpp"
 #include "support/test_support.hpp"
 
 #if KDLOSS_OPENMP
@@ -581,4 +583,41 @@ TEST_CASE("non_local: one pool by 2s equals mmrazor's MaxPool(s) after MaxPool(2
                              host_view(gx.data(), {B, C, H, W}), {2 * s});
     CHECK(gx == g_nested);
   }
+}
+
+KDLOSS_GPU_TEST("non_local: GPU agrees with the composed reference (all modes, pool 1 and 2, float and double)") {
+#if KDLOSS_TEST_CUDA
+  for (RMode mode : kModes)
+    for (std::int64_t pool : {1, 2})
+      for (bool channels_last : {false, true}) {
+        CAPTURE(int(mode));
+        CAPTURE(pool);
+        CAPTURE(channels_last);
+        const Case c(2, 4, 5, 6, 2, mode, pool, pool == 1);
+        kdloss_test::NonLocalGpuCase g;
+        g.mode = int(to_mode(mode));
+        g.B = 2, g.C = 4, g.H = 5, g.W = 6, g.m = 2, g.pool = pool;
+        g.training = c.ref.training;
+        g.channels_last = channels_last;
+        g.x = c.x;
+        g.grad_z = c.gz;
+        const NonLocalParams& p = c.p;
+        g.params = {p.g_w, p.g_b, p.theta_w, p.theta_b, p.phi_w, p.phi_b, p.concat_w, p.out_w, p.out_b, p.bn_w, p.bn_b,
+                    p.running_mean, p.running_var};
+        const auto want = c.ref.backward(c.x, c.p, c.gz);
+        const std::vector<const std::vector<double>*> grads{&want.p.g_w,   &want.p.g_b,      &want.p.theta_w,
+                                                            &want.p.theta_b, &want.p.phi_w,  &want.p.phi_b,
+                                                            &want.p.concat_w, &want.p.out_w, &want.p.out_b,
+                                                            &want.p.bn_w,  &want.p.bn_b};
+        for (int dtype : {1, 0}) {
+          CAPTURE(dtype);
+          const double tol = dtype == 1 ? 1e-9 : 2e-3;  // float products may run TF32
+          const auto got = kdloss_test::non_local_on_gpu(dtype, g);
+          check_close(got[0], c.ref.forward(c.x, c.p), tol, tol, "z");
+          check_close(got[1], want.x, tol, tol * scale_of(want.x), "grad_x");
+          for (std::size_t i = 0; i < grads.size(); ++i)
+            if (!grads[i]->empty()) check_close(got[2 + i], *grads[i], tol, tol * scale_of(want.x), "param grad");
+        }
+      }
+#endif
 }

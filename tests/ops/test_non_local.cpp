@@ -96,7 +96,8 @@ std::vector<double> back(const std::vector<T>& v) {
 enum class Run { reserve, recompute, fused };
 
 template <class T>
-Result run_block(const Case& c, Run run, bool channels_last = false, double beta = 0.0, Exec exec = {}) {
+Result run_block(const Case& c, Run run, bool channels_last = false, double beta = 0.0, bool want_grad_x = true) {
+  const Exec exec{};
   const NonLocal& r = c.ref;
   const std::int64_t B = r.B, C = r.C, H = r.H, W = r.W, m = r.m;
   const Dims shape{B, C, H, W};
@@ -167,7 +168,7 @@ Result run_block(const Case& c, Run run, bool channels_last = false, double beta
   }
   a.z = host_view(z.data(), shape, strides);
   a.grad_z = host_view<const T>(gz.data(), shape, strides);
-  a.grad_x = host_view(gx.data(), shape, strides);
+  if (want_grad_x) a.grad_x = host_view(gx.data(), shape, strides);
   a.grad_g_weight = host_view(d_gw.data(), {m, C});
   a.grad_g_bias = host_view(d_gb.data(), {m});
   a.grad_conv_out_weight = host_view(d_ow.data(), {C, m, 1, 1});
@@ -314,6 +315,21 @@ TEST_CASE("non_local: use_scale off, backward without a reserve, channels-last x
     compare(run_block<double>(c, Run::recompute), c, 1e-9);
     compare(run_block<float>(c, Run::fused), c, 2e-4);
   }
+}
+
+TEST_CASE("non_local: parameter gradients without grad_x (FBKD's teacher block: x_T gets no gradient)") {
+  for (RMode mode : kModes)
+    for (bool training : {true, false}) {
+      CAPTURE(int(mode));
+      CAPTURE(training);
+      const Case c(2, 4, 5, 6, 2, mode, 2, training);
+      for (Run run : {Run::reserve, Run::recompute, Run::fused}) {
+        Result got = run_block<double>(c, run, false, 0.0, false);
+        CHECK(got.x == std::vector<double>(got.x.size(), 0.25));  // grad_x absent: its buffer untouched
+        got.x = c.ref.backward(c.x, c.p, c.gz).x;                // compare() checks the rest
+        compare(got, c, 1e-9);
+      }
+    }
 }
 
 TEST_CASE("non_local: BN batch statistics are returned for the running-statistics update") {

@@ -221,7 +221,7 @@ View<T> map_view(T* p, std::int64_t b, std::int64_t c, std::int64_t h, std::int6
 
 /// The reserve's byte sizes, in layout order (each piece 256-byte aligned; see non_local_reserve_bytes).
 struct NonLocalReserveSizes {
-  std::size_t theta = 0, phi = 0, g = 0, argmax_phi = 0, argmax_g = 0, y = 0, lse = 0, wy = 0, bn = 0;
+  std::size_t theta = 0, phi = 0, g = 0, argmax_phi = 0, argmax_g = 0, y = 0, lse = 0, bn = 0;
 };
 
 template <class T>
@@ -256,7 +256,6 @@ NonLocalReserveSizes non_local_reserve_sizes(const char* fn, const NonLocalArgs<
     r.g = View<const T>(size_only<const T>(2), Dims{B, Np, d.m}, Dims{Np * d.m, d.m, 1}, dev);
     s.lse = softmax_relation_reserve_bytes(r);
   }
-  if (a.options.norm) s.wy = count(B * d.C * N) * el;
   if (a.options.norm && a.options.training) {
     BatchNormArgs<T> bn;
     bn.x = map_view<const T>(size_only<const T>(0), B, d.C, d.H, d.W, dev);
@@ -267,17 +266,19 @@ NonLocalReserveSizes non_local_reserve_sizes(const char* fn, const NonLocalArgs<
 }
 
 /// Where every intermediate lives: the reserve-resident state (θ(x), the pooled φ and g maps, the argmaxes,
-/// y, the log-sum-exp, W y, BN's statistics) and the workspace buffers (the unpooled g / φ map of forward,
-/// the backward's gradient maps, the inner ops' scratch).
+/// y, the log-sum-exp, BN's statistics) and the workspace buffers (`wide`: the unpooled g / φ maps, then
+/// W y, then the backward's unpooled gradients; grad y; the pooled maps' gradients; grad (W y) when
+/// grad_x is absent; the inner ops' scratch). W y is not kept: backward recomputes it from y (one 1x1
+/// convolution) rather than hold B C H W values from forward to backward.
 template <class T>
 struct NonLocalPlan {
   NonLocalDims d;
   bool recompute = false;  // backward without a reserve: the state is rebuilt in the workspace first
-  T *theta = nullptr, *phi = nullptr, *g = nullptr, *y = nullptr, *wy = nullptr;
+  T *theta = nullptr, *phi = nullptr, *g = nullptr, *y = nullptr;
   Reserve argmax_phi{}, argmax_g{}, lse{}, bn{};
-  T *full = nullptr;  // [B, m, H, W]: g(x) / φ(x) before pooling (forward)
-  T *big = nullptr;   // [B, max(C, m), H, W]: BN output (recompute), grad (W y), then the unpooled gradients
+  T *wide = nullptr;  // [B, max(C, m), H, W]: g(x) / φ(x) before pooling, W y, then the unpooled gradients
   T *gy = nullptr;    // [B, m, H, W]: grad y
+  T *gwy = nullptr;   // [B, C, H, W]: grad (W y) when grad_x is absent (else it lives in grad_x for a while)
   T *gphi = nullptr, *gg = nullptr;  // [B, e, H', W'], [B, m, H', W']: gradients of the pooled maps
   void* scratch = nullptr;
   std::size_t scratch_bytes = 0;
@@ -300,16 +301,16 @@ void carve_non_local(NonLocalPlan<T>& p, const NonLocalReserveSizes& s, const No
   p.argmax_g = piece(st, s.argmax_g);
   p.y = reinterpret_cast<T*>(take(st, s.y));
   p.lse = piece(st, s.lse);
-  p.wy = reinterpret_cast<T*>(take(st, s.wy));
   p.bn = piece(st, s.bn);
   const std::size_t el = sizeof(T);
   const auto count = [](std::int64_t n) { return static_cast<std::size_t>(n); };
   const bool fwd = writes_value(mode) || p.recompute;
   const std::int64_t B = d.B, N = d.N(), Np = d.Np();
-  if (fwd && (a.options.pool_g > 1 || (!d.gaussian && a.options.pool_phi > 1)))
-    p.full = reinterpret_cast<T*>(take(ws, count(B * d.m * N) * el));
-  if (writes_gradients(mode) || (fwd && !writes_value(mode)))
-    p.big = reinterpret_cast<T*>(take(ws, count(B * std::max(d.C, d.m) * N) * el));
+  const bool unpooled = a.options.pool_g > 1 || (!d.gaussian && a.options.pool_phi > 1);
+  if ((fwd && unpooled) || (writes_value(mode) && a.options.norm) || writes_gradients(mode))
+    p.wide = reinterpret_cast<T*>(take(ws, count(B * std::max(d.C, d.m) * N) * el));
+  if (writes_gradients(mode) && a.options.norm && absent(a.grad_x))
+    p.gwy = reinterpret_cast<T*>(take(ws, count(B * d.C * N) * el));
   if (writes_gradients(mode)) {
     p.gy = reinterpret_cast<T*>(take(ws, count(B * d.m * N) * el));
     p.gphi = reinterpret_cast<T*>(take(ws, count(B * d.e * Np) * el));
@@ -354,7 +355,7 @@ void non_local_steps(const NonLocalArgs<T>& a, const NonLocalPlan<T>& p, Mode mo
   const View<const T> theta_in = d.gaussian ? a.x : View<const T>(theta_map);
   const View<const T> phi_in = (d.gaussian && o.pool_phi == 1) ? a.x : cmap(p.phi, d.e, d.Hp, d.Wp);
   const View<const T> g_in = cmap(p.g, d.m, d.Hp, d.Wp);
-  const View<T> y_map = map(p.y, d.m, H, W), wy_map = map(p.wy, d.C, H, W);
+  const View<T> y_map = map(p.y, d.m, H, W), wy_map = map(p.wide, d.C, H, W);
   const LinearOptions lin_fwd{o.param_grads, {}};
   const auto projection = [&](const View<const T>& w, const View<const T>& b, const View<T>& out) {
     LinearArgs<T> l;
@@ -383,6 +384,14 @@ void non_local_steps(const NonLocalArgs<T>& a, const NonLocalPlan<T>& p, Mode mo
   bn.options.training = o.training;
   bn.options.eps = o.bn_eps;
   bn.options.param_grads = o.param_grads;
+  const auto conv_out_forward = [&](const View<T>& out) {
+    LinearArgs<T> l;
+    l.x = y_map;
+    l.weight = conv_matrix(a.conv_out_weight);
+    l.bias = a.conv_out_bias;
+    l.y = out;
+    return l;
+  };
   const double scale = o.mode == NonLocalMode::embedded_gaussian && o.use_scale
                            ? 1.0 / std::sqrt(static_cast<double>(d.m)) : 1.0;
   // The relation's operands as [B, positions, channels] (no copies).
@@ -427,14 +436,14 @@ void non_local_steps(const NonLocalArgs<T>& a, const NonLocalPlan<T>& p, Mode mo
   };
 
   if (writes_value(mode) || p.recompute) {
-    const View<T> g_full = o.pool_g > 1 ? map(p.full, d.m, H, W) : map(p.g, d.m, H, W);
+    const View<T> g_full = o.pool_g > 1 ? map(p.wide, d.m, H, W) : map(p.g, d.m, H, W);
     f(projection(a.g_weight, a.g_bias, g_full), "g projection (g_weight, g_bias)", Mode::forward);
     if (o.pool_g > 1)
       f(pool(g_full, map(p.g, d.m, d.Hp, d.Wp), o.pool_g, p.argmax_g), "g max pooling (options.pool_g)", Mode::forward);
     if (!d.gaussian) {
       f(projection(a.theta_weight, a.theta_bias, theta_map), "theta projection (theta_weight, theta_bias)",
         Mode::forward);
-      const View<T> phi_full = o.pool_phi > 1 ? map(p.full, d.m, H, W) : map(p.phi, d.m, H, W);
+      const View<T> phi_full = o.pool_phi > 1 ? map(p.wide, d.m, H, W) : map(p.phi, d.m, H, W);
       f(projection(a.phi_weight, a.phi_bias, phi_full), "phi projection (phi_weight, phi_bias)", Mode::forward);
       if (o.pool_phi > 1)
         f(pool(phi_full, map(p.phi, d.m, d.Hp, d.Wp), o.pool_phi, p.argmax_phi), "phi max pooling (options.pool_phi)",
@@ -444,23 +453,16 @@ void non_local_steps(const NonLocalArgs<T>& a, const NonLocalPlan<T>& p, Mode mo
         Mode::forward);
     }
     relation_step(Mode::forward, {}, {}, {});
-    LinearArgs<T> out;
-    out.x = y_map;
-    out.weight = conv_matrix(a.conv_out_weight);
-    out.bias = a.conv_out_bias;
-    out.y = o.norm ? wy_map : a.z;
-    // Without BN, backward needs nothing of conv_out's forward: a recompute skips it.
-    if (o.norm || writes_value(mode)) f(out, "conv_out projection (conv_out_weight, conv_out_bias)", Mode::forward);
-    BatchNormArgs<T> n = bn;
+    // A recompute stops at y: backward recomputes W y itself, and BN's statistics from it.
     if (writes_value(mode)) {
+      f(conv_out_forward(o.norm ? wy_map : a.z), "conv_out projection (conv_out_weight, conv_out_bias)", Mode::forward);
+      BatchNormArgs<T> n = bn;
       n.y = a.z;
       n.batch_mean = a.bn_batch_mean;
       n.batch_var = a.bn_batch_var;
-    } else {
-      n.y = map(p.big, d.C, H, W);
+      if (o.norm) f(n, "batch norm (bn_weight, bn_bias)", Mode::forward);
+      f(AddStep<T>{a.x, a.z, a.z}, "residual", Mode::forward);
     }
-    if (o.norm) f(n, "batch norm (bn_weight, bn_bias)", Mode::forward);
-    if (writes_value(mode)) f(AddStep<T>{a.x, a.z, a.z}, "residual", Mode::forward);
   }
   if (!writes_gradients(mode)) return;
 
@@ -471,31 +473,32 @@ void non_local_steps(const NonLocalArgs<T>& a, const NonLocalPlan<T>& p, Mode mo
   const bool need_w = d.concat && present(a.grad_concat_project_weight);
   const bool need_rel = need_theta || need_phi || need_g || need_w;
   const bool need_wy = need_rel || present(a.grad_conv_out_weight) || present(a.grad_conv_out_bias);
-  const View<T> big_c = map(p.big, d.C, H, W);
-  if (gx) f(AddStep<T>{a.grad_z, {}, a.grad_x}, "residual gradient", Mode::backward);
-  {
+  // grad (W y) lives in grad_x (when present) until the residual gradient overwrites it.
+  const View<T> gwy = gx ? a.grad_x : map(p.gwy, d.C, H, W);
+  if (o.norm && (need_wy || present(a.grad_bn_weight) || present(a.grad_bn_bias))) {
+    f(conv_out_forward(wy_map), "conv_out projection (recomputed W y)", Mode::forward);
     BatchNormArgs<T> n = bn;
+    if (p.recompute) n.reserve = {};  // statistics recomputed from W y
     n.grad_y = a.grad_z;
-    if (need_wy) n.grad_x = big_c;
+    if (need_wy) n.grad_x = gwy;
     n.grad_weight = a.grad_bn_weight;
     n.grad_bias = a.grad_bn_bias;
-    if (o.norm && (present(n.grad_x) || present(n.grad_weight) || present(n.grad_bias)))
-      f(n, "batch norm (bn_weight, bn_bias)", Mode::backward);
+    f(n, "batch norm (bn_weight, bn_bias)", Mode::backward);
   }
-  if (!need_wy) return;
-  {
+  if (need_wy) {
     LinearArgs<T> out;
     out.x = y_map;
     out.weight = conv_matrix(a.conv_out_weight);
-    out.grad_y = o.norm ? View<const T>(big_c) : a.grad_z;
+    out.grad_y = o.norm ? View<const T>(gwy) : a.grad_z;
     if (need_rel) out.grad_x = gy_map;
     out.grad_weight = conv_matrix(a.grad_conv_out_weight);
     out.grad_bias = a.grad_conv_out_bias;
     out.options.param_grads = o.param_grads;
     f(out, "conv_out projection (conv_out_weight, conv_out_bias)", Mode::backward);
   }
+  if (gx) f(AddStep<T>{a.grad_z, {}, a.grad_x}, "residual gradient", Mode::backward);
   if (!need_rel) return;
-  const View<T> gtheta_map = map(p.big, d.e, H, W);
+  const View<T> gtheta_map = map(p.wide, d.e, H, W);
   const View<T> gphi_map = map(p.gphi, d.e, d.Hp, d.Wp), gg_map = map(p.gg, d.m, d.Hp, d.Wp);
   relation_step(Mode::backward, need_theta ? gtheta_map : View<T>{}, need_phi ? gphi_map : View<T>{},
                 need_g ? gg_map : View<T>{});
@@ -541,7 +544,7 @@ void non_local_steps(const NonLocalArgs<T>& a, const NonLocalPlan<T>& p, Mode mo
     if (need_phi) {
       View<const T> grad = map(p.gphi, d.m, H, W);
       if (o.pool_phi > 1) {
-        const View<T> full = map(p.big, d.m, H, W);
+        const View<T> full = map(p.wide, d.m, H, W);
         pool_back(y_map, gphi_map, full, o.pool_phi, p.argmax_phi, 0.0, "phi max pooling (options.pool_phi)");
         grad = full;
       }
@@ -551,7 +554,7 @@ void non_local_steps(const NonLocalArgs<T>& a, const NonLocalPlan<T>& p, Mode mo
   if (need_g) {
     View<const T> grad = map(p.gg, d.m, H, W);
     if (o.pool_g > 1) {
-      const View<T> full = map(p.big, d.m, H, W);
+      const View<T> full = map(p.wide, d.m, H, W);
       pool_back(y_map, gg_map, full, o.pool_g, p.argmax_g, 0.0, "g max pooling (options.pool_g)");
       grad = full;
     }
@@ -650,7 +653,7 @@ NonLocalDims check_non_local_args(const char* fn, const NonLocalArgs<T>& a, Mode
 /// Total bytes of the state (each piece 256-byte aligned).
 inline std::size_t non_local_state_bytes(const NonLocalReserveSizes& s) {
   std::size_t need = 0;
-  for (std::size_t b : {s.theta, s.phi, s.g, s.argmax_phi, s.argmax_g, s.y, s.lse, s.wy, s.bn})
+  for (std::size_t b : {s.theta, s.phi, s.g, s.argmax_phi, s.argmax_g, s.y, s.lse, s.bn})
     need += b ? kdloss::detail::align_up(b) : 0;
   return need;
 }

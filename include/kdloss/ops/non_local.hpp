@@ -720,8 +720,9 @@ void check_non_local_steps(const char* fn, const NonLocalArgs<T>& a, const NonLo
 /// this order: θ(x) [B, m, H, W] (not in gaussian mode: θ = x); the pooled φ map [B, e, H', W'] (e = m,
 /// or C in gaussian mode; absent in gaussian mode without pooling: φ = x); the pooled g map [B, m, H', W'];
 /// the argmaxes of the φ and g poolings (1 byte per pooled element for factors up to 16); y [B, m, H, W];
-/// the softmax modes' log-sum-exp (B H W acc_t<T>); W y [B, C, H, W]; BN's per-channel mean and 1/std
-/// (training). Per image, about ((2 m + C) H W + (e + m) H' W') sizeof(T) bytes: never the N x N' matrix.
+/// the softmax modes' log-sum-exp (B H W acc_t<T>); BN's per-channel mean and 1/std (training). W y is not
+/// kept (backward recomputes it from y). Per image, about (2 m H W + (e + m) H' W') sizeof(T) bytes: never
+/// the N x N' matrix.
 ///
 ///   std::size_t keep = kdloss::ops::non_local_reserve_bytes(nl);   // nl: NonLocalArgs's example
 template <class T>
@@ -746,9 +747,10 @@ void non_local_check(const NonLocalArgs<T>& args, Mode mode) {
   detail::check_non_local_steps(fn, args, p, mode);
 }
 
-/// Workspace bytes of non_local(args, mode) for every Mode: the unpooled g / φ map of forward, the
-/// backward's gradient maps (B (max(C, m) + 2 m) H W + B (e + m) H' W' elements), the state itself when
-/// backward runs without a reserve (or forward_backward without one), and the largest inner op's scratch.
+/// Workspace bytes of non_local(args, mode) for every Mode: one B max(C, m) H W map (the unpooled g / φ
+/// maps, then W y, then the backward's unpooled gradients), grad y (B m H W) and the pooled maps' gradients
+/// (B (e + m) H' W') in backward, grad (W y) (B C H W) when grad_x is absent, the state itself when there is
+/// no reserve, and the largest inner op's scratch.
 ///
 ///   std::size_t ws = kdloss::ops::non_local_workspace_bytes(nl);   // nl: NonLocalArgs's example
 template <class T>

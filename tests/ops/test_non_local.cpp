@@ -637,3 +637,33 @@ KDLOSS_GPU_TEST("non_local: GPU agrees with the composed reference (all modes, p
       }
 #endif
 }
+
+TEST_CASE("non_local: presets and non_local_check") {
+  const auto mm = ops::non_local_mmcv_options(ops::NonLocalMode::dot_product, true, 8);  // mmrazor: 2 * 8
+  CHECK(mm.pool_g == 16);
+  CHECK(mm.pool_phi == 16);
+  CHECK(ops::non_local_mmcv_options(ops::NonLocalMode::gaussian).pool_phi == 2);  // mmcv sub_sample
+  CHECK(ops::non_local_mmcv_options(ops::NonLocalMode::gaussian, false).pool_g == 1);
+  const std::int64_t want_pool[] = {8, 4, 2, 2, 2}, want_m[] = {64, 64, 128, 128, 128};
+  for (int level = 0; level < 5; ++level) {
+    const auto o = ops::non_local_fbkd_options(level);
+    CHECK(o.mode == ops::NonLocalMode::dot_product);
+    CHECK(o.pool_g == want_pool[level]);
+    CHECK(o.pool_phi == want_pool[level]);
+    CHECK(ops::non_local_fbkd_inter_channels(level) == want_m[level]);
+  }
+  std::vector<float> x(2 * 4 * 5 * 6, 1.f), z(x.size(), 9.f), w(8, 0.1f);
+  ops::NonLocalArgs<float> a;
+  a.x = host_view<const float>(x.data(), {2, 4, 5, 6});
+  a.g_weight = host_view<const float>(w.data(), {2, 4});
+  a.conv_out_weight = host_view<const float>(w.data(), {4, 2});
+  a.z = host_view(z.data(), {2, 4, 5, 6});
+  a.options.mode = ops::NonLocalMode::gaussian;
+  ops::non_local_check(a, Mode::forward);
+  a.options.pool_g = 2;  // g on a 2 x 3 grid, phi = x on 5 x 6
+  kdloss_test::expect_error([&] { ops::non_local_check(a, Mode::forward); }, "different key grids", [] {});
+  a.options.pool_phi = 2;
+  ops::non_local_check(a, Mode::forward);
+  CHECK(ops::non_local_workspace_bytes(a) > 0);
+  CHECK(z == std::vector<float>(z.size(), 9.f));
+}

@@ -21,6 +21,7 @@
 #include "kdloss/ops/linear.hpp"
 #include "kdloss/ops/matmul.hpp"
 #include "kdloss/ops/max_pool.hpp"
+#include "kdloss/ops/non_local.hpp"
 #include "kdloss/ops/pooling.hpp"
 #include "kdloss/ops/softmax.hpp"
 #include "kdloss/ops/softmax_relation.hpp"

@@ -32,11 +32,7 @@
 #include "kdloss/ops/dot_relation.hpp"
 #include "kdloss/ops/linear.hpp"
 #include "kdloss/ops/max_pool.hpp"
-// ops/softmax_relation.hpp and ops/dot_relation.hpp both define ops::detail::RelationDims (two different
-// structs); until one is renamed, the softmax header's copy is renamed here so both can be included.
-#define RelationDims RelationDimsOfSoftmax
 #include "kdloss/ops/softmax_relation.hpp"
-#undef RelationDims
 
 namespace kdloss {
 namespace ops {

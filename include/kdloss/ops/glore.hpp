@@ -41,13 +41,14 @@ struct GloreOptions {
 };
 
 /// Arguments of ops::glore. x: [B, C, H, W] (H and W must merge into one strided axis: contiguous and
-/// channels-last views do). The parameters, named after the DRKD code's modules (state_dict keys):
-///   state_weight     [2m, C]   conv_state.weight (the [2m, C, 1, 1] kernel)   state_bias [2m]  conv_state.bias
-///   proj_weight      [m, C]    conv_proj.weight                              proj_bias  [m]   conv_proj.bias
-///   gcn_conv1_weight [m, m]    gcn.conv1.weight ([m, m, 1])                  gcn_conv1_bias [m] gcn.conv1.bias
-///   gcn_conv2_weight [2m, 2m]  gcn.conv2.weight ([2m, 2m, 1], no bias)
-///   extend_weight    [C, 2m]   conv_extend.weight (no bias)
-///   bn_weight, bn_bias [C]     blocker.weight, blocker.bias
+/// channels-last views do). The parameters, named after the DRKD code's modules (their state_dict keys),
+/// m = num_mid, 2m = num_s:
+/// - state_weight [2m, C] = conv_state.weight (the [2m, C, 1, 1] kernel), state_bias [2m] = conv_state.bias;
+/// - proj_weight [m, C] = conv_proj.weight, proj_bias [m] = conv_proj.bias;
+/// - gcn_conv1_weight [m, m] = gcn.conv1.weight ([m, m, 1]), gcn_conv1_bias [m] = gcn.conv1.bias;
+/// - gcn_conv2_weight [2m, 2m] = gcn.conv2.weight ([2m, 2m, 1]; the module has no bias);
+/// - extend_weight [C, 2m] = conv_extend.weight (no bias);
+/// - bn_weight, bn_bias [C] = blocker.weight, blocker.bias (BatchNorm2d(C, eps=1e-4)).
 /// All are required. out: like x (forward). bn_batch_mean / bn_batch_var: [C], optional forward outputs
 /// (the blocker's batch mean and UNBIASED variance, for the caller's running statistics; see
 /// batch_norm_update_running_stats). grad_out: like x (backward input); grad_x and one gradient per

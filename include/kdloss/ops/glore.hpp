@@ -142,11 +142,13 @@ struct GlorePlan {
   T* gv = nullptr;  // [B, 2m, m]
   T* gr = nullptr;  // [B, 2m, m]
   T* gz = nullptr;  // [B, 2m, m]
+  // E is dead once the blocker's backward has run, and dL/dY once dL/dZ and Z^T dL/dY are formed, so
+  // one region of max(C, 3m) * N per image holds E, then dL/dY and later dL/dS (same place), and dL/dP.
   T* e = nullptr;   // [B, C, N]   conv_extend's output, the blocker's input
   T* ge = nullptr;  // [B, C, N]
-  T* gy = nullptr;  // [B, 2m, N]
-  T* gs = nullptr;  // [B, 2m, N]
-  T* gp = nullptr;  // [B, m, N]
+  T* gy = nullptr;  // [B, 2m, N]  at e
+  T* gs = nullptr;  // [B, 2m, N]  at e (dL/dY is dead when dL/dS is written)
+  T* gp = nullptr;  // [B, m, N]   at e + B * 2m * N
   void* scratch = nullptr;
   std::size_t scratch_bytes = 0, workspace_bytes = 0;
   Device device{};
@@ -225,11 +227,11 @@ GlorePlan<T> glore_plan(const GloreArgs<T>& a, void* state, void* workspace) {
   p.gv = ws.take<T>(nodes);
   p.gr = ws.take<T>(nodes);
   p.gz = ws.take<T>(nodes);
-  p.e = ws.take<T>(per(p.channels));
+  p.e = ws.take<T>(std::max(per(p.channels), per(3 * p.mid)));
   p.ge = ws.take<T>(per(p.channels));
-  p.gy = ws.take<T>(per(p.s2()));
-  p.gs = ws.take<T>(per(p.s2()));
-  p.gp = ws.take<T>(per(p.mid));
+  p.gy = p.e;
+  p.gs = p.e;
+  p.gp = p.e ? p.e + per(p.s2()) : nullptr;
   p.scratch_bytes = 0;
   p.scratch = ws.take<unsigned char>(0);  // the scratch's start; its size is added below
   p.workspace_bytes = ws.bytes();
@@ -556,8 +558,8 @@ std::size_t glore_reserve_bytes(const GloreArgs<T>& args) {
   return detail::glore_plan(args, nullptr, nullptr).state_bytes;
 }
 
-/// Scratch bytes of glore(args, mode) for every Mode: per image 2·C·N (E = W_e Y and dL/dE) + 5·m·N
-/// (dL/dY, dL/dS, dL/dP) + 8·m² elements, the largest scratch of the ops it runs and, when args.reserve
+/// Scratch bytes of glore(args, mode) for every Mode: per image C·N + max(C, 3m)·N (E = W_e Y and dL/dE;
+/// dL/dY, dL/dS and dL/dP reuse E's place) + 8·m² elements, the largest scratch of the ops it runs and, when args.reserve
 /// is absent, the state of glore_reserve_bytes as well.
 template <class T>
 std::size_t glore_workspace_bytes(const GloreArgs<T>& args) {

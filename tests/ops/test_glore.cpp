@@ -292,6 +292,42 @@ TEST_CASE("glore: a NaN in x propagates as in the reference (torch's relu and th
   CHECK(std::isnan(got.out[0]));  // the blocker's statistics spread the NaN over its image's channels
 }
 
+TEST_CASE("glore: a subset of the gradients (backward recomputing the state) writes only those, with the reference values") {
+  const Shape s = kSmall;
+  const std::int64_t C = s.c, m = s.m, s2 = 2 * m;
+  const Inputs in = make_inputs(s, 850);
+  const Want want = reference(s, in);
+  Inputs copy = in;
+  const auto ps = params_of(copy.p);
+  std::vector<std::vector<double>> pv;
+  for (auto* p : ps) pv.push_back(*p);
+  std::vector<double> x = in.x, g = in.g, gb(C, -9.0), gc1(m, -9.0), gx(in.x.size(), -9.0);
+  ops::GloreArgs<double> a;
+  a.x = host_view<const double>(x.data(), {2, C, 3, 4});
+  a.state_weight = host_view<const double>(pv[0].data(), {s2, C});
+  a.state_bias = host_view<const double>(pv[1].data(), {s2});
+  a.proj_weight = host_view<const double>(pv[2].data(), {m, C});
+  a.proj_bias = host_view<const double>(pv[3].data(), {m});
+  a.gcn_conv1_weight = host_view<const double>(pv[4].data(), {m, m});
+  a.gcn_conv1_bias = host_view<const double>(pv[5].data(), {m});
+  a.gcn_conv2_weight = host_view<const double>(pv[6].data(), {s2, s2});
+  a.extend_weight = host_view<const double>(pv[7].data(), {C, s2});
+  a.bn_weight = host_view<const double>(pv[8].data(), {C});
+  a.bn_bias = host_view<const double>(pv[9].data(), {C});
+  a.grad_out = host_view<const double>(g.data(), {2, C, 3, 4});
+  a.grad_bn_bias = host_view(gb.data(), {C});  // the blocker alone
+  ops::glore(a, Mode::backward);
+  check_close(gb, want.gr.p.bn_b, 1e-10, 1e-11, "grad_bn_bias");
+  a.grad_bn_bias = View<double>{};
+  a.grad_gcn_conv1_bias = host_view(gc1.data(), {m});  // deep in the chain, grad_x absent
+  ops::glore(a, Mode::backward);
+  check_close(gc1, want.gr.p.conv1_b, 1e-10, 1e-11, "grad_gcn_conv1_bias");
+  a.grad_gcn_conv1_bias = View<double>{};
+  a.grad_x = host_view(gx.data(), {2, C, 3, 4});  // grad_x alone
+  ops::glore(a, Mode::backward);
+  check_close(gx, want.gr.x, 1e-10, 1e-11, "grad_x");
+}
+
 TEST_CASE("glore: bad input throws a clear error and writes nothing") {
   const Shape s = kSmall;
   const std::int64_t C = s.c, m = s.m, s2 = 2 * m;

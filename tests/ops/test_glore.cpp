@@ -81,6 +81,12 @@ std::vector<T> cast(const std::vector<double>& v) {
   return std::vector<T>(v.begin(), v.end());
 }
 
+/// The ten parameters' shapes, in GloreArgs order.
+std::vector<Dims> param_shapes(const Shape& s) {
+  const std::int64_t C = s.c, m = s.m, s2 = 2 * m;
+  return {Dims{s2, C}, Dims{s2}, Dims{m, C}, Dims{m}, Dims{m, m}, Dims{m}, Dims{s2, s2}, Dims{C, s2}, Dims{C}, Dims{C}};
+}
+
 template <class T>
 std::vector<double> cast_back(const std::vector<T>& v) {
   return std::vector<double>(v.begin(), v.end());
@@ -104,9 +110,8 @@ Run run_glore(const Shape& s, const Inputs& in, bool split, bool use_reserve = t
     gpv.push_back(old.empty() ? std::vector<T>(ps[i]->size(), std::numeric_limits<T>::quiet_NaN()) : cast<T>(old[i]));
   }
   std::vector<T> mean(s.c), var(s.c);
-  const std::int64_t m = s.m, s2 = 2 * m, C = s.c;
-  const Dims pshape[] = {Dims{s2, C}, Dims{s2}, Dims{m, C}, Dims{m}, Dims{m, m},
-                         Dims{m},     Dims{s2, s2}, Dims{C, s2}, Dims{C}, Dims{C}};
+  const std::int64_t C = s.c;
+  const auto pshape = param_shapes(s);
   ops::GloreArgs<T> a;
   a.x = x.view;
   const View<const T>* pin[] = {&a.state_weight, &a.state_bias, &a.proj_weight, &a.proj_bias, &a.gcn_conv1_weight,
@@ -177,6 +182,17 @@ void check_against(const Run& got, const Want& want, double rel, double abs_tol)
 }
 
 const Shape kSmall{2, 6, 2, 3, 4};
+
+/// GloreArgs over contiguous x and the ten parameters (GloreArgs order), nothing else set.
+ops::GloreArgs<double> bind_args(const Shape& s, const std::vector<double>& x, const std::vector<std::vector<double>>& pv) {
+  const auto pshape = param_shapes(s);
+  ops::GloreArgs<double> a;
+  a.x = host_view<const double>(x.data(), s.dims());
+  View<const double>* pin[] = {&a.state_weight, &a.state_bias, &a.proj_weight, &a.proj_bias, &a.gcn_conv1_weight,
+                               &a.gcn_conv1_bias, &a.gcn_conv2_weight, &a.extend_weight, &a.bn_weight, &a.bn_bias};
+  for (int i = 0; i < 10; ++i) *pin[i] = host_view<const double>(pv[i].data(), pshape[i]);
+  return a;
+}
 
 }  // namespace
 
@@ -294,7 +310,7 @@ TEST_CASE("glore: a NaN in x propagates as in the reference (torch's relu and th
 
 TEST_CASE("glore: a subset of the gradients (backward recomputing the state) writes only those, with the reference values") {
   const Shape s = kSmall;
-  const std::int64_t C = s.c, m = s.m, s2 = 2 * m;
+  const std::int64_t C = s.c, m = s.m;
   const Inputs in = make_inputs(s, 850);
   const Want want = reference(s, in);
   Inputs copy = in;
@@ -302,18 +318,7 @@ TEST_CASE("glore: a subset of the gradients (backward recomputing the state) wri
   std::vector<std::vector<double>> pv;
   for (auto* p : ps) pv.push_back(*p);
   std::vector<double> x = in.x, g = in.g, gb(C, -9.0), gc1(m, -9.0), gx(in.x.size(), -9.0);
-  ops::GloreArgs<double> a;
-  a.x = host_view<const double>(x.data(), {2, C, 3, 4});
-  a.state_weight = host_view<const double>(pv[0].data(), {s2, C});
-  a.state_bias = host_view<const double>(pv[1].data(), {s2});
-  a.proj_weight = host_view<const double>(pv[2].data(), {m, C});
-  a.proj_bias = host_view<const double>(pv[3].data(), {m});
-  a.gcn_conv1_weight = host_view<const double>(pv[4].data(), {m, m});
-  a.gcn_conv1_bias = host_view<const double>(pv[5].data(), {m});
-  a.gcn_conv2_weight = host_view<const double>(pv[6].data(), {s2, s2});
-  a.extend_weight = host_view<const double>(pv[7].data(), {C, s2});
-  a.bn_weight = host_view<const double>(pv[8].data(), {C});
-  a.bn_bias = host_view<const double>(pv[9].data(), {C});
+  ops::GloreArgs<double> a = bind_args(s, x, pv);
   a.grad_out = host_view<const double>(g.data(), {2, C, 3, 4});
   a.grad_bn_bias = host_view(gb.data(), {C});  // the blocker alone
   ops::glore(a, Mode::backward);
@@ -339,18 +344,7 @@ TEST_CASE("glore: bad input throws a clear error and writes nothing") {
   std::vector<double> x = in.x, g = in.g, out(in.x.size(), -3.0), gx(in.x.size(), -3.0), gw(s2 * C, -3.0);
   std::vector<double> x1(2 * C * 1 * 1, 1.0), out1(x1.size(), -3.0);
   const auto base = [&] {
-    ops::GloreArgs<double> a;
-    a.x = host_view<const double>(x.data(), {2, C, 3, 4});
-    a.state_weight = host_view<const double>(pv[0].data(), {s2, C});
-    a.state_bias = host_view<const double>(pv[1].data(), {s2});
-    a.proj_weight = host_view<const double>(pv[2].data(), {m, C});
-    a.proj_bias = host_view<const double>(pv[3].data(), {m});
-    a.gcn_conv1_weight = host_view<const double>(pv[4].data(), {m, m});
-    a.gcn_conv1_bias = host_view<const double>(pv[5].data(), {m});
-    a.gcn_conv2_weight = host_view<const double>(pv[6].data(), {s2, s2});
-    a.extend_weight = host_view<const double>(pv[7].data(), {C, s2});
-    a.bn_weight = host_view<const double>(pv[8].data(), {C});
-    a.bn_bias = host_view<const double>(pv[9].data(), {C});
+    ops::GloreArgs<double> a = bind_args(s, x, pv);
     a.out = host_view(out.data(), {2, C, 3, 4});
     a.grad_out = host_view<const double>(g.data(), {2, C, 3, 4});
     a.grad_x = host_view(gx.data(), {2, C, 3, 4});
@@ -402,19 +396,9 @@ TEST_CASE("glore: queries (reserve holds the state; without a reserve the worksp
   const Inputs in = make_inputs(s, 900);
   std::vector<double> x = in.x;
   Inputs copy = in;
-  const auto ps = params_of(copy.p);
-  ops::GloreArgs<double> a;
-  a.x = host_view<const double>(x.data(), {2, 6, 3, 4});
-  a.state_weight = host_view<const double>(ps[0]->data(), {4, 6});
-  a.state_bias = host_view<const double>(ps[1]->data(), {4});
-  a.proj_weight = host_view<const double>(ps[2]->data(), {2, 6});
-  a.proj_bias = host_view<const double>(ps[3]->data(), {2});
-  a.gcn_conv1_weight = host_view<const double>(ps[4]->data(), {2, 2});
-  a.gcn_conv1_bias = host_view<const double>(ps[5]->data(), {2});
-  a.gcn_conv2_weight = host_view<const double>(ps[6]->data(), {4, 4});
-  a.extend_weight = host_view<const double>(ps[7]->data(), {6, 4});
-  a.bn_weight = host_view<const double>(ps[8]->data(), {6});
-  a.bn_bias = host_view<const double>(ps[9]->data(), {6});
+  std::vector<std::vector<double>> pv;
+  for (auto* p : params_of(copy.p)) pv.push_back(*p);
+  ops::GloreArgs<double> a = bind_args(s, x, pv);
   const std::size_t reserve = ops::glore_reserve_bytes(a), without = ops::glore_workspace_bytes(a);
   CHECK(reserve >= (2 * (2 * 12 * 4 + 2 * 12 * 2 + 3 * 4 * 2) * 8));  // S, P, Y, V, R, Z
   alignas(256) static unsigned char keep[1 << 14];

@@ -1,0 +1,5 @@
+// kdloss/losses/drkd/drkd.hpp: the DRKD family (Dual Relation Knowledge Distillation, seed 000), namespace
+// kdloss::drkd. Pixel-wise relation: the seed's full-resolution relation loss (pixel_relation.hpp); the
+// official code's GloRe relation and the instance-wise relation join it later.
+#pragma once
+#include "kdloss/losses/drkd/pixel_relation.hpp"

@@ -480,3 +480,48 @@ KDLOSS_GPU_TEST("glore_relation_loss: the GPU agrees with the double reference (
   MESSAGE("built without CUDA tests: the GPU agreement of glore_relation_loss is not run");
 #endif
 }
+
+TEST_CASE("glore_relation_loss: parity with a PyTorch re-implementation of the DRKD code's L_PR (bench/glore_relation_torch_reference.py)") {
+  // Produced by `python3 bench/glore_relation_torch_reference.py --emit-cpp` (float64, torch CPU, autograd): the
+  // value and the weighted sums of every gradient on the fixed case below.
+#include "losses/drkd/glore_relation_torch_values.inc"
+  const Case c{kTorchB, kTorchC, kTorchC, kTorchMs, kTorchMt, kTorchH, kTorchW};
+  const auto ramp = [](std::int64_t n, double a, double b) {
+    std::vector<double> v(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) v[i] = std::sin(a * static_cast<double>(i) + b);
+    return v;
+  };
+  const auto unit = [&](std::int64_t m, double off) {
+    const std::int64_t C = c.cs, s = 2 * m;
+    Params p;
+    p.state_w = ramp(s * C, 0.5, 0.2 + off);
+    p.state_b = ramp(s, 0.9, 0.3 + off);
+    p.proj_w = ramp(m * C, 0.7, 0.4 + off);
+    p.proj_b = ramp(m, 1.1, 0.5 + off);
+    p.conv1_w = ramp(m * m, 1.3, 0.6 + off);
+    p.conv1_b = ramp(m, 1.7, 0.7 + off);
+    p.conv2_w = ramp(s * s, 0.3, 0.8 + off);
+    p.extend_w = ramp(C * s, 0.23, 0.9 + off);
+    p.bn_w = ramp(C, 0.61, 1.0 + off);
+    p.bn_b = ramp(C, 0.83, 1.1 + off);
+    return p;
+  };
+  Inputs in;
+  in.s = ramp(c.b * c.cs * c.n(), 0.37, 0.1);
+  in.t = ramp(c.b * c.ct * c.n(), 0.29, 0.6);
+  in.aw = ramp(c.ct * c.cs, 0.41, 0.15);
+  in.ab = ramp(c.ct, 0.57, 0.25);
+  in.ps = unit(c.ms, 0.0);
+  in.pt = unit(c.mt, 0.5);
+  const Run r = run_loss<double>(c, in);
+  const auto weighted = [](const std::vector<double>& v) {
+    double acc = 0;
+    for (std::size_t i = 0; i < v.size(); ++i) acc += v[i] * std::cos(0.01 * static_cast<double>(i));
+    return acc;
+  };
+  std::vector<double> got{r.value, weighted(r.gs), weighted(r.aw), weighted(r.ab)};
+  for (const auto& g : r.ps) got.push_back(weighted(g));
+  for (const auto& g : r.pt) got.push_back(weighted(g));
+  const std::vector<double> want(std::begin(kTorchSums), std::end(kTorchSums));
+  check_close(got, want, 1e-9, 1e-12, "torch (value, grad_student, adapter, 10 + 10 unit gradients)");
+}

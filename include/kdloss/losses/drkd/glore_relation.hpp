@@ -291,6 +291,10 @@ GloreRelationPlan<T> plan(const GloreRelationLossArgs<T>& a, Mode mode, void* ba
   // The ops' scratch, every mode's largest (the units' queries see a reserve: the state lives above).
   ops::GloreArgs<T> qs = us, qt = ut;
   if (needs_student_chain(a)) qs.grad_x = a.grad_student;  // as the backward call passes it
+  qs.out = map_over(p.gs, a.student.shape, dev);              // the outputs the calls pass (shapes only)
+  qt.out = map_over(p.gt, a.teacher.shape, dev);
+  qs.grad_out = map_over<const T>(p.dgs, a.student.shape, dev);
+  qt.grad_out = map_over<const T>(p.dgt, a.teacher.shape, dev);
   qs.reserve = {const_cast<T*>(a.student.data), p.state_s_bytes};  // marks the reserve present: not read
   qt.reserve = {const_cast<T*>(a.teacher.data), p.state_t_bytes};
   std::size_t scratch = std::max(ops::glore_workspace_bytes(qs), ops::glore_workspace_bytes(qt));

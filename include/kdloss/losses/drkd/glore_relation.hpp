@@ -15,8 +15,8 @@
 // glore_relation_loss_forward / _backward / _forward_backward. It runs ops::glore twice, ops::linear once
 // and the Frobenius norm of ops/norm.hpp through backend/dispatch, all in ONE caller workspace:
 //
-//   [GloRe_S(S)] [A = adapter(GloRe_S(S))] [GloRe_T(T)] [GloRe_S state] [GloRe_T state]
-//   (gradient modes) [dL/dA] [dL/dGloRe_T(T)] [dL/dGloRe_S(S)]   [norm slot, reduction partials (GPU)]
+//   [norm slot (GPU)] [GloRe_S(S)] [A = adapter(GloRe_S(S))] [GloRe_T(T)] [GloRe_S state] [GloRe_T state]
+//   (gradient modes) [dL/dA] [dL/dGloRe_T(T)] [dL/dGloRe_S(S)]   [reduction partials (GPU)]
 //   [scratch: max of the two ops::glore calls and the ops::linear call]
 //
 // No reserve: backward recomputes the forward into the workspace (forward_backward is the call training
@@ -228,14 +228,16 @@ bool needs_student_chain(const GloreRelationLossArgs<T>& a) {
   return present(a.grad_student) || any_present(a.grad_student_glore);
 }
 
-/// The buffers of one call in `mode`, carved from `base` (null: sizes only).
+/// The buffers of one call in `mode`, carved from `base` (null: sizes only). The norm slot comes first:
+/// workspace memory on a GPU, where the gradient pass reads it, a member on the host.
 template <class T>
 struct GloreRelationPlan {
+  ::kdloss::detail::ScalarSlots<1> norm;
+  GloreRelationPlan(Carver& c, Device dev) : norm(c, dev) {}
   T *gs = nullptr, *adapted = nullptr, *gt = nullptr, *da = nullptr, *dgt = nullptr, *dgs = nullptr;
   void *state_s = nullptr, *state_t = nullptr;
   std::size_t state_s_bytes = 0, state_t_bytes = 0;
   double* partials = nullptr;
-  double* norm_slot = nullptr;  // the device slot (null on the host: the caller's ScalarSlots keeps it)
   void* scratch = nullptr;
   std::size_t scratch_bytes = 0, total = 0;
 };
@@ -270,8 +272,8 @@ template <class T>
 GloreRelationPlan<T> plan(const GloreRelationLossArgs<T>& a, Mode mode, void* base) {
   const Device dev = a.student.device;
   const auto ns = static_cast<std::size_t>(a.student.numel()), nt = static_cast<std::size_t>(a.teacher.numel());
-  GloreRelationPlan<T> p;
   Carver c(base);
+  GloreRelationPlan<T> p(c, dev);
   p.gs = c.take<T>(ns);
   p.adapted = c.take<T>(nt);
   p.gt = c.take<T>(nt);
@@ -287,7 +289,6 @@ GloreRelationPlan<T> plan(const GloreRelationLossArgs<T>& a, Mode mode, void* ba
     p.dgs = c.take<T>(ns);
   }
   p.partials = ::kdloss::detail::carve_reduction(c, dev, a.teacher.numel());
-  if (!dev.is_host()) p.norm_slot = c.take<double>(1);
   // The ops' scratch, every mode's largest (the units' queries see a reserve: the state lives above).
   ops::GloreArgs<T> qs = us, qt = ut;
   if (needs_student_chain(a)) qs.grad_x = a.grad_student;  // as the backward call passes it
@@ -460,10 +461,9 @@ void glore_relation_loss(const GloreRelationLossArgs<T>& a, Mode mode, const Exe
   const std::size_t need = detail::plan(a, mode, nullptr).total;
   ::kdloss::detail::HostScratch host;
   void* ws = ::kdloss::detail::resolve_workspace(fn, dev, exec.workspace, need, host);
-  const detail::GloreRelationPlan<T> p = detail::plan(a, mode, ws);
+  detail::GloreRelationPlan<T> p = detail::plan(a, mode, ws);
   const Exec inner{{p.scratch_bytes ? p.scratch : nullptr, p.scratch_bytes}, exec.stream, exec.blas};
-  double host_norm = 0;  // the norm between the passes (a workspace slot on a GPU)
-  double* norm = p.norm_slot ? p.norm_slot : &host_norm;
+  double* norm = p.norm.get();  // the norm between the passes
   using Acc = acc_t<T>;
 
   // forward of both units (state kept in the workspace) and of the adapter

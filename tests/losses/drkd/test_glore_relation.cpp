@@ -419,6 +419,12 @@ TEST_CASE("glore_relation_loss: bad input throws a clear error naming the argume
   a.out = View<double>{};
   kdloss_test::expect_error([&] { drkd::glore_relation_loss(a, Mode::forward); }, "argument 'out'", untouched);
   a = base();
+  std::vector<double> stats(c.ct + 1, -3.0);
+  a.teacher_bn_stats.bn_batch_var = host_view(stats.data(), {c.ct + 1});
+  kdloss_test::expect_error([&] { drkd::glore_relation_loss(a, fb); },
+                            "argument 'teacher_bn_stats.bn_batch_var' has shape [7] but expected [6]", untouched);
+  for (double v : stats) CHECK(v == -3.0);
+  a = base();
   a.options.weight = std::numeric_limits<double>::infinity();
   kdloss_test::expect_error([&] { drkd::glore_relation_loss(a, fb); }, "option 'weight'", untouched);
   a = base();

@@ -28,7 +28,6 @@
 #include <cstdint>
 #include <string>
 #include <tuple>
-#include <utility>
 
 #include "kdloss/backend/dispatch.hpp"
 #include "kdloss/core/entry.hpp"
@@ -321,7 +320,8 @@ void in_unit(const char* fn, const char* unit, F&& f) {
 }
 
 template <class T>
-void check_unit(const char* fn, const char* name, const View<const T>& x, const GloreUnitParams<T>& params,
+void check_unit(const char* fn, const char* name, const char* stats_name, const View<const T>& x,
+                const GloreUnitParams<T>& params,
                 const GloreUnitGrads<T>& grads, const View<T>& grad_x, const GloreUnitStats<T>& stats, Mode mode,
                 const GloreRelationOptions& o) {
   const Checker ck{fn};
@@ -333,10 +333,12 @@ void check_unit(const char* fn, const char* name, const View<const T>& x, const 
   }
   if (writes_value(mode)) {
     const std::int64_t C = x.shape[1];
-    for (const auto& [v, arg] : {std::pair<View<T>, const char*>{stats.bn_batch_mean, "bn_batch_mean"},
-                                 std::pair<View<T>, const char*>{stats.bn_batch_var, "bn_batch_var"}}) {
+    const View<T> views[2] = {stats.bn_batch_mean, stats.bn_batch_var};
+    const char* const args[2] = {".bn_batch_mean", ".bn_batch_var"};
+    for (int k = 0; k < 2; ++k) {
+      const View<T>& v = views[k];
       if (absent(v)) continue;
-      const std::string full = std::string(name) + "_bn_stats." + arg;
+      const std::string full = std::string(stats_name) + args[k];
       ck.not_null(v, full.c_str());
       ck.shape(v, full.c_str(), Dims{C});
       ck.device(v, full.c_str(), x.device);
@@ -392,9 +394,11 @@ void glore_relation_loss_check(const GloreRelationLossArgs<T>& a, Mode mode) {
   detail::check_inputs(a, fn);
   const Dims& ts = a.teacher.shape;
   const Device dev = a.student.device;
-  detail::check_unit(fn, "student_glore", a.student, a.student_glore, a.grad_student_glore, a.grad_student,
+  detail::check_unit(fn, "student_glore", "student_bn_stats", a.student, a.student_glore, a.grad_student_glore,
+                     a.grad_student,
                      a.student_bn_stats, mode, a.options);
-  detail::check_unit(fn, "teacher_glore", a.teacher, a.teacher_glore, a.grad_teacher_glore, View<T>{},
+  detail::check_unit(fn, "teacher_glore", "teacher_bn_stats", a.teacher, a.teacher_glore, a.grad_teacher_glore,
+                     View<T>{},
                      a.teacher_bn_stats, mode, a.options);
   if (writes_value(mode)) {
     ck.scalar_output(a.out, "out");

@@ -18,6 +18,7 @@
 #include "kdloss/ops/concat_relation.hpp"
 #include "kdloss/ops/dot_relation.hpp"
 #include "kdloss/ops/filter.hpp"
+#include "kdloss/ops/glore.hpp"
 #include "kdloss/ops/linear.hpp"
 #include "kdloss/ops/matmul.hpp"
 #include "kdloss/ops/max_pool.hpp"

@@ -2,4 +2,5 @@
 // kdloss::drkd. Pixel-wise relation: the seed's full-resolution relation loss (pixel_relation.hpp); the
 // official code's GloRe relation and the instance-wise relation join it later.
 #pragma once
+#include "kdloss/losses/drkd/glore_relation.hpp"
 #include "kdloss/losses/drkd/pixel_relation.hpp"

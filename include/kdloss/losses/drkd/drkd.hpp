@@ -1,6 +1,6 @@
 // kdloss/losses/drkd/drkd.hpp: the DRKD family (Dual Relation Knowledge Distillation, seed 000), namespace
-// kdloss::drkd. Pixel-wise relation: the seed's full-resolution relation loss (pixel_relation.hpp); the
-// official code's GloRe relation and the instance-wise relation join it later.
+// kdloss::drkd. Pixel-wise relation: the seed's full-resolution relation loss (pixel_relation.hpp) and the
+// official code's GloRe relation L_PR (glore_relation.hpp); the instance-wise relation joins it later.
 #pragma once
 #include "kdloss/losses/drkd/glore_relation.hpp"
 #include "kdloss/losses/drkd/pixel_relation.hpp"

@@ -22,3 +22,4 @@
 #include "kdloss/ops/max_pool.hpp"
 #include "kdloss/ops/pooling.hpp"
 #include "kdloss/ops/softmax.hpp"
+#include "kdloss/ops/softmax_relation.hpp"

@@ -1,0 +1,493 @@
+// kdloss/backend/cpu/attention.hpp: the tiled online-softmax attention of expr/attention.hpp on the host,
+// forward and flash-attention backward, never storing the n_q x n_k matrix.
+//
+// Every tile of scores is held transposed, keys as rows and queries as columns (St[j][i] = S[i, j], a
+// row of St padded to whole packets), so the per-query running max, sum, log-sum-exp and D are vectors
+// along a row and every softmax step runs at full packet width. The products run the library's packed
+// GEMM (backend/cpu/gemm.hpp: AVX-512 / AVX2 kernels picked at run time) single-threaded on each tile;
+// the exp and max steps run in functions compiled per instruction set (KDLOSS_CPU_CLONES).
+//
+// Forward: tasks (batch, query tile) are split between threads. For each key tile: St = scale K Q^T,
+// the running max m and sum l of every query are updated (online softmax), St becomes exp(St - m), the
+// accumulator O (query tile x dv) is rescaled by exp(m_old - m_new) and O += St^T V. At the end
+// o = O / l and lse = m + log l.
+//
+// Backward (recomputing P = exp(S - lse) from the kept lse; D = rowsum(grad_o * o) first) visits every
+// (query tile I, key tile J) pair once and runs five products on it:
+//   St = scale K_J Q_I^T, dPt = V_J grad_o_I^T, Pt = exp(St - lse_I), dSt = Pt (dPt - D_I),
+//   dV_J += Pt grad_o_I,  dK_J += scale dSt Q_I,  dQ_I += scale dSt^T K_J.
+// The pairs run in steps (a wavefront): in step t, query tile I meets key tile (I + t) mod nJ (or the
+// mirror when there are more query tiles), so no two tasks of a step share an accumulator, and every
+// dQ_I, dK_J, dV_J sums its pairs in the order of the steps: no races, no atomics, and the bits do not
+// depend on the thread count. The accumulators (B (n_q d + n_k (d + dv)) values, O(N C)) live in the
+// scratch and are copied to the strided outputs at the end.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <type_traits>
+
+#include "kdloss/backend/cpu/gemm.hpp"
+#include "kdloss/backend/cpu/parallel.hpp"
+#include "kdloss/core/packet.hpp"
+#include "kdloss/expr/attention.hpp"
+#include "kdloss/expr/matmul.hpp"
+
+namespace kdloss::backend::cpu {
+namespace attention_detail {
+
+// Tile sizes (elements), multiples of the GEMM's micro tiles. Forward: kQueries query columns x kKeys
+// key rows; backward: kBackQueries x kBackKeys.
+inline constexpr std::int64_t kQueries = 192;
+inline constexpr std::int64_t kKeys = 384;
+inline constexpr std::int64_t kBackQueries = 192;
+inline constexpr std::int64_t kBackKeys = 192;
+
+/// Lanes of one packet of A (64 bytes: one AVX-512 register, two AVX2 ones).
+template <class A>
+inline constexpr int kLanes = static_cast<int>(64 / sizeof(A));
+template <class A>
+using Pk = math::Packet<A, kLanes<A>>;
+
+inline std::int64_t round_up(std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; }
+inline std::size_t align64(std::size_t n) { return (n + 63) / 64 * 64; }
+
+/// Hands out 64-byte aligned pieces of one thread's scratch (a null base only counts).
+class Slicer {
+ public:
+  explicit Slicer(void* base) : base_(static_cast<char*>(base)) {}
+  template <class A>
+  A* take(std::int64_t n) {
+    char* p = base_ ? base_ + used_ : nullptr;
+    used_ += align64(static_cast<std::size_t>(n) * sizeof(A));
+    return reinterpret_cast<A*>(p);
+  }
+  std::size_t used() const { return used_; }
+
+ private:
+  char* base_;
+  std::size_t used_ = 0;
+};
+
+/// 64 bytes of A as a GNU vector (one AVX-512 register; two AVX2 ones; four SSE2 ones), U the same
+/// for unaligned, aliasing loads and stores, I the integers of the same width.
+template <class A>
+struct Lanes;
+template <>
+struct Lanes<float> {
+  typedef float V __attribute__((vector_size(64)));
+  typedef float U __attribute__((vector_size(64), aligned(4), may_alias));
+  typedef std::int32_t I __attribute__((vector_size(64)));
+};
+template <>
+struct Lanes<double> {
+  typedef double V __attribute__((vector_size(64)));
+  typedef double U __attribute__((vector_size(64), aligned(8), may_alias));
+  typedef std::int64_t I __attribute__((vector_size(64)));
+};
+template <class A>
+KDLOSS_FORCEINLINE typename Lanes<A>::V vload(const A* p) {
+  return *reinterpret_cast<const typename Lanes<A>::U*>(p);
+}
+template <class A>
+KDLOSS_FORCEINLINE void vstore(A* p, const typename Lanes<A>::V& v) {
+  *reinterpret_cast<typename Lanes<A>::U*>(p) = v;
+}
+template <class A>
+KDLOSS_FORCEINLINE typename Lanes<A>::V vset(A x) {
+  return typename Lanes<A>::V{} + x;
+}
+/// exp lane by lane: float by packet.hpp's polynomial (within 2 ulp), double by std::exp.
+template <class A>
+KDLOSS_FORCEINLINE typename Lanes<A>::V vexp(const typename Lanes<A>::V& x) {
+  if constexpr (std::is_same_v<A, float>) {
+    return math::packet_detail::packet_exp_f32<typename Lanes<A>::V, typename Lanes<A>::I>(x);
+  } else {
+    typename Lanes<A>::V r = x;
+    for (int l = 0; l < kLanes<A>; ++l) r[l] = std::exp(r[l]);
+    return r;
+  }
+}
+
+// The tile kernels run at the machine's vector width: cloned for AVX-512 (x86-64-v4), AVX2 (v3) and
+// the baseline, with everything they call inlined into each clone.
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && defined(__x86_64__) && \
+    defined(__linux__) && __GNUC__ >= 11 && defined(__OPTIMIZE__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(KDLOSS_NO_TARGET_CLONES)
+#define KDLOSS_ATTENTION_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) KDLOSS_CPU_FLATTEN
+#else
+#define KDLOSS_ATTENTION_CLONES KDLOSS_CPU_FLATTEN
+#endif
+
+inline namespace KDLOSS_CPU_ISA_NAMESPACE {
+
+/// One key tile of transposed scores s (rows x ld, columns in whole packets) folded into the running
+/// max m and sum l of its query columns (online softmax): s becomes exp(s - m_new), corr the factor
+/// exp(m_old - m_new) the accumulator is rescaled by, shift the m_new subtracted (0 while a column has
+/// seen only -inf, so an all -inf column gives l = 0 and a NaN output, as softmax does). NaN scores
+/// are skipped by the max and reach l through exp; a +inf score gives NaN (inf - inf), as torch does.
+template <class A>
+KDLOSS_ATTENTION_CLONES void online_tile(A* s, std::int64_t rows, std::int64_t ld, A* m, A* l, A* corr,
+                                         A* shift) {
+  using V = typename Lanes<A>::V;
+  constexpr int W = kLanes<A>;
+  for (std::int64_t c = 0; c < ld; c += W) {
+    // Four rows at a time: independent max chains.
+    V m0 = vload(m + c), m1 = m0, m2 = m0, m3 = m0;
+    std::int64_t j = 0;
+    for (; j + 4 <= rows; j += 4) {
+      const V x0 = vload(s + j * ld + c), x1 = vload(s + (j + 1) * ld + c), x2 = vload(s + (j + 2) * ld + c),
+              x3 = vload(s + (j + 3) * ld + c);
+      m0 = x0 > m0 ? x0 : m0;
+      m1 = x1 > m1 ? x1 : m1;
+      m2 = x2 > m2 ? x2 : m2;
+      m3 = x3 > m3 ? x3 : m3;
+    }
+    for (; j < rows; ++j) {
+      const V x = vload(s + j * ld + c);
+      m0 = x > m0 ? x : m0;
+    }
+    m0 = m1 > m0 ? m1 : m0;
+    m2 = m3 > m2 ? m3 : m2;
+    const V mn = m2 > m0 ? m2 : m0, mo = vload(m + c);
+    const V ms = mn > vset(-std::numeric_limits<A>::infinity()) ? mn : vset(A(0));
+    vstore(corr + c, mo < mn ? vexp<A>(mo - ms) : vset(A(1)));
+    vstore(m + c, mn);
+    vstore(shift + c, ms);
+  }
+  for (std::int64_t c = 0; c < ld; c += W) {
+    const V sh = vload(shift + c);
+    V r0 = vset(A(0)), r1 = r0;
+    std::int64_t j = 0;
+    for (; j + 2 <= rows; j += 2) {
+      const V p0 = vexp<A>(vload(s + j * ld + c) - sh), p1 = vexp<A>(vload(s + (j + 1) * ld + c) - sh);
+      vstore(s + j * ld + c, p0);
+      vstore(s + (j + 1) * ld + c, p1);
+      r0 += p0;
+      r1 += p1;
+    }
+    if (j < rows) {
+      const V p0 = vexp<A>(vload(s + j * ld + c) - sh);
+      vstore(s + j * ld + c, p0);
+      r0 += p0;
+    }
+    vstore(l + c, vload(l + c) * vload(corr + c) + (r0 + r1));
+  }
+}
+
+/// Backward on one tile of transposed scores: p = exp(s - lse[col]) (written over s when keep_p), and
+/// when dp is non-null dp = p (dp - dd[col]) (dS).
+template <class A>
+KDLOSS_ATTENTION_CLONES void grad_tile(A* s, A* dp, std::int64_t rows, std::int64_t ld, const A* lse, const A* dd,
+                                       bool keep_p) {
+  using V = typename Lanes<A>::V;
+  constexpr int W = kLanes<A>;
+  for (std::int64_t c = 0; c < ld; c += W) {
+    const V lv = vload(lse + c), dv = vload(dd + c);
+    for (std::int64_t j = 0; j < rows; ++j) {
+      A* sp = s + j * ld + c;
+      const V p = vexp<A>(vload(sp) - lv);
+      if (keep_p) vstore(sp, p);
+      if (dp) {
+        A* d = dp + j * ld + c;
+        vstore(d, p * (vload(d) - dv));
+      }
+    }
+  }
+}
+
+}  // namespace KDLOSS_CPU_ISA_NAMESPACE
+
+/// c = alpha * a b + beta * c, single-threaded (one tile of one task).
+template <class A>
+void product(std::int64_t m, std::int64_t n, std::int64_t k, const expr::MatOperand<const A>& a,
+             const expr::MatOperand<const A>& b, const expr::MatOperand<A>& c, double alpha, double beta,
+             void* scratch) {
+  expr::Gemm<A, A, A> g;
+  g.batch = 1;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.a = a;
+  g.b = b;
+  g.c = c;
+  g.alpha = alpha;
+  g.beta = beta;
+  gemm(g, scratch, 1);
+}
+
+/// Rows [r0, r0 + rows) of operand x of batch b, as a batch-free operand.
+template <class T>
+expr::MatOperand<const T> rows_of(const expr::MatOperand<const T>& x, std::int64_t b, std::int64_t r0) {
+  return {x.at(b, r0, 0), 0, x.row, x.col};
+}
+/// The same rows read transposed (columns = rows of x).
+template <class T>
+expr::MatOperand<const T> rows_of_t(const expr::MatOperand<const T>& x, std::int64_t b, std::int64_t r0) {
+  return {x.at(b, r0, 0), 0, x.col, x.row};
+}
+template <class A>
+expr::MatOperand<const A> tile_rows(const A* p, std::int64_t ld) {
+  return {p, 0, ld, 1};
+}
+template <class A>
+expr::MatOperand<const A> tile_cols(const A* p, std::int64_t ld) {
+  return {p, 0, 1, ld};
+}
+
+/// Scratch bytes of single-threaded products of the given (m, n, k) shapes, three numbers each: the largest.
+template <class A>
+std::size_t gemm_bytes_of(std::initializer_list<std::int64_t> mnk) {
+  std::size_t bytes = 0;
+  const std::int64_t* p = mnk.begin();
+  for (std::size_t i = 0; i + 2 < mnk.size(); i += 3)
+    bytes = std::max(bytes, gemm_scratch_bytes<A>(p[i], p[i + 1], p[i + 2], 1));
+  return align64(bytes);
+}
+
+/// One forward task's scratch, carved from `base` (null: sizes only).
+template <class A>
+struct ForwardScratch {
+  std::int64_t bq, bk, ld;
+  void* gemm;
+  A *s, *acc, *m, *l, *corr, *shift;
+  std::size_t bytes;
+  template <class T>
+  ForwardScratch(const expr::AttentionForward<T, A>& f, void* base) {
+    bq = std::min(kQueries, f.n_q);
+    bk = std::min(kKeys, f.n_k);
+    ld = round_up(bq, kLanes<A>);
+    Slicer sl(base);
+    gemm = sl.take<char>(static_cast<std::int64_t>(gemm_bytes_of<A>({bk, bq, f.d, bq, f.dv, bk})));
+    s = sl.take<A>(bk * ld);
+    acc = sl.take<A>(bq * f.dv);
+    m = sl.take<A>(ld);
+    l = sl.take<A>(ld);
+    corr = sl.take<A>(ld);
+    shift = sl.take<A>(ld);
+    bytes = sl.used();
+  }
+};
+
+/// One backward task's scratch, carved from `base`.
+template <class A>
+struct BackwardScratch {
+  std::int64_t bq, bk, ld;  // query columns, key rows, padded row
+  void* gemm;
+  A *s, *dp, *lse, *dd;
+  std::size_t bytes;
+  template <class T>
+  BackwardScratch(const expr::AttentionBackward<T, A>& g, void* base) {
+    bq = std::min(kBackQueries, g.n_q);
+    bk = std::min(kBackKeys, g.n_k);
+    ld = round_up(bq, kLanes<A>);
+    Slicer sl(base);
+    gemm = sl.take<char>(static_cast<std::int64_t>(
+        gemm_bytes_of<A>({bk, bq, g.d, bk, bq, g.dv, bk, g.dv, bq, bk, g.d, bq, bq, g.d, bk})));
+    s = sl.take<A>(bk * ld);
+    dp = sl.take<A>(bk * ld);
+    lse = sl.take<A>(ld);
+    dd = sl.take<A>(ld);
+    bytes = sl.used();
+  }
+};
+
+/// The backward's shared scratch: D and the three accumulators (null when not wanted).
+template <class A>
+struct BackwardShared {
+  A *dd, *dq, *dk, *dv;
+  std::size_t bytes;
+  template <class T>
+  BackwardShared(const expr::AttentionBackward<T, A>& g, void* base) {
+    Slicer sl(base);
+    const bool want_q = g.grad_q.data != nullptr, want_k = g.grad_k.data != nullptr, want_v = g.grad_v.data != nullptr;
+    dd = sl.take<A>(want_q || want_k ? g.batch * g.n_q : 0);
+    dq = want_q ? sl.take<A>(g.batch * g.n_q * g.d) : nullptr;
+    dk = want_k ? sl.take<A>(g.batch * g.n_k * g.d) : nullptr;
+    dv = want_v ? sl.take<A>(g.batch * g.n_k * g.dv) : nullptr;
+    bytes = sl.used();
+  }
+};
+
+/// Runs body(task, thread) for task < tasks on at most `threads` threads.
+template <class F>
+void for_tasks(std::int64_t tasks, int threads, F body) {
+  const int nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, tasks)));
+#if KDLOSS_OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+#endif
+  for (std::int64_t t = 0; t < tasks; ++t) body(t, nt > 1 ? thread_id() : 0);
+}
+
+/// Copies acc (rows x cols, row-major) into operand rows [r0, r0 + rows) of batch b.
+template <class T, class A>
+void store_rows(const A* acc, std::int64_t rows, std::int64_t cols, const expr::MatOperand<T>& out, std::int64_t b,
+                std::int64_t r0) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    T* o = out.at(b, r0 + r, 0);
+    const A* a = acc + r * cols;
+    if (out.col == 1)
+      for (std::int64_t c = 0; c < cols; ++c) o[c] = static_cast<T>(a[c]);
+    else
+      for (std::int64_t c = 0; c < cols; ++c) o[c * out.col] = static_cast<T>(a[c]);
+  }
+}
+
+/// vals[0..n) into dst, the padding up to ld set to 0.
+template <class A>
+void load_padded(const A* vals, std::int64_t n, std::int64_t ld, A* dst) {
+  std::copy(vals, vals + n, dst);
+  std::fill(dst + n, dst + ld, A(0));
+}
+
+}  // namespace attention_detail
+
+/// Bytes of scratch attention_forward needs with `threads` threads.
+template <class T, class Acc>
+std::size_t attention_forward_scratch_bytes(const expr::AttentionForward<T, Acc>& f, int threads) {
+  static_assert(std::is_same_v<T, Acc>, "the host backend computes float and double in their own type");
+  if (f.batch == 0 || f.n_q == 0) return 0;
+  return static_cast<std::size_t>(std::max(threads, 1)) * attention_detail::ForwardScratch<Acc>(f, nullptr).bytes + 64;
+}
+
+/// o (and lse when non-null) of f; scratch holds attention_forward_scratch_bytes(f, threads).
+template <class T, class Acc>
+void attention_forward(const expr::AttentionForward<T, Acc>& f, void* scratch, int threads) {
+  using namespace attention_detail;
+  using A = Acc;
+  if (f.batch == 0 || f.n_q == 0) return;
+  threads = std::max(threads, 1);
+  char* base = reinterpret_cast<char*>(align64(reinterpret_cast<std::uintptr_t>(scratch)));
+  const std::size_t per_thread = ForwardScratch<A>(f, nullptr).bytes;
+  const std::int64_t qtiles = (f.n_q + kQueries - 1) / kQueries;
+  const int nt = f.batch * f.n_q * f.n_k * (f.d + f.dv) > kParallelThreshold ? threads : 1;
+  for_tasks(f.batch * qtiles, nt, [&](std::int64_t task, int tid) {
+    const ForwardScratch<A> w(f, base + per_thread * static_cast<std::size_t>(tid));
+    const std::int64_t b = task / qtiles, i0 = (task % qtiles) * kQueries, bq = std::min(kQueries, f.n_q - i0);
+    std::fill(w.m, w.m + w.ld, -std::numeric_limits<A>::infinity());
+    std::fill(w.l, w.l + w.ld, A(0));
+    for (std::int64_t j0 = 0; j0 < f.n_k; j0 += kKeys) {
+      const std::int64_t bk = std::min(kKeys, f.n_k - j0);
+      // St = scale K Q^T (keys x queries)
+      product<A>(bk, bq, f.d, rows_of(f.k, b, j0), rows_of_t(f.q, b, i0), {w.s, 0, w.ld, 1}, f.scale, 0.0, w.gemm);
+      online_tile(w.s, bk, w.ld, w.m, w.l, w.corr, w.shift);
+      if (j0 > 0)
+        for (std::int64_t i = 0; i < bq; ++i)
+          if (w.corr[i] != A(1))
+            for (A *p = w.acc + i * f.dv, *e = p + f.dv; p != e; ++p) *p *= w.corr[i];
+      // O += Pt^T V
+      product<A>(bq, f.dv, bk, tile_cols<A>(w.s, w.ld), rows_of(f.v, b, j0), {w.acc, 0, f.dv, 1}, 1.0,
+                 j0 > 0 ? 1.0 : 0.0, w.gemm);
+    }
+    for (std::int64_t i = 0; i < bq; ++i) {
+      const A inv = A(1) / w.l[i];
+      for (A *p = w.acc + i * f.dv, *e = p + f.dv; p != e; ++p) *p *= inv;
+      if (f.lse) f.lse[b * f.n_q + i0 + i] = w.shift[i] + std::log(w.l[i]);
+    }
+    store_rows(w.acc, bq, f.dv, f.o, b, i0);
+  });
+}
+
+/// Bytes of scratch attention_backward needs with `threads` threads.
+template <class T, class Acc>
+std::size_t attention_backward_scratch_bytes(const expr::AttentionBackward<T, Acc>& g, int threads) {
+  static_assert(std::is_same_v<T, Acc>, "the host backend computes float and double in their own type");
+  if (g.batch == 0 || g.n_q == 0) return 0;
+  return attention_detail::BackwardShared<Acc>(g, nullptr).bytes +
+         static_cast<std::size_t>(std::max(threads, 1)) * attention_detail::BackwardScratch<Acc>(g, nullptr).bytes + 64;
+}
+
+/// The wanted gradients of g (operands with null data are skipped); scratch holds
+/// attention_backward_scratch_bytes(g, threads).
+template <class T, class Acc>
+void attention_backward(const expr::AttentionBackward<T, Acc>& g, void* scratch, int threads) {
+  using namespace attention_detail;
+  using A = Acc;
+  if (g.batch == 0 || g.n_q == 0) return;
+  const bool want_q = g.grad_q.data != nullptr, want_k = g.grad_k.data != nullptr, want_v = g.grad_v.data != nullptr;
+  if (!want_q && !want_k && !want_v) return;
+  const bool want_ds = want_q || want_k;
+  threads = std::max(threads, 1);
+  char* base = reinterpret_cast<char*>(align64(reinterpret_cast<std::uintptr_t>(scratch)));
+  const BackwardShared<A> sh(g, base);
+  base += sh.bytes;
+  const std::size_t per_thread = BackwardScratch<A>(g, nullptr).bytes;
+  const std::int64_t qtiles = (g.n_q + kBackQueries - 1) / kBackQueries, ktiles = (g.n_k + kBackKeys - 1) / kBackKeys;
+  const bool by_query = qtiles <= ktiles;  // a step holds every query tile (else every key tile) once
+  const std::int64_t width = by_query ? qtiles : ktiles, steps = by_query ? ktiles : qtiles;
+  const std::int64_t tasks = g.batch * width;
+  const int nt = static_cast<int>(std::min<std::int64_t>(threads, tasks));
+  const std::int64_t work = g.batch * g.n_q * g.n_k * (g.d + g.dv);
+
+#if KDLOSS_OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1 && work > kParallelThreshold)
+#endif
+  {
+    const int tid = nt > 1 ? thread_id() : 0;
+    const BackwardScratch<A> w(g, base + per_thread * static_cast<std::size_t>(tid));
+    // D[b, i] = sum_f grad_o o; the accumulators start at zero.
+#if KDLOSS_OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (std::int64_t r = 0; r < g.batch * g.n_q; ++r) {
+      const std::int64_t b = r / g.n_q, i = r % g.n_q;
+      if (want_ds) {
+        A sum = 0;
+        for (std::int64_t f = 0; f < g.dv; ++f)
+          sum += static_cast<A>(*g.grad_o.at(b, i, f)) * static_cast<A>(*g.o.at(b, i, f));
+        sh.dd[r] = sum;
+      }
+      if (want_q) std::fill(sh.dq + r * g.d, sh.dq + (r + 1) * g.d, A(0));
+    }
+#if KDLOSS_OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (std::int64_t r = 0; r < g.batch * g.n_k; ++r) {
+      if (want_k) std::fill(sh.dk + r * g.d, sh.dk + (r + 1) * g.d, A(0));
+      if (want_v) std::fill(sh.dv + r * g.dv, sh.dv + (r + 1) * g.dv, A(0));
+    }
+    for (std::int64_t t = 0; t < steps; ++t) {
+#if KDLOSS_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+      for (std::int64_t task = 0; task < tasks; ++task) {
+        const std::int64_t b = task / width, u = task % width;
+        const std::int64_t qi = by_query ? u : (u + t) % qtiles, kj = by_query ? (u + t) % ktiles : u;
+        const std::int64_t i0 = qi * kBackQueries, bq = std::min(kBackQueries, g.n_q - i0);
+        const std::int64_t j0 = kj * kBackKeys, bk = std::min(kBackKeys, g.n_k - j0);
+        load_padded(g.lse + b * g.n_q + i0, bq, w.ld, w.lse);
+        if (want_ds) load_padded(sh.dd + b * g.n_q + i0, bq, w.ld, w.dd);
+        // St = scale K_J Q_I^T, dPt = V_J grad_o_I^T (keys x queries)
+        product<A>(bk, bq, g.d, rows_of(g.k, b, j0), rows_of_t(g.q, b, i0), {w.s, 0, w.ld, 1}, g.scale, 0.0, w.gemm);
+        if (want_ds)
+          product<A>(bk, bq, g.dv, rows_of(g.v, b, j0), rows_of_t(g.grad_o, b, i0), {w.dp, 0, w.ld, 1}, 1.0, 0.0,
+                     w.gemm);
+        grad_tile(w.s, want_ds ? w.dp : nullptr, bk, w.ld, w.lse, w.dd, want_v);
+        if (want_v)  // dV_J += Pt grad_o_I
+          product<A>(bk, g.dv, bq, tile_rows<A>(w.s, w.ld), rows_of(g.grad_o, b, i0),
+                     {sh.dv + (b * g.n_k + j0) * g.dv, 0, g.dv, 1}, 1.0, 1.0, w.gemm);
+        if (want_k)  // dK_J += scale dSt Q_I
+          product<A>(bk, g.d, bq, tile_rows<A>(w.dp, w.ld), rows_of(g.q, b, i0),
+                     {sh.dk + (b * g.n_k + j0) * g.d, 0, g.d, 1}, g.scale, 1.0, w.gemm);
+        if (want_q)  // dQ_I += scale dSt^T K_J
+          product<A>(bq, g.d, bk, tile_cols<A>(w.dp, w.ld), rows_of(g.k, b, j0),
+                     {sh.dq + (b * g.n_q + i0) * g.d, 0, g.d, 1}, g.scale, 1.0, w.gemm);
+      }
+    }
+    // Copy the accumulators to the (strided) outputs.
+#if KDLOSS_OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (std::int64_t b = 0; b < g.batch; ++b) {
+      if (want_q) store_rows(sh.dq + b * g.n_q * g.d, g.n_q, g.d, g.grad_q, b, 0);
+      if (want_k) store_rows(sh.dk + b * g.n_k * g.d, g.n_k, g.d, g.grad_k, b, 0);
+      if (want_v) store_rows(sh.dv + b * g.n_k * g.dv, g.n_k, g.dv, g.grad_v, b, 0);
+    }
+  }
+}
+
+}  // namespace kdloss::backend::cpu

@@ -1,0 +1,334 @@
+// ops::softmax_relation: values and the three gradients against the naive double reference (which stores
+// the N x N' matrix), central differences, scale != 1, N != N', strided and channels-first operands, tile
+// boundaries, N = 1 / N' = 1, large logits, NaN / -inf scores as torch's softmax gives them, bad input
+// with outputs untouched, thread-count determinism, and the kept state against the recomputed one.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kdloss/config.hpp"
+#include "kdloss/ops/softmax_relation.hpp"
+#include "reference/ops/relation.hpp"
+#include "support/test_support.hpp"
+
+#if KDLOSS_OPENMP
+#include <omp.h>
+#endif
+
+using namespace kdloss;
+using kdloss_test::check_close;
+using kdloss_test::check_same_nonfinite;
+using kdloss_test::random_vector;
+
+namespace {
+
+struct Problem {
+  std::int64_t batch, n, nk, m, c;
+  double scale;
+  kdloss_ref::ops::SoftmaxRelation ref() const { return {batch, n, nk, m, c, scale}; }
+};
+
+struct Inputs {
+  std::vector<double> theta, phi, g, gy;
+};
+Inputs make_inputs(const Problem& p, std::uint32_t seed, double amp = 1.0) {
+  return {random_vector<double>(p.batch * p.n * p.m, seed, -amp, amp),
+          random_vector<double>(p.batch * p.nk * p.m, seed + 1, -amp, amp),
+          random_vector<double>(p.batch * p.nk * p.c, seed + 2), random_vector<double>(p.batch * p.n * p.c, seed + 3)};
+}
+
+/// rows: [B, R, C] row-major; channels_first: stored [B, C, R] (a [B, C, H, W] map read as [B, H*W, C]);
+/// padded: rows padded by 3 elements.
+enum class Layout { rows, channels_first, padded };
+const Layout kLayouts[] = {Layout::rows, Layout::channels_first, Layout::padded};
+
+template <class T>
+kdloss_test::Strided<T> store(const std::vector<double>& v, const Dims& shape, Layout layout) {
+  const std::vector<T> t(v.begin(), v.end());
+  if (layout == Layout::channels_first) return kdloss_test::relayout(t, shape, {0, 2, 1});
+  return kdloss_test::relayout(t, shape, {0, 1, 2}, layout == Layout::padded ? 3 : 0);
+}
+
+/// A 256-byte aligned host buffer (reserves and workspaces).
+struct Aligned {
+  std::unique_ptr<unsigned char[]> raw;
+  void* data = nullptr;
+  std::size_t bytes = 0;
+  explicit Aligned(std::size_t n) : raw(new unsigned char[n + 256]), bytes(n) {
+    data = raw.get() + (256 - reinterpret_cast<std::uintptr_t>(raw.get()) % 256) % 256;
+  }
+};
+
+struct Out {
+  std::vector<double> y, gt, gp, gg;
+};
+
+/// How the gradients are obtained: forward_backward; forward keeping the reserve, then backward reading
+/// y and the reserve; forward without a reserve, then backward with neither (recomputed).
+enum class How { forward_backward, kept, recomputed };
+
+template <class T>
+Out run(const Problem& p, const Inputs& in, Layout layout, How how, bool grads = true) {
+  auto th = store<T>(in.theta, {p.batch, p.n, p.m}, layout), ph = store<T>(in.phi, {p.batch, p.nk, p.m}, layout);
+  auto g = store<T>(in.g, {p.batch, p.nk, p.c}, layout), gy = store<T>(in.gy, {p.batch, p.n, p.c}, layout);
+  auto y = store<T>(std::vector<double>(p.batch * p.n * p.c, 5.0), {p.batch, p.n, p.c}, layout);
+  auto gt = store<T>(std::vector<double>(in.theta.size(), 5.0), {p.batch, p.n, p.m}, layout);
+  auto gp = store<T>(std::vector<double>(in.phi.size(), 5.0), {p.batch, p.nk, p.m}, layout);
+  auto gg = store<T>(std::vector<double>(in.g.size(), 5.0), {p.batch, p.nk, p.c}, layout);
+  ops::SoftmaxRelationArgs<T> a;
+  a.theta = th.view;
+  a.phi = ph.view;
+  a.g = g.view;
+  a.y = y.view;
+  a.options.scale = p.scale;
+  Aligned reserve(ops::softmax_relation_reserve_bytes(a));
+  auto vec = [](const auto& s) {
+    const auto v = kdloss_test::to_vector(s.view);
+    return std::vector<double>(v.begin(), v.end());
+  };
+  if (!grads) {
+    ops::softmax_relation(a, Mode::forward);
+    return {vec(y), {}, {}, {}};
+  }
+  a.grad_y = gy.view;
+  a.grad_theta = gt.view;
+  a.grad_phi = gp.view;
+  a.grad_g = gg.view;
+  if (how == How::forward_backward) {
+    ops::softmax_relation(a, Mode::forward_backward);
+  } else {
+    if (how == How::kept) a.reserve = {reserve.data, reserve.bytes};
+    ops::softmax_relation(a, Mode::forward);
+    if (how == How::recomputed) a.y = {};
+    ops::softmax_relation(a, Mode::backward);
+  }
+  return {vec(y), vec(gt), vec(gp), vec(gg)};
+}
+
+/// The reference's y and gradients of one problem (computed once, compared with every run).
+struct Expected {
+  std::vector<double> y;
+  kdloss_ref::ops::SoftmaxRelation::Grads grads;
+  Expected(const Problem& p, const Inputs& in)
+      : y(p.ref().forward(in.theta, in.phi, in.g)), grads(p.ref().backward(in.theta, in.phi, in.g, in.gy)) {}
+};
+
+template <class T>
+void check_against_reference(const Problem& p, const Inputs& in, const Expected& want, Layout layout, How how,
+                             double rel, double abs) {
+  const Out r = run<T>(p, in, layout, how);
+  check_close(r.y, want.y, rel, abs, "y");
+  check_close(r.gt, want.grads.theta, rel, abs, "grad_theta");
+  check_close(r.gp, want.grads.phi, rel, abs, "grad_phi");
+  check_close(r.gg, want.grads.g, rel, abs, "grad_g");
+}
+
+// Tiles of the host backend: 192 queries x 384 keys (forward, grad_theta), 192 keys x 384 queries
+// (grad_phi, grad_g). The sizes below straddle them.
+const Problem kProblems[] = {
+    {2, 7, 5, 3, 4, 0.7},      {1, 1, 1, 3, 2, 1.0},      {1, 1, 9, 4, 3, 0.5},    {3, 9, 1, 2, 5, 1.3},
+    {2, 193, 385, 5, 3, 0.4},  {1, 385, 193, 4, 6, 0.45}, {1, 192, 384, 17, 33, 1.0 / std::sqrt(17.0)},
+    {1, 40, 30, 260, 3, 0.05},  // depth beyond one GEMM block
+};
+
+}  // namespace
+
+TEST_CASE("softmax_relation: values and gradients match the double reference (float and double, every layout)") {
+  int k = 0;
+  for (const Problem& p : kProblems) {
+    const Inputs in = make_inputs(p, 100 + 7 * k);
+    const Expected want(p, in);
+    for (Layout layout : kLayouts) {
+      CAPTURE(k);
+      CAPTURE(static_cast<int>(layout));
+      check_against_reference<double>(p, in, want, layout, How::forward_backward, 1e-10, 1e-12);
+      check_against_reference<float>(p, in, want, layout, How::kept, 2e-4, 2e-5);
+    }
+    ++k;
+  }
+}
+
+TEST_CASE("softmax_relation: gradients match central differences of the op itself (double)") {
+  const Problem p{2, 5, 4, 3, 2, 0.8};
+  const Inputs in = make_inputs(p, 7);
+  const Out r = run<double>(p, in, Layout::channels_first, How::forward_backward);
+  auto loss_of = [&](int which) {
+    return [&, which](const std::vector<double>& x) {
+      Inputs v = in;
+      (which == 0 ? v.theta : which == 1 ? v.phi : v.g) = x;
+      const Out o = run<double>(p, v, Layout::rows, How::forward_backward, false);
+      double s = 0;
+      for (std::size_t i = 0; i < o.y.size(); ++i) s += o.y[i] * in.gy[i];
+      return s;
+    };
+  };
+  check_close(r.gt, kdloss_test::numeric_gradient(in.theta, loss_of(0)), 1e-6, 1e-8, "grad_theta");
+  check_close(r.gp, kdloss_test::numeric_gradient(in.phi, loss_of(1)), 1e-6, 1e-8, "grad_phi");
+  check_close(r.gg, kdloss_test::numeric_gradient(in.g, loss_of(2)), 1e-6, 1e-8, "grad_g");
+}
+
+TEST_CASE("softmax_relation: the kept reserve, recomputation and forward_backward give the same bits") {
+  const Problem p{2, 200, 390, 9, 7, 0.3};
+  const Inputs in = make_inputs(p, 21);
+  for (Layout layout : {Layout::rows, Layout::channels_first}) {
+    const Out a = run<float>(p, in, layout, How::forward_backward), b = run<float>(p, in, layout, How::kept),
+              c = run<float>(p, in, layout, How::recomputed);
+    CHECK(a.y == b.y);
+    CHECK(a.y == c.y);
+    for (const Out* o : {&b, &c}) {
+      CHECK(o->gt == a.gt);
+      CHECK(o->gp == a.gp);
+      CHECK(o->gg == a.gg);
+    }
+  }
+}
+
+TEST_CASE("softmax_relation: results are bitwise the same with 1, 2 and 3 threads") {
+#if KDLOSS_OPENMP
+  const Problem p{2, 401, 500, 16, 8, 0.25};
+  const Inputs in = make_inputs(p, 31);
+  const int old = omp_get_max_threads();
+  std::vector<Out> runs;
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    runs.push_back(run<float>(p, in, Layout::channels_first, How::forward_backward));
+  }
+  omp_set_num_threads(old);
+  for (int i = 1; i < 3; ++i) {
+    CHECK(runs[i].y == runs[0].y);
+    CHECK(runs[i].gt == runs[0].gt);
+    CHECK(runs[i].gp == runs[0].gp);
+    CHECK(runs[i].gg == runs[0].gg);
+  }
+#else
+  MESSAGE("built without OpenMP: one thread only");
+#endif
+}
+
+TEST_CASE("softmax_relation: large logits do not overflow (online softmax)") {
+  const Problem p{1, 50, 420, 4, 3, 1.0};
+  const Inputs in = make_inputs(p, 41, 30.0);  // scores up to a few thousand
+  const Out r = run<float>(p, in, Layout::rows, How::forward_backward);
+  CHECK(kdloss_test::all_finite(r.y));
+  CHECK(kdloss_test::all_finite(r.gt));
+  const auto ref = p.ref();
+  check_close(r.y, ref.forward(in.theta, in.phi, in.g), 1e-3, 1e-4, "y");
+  const auto gr = ref.backward(in.theta, in.phi, in.g, in.gy);
+  // The float scores carry an absolute error of about 1e-4 at this magnitude, amplified by the gradient.
+  check_close(r.gg, gr.g, 1e-2, 1e-3, "grad_g");
+  check_close(r.gp, gr.phi, 2e-2, 5e-2, "grad_phi");
+}
+
+TEST_CASE("softmax_relation: NaN and inf propagate as torch's softmax gives them") {
+  const Problem p{2, 6, 400, 3, 2, 1.0};
+  const auto ref = p.ref();
+  SUBCASE("a NaN in theta makes that query row NaN, the others stay finite") {
+    Inputs in = make_inputs(p, 51);
+    in.theta[(1 * p.n + 2) * p.m + 1] = std::numeric_limits<double>::quiet_NaN();
+    const Out r = run<float>(p, in, Layout::rows, How::forward_backward);
+    check_same_nonfinite(r.y, ref.forward(in.theta, in.phi, in.g), 1e-4, 1e-5, "y");
+    const auto gr = ref.backward(in.theta, in.phi, in.g, in.gy);
+    check_same_nonfinite(r.gt, gr.theta, 1e-4, 1e-5, "grad_theta");
+    check_same_nonfinite(r.gp, gr.phi, 1e-4, 1e-5, "grad_phi");
+    check_same_nonfinite(r.gg, gr.g, 1e-4, 1e-5, "grad_g");
+    CHECK(std::isfinite(r.y[0]));
+  }
+  SUBCASE("a NaN in phi (past the first key tile) makes every row of its batch NaN") {
+    Inputs in = make_inputs(p, 52);
+    in.phi[(0 * p.nk + 390) * p.m] = std::numeric_limits<double>::quiet_NaN();
+    const Out r = run<double>(p, in, Layout::rows, How::kept);
+    check_same_nonfinite(r.y, ref.forward(in.theta, in.phi, in.g), 1e-10, 1e-12, "y");
+    const auto gr = ref.backward(in.theta, in.phi, in.g, in.gy);
+    check_same_nonfinite(r.gt, gr.theta, 1e-10, 1e-12, "grad_theta");
+    check_same_nonfinite(r.gg, gr.g, 1e-10, 1e-12, "grad_g");
+  }
+  SUBCASE("a row of only -inf scores is NaN; -inf scores among finite ones get weight 0") {
+    Inputs in = make_inputs(p, 53);
+    // Row (0, 1): theta = (-inf, 0, 0) against phi[:, 0] > 0: all scores -inf.
+    for (std::int64_t j = 0; j < p.nk; ++j) in.phi[j * p.m] = 0.5 + 0.001 * j;
+    in.theta[(0 * p.n + 1) * p.m + 0] = -std::numeric_limits<double>::infinity();
+    in.theta[(0 * p.n + 1) * p.m + 1] = 0;
+    in.theta[(0 * p.n + 1) * p.m + 2] = 0;
+    // Row (1, 3): a score of about -1e60 at key 5 (-inf in float), finite elsewhere.
+    in.theta[(1 * p.n + 3) * p.m + 0] = 1e30;
+    for (std::int64_t j = 0; j < p.nk; ++j) in.phi[(1 * p.nk + j) * p.m] = j == 5 ? -1e30 : 0.0;
+    const Out r = run<float>(p, in, Layout::channels_first, How::recomputed);
+    const auto want = ref.forward(in.theta, in.phi, in.g);
+    check_same_nonfinite(r.y, want, 1e-4, 1e-5, "y");
+    CHECK(std::isnan(r.y[(0 * p.n + 1) * p.c]));
+    CHECK(std::isfinite(r.y[(1 * p.n + 3) * p.c]));
+    const auto gr = ref.backward(in.theta, in.phi, in.g, in.gy);
+    check_same_nonfinite(r.gg, gr.g, 1e-4, 1e-5, "grad_g");
+  }
+}
+
+TEST_CASE("softmax_relation: B = 0 is a no-op; bad inputs throw and leave the outputs untouched") {
+  const Problem p{2, 4, 3, 5, 2, 1.0};
+  std::vector<float> th(p.batch * p.n * p.m, 0.5f), ph(p.batch * p.nk * p.m, 0.25f), g(p.batch * p.nk * p.c, 1.0f);
+  std::vector<float> gy(p.batch * p.n * p.c, 1.0f), y(p.batch * p.n * p.c, 9.0f), gt(th.size(), 9.0f);
+  const auto make = [&] {
+    ops::SoftmaxRelationArgs<float> a;
+    a.theta = host_view<const float>(th.data(), {p.batch, p.n, p.m});
+    a.phi = host_view<const float>(ph.data(), {p.batch, p.nk, p.m});
+    a.g = host_view<const float>(g.data(), {p.batch, p.nk, p.c});
+    a.y = host_view(y.data(), {p.batch, p.n, p.c});
+    a.grad_y = host_view<const float>(gy.data(), {p.batch, p.n, p.c});
+    a.grad_theta = host_view(gt.data(), {p.batch, p.n, p.m});
+    return a;
+  };
+  const auto untouched = [&] {
+    for (float v : y) REQUIRE(v == 9.0f);
+    for (float v : gt) REQUIRE(v == 9.0f);
+  };
+  {
+    auto a = make();
+    a.theta = host_view<const float>(th.data(), {0, p.n, p.m});
+    a.phi = host_view<const float>(ph.data(), {0, p.nk, p.m});
+    a.g = host_view<const float>(g.data(), {0, p.nk, p.c});
+    a.y = host_view(y.data(), {0, p.n, p.c});
+    a.grad_y = host_view<const float>(gy.data(), {0, p.n, p.c});
+    a.grad_theta = host_view(gt.data(), {0, p.n, p.m});
+    ops::softmax_relation(a, Mode::forward_backward);
+    untouched();
+  }
+  using kdloss_test::expect_error;
+  auto bad = [&](auto edit, Mode mode, const std::string& needle) {
+    auto a = make();
+    edit(a);
+    expect_error([&] { ops::softmax_relation(a, mode); }, needle, untouched);
+  };
+  using A = ops::SoftmaxRelationArgs<float>&;
+  bad([&](A a) { a.phi = host_view<const float>(ph.data(), {p.batch, p.nk, p.m - 1}); }, Mode::forward,
+      "argument 'phi' has shape");
+  bad([&](A a) { a.phi = host_view<const float>(ph.data(), {p.batch, 0, p.m}); }, Mode::forward, "N' = 0");
+  bad([&](A a) { a.g = host_view<const float>(g.data(), {p.batch, p.nk - 1, p.c}); }, Mode::forward,
+      "argument 'g' has shape");
+  bad([&](A a) { a.theta = host_view<const float>(th.data(), {p.batch * p.n, p.m}); }, Mode::forward,
+      "argument 'theta' must have rank 3");
+  bad([&](A a) { a.y = host_view(y.data(), {p.batch, p.n, p.c + 1}); }, Mode::forward, "argument 'y' has shape");
+  bad([&](A a) { a.y = {}; }, Mode::forward, "argument 'y' is absent");
+  bad([&](A a) { a.y = host_view(gt.data(), {p.batch, p.n, p.c}); a.theta = host_view<const float>(gt.data(), {p.batch, p.n, p.m}); },
+      Mode::forward, "overlaps the memory of argument 'theta'");
+  bad([&](A a) { a.options.scale = std::numeric_limits<double>::quiet_NaN(); }, Mode::forward, "options.scale");
+  bad([&](A a) { a.grad_theta = {}; }, Mode::backward, "none of 'grad_theta'");
+  bad([&](A a) { a.grad_y = {}; }, Mode::forward_backward, "argument 'grad_y' is absent");
+  bad([&](A a) { a.grad_theta = host_view(gt.data(), {p.batch, p.n, p.m - 1}); }, Mode::backward,
+      "argument 'grad_theta' has shape");
+  Aligned small(64);
+  bad([&](A a) { a.reserve = {small.data, 8}; }, Mode::forward, "argument 'reserve' has 8 bytes");
+  bad([&](A a) { a.reserve = {static_cast<char*>(small.data) + 4, 4096}; }, Mode::forward, "aligned to 256");
+  {
+    auto a = make();
+    const std::size_t need = ops::softmax_relation_workspace_bytes(a);
+    Aligned ws(need);
+    expect_error([&] { ops::softmax_relation(a, Mode::forward, Exec{Workspace{ws.data, 16}}); }, "workspace", untouched);
+    ops::softmax_relation(a, Mode::forward_backward, Exec{Workspace{ws.data, need}});
+    CHECK(y[0] != 9.0f);
+  }
+}

@@ -19,6 +19,7 @@
 #include "kdloss/ops/filter.hpp"
 #include "kdloss/ops/linear.hpp"
 #include "kdloss/ops/matmul.hpp"
+#include "kdloss/ops/non_local.hpp"
 #include "kdloss/ops/max_pool.hpp"
 #include "kdloss/ops/pooling.hpp"
 #include "kdloss/ops/softmax.hpp"

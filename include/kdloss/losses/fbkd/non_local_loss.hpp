@@ -41,17 +41,19 @@ struct NonLocalLossOptions {
 /// on Z_S. Outputs: out (one element: forward, forward_backward); from grad_out (one element: backward)
 /// grad_student (like S, optional), grad_adapt_weight / grad_adapt_bias (optional, options.param_grads).
 ///
-///   // one level of C = 4 channels, 8 x 8, a dot-product block with m = 2 pooled by 2
+///   // one level of C = 4 channels, 8 x 8, a dot-product block with m = 2 pooled by 2 (both blocks share
+///   // the buffers here only to keep the example short)
+///   float l_nld = 0;
 ///   kdloss::fbkd::NonLocalLossArgs<float> nld;
 ///   nld.student = kdloss::host_view<const float>(s, {1, 4, 8, 8});
 ///   nld.teacher = kdloss::host_view<const float>(t, {1, 4, 8, 8});
 ///   for (auto* blk : {&nld.student_block, &nld.teacher_block}) {
-///     blk->g_weight = kdloss::host_view<const float>(w_g, {2, 4});
-///     blk->theta_weight = kdloss::host_view<const float>(w_theta, {2, 4});
-///     blk->phi_weight = kdloss::host_view<const float>(w_phi, {2, 4});
-///     blk->conv_out_weight = kdloss::host_view<const float>(w_out, {4, 2});
+///     blk->g_weight = kdloss::host_view<const float>(w, {2, 4});
+///     blk->theta_weight = kdloss::host_view<const float>(p, {2, 4});
+///     blk->phi_weight = kdloss::host_view<const float>(q, {2, 4});
+///     blk->conv_out_weight = kdloss::host_view<const float>(k, {4, 2});
 ///   }
-///   nld.adapt_weight = kdloss::host_view<const float>(w_adapt, {4, 4});
+///   nld.adapt_weight = kdloss::host_view<const float>(a, {4, 4});
 ///   nld.out = kdloss::host_scalar(&l_nld);
 ///   nld.grad_student = kdloss::host_view(grad_s, {1, 4, 8, 8});
 ///   nld.options.weight = 7e-5;

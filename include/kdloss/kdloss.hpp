@@ -21,6 +21,7 @@
 #include "kdloss/ops/glore.hpp"
 #include "kdloss/ops/linear.hpp"
 #include "kdloss/ops/matmul.hpp"
+#include "kdloss/ops/non_local.hpp"
 #include "kdloss/ops/max_pool.hpp"
 #include "kdloss/ops/non_local.hpp"
 #include "kdloss/ops/pooling.hpp"

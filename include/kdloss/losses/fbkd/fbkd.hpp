@@ -1,6 +1,7 @@
 // kdloss/losses/fbkd/fbkd.hpp: the FBKD family (Zhang & Ma, ICLR 2021, "Improve Object Detection with
 // Feature-based Knowledge Distillation"): attention maps and masks, the masked feature loss L_AM,
-// the attention-transfer loss L_AT (paper and reference-code forms) and their weighted total over
+// the attention-transfer loss L_AT (paper and reference-code forms), the non-local term L_NLD of one
+// level (non_local_loss.hpp) and the weighted total of L_AM and L_AT over
 // pyramid levels, each with forward and analytic backward. See docs/losses/fbkd.md.
 //
 // Every entry point E has the shape of core/entry.hpp: EArgs, E_check(args, mode),
@@ -25,5 +26,6 @@
 #include "kdloss/losses/fbkd/masked_feature.hpp"
 #include "kdloss/losses/fbkd/masks.hpp"
 #include "kdloss/losses/fbkd/options.hpp"
+#include "kdloss/losses/fbkd/non_local_loss.hpp"
 #include "kdloss/losses/fbkd/total.hpp"
 #include "kdloss/ops/pooling.hpp"

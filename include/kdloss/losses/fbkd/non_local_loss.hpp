@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <tuple>
 
 #include "kdloss/losses/fbkd/kernels.hpp"
@@ -108,6 +109,18 @@ bool wants_param_grads(const ops::NonLocalArgs<T>& b) {
   return false;
 }
 
+/// One inner op's size query, its error prefixed with the step (as ops::detail::named_step does). A
+/// function taking the query, not a lambda: nvcc 13's front end crashes (internal error in
+/// i_copy_expr_tree) on lambdas calling these queries inside non_local_loss_plan.
+template <class A>
+std::size_t named_bytes(const char* fn, const char* step, std::size_t (*query)(const A&), const A& args) {
+  try {
+    return query(args);
+  } catch (const Error& e) {
+    throw Error(std::string(fn) + ": in the block's " + step + ": " + e.what());
+  }
+}
+
 /// The plan of `mode` on workspace `base`; a null base plans on stand-in addresses (checks and size
 /// queries: nothing is dereferenced) and still reports the bytes.
 template <class T>
@@ -149,15 +162,15 @@ NonLocalLossPlan<T> non_local_loss_plan(const char* fn, const NonLocalLossArgs<T
     p.grad_adapted = map(c.take<T>(n));
     p.grad_zt = map(c.take<T>(n));
     p.grad_zs = map(c.take<T>(n));
-    const auto keep = [&](ops::NonLocalArgs<T>& b) {
-      ops::NonLocalArgs<T> q = b;
+    ops::NonLocalArgs<T>* kept[2] = {&p.nl_s_fwd, p.teacher_grads ? &p.nl_t_fwd : nullptr};
+    const char* kept_names[2] = {"student block", "teacher block"};
+    for (int i = 0; i < 2; ++i) {
+      if (!kept[i]) continue;
+      ops::NonLocalArgs<T> q = *kept[i];
       q.reserve = {};
-      const std::size_t bytes = ops::detail::named_step(
-          fn, &b == &p.nl_s_fwd ? "student block" : "teacher block", [&] { return ops::non_local_reserve_bytes(q); });
-      b.reserve = {c.take<unsigned char>(bytes), bytes};
-    };
-    keep(p.nl_s_fwd);
-    if (p.teacher_grads) keep(p.nl_t_fwd);
+      const std::size_t bytes = named_bytes(fn, kept_names[i], &ops::non_local_reserve_bytes<T>, q);
+      kept[i]->reserve = {c.take<unsigned char>(bytes), bytes};
+    }
     p.nl_s_bwd = p.nl_s_fwd;
     p.nl_s_bwd.z = View<T>{};
     p.nl_s_bwd.bn_batch_mean = p.nl_s_bwd.bn_batch_var = View<T>{};
@@ -175,11 +188,10 @@ NonLocalLossPlan<T> non_local_loss_plan(const char* fn, const NonLocalLossArgs<T
     p.adapt_bwd.grad_bias = a.grad_adapt_bias;
     p.adapt_bwd.options.param_grads = a.options.param_grads;
   }
-  std::size_t scratch = 0;
-  const auto need = [&](std::size_t b) { scratch = std::max(scratch, b); };
-  need(ops::detail::named_step(fn, "student block", [&] { return ops::non_local_workspace_bytes(p.nl_s_fwd); }));
-  need(ops::detail::named_step(fn, "teacher block", [&] { return ops::non_local_workspace_bytes(p.nl_t_fwd); }));
-  need(ops::detail::named_step(fn, "adaptation conv", [&] { return ops::linear_workspace_bytes(p.adapt_fwd); }));
+  const std::size_t scratch =
+      std::max({named_bytes(fn, "student block", &ops::non_local_workspace_bytes<T>, p.nl_s_fwd),
+                named_bytes(fn, "teacher block", &ops::non_local_workspace_bytes<T>, p.nl_t_fwd),
+                named_bytes(fn, "adaptation conv", &ops::linear_workspace_bytes<T>, p.adapt_fwd)});
   p.scratch_bytes = scratch;
   p.scratch = scratch ? c.take<unsigned char>(scratch) : nullptr;
   p.bytes = c.bytes();

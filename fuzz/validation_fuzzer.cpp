@@ -792,8 +792,9 @@ void dlpack(FuzzedDataProvider& fdp) {
   t.dtype.bits = fdp.ConsumeBool() ? fdp.ConsumeIntegral<std::uint8_t>() : (fdp.ConsumeBool() ? 16 : sizeof(E) * 8);
   t.dtype.lanes = fdp.ConsumeIntegralInRange<int>(0, 7) == 0 ? fdp.ConsumeIntegral<std::uint16_t>() : 1;
   if (fdp.ConsumeIntegralInRange<int>(0, 3) == 0) t.dtype = {2, sizeof(E) * 8, 1};  // the right dtype
-  t.device.device_type = static_cast<DLDeviceType>(fdp.ConsumeIntegralInRange<int>(0, 17));
-  if (fdp.ConsumeBool()) t.device.device_type = kDLCPU;
+  // the raw int32 (a newer producer's device type may lie outside this header's enum)
+  const std::int32_t device_type = fdp.ConsumeBool() ? 1 : fdp.ConsumeIntegralInRange<std::int32_t>(-1, 40);
+  std::memcpy(&t.device.device_type, &device_type, sizeof device_type);
   t.device.device_id = fdp.ConsumeIntegralInRange<int>(-2, 3);
   t.data = fdp.ConsumeIntegralInRange<int>(0, 7) == 0 ? nullptr : memory + fdp.ConsumeIntegralInRange<int>(0, 7);
   t.byte_offset = fdp.ConsumeBool() ? fdp.ConsumeIntegralInRange<std::uint64_t>(0, 64) : fdp.ConsumeIntegral<std::uint64_t>();
@@ -811,7 +812,8 @@ void dlpack(FuzzedDataProvider& fdp) {
       defect("from_dlpack: data is not data + byte_offset");
     if (t.data != nullptr && reinterpret_cast<std::uintptr_t>(v.data) % alignof(E) != 0)
       defect("from_dlpack: accepted a misaligned pointer");
-    const int type = static_cast<int>(t.device.device_type);
+    std::int32_t type = 0;
+    std::memcpy(&type, &t.device.device_type, sizeof type);
     if (!(type == 1 || type == 2 || type == 3 || type == 13)) defect("from_dlpack: accepted an unknown device");
     if (t.dtype.code != 2 || t.dtype.bits != sizeof(E) * 8 || t.dtype.lanes != 1)
       defect("from_dlpack: accepted a wrong dtype (half/bf16/int/lanes)");

@@ -2,10 +2,12 @@
 // Each case also has its fuzzer input in fuzz/corpus/regress-*.
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "kdloss/interop/dlpack.hpp"
 #include "kdloss/kdloss.hpp"
 
 namespace {
@@ -100,4 +102,61 @@ TEST_CASE("fuzz regression: an out-of-range Mode is a kdloss::Error, not an inde
     rejects_bad_mode(b, [&](Mode m) { fbkd::total_loss_check(t, m); });
     rejects_bad_mode(b, [&](Mode m) { fbkd::total_loss(t, m); });
   }
+}
+
+// fuzz/corpus/regress-dlpack-device-type-16: a DLTensor whose device_type is an int32 outside this
+// DLPack header's enum (a newer producer's kDLHexagon = 16) was loaded through DLDeviceType (UBSan:
+// "load of value 16, which is not a valid value for type 'DLDeviceType'"). It is read as the int32 now.
+TEST_CASE("fuzz regression: from_dlpack reads a device type outside the DLDeviceType enum as an integer") {
+  float data[4] = {1, 2, 3, 4};
+  std::int64_t shape[1] = {4};
+  DLTensor t{};
+  t.data = data;
+  t.ndim = 1;
+  t.shape = shape;
+  t.dtype = {2, 32, 1};
+  for (std::int32_t type : {16, 40, -1}) {
+    CAPTURE(type);
+    std::memcpy(&t.device.device_type, &type, sizeof type);
+    try {
+      (void)kdloss::interop::from_dlpack<const float>(t, "student");
+      FAIL("an unknown DLPack device type was accepted");
+    } catch (const kdloss::Error& e) {
+      CHECK(std::string(e.what()).find("device_type " + std::to_string(type)) != std::string::npos);
+      CHECK(std::string(e.what()).find("'student'") != std::string::npos);
+    }
+  }
+  const std::int32_t cpu = 1;
+  std::memcpy(&t.device.device_type, &cpu, sizeof cpu);
+  CHECK(kdloss::interop::from_dlpack<const float>(t, "student").data == data);
+}
+
+// A DLTensor whose element count or address span overflows int64 (shape [2^62, 4], or strides of
+// 2^62) was turned into a view; its numel (Dims::product) or any extent computation overflowed
+// (signed overflow: undefined). from_dlpack rejects it now, naming the argument, shape and strides.
+TEST_CASE("fuzz regression: from_dlpack rejects shapes and strides that overflow a 64-bit index") {
+  float data[4] = {1, 2, 3, 4};
+  DLTensor t{};
+  t.data = data;
+  t.ndim = 2;
+  t.dtype = {2, 32, 1};
+  t.device = {kDLCPU, 0};
+  std::int64_t big_shape[2] = {std::int64_t{1} << 62, 4};
+  t.shape = big_shape;
+  CHECK_THROWS_WITH_AS((void)kdloss::interop::from_dlpack<const float>(t, "teacher"),
+                       doctest::Contains("64-bit index"), kdloss::Error);
+  std::int64_t shape[2] = {3, 4}, strides[2] = {std::int64_t{1} << 62, 1};
+  t.shape = shape;
+  t.strides = strides;
+  CHECK_THROWS_WITH_AS((void)kdloss::interop::from_dlpack<const float>(t, "teacher"),
+                       doctest::Contains("'teacher' with shape [3, 4] and strides [4611686018427387904, 1]"),
+                       kdloss::Error);
+  std::int64_t empty_shape[2] = {0, std::int64_t{1} << 62};  // empty: any extent is fine
+  t.shape = empty_shape;
+  t.strides = nullptr;
+  CHECK(kdloss::interop::from_dlpack<const float>(t, "teacher").numel() == 0);
+  strides[0] = -4;  // negative strides within range are fine
+  t.shape = shape;
+  t.strides = strides;
+  CHECK(kdloss::interop::from_dlpack<const float>(t, "teacher").stride(0) == -4);
 }

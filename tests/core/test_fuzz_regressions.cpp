@@ -160,3 +160,23 @@ TEST_CASE("fuzz regression: from_dlpack rejects shapes and strides that overflow
   t.strides = strides;
   CHECK(kdloss::interop::from_dlpack<const float>(t, "teacher").stride(0) == -4);
 }
+
+// fuzz/corpus/regress-matmul-sum-batches-empty-batch: with sum_batches, an `a` of batch extent 0 and a
+// broadcast `b` of batch 1 ran max(0, 1) = 1 batch and read a's missing batch (ASan heap-buffer-overflow
+// in Eigen's gemm_pack_rhs). Broadcasting 1 against 0 gives no batches: c = beta * c.
+TEST_CASE("fuzz regression: matmul sum_batches over an empty batch reads nothing and leaves beta * c") {
+  using namespace kdloss;
+  std::vector<double> b(1 * 3 * 4, 1.0), c(2 * 4, 2.0);
+  double a_dummy = 0;  // a has no elements: its data is never read
+  ops::MatmulArgs<double> args;
+  args.a = host_view<const double>(&a_dummy, Dims{0, 2, 3});
+  args.b = host_view<const double>(b.data(), Dims{1, 3, 4});
+  args.c = host_view<double>(c.data(), Dims{2, 4});
+  args.options.sum_batches = true;
+  args.options.beta = 0.5;
+  ops::matmul(args);
+  for (double v : c) CHECK(v == 1.0);
+  args.options.beta = 0.0;
+  ops::matmul(args);
+  for (double v : c) CHECK(v == 0.0);
+}

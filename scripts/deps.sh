@@ -2,7 +2,8 @@
 # Installs what kdloss needs to build and test, when it is missing (Debian, run as root or with sudo).
 set -euo pipefail
 
-packages=(cmake ninja-build g++ libeigen3-dev doctest-dev libbenchmark-dev libdlpack-dev libstb-dev)
+# clang + libclang-rt-dev (libFuzzer, ASan/UBSan runtimes): fuzz/run.sh, the fuzzing step of scripts/test.sh.
+packages=(cmake ninja-build g++ libeigen3-dev doctest-dev libbenchmark-dev libdlpack-dev libstb-dev clang libclang-rt-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -26,6 +26,9 @@ cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$jobs" --target kdloss_tests
 ctest --preset asan
 
+echo "== kdloss: fuzzed validation (fuzz/run.sh: libFuzzer + ASan + UBSan, 60 s from fuzz/corpus; docs/fuzzing.md) =="
+FUZZ_SECONDS=${KDLOSS_FUZZ_SECONDS:-60} bash fuzz/run.sh
+
 # ---- the PyTorch bridge (python/): build the extension against the installed torch, run pytest ----
 python=${KDLOSS_PYTHON:-python3}
 bash scripts/deps.sh --python

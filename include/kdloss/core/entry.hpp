@@ -31,6 +31,13 @@ inline const char* to_string(Mode m) {
   }
   return "?";
 }
+/// The index of a Mode into a per-mode table of names; a value outside the enum (a cast integer)
+/// throws kdloss::Error instead of indexing past the table.
+inline int mode_index(Mode m) {
+  const int i = static_cast<int>(m);
+  detail::require(i >= 0 && i <= 2, "kdloss: Mode value ", i, " is not forward, backward or forward_backward");
+  return i;
+}
 constexpr bool writes_value(Mode m) { return m != Mode::backward; }
 constexpr bool writes_gradients(Mode m) { return m != Mode::forward; }
 

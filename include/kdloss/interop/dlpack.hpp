@@ -29,6 +29,8 @@
 #endif
 
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -115,7 +117,11 @@ inline std::string dtype_name(const DLDataType& t) {
 /// kDLCUDA and managed memory (kDLCUDAManaged) are CUDA device `device_id`. Anything else throws.
 inline Device device_from_dlpack(const DLDevice& device, const char* arg = "tensor",
                                  const char* fn = "kdloss::interop::from_dlpack") {
-  const int type = static_cast<int>(device.device_type);
+  // Read the int32 DLPack transmits, not the enum: a newer producer may send a device type this
+  // header's DLDeviceType lacks (kDLHexagon = 16, ...), and loading that through the enum is undefined.
+  static_assert(sizeof(device.device_type) == sizeof(std::int32_t), "DLPack's device_type is an int32");
+  std::int32_t type = 0;
+  std::memcpy(&type, &device.device_type, sizeof type);
   if (type == 1 || type == 3) return Device::host();
   if (type == 2 || type == 13) {
     ::kdloss::detail::require(device.device_id >= 0, fn, ": argument '", arg, "' has CUDA device id ",
@@ -157,11 +163,32 @@ View<T> from_dlpack(const DLTensor& tensor, const char* arg = "tensor",
   for (int i = 0; i < shape.rank; ++i)
     ::kdloss::detail::require(shape.v[i] >= 0, fn, ": argument '", arg, "' has a negative extent in shape ",
                               shape.str());
+  const std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  std::int64_t count = 1;  // the product of max(extent, 1): every contiguous stride, so it must fit
+  for (int i = 0; i < shape.rank; ++i) {
+    const std::int64_t n = shape.v[i] > 1 ? shape.v[i] : 1;
+    ::kdloss::detail::require(count <= kMax / n, fn, ": argument '", arg, "' with shape ", shape.str(),
+                              " holds more elements than a 64-bit index can count");
+    count *= n;
+  }
   Dims strides = contiguous_strides(shape);
   if (tensor.strides != nullptr)
     for (int i = 0; i < tensor.ndim; ++i) strides.v[i] = tensor.strides[i];
 
-  const std::int64_t numel = shape.product();
+  // Element count and address span must fit in int64 (views index with it): a tensor whose extents
+  // or strides overflow it cannot describe real memory, and computing with them would be undefined.
+  bool empty = false;
+  for (int i = 0; i < shape.rank; ++i) empty = empty || shape.v[i] == 0;
+  const std::int64_t numel = empty ? 0 : shape.product();
+  std::int64_t span = 0;
+  for (int i = 0; i < shape.rank && !empty; ++i) {
+    const std::int64_t n = shape.v[i], s = strides.v[i];
+    const std::int64_t abs_s = s == std::numeric_limits<std::int64_t>::min() ? kMax : (s < 0 ? -s : s);
+    ::kdloss::detail::require(n == 1 || abs_s <= (kMax - span) / (n - 1), fn, ": argument '", arg, "' with shape ",
+                              shape.str(), " and strides ", strides.str(),
+                              " addresses more elements than a 64-bit index can count");
+    span += abs_s * (n - 1);
+  }
   ::kdloss::detail::require(tensor.data != nullptr || numel == 0, fn, ": argument '", arg,
                             "' has a null data pointer but holds ", numel, " elements of shape ", shape.str());
   const auto address = reinterpret_cast<std::uintptr_t>(tensor.data) + static_cast<std::uintptr_t>(tensor.byte_offset);

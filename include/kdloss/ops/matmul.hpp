@@ -80,7 +80,8 @@ expr::Gemm<T, T, T, E> make_gemm(const MatmulArgs<T, E>& args) {
   const MatmulOptions& o = args.options;
   const Mat a = as_mat(args.a, o.trans_a), b = as_mat(args.b, o.trans_b), c = as_mat(args.c, false);
   expr::Gemm<T, T, T, E> g;
-  g.batch = o.sum_batches ? std::max(a.batch, b.batch) : c.batch;
+  // broadcasting a batch of 1 against an empty batch gives no batches (as torch.matmul): then c = beta * c
+  g.batch = o.sum_batches ? (a.batch == 0 || b.batch == 0 ? 0 : std::max(a.batch, b.batch)) : c.batch;
   g.m = c.rows;
   g.n = c.cols;
   g.k = a.cols;

@@ -262,7 +262,7 @@ using MeanOverChannelsArgs = MeanArgs<T>;
 ///   kdloss::ops::mean_over_channels_check(args, kdloss::Mode::forward);
 template <class T>
 void mean_over_channels_check(const MeanOverChannelsArgs<T>& args, Mode mode) {
-  detail::check_pool_entry(detail::kMeanOverChannelsNames[static_cast<int>(mode)], detail::pool_views(args),
+  detail::check_pool_entry(detail::kMeanOverChannelsNames[mode_index(mode)], detail::pool_views(args),
                            detail::PoolAxis::channels, mode);
 }
 
@@ -343,7 +343,7 @@ using MeanOverPositionsArgs = MeanArgs<T>;
 ///   kdloss::ops::mean_over_positions_check(args, kdloss::Mode::forward);
 template <class T>
 void mean_over_positions_check(const MeanOverPositionsArgs<T>& args, Mode mode) {
-  detail::check_pool_entry(detail::kMeanOverPositionsNames[static_cast<int>(mode)], detail::pool_views(args),
+  detail::check_pool_entry(detail::kMeanOverPositionsNames[mode_index(mode)], detail::pool_views(args),
                            detail::PoolAxis::positions, mode);
 }
 

@@ -224,7 +224,7 @@ using SoftmaxArgs = detail::AxisArgs<T, SoftmaxOptions>;
 ///   kdloss::ops::softmax_check(args, kdloss::Mode::forward);
 template <class T>
 void softmax_check(const SoftmaxArgs<T>& args, Mode mode) {
-  const char* fn = detail::kSoftmaxNames[static_cast<int>(mode)];
+  const char* fn = detail::kSoftmaxNames[mode_index(mode)];
   detail::check_axis_entry<T>(fn, args, mode, args.options.temperature);
   kdloss::detail::require(!writes_gradients(mode) || args.options.scale != 0, fn,
                           ": argument 'options.scale' must be non-zero");
@@ -315,7 +315,7 @@ using LogSoftmaxArgs = detail::AxisArgs<T, LogSoftmaxOptions>;
 ///   kdloss::ops::log_softmax_check(args, kdloss::Mode::forward);
 template <class T>
 void log_softmax_check(const LogSoftmaxArgs<T>& args, Mode mode) {
-  detail::check_axis_entry<T>(detail::kLogSoftmaxNames[static_cast<int>(mode)], args, mode,
+  detail::check_axis_entry<T>(detail::kLogSoftmaxNames[mode_index(mode)], args, mode,
                               args.options.temperature);
 }
 

@@ -90,7 +90,7 @@ void require_gradients(const char* fn, const AttentionTransferLossArgs<T>& a, Mo
 ///   kdloss::fbkd::attention_transfer_loss_check(args, kdloss::Mode::forward_backward);
 template <class T>
 void attention_transfer_loss_check(const AttentionTransferLossArgs<T>& args, Mode mode) {
-  const char* fn = detail::kAttentionTransferLossNames[static_cast<int>(mode)];
+  const char* fn = detail::kAttentionTransferLossNames[mode_index(mode)];
   detail::require_gradients(fn, args, mode);
   const Level<T> lv = detail::transfer_level(args);
   detail::check_total<T>(fn, mode, &lv, 1, detail::transfer_only(TransferForm::paper), args.out, args.grad_out, false);
@@ -111,7 +111,7 @@ std::size_t attention_transfer_loss_workspace_bytes(const AttentionTransferLossA
 ///   kdloss::fbkd::attention_transfer_loss(args, kdloss::Mode::forward_backward);
 template <class T>
 void attention_transfer_loss(const AttentionTransferLossArgs<T>& args, Mode mode, const Exec& exec = {}) {
-  const char* fn = detail::kAttentionTransferLossNames[static_cast<int>(mode)];
+  const char* fn = detail::kAttentionTransferLossNames[mode_index(mode)];
   detail::require_gradients(fn, args, mode);
   const Level<T> lv = detail::transfer_level(args);
   detail::run_total<T>(fn, mode, &lv, 1, detail::transfer_only(TransferForm::paper), args.out, args.grad_out, false,
@@ -218,7 +218,7 @@ void require_gradients(const char* fn, const PooledAttentionTransferLossArgs<T>&
 ///   kdloss::fbkd::pooled_attention_transfer_loss_check(args, kdloss::Mode::forward_backward);
 template <class T>
 void pooled_attention_transfer_loss_check(const PooledAttentionTransferLossArgs<T>& args, Mode mode) {
-  const char* fn = detail::kPooledAttentionTransferLossNames[static_cast<int>(mode)];
+  const char* fn = detail::kPooledAttentionTransferLossNames[mode_index(mode)];
   detail::require_gradients(fn, args, mode);
   const Level<T> lv = detail::transfer_level(args);
   detail::check_total<T>(fn, mode, &lv, 1, detail::transfer_only(TransferForm::code), args.out, args.grad_out, false);
@@ -239,7 +239,7 @@ std::size_t pooled_attention_transfer_loss_workspace_bytes(const PooledAttention
 ///   kdloss::fbkd::pooled_attention_transfer_loss(args, kdloss::Mode::forward_backward);
 template <class T>
 void pooled_attention_transfer_loss(const PooledAttentionTransferLossArgs<T>& args, Mode mode, const Exec& exec = {}) {
-  const char* fn = detail::kPooledAttentionTransferLossNames[static_cast<int>(mode)];
+  const char* fn = detail::kPooledAttentionTransferLossNames[mode_index(mode)];
   detail::require_gradients(fn, args, mode);
   const Level<T> lv = detail::transfer_level(args);
   detail::run_total<T>(fn, mode, &lv, 1, detail::transfer_only(TransferForm::code), args.out, args.grad_out, false,

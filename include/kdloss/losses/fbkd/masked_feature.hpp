@@ -88,7 +88,7 @@ struct MaskedFeatureLossArgs {
 ///   kdloss::fbkd::masked_feature_loss_check(args, kdloss::Mode::forward_backward);
 template <class T>
 void masked_feature_loss_check(const MaskedFeatureLossArgs<T>& args, Mode mode) {
-  const char* fn = detail::kMaskedFeatureLossNames[static_cast<int>(mode)];
+  const char* fn = detail::kMaskedFeatureLossNames[mode_index(mode)];
   const ::kdloss::detail::Checker ck{fn};
   const View<const T>&a = args.student_adapted, &t = args.teacher, &ms = args.mask_spatial, &mc = args.mask_channel;
   detail::check_feature_pair(ck, a, "student_adapted", t, "teacher");
@@ -148,7 +148,7 @@ std::size_t masked_feature_loss_workspace_bytes(const MaskedFeatureLossArgs<T>& 
 template <class T>
 void masked_feature_loss(const MaskedFeatureLossArgs<T>& args, Mode mode, const Exec& exec = {}) {
   masked_feature_loss_check(args, mode);
-  const char* fn = detail::kMaskedFeatureLossNames[static_cast<int>(mode)];
+  const char* fn = detail::kMaskedFeatureLossNames[mode_index(mode)];
   const View<const T>&a = args.student_adapted, &t = args.teacher;
   const Device device = t.device;
   const bool channel = present(args.mask_channel);

@@ -149,7 +149,7 @@ using SpatialAttentionArgs = AttentionMapArgs<T>;
 ///   kdloss::fbkd::spatial_attention_check(args, kdloss::Mode::forward);
 template <class T>
 void spatial_attention_check(const SpatialAttentionArgs<T>& args, Mode mode) {
-  ops::detail::check_pool_entry(detail::kSpatialAttentionNames[static_cast<int>(mode)], ops::detail::pool_views(args),
+  ops::detail::check_pool_entry(detail::kSpatialAttentionNames[mode_index(mode)], ops::detail::pool_views(args),
                                 ops::detail::PoolAxis::channels, mode);
 }
 
@@ -225,7 +225,7 @@ using ChannelAttentionArgs = AttentionMapArgs<T>;
 ///   kdloss::fbkd::channel_attention_check(args, kdloss::Mode::forward);
 template <class T>
 void channel_attention_check(const ChannelAttentionArgs<T>& args, Mode mode) {
-  ops::detail::check_pool_entry(detail::kChannelAttentionNames[static_cast<int>(mode)], ops::detail::pool_views(args),
+  ops::detail::check_pool_entry(detail::kChannelAttentionNames[mode_index(mode)], ops::detail::pool_views(args),
                                 ops::detail::PoolAxis::positions, mode);
 }
 

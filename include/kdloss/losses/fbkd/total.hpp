@@ -475,7 +475,7 @@ struct TotalLossArgs {
 ///   kdloss::fbkd::total_loss_check(args, kdloss::Mode::forward_backward);
 template <class T>
 void total_loss_check(const TotalLossArgs<T>& args, Mode mode) {
-  detail::check_total<T>(detail::kTotalLossNames[static_cast<int>(mode)], mode, args.levels.data(),
+  detail::check_total<T>(detail::kTotalLossNames[mode_index(mode)], mode, args.levels.data(),
                          args.levels.size(), args.options, args.out, args.grad_out, true);
 }
 
@@ -498,7 +498,7 @@ std::size_t total_loss_workspace_bytes(const TotalLossArgs<T>& args) {
 ///   kdloss::fbkd::total_loss(args, kdloss::Mode::forward_backward);
 template <class T>
 void total_loss(const TotalLossArgs<T>& args, Mode mode, const Exec& exec = {}) {
-  detail::run_total<T>(detail::kTotalLossNames[static_cast<int>(mode)], mode, args.levels.data(), args.levels.size(),
+  detail::run_total<T>(detail::kTotalLossNames[mode_index(mode)], mode, args.levels.data(), args.levels.size(),
                        args.options, args.out, args.grad_out, true, exec);
 }
 

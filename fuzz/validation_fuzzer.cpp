@@ -1,0 +1,853 @@
+// fuzz/validation_fuzzer.cpp: libFuzzer harness for kdloss's argument validation (issue 12 §3).
+//
+// One input drives one call. The first bytes pick the target (an entry point, or the DLPack
+// adapter), the element type and how the call is made:
+//  - check only ("wild"): `<entry>_check` (and `<entry>_workspace_bytes`) on views with arbitrary
+//    metadata (huge, zero, negative and overlapping strides, huge extents, null data, CUDA or
+//    out-of-range devices): validation must not read the data, so the views need no real memory;
+//  - full call: `<entry>(args, mode, exec)` on views whose every addressed element lies inside a
+//    buffer the harness owns (shapes and strides are bounded by construction: at most 4096
+//    elements per view), with fuzzed workspaces (absent, too small, null with bytes, misaligned)
+//    and reserves, gradient outputs that alias inputs or each other, and fuzzed options.
+// The rules: no crash, no sanitizer report (build with -fsanitize=fuzzer,address,undefined), only
+// kdloss::Error is thrown, and a rejected call (kdloss::Error) leaves every byte of every buffer
+// (inputs, outputs, workspace, reserve) as it was. `_check` never writes, accepted or not.
+// See docs/fuzzing.md.
+#include <fuzzer/FuzzedDataProvider.h>
+
+#include <dlpack/dlpack.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kdloss/interop/dlpack.hpp"
+#include "kdloss/kdloss.hpp"
+
+namespace {
+
+using kdloss::Device;
+using kdloss::DeviceKind;
+using kdloss::Dims;
+using kdloss::Mode;
+using kdloss::View;
+
+[[noreturn]] void defect(const std::string& what) {
+  std::fprintf(stderr, "kdloss fuzz: DEFECT: %s\n", what.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+constexpr std::int64_t kMaxNumel = 4096;    // elements a backed view may hold
+constexpr std::int64_t kMaxSpan = 1 << 15;  // elements a backed view's buffer may span
+
+/// One buffer the call can see: 64 guard bytes on both sides, filled with a known pattern.
+struct Buffer {
+  std::unique_ptr<unsigned char[]> storage;
+  std::size_t bytes = 0;  // usable bytes (between the guards)
+  unsigned char* data() const { return storage.get() + 64; }
+};
+
+class Fuzz {
+ public:
+  Fuzz(FuzzedDataProvider& p, bool wild) : fdp(p), wild_(wild) {}
+
+  FuzzedDataProvider& fdp;
+
+  bool wild() const { return wild_; }
+  /// A small random dimension in [lo, hi] (lo when the input is exhausted).
+  std::int64_t dim(std::int64_t lo, std::int64_t hi) { return fdp.ConsumeIntegralInRange<std::int64_t>(lo, hi); }
+  bool coin(int one_in) { return fdp.ConsumeIntegralInRange<int>(0, one_in - 1) == one_in - 1; }
+
+  /// A scalar option: usually `def`, sometimes NaN, infinities, negative, zero, tiny or huge.
+  double scalar(double def) {
+    static const double table[] = {std::numeric_limits<double>::quiet_NaN(),
+                                   std::numeric_limits<double>::infinity(),
+                                   -std::numeric_limits<double>::infinity(),
+                                   -1.0, 0.0, -0.0, 1e-300, 1e300, 0.5, 2.0, 1e-8, 100.0, -1e-3,
+                                   std::numeric_limits<double>::denorm_min()};
+    const int pick = fdp.ConsumeIntegralInRange<int>(0, 31);
+    if (pick < static_cast<int>(sizeof table / sizeof table[0])) return table[pick];
+    return def;
+  }
+  /// An int option (axes, window sizes): usually `def`, sometimes anything in a wide range.
+  int integer(int def) {
+    const int pick = fdp.ConsumeIntegralInRange<int>(0, 7);
+    if (pick == 0) return fdp.ConsumeIntegralInRange<int>(-8, 24);
+    if (pick == 1) return fdp.ConsumeBool() ? std::numeric_limits<int>::max() : std::numeric_limits<int>::min();
+    return def;
+  }
+  /// An enum option, out of range now and then.
+  template <class E>
+  E enumeration(E def, int count) {
+    const int pick = fdp.ConsumeIntegralInRange<int>(0, 7);
+    if (pick == 0) return static_cast<E>(fdp.ConsumeIntegralInRange<int>(-2, count + 2));
+    if (pick == 1) return static_cast<E>(fdp.ConsumeIntegralInRange<int>(0, count - 1));
+    return def;
+  }
+  Mode mode() {
+    const int m = fdp.ConsumeIntegralInRange<int>(0, 8);
+    return m < 3 ? static_cast<Mode>(m) : m == 8 ? static_cast<Mode>(5) : Mode::forward_backward;
+  }
+
+  template <class T>
+  View<const T> in(const Dims& nominal) {
+    return make<T>(nominal, false, false);
+  }
+  template <class T>
+  View<const T> opt_in(const Dims& nominal) {
+    return make<T>(nominal, false, true);
+  }
+  template <class T>
+  View<T> out(const Dims& nominal) {
+    return make<T>(nominal, true, true);
+  }
+
+  /// A buffer of `bytes` usable bytes (guard-filled); returns its start.
+  unsigned char* buffer(std::size_t bytes, unsigned char fill = 0x7d) {
+    Buffer b;
+    b.storage.reset(new unsigned char[bytes + 128]);
+    b.bytes = bytes;
+    std::memset(b.storage.get(), 0xa5, bytes + 128);
+    std::memset(b.data(), fill, bytes);
+    bufs_.push_back(std::move(b));
+    return bufs_.back().data();
+  }
+  /// Every byte the call can reach (guards included).
+  std::vector<unsigned char> snapshot() const {
+    std::vector<unsigned char> all;
+    for (const Buffer& b : bufs_) all.insert(all.end(), b.storage.get(), b.storage.get() + b.bytes + 128);
+    return all;
+  }
+
+  /// A 256-aligned workspace/reserve-like region: absent, exact, too small, null with bytes,
+  /// misaligned, or larger; returns {data, bytes}.
+  std::pair<void*, std::size_t> scratch(std::size_t needed) {
+    const int kind = fdp.ConsumeIntegralInRange<int>(0, 7);
+    if (kind == 0 || needed > (std::size_t{1} << 24)) return {nullptr, 0};
+    if (kind == 1) return {nullptr, needed + 1};  // null with bytes
+    const std::size_t have = needed + 512;
+    unsigned char* raw = buffer(have + 256);
+    auto base = reinterpret_cast<std::uintptr_t>(raw);
+    unsigned char* aligned = raw + (256 - base % 256) % 256;
+    if (kind == 2) return {aligned, needed ? needed - 1 : 0};  // too small
+    if (kind == 3) return {aligned + fdp.ConsumeIntegralInRange<int>(1, 255), needed};  // misaligned
+    if (kind == 4) return {aligned, needed + 256};
+    return {aligned, needed};
+  }
+
+ private:
+  template <class T>
+  View<T> make(const Dims& nominal, bool output, bool optional) {
+    using E = std::remove_const_t<T>;
+    if (optional && coin(8)) return {};  // absent
+    Dims shape = nominal;
+    // ---- the shape: usually as asked, sometimes bent
+    switch (fdp.ConsumeIntegralInRange<int>(0, 15)) {
+      case 0:
+        if (shape.rank > 0) shape.v[fdp.ConsumeIntegralInRange<int>(0, shape.rank - 1)] = dim(0, 9);
+        break;
+      case 1:
+        if (shape.rank > 0) --shape.rank;
+        break;
+      case 2:
+        if (shape.rank < kdloss::kMaxRank) shape.v[shape.rank++] = dim(0, 3);
+        break;
+      case 3:
+        shape.rank = fdp.ConsumeIntegralInRange<int>(0, kdloss::kMaxRank);
+        for (int i = 0; i < shape.rank; ++i) shape.v[i] = dim(0, 5);
+        break;
+      case 4:
+        if (wild_ && shape.rank > 0)
+          shape.v[fdp.ConsumeIntegralInRange<int>(0, shape.rank - 1)] = std::int64_t{1} << dim(20, 40);
+        break;
+      default:
+        break;
+    }
+    bool huge_dim = false;
+    for (int i = 0; i < shape.rank; ++i) huge_dim = huge_dim || shape.v[i] > 64;
+    if (!wild_ && shape.product() > kMaxNumel) shape = nominal;  // a backed view stays small
+    // ---- the strides: contiguous, permuted, flipped, broadcast, overlapping, padded, huge
+    Dims strides = kdloss::contiguous_strides(shape);
+    switch (fdp.ConsumeIntegralInRange<int>(0, 15)) {
+      case 0:  // channels-last style: dim 1 innermost
+        if (shape.rank >= 3) {
+          std::int64_t step = 1;
+          strides.v[1] = step;
+          step *= std::max<std::int64_t>(shape.v[1], 1);
+          for (int i = shape.rank - 1; i >= 2; --i) strides.v[i] = step, step *= std::max<std::int64_t>(shape.v[i], 1);
+          strides.v[0] = step;
+        }
+        break;
+      case 1:  // negative
+        if (shape.rank > 0) {
+          const int d = fdp.ConsumeIntegralInRange<int>(0, shape.rank - 1);
+          strides.v[d] = -strides.v[d];
+        }
+        break;
+      case 2:  // broadcast
+        if (shape.rank > 0) strides.v[fdp.ConsumeIntegralInRange<int>(0, shape.rank - 1)] = 0;
+        break;
+      case 3:  // overlapping
+        for (int i = 0; i < shape.rank; ++i) strides.v[i] = fdp.ConsumeIntegralInRange<std::int64_t>(-2, 2);
+        break;
+      case 4:  // padded
+        for (int i = 0; i < shape.rank; ++i) strides.v[i] *= 2;
+        break;
+      case 5:  // huge (metadata only; a backed view falls back below)
+        if (shape.rank > 0 && !huge_dim) {
+          const int d = fdp.ConsumeIntegralInRange<int>(0, shape.rank - 1);
+          strides.v[d] = (fdp.ConsumeBool() ? 1 : -1) * (std::int64_t{1} << dim(20, 40));
+        }
+        break;
+      default:
+        break;
+    }
+    // ---- the device, and a null pointer now and then
+    Device device = Device::host();
+    switch (fdp.ConsumeIntegralInRange<int>(0, 31)) {
+      case 0: device = Device::cuda(0); break;
+      case 1: device = Device::cuda(fdp.ConsumeIntegralInRange<int>(-2, 3)); break;
+      case 2: device = Device{static_cast<DeviceKind>(fdp.ConsumeIntegralInRange<int>(2, 5)), 0}; break;
+      default: break;
+    }
+    const bool null_data = coin(24);
+
+    View<T> probe;
+    probe.shape = shape;
+    probe.strides = strides;
+    auto [lo, hi] = probe.extent_range();
+    if (!wild_ && hi - lo > kMaxSpan) {  // keep a backed view's buffer small
+      strides = kdloss::contiguous_strides(shape);
+      probe.strides = strides;
+      std::tie(lo, hi) = probe.extent_range();
+    }
+    // ---- the memory: a buffer spanning every addressed element (aliasing: an earlier one)
+    E* base = nullptr;
+    const std::size_t span = static_cast<std::size_t>(wild_ ? std::min<std::int64_t>(hi - lo, 16) : hi - lo);
+    if (output && !views_.empty() && coin(6)) {
+      const Placed& p = views_[fdp.ConsumeIntegralInRange<std::size_t>(0, views_.size() - 1)];
+      if (p.bytes >= span * sizeof(E) && p.elem == sizeof(E)) base = static_cast<E*>(p.start);
+    }
+    if (base == nullptr) {
+      unsigned char* mem = buffer(std::max<std::size_t>(span, 1) * sizeof(E));
+      if (!output) fill(reinterpret_cast<E*>(mem), std::max<std::size_t>(span, 1));
+      base = reinterpret_cast<E*>(mem);
+      views_.push_back({mem, std::max<std::size_t>(span, 1) * sizeof(E), sizeof(E)});
+    }
+    T* data = null_data ? nullptr : (wild_ ? base : base - lo);
+    View<T> v;
+    v.data = data;
+    v.shape = shape;
+    v.strides = strides;
+    v.device = device;
+    return v;
+  }
+
+  template <class E>
+  void fill(E* p, std::size_t n) {
+    const int kind = fdp.ConsumeIntegralInRange<int>(0, 7);
+    for (std::size_t i = 0; i < n; ++i) {
+      double v = std::sin(0.7 * static_cast<double>(i) + 0.3) * 0.5 + 0.5;
+      if (kind == 1 && i % 5 == 2) v = std::numeric_limits<double>::quiet_NaN();
+      if (kind == 2 && i % 7 == 3) v = (i % 2 ? 1 : -1) * std::numeric_limits<double>::infinity();
+      if (kind == 3) v = 0;
+      if (kind == 4) v = (i % 2 ? 1e30 : -1e30);
+      p[i] = static_cast<E>(v);
+    }
+  }
+
+  struct Placed {
+    void* start;
+    std::size_t bytes;
+    std::size_t elem;
+  };
+  bool wild_;
+  std::vector<Buffer> bufs_;
+  std::vector<Placed> views_;
+};
+
+/// Runs one entry point: wild: its check (and workspace query) only, must not write; backed: the
+/// full call with a fuzzed workspace, must not write when it throws. `reserve` (may be null) is
+/// the args' Reserve when the entry has one; `reserve_bytes` its query.
+template <class Args, class Check, class Call, class Ws, class Rs>
+void drive(Fuzz& f, Args& a, Mode m, Check check, Call call, Ws ws_bytes, kdloss::Reserve* reserve, Rs reserve_bytes) {
+  if (f.wild()) {
+    const auto before = f.snapshot();
+    try {
+      check(a, m);
+    } catch (const kdloss::Error&) {
+    }
+    try {
+      (void)ws_bytes(a);
+    } catch (const kdloss::Error&) {
+    }
+    if (f.snapshot() != before) defect("a _check or _workspace_bytes call wrote to a buffer");
+    return;
+  }
+  bool check_ok = true;
+  try {
+    check(a, m);
+  } catch (const kdloss::Error&) {
+    check_ok = false;
+  }
+  std::size_t need = 0;
+  try {
+    need = ws_bytes(a);
+  } catch (const kdloss::Error&) {
+  }
+  const auto [wp, wb] = f.scratch(need);
+  kdloss::Exec exec;
+  exec.workspace = {wp, wb};
+  if (reserve != nullptr) {
+    std::size_t rneed = 0;
+    try {
+      rneed = reserve_bytes(a);
+    } catch (const kdloss::Error&) {
+    }
+    const auto [rp, rb] = f.scratch(rneed);
+    *reserve = {rp, rb};
+    if (m == Mode::backward && rp != nullptr && check_ok) {
+      // backward reads what forward left there: fill it first (a garbage reserve is the caller's bug)
+      try {
+        call(a, Mode::forward, exec);
+      } catch (const kdloss::Error&) {
+        *reserve = {};
+      }
+    }
+  }
+  const auto before = f.snapshot();
+  try {
+    call(a, m, exec);
+  } catch (const kdloss::Error& e) {
+    if (f.snapshot() != before) defect(std::string("a rejected call wrote to a buffer: ") + e.what());
+    return;
+  }
+  if (!check_ok) defect("_check rejected arguments that the call itself accepted");
+}
+
+template <class Args, class Check, class Call, class Ws>
+void drive(Fuzz& f, Args& a, Mode m, Check check, Call call, Ws ws) {
+  drive(f, a, m, check, call, ws, nullptr, [](const Args&) { return std::size_t{0}; });
+}
+
+#define KDF_CHECK(fnname) [](const auto& x, Mode mm) { fnname##_check(x, mm); }
+#define KDF_CALL(fnname) [](const auto& x, Mode mm, const kdloss::Exec& e) { fnname(x, mm, e); }
+#define KDF_WS(fnname) [](const auto& x) { return fnname##_workspace_bytes(x); }
+#define KDF_DRIVE(fnname) drive(f, a, m, KDF_CHECK(fnname), KDF_CALL(fnname), KDF_WS(fnname))
+
+/// The nominal sizes of one call: small, so accepted calls are cheap.
+struct Sizes {
+  std::int64_t B, C, H, W;
+  explicit Sizes(Fuzz& f) : B(f.dim(1, 2)), C(f.dim(1, 4)), H(f.dim(1, 24)), W(f.dim(1, 24)) {}
+  Dims feat() const { return {B, C, H, W}; }
+  Dims map() const { return {B, H, W}; }
+  Dims map1() const { return {B, 1, H, W}; }
+  Dims chan() const { return {B, C}; }
+};
+
+template <class T, class Args>
+void pointwise_views(Fuzz& f, Args& a, const Sizes& s, bool reduced) {
+  a.student = f.in<T>(s.feat());
+  a.teacher = f.in<T>(s.feat());
+  a.out = f.out<T>(reduced ? Dims{} : s.feat());
+  a.grad_out = f.opt_in<T>(reduced ? Dims{} : s.feat());
+  a.grad_student = f.out<T>(s.feat());
+}
+
+template <class T>
+void ssim_options(Fuzz& f, kdloss::ssim::SsimOptions& o) {
+  o.window_size = f.integer(f.fdp.ConsumeBool() ? 3 : 11);
+  o.sigma = f.scalar(1.5);
+  o.max_val = f.scalar(1.0);
+  o.k1 = f.scalar(0.01);
+  o.k2 = f.scalar(0.03);
+  o.alpha = f.scalar(1.0);
+  o.beta = f.scalar(1.0);
+  o.gamma = f.scalar(1.0);
+  o.eps = f.scalar(1e-12);
+  o.padding = f.enumeration(kdloss::ops::Padding::reflect, 3);
+  o.clamp = f.fdp.ConsumeBool();
+  o.normalize = f.fdp.ConsumeBool();
+  o.three_component = f.fdp.ConsumeBool();
+}
+
+void ms_options(Fuzz& f, kdloss::ssim::MsSsimOptions& o) {
+  o.window_size = f.integer(3);
+  o.sigma = f.scalar(1.5);
+  o.data_range = f.scalar(1.0);
+  o.k1 = f.scalar(0.01);
+  o.k2 = f.scalar(0.03);
+  o.nonnegative_ssim = f.fdp.ConsumeBool();
+  o.weights.resize(static_cast<std::size_t>(f.dim(0, 6)));
+  for (double& w : o.weights) w = f.scalar(0.3);
+  o.normalize = f.fdp.ConsumeBool();
+}
+
+template <class T>
+kdloss::fbkd::Level<T> fbkd_level(Fuzz& f, const Sizes& s) {
+  kdloss::fbkd::Level<T> l;
+  l.student = f.opt_in<T>(s.feat());
+  l.teacher = f.in<T>(s.feat());
+  l.student_adapted = f.opt_in<T>(s.feat());
+  l.student_channel = f.opt_in<T>(s.chan());
+  l.student_spatial = f.opt_in<T>(s.map1());
+  l.grad_student_adapted = f.out<T>(s.feat());
+  l.grad_student = f.out<T>(s.feat());
+  l.grad_student_channel = f.out<T>(s.chan());
+  l.grad_student_spatial = f.out<T>(s.map1());
+  return l;
+}
+
+template <class T>
+void entry(Fuzz& f, int which) {
+  using namespace kdloss;
+  const Sizes s(f);
+  const Mode m = f.mode();
+  switch (which) {
+    case 0: {
+      MseLossArgs<T> a;
+      a.options.reduction = f.enumeration(Reduction::mean, 4);
+      pointwise_views<T>(f, a, s, a.options.reduction != Reduction::none);
+      KDF_DRIVE(mse_loss);
+      break;
+    }
+    case 1: {
+      L1LossArgs<T> a;
+      a.options.reduction = f.enumeration(Reduction::mean, 4);
+      pointwise_views<T>(f, a, s, a.options.reduction != Reduction::none);
+      KDF_DRIVE(l1_loss);
+      break;
+    }
+    case 2: {
+      SmoothL1LossArgs<T> a;
+      a.options.reduction = f.enumeration(Reduction::mean, 4);
+      a.options.beta = f.scalar(1.0);
+      pointwise_views<T>(f, a, s, a.options.reduction != Reduction::none);
+      KDF_DRIVE(smooth_l1_loss);
+      break;
+    }
+    case 3: {
+      DistanceLossArgs<T> a;
+      pointwise_views<T>(f, a, s, true);
+      KDF_DRIVE(distance_loss);
+      break;
+    }
+    case 4: {
+      KlDivLossArgs<T> a;
+      a.options.temperature = f.scalar(2.0);
+      a.options.class_axis = f.integer(1);
+      a.options.reduction = f.enumeration(Reduction::batchmean, 4);
+      a.student_logits = f.in<T>(s.feat());
+      a.teacher_logits = f.in<T>(s.feat());
+      a.out = f.out<T>(a.options.reduction == Reduction::none ? s.feat() : Dims{});
+      a.grad_out = f.opt_in<T>(a.options.reduction == Reduction::none ? s.feat() : Dims{});
+      a.grad_student = f.out<T>(s.feat());
+      KDF_DRIVE(kl_div_loss);
+      break;
+    }
+    case 5:
+    case 6: {
+      fbkd::AttentionMapArgs<T> a;
+      const Dims o = which == 5 ? s.map() : s.chan();
+      a.x = f.in<T>(s.feat());
+      a.out = f.out<T>(o);
+      a.grad_out = f.opt_in<T>(o);
+      a.grad_x = f.out<T>(s.feat());
+      if (which == 5) {
+        KDF_DRIVE(fbkd::spatial_attention);
+      } else {
+        KDF_DRIVE(fbkd::channel_attention);
+      }
+      break;
+    }
+    case 7: {
+      fbkd::AttentionMasksArgs<T> a;
+      a.student = f.in<T>(s.feat());
+      a.teacher = f.in<T>(s.feat());
+      a.mask_spatial = f.out<T>(s.map());
+      a.mask_channel = f.out<T>(s.chan());
+      a.options.form = f.enumeration(fbkd::MaskForm::code, 2);
+      a.options.spatial_temperature = f.scalar(0.5);
+      a.options.channel_temperature = f.scalar(0.5);
+      KDF_DRIVE(fbkd::attention_masks);
+      break;
+    }
+    case 8: {
+      fbkd::AttentionTransferLossArgs<T> a;
+      pointwise_views<T>(f, a, s, true);
+      KDF_DRIVE(fbkd::attention_transfer_loss);
+      break;
+    }
+    case 9: {
+      fbkd::PooledAttentionTransferLossArgs<T> a;
+      a.student_channel = f.in<T>(s.chan());
+      a.student_spatial = f.in<T>(s.map1());
+      a.teacher = f.in<T>(s.feat());
+      a.out = f.out<T>({});
+      a.grad_out = f.opt_in<T>({});
+      a.grad_student_channel = f.out<T>(s.chan());
+      a.grad_student_spatial = f.out<T>(s.map1());
+      KDF_DRIVE(fbkd::pooled_attention_transfer_loss);
+      break;
+    }
+    case 10: {
+      fbkd::MaskedFeatureLossArgs<T> a;
+      a.student_adapted = f.in<T>(s.feat());
+      a.teacher = f.in<T>(s.feat());
+      a.mask_spatial = f.in<T>(s.map());
+      a.mask_channel = f.opt_in<T>(s.chan());
+      a.out = f.out<T>({});
+      a.grad_out = f.opt_in<T>({});
+      a.grad_student_adapted = f.out<T>(s.feat());
+      KDF_DRIVE(fbkd::masked_feature_loss);
+      break;
+    }
+    case 11: {
+      fbkd::TotalLossArgs<T> a;
+      const int levels = static_cast<int>(f.dim(0, 2));
+      for (int i = 0; i < levels; ++i) a.levels.push_back(fbkd_level<T>(f, s));
+      a.out = f.out<T>({});
+      a.grad_out = f.opt_in<T>({});
+      a.options = f.fdp.ConsumeBool() ? fbkd::Config::paper_two_stage() : fbkd::Config::code_one_stage();
+      a.options.mask_form = f.enumeration(a.options.mask_form, 2);
+      a.options.transfer_form = f.enumeration(a.options.transfer_form, 2);
+      a.options.spatial_temperature = f.scalar(a.options.spatial_temperature);
+      a.options.channel_temperature = f.scalar(a.options.channel_temperature);
+      a.options.w_am = f.scalar(a.options.w_am);
+      a.options.w_at = f.scalar(a.options.w_at);
+      a.options.use_channel_mask = f.fdp.ConsumeBool();
+      KDF_DRIVE(fbkd::total_loss);
+      break;
+    }
+    case 12: {
+      ssim::SsimLossArgs<T> a;
+      ssim_options<T>(f, a.options);
+      a.reduction = f.enumeration(Reduction::mean, 4);
+      const bool reduced = a.reduction != Reduction::none;
+      a.student = f.in<T>(s.feat());
+      a.teacher = f.in<T>(s.feat());
+      a.out = f.out<T>(reduced ? Dims{} : s.feat());
+      a.grad_out = f.opt_in<T>(reduced ? Dims{} : s.feat());
+      a.grad_student = f.out<T>(s.feat());
+      a.grad_teacher = f.out<T>(s.feat());
+      KDF_DRIVE(ssim::ssim_loss);
+      break;
+    }
+    case 13: {
+      ssim::SsimMapArgs<T> a;
+      ssim_options<T>(f, a.options);
+      a.student = f.in<T>(s.feat());
+      a.teacher = f.in<T>(s.feat());
+      a.out = f.out<T>(s.feat());
+      a.grad_out = f.opt_in<T>(s.feat());
+      a.grad_student = f.out<T>(s.feat());
+      a.grad_teacher = f.out<T>(s.feat());
+      KDF_DRIVE(ssim::ssim_map);
+      break;
+    }
+    case 14: {
+      ssim::SsimPyramidLossArgs<T> a;
+      ssim_options<T>(f, a.options);
+      const int levels = static_cast<int>(f.dim(0, 3));
+      Dims level = s.feat();
+      for (int i = 0; i < levels; ++i) {
+        a.students.push_back(f.in<T>(level));
+        a.teachers.push_back(f.in<T>(level));
+        if (!f.coin(8)) a.grad_students.push_back(f.out<T>(level));
+        level.v[2] = (level.v[2] + 1) / 2;
+        level.v[3] = (level.v[3] + 1) / 2;
+      }
+      a.out = f.out<T>({});
+      a.grad_out = f.opt_in<T>({});
+      KDF_DRIVE(ssim::ssim_pyramid_loss);
+      break;
+    }
+    case 15:
+    case 16: {
+      ssim::SsimIndexArgs<T> a;
+      ms_options(f, a.options);
+      a.reduction = f.enumeration(ssim::ChannelReduction::mean, 3);
+      const Dims o = a.reduction == ssim::ChannelReduction::none ? s.chan()
+                     : a.reduction == ssim::ChannelReduction::per_image ? Dims{s.B}
+                                                                         : Dims{};
+      a.student = f.in<T>(s.feat());
+      a.teacher = f.in<T>(s.feat());
+      a.out = f.out<T>(o);
+      a.grad_out = f.opt_in<T>(o);
+      a.grad_student = f.out<T>(s.feat());
+      a.grad_teacher = f.out<T>(s.feat());
+      if (which == 15) {
+        KDF_DRIVE(ssim::ssim_index);
+      } else {
+        ssim::MsSsimArgs<T> b;
+        static_cast<ssim::SsimIndexArgs<T>&>(b) = a;
+        drive(f, b, m, KDF_CHECK(ssim::ms_ssim), KDF_CALL(ssim::ms_ssim), KDF_WS(ssim::ms_ssim));
+      }
+      break;
+    }
+    case 17: {
+      ssim::MsSsimL1LossArgs<T> a;
+      ms_options(f, a.options.ms_ssim);
+      a.options.l1_weight = f.scalar(0.15);
+      a.student = f.in<T>(s.feat());
+      a.teacher = f.in<T>(s.feat());
+      a.out = f.out<T>({});
+      a.grad_out = f.opt_in<T>({});
+      a.grad_student = f.out<T>(s.feat());
+      a.grad_teacher = f.out<T>(s.feat());
+      KDF_DRIVE(ssim::ms_ssim_l1_loss);
+      break;
+    }
+    case 18:
+    case 19: {
+      ops::SoftmaxArgs<T> a;
+      a.x = f.in<T>(s.feat());
+      a.axis = f.integer(1);
+      a.out = f.out<T>(s.feat());
+      a.y = f.opt_in<T>(s.feat());
+      a.grad_out = f.opt_in<T>(s.feat());
+      a.grad_x = f.out<T>(s.feat());
+      a.options.temperature = f.scalar(1.0);
+      if (which == 18) {
+        a.options.scale = f.scalar(1.0);
+        KDF_DRIVE(ops::softmax);
+      } else {
+        ops::LogSoftmaxArgs<T> b{a.x, a.axis, a.out, a.y, a.grad_out, a.grad_x, {a.options.temperature}};
+        drive(f, b, m, KDF_CHECK(ops::log_softmax), KDF_CALL(ops::log_softmax), KDF_WS(ops::log_softmax));
+      }
+      break;
+    }
+    case 20:
+    case 21: {
+      ops::MeanArgs<T> a;
+      const Dims o = which == 20 ? s.map1() : s.chan();
+      a.x = f.in<T>(s.feat());
+      a.out = f.out<T>(o);
+      a.grad_out = f.opt_in<T>(o);
+      a.grad_x = f.out<T>(s.feat());
+      a.options.absolute = f.fdp.ConsumeBool();
+      if (which == 20) {
+        KDF_DRIVE(ops::mean_over_channels);
+      } else {
+        KDF_DRIVE(ops::mean_over_positions);
+      }
+      break;
+    }
+    case 22: {
+      ops::GaussianFilterArgs<T> a;
+      a.options.window_size = f.integer(f.fdp.ConsumeBool() ? 3 : 11);
+      a.options.sigma = f.scalar(1.5);
+      a.options.padding = f.enumeration(ops::Padding::reflect, 3);
+      a.x = f.in<T>(s.feat());
+      a.out = f.out<T>(s.feat());
+      a.grad_out = f.opt_in<T>(s.feat());
+      a.grad_x = f.out<T>(s.feat());
+      KDF_DRIVE(ops::gaussian_filter);
+      break;
+    }
+    case 23: {
+      ops::MatmulArgs<T> a;
+      const std::int64_t M = s.H, K = s.W, N = f.dim(1, 24);
+      a.options.trans_a = f.fdp.ConsumeBool();
+      a.options.trans_b = f.fdp.ConsumeBool();
+      a.options.sum_batches = f.fdp.ConsumeBool();
+      a.options.alpha = f.scalar(1.0);
+      a.options.beta = f.scalar(0.0);
+      const bool batched = f.fdp.ConsumeBool();
+      auto mat = [&](std::int64_t r, std::int64_t c) { return batched ? Dims{s.B, r, c} : Dims{r, c}; };
+      a.a = f.in<T>(a.options.trans_a ? mat(K, M) : mat(M, K));
+      a.b = f.in<T>(a.options.trans_b ? mat(N, K) : mat(K, N));
+      a.c = f.out<T>(batched && !a.options.sum_batches ? Dims{s.B, M, N} : Dims{M, N});
+      drive(
+          f, a, m, [](const auto& x, Mode) { ops::matmul_check(x); },
+          [](const auto& x, Mode, const Exec& e) { ops::matmul(x, e); }, KDF_WS(ops::matmul));
+      break;
+    }
+    case 24: {
+      ops::LinearArgs<T> a;
+      const std::int64_t out_c = f.dim(1, 6);
+      const Dims y = {s.B, out_c, s.H, s.W};
+      a.x = f.in<T>(s.feat());
+      a.weight = f.in<T>({out_c, s.C});
+      a.bias = f.opt_in<T>({out_c});
+      a.y = f.out<T>(y);
+      a.grad_y = f.opt_in<T>(y);
+      a.grad_x = f.out<T>(s.feat());
+      a.grad_weight = f.out<T>({out_c, s.C});
+      a.grad_bias = f.out<T>({out_c});
+      a.options.param_grads.beta = f.scalar(0.0);
+      a.options.input_grad.beta = f.scalar(0.0);
+      KDF_DRIVE(ops::linear);
+      break;
+    }
+    case 25: {
+      ops::MaxPool2dArgs<T> a;
+      a.options.stride = f.fdp.ConsumeBool() ? 2 : f.fdp.ConsumeIntegralInRange<std::int64_t>(-3, 30);
+      if (f.coin(16)) a.options.stride = std::numeric_limits<std::int64_t>::max();
+      a.options.input_grad.beta = f.scalar(0.0);
+      const std::int64_t st = std::max<std::int64_t>(a.options.stride, 1);
+      const Dims y = {s.B, s.C, s.H / st, s.W / st};
+      a.x = f.in<T>(s.feat());
+      a.y = f.out<T>(y);
+      a.grad_y = f.opt_in<T>(y);
+      a.grad_x = f.out<T>(s.feat());
+      drive(f, a, m, KDF_CHECK(ops::max_pool2d), KDF_CALL(ops::max_pool2d), KDF_WS(ops::max_pool2d), &a.reserve,
+            [](const auto& x) { return ops::max_pool2d_reserve_bytes(x); });
+      break;
+    }
+    case 26: {
+      ops::BatchNormArgs<T> a;
+      a.options.training = f.fdp.ConsumeBool();
+      a.options.eps = f.scalar(1e-5);
+      a.options.param_grads.beta = f.scalar(0.0);
+      const Dims c{s.C};
+      a.x = f.in<T>(s.feat());
+      a.weight = f.opt_in<T>(c);
+      a.bias = f.opt_in<T>(c);
+      a.running_mean = f.opt_in<T>(c);
+      a.running_var = f.opt_in<T>(c);
+      a.y = f.out<T>(s.feat());
+      a.batch_mean = f.out<T>(c);
+      a.batch_var = f.out<T>(c);
+      a.grad_y = f.opt_in<T>(s.feat());
+      a.grad_x = f.out<T>(s.feat());
+      a.grad_weight = f.out<T>(c);
+      a.grad_bias = f.out<T>(c);
+      drive(f, a, m, KDF_CHECK(ops::batch_norm), KDF_CALL(ops::batch_norm), KDF_WS(ops::batch_norm), &a.reserve,
+            [](const auto& x) { return ops::batch_norm_reserve_bytes(x); });
+      break;
+    }
+    case 27:
+    case 28: {
+      const std::int64_t n = s.H, k = s.W, dk = s.C, dv = f.dim(1, 6);
+      const Dims th{s.B, n, dk}, ph{s.B, k, dk}, g{s.B, k, dv}, y{s.B, n, dv};
+      if (which == 27) {
+        ops::DotRelationArgs<T> a;
+        a.theta = f.in<T>(th);
+        a.phi = f.in<T>(ph);
+        a.g = f.in<T>(g);
+        a.y = f.out<T>(y);
+        a.grad_y = f.opt_in<T>(y);
+        a.grad_theta = f.out<T>(th);
+        a.grad_phi = f.out<T>(ph);
+        a.grad_g = f.out<T>(g);
+        a.options.divide_by_keys = f.fdp.ConsumeBool();
+        a.options.input_grads.beta = f.scalar(0.0);
+        KDF_DRIVE(ops::dot_relation);
+      } else {
+        ops::ConcatRelationArgs<T> a;
+        a.theta = f.in<T>(th);
+        a.phi = f.in<T>(ph);
+        a.g = f.in<T>(g);
+        a.weight = f.in<T>({2 * dk});
+        a.y = f.out<T>(y);
+        a.grad_y = f.opt_in<T>(y);
+        a.grad_theta = f.out<T>(th);
+        a.grad_phi = f.out<T>(ph);
+        a.grad_g = f.out<T>(g);
+        a.grad_weight = f.out<T>({2 * dk});
+        a.options.divide_by_keys = f.fdp.ConsumeBool();
+        a.options.input_grads.beta = f.scalar(0.0);
+        a.options.param_grads.beta = f.scalar(0.0);
+        KDF_DRIVE(ops::concat_relation);
+      }
+      break;
+    }
+    default:
+      break;
+  }
+}
+constexpr int kEntries = 29;
+
+/// The DLPack adapter: random DLTensor fields. Accepted: the view must describe exactly the
+/// tensor's memory (data + byte_offset, shape, strides or compact strides, device).
+template <class T>
+void dlpack(FuzzedDataProvider& fdp) {
+  using E = std::remove_const_t<T>;
+  alignas(64) static unsigned char memory[256];
+  std::int64_t shape[12], strides[12];
+  DLTensor t{};
+  t.ndim = fdp.ConsumeIntegralInRange<int>(-3, 9);
+  const int n = std::max(0, std::min(t.ndim, 12));
+  for (int i = 0; i < n; ++i) {
+    switch (fdp.ConsumeIntegralInRange<int>(0, 7)) {
+      case 0: shape[i] = -fdp.ConsumeIntegralInRange<std::int64_t>(1, 4); break;
+      case 1: shape[i] = std::int64_t{1} << fdp.ConsumeIntegralInRange<int>(20, 62); break;
+      case 2: shape[i] = std::numeric_limits<std::int64_t>::max(); break;
+      default: shape[i] = fdp.ConsumeIntegralInRange<std::int64_t>(0, 6); break;
+    }
+    strides[i] = fdp.ConsumeBool() ? fdp.ConsumeIntegral<std::int64_t>() : fdp.ConsumeIntegralInRange<std::int64_t>(-8, 8);
+  }
+  t.shape = fdp.ConsumeIntegralInRange<int>(0, 15) == 0 ? nullptr : shape;
+  t.strides = fdp.ConsumeBool() ? nullptr : strides;
+  t.dtype.code = fdp.ConsumeIntegralInRange<std::uint8_t>(0, 7);
+  t.dtype.bits = fdp.ConsumeBool() ? fdp.ConsumeIntegral<std::uint8_t>() : (fdp.ConsumeBool() ? 16 : sizeof(E) * 8);
+  t.dtype.lanes = fdp.ConsumeIntegralInRange<int>(0, 7) == 0 ? fdp.ConsumeIntegral<std::uint16_t>() : 1;
+  if (fdp.ConsumeIntegralInRange<int>(0, 3) == 0) t.dtype = {2, sizeof(E) * 8, 1};  // the right dtype
+  // the raw int32 (a newer producer's device type may lie outside this header's enum)
+  const std::int32_t device_type = fdp.ConsumeBool() ? 1 : fdp.ConsumeIntegralInRange<std::int32_t>(-1, 40);
+  std::memcpy(&t.device.device_type, &device_type, sizeof device_type);
+  t.device.device_id = fdp.ConsumeIntegralInRange<int>(-2, 3);
+  t.data = fdp.ConsumeIntegralInRange<int>(0, 7) == 0 ? nullptr : memory + fdp.ConsumeIntegralInRange<int>(0, 7);
+  t.byte_offset = fdp.ConsumeBool() ? fdp.ConsumeIntegralInRange<std::uint64_t>(0, 64) : fdp.ConsumeIntegral<std::uint64_t>();
+  unsigned char before[sizeof memory];
+  std::memcpy(before, memory, sizeof memory);
+  try {
+    const View<T> v = kdloss::interop::from_dlpack<T>(t, "tensor");
+    if (v.rank() != t.ndim) defect("from_dlpack: rank differs from ndim");
+    for (int i = 0; i < v.rank(); ++i) {
+      if (v.shape.v[i] != t.shape[i]) defect("from_dlpack: shape differs");
+      if (t.strides != nullptr && v.strides.v[i] != t.strides[i]) defect("from_dlpack: strides differ");
+    }
+    if (t.data != nullptr &&
+        reinterpret_cast<std::uintptr_t>(v.data) != reinterpret_cast<std::uintptr_t>(t.data) + t.byte_offset)
+      defect("from_dlpack: data is not data + byte_offset");
+    if (t.data != nullptr && reinterpret_cast<std::uintptr_t>(v.data) % alignof(E) != 0)
+      defect("from_dlpack: accepted a misaligned pointer");
+    std::int32_t type = 0;
+    std::memcpy(&type, &t.device.device_type, sizeof type);
+    if (!(type == 1 || type == 2 || type == 3 || type == 13)) defect("from_dlpack: accepted an unknown device");
+    if (t.dtype.code != 2 || t.dtype.bits != sizeof(E) * 8 || t.dtype.lanes != 1)
+      defect("from_dlpack: accepted a wrong dtype (half/bf16/int/lanes)");
+  } catch (const kdloss::Error&) {
+  }
+  if (std::memcmp(before, memory, sizeof memory) != 0) defect("from_dlpack wrote to the tensor's memory");
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  FuzzedDataProvider fdp(data, size);
+  const int target = fdp.ConsumeIntegralInRange<int>(0, kEntries);  // kEntries: the DLPack adapter
+  const bool dbl = fdp.ConsumeBool();
+  const bool wild = fdp.ConsumeIntegralInRange<int>(0, 3) == 0;
+  try {
+    if (target == kEntries) {
+      const int kind = fdp.ConsumeIntegralInRange<int>(0, 2);
+      if (dbl) {
+        kind == 0 ? dlpack<const double>(fdp) : dlpack<double>(fdp);
+      } else {
+        kind == 0 ? dlpack<const float>(fdp) : dlpack<float>(fdp);
+      }
+      return 0;
+    }
+    Fuzz f(fdp, wild);
+    if (dbl)
+      entry<double>(f, target);
+    else
+      entry<float>(f, target);
+  } catch (const kdloss::Error&) {
+    // building the arguments themselves (a View constructor) may reject them: that is fine
+  } catch (const std::exception& e) {
+    defect(std::string("an exception other than kdloss::Error escaped: ") + e.what());
+  }
+  return 0;
+}

@@ -1,0 +1,182 @@
+// Regressions found by fuzz/validation_fuzzer.cpp (docs/fuzzing.md), replayed with plain views.
+// Each case also has its fuzzer input in fuzz/corpus/regress-*.
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kdloss/interop/dlpack.hpp"
+#include "kdloss/kdloss.hpp"
+
+namespace {
+
+using kdloss::Dims;
+using kdloss::Mode;
+
+/// Buffers of one call: inputs hold small values, outputs the 0x7d sentinel.
+struct Bufs {
+  std::vector<std::vector<float>> mem;
+  kdloss::View<const float> in(const Dims& shape) {
+    mem.emplace_back(static_cast<std::size_t>(shape.product()), 0.25f);
+    return kdloss::host_view<const float>(mem.back().data(), shape);
+  }
+  kdloss::View<float> out(const Dims& shape) {
+    mem.emplace_back(static_cast<std::size_t>(shape.product()));
+    std::memset(mem.back().data(), 0x7d, mem.back().size() * sizeof(float));
+    return kdloss::host_view<float>(mem.back().data(), shape);
+  }
+};
+
+/// `call(mode)` must throw kdloss::Error naming the bad Mode value, and leave every buffer as it was.
+template <class Call>
+void rejects_bad_mode(Bufs& b, Call call) {
+  for (int bad : {-1, 3, 5}) {
+    CAPTURE(bad);
+    const auto before = b.mem;
+    try {
+      call(static_cast<Mode>(bad));
+      FAIL("a Mode value outside the enum was accepted");
+    } catch (const kdloss::Error& e) {
+      CHECK(std::string(e.what()).find("Mode value " + std::to_string(bad)) != std::string::npos);
+    }
+    CHECK(b.mem == before);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("fuzz regression: kdloss::mode_index accepts the three modes and rejects any other value") {
+  CHECK(kdloss::mode_index(Mode::forward) == 0);
+  CHECK(kdloss::mode_index(Mode::backward) == 1);
+  CHECK(kdloss::mode_index(Mode::forward_backward) == 2);
+  CHECK_THROWS_AS(kdloss::mode_index(static_cast<Mode>(5)), kdloss::Error);
+  CHECK_THROWS_AS(kdloss::mode_index(static_cast<Mode>(-1)), kdloss::Error);
+}
+
+// fuzz/corpus/regress-mode-out-of-range: static_cast<Mode>(5) indexed past a three-entry name table
+// (UBSan: index 5 out of bounds for type 'const char *const[3]') in every entry point below.
+TEST_CASE("fuzz regression: an out-of-range Mode is a kdloss::Error, not an index past the name table") {
+  using namespace kdloss;
+  const Dims feat{2, 3, 4, 5}, map{2, 4, 5}, map1{2, 1, 4, 5}, chan{2, 3};
+  Bufs b;
+  SUBCASE("ops::softmax, ops::log_softmax") {
+    ops::SoftmaxArgs<float> a;
+    a.x = b.in(feat);
+    a.axis = 1;
+    a.out = b.out(feat);
+    a.grad_out = b.in(feat);
+    a.grad_x = b.out(feat);
+    rejects_bad_mode(b, [&](Mode m) { ops::softmax_check(a, m); });
+    rejects_bad_mode(b, [&](Mode m) { ops::softmax(a, m); });
+    ops::LogSoftmaxArgs<float> l{a.x, 1, a.out, {}, a.grad_out, a.grad_x, {}};
+    rejects_bad_mode(b, [&](Mode m) { ops::log_softmax_check(l, m); });
+    rejects_bad_mode(b, [&](Mode m) { ops::log_softmax(l, m); });
+  }
+  SUBCASE("ops::mean_over_channels, ops::mean_over_positions, fbkd::spatial_attention, fbkd::channel_attention") {
+    ops::MeanArgs<float> c{b.in(feat), b.out(map1), b.in(map1), b.out(feat), {}};
+    rejects_bad_mode(b, [&](Mode m) { ops::mean_over_channels(c, m); });
+    ops::MeanArgs<float> p{b.in(feat), b.out(chan), b.in(chan), b.out(feat), {}};
+    rejects_bad_mode(b, [&](Mode m) { ops::mean_over_positions(p, m); });
+    fbkd::SpatialAttentionArgs<float> s{b.in(feat), b.out(map), b.in(map), b.out(feat)};
+    rejects_bad_mode(b, [&](Mode m) { fbkd::spatial_attention(s, m); });
+    fbkd::ChannelAttentionArgs<float> ch{b.in(feat), b.out(chan), b.in(chan), b.out(feat)};
+    rejects_bad_mode(b, [&](Mode m) { fbkd::channel_attention(ch, m); });
+  }
+  SUBCASE("fbkd losses") {
+    fbkd::AttentionTransferLossArgs<float> at{b.in(feat), b.in(feat), b.out({}), b.in({}), b.out(feat)};
+    rejects_bad_mode(b, [&](Mode m) { fbkd::attention_transfer_loss(at, m); });
+    fbkd::PooledAttentionTransferLossArgs<float> pat{b.in(chan), b.in(map1), b.in(feat), b.out({}),
+                                                     b.in({}),   b.out(chan), b.out(map1)};
+    rejects_bad_mode(b, [&](Mode m) { fbkd::pooled_attention_transfer_loss(pat, m); });
+    fbkd::MaskedFeatureLossArgs<float> mf{b.in(feat), b.in(feat), b.in(map), b.in(chan), b.out({}), b.in({}), b.out(feat)};
+    rejects_bad_mode(b, [&](Mode m) { fbkd::masked_feature_loss(mf, m); });
+    fbkd::TotalLossArgs<float> t;
+    fbkd::Level<float> l0{b.in(feat), b.in(feat), b.in(feat)};
+    l0.grad_student = b.out(feat);
+    l0.grad_student_adapted = b.out(feat);
+    t.levels = {l0};
+    t.out = b.out({});
+    t.grad_out = b.in({});
+    rejects_bad_mode(b, [&](Mode m) { fbkd::total_loss_check(t, m); });
+    rejects_bad_mode(b, [&](Mode m) { fbkd::total_loss(t, m); });
+  }
+}
+
+// fuzz/corpus/regress-dlpack-device-type-16: a DLTensor whose device_type is an int32 outside this
+// DLPack header's enum (a newer producer's kDLHexagon = 16) was loaded through DLDeviceType (UBSan:
+// "load of value 16, which is not a valid value for type 'DLDeviceType'"). It is read as the int32 now.
+TEST_CASE("fuzz regression: from_dlpack reads a device type outside the DLDeviceType enum as an integer") {
+  float data[4] = {1, 2, 3, 4};
+  std::int64_t shape[1] = {4};
+  DLTensor t{};
+  t.data = data;
+  t.ndim = 1;
+  t.shape = shape;
+  t.dtype = {2, 32, 1};
+  for (std::int32_t type : {16, 40, -1}) {
+    CAPTURE(type);
+    std::memcpy(&t.device.device_type, &type, sizeof type);
+    try {
+      (void)kdloss::interop::from_dlpack<const float>(t, "student");
+      FAIL("an unknown DLPack device type was accepted");
+    } catch (const kdloss::Error& e) {
+      CHECK(std::string(e.what()).find("device_type " + std::to_string(type)) != std::string::npos);
+      CHECK(std::string(e.what()).find("'student'") != std::string::npos);
+    }
+  }
+  const std::int32_t cpu = 1;
+  std::memcpy(&t.device.device_type, &cpu, sizeof cpu);
+  CHECK(kdloss::interop::from_dlpack<const float>(t, "student").data == data);
+}
+
+// A DLTensor whose element count or address span overflows int64 (shape [2^62, 4], or strides of
+// 2^62) was turned into a view; its numel (Dims::product) or any extent computation overflowed
+// (signed overflow: undefined). from_dlpack rejects it now, naming the argument, shape and strides.
+TEST_CASE("fuzz regression: from_dlpack rejects shapes and strides that overflow a 64-bit index") {
+  float data[4] = {1, 2, 3, 4};
+  DLTensor t{};
+  t.data = data;
+  t.ndim = 2;
+  t.dtype = {2, 32, 1};
+  t.device = {kDLCPU, 0};
+  std::int64_t big_shape[2] = {std::int64_t{1} << 62, 4};
+  t.shape = big_shape;
+  CHECK_THROWS_WITH_AS((void)kdloss::interop::from_dlpack<const float>(t, "teacher"),
+                       doctest::Contains("64-bit index"), kdloss::Error);
+  std::int64_t shape[2] = {3, 4}, strides[2] = {std::int64_t{1} << 62, 1};
+  t.shape = shape;
+  t.strides = strides;
+  CHECK_THROWS_WITH_AS((void)kdloss::interop::from_dlpack<const float>(t, "teacher"),
+                       doctest::Contains("'teacher' with shape [3, 4] and strides [4611686018427387904, 1]"),
+                       kdloss::Error);
+  std::int64_t empty_shape[2] = {0, std::int64_t{1} << 62};  // empty: any extent is fine
+  t.shape = empty_shape;
+  t.strides = nullptr;
+  CHECK(kdloss::interop::from_dlpack<const float>(t, "teacher").numel() == 0);
+  strides[0] = -4;  // negative strides within range are fine
+  t.shape = shape;
+  t.strides = strides;
+  CHECK(kdloss::interop::from_dlpack<const float>(t, "teacher").stride(0) == -4);
+}
+
+// fuzz/corpus/regress-matmul-sum-batches-empty-batch: with sum_batches, an `a` of batch extent 0 and a
+// broadcast `b` of batch 1 ran max(0, 1) = 1 batch and read a's missing batch (ASan heap-buffer-overflow
+// in Eigen's gemm_pack_rhs). Broadcasting 1 against 0 gives no batches: c = beta * c.
+TEST_CASE("fuzz regression: matmul sum_batches over an empty batch reads nothing and leaves beta * c") {
+  using namespace kdloss;
+  std::vector<double> b(1 * 3 * 4, 1.0), c(2 * 4, 2.0);
+  double a_dummy = 0;  // a has no elements: its data is never read
+  ops::MatmulArgs<double> args;
+  args.a = host_view<const double>(&a_dummy, Dims{0, 2, 3});
+  args.b = host_view<const double>(b.data(), Dims{1, 3, 4});
+  args.c = host_view<double>(c.data(), Dims{2, 4});
+  args.options.sum_batches = true;
+  args.options.beta = 0.5;
+  ops::matmul(args);
+  for (double v : c) CHECK(v == 1.0);
+  args.options.beta = 0.0;
+  ops::matmul(args);
+  for (double v : c) CHECK(v == 0.0);
+}

@@ -63,12 +63,15 @@ struct Checker {
   template <class A, class B>
   void disjoint(const View<A>& out, const char* arg_out, const View<B>& other, const char* arg_other) const {
     if (out.numel() == 0 || other.numel() == 0 || out.data == nullptr || other.data == nullptr) return;
+    // Byte addresses in wrapping unsigned arithmetic, not pointer arithmetic: a check-only call may
+    // describe a view far beyond any allocation (pointer overflow is undefined; the fuzzer found it).
+    const auto bytes_at = [](const auto* data, std::int64_t element) {
+      return reinterpret_cast<std::uintptr_t>(data) + static_cast<std::uintptr_t>(element) * sizeof(*data);
+    };
     const auto [lo_a, hi_a] = out.extent_range();
     const auto [lo_b, hi_b] = other.extent_range();
-    const auto a0 = reinterpret_cast<std::uintptr_t>(out.data + lo_a);
-    const auto a1 = reinterpret_cast<std::uintptr_t>(out.data + hi_a);
-    const auto b0 = reinterpret_cast<std::uintptr_t>(other.data + lo_b);
-    const auto b1 = reinterpret_cast<std::uintptr_t>(other.data + hi_b);
+    const std::uintptr_t a0 = bytes_at(out.data, lo_a), a1 = bytes_at(out.data, hi_a);
+    const std::uintptr_t b0 = bytes_at(other.data, lo_b), b1 = bytes_at(other.data, hi_b);
     require(a1 <= b0 || b1 <= a0, fn, ": output argument '", arg_out, "' overlaps the memory of argument '",
             arg_other, "'; outputs must not alias other arguments");
   }

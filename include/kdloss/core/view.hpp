@@ -136,13 +136,16 @@ struct View {
 
   /// Offset (elements) of the lowest and one-past-highest addressed element, relative to data.
   std::pair<std::int64_t, std::int64_t> extent_range() const {
-    std::int64_t lo = 0, hi = 0;
+    // Wrapping arithmetic: extents and strides of a view that is only validated may be absurd, and
+    // signed overflow is undefined; the validators reject such views by other checks.
+    std::uint64_t lo = 0, hi = 0;
     if (numel() == 0) return {0, 0};
     for (int i = 0; i < rank(); ++i) {
-      const std::int64_t reach = strides.v[i] * (shape.v[i] - 1);
-      (reach < 0 ? lo : hi) += reach;
+      const std::int64_t extent = shape.v[i] - 1;
+      const std::uint64_t reach = static_cast<std::uint64_t>(strides.v[i]) * static_cast<std::uint64_t>(extent);
+      (strides.v[i] < 0 ? lo : hi) += reach;
     }
-    return {lo, hi + 1};
+    return {static_cast<std::int64_t>(lo), static_cast<std::int64_t>(hi + 1)};
   }
 
   /// Element at a multi-index (host views only; for tests and examples).

@@ -100,10 +100,12 @@ template <class A>
 KDLOSS_FORCEINLINE typename Lanes<A>::V vset(A x) {
   return typename Lanes<A>::V{} + x;
 }
-/// exp lane by lane: float by packet.hpp's polynomial (within 2 ulp), double by std::exp.
+/// exp lane by lane: float by packet.hpp's polynomial (within 2 ulp), double by std::exp. In a
+/// translation unit nvcc compiles, packet.hpp has no GNU-vector polynomial (KDLOSS_PACKET_GNU_VECTORS is
+/// 0 there): the host path of such a unit takes std::exp for float too.
 template <class A>
 KDLOSS_FORCEINLINE typename Lanes<A>::V vexp(const typename Lanes<A>::V& x) {
-  if constexpr (std::is_same_v<A, float>) {
+  if constexpr (std::is_same_v<A, float> && KDLOSS_PACKET_GNU_VECTORS) {
     return math::packet_detail::packet_exp_f32<typename Lanes<A>::V, typename Lanes<A>::I>(x);
   } else {
     typename Lanes<A>::V r = x;

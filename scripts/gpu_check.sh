@@ -17,7 +17,7 @@
 # A run builds only the CUDA targets it needs (sm_90, ninja on all cores) and then runs, most important
 # first, each stage within its share of KDLOSS_GPU_BUDGET seconds (default 560, so one 600 s call fits):
 #   1. the GPU doctest cases (kdloss_tests -ts=gpu);
-#   2. the CUDA bridge's pytest cases (python/tests/test_cuda.py, built with KDLOSS_TORCH_CUDA=1 while
+#   2. the CUDA bridge's pytest cases (python/tests/test_cuda*.py, built with KDLOSS_TORCH_CUDA=1 while
 #      stage 1 runs);
 #   3. compute-sanitizer memcheck, racecheck, synccheck and initcheck over a short GPU case selection;
 #   4. the CUDA benchmarks (GB/s against a device-to-device copy measured in the same run) and
@@ -82,7 +82,7 @@ gpu_check.sh would run (budget ${BUDGET} s; GPU arch sm_${ARCH}; report $out/gpu
           ninja -C $BUILD kdloss_tests ${BENCHES[*]}
   bridge  (background, during stage 1) cd python && KDLOSS_TORCH_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 EIGEN3_INCLUDE_DIR=$CARRY/usr/include/eigen3 $python setup.py build_ext --inplace
   stage 1 $BUILD/tests/kdloss_tests -ts=gpu  (log: $out/gpu_tests.log)
-  stage 2 $python -m pytest python/tests/test_cuda.py -q -rs  (junit: $out/bridge_cuda.xml)
+  stage 2 $python -m pytest python/tests/test_cuda*.py -q -rs  (junit: $out/bridge_cuda.xml)
   stage 3 compute-sanitizer --tool {memcheck,racecheck,synccheck,initcheck} --error-exitcode 99 \\
             $BUILD/tests/kdloss_tests -ts=gpu -tc='$SANITIZER_CASES'
   stage 4 device-to-device copy bandwidth (torch, CUDA events)
@@ -166,8 +166,8 @@ fi
 wait "$bridge_pid"
 bridge_rc=$?
 if ((bridge_rc == 0)); then
-  run_stage "stage 2: CUDA bridge pytest (python/tests/test_cuda.py)" 120 "$OUT/bridge_cuda.log" \
-    "$python" -m pytest python/tests/test_cuda.py -q -rs -x --junitxml="$OUT/bridge_cuda.xml"
+  run_stage "stage 2: CUDA bridge pytest (python/tests/test_cuda*.py)" 120 "$OUT/bridge_cuda.log" \
+    "$python" -m pytest python/tests/test_cuda*.py -q -rs -x --junitxml="$OUT/bridge_cuda.xml"
   tail -3 "$OUT/bridge_cuda.log" | sed 's/^/    /' >>"$REPORT"
   grep -m5 -A12 '^____' "$OUT/bridge_cuda.log" | head -60 | sed 's/^/    /' >>"$REPORT"
 else

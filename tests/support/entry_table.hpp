@@ -7,7 +7,8 @@
 // (ctx.in: seeded random input; ctx.out: an output; ctx.grad: a gradient output), then makes the call
 // inside ctx.call(...). Name in `alias` the gradient argument its first ctx.grad() is passed as and the
 // input argument its first ctx.in() is passed as: the aliasing test hands the call that gradient over
-// the input's memory and expects an error naming both. A row that is not bitwise deterministic across
+// the input's memory and expects an error naming both; it then lays the same gradient over each later
+// input in turn (the teacher, weights, an upstream gradient) and expects an error naming the gradient. A row that is not bitwise deterministic across
 // thread counts says so in `nondeterministic` (documented on its docs page, with the measured spread).
 #pragma once
 #include <cstdint>
@@ -31,7 +32,10 @@ using kdloss::View;
 /// buffer starts `shift` elements past a 64-byte boundary (shift 1: not 16-byte aligned).
 class Ctx {
  public:
-  explicit Ctx(int shift = 0, bool alias_first_grad = false) : shift_(shift), alias_(alias_first_grad) {}
+  /// In aliasing mode the first gradient output lies over input number `alias_input` (in ctx.in() order)
+  /// when that input is large enough.
+  explicit Ctx(int shift = 0, bool alias_first_grad = false, int alias_input = 0)
+      : shift_(shift), alias_(alias_first_grad), alias_input_(alias_input) {}
 
   /// A contiguous input of `shape` with values uniform in [lo, hi) from `seed`.
   template <class T>
@@ -40,7 +44,7 @@ class Ctx {
     std::mt19937 gen(seed);
     std::uniform_real_distribution<double> dist(lo, hi);
     for (std::int64_t i = 0; i < shape.product(); ++i) p[i] = static_cast<T>(dist(gen));
-    if (!first_in_) first_in_ = p, first_in_bytes_ = static_cast<std::size_t>(shape.product()) * sizeof(T);
+    if (inputs_seen_++ == alias_input_) alias_in_ = p, alias_in_bytes_ = static_cast<std::size_t>(shape.product()) * sizeof(T);
     return kdloss::host_view<const T>(p, shape);
   }
   /// A contiguous output of `shape` (rank 0: a scalar).
@@ -48,14 +52,16 @@ class Ctx {
   View<T> out(const Dims& shape) {
     return kdloss::host_view<T>(alloc<T>(shape.product()), shape);
   }
-  /// A gradient output; in aliasing mode the first one lies over the first input's memory.
+  /// A gradient output; in aliasing mode the first one lies over the chosen input's memory.
   template <class T>
   View<T> grad(const Dims& shape) {
     const std::size_t bytes = static_cast<std::size_t>(shape.product()) * sizeof(T);
-    if (alias_ && !aliased_ && first_in_ && bytes <= first_in_bytes_) {
+    if (alias_ && !aliased_ && !grad_seen_ && alias_in_ && bytes <= alias_in_bytes_) {
       aliased_ = true;
-      return kdloss::host_view<T>(static_cast<T*>(first_in_), shape);
+      grad_seen_ = true;
+      return kdloss::host_view<T>(static_cast<T*>(alias_in_), shape);
     }
+    grad_seen_ = true;
     return out<T>(shape);
   }
   /// Runs the call. In aliasing mode it must throw kdloss::Error; the message is kept, and every
@@ -82,6 +88,8 @@ class Ctx {
     return all;
   }
   bool aliased() const { return aliased_; }
+  /// How many inputs the call allocated (ctx.in() calls).
+  int inputs_seen() const { return inputs_seen_; }
   const std::string& error() const { return error_; }
   bool untouched() const { return untouched_; }
 
@@ -107,9 +115,11 @@ class Ctx {
 
   int shift_;
   bool alias_;
-  bool aliased_ = false, untouched_ = true;
-  void* first_in_ = nullptr;
-  std::size_t first_in_bytes_ = 0;
+  int alias_input_;
+  int inputs_seen_ = 0;
+  bool aliased_ = false, untouched_ = true, grad_seen_ = false;
+  void* alias_in_ = nullptr;
+  std::size_t alias_in_bytes_ = 0;
   std::string error_;
   std::vector<Buffer> buffers_;
 };

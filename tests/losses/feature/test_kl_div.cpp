@@ -536,7 +536,7 @@ TEST_CASE("kl_div_loss propagates NaN and +-inf as PyTorch does (forward, backwa
     }
 }
 
-KDLOSS_GPU_TEST("kl_div_loss: GPU agrees with CPU (warp and block rows, strided class axis, every reduction)") {
+KDLOSS_GPU_TEST("kl_div_loss: GPU agrees with CPU (warp, block and thread rows, strided class axis, every reduction)") {
 #if KDLOSS_TEST_CUDA
   struct Case {
     Dims shape;
@@ -548,7 +548,9 @@ KDLOSS_GPU_TEST("kl_div_loss: GPU agrees with CPU (warp and block rows, strided 
                                 {{2, 3000, 2}, 1, {0, 1, 2}, 0},      // long rows: a block each
                                 {{2, 10, 6, 7}, 1, {0, 2, 3, 1}, 0},  // channel-last, class stride 1
                                 {{3, 9, 4, 5}, 1, {0, 1, 2, 3}, 3},   // padded NCHW
-                                {{5, 80}, 1, {0, 1}, 0}};
+                                {{5, 80}, 1, {0, 1}, 0},
+                                // NCHW with >= kThreadRowMinRows rows: a thread per row (coalesced across rows)
+                                {{2, 20, 64, 72}, 1, {0, 1, 2, 3}, 0}};
   for (const auto& c : cases) {
     const auto n = static_cast<std::size_t>(c.shape.product());
     const auto s = random_vector<double>(n, 21, -3, 3), t = random_vector<double>(n, 22, -3, 3);

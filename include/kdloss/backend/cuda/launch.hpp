@@ -19,9 +19,10 @@ inline int grid_for(std::int64_t work, int per_block = kBlock) {
 }
 
 /// Blocks of a row operation (rowwise.cuh): capped so a reduction's partials fit kMaxReduceBlocks.
-/// Rows shorter than 2048 get a warp each, 8 per block; longer rows a block each.
-inline int rowwise_blocks(std::int64_t rows, std::int64_t length) {
-  const std::int64_t per_block = length >= 2048 ? 1 : kBlock / 32;
+/// Rows shorter than 2048 get a warp each, 8 per block; longer rows a block each; `rows_per_block`,
+/// when given, overrides (a thread per row: kBlock). The default count is the most any launch uses.
+inline int rowwise_blocks(std::int64_t rows, std::int64_t length, std::int64_t rows_per_block = 0) {
+  const std::int64_t per_block = rows_per_block > 0 ? rows_per_block : (length >= 2048 ? 1 : kBlock / 32);
   const std::int64_t want = (rows + per_block - 1) / per_block;
   return static_cast<int>(want < 1 ? 1 : (want > kMaxReduceBlocks ? kMaxReduceBlocks : want));
 }

@@ -1,6 +1,8 @@
 // kdloss/backend/cuda/rowwise.cuh: runs a row operation over every row on the GPU.
-// Short rows get a warp each (8 rows per block); long rows get a whole block. Reductions inside
-// a row are cooperative and every thread of the group sees their result.
+// Short rows get a warp each (8 rows per block); long rows get a whole block. Rows along a strided
+// axis whose neighbours are adjacent in memory (a class axis of NCHW) get one thread each, so that a
+// warp's loads are coalesced across rows instead of touching 32 cache lines. Reductions inside a row
+// are cooperative and every thread of the group sees their result.
 #pragma once
 #include <cub/block/block_reduce.cuh>
 #include <cub/warp/warp_reduce.cuh>
@@ -24,7 +26,8 @@ struct MaxOp {
   }
 };
 
-/// Group = the threads that share one row: a warp (kGroup = 32) or a block (kGroup = kBlock).
+/// Group = the threads that share one row: one thread (kGroup = 1), a warp (kGroup = 32) or a block
+/// (kGroup = kBlock).
 template <int kGroup, class InPtrs, class OutPtrs>
 struct DeviceRow {
   InPtrs in_ptrs;
@@ -46,7 +49,10 @@ struct DeviceRow {
   }
   template <class Acc, class Red>
   __device__ Acc all_reduce(Acc v, Red red) const {
-    if constexpr (kGroup == 32) {
+    if constexpr (kGroup == 1) {
+      (void)red;
+      return v;
+    } else if constexpr (kGroup == 32) {
       for (int offset = 16; offset > 0; offset /= 2) v = red(v, __shfl_xor_sync(0xffffffffu, v, offset));
       return v;
     } else {
@@ -134,6 +140,17 @@ __global__ void __launch_bounds__(kBlock)
 
 /// Rows of at least this length get a block each.
 inline constexpr std::int64_t kBlockRowLength = 2048;
+/// At least this many rows before a strided row axis gets a thread per row (enough threads to fill
+/// the device with coalesced loads; fewer rows keep a warp each).
+inline constexpr std::int64_t kThreadRowMinRows = 8192;
+
+/// How many threads share one row: 1 when the row axis is strided for the first input but consecutive
+/// rows are adjacent in memory (consecutive threads then read consecutive addresses), else 32 or kBlock.
+inline int rowwise_group(const expr::Rows& rows) {
+  if (rows.length >= kBlockRowLength) return kBlock;
+  if (rows.step[0] != 1 && rows.outer.inner_stride(0) == 1 && rows.count() >= kThreadRowMinRows) return 1;
+  return 32;
+}
 
 /// GPU counterpart of cpu::rowwise. When `result` is non-null the sum of the row results goes
 /// through `fin` to *result (device memory); `partials` then holds rowwise_blocks(...) doubles.
@@ -145,15 +162,19 @@ void rowwise(const Dims& full, int axis, Op op, const std::tuple<View<const I>..
   detail::collect_strides(full, ins, strides, std::make_index_sequence<NI>{});
   detail::collect_strides(full, outs, strides + NI, std::make_index_sequence<NO>{});
   const expr::Rows rows = expr::make_rows(full, axis, strides, NI + NO);
-  const bool block_rows = rows.length >= kBlockRowLength;
-  const int blocks = rowwise_blocks(rows.count(), rows.length);
+  const int group = rowwise_group(rows);
+  // A thread per row needs fewer blocks than rowwise_blocks(...) sized `partials` for.
+  const int blocks = group == 1 ? rowwise_blocks(rows.count(), rows.length, kBlock)
+                                : rowwise_blocks(rows.count(), rows.length);
   auto in_ptrs = detail::data_pointers(ins, std::make_index_sequence<NI>{});
   auto out_ptrs = detail::data_pointers(outs, std::make_index_sequence<NO>{});
   double* block_partials = result ? partials : nullptr;
   if (rows.count() > 0) {
-    if (block_rows)
+    if (group == kBlock)
       detail::rowwise_kernel<kBlock, Acc, NI, NO>
           <<<blocks, kBlock, 0, stream>>>(rows, op, in_ptrs, out_ptrs, block_partials);
+    else if (group == 1)
+      detail::rowwise_kernel<1, Acc, NI, NO><<<blocks, kBlock, 0, stream>>>(rows, op, in_ptrs, out_ptrs, block_partials);
     else
       detail::rowwise_kernel<32, Acc, NI, NO><<<blocks, kBlock, 0, stream>>>(rows, op, in_ptrs, out_ptrs, block_partials);
     check_launch("rowwise_kernel");

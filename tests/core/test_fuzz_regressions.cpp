@@ -185,10 +185,15 @@ TEST_CASE("fuzz regression: disjoint() on an output view reaching far below addr
   // fuzz/corpus/regress-disjoint-pointer-overflow: a check-only call whose gradient output has a stride of
   // about -2^40 elements. The overlap test computes byte ranges in wrapping integer arithmetic; under the
   // asan preset (UBSan) the old pointer arithmetic stopped here.
-  std::vector<float> s(4, 1.f), t(4, 2.f), g(4, 0.f);
-  const kdloss::View<const float> sv = kdloss::host_view<const float>(s.data(), {4});
-  const kdloss::View<const float> tv = kdloss::host_view<const float>(t.data(), {4});
-  const kdloss::View<float> gv = kdloss::host_view(g.data(), Dims{4}, Dims{-(std::int64_t(1) << 40)});
+  // One buffer, g at its top, so that s and t lie below g whatever addresses the allocator hands out
+  // (three separate vectors made the verdict depend on the heap's order).
+  std::vector<float> buffer(12, 0.f);
+  float* s = buffer.data();
+  float* t = buffer.data() + 4;
+  float* g = buffer.data() + 8;
+  const kdloss::View<const float> sv = kdloss::host_view<const float>(s, {4});
+  const kdloss::View<const float> tv = kdloss::host_view<const float>(t, {4});
+  const kdloss::View<float> gv = kdloss::host_view(g, Dims{4}, Dims{-(std::int64_t(1) << 40)});
   const kdloss::detail::Checker ck{"kdloss::mse_loss_backward"};
   // Its byte span reaches 12 TiB below g, over s and t too: the verdict is the (conservative) overlap that
   // span implies, reached without undefined pointer arithmetic.

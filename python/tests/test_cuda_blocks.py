@@ -46,8 +46,9 @@ def agree(make, shape, dtype, steps=2):
         assert zg.device.type == "cuda"
         assert_rel(zg.cpu(), z, rv, "value")
         scale = max(t.abs().max().item() for t in g)
-        for a, b in zip(gg, g):
-            assert_rel(a.cpu(), b, rg, "gradient") if b.abs().max().item() > 1e-6 * scale else None
+        for a, b in zip(gg, g):  # floored at 1% of the block's largest gradient, as test_blocks.compare
+            err = (a.cpu().double() - b.double()).abs().max().item()
+            assert err <= rg * max(b.abs().max().item(), 1e-2 * scale), "gradient: %.3e" % err
         for (n, a), (_, b) in zip(cpu.state_dict().items(), gpu.state_dict().items()):
             if n.endswith("num_batches_tracked"):
                 assert int(a) == int(b)

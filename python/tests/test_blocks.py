@@ -358,6 +358,20 @@ def test_maxpool_nstride_matches_mmrazor(mode, record_property):
     states_equal(mine, theirs, torch.float64, "mmrazor running statistics")
 
 
+def test_maxpool_nstride_gaussian_is_the_consistent_form(record_property):
+    """mmrazor's gaussian mode pools g by 2 s and phi by s and raises on every input; kdloss pools both by 2 s.
+    Checked against the re-implementation with one pool of 2 s."""
+    record_property("reference", "mmcv_forward re-implementation, g and x' pooled by 2 s")
+    mine = randomise(kb.NonLocal2dMaxpoolNstride(8, mode="gaussian", sub_sample=True, maxpool_stride=2), 6).double()
+    assert isinstance(mine.phi, nn.MaxPool2d) and "g.0.0.conv.weight" in mine.state_dict()
+    x = torch.randn(2, 8, 9, 10, dtype=torch.float64)
+    r = torch.randn(2, 8, 9, 10, dtype=torch.float64)
+    ref = randomise(kb.NonLocal2dMaxpoolNstride(8, mode="gaussian", sub_sample=True, maxpool_stride=2), 6).double()
+    z, g = step(mine, x, r)
+    z_ref, g_ref = step(ref, x, r, lambda t: mmcv_forward(ref, t, 4))
+    compare(z, g, z_ref, g_ref, torch.float64, "gaussian, pool 2 s")
+
+
 # ---- official FBKD NonLocalBlockND ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

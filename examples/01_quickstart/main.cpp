@@ -1,5 +1,8 @@
 // The kdloss demo: a synthetic teacher/student FPN pyramid, every implemented loss and its
-// gradient on the CPU (and on the GPU when one is present), printed as a table.
+// gradient on the CPU (and on the GPU when one is present), printed as a table: the feature losses,
+// SSIM, FBKD (total, L_NLD with the official non-local blocks), DRKD (seed pixel relation, GloRe L_PR)
+// and the learnable blocks they use (ops::non_local, ops::glore). At full size the O(N^2) seed
+// relation and the GloRe unit skip P2 (minutes per call there: docs/losses/pixel_relation.md).
 //
 //   kdloss_quickstart            # batch 2, C = 256, P2-P5 of an 800x1333 input
 //   kdloss_quickstart --small    # batch 2, C = 32, P2-P5 of a 128x160 input
@@ -160,7 +163,7 @@ class LossCase {
   virtual const char* name() const = 0;
   virtual void prepare(const DevicePyramid& p, Arena& arena, kdloss::Stream stream) = 0;
   virtual void run() = 0;
-  double value(const Arena& arena) const {
+  virtual double value(const Arena& arena) const {
     double v = 0;
     for (const auto& o : outs_) v += arena.read(o, 1)[0];
     return v;
@@ -182,15 +185,20 @@ class PerLevelCase : public LossCase {
  public:
   using Call = std::function<void(View<const float>, View<const float>, View<float>, View<float>, const kdloss::Exec&)>;
   using Query = std::function<std::size_t(View<const float>)>;
-  PerLevelCase(const char* name, Query query, Call call) : name_(name), query_(query), call_(call) {}
+  /// `first`: the first level the loss runs on (the full-size demo skips P2 for the O(N^2) relation).
+  PerLevelCase(const char* name, Query query, Call call, std::size_t first = 0)
+      : name_(name), query_(query), call_(call), first_(first) {}
   const char* name() const override { return name_; }
   void prepare(const DevicePyramid& p, Arena& arena, kdloss::Stream stream) override {
     p_ = p;
+    p_.student.erase(p_.student.begin(), p_.student.begin() + static_cast<std::ptrdiff_t>(first_));
+    p_.teacher.erase(p_.teacher.begin(), p_.teacher.begin() + static_cast<std::ptrdiff_t>(first_));
+    p_.shape.erase(p_.shape.begin(), p_.shape.begin() + static_cast<std::ptrdiff_t>(first_));
     std::size_t need = 0;
-    for (std::size_t l = 0; l < p.student.size(); ++l) {
+    for (std::size_t l = 0; l < p_.student.size(); ++l) {
       outs_.push_back(arena.alloc(1));
-      grads_.push_back(arena.view(arena.alloc(static_cast<std::size_t>(p.shape[l].product())), p.shape[l]));
-      need = std::max(need, query_(p.student[l]));
+      grads_.push_back(arena.view(arena.alloc(static_cast<std::size_t>(p_.shape[l].product())), p_.shape[l]));
+      need = std::max(need, query_(p_.student[l]));
     }
     exec_ = arena.exec(need, stream);  // one workspace serves every level
   }
@@ -203,6 +211,7 @@ class PerLevelCase : public LossCase {
   const char* name_;
   Query query_;
   Call call_;
+  std::size_t first_ = 0;
   DevicePyramid p_;
   kdloss::Exec exec_;
 };
@@ -276,7 +285,220 @@ class SsimPyramidCase : public LossCase {
   kdloss::Exec exec_;
 };
 
-std::vector<std::unique_ptr<LossCase>> loss_cases() {
+/// Deterministic learnable parameters (a trained block's scale, not its zero initialisation), one
+/// buffer each in the arena; `grads` collects the gradient buffers a case reports.
+class Params {
+ public:
+  Params(Arena& arena, unsigned seed) : arena_(arena), gen_(seed) {}
+  View<const float> weight(const Dims& shape, float scale, float offset = 0.0f) {
+    std::normal_distribution<float> n(0.0f, scale);
+    std::vector<float> v(static_cast<std::size_t>(shape.product()));
+    for (float& x : v) x = offset + n(gen_);
+    return arena_.view(arena_.alloc(v.size(), v.data()), shape);
+  }
+  View<float> grad(const Dims& shape, std::vector<View<float>>& grads) {
+    grads.push_back(arena_.view(arena_.alloc(static_cast<std::size_t>(shape.product())), shape));
+    return grads.back();
+  }
+
+ private:
+  Arena& arena_;
+  std::mt19937 gen_;
+};
+
+/// The FBKD non-local block's parameters and gradients (ops::NonLocalArgs without x, z and grad_z): g, θ, φ
+/// (m x C, bias), W = conv_out (C x m, bias), BN (γ near 1, β) as the official NonLocalBlockND has them.
+void non_local_params(kdloss::ops::NonLocalArgs<float>& b, std::int64_t c, std::int64_t m, Params& p,
+                      std::vector<View<float>>& grads) {
+  const float w_in = 1.0f / std::sqrt(float(c)), w_mid = 1.0f / std::sqrt(float(m));
+  b.g_weight = p.weight({m, c}, w_in), b.g_bias = p.weight({m}, 0.1f);
+  b.theta_weight = p.weight({m, c}, w_in), b.theta_bias = p.weight({m}, 0.1f);
+  b.phi_weight = p.weight({m, c}, w_in), b.phi_bias = p.weight({m}, 0.1f);
+  b.conv_out_weight = p.weight({c, m}, w_mid), b.conv_out_bias = p.weight({c}, 0.1f);
+  b.bn_weight = p.weight({c}, 0.1f, 1.0f), b.bn_bias = p.weight({c}, 0.1f);
+  b.grad_g_weight = p.grad({m, c}, grads), b.grad_g_bias = p.grad({m}, grads);
+  b.grad_theta_weight = p.grad({m, c}, grads), b.grad_theta_bias = p.grad({m}, grads);
+  b.grad_phi_weight = p.grad({m, c}, grads), b.grad_phi_bias = p.grad({m}, grads);
+  b.grad_conv_out_weight = p.grad({c, m}, grads), b.grad_conv_out_bias = p.grad({c}, grads);
+  b.grad_bn_weight = p.grad({c}, grads), b.grad_bn_bias = p.grad({c}, grads);
+}
+
+/// The DRKD GloRe unit's ten parameters and their gradients (num_mid = m).
+void glore_params(kdloss::drkd::GloreUnitParams<float>& u, kdloss::drkd::GloreUnitGrads<float>& g, std::int64_t c,
+                  std::int64_t m, Params& p, std::vector<View<float>>& grads) {
+  const std::int64_t s = 2 * m;
+  const float w_in = 1.0f / std::sqrt(float(c)), w_mid = 1.0f / std::sqrt(float(m)), w_s = 1.0f / std::sqrt(float(s));
+  u.state_weight = p.weight({s, c}, w_in), u.state_bias = p.weight({s}, 0.1f);
+  u.proj_weight = p.weight({m, c}, w_in), u.proj_bias = p.weight({m}, 0.1f);
+  u.gcn_conv1_weight = p.weight({m, m}, w_mid), u.gcn_conv1_bias = p.weight({m}, 0.1f);
+  u.gcn_conv2_weight = p.weight({s, s}, w_s), u.extend_weight = p.weight({c, s}, w_s);
+  u.bn_weight = p.weight({c}, 0.1f, 1.0f), u.bn_bias = p.weight({c}, 0.1f);
+  g.state_weight = p.grad({s, c}, grads), g.state_bias = p.grad({s}, grads);
+  g.proj_weight = p.grad({m, c}, grads), g.proj_bias = p.grad({m}, grads);
+  g.gcn_conv1_weight = p.grad({m, m}, grads), g.gcn_conv1_bias = p.grad({m}, grads);
+  g.gcn_conv2_weight = p.grad({s, s}, grads), g.extend_weight = p.grad({c, s}, grads);
+  g.bn_weight = p.grad({c}, grads), g.bn_bias = p.grad({c}, grads);
+}
+
+/// Levels [first, end) of a pyramid.
+std::vector<std::size_t> level_range(const DevicePyramid& p, std::size_t first) {
+  std::vector<std::size_t> v;
+  for (std::size_t l = first; l < p.student.size(); ++l) v.push_back(l);
+  return v;
+}
+
+/// A relation loss with a learnable block on each side and an adapter, level by level (FBKD L_NLD, DRKD
+/// L_PR): `setup` fills level l's blocks and options; the case adds S, T, the adapter 1x1 conv, the value
+/// and the gradients to S and the adapter (the blocks' gradients are set up by `setup`).
+template <class Args>
+class AdaptedRelationCase : public LossCase {
+ public:
+  using Setup = std::function<void(Args&, std::size_t, std::int64_t, Params&, std::vector<View<float>>&)>;
+  using Query = std::function<std::size_t(const Args&)>;
+  using Call = std::function<void(const Args&, const kdloss::Exec&)>;
+  AdaptedRelationCase(const char* name, std::size_t first, unsigned seed, Setup setup, Query query, Call call)
+      : name_(name), first_(first), seed_(seed), setup_(setup), query_(query), call_(call) {}
+  const char* name() const override { return name_; }
+  void prepare(const DevicePyramid& p, Arena& arena, kdloss::Stream stream) override {
+    Params params(arena, seed_);
+    std::size_t need = 0;
+    for (std::size_t l : level_range(p, first_)) {
+      const Dims& sh = p.shape[l];
+      const std::int64_t c = sh[1];
+      Args a;
+      a.student = p.student[l];
+      a.teacher = p.teacher[l];
+      setup_(a, l, c, params, grads_);
+      a.adapt_weight = params.weight({c, c}, 1.0f / std::sqrt(float(c)));
+      a.adapt_bias = params.weight({c}, 0.1f);
+      a.grad_adapt_weight = params.grad({c, c}, grads_);
+      a.grad_adapt_bias = params.grad({c}, grads_);
+      a.grad_student = params.grad(sh, grads_);
+      outs_.push_back(arena.alloc(1));
+      a.out = View<float>(outs_.back(), {}, {}, arena.device());
+      need = std::max(need, query_(a));
+      levels_.push_back(a);
+    }
+    exec_ = arena.exec(need, stream);
+  }
+  void run() override {
+    for (const auto& a : levels_) call_(a, exec_);
+  }
+
+ private:
+  const char* name_;
+  std::size_t first_;
+  unsigned seed_;
+  Setup setup_;
+  Query query_;
+  Call call_;
+  std::vector<Args> levels_;
+  kdloss::Exec exec_;
+};
+
+/// FBKD L_NLD = w_n ||Adapt(NL_S(S)) - NL_T(T)||_F per level (official NonLocalBlockND settings: dot product,
+/// pool 8, 4, 2, 2, m = C/4, C/4, C/2, C/2), gradients to S, both blocks and the adapter.
+std::unique_ptr<LossCase> non_local_loss_case() {
+  using A = kdloss::fbkd::NonLocalLossArgs<float>;
+  return std::make_unique<AdaptedRelationCase<A>>(
+      "fbkd L_NLD (official blocks, 7e-5)", 0, 5,
+      [](A& a, std::size_t l, std::int64_t c, Params& params, std::vector<View<float>>& grads) {
+        const std::int64_t m = l < 2 ? c / 4 : c / 2;
+        non_local_params(a.student_block, c, m, params, grads);
+        non_local_params(a.teacher_block, c, m, params, grads);
+        a.options.weight = 7e-5;
+        a.options.block = kdloss::ops::non_local_fbkd_options(static_cast<int>(l));
+      },
+      [](const A& a) { return kdloss::fbkd::non_local_loss_workspace_bytes(a); },
+      [](const A& a, const kdloss::Exec& ex) { kdloss::fbkd::non_local_loss_forward_backward(a, ex); });
+}
+
+/// DRKD L_PR = 1e-3 ||Adapt(GloRe_S(S)) - GloRe_T(T)||_F per level (num_mid C/4 on the first two levels,
+/// C after: the code's 64, 64, 256, 256 at C = 256), gradients to S, both units and the adapter.
+std::unique_ptr<LossCase> glore_loss_case(std::size_t first) {
+  using A = kdloss::drkd::GloreRelationLossArgs<float>;
+  return std::make_unique<AdaptedRelationCase<A>>(
+      first ? "drkd L_PR GloRe relation (P3-P5)" : "drkd L_PR GloRe relation", first, 6,
+      [](A& a, std::size_t l, std::int64_t c, Params& params, std::vector<View<float>>& grads) {
+        const std::int64_t m = l < 2 ? c / 4 : c;
+        glore_params(a.student_glore, a.grad_student_glore, c, m, params, grads);
+        glore_params(a.teacher_glore, a.grad_teacher_glore, c, m, params, grads);
+      },
+      [](const A& a) { return kdloss::drkd::glore_relation_loss_workspace_bytes(a); },
+      [](const A& a, const kdloss::Exec& ex) { kdloss::drkd::glore_relation_loss_forward_backward(a, ex); });
+}
+
+/// One block op on the student pyramid, forward + backward with every gradient (grad_z = the teacher map
+/// as an arbitrary upstream gradient); value = the mean of z over the levels.
+class BlockOpCase : public LossCase {
+ public:
+  BlockOpCase(bool glore, std::size_t first) : glore_(glore), first_(first) {}
+  const char* name() const override {
+    return glore_ ? (first_ ? "op glore (DRKD unit, P3-P5)" : "op glore (DRKD unit)") : "op non_local (FBKD block)";
+  }
+  void prepare(const DevicePyramid& p, Arena& arena, kdloss::Stream stream) override {
+    Params params(arena, glore_ ? 8 : 7);
+    std::size_t need = 0;
+    for (std::size_t l : level_range(p, first_)) {
+      const Dims& sh = p.shape[l];
+      const std::int64_t c = sh[1];
+      float* z = arena.alloc(static_cast<std::size_t>(sh.product()));
+      zs_.push_back({z, sh.product()});
+      if (glore_) {
+        kdloss::ops::GloreArgs<float> a;
+        kdloss::drkd::GloreUnitParams<float> u;
+        kdloss::drkd::GloreUnitGrads<float> g;
+        glore_params(u, g, c, l < 2 ? c / 4 : c, params, grads_);
+        a.state_weight = u.state_weight, a.state_bias = u.state_bias, a.proj_weight = u.proj_weight;
+        a.proj_bias = u.proj_bias, a.gcn_conv1_weight = u.gcn_conv1_weight, a.gcn_conv1_bias = u.gcn_conv1_bias;
+        a.gcn_conv2_weight = u.gcn_conv2_weight, a.extend_weight = u.extend_weight;
+        a.bn_weight = u.bn_weight, a.bn_bias = u.bn_bias;
+        a.grad_state_weight = g.state_weight, a.grad_state_bias = g.state_bias, a.grad_proj_weight = g.proj_weight;
+        a.grad_proj_bias = g.proj_bias, a.grad_gcn_conv1_weight = g.gcn_conv1_weight;
+        a.grad_gcn_conv1_bias = g.gcn_conv1_bias, a.grad_gcn_conv2_weight = g.gcn_conv2_weight;
+        a.grad_extend_weight = g.extend_weight, a.grad_bn_weight = g.bn_weight, a.grad_bn_bias = g.bn_bias;
+        a.x = p.student[l];
+        a.out = arena.view(z, sh);
+        a.grad_out = p.teacher[l];
+        a.grad_x = params.grad(sh, grads_);
+        need = std::max(need, kdloss::ops::glore_workspace_bytes(a));
+        glore_args_.push_back(a);
+      } else {
+        kdloss::ops::NonLocalArgs<float> a;
+        non_local_params(a, c, l < 2 ? c / 4 : c / 2, params, grads_);
+        a.x = p.student[l];
+        a.z = arena.view(z, sh);
+        a.grad_z = p.teacher[l];
+        a.grad_x = params.grad(sh, grads_);
+        a.options = kdloss::ops::non_local_fbkd_options(static_cast<int>(l));
+        need = std::max(need, kdloss::ops::non_local_workspace_bytes(a));
+        nl_args_.push_back(a);
+      }
+    }
+    exec_ = arena.exec(need, stream);
+  }
+  void run() override {
+    for (const auto& a : glore_args_) kdloss::ops::glore_forward_backward(a, exec_);
+    for (const auto& a : nl_args_) kdloss::ops::non_local_forward_backward(a, exec_);
+  }
+  double value(const Arena& arena) const override {
+    double sum = 0, count = 0;
+    for (const auto& [z, n] : zs_)
+      for (float v : arena.read(z, static_cast<std::size_t>(n))) sum += v, count += 1;
+    return count ? sum / count : 0.0;
+  }
+
+ private:
+  bool glore_;
+  std::size_t first_;
+  std::vector<std::pair<float*, std::int64_t>> zs_;
+  std::vector<kdloss::ops::GloreArgs<float>> glore_args_;
+  std::vector<kdloss::ops::NonLocalArgs<float>> nl_args_;
+  kdloss::Exec exec_;
+};
+
+/// `full`: the full-size pyramid, where the O(N^2) seed relation and the GloRe unit skip P2 (minutes per call).
+std::vector<std::unique_ptr<LossCase>> loss_cases(bool full) {
   using kdloss::Reduction;
   using V = View<const float>;
   using G = View<float>;
@@ -318,6 +540,20 @@ std::vector<std::unique_ptr<LossCase>> loss_cases() {
   cases.push_back(std::make_unique<FbkdCase>("fbkd total, code two-stage", kdloss::fbkd::Config::code_two_stage()));
   cases.push_back(std::make_unique<FbkdCase>("fbkd total, code one-stage", kdloss::fbkd::Config::code_one_stage()));
   cases.push_back(std::make_unique<FbkdCase>("fbkd total, paper two-stage", kdloss::fbkd::Config::paper_two_stage()));
+  cases.push_back(non_local_loss_case());
+  const std::size_t relation_first = full ? 1 : 0;  // P2 of 800x1333: N = 66,800
+  cases.push_back(std::make_unique<PerLevelCase>(
+      full ? "drkd seed pixel relation (P3-P5)" : "drkd seed pixel relation (mean)",
+      [](V s) {
+        kdloss::drkd::PixelRelationLossArgs<float> a;
+        a.student = a.teacher = s;
+        return kdloss::drkd::pixel_relation_loss_workspace_bytes(a);
+      },
+      [](V s, V t, G out, G g, const kdloss::Exec& ex) { kdloss::drkd::pixel_relation_loss_forward_backward(s, t, out, g, {}, ex); },
+      relation_first));
+  cases.push_back(glore_loss_case(relation_first));
+  cases.push_back(std::make_unique<BlockOpCase>(false, 0));
+  cases.push_back(std::make_unique<BlockOpCase>(true, relation_first));
   return cases;
 }
 
@@ -335,7 +571,7 @@ void print_row(const char* loss, const char* device, double value, double grad_n
 /// Runs every case on `device`: one call to warm up (first touch of the buffers, thread start-up,
 /// the GPU's lazy module load), then `calls` timed calls; the time is their median (host clock, or
 /// CUDA events on a stream), so a slow first call or a noisy neighbour does not set it.
-void run_table(const std::vector<Level>& levels, kdloss::Device device, int calls) {
+void run_table(const std::vector<Level>& levels, kdloss::Device device, int calls, bool small) {
   Arena arena(device);
   kdloss::Stream stream;
 #if KDLOSS_CUDA_ENABLED
@@ -346,7 +582,7 @@ void run_table(const std::vector<Level>& levels, kdloss::Device device, int call
   }
 #endif
   const DevicePyramid pyramid = upload(levels, arena);
-  for (auto& loss : loss_cases()) {
+  for (auto& loss : loss_cases(!small)) {
     loss->prepare(pyramid, arena, stream);
     loss->run();  // warm-up
     std::vector<double> times;
@@ -404,17 +640,18 @@ int main(int argc, char** argv) {
   const auto levels = make_pyramid(small);
   for (const auto& level : levels) std::printf("  %s %s\n", level.name.c_str(), level.shape.str().c_str());
   std::printf("\nEach loss: value summed over levels; |grad| = L2 norm over every gradient output of the call\n"
-              "(d loss / d student; for FBKD also d/dC_hat, d/dS_hat or the paper L_AT's d/dS);\n"
+              "(d loss / d student; for FBKD also d/dC_hat, d/dS_hat or the paper L_AT's d/dS; for L_NLD, L_PR and\n"
+              "the block ops also every parameter of the blocks and adapters; an op's value is the mean of its output);\n"
               "time = value + gradient (fused calls) over all levels, the median of %d calls after one warm-up.\n\n",
               calls);
   std::printf("| %-36s | %-7s | %14s | %12s | %9s |\n", "loss", "device", "value", "|grad|", "time (ms)");
   std::printf("|%s|%s|%s|%s|%s|\n", std::string(38, '-').c_str(), std::string(9, '-').c_str(),
               std::string(16, '-').c_str(), std::string(14, '-').c_str(), std::string(11, '-').c_str());
-  run_table(levels, kdloss::Device::host(), calls);
+  run_table(levels, kdloss::Device::host(), calls, small);
 #if KDLOSS_CUDA_ENABLED
   int devices = 0;
   if (cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) {
-    run_table(levels, kdloss::Device::cuda(0), calls);
+    run_table(levels, kdloss::Device::cuda(0), calls, small);
   } else {
     cudaGetLastError();
     std::printf("\n(no GPU present: GPU rows skipped)\n");

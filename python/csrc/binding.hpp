@@ -49,7 +49,9 @@
 //   grad_list(name, views, of)       the gradients of list input `of`, one per element ("name[i]"),
 //                                    all allocated when Python asks for any (entries that take one
 //                                    gradient per level)
-//   reserve(r, bytes)                a reserve buffer forward fills and backward reads
+//   reserve(r, bytes[, opt])         a reserve buffer forward fills and backward reads; opt: only when
+//                                    Python asks for it by name ("reserve" in `want`), so a forward
+//                                    that no backward follows keeps nothing (the blocks)
 // Options: the entry's `options` member is set from keywords (a dict: field -> value, converted as
 // the kt::Options class of its type says: numbers, bools, lists, enums by name (EnumNames below),
 // nested options structs as dicts) or from an instance of its kt::Options class. Errors name the
@@ -396,7 +398,7 @@ class Fields {
     }
   }
   template <class Bytes>
-  void reserve(kdloss::Reserve& r, Bytes&& bytes) {
+  void reserve(kdloss::Reserve& r, Bytes&& bytes, bool optional = false) {
     if (schema_) {
       schema_->reserve = true;
       return;
@@ -406,6 +408,7 @@ class Fields {
       if (!call_.reserve.is_none()) r = reserve_of(call_.reserve, fn, "reserve");
       return;
     }
+    if (optional && !wanted("reserve")) return;  // e.g. a block's forward under no_grad: nothing to keep
     py::object t = empty_reserve(first().device, bytes());
     r = reserve_of(t, fn, "reserve");
     (*call_.result)["reserve"] = t;

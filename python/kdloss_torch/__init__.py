@@ -23,7 +23,7 @@ import torch  # noqa: F401  (libtorch must be loaded before the extension)
 from . import _C
 from ._C import KdlossError
 from ._common import backward_mode, get_backward_mode, set_backward_mode
-from . import ops, fbkd, ssim, drkd
+from . import ops, fbkd, ssim, drkd, blocks
 from .feature import (DistanceLoss, KLDivLoss, L1Loss, MSELoss, SmoothL1Loss, distance_loss, kl_div_loss, l1_loss,
                       mse_loss, smooth_l1_loss)
 

@@ -72,6 +72,18 @@ struct RoiGeometry {
   }
 };
 
+/// An adaptive grid ceil(size / pooled) as an integer: NaN gives 0 and values beyond +-2^62 saturate
+/// (torchvision casts to int; the host check rejects boxes that large).
+template <class A>
+KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE std::int64_t roi_grid_of(A v) {
+  constexpr double kLimit = 4611686018427387904.0;  // 2^62
+  const double d = static_cast<double>(v);
+  if (!(d == d)) return 0;
+  if (d >= kLimit) return std::int64_t{1} << 62;
+  if (d <= -kLimit) return -(std::int64_t{1} << 62);
+  return static_cast<std::int64_t>(d);
+}
+
 /// The grid of box (x1, y1, x2, y2) (already converted to A).
 template <class A>
 KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE RoiGeometry<A> roi_geometry(A x1, A y1, A x2, A y2, A scale, bool aligned,
@@ -89,11 +101,9 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE RoiGeometry<A> roi_geometry(A x1, A y1, A 
   }
   g.bin_h = roi_h / static_cast<A>(pooled_h);
   g.bin_w = roi_w / static_cast<A>(pooled_w);
-  g.grid_h = sampling_ratio > 0 ? sampling_ratio
-                                : static_cast<std::int64_t>(std::ceil(roi_h / static_cast<A>(pooled_h)));
-  g.grid_w = sampling_ratio > 0 ? sampling_ratio
-                                : static_cast<std::int64_t>(std::ceil(roi_w / static_cast<A>(pooled_w)));
-  const std::int64_t n = g.grid_h * g.grid_w;
+  g.grid_h = sampling_ratio > 0 ? sampling_ratio : roi_grid_of(std::ceil(roi_h / static_cast<A>(pooled_h)));
+  g.grid_w = sampling_ratio > 0 ? sampling_ratio : roi_grid_of(std::ceil(roi_w / static_cast<A>(pooled_w)));
+  const double n = static_cast<double>(g.grid_h) * static_cast<double>(g.grid_w);  // no integer overflow
   g.count = static_cast<A>(n > 1 ? n : 1);
   return g;
 }
@@ -110,6 +120,20 @@ struct RoiBox {
   std::int64_t image = -1;
   std::int64_t y0 = 0, y1 = -1, x0 = 0, x1 = -1;
 };
+
+/// The GPU backward's tile (one thread per cell) and its shared memory: per bin row the weight and
+/// touched flag of every tile row, per bin column those of every tile column.
+inline constexpr int kRoiTileH = 8, kRoiTileW = 32;
+template <class A>
+constexpr std::size_t roi_align_device_shared_bytes(std::int64_t PH, std::int64_t PW) {
+  return static_cast<std::size_t>(PH * kRoiTileH + PW * kRoiTileW) * (sizeof(A) + 1);
+}
+/// Most shared memory the GPU backward asks for (above 48 KiB it opts in; every GPU since Volta has 96).
+inline constexpr std::size_t kRoiMaxDeviceShared = 96 * 1024;
+/// Most images of a ragged GPU call (their offsets travel in the kernel's parameters) and of any GPU
+/// call (the backward's grid z).
+inline constexpr std::int64_t kRoiMaxDeviceImages = 256;
+inline constexpr std::int64_t kRoiMaxDeviceBatch = 65535;
 
 /// GPU scratch of a pass: one RoiBox per box and, in max mode, one int32 sample index per output
 /// (the argmax that the deterministic backward gathers from). 256-byte aligned pieces.

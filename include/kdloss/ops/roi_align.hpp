@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include "kdloss/backend/dispatch.hpp"
 #include "kdloss/backend/dispatch_roi_align.hpp"
@@ -97,10 +98,11 @@ namespace roi_align_detail {
 inline constexpr EntryNames kNames{"kdloss::ops::roi_align", "kdloss::ops::roi_align_backward",
                                    "kdloss::ops::roi_align_forward_backward"};
 
-/// Most images a ragged call on the GPU takes (their offsets travel in the kernel's parameters).
-inline constexpr std::int64_t kMaxDeviceImages = 256;
+inline constexpr std::int64_t kMaxDeviceImages = expr::kRoiMaxDeviceImages;
 /// Most samples one box may take per axis (grid * output size): beyond it a call would run for hours.
 inline constexpr std::int64_t kMaxAxisSamples = std::int64_t{1} << 24;
+/// Largest output height and width (torchvision has no limit; 4096 x 4096 bins per box is far beyond use).
+inline constexpr std::int64_t kMaxOutputSize = 4096;
 
 template <class T>
 Dims out_shape(const RoiAlignArgs<T>& a) {
@@ -118,10 +120,12 @@ void check_inputs(const char* fn, const RoiAlignArgs<T>& a) {
   ck.rank(a.x, "x", 4);
   ck.not_null(a.x, "x");
   kdloss::detail::require_backend<T>(fn, a.x.device);
-  require(o.output_height >= 1 && o.output_width >= 1, fn, ": options.output_height and options.output_width are ",
-          o.output_height, " and ", o.output_width, " but must be at least 1");
-  require(std::isfinite(o.spatial_scale), fn, ": options.spatial_scale is ", o.spatial_scale,
-          " but must be finite");
+  require(o.output_height >= 1 && o.output_width >= 1 && o.output_height <= kMaxOutputSize &&
+              o.output_width <= kMaxOutputSize,
+          fn, ": options.output_height and options.output_width are ", o.output_height, " and ", o.output_width,
+          " but must be in [1, ", kMaxOutputSize, "]");
+  require(std::isfinite(o.spatial_scale) && std::fabs(o.spatial_scale) <= double(std::numeric_limits<acc_t<T>>::max()),
+          fn, ": options.spatial_scale is ", o.spatial_scale, " but must be finite (in the accumulation type)");
   require(o.pool_mode == RoiPoolMode::avg || o.pool_mode == RoiPoolMode::max, fn,
           ": options.pool_mode is not avg or max");
   const bool ragged = present(a.offsets);
@@ -142,13 +146,21 @@ void check_inputs(const char* fn, const RoiAlignArgs<T>& a) {
             " images but a ragged call on the GPU takes at most ", kMaxDeviceImages,
             "; pass [K, 5] boxes with the image index instead");
   }
+  if (!a.x.device.is_host()) {
+    require(B <= expr::kRoiMaxDeviceBatch, fn, ": x ", a.x.shape.str(), " has ", B, " images; the GPU takes at most ",
+            expr::kRoiMaxDeviceBatch);
+    const std::size_t shared = expr::roi_align_device_shared_bytes<acc_t<T>>(o.output_height, o.output_width);
+    require(shared <= expr::kRoiMaxDeviceShared, fn, ": output size ", o.output_height, " x ", o.output_width,
+            " is too large for the GPU backward (its tables need ", shared, " bytes of shared memory, at most ",
+            expr::kRoiMaxDeviceShared, ")");
+  }
   if (!a.boxes.device.is_host()) return;  // device boxes: the kernels guard instead (docs/ops/roi_align.md)
   using A = acc_t<T>;
   const int base = ragged ? 0 : 1;
   for (std::int64_t k = 0; k < K; ++k) {
     if (!ragged) {
       const double v = static_cast<double>(a.boxes(k, 0));
-      require(std::isfinite(v) && static_cast<std::int64_t>(v) >= 0 && static_cast<std::int64_t>(v) < B, fn,
+      require(v > -1.0 && v < static_cast<double>(B), fn,  // truncated toward zero: (-1, B) -> [0, B)
               ": argument 'boxes' ", a.boxes.shape.str(), " row ", k, " has image index ", v, " but x ",
               a.x.shape.str(), " has images 0 to ", B - 1);
     }

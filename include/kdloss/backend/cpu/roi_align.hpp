@@ -82,6 +82,7 @@ struct Scratch {
   struct Tables {
     std::int64_t *yi, *xi, *yb, *xb;  // merged (cell, weight) entries per bin; bin p is [yb[p], yb[p+1])
     A *yw, *xw, *acc;
+    unsigned char* xdense;  // per column bin: its cells are consecutive
     AxisSample<A>*ys, *xs;  // max mode: every sample of every bin
   };
   static Tables carve_tables(kdloss::detail::Carver& c, std::int64_t PH, std::int64_t PW, std::int64_t gh,
@@ -95,6 +96,7 @@ struct Scratch {
     t.yw = c.take<A>(n(2 * PH * gh + 1));
     t.xw = c.take<A>(n(2 * PW * gw + 1));
     t.acc = c.take<A>(n(PW));
+    t.xdense = c.take<unsigned char>(n(PW));
     t.ys = c.take<AxisSample<A>>(n(PH * gh + 1));
     t.xs = c.take<AxisSample<A>>(n(PW * gw + 1));
     return t;
@@ -170,8 +172,18 @@ void avg_plane(const RoiAlignPass<T>& P, const typename Scratch<A>::Tables& t, A
         const T* row = r.x + t.yi[e] * xs2;
         const A wy = t.yw[e];
         for (std::int64_t q = 0; q < P.PW; ++q) {
+          const std::int64_t f0 = t.xb[q], n = t.xb[q + 1] - f0;
           A s = 0;
-          for (std::int64_t f = t.xb[q]; f < t.xb[q + 1]; ++f) s += t.xw[f] * static_cast<A>(row[t.xi[f] * xs3]);
+          if (xs3 == 1 && t.xdense[q]) {  // consecutive cells: a contiguous, vectorised dot product
+            const T* src = row + t.xi[f0];
+            const A* w = t.xw + f0;
+#if KDLOSS_OPENMP
+#pragma omp simd reduction(+ : s)
+#endif
+            for (std::int64_t f = 0; f < n; ++f) s += w[f] * static_cast<A>(src[f]);
+          } else {
+            for (std::int64_t f = f0; f < f0 + n; ++f) s += t.xw[f] * static_cast<A>(row[t.xi[f] * xs3]);
+          }
           t.acc[q] += wy * s;
         }
       }
@@ -186,9 +198,19 @@ void avg_plane(const RoiAlignPass<T>& P, const typename Scratch<A>::Tables& t, A
         const A wy = t.yw[e];
         for (std::int64_t q = 0; q < P.PW; ++q) {
           const A g = static_cast<A>(r.gy[p * P.gys[2] + q * P.gys[3]]) * wy / count;
-          for (std::int64_t f = t.xb[q]; f < t.xb[q + 1]; ++f) {
-            T& cell = row[t.xi[f] * gs3];
-            cell = static_cast<T>(static_cast<A>(cell) + g * t.xw[f]);
+          const std::int64_t f0 = t.xb[q], n = t.xb[q + 1] - f0;
+          if (gs3 == 1 && t.xdense[q]) {
+            T* dst = row + t.xi[f0];
+            const A* w = t.xw + f0;
+#if KDLOSS_OPENMP
+#pragma omp simd
+#endif
+            for (std::int64_t f = 0; f < n; ++f) dst[f] = static_cast<T>(static_cast<A>(dst[f]) + g * w[f]);
+          } else {
+            for (std::int64_t f = f0; f < f0 + n; ++f) {
+              T& cell = row[t.xi[f] * gs3];
+              cell = static_cast<T>(static_cast<A>(cell) + g * t.xw[f]);
+            }
           }
         }
       }
@@ -300,6 +322,11 @@ void run(const RoiAlignPass<T>& P, void* scratch) {
       if (P.pool == expr::RoiPool::avg) {
         build_axis<A>(P.PH, rh, P.H, [&](std::int64_t p, std::int64_t i) { return g.y(p, i); }, t.yi, t.yw, t.yb);
         build_axis<A>(P.PW, rw, P.W, [&](std::int64_t p, std::int64_t i) { return g.x(p, i); }, t.xi, t.xw, t.xb);
+        for (std::int64_t q = 0; q < P.PW; ++q) {
+          bool dense = true;
+          for (std::int64_t f = t.xb[q] + 1; f < t.xb[q + 1]; ++f) dense = dense && t.xi[f] == t.xi[f - 1] + 1;
+          t.xdense[q] = dense ? 1 : 0;
+        }
       } else {
         for (std::int64_t p = 0; p < P.PH; ++p)
           for (std::int64_t i = 0; i < rh; ++i) t.ys[p * rh + i] = expr::roi_axis_sample<A>(g.y(p, i), P.H);

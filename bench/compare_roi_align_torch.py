@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))  # the in-place build
+
 CASES = [("P2", (2, 256, 200, 334), 0.25), ("P3", (2, 256, 100, 167), 0.125)]
 
 

@@ -761,11 +761,39 @@ void entry(Fuzz& f, int which) {
       }
       break;
     }
+    case 29: {
+      // roi_align's check reads the host boxes and offsets (their values are validated), so it is
+      // fuzzed with backed views only; the fill patterns give indices in [0, 1], NaN, inf, 0 and 1e30.
+      if (f.wild()) break;
+      ops::RoiAlignArgs<T> a;
+      const bool ragged = f.fdp.ConsumeBool();
+      const std::int64_t K = f.dim(0, 5);
+      a.options.output_height = f.fdp.ConsumeBool() ? 3 : f.integer(2);
+      a.options.output_width = f.fdp.ConsumeBool() ? 3 : f.integer(1);
+      a.options.spatial_scale = f.scalar(0.5);
+      a.options.sampling_ratio = f.fdp.ConsumeBool() ? -1 : f.integer(2);
+      a.options.aligned = f.fdp.ConsumeBool();
+      a.options.pool_mode = f.fdp.ConsumeBool() ? ops::RoiPoolMode::avg : ops::RoiPoolMode::max;
+      a.options.input_grad.beta = f.scalar(0.0);
+      const std::int64_t ph = std::max<std::int64_t>(std::min<std::int64_t>(a.options.output_height, 8), 1);
+      const std::int64_t pw = std::max<std::int64_t>(std::min<std::int64_t>(a.options.output_width, 8), 1);
+      const Dims y{K, s.C, ph, pw};
+      a.x = f.in<T>(s.feat());
+      a.boxes = f.in<T>({K, ragged ? 4 : 5});
+      std::int64_t offsets[3] = {0, 0, K};
+      offsets[1] = f.dim(0, K + 1);  // K + 1: not monotone / not ending at K
+      if (ragged && f.fdp.ConsumeBool()) a.offsets = kdloss::host_view<const std::int64_t>(offsets, {s.B + 1});
+      a.y = f.out<T>(y);
+      a.grad_y = f.opt_in<T>(y);
+      a.grad_x = f.out<T>(s.feat());
+      KDF_DRIVE(ops::roi_align);
+      break;
+    }
     default:
       break;
   }
 }
-constexpr int kEntries = 29;
+constexpr int kEntries = 30;
 
 /// The DLPack adapter: random DLTensor fields. Accepted: the view must describe exactly the
 /// tensor's memory (data + byte_offset, shape, strides or compact strides, device).

@@ -1,14 +1,38 @@
 // kdloss_torch family "ops": the building blocks with their own backward (kdloss/ops/softmax.hpp,
-// kdloss/ops/pooling.hpp, and FBKD's abs-mean attention maps, which are the same pooling), through the
-// generic binding (binding.hpp); kdloss_torch/ops.py wraps them with the generic autograd Function.
+// kdloss/ops/pooling.hpp, FBKD's abs-mean attention maps, which are the same pooling, and
+// kdloss/ops/roi_align.hpp), through the generic binding (binding.hpp); kdloss_torch/ops.py wraps them
+// with the generic autograd Function.
 #include "binding.hpp"
 #include "common.hpp"
 #include "kdloss/losses/fbkd/masks.hpp"
 #include "kdloss/ops/pooling.hpp"
+#include "kdloss/ops/roi_align.hpp"
 #include "kdloss/ops/softmax.hpp"
+
+template <>
+struct kdloss_torch::EnumNames<kdloss::ops::RoiPoolMode> {
+  static constexpr std::pair<const char*, kdloss::ops::RoiPoolMode> values[] = {{"avg", kdloss::ops::RoiPoolMode::avg},
+                                                                                {"max", kdloss::ops::RoiPoolMode::max}};
+  static constexpr const char* expected = nullptr;
+};
 
 namespace kdloss_torch {
 namespace {
+
+/// roi_align(input [B,C,H,W], boxes [K,5]) -> out [K, C, output_height, output_width]; another rank is
+/// the entry's to report (the output is then allocated as [1]).
+constexpr auto roi_align_fields = [](auto& a, auto& f) {
+  f.in("input", a.x);
+  f.in("boxes", a.boxes);
+  f.upstream(a.grad_y);
+  const bool ranks = a.x.rank() == 4 && a.boxes.rank() == 2;
+  const auto& o = a.options;
+  f.out("out", a.y,
+        ranks && o.output_height >= 1 && o.output_width >= 1
+            ? Dims{a.boxes.shape[0], a.x.shape[1], o.output_height, o.output_width}
+            : Dims{1});
+  f.grad("grad_input", a.grad_x, "input");
+};
 
 /// y = f(x) along `axis`; backward reads the forward's y (kept), not x.
 constexpr auto along_axis = [](auto& a, auto& f) {
@@ -57,4 +81,13 @@ KDLOSS_TORCH_FAMILY(ops, m) {
                                                kt::pooled(true), KDLOSS_TORCH_ENTRY(kdloss::fbkd::spatial_attention));
   kt::bind<kdloss::fbkd::ChannelAttentionArgs>(m, "fbkd_channel_attention", "kdloss_torch.fbkd.channel_attention",
                                                kt::pooled(false), KDLOSS_TORCH_ENTRY(kdloss::fbkd::channel_attention));
+  kt::Options<ops::RoiAlignOptions>(m, "RoiAlignOptions", "kdloss::ops::RoiAlignOptions")
+      .field("output_height", &ops::RoiAlignOptions::output_height)
+      .field("output_width", &ops::RoiAlignOptions::output_width)
+      .field("spatial_scale", &ops::RoiAlignOptions::spatial_scale)
+      .field("sampling_ratio", &ops::RoiAlignOptions::sampling_ratio)
+      .field("aligned", &ops::RoiAlignOptions::aligned)
+      .field("pool_mode", &ops::RoiAlignOptions::pool_mode);
+  kt::bind<ops::RoiAlignArgs>(m, "ops_roi_align", "kdloss_torch.ops.roi_align", kt::roi_align_fields,
+                              KDLOSS_TORCH_ENTRY(ops::roi_align));
 }

@@ -471,6 +471,44 @@ std::vector<Entry> entries() {
                  a.grad_weight = c.grad<T>(kdloss::Dims{32});
                  c.call([&] { ops::concat_relation(a, Mode::forward_backward); });
                }, {"grad_theta", "theta"}});
+  // ---- issue 10: RoIAlign ([K, 5] boxes in avg mode; ragged boxes in max mode)
+  const auto roi_boxes = [](View<const T> boxes, bool with_index) {
+    T* p = const_cast<T*>(boxes.data);
+    const std::int64_t cols = with_index ? 5 : 4;
+    for (std::int64_t k = 0; k < boxes.shape[0]; ++k) {
+      T* r = p + k * cols;
+      if (with_index) *r++ = static_cast<T>(k % 2);
+      const T x1 = static_cast<T>((k * 7) % 50), y1 = static_cast<T>((k * 5) % 60);
+      r[0] = x1 - 3, r[1] = y1 - 2, r[2] = x1 + static_cast<T>(5 + k % 23), r[3] = y1 + static_cast<T>(4 + k % 19);
+    }
+  };
+  e.push_back({"ops::roi_align [K, 5], avg", [roi_boxes](Ctx& c) {
+                 ops::RoiAlignArgs<T> a;
+                 a.x = c.in<T>(kFeat, 1);
+                 a.boxes = c.in<T>(kdloss::Dims{24, 5}, 2);
+                 roi_boxes(a.boxes, true);
+                 a.y = c.out<T>(kdloss::Dims{24, kFeat[1], 3, 3});
+                 a.grad_y = c.in<T>(kdloss::Dims{24, kFeat[1], 3, 3}, 3);
+                 a.grad_x = c.grad<T>(kFeat);
+                 a.options.output_height = a.options.output_width = 3;
+                 a.options.spatial_scale = 0.5;
+                 c.call([&] { ops::roi_align(a, Mode::forward_backward); });
+               }, {"grad_x", "x"}});
+  e.push_back({"ops::roi_align ragged, max, aligned", [roi_boxes](Ctx& c) {
+                 ops::RoiAlignArgs<T> a;
+                 a.x = c.in<T>(kFeat, 1);
+                 a.boxes = c.in<T>(kdloss::Dims{20, 4}, 2);
+                 roi_boxes(a.boxes, false);
+                 static const std::int64_t offsets[] = {0, 12, 20};
+                 a.offsets = kdloss::host_view<const std::int64_t>(offsets, {3});
+                 a.y = c.out<T>(kdloss::Dims{20, kFeat[1], 2, 3});
+                 a.grad_y = c.in<T>(kdloss::Dims{20, kFeat[1], 2, 3}, 3);
+                 a.grad_x = c.grad<T>(kFeat);
+                 a.options.output_height = 2, a.options.output_width = 3;
+                 a.options.spatial_scale = 0.5, a.options.sampling_ratio = 2, a.options.aligned = true;
+                 a.options.pool_mode = ops::RoiPoolMode::max;
+                 c.call([&] { ops::roi_align(a, Mode::forward_backward); });
+               }, {"grad_x", "x"}});
   return e;
 }
 

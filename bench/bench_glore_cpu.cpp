@@ -12,20 +12,13 @@
 #include <string>
 #include <vector>
 
-#include "bench_common.hpp"
+#include "bench_relation_common.hpp"
 #include "kdloss/ops/glore.hpp"
 
 namespace {
 
 /// Caller-owned aligned memory (workspace or reserve), allocated once outside the timed loop.
-struct Aligned {
-  std::vector<unsigned char> raw;
-  void* data;
-  std::size_t bytes;
-  explicit Aligned(std::size_t n) : raw(n + 256), bytes(n) {
-    data = reinterpret_cast<void*>(kdloss::detail::align_up(reinterpret_cast<std::uintptr_t>(raw.data())));
-  }
-};
+using Aligned = kdloss_bench::AlignedBuffer;
 
 std::vector<float> filled(std::int64_t n, std::uint64_t seed, float scale = 1.f, float offset = 0.f) {
   std::vector<float> v(static_cast<std::size_t>(n));

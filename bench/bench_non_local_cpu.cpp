@@ -6,14 +6,15 @@
 // gradients), maxrss_MB (the process's peak resident set: meaningful with one benchmark per process).
 // bench/compare_non_local_torch.py runs mmcv's NonLocal2d eagerly on the same shapes.
 //
-//   OMP_NUM_THREADS=2 ./kdloss_bench_non_local_cpu --benchmark_filter='P2-P5' --benchmark_min_time=1x
+// Also dot product at P2 without sub-sampling (N' = N), which eager cannot allocate.
+//
+//   OMP_NUM_THREADS=2 ./kdloss_bench_non_local_cpu --benchmark_filter='P2-P5' --benchmark_min_time=0.01
 #include <benchmark/benchmark.h>
-#include <sys/resource.h>
 
 #include <string>
 #include <vector>
 
-#include "bench_common.hpp"
+#include "bench_relation_common.hpp"
 #include "kdloss/ops/non_local.hpp"
 
 namespace {
@@ -31,14 +32,7 @@ std::vector<float> filled(std::int64_t n, std::uint64_t seed, float scale) {
   return v;
 }
 
-struct Aligned {
-  std::vector<unsigned char> raw;
-  void* data = nullptr;
-  std::size_t bytes = 0;
-  explicit Aligned(std::size_t n) : raw(n + 256), bytes(n) {
-    data = reinterpret_cast<void*>(kdloss::detail::align_up(reinterpret_cast<std::uintptr_t>(raw.data())));
-  }
-};
+using Aligned = kdloss_bench::AlignedBuffer;
 
 /// One block's buffers and arguments at one level, forward + backward with every gradient.
 struct Block {
@@ -96,12 +90,6 @@ struct Block {
   }
 };
 
-double maxrss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;
-}
-
 void register_levels(kdloss::ops::NonLocalMode mode, const char* mode_name, std::vector<Level> levels,
                      const std::string& label) {
   const std::string name = std::string("non_local/forward_backward/") + mode_name + "/" + label;
@@ -123,7 +111,7 @@ void register_levels(kdloss::ops::NonLocalMode mode, const char* mode_name, std:
     state.counters["state_MB"] = state_mb;
     state.counters["workspace_MB"] = ws_mb;
     state.counters["tensors_MB"] = tensors_mb;
-    state.counters["maxrss_MB"] = maxrss_mb();
+    state.counters["maxrss_MB"] = kdloss_bench::peak_rss_mb();
     state.counters["threads"] = kdloss_bench::host_threads();
   })->Unit(benchmark::kMillisecond)->UseRealTime();
 }
@@ -136,6 +124,9 @@ const bool registered = [] {
       register_levels(mode, mode_name, {l}, std::string(l.name) + ",N=" + std::to_string(l.h * l.w) +
                                                 ",N'=" + std::to_string((l.h / l.s) * (l.w / l.s)));
   }
+  // Dot product at P2 without sub-sampling (N' = N): eager's relation matrix alone would be B N N' 4 = 36 GB.
+  const Level full{"P2", 200, 336, 64, 1};
+  register_levels(kdloss::ops::NonLocalMode::dot_product, "dot_product", {full}, "P2,N=67200,N'=67200");
   return true;
 }();
 

@@ -5,46 +5,24 @@
 // and the process's peak resident set (ru_maxrss) when the benchmark ends. bench/compare_relation_torch.py
 // runs these beside torch's scaled_dot_product_attention.
 //
-//   OMP_NUM_THREADS=2 ./kdloss_bench_relation_cpu --benchmark_filter='relation/P4' --benchmark_repetitions=3
+//   OMP_NUM_THREADS=2 ./kdloss_bench_attention_cpu --benchmark_filter='relation/P4' --benchmark_repetitions=3
 #include <benchmark/benchmark.h>
-#include <sys/resource.h>
 
 #include <cmath>
 #include <string>
 #include <vector>
 
-#include "bench_common.hpp"
+#include "bench_relation_common.hpp"
 #include "kdloss/ops/softmax_relation.hpp"
 
 namespace {
 
-struct Level {
-  const char* name;
-  std::int64_t h, w;
-};
-constexpr Level kLevels[] = {{"P5", 25, 42}, {"P4", 50, 84}, {"P3", 100, 167}};
-constexpr std::int64_t kChannels = 256;
+using kdloss_bench::RelationLevel;
 
-/// A 256-byte aligned buffer allocated once outside the timed loop.
-struct Buffer {
-  std::vector<unsigned char> raw;
-  void* data = nullptr;
-  std::size_t bytes = 0;
-  explicit Buffer(std::size_t n) : raw(n + 256), bytes(n) {
-    data = reinterpret_cast<void*>(kdloss::detail::align_up(reinterpret_cast<std::uintptr_t>(raw.data())));
-  }
-};
-
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;  // kB on Linux
-}
-
-void register_level(const Level& L, bool backward) {
+void register_level(const RelationLevel& L, bool backward) {
   const std::string name = std::string("relation/") + L.name + "/" + (backward ? "forward_backward" : "forward");
   benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& state) {
-    const std::int64_t n = L.h * L.w, c = kChannels;
+    const std::int64_t n = L.h * L.w, c = kdloss_bench::kRelationChannels;
     std::vector<float> f(static_cast<std::size_t>(n * c)), gy(f.size()), y(f.size()), gt(f.size()), gp(f.size()),
         gg(f.size());
     for (std::size_t i = 0; i < f.size(); ++i) {
@@ -63,25 +41,20 @@ void register_level(const Level& L, bool backward) {
       a.grad_phi = kdloss::host_view(gp.data(), shape, strides);
       a.grad_g = kdloss::host_view(gg.data(), shape, strides);
     }
-    const Buffer ws(kdloss::ops::softmax_relation_workspace_bytes(a));
+    const kdloss_bench::AlignedBuffer ws(kdloss::ops::softmax_relation_workspace_bytes(a));
     const kdloss::Exec exec{kdloss::Workspace{ws.data, ws.bytes}};
     const kdloss::Mode mode = backward ? kdloss::Mode::forward_backward : kdloss::Mode::forward;
     kdloss::ops::softmax_relation(a, mode, exec);  // warm caches and the thread pool
     for (auto _ : state) kdloss::ops::softmax_relation(a, mode, exec);
     // Products of one iteration (2 N^2 C flops each): forward S and P g; backward S, dP, P^T dO, dS^T Q, dS K.
-    const double products = backward ? 7.0 : 2.0;
-    state.counters["FLOP/s"] = benchmark::Counter(products * 2.0 * n * n * c * static_cast<double>(state.iterations()),
-                                                  benchmark::Counter::kIsRate);
-    state.counters["workspace_MB"] = static_cast<double>(ws.bytes) / (1 << 20);
-    state.counters["peak_rss_MB"] = peak_rss_mb();
-    state.SetLabel(std::string(L.name) + " N=" + std::to_string(n) + " C=256 threads=" +
-                   std::to_string(kdloss_bench::host_threads()));
+    kdloss_bench::relation_counters(state, L, 1, backward ? 7.0 : 2.0, ws.bytes);
   })->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 
 const bool registered = [] {
-  for (const Level& L : kLevels)
-    for (bool backward : {false, true}) register_level(L, backward);
+  for (const RelationLevel& L : kdloss_bench::kRelationLevels)
+    if (L.h * L.w < 20000)  // P5-P3 (P2: bench_pixel_relation_cpu.cpp)
+      for (bool backward : {false, true}) register_level(L, backward);
   return true;
 }();
 

@@ -11,15 +11,17 @@ peak of that case alone: the kdloss binary with one benchmark (inputs, outputs, 
 and workspace included) against one Python process that imports torch and runs the module. Rounds are
 interleaved (kdloss, then torch) and medians over the rounds are reported, with the ratio torch / kdloss.
 The torch process's baseline (python + torch imported, nothing allocated) is printed so the memory the
-case itself needs can be read off.
+case itself needs can be read off. --compile adds torch.compile of the same module (compiled in an untimed
+first call, then timed like eager). Child processes and their peak RSS: bench/_harness.py.
 """
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import child, google_benchmark  # noqa: E402
 
 LEVELS = [("P2", 200, 334, 64), ("P3", 100, 167, 64), ("P4", 50, 84, 256), ("P5", 25, 42, 256), ("P6", 13, 21, 256)]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,11 +37,12 @@ if mid == 0:
     print(json.dumps({{"time": 0.0}})); sys.exit(0)
 torch.manual_seed(0)
 unit = GloRe_Unit_2D(256, mid).train()
+fn = torch.compile(unit) if {compiled} else unit
 x = torch.randn(2, 256, h, w, requires_grad=True)
 g = torch.randn(2, 256, h, w)
 def once():
     t = time.perf_counter()
-    out = unit(x)
+    out = fn(x)
     torch.autograd.grad(out, [x] + list(unit.parameters()), g)
     return time.perf_counter() - t
 once()
@@ -47,33 +50,21 @@ print(json.dumps({{"time": statistics.median(once() for _ in range(reps))}}))
 """
 
 
-def child(cmd, env):
-    """Runs cmd, returning (stdout, peak RSS in MB)."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out = proc.stdout.read()
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError("%s failed: %s" % (cmd[0], err[-2000:]))
-    return out, usage.ru_maxrss / 1024.0
-
-
 def kdloss_run(binary, threads, level):
     name, h, w, mid = level
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     flt = "glore/train_fwd_bwd/%s/2x256x%dx%d/mid%d/" % (name, h, w, mid)
-    out, rss = child([binary, "--benchmark_filter=" + flt, "--benchmark_format=json", "--benchmark_min_time=0.2"], env)
-    run = json.loads(out)["benchmarks"][0]
+    runs, rss = google_benchmark(binary, flt, threads, min_time=0.2)
+    run = runs[0]
     return run["real_time"] / 1e3, rss, run.get("reserve_MB", 0.0) + run.get("workspace_MB", 0.0)
 
 
-def torch_run(threads, level, reps):
+def torch_run(threads, level, reps, compiled=False):
     _, h, w, mid = level
-    code = TORCH_CHILD.format(here=HERE, threads=threads, h=h, w=w, mid=mid, reps=reps)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    out, rss = child([sys.executable, "-c", code], env)
-    return json.loads(out.strip().splitlines()[-1])["time"], rss
+    code = TORCH_CHILD.format(here=HERE, threads=threads, h=h, w=w, mid=mid, reps=reps, compiled=int(compiled))
+    out, rss = child([sys.executable, "-c", code], threads)
+    if "error" in out:
+        raise RuntimeError(out["error"])
+    return out["time"], rss
 
 
 def main():
@@ -82,15 +73,17 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--levels", nargs="+", default=[l[0] for l in LEVELS])
+    ap.add_argument("--compile", action="store_true", help="also torch.compile of the module")
     args = ap.parse_args()
     levels = [l for l in LEVELS if l[0] in args.levels]
     for threads in args.threads:
         _, base = torch_run(threads, ("none", 1, 1, 0), 1)
         print("threads=%d (torch process baseline %.0f MB)" % (threads, base))
-        print("%-4s %5s %12s %12s %8s %12s %12s %14s" % ("lvl", "mid", "kdloss s", "torch s", "ratio", "kdloss MB",
-                                                         "torch MB", "kdloss ws+res"))
+        print("%-4s %5s %12s %12s %8s %12s %12s %14s %12s %8s %12s" % (
+            "lvl", "mid", "kdloss s", "torch s", "ratio", "kdloss MB", "torch MB", "kdloss ws+res", "compile s",
+            "ratio", "compile MB"))
         for level in levels:
-            kt, kr, tt, tr = [], [], [], []
+            kt, kr, tt, tr, ct, cr = [], [], [], [], [], []
             ws = 0.0
             for _ in range(args.rounds):
                 t, r, ws = kdloss_run(args.binary, threads, level)
@@ -99,9 +92,15 @@ def main():
                 t, r = torch_run(threads, level, 1)
                 tt.append(t)
                 tr.append(r)
+                if args.compile:
+                    t, r = torch_run(threads, level, 1, compiled=True)
+                    ct.append(t)
+                    cr.append(r)
             k, t = statistics.median(kt), statistics.median(tt)
-            print("%-4s %5d %12.4f %12.4f %8.2f %12.0f %12.0f %14.0f" % (level[0], level[3], k, t, t / k, max(kr),
-                                                                         max(tr), ws), flush=True)
+            comp = ("%12.4f %8.2f %12.0f" % (statistics.median(ct), statistics.median(ct) / k, max(cr))
+                    if ct else "%12s %8s %12s" % ("-", "-", "-"))
+            print("%-4s %5d %12.4f %12.4f %8.2f %12.0f %12.0f %14.0f %s" % (level[0], level[3], k, t, t / k, max(kr),
+                                                                            max(tr), ws, comp), flush=True)
 
 
 if __name__ == "__main__":

@@ -21,18 +21,11 @@ are reported as skipped. Also checks parity on a small case against sdpa-3d.
   python3 bench/compare_pixel_relation_torch.py --threads 2 --levels P2 --impls kdloss sdpa-4d --reps 1
 """
 import argparse
-import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-from compare_relation_torch import mem_available_mb, peak_mb, reset_peak, status_mb  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import ROOT, build_library, emit, measure, mem_available_mb, python_child  # noqa: E402
 
 LEVELS = {"P5": (25, 42), "P4": (50, 84), "P3": (100, 167), "P2": (200, 334)}
 CHANNELS = 256
@@ -53,17 +46,6 @@ extern "C" int kd_pixel_relation(const float* s, const float* t, float* out, flo
   }
 }
 """
-
-
-def build_library(out_dir):
-    os.makedirs(out_dir, exist_ok=True)
-    src, lib = os.path.join(out_dir, "kd_pixel_relation.cpp"), os.path.join(out_dir, "libkd_pixel_relation.so")
-    with open(src, "w") as f:
-        f.write(SOURCE)
-    cmd = ["g++", "-std=c++17", "-O3", "-DNDEBUG", "-fopenmp", "-shared", "-fPIC", "-I", os.path.join(ROOT, "include"),
-           "-I", "/usr/include/eigen3", src, "-o", lib]
-    subprocess.run(cmd, check=True)
-    return lib
 
 
 def torch_loss(impl, s, t):
@@ -109,19 +91,7 @@ def worker(impl, b, h, w, threads, reps, warmup, lib, seed=0):
         def step():
             torch_loss(impl, leaf, t0).backward()
             leaf.grad = None
-    if warmup:
-        step()
-    reset_peak()
-    base = status_mb("VmRSS")
-    walls, cpus = [], []
-    for _ in range(reps):
-        t_wall, t_cpu = time.perf_counter(), time.process_time()
-        step()
-        walls.append(time.perf_counter() - t_wall)
-        cpus.append(time.process_time() - t_cpu)
-    print(json.dumps({"wall_ms": statistics.median(walls) * 1e3, "cpu_ms": statistics.median(cpus) * 1e3,
-                      "rss_base_mb": base, "rss_peak_mb": peak_mb(),
-                      "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+    emit(measure(step, reps, warmup))
 
 
 def parity(lib):
@@ -166,7 +136,7 @@ def main():
         b, h, w, threads, reps, warmup = map(int, rest)
         worker(impl, b, h, w, threads, reps, warmup, args.lib)
         return
-    lib = build_library(args.build_dir)
+    lib = build_library(SOURCE, "kd_pixel_relation", args.build_dir)
     dv, dg = parity(lib)
     print(f"parity (B=2, C=64, 12x25, fp32 kdloss vs fp64 torch sdpa-3d): value rel {dv:.1e}, gradient rel "
           f"(max-norm) {dg:.1e}")
@@ -183,15 +153,12 @@ def main():
                 if not fits(impl, args.batch, n):
                     results[impl] = None
                     continue
-                env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-                cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, str(args.batch), str(h), str(w),
-                       str(threads), str(args.reps), str(warmup), "--lib", lib]
-                out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                if out.returncode != 0:
-                    print(out.stderr[-2000:], file=sys.stderr)
-                    results[impl] = None
-                    continue
-                results[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+                r, _ = python_child(__file__, ["--worker", impl, args.batch, h, w, threads, args.reps, warmup,
+                                               "--lib", lib], threads)
+                if "error" in r:
+                    print(r["error"], file=sys.stderr)
+                    r = None
+                results[impl] = r
             kd, sdpa = results.get("kdloss"), results.get("sdpa-4d")
             for impl in args.impls:
                 r = results[impl]

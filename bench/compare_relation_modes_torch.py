@@ -15,12 +15,11 @@ theta, phi, g (and w). Peak memory of each PyTorch case: a fresh subprocess's ma
       --bench build/cpu/bench/kdloss_bench_relation_cpu
 """
 import argparse
-import json
-import resource
-import statistics
-import subprocess
+import os
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import emit, google_benchmark, measure, python_child  # noqa: E402
 
 LEVELS = {"P2": (200, 336, 8), "P3": (100, 168, 4), "P4": (50, 84, 2)}
 
@@ -49,25 +48,16 @@ def torch_case(mode, level, backward, threads, reps):
             y.backward(gy)
         return y
 
-    step()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    r = measure(step, reps)
+    return r["wall_ms"], r["ru_maxrss_mb"]
 
 
 def kdloss_times(bench, threads):
-    env = {"OMP_NUM_THREADS": str(threads)}
-    out = subprocess.run([bench, "--benchmark_format=json", "--benchmark_repetitions=3",
-                          "--benchmark_report_aggregates_only=true"], env=env, check=True, capture_output=True,
-                         text=True).stdout
+    runs, _ = google_benchmark(bench, ".", threads, min_time=0.5, repetitions=3)
     times = {}
-    for b in json.loads(out)["benchmarks"]:
-        if b.get("aggregate_name") == "median":
-            name = b["run_name"].split("/real_time")[0]
-            times[name] = (b["real_time"], b["cpu_time"], b.get("workspace_MB", 0.0))
+    for b in runs:
+        name = b["run_name"].split("/real_time")[0]
+        times[name] = (b["real_time"], b["cpu_time"], b.get("workspace_MB", 0.0))
     return times
 
 
@@ -81,7 +71,7 @@ def main():
     args = ap.parse_args()
     if args.one:
         ms, rss = torch_case(args.one[0], args.one[1], args.one[2] == "1", args.threads, args.reps)
-        print(json.dumps({"ms": ms, "rss_mb": rss}))
+        emit({"ms": ms, "rss_mb": rss})
         return
     ours = kdloss_times(args.bench, args.threads) if args.bench else {}
     print(f"threads={args.threads}; PyTorch eager median of {args.reps}; kdloss median of 3 (real time)")
@@ -91,14 +81,10 @@ def main():
             for level in args.levels.split(","):
                 h, w, s = LEVELS[level]
                 n, k = h * w, (h // s) * (w // s)
-                r = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--reps", str(args.reps),
-                                    "--one", mode, level, "1" if backward else "0"], capture_output=True, text=True)
+                res, _ = python_child(__file__, ["--threads", args.threads, "--reps", args.reps, "--one", mode, level,
+                                                 "1" if backward else "0"], args.threads)
                 name = f"{mode}_relation/{'forward_backward' if backward else 'forward'}/{level},N={n},N'={k}"
-                if r.returncode != 0:
-                    t_ms, t_mb = float("nan"), float("nan")
-                else:
-                    res = json.loads(r.stdout.strip().splitlines()[-1])
-                    t_ms, t_mb = res["ms"], res["rss_mb"]
+                t_ms, t_mb = (float("nan"), float("nan")) if "error" in res else (res["ms"], res["rss_mb"])
                 ours_ms, _, ws = ours.get(name, (float("nan"), 0, 0))
                 print(f"{name:44s} {t_ms:10.1f} {t_mb:9.0f} {ours_ms:10.2f} {ws:7.1f} {t_ms / ours_ms:9.1f}x")
 

@@ -19,15 +19,12 @@ between kdloss and torch's SDPA.
   python3 bench/compare_relation_torch.py --threads 1 2 --levels P5 P4 P3 --reps 3
 """
 import argparse
-import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import ROOT, build_library, emit, measure, mem_available_mb, python_child  # noqa: E402
+
 LEVELS = {"P5": (25, 42), "P4": (50, 84), "P3": (100, 167)}
 CHANNELS = 256
 IMPLS = ["kdloss", "sdpa-3d", "sdpa-4d", "eager"]
@@ -58,41 +55,6 @@ extern "C" int kd_relation(const float* f, const float* gy, float* y, float* gt,
   }
 }
 """
-
-
-def build_library(out_dir):
-    os.makedirs(out_dir, exist_ok=True)
-    src, lib = os.path.join(out_dir, "kd_relation.cpp"), os.path.join(out_dir, "libkd_relation.so")
-    with open(src, "w") as f:
-        f.write(SOURCE)
-    # The library's own flags: -O3, no -march (the kernels pick AVX-512 / AVX2 at run time).
-    cmd = ["g++", "-std=c++17", "-O3", "-DNDEBUG", "-fopenmp", "-shared", "-fPIC", "-I", os.path.join(ROOT, "include"),
-           "-I", "/usr/include/eigen3", src, "-o", lib]
-    subprocess.run(cmd, check=True)
-    return lib
-
-
-def status_mb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def reset_peak():
-    """Restarts the peak resident set (VmHWM) from the current one (Linux >= 4.0); False where it cannot."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_mb():
-    hwm = status_mb("VmHWM")
-    return hwm if hwm == hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def worker(impl, n, threads, reps, lib, seed=0):
@@ -126,17 +88,7 @@ def worker(impl, n, threads, reps, lib, seed=0):
                 y = F.scaled_dot_product_attention(leaf, leaf, leaf, scale=c ** -0.5)
             y.backward(g)
             leaf.grad = None
-    step()  # warm-up (also loads the library and starts the thread pools)
-    reset_peak()
-    base = status_mb("VmRSS")
-    walls, cpus = [], []
-    for _ in range(reps):
-        w, t = time.perf_counter(), time.process_time()
-        step()
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - t)
-    print(json.dumps({"wall_ms": statistics.median(walls) * 1e3, "cpu_ms": statistics.median(cpus) * 1e3,
-                      "rss_base_mb": base, "rss_peak_mb": peak_mb()}))
+    emit(measure(step, reps))  # one warm-up first (also loads the library and starts the thread pools)
 
 
 def parity(lib):
@@ -160,17 +112,6 @@ def parity(lib):
     return dy, dg, y.detach().abs().max().item(), leaf.grad.abs().max().item()
 
 
-def mem_available_mb():
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("inf")
-
-
 def fits(impl, n):
     """Whether torch's N x N matrices fit: about ten float matrices live at once in forward + backward."""
     if impl in ("kdloss", "sdpa-4d"):
@@ -192,7 +133,7 @@ def main():
         impl, n, threads, reps = args.worker
         worker(impl, int(n), int(threads), int(reps), args.lib)
         return
-    lib = build_library(args.build_dir)
+    lib = build_library(SOURCE, "kd_relation", args.build_dir)
     dy, dg, ymax, gmax = parity(lib)
     print(f"parity (N=300, C=64, fp32) vs torch SDPA: max |dy| = {dy:.2e} (max |y| {ymax:.2f}), "
           f"max |dgrad| = {dg:.2e} (max |grad| {gmax:.2f})")
@@ -208,14 +149,11 @@ def main():
                 if not fits(impl, n):
                     results[impl] = None
                     continue
-                env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-                out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", impl, str(n), str(threads),
-                                      str(args.reps), "--lib", lib], capture_output=True, text=True, env=env)
-                if out.returncode != 0:
-                    print(out.stderr, file=sys.stderr)
-                    results[impl] = None
-                    continue
-                results[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+                r, _ = python_child(__file__, ["--worker", impl, n, threads, args.reps, "--lib", lib], threads)
+                if "error" in r:
+                    print(r["error"], file=sys.stderr)
+                    r = None
+                results[impl] = r
             kd = results.get("kdloss")
             for impl in args.impls:
                 r = results[impl]

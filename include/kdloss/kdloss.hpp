@@ -17,6 +17,7 @@
 #include "kdloss/ops/batch_norm.hpp"
 #include "kdloss/ops/concat_relation.hpp"
 #include "kdloss/ops/dot_relation.hpp"
+#include "kdloss/ops/relation_operands.hpp"
 #include "kdloss/ops/filter.hpp"
 #include "kdloss/ops/glore.hpp"
 #include "kdloss/ops/linear.hpp"

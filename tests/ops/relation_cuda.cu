@@ -7,43 +7,24 @@
 #include "kdloss/ops/dot_relation.hpp"
 #include "ops/relation_gpu.hpp"
 #include "support/device_buffer.cuh"
+#include "support/relation_layout.hpp"
 
 namespace kdloss_test {
 namespace {
 
 using kdloss::Dims;
 
-/// [B, P, C] strides: layout 0 contiguous, 1 channels-first storage ([B, C, P]).
-Dims strides_of(int layout, std::int64_t P, std::int64_t C) {
-  return layout == 1 ? Dims{P * C, 1, P} : Dims{P * C, C, 1};
-}
-std::vector<double> place(const std::vector<double>& v, std::int64_t B, std::int64_t P, std::int64_t C, int layout) {
-  const Dims s = strides_of(layout, P, C);
-  std::vector<double> out(v.size());
-  for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t p = 0; p < P; ++p)
-      for (std::int64_t c = 0; c < C; ++c) out[b * s[0] + p * s[1] + c * s[2]] = v[(b * P + p) * C + c];
-  return out;
-}
-std::vector<double> gather(const std::vector<double>& v, std::int64_t B, std::int64_t P, std::int64_t C, int layout) {
-  const Dims s = strides_of(layout, P, C);
-  std::vector<double> out(v.size());
-  for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t p = 0; p < P; ++p)
-      for (std::int64_t c = 0; c < C; ++c) out[(b * P + p) * C + c] = v[b * s[0] + p * s[1] + c * s[2]];
-  return out;
-}
-
 template <class T>
 std::vector<double> run(bool concat, int layout, std::int64_t B, std::int64_t N, std::int64_t K, std::int64_t m,
                         std::int64_t c, const std::vector<double>& theta, const std::vector<double>& phi,
                         const std::vector<double>& g, const std::vector<double>& w, const std::vector<double>& gy) {
-  DeviceBuffer<T> dt(from_double<T>(place(theta, B, N, m, layout))), dp(from_double<T>(place(phi, B, K, m, layout))),
-      dg(from_double<T>(place(g, B, K, c, layout))), dgy(from_double<T>(place(gy, B, N, c, layout))),
-      dw(from_double<T>(w));
+  DeviceBuffer<T> dt(from_double<T>(relation_place(theta, B, N, m, layout == 1))),
+      dp(from_double<T>(relation_place(phi, B, K, m, layout == 1))),
+      dg(from_double<T>(relation_place(g, B, K, c, layout == 1))),
+      dgy(from_double<T>(relation_place(gy, B, N, c, layout == 1))), dw(from_double<T>(w));
   DeviceBuffer<T> y(B * N * c), gt(B * N * m), gp(B * K * m), gg(B * K * c), gw(2 * m);
   const auto view = [&](auto* p, std::int64_t P, std::int64_t C) {
-    return kdloss::cuda_view(p, Dims{B, P, C}, strides_of(layout, P, C));
+    return kdloss::cuda_view(p, Dims{B, P, C}, relation_strides(layout == 1, P, C));
   };
   cublasHandle_t handle = nullptr;
   cudaStream_t stream = nullptr;
@@ -80,11 +61,11 @@ std::vector<double> run(bool concat, int layout, std::int64_t B, std::int64_t N,
   }
   cublasDestroy(handle);
   cudaStreamDestroy(stream);
-  std::vector<double> r = gather(to_double(y.to_host()), B, N, c, layout);
+  std::vector<double> r = relation_gather(to_double(y.to_host()), B, N, c, layout == 1);
   const auto append = [&](const std::vector<double>& v) { r.insert(r.end(), v.begin(), v.end()); };
-  append(gather(to_double(gt.to_host()), B, N, m, layout));
-  append(gather(to_double(gp.to_host()), B, K, m, layout));
-  append(gather(to_double(gg.to_host()), B, K, c, layout));
+  append(relation_gather(to_double(gt.to_host()), B, N, m, layout == 1));
+  append(relation_gather(to_double(gp.to_host()), B, K, m, layout == 1));
+  append(relation_gather(to_double(gg.to_host()), B, K, c, layout == 1));
   if (concat) append(to_double(gw.to_host()));
   return r;
 }

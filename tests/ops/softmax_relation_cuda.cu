@@ -6,41 +6,23 @@
 #include "kdloss/ops/softmax_relation.hpp"
 #include "ops/softmax_relation_gpu.hpp"
 #include "support/device_buffer.cuh"
+#include "support/relation_layout.hpp"
 
 namespace kdloss_test {
 namespace {
 
 using kdloss::Dims;
 
-Dims strides_of(bool channels_first, std::int64_t P, std::int64_t C) {
-  return channels_first ? Dims{P * C, 1, P} : Dims{P * C, C, 1};
-}
-std::vector<double> place(const std::vector<double>& v, std::int64_t B, std::int64_t P, std::int64_t C, bool cf) {
-  const Dims s = strides_of(cf, P, C);
-  std::vector<double> out(v.size());
-  for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t p = 0; p < P; ++p)
-      for (std::int64_t k = 0; k < C; ++k) out[b * s[0] + p * s[1] + k * s[2]] = v[(b * P + p) * C + k];
-  return out;
-}
-std::vector<double> gather(const std::vector<double>& v, std::int64_t B, std::int64_t P, std::int64_t C, bool cf) {
-  const Dims s = strides_of(cf, P, C);
-  std::vector<double> out(v.size());
-  for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t p = 0; p < P; ++p)
-      for (std::int64_t k = 0; k < C; ++k) out[(b * P + p) * C + k] = v[b * s[0] + p * s[1] + k * s[2]];
-  return out;
-}
-
 template <class T>
 std::vector<double> run(bool cf, bool fused, std::int64_t B, std::int64_t N, std::int64_t K, std::int64_t m,
                         std::int64_t c, double scale, const std::vector<double>& theta, const std::vector<double>& phi,
                         const std::vector<double>& g, const std::vector<double>& gy) {
-  DeviceBuffer<T> dt(from_double<T>(place(theta, B, N, m, cf))), dp(from_double<T>(place(phi, B, K, m, cf))),
-      dg(from_double<T>(place(g, B, K, c, cf))), dgy(from_double<T>(place(gy, B, N, c, cf)));
+  DeviceBuffer<T> dt(from_double<T>(relation_place(theta, B, N, m, cf))),
+      dp(from_double<T>(relation_place(phi, B, K, m, cf))), dg(from_double<T>(relation_place(g, B, K, c, cf))),
+      dgy(from_double<T>(relation_place(gy, B, N, c, cf)));
   DeviceBuffer<T> y(B * N * c), gt(B * N * m), gp(B * K * m), gg(B * K * c);
   const auto view = [&](auto* p, std::int64_t P, std::int64_t C) {
-    return kdloss::cuda_view(p, Dims{B, P, C}, strides_of(cf, P, C));
+    return kdloss::cuda_view(p, Dims{B, P, C}, relation_strides(cf, P, C));
   };
   cudaStream_t stream = nullptr;
   cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
@@ -67,8 +49,9 @@ std::vector<double> run(bool cf, bool fused, std::int64_t B, std::int64_t N, std
   cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
   cudaStreamDestroy(stream);
   std::vector<double> out;
-  for (auto part : {gather(to_double(y.to_host()), B, N, c, cf), gather(to_double(gt.to_host()), B, N, m, cf),
-                    gather(to_double(gp.to_host()), B, K, m, cf), gather(to_double(gg.to_host()), B, K, c, cf)})
+  for (auto part :
+       {relation_gather(to_double(y.to_host()), B, N, c, cf), relation_gather(to_double(gt.to_host()), B, N, m, cf),
+        relation_gather(to_double(gp.to_host()), B, K, m, cf), relation_gather(to_double(gg.to_host()), B, K, c, cf)})
     out.insert(out.end(), part.begin(), part.end());
   return out;
 }

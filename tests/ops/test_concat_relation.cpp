@@ -306,7 +306,7 @@ TEST_CASE("concat_relation: bad input throws naming the argument and shapes, and
                             untouched);
   a = base();
   a.grad_y = View<const float>{};
-  kdloss_test::expect_error([&] { ops::concat_relation(a, Mode::backward); }, "reads 'grad_y' but it is absent",
+  kdloss_test::expect_error([&] { ops::concat_relation(a, Mode::backward); }, "argument 'grad_y' is absent but mode backward reads it",
                             untouched);
   a = base();
   a.weight = cuda_view<const float>(w.data(), {6});

@@ -219,7 +219,7 @@ TEST_CASE("dot_relation: bad input throws naming the argument and shapes, and wr
   a = base();
   a.grad_y = View<const float>{};
   kdloss_test::expect_error([&] { ops::dot_relation(a, Mode::backward); },
-                            "kdloss::ops::dot_relation_backward: mode backward reads 'grad_y' but it is absent",
+                            "kdloss::ops::dot_relation_backward: argument 'grad_y' is absent but mode backward reads it",
                             untouched);
   a = base();
   a.g = cuda_view<const float>(g.data(), {2, 5, 2});

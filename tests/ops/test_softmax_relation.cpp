@@ -313,7 +313,10 @@ TEST_CASE("softmax_relation: B = 0 is a no-op; bad inputs throw and leave the ou
   using A = ops::SoftmaxRelationArgs<float>&;
   bad([&](A a) { a.phi = host_view<const float>(ph.data(), {p.batch, p.nk, p.m - 1}); }, Mode::forward,
       "argument 'phi' has shape");
-  bad([&](A a) { a.phi = host_view<const float>(ph.data(), {p.batch, 0, p.m}); }, Mode::forward, "N' = 0");
+  bad([&](A a) {
+    a.phi = host_view<const float>(ph.data(), {p.batch, 0, p.m});
+    a.g = host_view<const float>(g.data(), {p.batch, 0, p.c});
+  }, Mode::forward, "N' = 0");
   bad([&](A a) { a.g = host_view<const float>(g.data(), {p.batch, p.nk - 1, p.c}); }, Mode::forward,
       "argument 'g' has shape");
   bad([&](A a) { a.theta = host_view<const float>(th.data(), {p.batch * p.n, p.m}); }, Mode::forward,

@@ -24,7 +24,7 @@ std::size_t gemm_bytes(Device device, const expr::Gemm<T, T, T, E>& g) {
   if (g.m == 0 || g.n == 0 || g.outputs() == 0 || g.scale_only()) return 0;
   if (device.is_host()) {
     if constexpr (host_types_v<T>)
-      return backend::cpu::gemm_scratch_bytes<T>(g.m, g.n, g.k, backend::cpu::max_threads());
+      return backend::cpu::gemm_scratch_bytes(g, backend::cpu::max_threads());
     return 0;
   }
   const expr::BlasPlan p = expr::blas_plan(g);
@@ -40,7 +40,7 @@ void gemm(Device device, const Exec& exec, const expr::Gemm<T, T, T, E>& g, void
   if (device.is_host()) {
     if constexpr (host_types_v<T>) {
       int threads = backend::cpu::max_threads();
-      while (threads > 1 && backend::cpu::gemm_scratch_bytes<T>(g.m, g.n, g.k, threads) > bytes) --threads;
+      while (threads > 1 && backend::cpu::gemm_scratch_bytes(g, threads) > bytes) --threads;
       backend::cpu::gemm(g, scratch, threads);
     }
     return;

@@ -17,7 +17,7 @@
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/additive_relu.hpp"
-#include "kdloss/ops/dot_relation.hpp"
+#include "kdloss/ops/relation_operands.hpp"
 
 namespace kdloss {
 namespace ops {
@@ -75,12 +75,6 @@ bool weight_shape_ok(const View<T>& w, std::int64_t m) {
 }
 
 template <class T>
-expr::MatOperand<T> operand(const View<T>& v) {
-  if (absent(v)) return {};
-  return {v.data, v.strides[0], v.strides[1], v.strides[2]};
-}
-
-template <class T>
 expr::AdditiveReluPass<T> concat_pass(const ConcatRelationArgs<T>& a, Mode mode) {
   expr::AdditiveReluPass<T> P;
   P.batch = a.theta.shape[0];
@@ -88,18 +82,18 @@ expr::AdditiveReluPass<T> concat_pass(const ConcatRelationArgs<T>& a, Mode mode)
   P.n2 = a.phi.shape[1];
   P.m = a.theta.shape[2];
   P.c = a.g.shape[2];
-  P.p = operand(a.theta);
-  P.q = operand(a.phi);
-  P.x = operand(a.g);
+  P.p = relation_matrix(a.theta);
+  P.q = relation_matrix(a.phi);
+  P.x = relation_matrix(a.g);
   P.w = a.weight.data;
   P.w_stride = weight_stride(a.weight);
   P.scale = P.n2 == 0 ? 0.0 : (a.options.divide_by_keys ? 1.0 / static_cast<double>(P.n2) : 1.0);
-  if (writes_value(mode)) P.y = operand(a.y);
+  if (writes_value(mode)) P.y = relation_matrix(a.y);
   if (writes_gradients(mode)) {
-    P.dy = operand(a.grad_y);
-    P.dp = operand(a.grad_theta);
-    P.dq = operand(a.grad_phi);
-    P.dx = operand(a.grad_g);
+    P.dy = relation_matrix(a.grad_y);
+    P.dp = relation_matrix(a.grad_theta);
+    P.dq = relation_matrix(a.grad_phi);
+    P.dx = relation_matrix(a.grad_g);
     if (present(a.grad_weight)) {
       P.dw = a.grad_weight.data;
       P.dw_stride = weight_stride(a.grad_weight);

@@ -17,26 +17,10 @@
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/ops/matmul.hpp"
+#include "kdloss/ops/relation_operands.hpp"
 
 namespace kdloss {
 namespace ops {
-
-/// A relation operand as [B, positions, channels]: a rank-3 view as it is, a channels-first map
-/// [B, C, H, W] as [B, H*W, C] (no copy; H and W must merge into one strided axis, as they do in
-/// contiguous and channel-last layouts, otherwise kdloss::Error).
-///
-///   auto theta = kdloss::ops::relation_operand(kdloss::host_view<const float>(t, {2, 64, 100, 168}));  // [2, 16800, 64]
-template <class T>
-View<T> relation_operand(const View<T>& v) {
-  if (v.rank() != 4) return v;
-  const std::int64_t h = v.shape[2], w = v.shape[3];
-  kdloss::detail::require(h <= 1 || w <= 1 || v.strides[2] == v.strides[3] * w,
-                          "kdloss::ops::relation_operand: the map with shape ", v.shape.str(), " and strides ",
-                          v.strides.str(), " cannot merge H and W into one strided axis; pass a contiguous or "
-                          "channel-last view");
-  const std::int64_t step = w == 1 ? v.strides[2] : v.strides[3];
-  return View<T>(v.data, Dims{v.shape[0], h * w, v.shape[1]}, Dims{v.strides[0], step, v.strides[1]}, v.device);
-}
 
 struct DotRelationOptions {
   /// y = theta phi^T g / N' (true: mmcv NonLocal2d dot_product and the official FBKD NonLocalBlockND both
@@ -72,11 +56,6 @@ struct DotRelationArgs {
 };
 
 namespace detail {
-
-/// Sizes of a relation: B images, N queries, N' keys, m embedding channels, c value channels.
-struct RelationDims {
-  std::int64_t batch = 0, queries = 0, keys = 0, embed = 0, values = 0;
-};
 
 template <class T>
 double dot_relation_scale(const DotRelationArgs<T>& a) {
@@ -127,65 +106,6 @@ DotRelationScratch dot_relation_scratch(const DotRelationArgs<T>& a, Mode mode) 
   counter.take<unsigned char>(s.gemm);
   s.total = counter.bytes();
   return s;
-}
-
-/// The shape checks both relation ops share: theta [B, N, m], phi [B, N', m'] (m' = m unless
-/// `phi_embed` says otherwise), g [B, N', c]; y / grad_y [B, N, c]; gradients like their inputs,
-/// unique and disjoint from every input and from each other.
-template <class Args>
-RelationDims check_relation_operands(const kdloss::detail::Checker& ck, const Args& a, Mode mode) {
-  using kdloss::detail::require;
-  const char* fn = ck.fn;
-  const auto input = [&](const auto& v, const char* name) {
-    require(present(v), fn, ": argument '", name, "' is absent");
-    ck.rank(v, name, 3);
-    ck.not_null(v, name);
-    ck.device(v, name, a.theta.device);
-  };
-  input(a.theta, "theta");
-  input(a.phi, "phi");
-  input(a.g, "g");
-  RelationDims d{a.theta.shape[0], a.theta.shape[1], a.phi.shape[1], a.theta.shape[2], a.g.shape[2]};
-  require(a.phi.shape[0] == d.batch && a.phi.shape[2] == d.embed, fn, ": argument 'phi' has shape ",
-          a.phi.shape.str(), " but 'theta' ", a.theta.shape.str(), " asks for [", d.batch, ", N', ", d.embed, "]");
-  require(a.g.shape[0] == d.batch && a.g.shape[1] == d.keys, fn, ": argument 'g' has shape ", a.g.shape.str(),
-          " but 'phi' ", a.phi.shape.str(), " asks for [", d.batch, ", ", d.keys, ", c]");
-  const Dims y_shape{d.batch, d.queries, d.values};
-  const auto disjoint_inputs = [&](const auto& out, const char* name) {
-    ck.unique(out, name);
-    ck.disjoint(out, name, a.theta, "theta");
-    ck.disjoint(out, name, a.phi, "phi");
-    ck.disjoint(out, name, a.g, "g");
-  };
-  if (writes_value(mode)) {
-    require(present(a.y), fn, ": mode ", to_string(mode), " writes 'y' but it is absent");
-    ck.not_null(a.y, "y");
-    ck.shape(a.y, "y", y_shape);
-    ck.device(a.y, "y", a.theta.device);
-    disjoint_inputs(a.y, "y");
-  }
-  if (writes_gradients(mode)) {
-    require(present(a.grad_y), fn, ": mode ", to_string(mode), " reads 'grad_y' but it is absent");
-    ck.not_null(a.grad_y, "grad_y");
-    ck.shape(a.grad_y, "grad_y", y_shape);
-    ck.device(a.grad_y, "grad_y", a.theta.device);
-    const auto grad = [&](const auto& gv, const char* name, const Dims& shape) {
-      if (absent(gv)) return;
-      ck.not_null(gv, name);
-      ck.shape(gv, name, shape);
-      ck.device(gv, name, a.theta.device);
-      disjoint_inputs(gv, name);
-      ck.disjoint(gv, name, a.grad_y, "grad_y");
-      if (writes_value(mode)) ck.disjoint(gv, name, a.y, "y");
-    };
-    grad(a.grad_theta, "grad_theta", a.theta.shape);
-    grad(a.grad_phi, "grad_phi", a.phi.shape);
-    grad(a.grad_g, "grad_g", a.g.shape);
-    if (present(a.grad_theta) && present(a.grad_phi)) ck.disjoint(a.grad_theta, "grad_theta", a.grad_phi, "grad_phi");
-    if (present(a.grad_theta) && present(a.grad_g)) ck.disjoint(a.grad_theta, "grad_theta", a.grad_g, "grad_g");
-    if (present(a.grad_phi) && present(a.grad_g)) ck.disjoint(a.grad_phi, "grad_phi", a.grad_g, "grad_g");
-  }
-  return d;
 }
 
 inline constexpr EntryNames kDotRelationNames{"kdloss::ops::dot_relation", "kdloss::ops::dot_relation_backward",

@@ -328,6 +328,108 @@ struct CopyMap {
   }
 };
 
+/// Backward through a max-pooled 1x1 projection, pool(W x + b) (g and φ with a pool factor s > 1): the
+/// pooling's backward into the unpooled map, then the projection's backward (grad_x += W^T grad, W's and
+/// b's gradients). The GPU runs these two ops as they are. The host runs them fused
+/// (pooled_projection_back): the unpooled gradient is zero except at each window's argmax, one position in
+/// s^2 per channel, so it gathers x at the argmaxes instead of running two dense products over B C H W
+/// values that are mostly zero (at FBKD's P2, s = 8: 64 times less work than the dense products).
+template <class T>
+struct PooledProjectionBack {
+  MaxPool2dArgs<T> pool;  // x: the unpooled map's shape; grad_y: the pooled map's gradient; grad_x: the unpooled gradient
+  LinearArgs<T> lin;      // x, weight; grad_y: that unpooled gradient; grad_x, grad_weight, grad_bias
+  const char* lin_label = "";  // the projection's step name (the pooling's is the step's label)
+};
+
+/// Host scratch of pooled_projection_back: one window of x and of its gradient [s^2, C], W and dW [m, C],
+/// db [m] (acc_t<T>), and s^2 flags.
+template <class T>
+std::size_t pooled_projection_back_bytes(const PooledProjectionBack<T>& st) {
+  const std::int64_t C = st.lin.x.shape[1], m = st.lin.weight.shape[0];
+  const std::int64_t k = st.pool.options.stride * st.pool.options.stride;
+  return static_cast<std::size_t>(2 * k * C + 2 * m * C + m) * sizeof(acc_t<T>) + static_cast<std::size_t>(k);
+}
+
+/// The fused host backward of a PooledProjectionBack (see there). Windows run in order, one thread: the
+/// bits do not depend on the thread count. Only the argmax positions feed W's gradient (where the dense
+/// product would also multiply the zero gradient elsewhere by x: equal unless x holds inf or NaN there).
+template <class T>
+void pooled_projection_back(const PooledProjectionBack<T>& st, void* scratch) {
+  using A = acc_t<T>;
+  const LinearArgs<T>& l = st.lin;
+  const View<const T>& x = l.x;
+  const View<const T>& G = st.pool.grad_y;
+  const View<const T> w = l.weight;
+  const std::int64_t B = x.shape[0], C = x.shape[1], s = st.pool.options.stride, k = s * s;
+  const std::int64_t m = G.shape[1], Hp = G.shape[2], Wp = G.shape[3];
+  const bool want_x = present(l.grad_x), want_w = present(l.grad_weight), want_b = present(l.grad_bias);
+  const bool narrow = max_pool_index_bytes(s) == 1;
+  const auto* idx8 = static_cast<const unsigned char*>(st.pool.reserve.data);
+  const auto* idx32 = static_cast<const std::int32_t*>(st.pool.reserve.data);
+  A* xw = static_cast<A*>(scratch);
+  A* gxw = xw + k * C;
+  A* wa = gxw + k * C;
+  A* dw = wa + m * C;
+  A* db = dw + m * C;
+  unsigned char* touched = reinterpret_cast<unsigned char*>(db + m);
+  std::fill(gxw, gxw + k * C, A(0));
+  std::fill(dw, dw + m * C, A(0));
+  std::fill(db, db + m, A(0));
+  std::fill(touched, touched + k, static_cast<unsigned char>(0));
+  for (std::int64_t o = 0; o < m; ++o)
+    for (std::int64_t c = 0; c < C; ++c) wa[o * C + c] = static_cast<A>(w.data[o * w.strides[0] + c * w.strides[1]]);
+  const Dims& xs = x.strides;
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t hp = 0; hp < Hp; ++hp)
+      for (std::int64_t wp = 0; wp < Wp; ++wp) {
+        if (want_w)
+          for (std::int64_t c = 0; c < C; ++c) {
+            const T* xc = x.data + b * xs[0] + c * xs[1] + hp * s * xs[2] + wp * s * xs[3];
+            for (std::int64_t kh = 0; kh < s; ++kh)
+              for (std::int64_t kw = 0; kw < s; ++kw) xw[(kh * s + kw) * C + c] = static_cast<A>(xc[kh * xs[2] + kw * xs[3]]);
+          }
+        for (std::int64_t o = 0; o < m; ++o) {
+          const A gv = static_cast<A>(G.data[b * G.strides[0] + o * G.strides[1] + hp * G.strides[2] + wp * G.strides[3]]);
+          const std::int64_t at = ((b * m + o) * Hp + hp) * Wp + wp;
+          const std::int64_t kk = narrow ? static_cast<std::int64_t>(idx8[at]) : static_cast<std::int64_t>(idx32[at]);
+          if (want_b) db[o] += gv;
+          if (want_w) {
+            A* __restrict d = dw + o * C;
+            const A* __restrict xr = xw + kk * C;
+            for (std::int64_t c = 0; c < C; ++c) d[c] += gv * xr[c];
+          }
+          if (want_x) {
+            A* __restrict gr = gxw + kk * C;
+            const A* __restrict wr = wa + o * C;
+            for (std::int64_t c = 0; c < C; ++c) gr[c] += gv * wr[c];
+            touched[kk] = 1;
+          }
+        }
+        if (!want_x) continue;
+        const View<T>& gx = l.grad_x;
+        for (std::int64_t kk = 0; kk < k; ++kk) {
+          if (!touched[kk]) continue;
+          T* out = gx.data + b * gx.strides[0] + (hp * s + kk / s) * gx.strides[2] + (wp * s + kk % s) * gx.strides[3];
+          A* gr = gxw + kk * C;
+          for (std::int64_t c = 0; c < C; ++c) {
+            T& r = out[c * gx.strides[1]];
+            r = static_cast<T>(static_cast<A>(r) + gr[c]);
+            gr[c] = A(0);
+          }
+          touched[kk] = 0;
+        }
+      }
+  const double pb = l.options.param_grads.beta;
+  const auto put = [pb](T& dst, A v) { dst = pb == 0.0 ? static_cast<T>(v) : static_cast<T>(static_cast<A>(pb) * static_cast<A>(dst) + v); };
+  if (want_w) {
+    const View<T>& gw = l.grad_weight;
+    for (std::int64_t o = 0; o < m; ++o)
+      for (std::int64_t c = 0; c < C; ++c) put(gw.data[o * gw.strides[0] + c * gw.strides[1]], dw[o * C + c]);
+  }
+  if (want_b)
+    for (std::int64_t o = 0; o < m; ++o) put(l.grad_bias.data[o * l.grad_bias.strides[0]], db[o]);
+}
+
 /// An elementwise step of the block: out = a + b, or out = a when b is absent.
 template <class T>
 struct AddStep {
@@ -390,30 +492,28 @@ void non_local_steps(const NonLocalArgs<T>& a, const NonLocalPlan<T>& p, Mode mo
   };
   const double scale = o.mode == NonLocalMode::embedded_gaussian && o.use_scale
                            ? 1.0 / std::sqrt(static_cast<double>(d.m)) : 1.0;
-  // The relation's operands as [B, positions, channels] (no copies).
-  const auto rel = [](const auto& v) { return kdloss::ops::relation_operand(v); };
 
   // The relation step: forward writes y; backward reads grad y (and y, the log-sum-exp) and writes the
   // gradients given (and concat_project's).
   const View<T> gy_map = map(p.gy, d.m, H, W);
   const auto relation_step = [&](Mode sm, const View<T>& gth, const View<T>& gph, const View<T>& ggv) {
     const auto fill = [&](auto& r) {
-      r.theta = rel(theta_in);
-      r.phi = rel(phi_in);
-      r.g = rel(g_in);
+      r.theta = relation_operand(theta_in);
+      r.phi = relation_operand(phi_in);
+      r.g = relation_operand(g_in);
       if (sm == Mode::forward) {
-        r.y = rel(y_map);
+        r.y = relation_operand(y_map);
         return;
       }
-      r.grad_y = rel(View<const T>(gy_map));
-      if (present(gth)) r.grad_theta = rel(gth);
-      if (present(gph)) r.grad_phi = rel(gph);
-      if (present(ggv)) r.grad_g = rel(ggv);
+      r.grad_y = relation_operand(View<const T>(gy_map));
+      if (present(gth)) r.grad_theta = relation_operand(gth);
+      if (present(gph)) r.grad_phi = relation_operand(gph);
+      if (present(ggv)) r.grad_g = relation_operand(ggv);
     };
     if (d.softmax) {
       SoftmaxRelationArgs<T> r;
       fill(r);
-      r.y = rel(y_map);
+      r.y = relation_operand(y_map);
       r.reserve = p.lse;
       r.options.scale = scale;
       f(r, "softmax relation", sm);
@@ -525,6 +625,33 @@ void non_local_steps(const NonLocalArgs<T>& a, const NonLocalPlan<T>& p, Mode mo
     m.options.input_grad.beta = beta;
     f(m, label, Mode::backward);
   };
+  // Back through a projection of x that a pooling follows: one fused step (PooledProjectionBack) with
+  // the pooling's backward into `wide` and the projection's backward from it; without pooling, the
+  // projection's backward from the map itself.
+  const auto pooled_projection_step = [&](const View<const T>& w, const View<T>& grad, const View<T>& gw,
+                                          const View<T>& gb, std::int64_t s, const Reserve& keep,
+                                          const char* pool_label, const char* label) {
+    if (s == 1) {
+      projection_back(w, View<const T>(map(grad.data, d.m, H, W)), gw, gb, label);
+      return;
+    }
+    const View<T> full = map(p.wide, d.m, H, W);
+    PooledProjectionBack<T> st;
+    st.pool.x = y_map;  // shape only: the unpooled map is not kept
+    st.pool.grad_y = grad;
+    st.pool.grad_x = full;
+    st.pool.reserve = keep;
+    st.pool.options.stride = s;
+    st.lin.x = a.x;
+    st.lin.weight = conv_matrix(w);
+    st.lin.grad_y = full;
+    st.lin.grad_x = a.grad_x;
+    st.lin.grad_weight = conv_matrix(gw);
+    st.lin.grad_bias = gb;
+    st.lin.options = {o.param_grads, {1.0}};
+    st.lin_label = label;
+    if (present(st.lin.grad_x) || present(st.lin.grad_weight) || present(st.lin.grad_bias)) f(st, pool_label, Mode::backward);
+  };
   if (d.gaussian) {
     if (gx) {
       f(AddStep<T>{a.grad_x, gtheta_map, a.grad_x}, "theta = x gradient", Mode::backward);
@@ -537,25 +664,13 @@ void non_local_steps(const NonLocalArgs<T>& a, const NonLocalPlan<T>& p, Mode mo
     if (need_theta)
       projection_back(a.theta_weight, gtheta_map, a.grad_theta_weight, a.grad_theta_bias,
                       "theta projection (theta_weight, theta_bias)");
-    if (need_phi) {
-      View<const T> grad = map(p.gphi, d.m, H, W);
-      if (o.pool_phi > 1) {
-        const View<T> full = map(p.wide, d.m, H, W);
-        pool_back(y_map, gphi_map, full, o.pool_phi, p.argmax_phi, 0.0, "phi max pooling (options.pool_phi)");
-        grad = full;
-      }
-      projection_back(a.phi_weight, grad, a.grad_phi_weight, a.grad_phi_bias, "phi projection (phi_weight, phi_bias)");
-    }
+    if (need_phi)
+      pooled_projection_step(a.phi_weight, gphi_map, a.grad_phi_weight, a.grad_phi_bias, o.pool_phi, p.argmax_phi,
+                             "phi max pooling (options.pool_phi)", "phi projection (phi_weight, phi_bias)");
   }
-  if (need_g) {
-    View<const T> grad = map(p.gg, d.m, H, W);
-    if (o.pool_g > 1) {
-      const View<T> full = map(p.wide, d.m, H, W);
-      pool_back(y_map, gg_map, full, o.pool_g, p.argmax_g, 0.0, "g max pooling (options.pool_g)");
-      grad = full;
-    }
-    projection_back(a.g_weight, grad, a.grad_g_weight, a.grad_g_bias, "g projection (g_weight, g_bias)");
-  }
+  if (need_g)
+    pooled_projection_step(a.g_weight, gg_map, a.grad_g_weight, a.grad_g_bias, o.pool_g, p.argmax_g,
+                           "g max pooling (options.pool_g)", "g projection (g_weight, g_bias)");
 }
 
 /// The block's own checks (the inner ops check the rest, named by step, before anything is written).
@@ -676,6 +791,9 @@ NonLocalPlan<T> non_local_plan(const char* fn, const NonLocalArgs<T>& a, const N
     using S = std::decay_t<decltype(step)>;
     std::size_t b = 0;
     if constexpr (std::is_same_v<S, LinearArgs<T>>) b = named_step(fn, label, [&] { return linear_workspace_bytes(step); });
+    if constexpr (std::is_same_v<S, PooledProjectionBack<T>>)
+      b = std::max(pooled_projection_back_bytes(step),
+                   named_step(fn, step.lin_label, [&] { return linear_workspace_bytes(step.lin); }));
     if constexpr (std::is_same_v<S, BatchNormArgs<T>>)
       b = named_step(fn, label, [&] { return batch_norm_workspace_bytes(step); });
     if constexpr (std::is_same_v<S, SoftmaxRelationArgs<T>>)
@@ -697,7 +815,10 @@ template <class T>
 void check_non_local_steps(const char* fn, const NonLocalArgs<T>& a, const NonLocalPlan<T>& p, Mode mode) {
   non_local_steps(a, p, mode, [&](const auto& step, const char* label, Mode m) {
     using S = std::decay_t<decltype(step)>;
-    if constexpr (!std::is_same_v<S, AddStep<T>>) {
+    if constexpr (std::is_same_v<S, PooledProjectionBack<T>>) {
+      named_step(fn, label, [&] { max_pool2d_check(step.pool, m); });
+      named_step(fn, step.lin_label, [&] { linear_check(step.lin, m); });
+    } else if constexpr (!std::is_same_v<S, AddStep<T>>) {
       named_step(fn, label, [&] {
         if constexpr (std::is_same_v<S, LinearArgs<T>>) linear_check(step, m);
         if constexpr (std::is_same_v<S, MaxPool2dArgs<T>>) max_pool2d_check(step, m);
@@ -803,6 +924,13 @@ void non_local(const NonLocalArgs<T>& args, Mode mode, const Exec& exec = {}) {
       else
         kdloss::detail::transform<Acc>(args.x.device, exec.stream, step.out.shape, detail::CopyMap{}, std::tuple{step.a},
                                        std::tuple{step.out});
+    } else if constexpr (std::is_same_v<S, detail::PooledProjectionBack<T>>) {
+      if (args.x.device.is_host()) {
+        detail::pooled_projection_back(step, p.scratch);
+      } else {
+        max_pool2d(step.pool, m, inner);
+        linear(step.lin, m, inner);
+      }
     } else if constexpr (std::is_same_v<S, LinearArgs<T>>) {
       linear(step, m, inner);
     } else if constexpr (std::is_same_v<S, MaxPool2dArgs<T>>) {

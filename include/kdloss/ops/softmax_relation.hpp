@@ -25,6 +25,7 @@
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/attention.hpp"
+#include "kdloss/ops/relation_operands.hpp"
 
 namespace kdloss {
 namespace ops {
@@ -73,64 +74,12 @@ inline constexpr const char* kSoftmaxRelationNames[3] = {"kdloss::ops::softmax_r
                                                          "kdloss::ops::softmax_relation_backward",
                                                          "kdloss::ops::softmax_relation_forward_backward"};
 
-/// The extents of a relation: B batches, N queries, N' keys, m features of theta/phi, c of g.
-struct SoftmaxRelationDims {
-  std::int64_t batch = 0, n = 0, n_keys = 0, m = 0, c = 0;
-};
+/// The softmax relation's operand rules: no empty extents, y read by backward when present, a gradient wanted.
+inline constexpr RelationRules kSoftmaxRelationRules{true, true, true};
 
 template <class T>
-SoftmaxRelationDims relation_dims(const SoftmaxRelationArgs<T>& a) {
-  return {a.theta.shape[0], a.theta.shape[1], a.phi.shape[1], a.theta.shape[2], a.g.shape[2]};
-}
-
-/// theta, phi and g: present, rank 3, consistent extents (shared by the check and the size queries).
-template <class T>
-SoftmaxRelationDims check_relation_inputs(const kdloss::detail::Checker& ck, const SoftmaxRelationArgs<T>& a) {
-  using kdloss::detail::require;
-  const char* fn = ck.fn;
-  const View<const T>* ins[3] = {&a.theta, &a.phi, &a.g};
-  const char* names[3] = {"theta", "phi", "g"};
-  for (int k = 0; k < 3; ++k) {
-    require(present(*ins[k]), fn, ": argument '", names[k], "' is absent but every mode reads it");
-    ck.rank(*ins[k], names[k], 3);
-    ck.not_null(*ins[k], names[k]);
-    ck.device(*ins[k], names[k], a.theta.device);
-  }
-  const SoftmaxRelationDims d = relation_dims(a);
-  require(a.phi.shape[0] == d.batch && a.phi.shape[2] == d.m, fn, ": argument 'phi' has shape ", a.phi.shape.str(),
-          " but 'theta' ", a.theta.shape.str(), " needs [", d.batch, ", N', ", d.m, "] (same batch and features)");
-  require(d.n >= 1, fn, ": argument 'theta' ", a.theta.shape.str(), " has no query positions (N = 0)");
-  require(d.n_keys >= 1, fn, ": argument 'phi' ", a.phi.shape.str(),
-          " has no key positions (N' = 0): the softmax over an empty set is undefined");
-  require(d.m >= 1, fn, ": arguments 'theta' ", a.theta.shape.str(), " and 'phi' ", a.phi.shape.str(),
-          " have no features (m = 0)");
-  require(a.g.shape[0] == d.batch && a.g.shape[1] == d.n_keys, fn, ": argument 'g' has shape ", a.g.shape.str(),
-          " but 'phi' ", a.phi.shape.str(), " needs [", d.batch, ", ", d.n_keys, ", c] (one value row per key)");
-  require(d.c >= 1, fn, ": argument 'g' ", a.g.shape.str(), " has no channels (c = 0)");
-  return d;
-}
-
-/// An output of `shape` on the call's device, unique, disjoint from the inputs.
-template <class T>
-void check_relation_output(const kdloss::detail::Checker& ck, const SoftmaxRelationArgs<T>& a, const View<T>& v,
-                           const char* arg, const Dims& shape) {
-  ck.not_null(v, arg);
-  ck.shape(v, arg, shape);
-  ck.device(v, arg, a.theta.device);
-  ck.unique(v, arg);
-  ck.disjoint(v, arg, a.theta, "theta");
-  ck.disjoint(v, arg, a.phi, "phi");
-  ck.disjoint(v, arg, a.g, "g");
-}
-
-template <class T>
-expr::MatOperand<const T> relation_operand(const View<const T>& v) {
-  return {v.data, v.strides[0], v.strides[1], v.strides[2]};
-}
-template <class T>
-expr::MatOperand<T> relation_output(const View<T>& v) {
-  if (absent(v)) return {};
-  return {v.data, v.strides[0], v.strides[1], v.strides[2]};
+RelationDims softmax_relation_inputs(const kdloss::detail::Checker& ck, const SoftmaxRelationArgs<T>& a) {
+  return check_relation_inputs(ck, a, kSoftmaxRelationRules);
 }
 
 /// Whether backward of `a` runs on recomputed state: y or the reserve was left out.
@@ -141,22 +90,22 @@ bool relation_recomputes(const SoftmaxRelationArgs<T>& a) {
 
 /// The fields forward and backward descriptions share: extents, q = theta, k = phi, v = g, scale.
 template <class E, class T>
-E relation_expr(const SoftmaxRelationArgs<T>& a, const SoftmaxRelationDims& d) {
+E relation_expr(const SoftmaxRelationArgs<T>& a, const RelationDims& d) {
   E e;
   e.batch = d.batch;
-  e.n_q = d.n;
-  e.n_k = d.n_keys;
-  e.d = d.m;
-  e.dv = d.c;
-  e.q = relation_operand(a.theta);
-  e.k = relation_operand(a.phi);
-  e.v = relation_operand(a.g);
+  e.n_q = d.queries;
+  e.n_k = d.keys;
+  e.d = d.embed;
+  e.dv = d.values;
+  e.q = relation_matrix(a.theta);
+  e.k = relation_matrix(a.phi);
+  e.v = relation_matrix(a.g);
   e.scale = a.options.scale;
   return e;
 }
 
 template <class T>
-expr::AttentionForward<T, acc_t<T>> relation_forward_expr(const SoftmaxRelationArgs<T>& a, const SoftmaxRelationDims& d,
+expr::AttentionForward<T, acc_t<T>> relation_forward_expr(const SoftmaxRelationArgs<T>& a, const RelationDims& d,
                                                           expr::MatOperand<T> o, acc_t<T>* lse) {
   auto f = relation_expr<expr::AttentionForward<T, acc_t<T>>>(a, d);
   f.o = o;
@@ -165,15 +114,15 @@ expr::AttentionForward<T, acc_t<T>> relation_forward_expr(const SoftmaxRelationA
 }
 
 template <class T>
-expr::AttentionBackward<T, acc_t<T>> relation_backward_expr(const SoftmaxRelationArgs<T>& a, const SoftmaxRelationDims& d,
+expr::AttentionBackward<T, acc_t<T>> relation_backward_expr(const SoftmaxRelationArgs<T>& a, const RelationDims& d,
                                                             expr::MatOperand<const T> o, const acc_t<T>* lse) {
   auto g = relation_expr<expr::AttentionBackward<T, acc_t<T>>>(a, d);
   g.o = o;
-  g.grad_o = relation_operand(a.grad_y);
+  g.grad_o = relation_matrix(a.grad_y);
   g.lse = lse;
-  g.grad_q = relation_output(a.grad_theta);
-  g.grad_k = relation_output(a.grad_phi);
-  g.grad_v = relation_output(a.grad_g);
+  g.grad_q = relation_matrix(a.grad_theta);
+  g.grad_k = relation_matrix(a.grad_phi);
+  g.grad_v = relation_matrix(a.grad_g);
   return g;
 }
 
@@ -185,7 +134,7 @@ struct RelationPlan {
 
 /// Sizes the workspace pieces of `a` in `mode`.
 template <class T>
-RelationPlan relation_plan(const SoftmaxRelationArgs<T>& a, const SoftmaxRelationDims& d, Mode mode) {
+RelationPlan relation_plan(const SoftmaxRelationArgs<T>& a, const RelationDims& d, Mode mode) {
   RelationPlan p;
   const Device dev = a.theta.device;
   const bool recompute = mode == Mode::backward && relation_recomputes(a);
@@ -199,11 +148,11 @@ RelationPlan relation_plan(const SoftmaxRelationArgs<T>& a, const SoftmaxRelatio
 }
 
 template <class T>
-std::size_t relation_plan_bytes(const RelationPlan& p, const SoftmaxRelationDims& d) {
+std::size_t relation_plan_bytes(const RelationPlan& p, const RelationDims& d) {
   using kdloss::detail::align_up;
   std::size_t bytes = align_up(p.scratch);
-  if (p.lse_in_workspace) bytes += align_up(static_cast<std::size_t>(d.batch * d.n) * sizeof(acc_t<T>));
-  if (p.y_in_workspace) bytes += align_up(static_cast<std::size_t>(d.batch * d.n * d.c) * sizeof(T));
+  if (p.lse_in_workspace) bytes += align_up(static_cast<std::size_t>(d.batch * d.queries) * sizeof(acc_t<T>));
+  if (p.y_in_workspace) bytes += align_up(static_cast<std::size_t>(d.batch * d.queries * d.values) * sizeof(T));
   return bytes;
 }
 
@@ -217,8 +166,8 @@ std::size_t relation_plan_bytes(const RelationPlan& p, const SoftmaxRelationDims
 template <class T>
 std::size_t softmax_relation_reserve_bytes(const SoftmaxRelationArgs<T>& args) {
   const kdloss::detail::Checker ck{"kdloss::ops::softmax_relation_reserve_bytes"};
-  const detail::SoftmaxRelationDims d = detail::check_relation_inputs(ck, args);
-  return kdloss::detail::align_up(static_cast<std::size_t>(d.batch * d.n) * sizeof(acc_t<T>));
+  const detail::RelationDims d = detail::softmax_relation_inputs(ck, args);
+  return kdloss::detail::align_up(static_cast<std::size_t>(d.batch * d.queries) * sizeof(acc_t<T>));
 }
 
 /// Throws kdloss::Error naming the argument and the shapes when `args` cannot run in `mode`; writes nothing.
@@ -230,46 +179,15 @@ void softmax_relation_check(const SoftmaxRelationArgs<T>& args, Mode mode) {
   using kdloss::detail::require;
   const char* fn = detail::kSoftmaxRelationNames[static_cast<int>(mode)];
   const kdloss::detail::Checker ck{fn};
-  const detail::SoftmaxRelationDims d = detail::check_relation_inputs(ck, args);
+  const detail::RelationDims d = detail::check_relation_operands(ck, args, mode, detail::kSoftmaxRelationRules);
   require(std::isfinite(args.options.scale), fn, ": argument 'options.scale' must be finite but is ",
           args.options.scale);
-  const Dims y_shape{d.batch, d.n, d.c};
-  if (writes_value(mode)) {
-    require(present(args.y), fn, ": argument 'y' is absent but ", to_string(mode), " writes it");
-    detail::check_relation_output(ck, args, args.y, "y", y_shape);
-  } else if (present(args.y)) {
-    ck.not_null(args.y, "y");
-    ck.shape(args.y, "y", y_shape);
-    ck.device(args.y, "y", args.theta.device);
-  }
   if (args.reserve.data != nullptr) {
-    const std::size_t need = kdloss::detail::align_up(static_cast<std::size_t>(d.batch * d.n) * sizeof(acc_t<T>));
+    const std::size_t need = kdloss::detail::align_up(static_cast<std::size_t>(d.batch * d.queries) * sizeof(acc_t<T>));
     require(args.reserve.bytes >= need, fn, ": argument 'reserve' has ", args.reserve.bytes,
             " bytes but this call needs ", need, " (softmax_relation_reserve_bytes)");
     require(reinterpret_cast<std::uintptr_t>(args.reserve.data) % kdloss::detail::kWorkspaceAlignment == 0, fn,
             ": argument 'reserve' must be aligned to ", kdloss::detail::kWorkspaceAlignment, " bytes");
-  }
-  if (writes_gradients(mode)) {
-    require(present(args.grad_y), fn, ": argument 'grad_y' is absent but ", to_string(mode), " reads it (dL/dy)");
-    ck.not_null(args.grad_y, "grad_y");
-    ck.shape(args.grad_y, "grad_y", y_shape);
-    ck.device(args.grad_y, "grad_y", args.theta.device);
-    if (mode == Mode::forward_backward) ck.disjoint(args.y, "y", args.grad_y, "grad_y");
-    const View<T>* grads[3] = {&args.grad_theta, &args.grad_phi, &args.grad_g};
-    const View<const T>* like[3] = {&args.theta, &args.phi, &args.g};
-    const char* names[3] = {"grad_theta", "grad_phi", "grad_g"};
-    bool any = false;
-    for (int k = 0; k < 3; ++k) {
-      if (absent(*grads[k])) continue;
-      any = true;
-      detail::check_relation_output(ck, args, *grads[k], names[k], like[k]->shape);
-      ck.disjoint(*grads[k], names[k], args.grad_y, "grad_y");
-      if (present(args.y)) ck.disjoint(*grads[k], names[k], args.y, "y");
-      for (int o = 0; o < k; ++o)
-        if (present(*grads[o])) ck.disjoint(*grads[k], names[k], *grads[o], names[o]);
-    }
-    require(any, fn, ": none of 'grad_theta', 'grad_phi', 'grad_g' is present; ", to_string(mode),
-            " needs at least one gradient to write");
   }
   kdloss::detail::require_backend<T>(fn, args.theta.device);
 }
@@ -284,7 +202,7 @@ void softmax_relation_check(const SoftmaxRelationArgs<T>& args, Mode mode) {
 template <class T>
 std::size_t softmax_relation_workspace_bytes(const SoftmaxRelationArgs<T>& args) {
   const kdloss::detail::Checker ck{"kdloss::ops::softmax_relation_workspace_bytes"};
-  const detail::SoftmaxRelationDims d = detail::check_relation_inputs(ck, args);
+  const detail::RelationDims d = detail::softmax_relation_inputs(ck, args);
   std::size_t bytes = 0;
   for (Mode mode : {Mode::forward, Mode::backward, Mode::forward_backward})
     bytes = std::max(bytes, detail::relation_plan_bytes<T>(detail::relation_plan(args, d, mode), d));
@@ -310,7 +228,7 @@ template <class T>
 void softmax_relation(const SoftmaxRelationArgs<T>& args, Mode mode, const Exec& exec = {}) {
   softmax_relation_check(args, mode);
   const char* fn = detail::kSoftmaxRelationNames[static_cast<int>(mode)];
-  const detail::SoftmaxRelationDims d = detail::relation_dims(args);
+  const detail::RelationDims d = detail::softmax_relation_inputs(kdloss::detail::Checker{fn}, args);
   if (d.batch == 0) return;
   using Acc = acc_t<T>;
   const Device dev = args.theta.device;
@@ -318,24 +236,24 @@ void softmax_relation(const SoftmaxRelationArgs<T>& args, Mode mode, const Exec&
   kdloss::detail::HostScratch host;
   void* ws = kdloss::detail::resolve_workspace(fn, dev, exec.workspace, detail::relation_plan_bytes<T>(plan, d), host);
   kdloss::detail::Carver carver(ws);
-  Acc* lse_ws = plan.lse_in_workspace ? carver.take<Acc>(static_cast<std::size_t>(d.batch * d.n)) : nullptr;
-  T* y_ws = plan.y_in_workspace ? carver.take<T>(static_cast<std::size_t>(d.batch * d.n * d.c)) : nullptr;
+  Acc* lse_ws = plan.lse_in_workspace ? carver.take<Acc>(static_cast<std::size_t>(d.batch * d.queries)) : nullptr;
+  T* y_ws = plan.y_in_workspace ? carver.take<T>(static_cast<std::size_t>(d.batch * d.queries * d.values)) : nullptr;
   void* scratch = carver.take<char>(plan.scratch);
   const std::size_t scratch_bytes = exec.workspace.data ? exec.workspace.bytes - carver.bytes() + plan.scratch
                                                         : plan.scratch;
   Acc* const kept = static_cast<Acc*>(args.reserve.data);
   Acc* const lse = plan.lse_in_workspace ? lse_ws : kept;
   if (writes_value(mode))
-    kdloss::detail::attention_forward(dev, exec, detail::relation_forward_expr(args, d, detail::relation_output(args.y), lse),
+    kdloss::detail::attention_forward(dev, exec, detail::relation_forward_expr(args, d, detail::relation_matrix(args.y), lse),
                                       scratch, scratch_bytes);
   if (!writes_gradients(mode)) return;
   expr::MatOperand<const T> o;
   if (plan.y_in_workspace) {
-    const expr::MatOperand<T> yw{y_ws, d.n * d.c, d.c, 1};
+    const expr::MatOperand<T> yw{y_ws, d.queries * d.values, d.values, 1};
     kdloss::detail::attention_forward(dev, exec, detail::relation_forward_expr(args, d, yw, lse), scratch, scratch_bytes);
-    o = {y_ws, d.n * d.c, d.c, 1};
+    o = {y_ws, d.queries * d.values, d.values, 1};
   } else {
-    o = detail::relation_operand(View<const T>(args.y));
+    o = detail::relation_matrix(View<const T>(args.y));
   }
   kdloss::detail::attention_backward(dev, exec, detail::relation_backward_expr(args, d, o, lse), scratch, scratch_bytes);
 }

@@ -236,19 +236,34 @@ std::int64_t eigen_pack_elems(std::int64_t m, std::int64_t n, std::int64_t k) {
   return m * k + k * n;
 }
 
+/// Scratch bytes with `eigen_elems` packed by the Eigen path, or the own kernels' blocks for `threads` threads.
+template <class T>
+std::size_t scratch_bytes(std::int64_t eigen_elems, int threads) {
+  std::int64_t elems = eigen_elems;
+#if KDLOSS_GEMM_OWN_KERNELS
+  elems = std::max(elems, threads * std::max(gemm_avx2::thread_elems<T>(), gemm_avx512::thread_elems<T>()));
+#else
+  (void)threads;
+#endif
+  return static_cast<std::size_t>(elems) * sizeof(T) + 64;
+}
+
 }  // namespace gemm_detail
 
 /// Bytes of scratch a host product needs (any kernel; `threads` threads).
 template <class T>
 std::size_t gemm_scratch_bytes(std::int64_t m, std::int64_t n, std::int64_t k, int threads) {
-  std::int64_t elems = gemm_detail::eigen_pack_elems<T>(m, n, k);
-#if KDLOSS_GEMM_OWN_KERNELS
-  const std::int64_t own = threads * std::max(gemm_avx2::thread_elems<T>(), gemm_avx512::thread_elems<T>());
-  elems = std::max(elems, own);
-#else
-  (void)threads;
-#endif
-  return static_cast<std::size_t>(elems) * sizeof(T) + 64;
+  return gemm_detail::scratch_bytes<T>(gemm_detail::eigen_pack_elems<T>(m, n, k), threads);
+}
+
+/// Bytes of scratch the host product g needs (any kernel; `threads` threads): as the shape-only query, but
+/// the Eigen path's packs counted only for the operands it cannot read in place (neither stride 1). A 1x1
+/// convolution's [C, H W] map is read in place, so its product no longer sizes a copy of the whole map.
+template <class T, class E>
+std::size_t gemm_scratch_bytes(const expr::Gemm<T, T, T, E>& g, int threads) {
+  using gemm_detail::eigen_mappable;
+  return gemm_detail::scratch_bytes<T>(
+      (eigen_mappable(g.a) ? 0 : g.m * g.k) + (eigen_mappable(g.b) ? 0 : g.k * g.n), threads);
 }
 
 namespace gemm_detail {

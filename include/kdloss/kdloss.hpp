@@ -25,5 +25,6 @@
 #include "kdloss/ops/max_pool.hpp"
 #include "kdloss/ops/non_local.hpp"
 #include "kdloss/ops/pooling.hpp"
+#include "kdloss/ops/roi_align.hpp"
 #include "kdloss/ops/softmax.hpp"
 #include "kdloss/ops/softmax_relation.hpp"

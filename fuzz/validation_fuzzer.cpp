@@ -789,11 +789,41 @@ void entry(Fuzz& f, int which) {
       KDF_DRIVE(ops::roi_align);
       break;
     }
+    case 30: {
+      ops::DistanceArgs<T> a;
+      a.a = f.in<T>(s.feat());
+      a.b = f.in<T>(s.feat());
+      a.options.per_item = f.fdp.ConsumeBool();
+      a.options.sum_items = f.fdp.ConsumeBool();
+      a.options.weight = f.scalar(1.0);
+      const bool one = !a.options.per_item || a.options.sum_items;
+      a.out = f.out<T>(one ? Dims{} : Dims{s.B});
+      a.grad_out = f.opt_in<T>(one ? Dims{} : Dims{s.B});
+      a.grad_a = f.out<T>(s.feat());
+      a.grad_b = f.out<T>(s.feat());
+      KDF_DRIVE(ops::distance);
+      break;
+    }
+    case 31: {
+      static const std::int64_t offsets[] = {0, 1, 3};  // 1 and 2 boxes
+      drkd::InstanceRelationPaperLossArgs<T> a;
+      a.student = f.in<T>({3, s.C, 3, 3});
+      a.teacher = f.in<T>({3, s.C, 3, 3});
+      a.boxes.offsets = host_view<const std::int64_t>(offsets, {3});
+      a.teacher_scores = f.in<T>({3});
+      a.out = f.out<T>({});
+      a.grad_out = f.opt_in<T>({});
+      a.grad_student = f.out<T>({3, s.C, 3, 3});
+      a.options.alpha = f.scalar(2.0);
+      a.options.mask_columns = f.fdp.ConsumeBool();
+      KDF_DRIVE(drkd::instance_relation_paper_loss);
+      break;
+    }
     default:
       break;
   }
 }
-constexpr int kEntries = 30;
+constexpr int kEntries = 32;
 
 /// The DLPack adapter: random DLTensor fields. Accepted: the view must describe exactly the
 /// tensor's memory (data + byte_offset, shape, strides or compact strides, device).

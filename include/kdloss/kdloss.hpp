@@ -16,6 +16,8 @@
 #include "kdloss/losses/ssim/ssim.hpp"
 #include "kdloss/ops/batch_norm.hpp"
 #include "kdloss/ops/concat_relation.hpp"
+#include "kdloss/ops/cosine_relation.hpp"
+#include "kdloss/ops/distance.hpp"
 #include "kdloss/ops/dot_relation.hpp"
 #include "kdloss/ops/relation_operands.hpp"
 #include "kdloss/ops/filter.hpp"

@@ -509,6 +509,67 @@ std::vector<Entry> entries() {
                  a.options.pool_mode = ops::RoiPoolMode::max;
                  c.call([&] { ops::roi_align(a, Mode::forward_backward); });
                }, {"grad_x", "x"}});
+  e.push_back({"ops::distance ragged items", [](Ctx& c) {
+                 static const std::int64_t offsets[] = {0, 1, 1, 2};
+                 ops::DistanceArgs<T> a;
+                 a.a = c.in<T>(kFeat, 1);
+                 a.b = c.in<T>(kFeat, 2);
+                 a.segments.offsets = kdloss::host_view<const std::int64_t>(offsets, {4});
+                 a.out = c.out<T>(kdloss::Dims{3});
+                 a.grad_a = c.grad<T>(kFeat);
+                 a.grad_b = c.out<T>(kFeat);
+                 c.call([&] { ops::distance(a, Mode::forward_backward); });
+               }, {"grad_a", "a"}});
+  e.push_back({"ops::cosine_relation", [](Ctx& c) {
+                 static const std::int64_t offsets[] = {0, 40, 64};
+                 ops::CosineRelationArgs<T> a;
+                 a.x = c.in<T>(kdloss::Dims{64, 576}, 1);
+                 a.segments.offsets = kdloss::host_view<const std::int64_t>(offsets, {3});
+                 a.out = c.out<T>(kdloss::Dims{40 * 40 + 24 * 24});
+                 a.grad_out = c.in<T>(kdloss::Dims{40 * 40 + 24 * 24}, 2);
+                 a.grad_x = c.grad<T>(kdloss::Dims{64, 576});
+                 c.call([&] { ops::cosine_relation(a, Mode::forward_backward); });
+               }, {"grad_x", "x"}});
+  e.push_back({"drkd::instance_relation_loss", [](Ctx& c) {
+                 static const std::int64_t offsets[] = {0, 40, 40, 64};
+                 const std::int64_t n = 64, C = 64, D = C * 9, I = 32;
+                 drkd::InstanceRelationLossArgs<T> a;
+                 a.student = c.in<T>(kdloss::Dims{n, C, 3, 3}, 1);
+                 a.teacher = c.in<T>(kdloss::Dims{n, C, 3, 3}, 2);
+                 a.boxes.offsets = kdloss::host_view<const std::int64_t>(offsets, {4});
+                 const auto rel = [&](std::uint32_t seed) {
+                   const double k = 0.05;
+                   return drkd::ObjectRelationParams<T>{
+                       c.in<T>(kdloss::Dims{I, D}, seed, -k, k),     c.in<T>(kdloss::Dims{I}, seed + 1, -k, k),
+                       c.in<T>(kdloss::Dims{I, D}, seed + 2, -k, k), c.in<T>(kdloss::Dims{I}, seed + 3, -k, k),
+                       c.in<T>(kdloss::Dims{I, D}, seed + 4, -k, k), c.in<T>(kdloss::Dims{I}, seed + 5, -k, k),
+                       c.in<T>(kdloss::Dims{D, I}, seed + 6, -k, k), c.in<T>(kdloss::Dims{D}, seed + 7, -k, k)};
+                 };
+                 a.student_relation = rel(10);
+                 a.teacher_relation = rel(20);
+                 a.student_filter = {c.in<T>(kdloss::Dims{n, D}, 30, -0.05, 0.05), c.in<T>(kdloss::Dims{n}, 31)};
+                 a.teacher_filter = {c.in<T>(kdloss::Dims{n, D}, 32, -0.05, 0.05), c.in<T>(kdloss::Dims{n}, 33)};
+                 a.relation_adapt_weight = c.in<T>(kdloss::Dims{C, C}, 40, -0.1, 0.1);
+                 a.feature_adapt_weight = c.in<T>(kdloss::Dims{C, C}, 41, -0.1, 0.1);
+                 a.out = c.out<T>(kdloss::Dims{});
+                 a.grad_student = c.grad<T>(kdloss::Dims{n, C, 3, 3});
+                 a.grad_student_relation.theta_weight = c.out<T>(kdloss::Dims{I, D});
+                 a.grad_teacher_relation.W_weight = c.out<T>(kdloss::Dims{D, I});
+                 a.grad_relation_adapt_weight = c.out<T>(kdloss::Dims{C, C});
+                 c.call([&] { drkd::instance_relation_loss(a, Mode::forward_backward); });
+               }, {"grad_student", "student"}});
+  e.push_back({"drkd::instance_relation_paper_loss", [](Ctx& c) {
+                 static const std::int64_t offsets[] = {0, 40, 64};
+                 drkd::InstanceRelationPaperLossArgs<T> a;
+                 a.student = c.in<T>(kdloss::Dims{64, 64, 3, 3}, 1);
+                 a.teacher = c.in<T>(kdloss::Dims{64, 64, 3, 3}, 2);
+                 a.boxes.offsets = kdloss::host_view<const std::int64_t>(offsets, {3});
+                 a.teacher_scores = c.in<T>(kdloss::Dims{64}, 3, 0.0, 1.0);
+                 a.out = c.out<T>(kdloss::Dims{});
+                 a.grad_student = c.grad<T>(kdloss::Dims{64, 64, 3, 3});
+                 a.options.alpha = 30.0;
+                 c.call([&] { drkd::instance_relation_paper_loss(a, Mode::forward_backward); });
+               }, {"grad_student", "student"}});
   return e;
 }
 

@@ -13,10 +13,10 @@
 // Composite (core/entry.hpp shape): GloreRelationLossArgs, glore_relation_loss_check,
 // glore_relation_loss_workspace_bytes, glore_relation_loss(args, mode, exec) and the wrappers
 // glore_relation_loss_forward / _backward / _forward_backward. It runs ops::glore twice, ops::linear once
-// and the Frobenius norm of ops/norm.hpp through backend/dispatch, all in ONE caller workspace:
+// and the Frobenius distance ops::distance once, all in ONE caller workspace:
 //
-//   [norm slot (GPU)] [GloRe_S(S)] [A = adapter(GloRe_S(S))] [GloRe_T(T)] [GloRe_S state] [GloRe_T state]
-//   (gradient modes) [dL/dA] [dL/dGloRe_T(T)] [dL/dGloRe_S(S)]   [reduction partials (GPU)]
+//   [GloRe_S(S)] [A = adapter(GloRe_S(S))] [GloRe_T(T)] [GloRe_S state] [GloRe_T state]
+//   (gradient modes) [dL/dA] [dL/dGloRe_T(T)] [dL/dGloRe_S(S)]   [ops::distance's workspace]
 //   [scratch: max of the two ops::glore calls and the ops::linear call]
 //
 // No reserve: backward recomputes the forward into the workspace (forward_backward is the call training
@@ -36,9 +36,9 @@
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/ops/distance.hpp"
 #include "kdloss/ops/glore.hpp"
 #include "kdloss/ops/linear.hpp"
-#include "kdloss/ops/norm.hpp"
 
 namespace kdloss {
 namespace drkd {
@@ -158,31 +158,6 @@ inline constexpr EntryNames kGloreRelationNames{"kdloss::drkd::glore_relation_lo
                                                 "kdloss::drkd::glore_relation_loss_backward",
                                                 "kdloss::drkd::glore_relation_loss_forward_backward"};
 
-/// The reduced sum of squares -> the norm kept in double (for the gradient pass) and weight * norm as the value.
-struct WeightedNormFinal {
-  double weight = 1.0;
-  double* keep = nullptr;
-  KDLOSS_HOST_DEVICE double operator()(double total) const {
-    const double norm = ops::SqrtFinal{keep}(total);
-    return weight * norm;
-  }
-};
-
-/// dA = (A - G_T) * weight * upstream / norm (0 * upstream where the norm is exactly 0, PyTorch's norm
-/// backward), and dG_T = -dA.
-template <class T>
-struct NormGapGrad {
-  const double* norm;
-  ops::ScalarUpstream<T> upstream;  // absent in forward_backward: 1
-  double weight;
-  template <class A, class G, class DA, class DG>
-  KDLOSS_HOST_DEVICE void operator()(const A& a, const G& gt, DA& da, DG& dgt) const {
-    using S = math::scalar_t<DA>;
-    da = (a - gt) * ops::norm_backward_scale(*norm, upstream.template get<S>(), weight);
-    dgt = -da;
-  }
-};
-
 template <class T>
 bool any_present(const GloreUnitGrads<T>& g) {
   return present(g.state_weight) || present(g.state_bias) || present(g.proj_weight) || present(g.proj_bias) ||
@@ -227,16 +202,14 @@ bool needs_student_chain(const GloreRelationLossArgs<T>& a) {
   return present(a.grad_student) || any_present(a.grad_student_glore);
 }
 
-/// The buffers of one call in `mode`, carved from `base` (null: sizes only). The norm slot comes first:
-/// workspace memory on a GPU, where the gradient pass reads it, a member on the host.
+/// The buffers of one call in `mode`, carved from `base` (null: sizes only).
 template <class T>
 struct GloreRelationPlan {
-  ::kdloss::detail::ScalarSlots<1> norm;
-  GloreRelationPlan(Carver& c, Device dev) : norm(c, dev) {}
   T *gs = nullptr, *adapted = nullptr, *gt = nullptr, *da = nullptr, *dgt = nullptr, *dgs = nullptr;
   void *state_s = nullptr, *state_t = nullptr;
   std::size_t state_s_bytes = 0, state_t_bytes = 0;
-  double* partials = nullptr;
+  void* dist = nullptr;  // ops::distance's workspace (the norm kept between its passes)
+  std::size_t dist_bytes = 0;
   void* scratch = nullptr;
   std::size_t scratch_bytes = 0, total = 0;
 };
@@ -272,7 +245,7 @@ GloreRelationPlan<T> plan(const GloreRelationLossArgs<T>& a, Mode mode, void* ba
   const Device dev = a.student.device;
   const auto ns = static_cast<std::size_t>(a.student.numel()), nt = static_cast<std::size_t>(a.teacher.numel());
   Carver c(base);
-  GloreRelationPlan<T> p(c, dev);
+  GloreRelationPlan<T> p;
   p.gs = c.take<T>(ns);
   p.adapted = c.take<T>(nt);
   p.gt = c.take<T>(nt);
@@ -287,7 +260,11 @@ GloreRelationPlan<T> plan(const GloreRelationLossArgs<T>& a, Mode mode, void* ba
     p.dgt = c.take<T>(nt);
     p.dgs = c.take<T>(ns);
   }
-  p.partials = ::kdloss::detail::carve_reduction(c, dev, a.teacher.numel());
+  ops::DistanceArgs<T> q;
+  q.a = a.teacher;  // the shape and device of A and G_T
+  q.b = a.teacher;
+  p.dist_bytes = ops::distance_workspace_bytes(q);
+  p.dist = c.take<unsigned char>(p.dist_bytes);
   // The ops' scratch, every mode's largest (the units' queries see a reserve: the state lives above).
   ops::GloreArgs<T> qs = us, qt = ut;
   if (needs_student_chain(a)) qs.grad_x = a.grad_student;  // as the backward call passes it
@@ -439,7 +416,8 @@ void glore_relation_loss_check(const GloreRelationLossArgs<T>& a, Mode mode) {
 
 /// Workspace bytes of glore_relation_loss on these arguments, enough for every mode: the three maps
 /// GloRe_S(S), A and GloRe_T(T), both units' state (ops::glore_reserve_bytes), in gradient modes three
-/// more maps, the norm slot and reduction partials on a GPU, and the largest scratch of the ops it runs.
+/// more maps, ops::distance's workspace (the norm, GPU reduction partials), and the largest scratch of the ops
+/// it runs.
 ///
 ///   kdloss::drkd::GloreRelationLossArgs<float> args;   // filled in as in GloreRelationLossArgs's example
 ///   std::size_t bytes = kdloss::drkd::glore_relation_loss_workspace_bytes(args);
@@ -467,8 +445,6 @@ void glore_relation_loss(const GloreRelationLossArgs<T>& a, Mode mode, const Exe
   void* ws = ::kdloss::detail::resolve_workspace(fn, dev, exec.workspace, need, host);
   detail::GloreRelationPlan<T> p = detail::plan(a, mode, ws);
   const Exec inner{{p.scratch_bytes ? p.scratch : nullptr, p.scratch_bytes}, exec.stream, exec.blas};
-  double* norm = p.norm.get();  // the norm between the passes
-  using Acc = acc_t<T>;
 
   // forward of both units (state kept in the workspace) and of the adapter
   ops::GloreArgs<T> us = detail::unit_args(a.student, a.student_glore, a.grad_student_glore, a.options);
@@ -487,24 +463,21 @@ void glore_relation_loss(const GloreRelationLossArgs<T>& a, Mode mode, const Exe
   ops::glore(ut, Mode::forward, inner);
   ops::linear(detail::adapter_args(a, p, Mode::forward), Mode::forward, inner);
 
-  const View<const T> adapted = detail::map_over<const T>(p.adapted, a.teacher.shape, dev);
-  const View<const T> gt = detail::map_over<const T>(p.gt, a.teacher.shape, dev);
-  if (writes_value(mode))  // out = weight * norm; the norm itself stays in the slot
-    ::kdloss::detail::transform_reduce<Acc>(dev, exec.stream, a.teacher.shape, ops::SquaredDifference{},
-                                            std::tuple{adapted, gt}, std::tuple<>{}, p.partials,
-                                            detail::WeightedNormFinal{a.options.weight, norm}, a.out.data);
-  else
-    ::kdloss::detail::transform_reduce<Acc>(dev, exec.stream, a.teacher.shape, ops::SquaredDifference{},
-                                            std::tuple{adapted, gt}, std::tuple<>{}, p.partials, ops::SqrtFinal{},
-                                            norm);
+  // out = weight * ||A - G_T||_F; in gradient modes dL/dA and dL/dG_T = -dL/dA (ops::distance)
+  ops::DistanceArgs<T> d;
+  d.a = detail::map_over<const T>(p.adapted, a.teacher.shape, dev);
+  d.b = detail::map_over<const T>(p.gt, a.teacher.shape, dev);
+  d.options.weight = a.options.weight;
+  if (writes_value(mode)) d.out = a.out;
+  if (mode == Mode::backward) d.grad_out = a.grad_out;
+  if (writes_gradients(mode)) {
+    d.grad_a = detail::map_over(p.da, a.teacher.shape, dev);
+    d.grad_b = detail::map_over(p.dgt, a.teacher.shape, dev);
+  }
+  ops::distance(d, mode, Exec{{p.dist, p.dist_bytes}, exec.stream, exec.blas});
   if (!writes_gradients(mode)) return;
 
-  // dL/dA and dL/dG_T, then back through the adapter and both units
-  const detail::NormGapGrad<T> grad{norm, ops::ScalarUpstream<T>{mode == Mode::backward ? a.grad_out.data : nullptr},
-                                    a.options.weight};
-  ::kdloss::detail::transform<Acc>(dev, exec.stream, a.teacher.shape, grad, std::tuple{adapted, gt},
-                                   std::tuple{detail::map_over(p.da, a.teacher.shape, dev),
-                                              detail::map_over(p.dgt, a.teacher.shape, dev)});
+  // back through the adapter and both units
   const ops::LinearArgs<T> lb = detail::adapter_args(a, p, Mode::backward);
   if (present(lb.grad_x) || present(lb.grad_weight) || present(lb.grad_bias)) ops::linear(lb, Mode::backward, inner);
   if (detail::needs_student_chain(a)) {

@@ -3,3 +3,4 @@
 #pragma once
 
 #include "kdloss/losses/detr/matched_losses.hpp"
+#include "kdloss/losses/detr/matching_cost.hpp"

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kdloss/losses/detr/detr.hpp"
+#include "ops/boxes_gpu.hpp"
 #include "reference/losses/detr/elements.hpp"
 #include "support/test_support.hpp"
 
@@ -253,4 +254,22 @@ TEST_CASE("detr matched losses: bad assignments and shapes name the argument, ou
   b.out_l1 = {};
   kdloss_test::expect_error([&] { detr::matched_box_loss(b, Mode::forward); },
                             "no term asked: pass 'out_l1' and/or 'out_giou'", untouched);
+}
+
+KDLOSS_GPU_TEST("detr::matched_class_loss: CPU and GPU agree (soft BCE and focal; float and double)") {
+#if KDLOSS_TEST_CUDA
+  const ClassCase c;
+  for (bool focal : {false, true})
+    for (int dtype = 0; dtype < 2; ++dtype) {
+      detr::MatchedClassLossOptions o;
+      if (focal) o.kind = detr::MatchedClassLossOptions::Kind::focal;
+      const auto cpu = run_class(c, c.logits, false, o);
+      const auto gpu = kdloss_test::matched_class_loss_on_gpu(dtype, c.logits, c.B, c.Q, c.C, c.probs, c.pred_rows,
+                                                              c.target_rows, focal);
+      const double tol = dtype == 1 ? 1e-12 : 1e-5;
+      REQUIRE(gpu.size() == 1 + cpu.grad.size());
+      CHECK(gpu[0] == doctest::Approx(cpu.loss).epsilon(tol));
+      check_close(std::vector<double>(gpu.begin() + 1, gpu.end()), cpu.grad, tol, tol);
+    }
+#endif
 }

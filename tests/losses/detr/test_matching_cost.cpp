@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kdloss/losses/detr/detr.hpp"
+#include "ops/boxes_gpu.hpp"
 #include "reference/losses/detr/matching_cost.hpp"
 #include "support/test_support.hpp"
 
@@ -191,4 +192,25 @@ TEST_CASE("detr::matching_cost: bad input names the argument and the shapes, out
   a.target_probs = host_view<const double>(x.probs.data(), {x.T, 4});
   kdloss_test::expect_error([&] { detr::matching_cost(a); }, "argument 'target_probs' has shape [7, 4] but expected [7, 5]",
                             untouched);
+}
+
+KDLOSS_GPU_TEST("detr::matching_cost: CPU and GPU agree for the four presets (float and double)") {
+#if KDLOSS_TEST_CUDA
+  const Batch x;
+  const detr::MatchingCostOptions presets[4] = {detr::MatchingCostOptions::detr(),
+                                                detr::MatchingCostOptions::deformable_detr(),
+                                                detr::MatchingCostOptions::mmdet_hungarian(),
+                                                detr::MatchingCostOptions::detrdistill()};
+  for (int k = 0; k < 4; ++k)
+    for (int dtype = 0; dtype < 2; ++dtype) {
+      const auto& o = presets[k];
+      const auto& tb = o.target_in_pixels ? x.tpixel : x.tnorm;
+      const auto want = kdloss_ref::detr::matching_cost(x.logits, x.boxes, x.B, x.Q, x.C, x.probs, x.labels, tb,
+                                                        x.offsets, o.target_in_pixels ? x.sizes : std::vector<double>{},
+                                                        x.tmax, spec_of(o));
+      const auto got = kdloss_test::matching_cost_on_gpu(dtype, k, x.logits, x.boxes, x.B, x.Q, x.C, x.probs, x.labels,
+                                                         tb, x.offsets, x.sizes, x.tmax);
+      check_close(got, want, dtype == 1 ? 1e-12 : 1e-5, dtype == 1 ? 1e-12 : 1e-5);
+    }
+#endif
 }

@@ -273,3 +273,25 @@ KDLOSS_GPU_TEST("detr::matched_class_loss: CPU and GPU agree (soft BCE and focal
     }
 #endif
 }
+
+TEST_CASE("detr::matched_class_loss: out_elementwise holds every element's loss (torchvision's reduction none)") {
+  const ClassCase c;
+  std::vector<double> elems(c.logits.size(), -1.0);
+  double loss = 0;
+  detr::MatchedClassLossArgs<double> a;
+  a.logits = host_view<const double>(c.logits.data(), {c.B, c.Q, c.C});
+  a.target_probs = host_view<const double>(c.probs.data(), {c.T, c.C});
+  a.pred_rows = host_view<const std::int64_t>(c.pred_rows.data(), {4});
+  a.target_rows = host_view<const std::int64_t>(c.target_rows.data(), {4});
+  a.out = host_scalar(&loss);
+  a.out_elementwise = host_view(elems.data(), {c.B, c.Q, c.C});
+  a.options.kind = detr::MatchedClassLossOptions::Kind::focal;
+  a.options.normalizer = detr::Normalizer{detr::Normalizer::Kind::sum};
+  detr::matched_class_loss(a, Mode::forward);
+  double s = 0;
+  for (double v : elems) s += v;
+  CHECK(s == doctest::Approx(loss).epsilon(1e-14));
+  // element (row 1, class 0) is matched to target row 2: torchvision's per-element focal
+  CHECK(elems[3] == doctest::Approx(kdloss_ref::detr::focal(c.logits[3], c.probs[6], 0.25, 2.0)).epsilon(1e-13));
+  CHECK(elems[0] == doctest::Approx(kdloss_ref::detr::focal(c.logits[0], 0.0, 0.25, 2.0)).epsilon(1e-13));
+}

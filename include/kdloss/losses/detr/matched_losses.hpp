@@ -157,6 +157,8 @@ struct ClassFn {
   const T* grad_out;           // backward: the upstream gradient (one element); null: 1
   T* grad;                     // [B, Q, C] (strides gb, gq, gc) or null
   std::int64_t gb, gq, gc;
+  T* elem;  // [B, Q, C] per-element losses (unweighted, unnormalised) or null
+  std::int64_t eb, eq, ec;
   KDLOSS_HOST_DEVICE double operator()(std::int64_t e) const {
     using A = acc_t<T>;
     const std::int64_t c = e % classes, row = e / classes, q = row % queries, b = row / queries;
@@ -166,6 +168,7 @@ struct ClassFn {
     const A z = load_as<A>(logits + b * sb + q * sq + c * sc);
     A g;
     const A v = class_term(z, t, focal, A(alpha), A(gamma), &g);
+    if (elem) store_as(elem + b * eb + q * eq + c * ec, v);
     if (grad) {
       const A up = grad_out ? load_as<A>(grad_out) : A(1);
       store_as(grad + b * gb + q * gq + c * gc, g * A(scale) * up);
@@ -296,7 +299,8 @@ struct MatchedClassLossOptions {
 ///   args.grad_logits = kdloss::host_view(grad, {1, 2, 3});
 ///   kdloss::detr::matched_class_loss(args, kdloss::Mode::forward_backward);
 /// Fields: logits [B, Q, C]; target_probs [T, C] or target_labels [T] (exactly one); pred_rows, target_rows
-/// [K] int64; out (one element); grad_out (backward); grad_logits [B, Q, C]; options.
+/// [K] int64; out (one element); out_elementwise (optional [B, Q, C]: every element's loss l(z, t), before
+/// the weight and the normaliser; forward modes); grad_out (backward); grad_logits [B, Q, C]; options.
 template <class T>
 struct MatchedClassLossArgs {
   View<const T> logits{};
@@ -304,6 +308,7 @@ struct MatchedClassLossArgs {
   View<const std::int64_t> target_labels{};
   View<const std::int64_t> pred_rows{}, target_rows{};
   View<T> out{};
+  View<T> out_elementwise{};
   View<const T> grad_out{};
   View<T> grad_logits{};
   MatchedClassLossOptions options{};
@@ -353,6 +358,15 @@ void matched_class_loss_check(const MatchedClassLossArgs<T>& a, Mode mode) {
     ck.device(a.out, "out", dev);
     ck.disjoint(a.out, "out", a.logits, "logits");
     ck.disjoint(a.out, "out", a.target_probs, "target_probs");
+    if (present(a.out_elementwise)) {
+      ck.not_null(a.out_elementwise, "out_elementwise");
+      ck.shape(a.out_elementwise, "out_elementwise", a.logits.shape);
+      ck.device(a.out_elementwise, "out_elementwise", dev);
+      ck.unique(a.out_elementwise, "out_elementwise");
+      ck.disjoint(a.out_elementwise, "out_elementwise", a.logits, "logits");
+      ck.disjoint(a.out_elementwise, "out_elementwise", a.target_probs, "target_probs");
+      ck.disjoint(a.out_elementwise, "out_elementwise", a.out, "out");
+    }
   }
   if (writes_gradients(mode)) {
     if (mode == Mode::backward) d::check_scalar_upstream(ck, a.grad_out, dev);
@@ -365,7 +379,10 @@ void matched_class_loss_check(const MatchedClassLossArgs<T>& a, Mode mode) {
     ck.disjoint(a.grad_logits, "grad_logits", a.logits, "logits");
     ck.disjoint(a.grad_logits, "grad_logits", a.target_probs, "target_probs");
     ck.disjoint(a.grad_logits, "grad_logits", a.grad_out, "grad_out");
-    if (writes_value(mode)) ck.disjoint(a.grad_logits, "grad_logits", a.out, "out");
+    if (writes_value(mode)) {
+      ck.disjoint(a.grad_logits, "grad_logits", a.out, "out");
+      ck.disjoint(a.grad_logits, "grad_logits", a.out_elementwise, "out_elementwise");
+    }
   }
   kdloss::detail::require_backend<T>(ck.fn, dev);
 }
@@ -428,7 +445,15 @@ void matched_class_loss(const MatchedClassLossArgs<T>& a, Mode mode, const Exec&
                   writes_gradients(mode) ? a.grad_logits.data : nullptr,
                   writes_gradients(mode) ? a.grad_logits.stride(0) : 0,
                   writes_gradients(mode) ? a.grad_logits.stride(1) : 0,
-                  writes_gradients(mode) ? a.grad_logits.stride(2) : 0};
+                  writes_gradients(mode) ? a.grad_logits.stride(2) : 0,
+                  nullptr,
+                  0,
+                  0,
+                  0};
+  if (writes_value(mode) && present(a.out_elementwise)) {
+    f.elem = a.out_elementwise.data;
+    f.eb = a.out_elementwise.stride(0), f.eq = a.out_elementwise.stride(1), f.ec = a.out_elementwise.stride(2);
+  }
   if (writes_value(mode))
     kdloss::detail::box_index_sum<T>(dev, exec.stream, rows * C, 16, f, partials, kdloss::detail::Scale{scale},
                                      a.out.data);

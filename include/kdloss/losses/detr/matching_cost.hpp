@@ -371,6 +371,7 @@ void matching_cost_check(const MatchingCostArgs<T>& a, Mode mode = Mode::forward
 ///   std::size_t bytes = kdloss::detr::matching_cost_workspace_bytes(args);
 template <class T>
 std::size_t matching_cost_workspace_bytes(const MatchingCostArgs<T>& a) {
+  matching_cost_check(a);  // the product sizes read the offsets: validate them first
   kdloss::detail::Carver c;
   const auto k = a.options.class_cost;
   using Kind = MatchingCostOptions::ClassCost;

@@ -13,11 +13,13 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "kdloss/backend/dispatch_boxes.hpp"
 #include "kdloss/core/convert.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/math.hpp"
+#include "kdloss/core/ragged.hpp"
 #include "kdloss/core/types.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
@@ -229,6 +231,40 @@ void check_grad_pair(const Checker& ck, const View<T>& g, const char* arg, const
                      const char* like_arg) {
   check_output(ck, g, arg, like.shape, like);
   ck.disjoint(g, arg, like, like_arg);
+}
+
+/// An assignment of K pairs (pred_rows into [0, rows), target_rows into [0, targets)): shapes and device;
+/// in host memory also the ranges and that each prediction row appears at most once (device indices
+/// cannot be read during validation: a device pass skips pairs out of range).
+inline void check_matched_pairs(const Checker& ck, const View<const std::int64_t>& pred_rows,
+                             const View<const std::int64_t>& target_rows, std::int64_t rows, std::int64_t targets,
+                             Device device) {
+  kdloss::detail::check_index_view(ck, pred_rows, "pred_rows", 1);
+  kdloss::detail::check_index_view(ck, target_rows, "target_rows", 1);
+  ck.same_shape(pred_rows, "pred_rows", target_rows, "target_rows");
+  ck.device(pred_rows, "pred_rows", device);
+  ck.device(target_rows, "target_rows", device);
+  const bool readable = device.is_host();
+  std::vector<bool> seen(readable ? static_cast<std::size_t>(rows) : 0, false);
+  for (std::int64_t k = 0; readable && k < pred_rows.numel(); ++k) {
+    const std::int64_t r = pred_rows(k), t = target_rows(k);
+    require(r >= 0 && r < rows, ck.fn, ": argument 'pred_rows' has ", r, " at pair ", k, ", outside [0, ", rows,
+            ") (rows b * Q + q of the predictions)");
+    require(t >= 0 && t < targets, ck.fn, ": argument 'target_rows' has ", t, " at pair ", k, ", outside [0, ",
+            targets, ") (rows of the packed targets)");
+    require(!seen[static_cast<std::size_t>(r)], ck.fn, ": argument 'pred_rows' lists row ", r,
+            " twice; an assignment matches each prediction at most once");
+    seen[static_cast<std::size_t>(r)] = true;
+  }
+}
+
+/// Labels of [T] in [0, classes) when they are in host memory (device labels are checked by the pass).
+inline void check_labels(const Checker& ck, const View<const std::int64_t>& labels, const char* arg,
+                         std::int64_t classes, const char* classes_of) {
+  const bool readable = labels.device.is_host();
+  for (std::int64_t t = 0; readable && t < labels.numel(); ++t)
+    require(labels(t) >= 0 && labels(t) < classes, ck.fn, ": argument '", arg, "' has ", labels(t), " at row ", t,
+            ", outside the C = ", classes, " classes of '", classes_of, "'");
 }
 
 inline constexpr const char* kConvertNames[3] = {"kdloss::ops::box_convert", "kdloss::ops::box_convert_backward",

@@ -86,27 +86,11 @@ struct ScatterMatch {
   }
 };
 
-/// Host validation of an assignment: K pairs, ranges, each prediction row at most once.
+/// An assignment's checks (ops::boxes_detail::check_matched_pairs, shared with other users of pairs).
 inline void check_assignment(const Checker& ck, const View<const std::int64_t>& pred_rows,
                              const View<const std::int64_t>& target_rows, std::int64_t rows, std::int64_t targets,
                              Device device) {
-  kdloss::detail::check_index_view(ck, pred_rows, "pred_rows", 1);
-  kdloss::detail::check_index_view(ck, target_rows, "target_rows", 1);
-  ck.same_shape(pred_rows, "pred_rows", target_rows, "target_rows");
-  ck.device(pred_rows, "pred_rows", device);
-  ck.device(target_rows, "target_rows", device);
-  if (!device.is_host()) return;  // device indices: out-of-range pairs are skipped
-  std::vector<bool> seen(static_cast<std::size_t>(rows), false);
-  for (std::int64_t k = 0; k < pred_rows.numel(); ++k) {
-    const std::int64_t r = pred_rows(k), t = target_rows(k);
-    require(r >= 0 && r < rows, ck.fn, ": argument 'pred_rows' has ", r, " at pair ", k, ", outside [0, ", rows,
-            ") (rows b * Q + q of the predictions)");
-    require(t >= 0 && t < targets, ck.fn, ": argument 'target_rows' has ", t, " at pair ", k, ", outside [0, ",
-            targets, ") (rows of the packed targets)");
-    require(!seen[static_cast<std::size_t>(r)], ck.fn, ": argument 'pred_rows' lists row ", r,
-            " twice; an assignment matches each prediction at most once");
-    seen[static_cast<std::size_t>(r)] = true;
-  }
+  ops::boxes_detail::check_matched_pairs(ck, pred_rows, target_rows, rows, targets, device);
 }
 
 /// BCE with logits, log1p form: max(z, 0) - z t + log(1 + exp(-|z|)).
@@ -149,7 +133,7 @@ struct ClassFn {
   std::int64_t sb, sq, sc, queries, classes;
   const T* probs;  // [T, C] soft targets, or null
   std::int64_t pt, pc;
-  const std::int64_t* labels;  // [T] one-hot labels (a label outside [0, C) is background), or null
+  const std::int64_t* labels;  // [T] one-hot labels (a label outside 0..C-1 is background), or null
   std::int64_t ls;
   const std::int64_t* match;  // [B * Q]: the target row of each prediction row, -1 when unmatched
   bool focal;
@@ -475,8 +459,8 @@ struct MatchedBoxLossOptions {
 };
 
 /// The arguments of one detr::matched_box_loss call:
-///   out_l1   = l1_weight   * sum_k |pred[pred_rows[k]] - target[target_rows[k]]|_1 / divisor
-///   out_giou = giou_weight * sum_k (1 - GIoU(xyxy(pred) * f, xyxy(target) * f)) / divisor
+/// out_l1 = l1_weight * sum_k |pred[pred_rows[k]] - target[target_rows[k]]|_1 / divisor and
+/// out_giou = giou_weight * sum_k (1 - GIoU(xyxy(pred) * f, xyxy(target) * f)) / divisor,
 /// with f = (w, h, w, h) of the pair's image when `sizes` [B, 2] (height, width) is present (mmdet's
 /// pixel GIoU), else 1. Either output may be left absent (that term is then not computed).
 ///

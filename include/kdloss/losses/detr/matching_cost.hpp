@@ -16,7 +16,7 @@
 // are first divided by (w, h, w, h), as mmdet normalises gt_bboxes. -GIoU in pixel xyxy when `sizes` is
 // present (mmdet's IoUCost), else in normalised xyxy (DETR). A term whose weight is 0 is left out.
 //
-// Targets are ragged: the packed rows of all images, image b owning rows [offsets[b], offsets[b + 1]).
+// Targets are ragged: the packed rows of all images, image b owning rows offsets[b] to offsets[b + 1] - 1.
 // Columns j >= n_b of image b are set to options.padding_value. On the GPU the class term soft_bce
 // needs Exec::blas (cuBLAS) and the offsets are carried in the kernel's arguments (at most 64 images).
 #pragma once
@@ -333,10 +333,7 @@ void matching_cost_check(const MatchingCostArgs<T>& a, Mode mode = Mode::forward
       kdloss::detail::check_index_view(ck, a.target_labels, "target_labels", 1);
       ck.shape(a.target_labels, "target_labels", Dims{T_all});
       ck.device(a.target_labels, "target_labels", dev);
-      if (dev.is_host())
-        for (std::int64_t t = 0; t < T_all; ++t)
-          require(a.target_labels(t) >= 0 && a.target_labels(t) < C, ck.fn, ": argument 'target_labels' has ",
-                  a.target_labels(t), " at row ", t, ", outside the C = ", C, " classes of 'pred_logits'");
+      od::check_labels(ck, a.target_labels, "target_labels", C, "pred_logits");
     }
   }
   const bool needs_sizes = o.target_in_pixels && (o.bbox_weight != 0 || o.giou_weight != 0);
@@ -423,14 +420,15 @@ void matching_cost(const MatchingCostArgs<T>& a, Mode mode = Mode::forward, cons
   f.target = a.target_boxes.data, f.tr = a.target_boxes.stride(0), f.tk = a.target_boxes.stride(1);
   if (present(a.sizes)) f.sizes = a.sizes.data, f.szb = a.sizes.stride(0), f.szk = a.sizes.stride(1);
   f.out = a.out.data, f.ob = a.out.stride(0), f.oq = a.out.stride(1), f.ot = a.out.stride(2);
-  if (dev.is_host()) f.host_offsets = a.targets.offsets.data;  // contiguity not assumed below
+  // the offsets: in the functor's arguments (any device; a GPU call has at most kMaxGpuImages images,
+  // checked above), or behind a host pointer for a larger host batch
   std::vector<std::int64_t> host_off;
-  if (dev.is_host() && a.targets.offsets.stride(0) != 1) {
+  if (B <= cd::kMaxGpuImages) {
+    for (std::int64_t b = 0; b <= B; ++b) f.offsets[b] = a.targets.offsets(b);
+  } else {
     for (std::int64_t b = 0; b <= B; ++b) host_off.push_back(a.targets.offsets(b));
     f.host_offsets = host_off.data();
   }
-  if (!dev.is_host())
-    for (std::int64_t b = 0; b <= B; ++b) f.offsets[b] = a.targets.offsets(b);
   f.class_cost = cls ? static_cast<int>(o.class_cost) : 0;
   f.wc = o.class_weight, f.wb = o.bbox_weight, f.wg = o.giou_weight;
   f.alpha = o.alpha, f.gamma = o.gamma, f.feps = o.focal_eps, f.pad = o.padding_value;

@@ -132,13 +132,15 @@ kdloss::detr::Normalizer normalizer(int kind, double value, bool clamp, bool eps
 }
 
 void matched_class_loss(py::handle logits, py::handle probs, const IntArg& labels, const IntArg& pred_rows,
-                        const IntArg& target_rows, py::handle out, py::handle grad_logits, bool focal, double alpha,
+                        const IntArg& target_rows, py::handle out, py::handle elementwise, py::handle grad_logits,
+                        bool focal, double alpha,
                         double gamma, double weight, int norm_kind, double norm_value, bool norm_clamp,
                         bool norm_eps) {
   const char* fn = "kdloss_torch.detr.matched_class_loss";
   const kt::Arg z = kt::tensor_arg(logits, fn, "logits"), p = kt::tensor_arg(probs, fn, "target_probs", true),
-                o = kt::tensor_arg(out, fn, "out"), g = kt::tensor_arg(grad_logits, fn, "grad_logits", true);
-  same_dtypes(fn, {z, p, o, g});
+                o = kt::tensor_arg(out, fn, "out"), e = kt::tensor_arg(elementwise, fn, "out_elementwise", true),
+                g = kt::tensor_arg(grad_logits, fn, "grad_logits", true);
+  same_dtypes(fn, {z, p, o, e, g});
   kt::dispatch(fn, z, [&](auto tag) {
     using T = typename decltype(tag)::type;
     kdloss::detr::MatchedClassLossArgs<T> a;
@@ -148,6 +150,7 @@ void matched_class_loss(py::handle logits, py::handle probs, const IntArg& label
     a.pred_rows = int_view(pred_rows, z.device);
     a.target_rows = int_view(target_rows, z.device);
     a.out = o.out<T>();
+    a.out_elementwise = e.out<T>();
     a.grad_logits = g.out<T>();
     a.options.kind = focal ? kdloss::detr::MatchedClassLossOptions::Kind::focal
                            : kdloss::detr::MatchedClassLossOptions::Kind::soft_bce;

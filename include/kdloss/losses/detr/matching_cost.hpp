@@ -204,8 +204,10 @@ struct PairCostFn {
         cost += -A(wc) * exp(z - A(row[b * queries + i]));
       } else {
         const A p = A(1) / (A(1) + exp(-z)), eps = A(feps), al = A(alpha), g = A(gamma);
-        const A neg = (A(1) - al) * pow(p, g) * (-log(A(1) - p + eps));
-        const A pos = al * pow(A(1) - p, g) * (-log(p + eps));
+        const bool two = gamma == 2.0;  // the usual gamma: a product, not pow
+        const A pg = two ? p * p : pow(p, g), qg = two ? (A(1) - p) * (A(1) - p) : pow(A(1) - p, g);
+        const A neg = (A(1) - al) * pg * (-log(A(1) - p + eps));
+        const A pos = al * qg * (-log(p + eps));
         cost += A(wc) * (pos - neg);
       }
     }

@@ -819,11 +819,134 @@ void entry(Fuzz& f, int which) {
       KDF_DRIVE(drkd::instance_relation_paper_loss);
       break;
     }
+    case 32: {
+      ops::BoxConvertArgs<T> a;
+      const Dims b{s.B, s.H, 4};
+      a.boxes = f.in<T>(b);
+      a.out = f.out<T>(b);
+      a.grad_out = f.opt_in<T>(b);
+      a.grad_boxes = f.out<T>(b);
+      a.options.in_fmt = f.enumeration(ops::BoxFormat::cxcywh, 3);
+      a.options.out_fmt = f.enumeration(ops::BoxFormat::xyxy, 3);
+      KDF_DRIVE(ops::box_convert);
+      break;
+    }
+    case 33: {
+      ops::BoxScaleArgs<T> a;
+      const Dims b{s.B, s.H, 4};
+      a.boxes = f.in<T>(b);
+      a.sizes = f.in<T>({s.B, 2});
+      a.out = f.out<T>(b);
+      a.grad_out = f.opt_in<T>(b);
+      a.grad_boxes = f.out<T>(b);
+      a.options.clamp = f.fdp.ConsumeBool();
+      a.options.normalize = f.fdp.ConsumeBool();
+      KDF_DRIVE(ops::box_scale);
+      break;
+    }
+    case 34: {
+      ops::BoxOverlapArgs<T> a;
+      a.boxes1 = f.in<T>({s.B, s.H, 4});
+      a.boxes2 = f.in<T>({s.B, s.W, 4});
+      a.out = f.out<T>({s.B, s.H, s.W});
+      a.options.giou = f.fdp.ConsumeBool();
+      a.options.form = f.enumeration(ops::OverlapForm::detr, 3);
+      a.options.eps = f.scalar(1e-6);
+      a.options.format = f.enumeration(ops::BoxFormat::xyxy, 3);
+      KDF_DRIVE(ops::box_overlap);
+      break;
+    }
+    case 35: {
+      ops::GIoULossArgs<T> a;
+      a.options.reduction = f.enumeration(Reduction::sum, 4);
+      a.options.form = f.enumeration(ops::OverlapForm::mmdet, 3);
+      a.options.eps = f.scalar(1e-6);
+      a.options.scale = f.scalar(1.0);
+      const Dims b{s.H, 4}, v = a.options.reduction == Reduction::none ? Dims{s.H} : Dims{};
+      a.pred = f.in<T>(b);
+      a.target = f.in<T>(b);
+      a.weight = f.opt_in<T>({s.H});
+      a.out = f.out<T>(v);
+      a.grad_out = f.opt_in<T>(v);
+      a.grad_pred = f.out<T>(b);
+      a.grad_target = f.out<T>(b);
+      KDF_DRIVE(ops::giou_loss);
+      break;
+    }
+    case 36:
+    case 37: {
+      // the assignment: backed int64 views of fuzzed lengths and values (validation reads them)
+      const auto indices = [&](std::int64_t n, std::int64_t hi) {
+        auto* p = reinterpret_cast<std::int64_t*>(f.buffer(static_cast<std::size_t>(n) * sizeof(std::int64_t)));
+        for (std::int64_t k = 0; k < n; ++k) p[k] = f.coin(8) ? f.dim(-2, hi + 2) : (k * 3) % (hi > 0 ? hi : 1);
+        return kdloss::host_view<const std::int64_t>(p, {n});
+      };
+      const std::int64_t Q = s.H, K = f.dim(0, 6), Tn = f.dim(1, 8);
+      if (which == 36) {
+        detr::MatchedClassLossArgs<T> a;
+        a.logits = f.in<T>({s.B, Q, s.C});
+        if (f.fdp.ConsumeBool()) a.target_probs = f.in<T>({Tn, s.C});
+        else a.target_labels = indices(Tn, s.C);
+        a.pred_rows = indices(K, s.B * Q);
+        a.target_rows = indices(f.coin(8) ? K + 1 : K, Tn);
+        a.out = f.out<T>({});
+        a.grad_out = f.opt_in<T>({});
+        a.grad_logits = f.out<T>({s.B, Q, s.C});
+        a.options.kind = f.enumeration(detr::MatchedClassLossOptions::Kind::soft_bce, 2);
+        a.options.alpha = f.scalar(0.25);
+        a.options.gamma = f.scalar(2.0);
+        a.options.normalizer.kind = f.enumeration(detr::Normalizer::Kind::matched_pairs, 3);
+        a.options.normalizer.value = f.scalar(1.0);
+        KDF_DRIVE(detr::matched_class_loss);
+      } else {
+        detr::MatchedBoxLossArgs<T> a;
+        a.pred_boxes = f.in<T>({s.B, Q, 4});
+        a.target_boxes = f.in<T>({Tn, 4});
+        a.pred_rows = indices(K, s.B * Q);
+        a.target_rows = indices(K, Tn);
+        a.sizes = f.opt_in<T>({s.B, 2});
+        a.out_l1 = f.out<T>({});
+        a.out_giou = f.out<T>({});
+        a.grad_out_l1 = f.opt_in<T>({});
+        a.grad_out_giou = f.opt_in<T>({});
+        a.grad_pred_boxes = f.out<T>({s.B, Q, 4});
+        a.options.form = f.enumeration(ops::OverlapForm::mmdet, 3);
+        a.options.eps = f.scalar(1e-6);
+        a.options.format = f.enumeration(ops::BoxFormat::cxcywh, 3);
+        a.options.normalizer.value = f.scalar(1.0);
+        KDF_DRIVE(detr::matched_box_loss);
+      }
+      break;
+    }
+    case 38: {
+      detr::MatchingCostArgs<T> a;
+      const std::int64_t Q = s.H, T_all = f.dim(0, 8);
+      auto* off = reinterpret_cast<std::int64_t*>(f.buffer(static_cast<std::size_t>(s.B + 1) * sizeof(std::int64_t)));
+      off[0] = 0;
+      for (std::int64_t b = 1; b <= s.B; ++b) off[b] = b == s.B ? T_all : (f.coin(8) ? f.dim(-1, 9) : T_all * b / s.B);
+      a.targets = Segments<std::int64_t>{kdloss::host_view<const std::int64_t>(off, {s.B + 1})};
+      auto* lab = reinterpret_cast<std::int64_t*>(f.buffer(static_cast<std::size_t>(T_all) * sizeof(std::int64_t)));
+      for (std::int64_t t = 0; t < T_all; ++t) lab[t] = f.coin(8) ? f.dim(-1, s.C + 1) : t % s.C;
+      a.options.class_cost = f.enumeration(detr::MatchingCostOptions::ClassCost::focal, 4);
+      a.options.target_in_pixels = f.fdp.ConsumeBool();
+      a.options.giou_form = f.enumeration(ops::OverlapForm::mmdet, 3);
+      a.options.giou_eps = f.scalar(1e-6);
+      a.options.class_weight = f.scalar(2.0);
+      a.pred_logits = f.opt_in<T>({s.B, Q, s.C});
+      a.pred_boxes = f.in<T>({s.B, Q, 4});
+      a.target_probs = f.opt_in<T>({T_all, s.C});
+      a.target_labels = kdloss::host_view<const std::int64_t>(lab, {T_all});
+      a.target_boxes = f.in<T>({T_all, 4});
+      a.sizes = f.opt_in<T>({s.B, 2});
+      a.out = f.out<T>({s.B, Q, f.dim(0, 9)});
+      KDF_DRIVE(detr::matching_cost);
+      break;
+    }
     default:
       break;
   }
 }
-constexpr int kEntries = 32;
+constexpr int kEntries = 39;
 
 /// The DLPack adapter: random DLTensor fields. Accepted: the view must describe exactly the
 /// tensor's memory (data + byte_offset, shape, strides or compact strides, device).

@@ -570,6 +570,96 @@ std::vector<Entry> entries() {
                  a.options.alpha = 30.0;
                  c.call([&] { drkd::instance_relation_paper_loss(a, Mode::forward_backward); });
                }, {"grad_student", "student"}});
+  // ---- boxes and the DETR element losses and costs (ops/boxes.hpp, losses/detr)
+  e.push_back({"ops::box_convert", [](Ctx& c) {
+                 ops::BoxConvertArgs<T> a;
+                 a.boxes = c.in<T>(Dims{16384, 4}, 1);
+                 a.out = c.out<T>(Dims{16384, 4});
+                 a.grad_out = c.in<T>(Dims{16384, 4}, 2);
+                 a.grad_boxes = c.grad<T>(Dims{16384, 4});
+                 c.call([&] { ops::box_convert(a, Mode::forward_backward); });
+               }, {"grad_boxes", "boxes"}});
+  e.push_back({"ops::box_scale clamp", [](Ctx& c) {
+                 ops::BoxScaleArgs<T> a;
+                 a.boxes = c.in<T>(Dims{4, 4096, 4}, 1, -0.2, 1.2);
+                 a.sizes = c.in<T>(Dims{4, 2}, 2, 100, 800);
+                 a.out = c.out<T>(Dims{4, 4096, 4});
+                 a.grad_out = c.in<T>(Dims{4, 4096, 4}, 3);
+                 a.grad_boxes = c.grad<T>(Dims{4, 4096, 4});
+                 a.options.clamp = true;
+                 c.call([&] { ops::box_scale(a, Mode::forward_backward); });
+               }, {"grad_boxes", "boxes"}});
+  e.push_back({"ops::box_overlap giou", [](Ctx& c) {
+                 ops::BoxOverlapArgs<T> a;
+                 a.boxes1 = c.in<T>(Dims{2, 300, 4}, 1);
+                 a.boxes2 = c.in<T>(Dims{2, 100, 4}, 2);
+                 a.out = c.out<T>(Dims{2, 300, 100});
+                 a.options.giou = true;
+                 c.call([&] { ops::box_overlap(a, Mode::forward); });
+               }, {}});
+  e.push_back({"ops::giou_loss mmdet sum", [](Ctx& c) {
+                 ops::GIoULossArgs<T> a;
+                 a.pred = c.in<T>(Dims{9000, 4}, 1);
+                 a.target = c.in<T>(Dims{9000, 4}, 2);
+                 a.weight = c.in<T>(Dims{9000}, 3, 0.5, 1.5);
+                 a.out = c.out<T>({});
+                 a.grad_pred = c.grad<T>(Dims{9000, 4});
+                 a.grad_target = c.out<T>(Dims{9000, 4});
+                 a.options.form = ops::OverlapForm::mmdet;
+                 a.options.eps = 1e-6;
+                 c.call([&] { ops::giou_loss(a, Mode::forward_backward); });
+               }, {"grad_pred", "pred"}});
+  e.push_back({"detr::matched_class_loss focal", [](Ctx& c) {
+                 static const std::vector<std::int64_t> rows = [] {
+                   std::vector<std::int64_t> r(600);
+                   for (std::int64_t i = 0; i < 600; ++i) r[i] = i;
+                   return r;
+                 }();
+                 static const std::vector<std::int64_t> targets = [] {
+                   std::vector<std::int64_t> r(600);
+                   for (std::int64_t i = 0; i < 600; ++i) r[i] = (i * 7) % 600;
+                   return r;
+                 }();
+                 detr::MatchedClassLossArgs<T> a;
+                 a.logits = c.in<T>(Dims{2, 300, 80}, 1, -4, 4);
+                 a.target_probs = c.in<T>(Dims{600, 80}, 2, 0, 1);
+                 a.pred_rows = host_view<const std::int64_t>(rows.data(), {600});
+                 a.target_rows = host_view<const std::int64_t>(targets.data(), {600});
+                 a.out = c.out<T>({});
+                 a.grad_logits = c.grad<T>(Dims{2, 300, 80});
+                 a.options.kind = detr::MatchedClassLossOptions::Kind::focal;
+                 c.call([&] { detr::matched_class_loss(a, Mode::forward_backward); });
+               }, {"grad_logits", "logits"}});
+  e.push_back({"detr::matched_box_loss pixels", [](Ctx& c) {
+                 static const std::vector<std::int64_t> rows = [] {
+                   std::vector<std::int64_t> r(600);
+                   for (std::int64_t i = 0; i < 600; ++i) r[i] = i;
+                   return r;
+                 }();
+                 detr::MatchedBoxLossArgs<T> a;
+                 a.pred_boxes = c.in<T>(Dims{2, 300, 4}, 1, 0.1, 0.9);
+                 a.target_boxes = c.in<T>(Dims{600, 4}, 2, 0.1, 0.9);
+                 a.pred_rows = host_view<const std::int64_t>(rows.data(), {600});
+                 a.target_rows = host_view<const std::int64_t>(rows.data(), {600});
+                 a.sizes = c.in<T>(Dims{2, 2}, 3, 100, 800);
+                 a.out_l1 = c.out<T>({});
+                 a.out_giou = c.out<T>({});
+                 a.grad_pred_boxes = c.grad<T>(Dims{2, 300, 4});
+                 c.call([&] { detr::matched_box_loss(a, Mode::forward_backward); });
+               }, {"grad_pred_boxes", "pred_boxes"}});
+  e.push_back({"detr::matching_cost detrdistill", [](Ctx& c) {
+                 static const std::vector<std::int64_t> offsets = {0, 100, 200};
+                 detr::MatchingCostArgs<T> a;
+                 a.pred_logits = c.in<T>(Dims{2, 300, 80}, 1, -4, 4);
+                 a.pred_boxes = c.in<T>(Dims{2, 300, 4}, 2, 0.1, 0.9);
+                 a.target_probs = c.in<T>(Dims{200, 80}, 3, 0, 1);
+                 a.target_boxes = c.in<T>(Dims{200, 4}, 4, 0, 100);
+                 a.targets = Segments<std::int64_t>{host_view<const std::int64_t>(offsets.data(), {3})};
+                 a.sizes = c.in<T>(Dims{2, 2}, 5, 100, 800);
+                 a.out = c.out<T>(Dims{2, 300, 100});
+                 a.options = detr::MatchingCostOptions::detrdistill();
+                 c.call([&] { detr::matching_cost(a); });
+               }, {}});
   return e;
 }
 

@@ -1,0 +1,6 @@
+// kdloss/losses/detr/detr.hpp: the DETR family (namespace kdloss::detr): element losses over the pairs
+// of an assignment, matching costs, and the DETRDistill losses built on them. See docs/losses/detr.md.
+#pragma once
+
+#include "kdloss/losses/detr/matched_losses.hpp"
+#include "kdloss/losses/detr/matching_cost.hpp"

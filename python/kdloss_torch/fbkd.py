@@ -164,7 +164,7 @@ def _total_grads(config, inputs):
     levels = inputs["levels"]
     am = config["w_am"] != 0
     at_paper = config["w_at"] != 0 and config["transfer_form"] == "paper"
-    nld = config["w_nld"] != 0 and any(lv[-3] is not None for lv in levels)
+    nld = config["w_nld"] != 0 and any(len(lv) > 5 and lv[-3] is not None for lv in levels)
     names = set()
     for i, lv in enumerate(levels):
         s, t, a, c, sp = lv[:5]
@@ -183,6 +183,9 @@ def _total_grads(config, inputs):
 
 _total = Loss(_C.fbkd_total_loss, grads=_total_grads,
               python_names={"mask_form": "config.mask_form", "transfer_form": "config.transfer_form"})
+# The same entry with L_NLD's blocks per level (fields of _flat_level).
+_total_non_local = Loss(_C.fbkd_total_loss_non_local, grads=_total_grads,
+                        python_names={"mask_form": "config.mask_form", "transfer_form": "config.transfer_form"})
 
 
 def spatial_attention(x):
@@ -242,7 +245,10 @@ def total_loss(levels, config=None):
     conv); teachers get none. L_NLD runs when config.w_nld != 0 and the levels carry NonLocalLevel
     (all of them). config: a Config (default Config.code_two_stage())."""
     config = config or Config()
-    return _total([_flat_level(lv) for lv in levels], **config._dict())
+    levels = [_as_level(lv) for lv in levels]
+    if any(lv.non_local is not None for lv in levels):
+        return _total_non_local([_flat_level(lv) for lv in levels], **config._dict())
+    return _total([tuple(lv[:5]) for lv in levels], **config._dict())
 
 
 # Reference state_dict names -> NonLocalBlock names: mmcv NonLocal2d / mmrazor NonLocal2dMaxpoolNstride

@@ -406,6 +406,33 @@ kdloss::fbkd::Level<T> fbkd_level(Fuzz& f, const Sizes& s) {
   return l;
 }
 
+/// L_NLD's blocks and adaptation conv on a level (m inter channels; weights present, biases optional).
+template <class T>
+void fbkd_non_local(Fuzz& f, const Sizes& s, std::int64_t m, kdloss::fbkd::Level<T>& l) {
+  const Dims mc{m, s.C}, cm{s.C, m}, c{s.C}, mm{m}, cc{s.C, s.C};
+  for (auto* b : {&l.student_non_local, &l.teacher_non_local}) {
+    b->g_weight = f.in<T>(mc);
+    b->g_bias = f.opt_in<T>(mm);
+    b->theta_weight = f.in<T>(mc);
+    b->theta_bias = f.opt_in<T>(mm);
+    b->phi_weight = f.in<T>(mc);
+    b->phi_bias = f.opt_in<T>(mm);
+    b->conv_out_weight = f.in<T>(cm);
+    b->conv_out_bias = f.opt_in<T>(c);
+    b->bn_weight = f.opt_in<T>(c);
+    b->bn_bias = f.opt_in<T>(c);
+    b->bn_batch_mean = f.out<T>(c);
+    b->grad_g_weight = f.out<T>(mc);
+    b->grad_theta_weight = f.out<T>(mc);
+    b->grad_conv_out_weight = f.out<T>(cm);
+    b->grad_bn_weight = f.out<T>(c);
+  }
+  l.non_local_adapt_weight = f.in<T>(cc);
+  l.non_local_adapt_bias = f.opt_in<T>(c);
+  l.grad_non_local_adapt_weight = f.out<T>(cc);
+  l.grad_non_local_adapt_bias = f.out<T>(c);
+}
+
 template <class T>
 void entry(Fuzz& f, int which) {
   using namespace kdloss;
@@ -524,6 +551,15 @@ void entry(Fuzz& f, int which) {
       a.options.w_am = f.scalar(a.options.w_am);
       a.options.w_at = f.scalar(a.options.w_at);
       a.options.use_channel_mask = f.fdp.ConsumeBool();
+      // L_NLD (the fourth term): blocks on every level, or on none, or (rarely) on some.
+      a.options.w_nld = f.scalar(a.options.w_nld);
+      a.options.non_local_preset = f.enumeration(a.options.non_local_preset, 2);
+      a.options.non_local_param_grads.beta = f.scalar(0.0);
+      if (f.fdp.ConsumeBool()) {
+        const std::int64_t mid = f.dim(1, 3);
+        for (auto& lv : a.levels)
+          if (f.fdp.ConsumeIntegralInRange<int>(0, 7) != 0) fbkd_non_local<T>(f, s, mid, lv);
+      }
       KDF_DRIVE(fbkd::total_loss);
       break;
     }

@@ -1,8 +1,11 @@
 // kdloss_torch family "fbkd": FBKD attention masks, L_AM, L_AT (paper and code forms) and the
-// weighted total over pyramid levels (kdloss/losses/fbkd/*.hpp), through the generic binding
+// weighted total over pyramid levels with L_NLD (kdloss/losses/fbkd/*.hpp), through the generic binding
 // (binding.hpp); kdloss_torch/fbkd.py wraps them with the generic autograd Function. The attention
 // maps G_s and G_c are bound with the ops (ops.cpp).
 #include "kdloss/losses/fbkd/fbkd.hpp"
+
+#include <string>
+#include <type_traits>
 
 #include "binding.hpp"
 #include "common.hpp"
@@ -21,6 +24,38 @@ struct kdloss_torch::EnumNames<fbkd::TransferForm> {
                                                                           {"paper", fbkd::TransferForm::paper}};
   static constexpr const char* expected = nullptr;
 };
+
+template <>
+struct kdloss_torch::EnumNames<fbkd::NonLocalPreset> {
+  static constexpr std::pair<const char*, fbkd::NonLocalPreset> values[] = {
+      {"official", fbkd::NonLocalPreset::official}, {"mmrazor", fbkd::NonLocalPreset::mmrazor}};
+  static constexpr const char* expected = nullptr;
+};
+
+namespace {
+
+/// One non-local block's parameters ("<side>_nl_<param>", all optional) and their gradients, in the order
+/// kdloss_torch.fbkd.NonLocalParams names them.
+template <class Block, class F>
+void describe_block(const char* side, Block& b, F& g) {
+  static const std::string names[] = {"g_weight", "g_bias", "theta_weight", "theta_bias", "phi_weight",
+                                      "phi_bias", "concat_project_weight", "conv_out_weight", "conv_out_bias",
+                                      "bn_weight", "bn_bias"};
+  using In = std::decay_t<decltype(b.g_weight)>;
+  using Grad = std::decay_t<decltype(b.grad_g_weight)>;
+  In* in[] = {&b.g_weight, &b.g_bias, &b.theta_weight, &b.theta_bias, &b.phi_weight, &b.phi_bias,
+                &b.concat_project_weight, &b.conv_out_weight, &b.conv_out_bias, &b.bn_weight, &b.bn_bias};
+  Grad* grad[] = {&b.grad_g_weight, &b.grad_g_bias, &b.grad_theta_weight, &b.grad_theta_bias, &b.grad_phi_weight,
+                  &b.grad_phi_bias, &b.grad_concat_project_weight, &b.grad_conv_out_weight, &b.grad_conv_out_bias,
+                  &b.grad_bn_weight, &b.grad_bn_bias};
+  for (std::size_t i = 0; i < 11; ++i) {
+    const std::string name = std::string(side) + "_nl_" + names[i], grad_name = "grad_" + name;
+    g.in(name.c_str(), *in[i], true);  // the binding copies the names
+    g.grad(grad_name.c_str(), *grad[i], name.c_str());
+  }
+}
+
+}  // namespace
 
 KDLOSS_TORCH_FAMILY(fbkd, m) {
   namespace kt = kdloss_torch;
@@ -78,7 +113,10 @@ KDLOSS_TORCH_FAMILY(fbkd, m) {
       .field("channel_temperature", &fbkd::Config::channel_temperature)
       .field("w_am", &fbkd::Config::w_am)
       .field("w_at", &fbkd::Config::w_at)
-      .field("use_channel_mask", &fbkd::Config::use_channel_mask);
+      .field("use_channel_mask", &fbkd::Config::use_channel_mask)
+      .field("w_nld", &fbkd::Config::w_nld)
+      .field("non_local_preset", &fbkd::Config::non_local_preset)
+      .field("non_local_training", &fbkd::Config::non_local_training);
   kt::bind<fbkd::TotalLossArgs>(m, "fbkd_total_loss", "kdloss_torch.fbkd.total_loss",
                                 [](auto& a, auto& f) {
                                   f.group("levels", a.levels, "pyramid level", [](auto& lv, auto& g) {
@@ -91,6 +129,49 @@ KDLOSS_TORCH_FAMILY(fbkd, m) {
                                     g.grad("grad_student_adapted", lv.grad_student_adapted, "student_adapted");
                                     g.grad("grad_student_channel", lv.grad_student_channel, "student_channel");
                                     g.grad("grad_student_spatial", lv.grad_student_spatial, "student_spatial");
+                                  });
+                                  f.upstream(a.grad_out);
+                                  f.out("out", a.out, kt::Dims{});
+                                },
+                                KDLOSS_TORCH_ENTRY(fbkd::total_loss));
+  // The total with L_NLD's blocks per level (30 fields; the plain binding above keeps its 5).
+  kt::bind<fbkd::TotalLossArgs>(m, "fbkd_total_loss_non_local", "kdloss_torch.fbkd.total_loss",
+                                [](auto& a, auto& f) {
+                                  f.group("levels", a.levels, "pyramid level", [](auto& lv, auto& g) {
+                                    g.in("student", lv.student, true);
+                                    g.in("teacher", lv.teacher);
+                                    g.in("student_adapted", lv.student_adapted, true);
+                                    g.in("student_channel", lv.student_channel, true);
+                                    g.in("student_spatial", lv.student_spatial, true);
+                                    g.grad("grad_student", lv.grad_student, "student");
+                                    g.grad("grad_student_adapted", lv.grad_student_adapted, "student_adapted");
+                                    g.grad("grad_student_channel", lv.grad_student_channel, "student_channel");
+                                    g.grad("grad_student_spatial", lv.grad_student_spatial, "student_spatial");
+                                    // L_NLD: both blocks, the adaptation conv, and an optional [4, C] buffer
+                                    // the forward fills with the blocks' BN batch statistics (student mean,
+                                    // var, teacher mean, var) for the running statistics.
+                                    describe_block("student", lv.student_non_local, g);
+                                    describe_block("teacher", lv.teacher_non_local, g);
+                                    g.in("non_local_adapt_weight", lv.non_local_adapt_weight, true);
+                                    g.in("non_local_adapt_bias", lv.non_local_adapt_bias, true);
+                                    g.grad("grad_non_local_adapt_weight", lv.grad_non_local_adapt_weight,
+                                           "non_local_adapt_weight");
+                                    g.grad("grad_non_local_adapt_bias", lv.grad_non_local_adapt_bias,
+                                           "non_local_adapt_bias");
+                                    using T = std::remove_const_t<typename std::decay_t<decltype(lv.teacher)>::value_type>;
+                                    kdloss::View<const T> stats{};
+                                    g.in("non_local_bn_stats", stats, true);
+                                    if (stats.data != nullptr && stats.rank() == 2 && stats.shape[0] == 4) {
+                                      const auto row = [&](std::int64_t r) {
+                                        return kdloss::View<T>(const_cast<T*>(stats.data) + r * stats.strides[0],
+                                                               kdloss::Dims{stats.shape[1]},
+                                                               kdloss::Dims{stats.strides[1]}, stats.device);
+                                      };
+                                      lv.student_non_local.bn_batch_mean = row(0);
+                                      lv.student_non_local.bn_batch_var = row(1);
+                                      lv.teacher_non_local.bn_batch_mean = row(2);
+                                      lv.teacher_non_local.bn_batch_var = row(3);
+                                    }
                                   });
                                   f.upstream(a.grad_out);
                                   f.out("out", a.out, kt::Dims{});

@@ -173,7 +173,7 @@ def test_total_matches_mmrazor_forward():
 def test_fbkd_module_with_adapters():
     """FBKDLoss owns the official code's adapters; gradients reach them as in a PyTorch version."""
     torch.manual_seed(3)
-    loss_fn = fbkd.FBKDLoss(fbkd.Config.code_two_stage(), channels=8, num_levels=2).double()
+    loss_fn = fbkd.FBKDLoss(fbkd.Config.code_two_stage(), channels=8, num_levels=2, non_local=False).double()
     students = [leaf(torch.randn(2, 8, 6, 5, dtype=torch.float64)), leaf(torch.randn(2, 8, 3, 3, dtype=torch.float64))]
     teachers = [torch.randn(2, 8, 6, 5, dtype=torch.float64), torch.randn(2, 8, 3, 3, dtype=torch.float64)]
     params = list(loss_fn.parameters()) + students
@@ -344,3 +344,83 @@ def test_ops_nonfinite_like_autograd(value):
         up.view(-1)[1] = value
         assert_same_nonfinite(torch.autograd.grad(out, a, up)[0], torch.autograd.grad(out_ref, b, up)[0], 1e-10,
                               "backward")
+
+
+def test_config_presets_non_local_settings():
+    """The presets' L_NLD weights and per-level block settings (kdloss::fbkd::Config)."""
+    assert fbkd.Config.code_two_stage().w_nld == 7e-5
+    assert fbkd.Config.code_one_stage().w_nld == 4.2e-4
+    assert fbkd.Config.paper_two_stage().w_nld == 7e-5
+    assert fbkd.Config.paper_one_stage().w_nld == 4e-4
+    mm = fbkd.Config.mmrazor_two_stage()
+    assert mm.non_local_preset == "mmrazor" and mm.w_nld == 7e-5
+    off = fbkd.Config.code_two_stage()
+    assert [off.non_local_pool(i) for i in range(5)] == [8, 4, 2, 2, 2]
+    assert [off.non_local_inter_channels(i, 256) for i in range(5)] == [64, 64, 128, 128, 128]
+    assert [mm.non_local_pool(i) for i in range(4)] == [16, 8, 4, 4]
+    assert [mm.non_local_inter_channels(i, 256) for i in range(4)] == [64, 64, 128, 128]
+
+
+def _dot_block(x, p, pool):
+    """The official dot-product block in PyTorch from NonLocalParams (BN in training mode)."""
+    b, c, h, w = x.shape
+    m = p.g_weight.shape[0]
+    conv = lambda t, wt, bs: torch.nn.functional.conv2d(t, wt.view(wt.shape[0], -1, 1, 1), bs)
+    mp = torch.nn.functional.max_pool2d
+    g = mp(conv(x, p.g_weight, p.g_bias), pool).view(b, m, -1).permute(0, 2, 1)
+    th = conv(x, p.theta_weight, p.theta_bias).view(b, m, -1).permute(0, 2, 1)
+    ph = mp(conv(x, p.phi_weight, p.phi_bias), pool).view(b, m, -1)
+    f = th @ ph
+    y = ((f / f.shape[-1]) @ g).permute(0, 2, 1).reshape(b, m, h, w)
+    y = conv(y, p.conv_out_weight, p.conv_out_bias)
+    y = torch.nn.functional.batch_norm(y, None, None, p.bn_weight, p.bn_bias, training=True, eps=1e-5)
+    return x + y
+
+
+@pytest.mark.parametrize("preset", ["code_two_stage", "paper_two_stage"])
+def test_total_with_non_local_term(preset):
+    """total_loss with NonLocalLevel: the three-term total + w_nld * ||adapt(NL_S(S)) - NL_T(T)|| per
+    level, every gradient (S, both blocks, the adaptation conv; none for T), the BN statistics buffer."""
+    torch.manual_seed(4)
+    cfg = getattr(fbkd.Config, preset)()
+    cfg = dataclasses.replace(cfg, w_nld=0.3)
+    shapes = [(2, 4, 8, 8), (2, 4, 4, 6)]
+    levels, params, stats, nls = [], [], [], []
+    for i, sh in enumerate(shapes):
+        s, t = leaf(torch.randn(sh, dtype=torch.float64)), torch.randn(sh, dtype=torch.float64)
+        a = leaf(torch.randn(sh, dtype=torch.float64))
+        c = leaf(torch.randn(sh[0], sh[1], dtype=torch.float64))
+        sp = leaf(torch.randn(sh[0], 1, sh[2], sh[3], dtype=torch.float64))
+        m = 3
+        blk = lambda: fbkd.NonLocalParams(*[leaf(torch.randn(shape, dtype=torch.float64) * 0.5) if shape else None
+                                            for shape in [(m, 4), (m,), (m, 4), (m,), (m, 4), (m,), None, (4, m),
+                                                          (4,), (4,), (4,)]])
+        ps, pt = blk(), blk()
+        aw, ab = leaf(torch.randn(4, 4, 1, 1, dtype=torch.float64)), leaf(torch.randn(4, dtype=torch.float64))
+        st = torch.full((4, 4), -9.0, dtype=torch.float64)
+        stats.append(st)
+        nl = fbkd.NonLocalLevel(ps, pt, aw, ab, st)
+        nls.append((s, t, nl, cfg.non_local_pool(i)))
+        levels.append(fbkd.Level(s, t, a, c, sp, nl))
+        params += [s, a, c, sp, aw, ab] + [p for p in ps + pt if p is not None]
+    v = fbkd.total_loss(levels, cfg)
+    g = torch.autograd.grad(v, params)
+    three = ref.fbkd_total([tuple(lv[:5]) for lv in levels], cfg)
+    nld = sum(cfg.w_nld * torch.dist(torch.nn.functional.conv2d(_dot_block(s, nl.student, pool), nl.adapt_weight,
+                                                                 nl.adapt_bias), _dot_block(t, nl.teacher, pool))
+              for s, t, nl, pool in nls)
+    want = three + nld
+    g_ref = torch.autograd.grad(want, params, allow_unused=True)
+    assert_rel(v, want, 1e-10, "value")
+    # gradients 0 in theory (conv_out's bias before a training-mode BN) are judged at the largest scale
+    big = max(y.abs().max().item() for y in g_ref if y is not None)
+    for k, (x, y) in enumerate(zip(g, g_ref)):
+        y = torch.zeros_like(x) if y is None else y
+        err = (x - y).abs().max().item()
+        assert err <= 1e-9 * max(y.abs().max().item(), 1e-3 * big), "gradient %d: error %g" % (k, err)
+    for st, (s, t, nl, pool) in zip(stats, nls):
+        assert (st != -9).all()
+        assert (st[1] >= 0).all() and (st[3] >= 0).all()
+    # all or none: a level without its blocks next to one with them is an error naming it
+    with pytest.raises(kd.KdlossError, match=r"levels\[1\]\.non_local_adapt_weight"):
+        fbkd.total_loss([levels[0], levels[1]._replace(non_local=None)], cfg)

@@ -148,6 +148,31 @@ void pointwise_row(Ctx& c, Call call, kdloss::Reduction r) {
   c.call([&] { call(a, Mode::forward_backward); });
 }
 
+/// One non-local block's parameters (C channels, m inter) and every parameter gradient, seeds from `seed`.
+template <class T>
+void non_local_params(Ctx& c, kdloss::ops::NonLocalArgs<T>& b, std::int64_t C, std::int64_t m, std::uint32_t& seed) {
+  b.g_weight = c.in<T>({m, C}, seed++);
+  b.g_bias = c.in<T>({m}, seed++);
+  b.theta_weight = c.in<T>({m, C}, seed++);
+  b.theta_bias = c.in<T>({m}, seed++);
+  b.phi_weight = c.in<T>({m, C}, seed++);
+  b.phi_bias = c.in<T>({m}, seed++);
+  b.conv_out_weight = c.in<T>({C, m}, seed++);
+  b.conv_out_bias = c.in<T>({C}, seed++);
+  b.bn_weight = c.in<T>({C}, seed++, 0.5, 1.5);
+  b.bn_bias = c.in<T>({C}, seed++);
+  b.grad_g_weight = c.grad<T>({m, C});
+  b.grad_g_bias = c.grad<T>({m});
+  b.grad_theta_weight = c.grad<T>({m, C});
+  b.grad_theta_bias = c.grad<T>({m});
+  b.grad_phi_weight = c.grad<T>({m, C});
+  b.grad_phi_bias = c.grad<T>({m});
+  b.grad_conv_out_weight = c.grad<T>({C, m});
+  b.grad_conv_out_bias = c.grad<T>({C});
+  b.grad_bn_weight = c.grad<T>({C});
+  b.grad_bn_bias = c.grad<T>({C});
+}
+
 template <class T>
 std::vector<Entry> entries() {
   using namespace kdloss;
@@ -660,6 +685,44 @@ std::vector<Entry> entries() {
                  a.options = detr::MatchingCostOptions::detrdistill();
                  c.call([&] { detr::matching_cost(a); });
                }, {}});
+  // ---- FBKD L_NLD: one level, and the total with its fourth term (official pools 8 and 4 on the two levels)
+  e.push_back({"fbkd::non_local_loss", [](Ctx& c) {
+                 fbkd::NonLocalLossArgs<T> a;
+                 a.student = c.in<T>(kFeat, 1);
+                 a.teacher = c.in<T>(kFeat, 2);
+                 a.grad_student = c.grad<T>(kFeat);
+                 std::uint32_t seed = 20;
+                 non_local_params<T>(c, a.student_block, 16, 4, seed);
+                 non_local_params<T>(c, a.teacher_block, 16, 4, seed);
+                 a.adapt_weight = c.in<T>({16, 16}, seed++);
+                 a.adapt_bias = c.in<T>({16}, seed++);
+                 a.grad_adapt_weight = c.grad<T>({16, 16});
+                 a.grad_adapt_bias = c.grad<T>({16});
+                 a.out = c.out<T>({});
+                 a.options.weight = 7e-5;
+                 a.options.block = ops::non_local_fbkd_options(0);
+                 c.call([&] { fbkd::non_local_loss(a, Mode::forward_backward); });
+               }, {"grad_student", "student"}});
+  e.push_back({"fbkd::total_loss with L_NLD, paper form, two levels", [](Ctx& c) {
+                 fbkd::TotalLossArgs<T> a;
+                 fbkd::Level<T> l0{c.in<T>(kFeat, 1), c.in<T>(kFeat, 2), c.in<T>(kFeat, 3)};
+                 fbkd::Level<T> l1{c.in<T>(kCoarse, 4), c.in<T>(kCoarse, 5), c.in<T>(kCoarse, 6)};
+                 l0.grad_student = c.grad<T>(kFeat);
+                 l1.grad_student = c.grad<T>(kCoarse);
+                 std::uint32_t seed = 30;
+                 for (fbkd::Level<T>* l : {&l0, &l1}) {
+                   non_local_params<T>(c, l->student_non_local, 16, 4, seed);
+                   non_local_params<T>(c, l->teacher_non_local, 16, 4, seed);
+                   l->non_local_adapt_weight = c.in<T>({16, 16, 1, 1}, seed++);
+                   l->non_local_adapt_bias = c.in<T>({16}, seed++);
+                   l->grad_non_local_adapt_weight = c.grad<T>({16, 16, 1, 1});
+                   l->grad_non_local_adapt_bias = c.grad<T>({16});
+                 }
+                 a.levels = {l0, l1};
+                 a.out = c.out<T>({});
+                 a.options = fbkd::Config::paper_two_stage();
+                 c.call([&] { fbkd::total_loss(a, Mode::forward_backward); });
+               }, {"levels[0].grad_student", "levels[0].student"}});
   return e;
 }
 

@@ -224,6 +224,13 @@ struct Product {
 };
 
 /// out = in (a workspace buffer copied to a strided output view).
+/// a + b: a level's L_NLD gradient to S added to the other terms' part.
+struct Sum {
+  template <class A, class B, class O>
+  KDLOSS_HOST_DEVICE void operator()(const A& a, const B& b, O& out) const {
+    out = a + b;
+  }
+};
 struct Copy {
   template <class I, class O>
   KDLOSS_HOST_DEVICE void operator()(const I& in, O& out) const {
@@ -241,20 +248,21 @@ struct Zero {
   }
 };
 
-/// Slots per level: the L_AM norm, then the two L_AT norms (spatial, channel).
-inline constexpr int kSlotsPerLevel = 3;
-/// total = sum over levels of w_am * slot[0] + w_at * (slot[1] + slot[2]); a term whose weight is 0
-/// was not computed and is skipped. Runs on a one-element space: one thread reads the slots.
+/// Slots per level: the L_AM norm, then the two L_AT norms (spatial, channel), then the L_NLD norm.
+inline constexpr int kSlotsPerLevel = 4;
+/// total = sum over levels of w_am * slot[0] + w_at * (slot[1] + slot[2]) + w_nld * slot[3]; a term whose
+/// weight is 0 was not computed and is skipped. Runs on a one-element space: one thread reads the slots.
 struct CombineSlots {
   const double* slots;
   std::int64_t levels;
-  double w_am, w_at;
+  double w_am, w_at, w_nld;
   KDLOSS_HOST_DEVICE double operator()() const {
     double total = 0;
     for (std::int64_t l = 0; l < levels; ++l) {
       const double* s = slots + l * kSlotsPerLevel;
       if (w_am != 0) total += w_am * s[0];
       if (w_at != 0) total += w_at * (s[1] + s[2]);
+      if (w_nld != 0) total += w_nld * s[3];
     }
     return total;
   }
@@ -272,8 +280,8 @@ void norm_into(Device device, Stream stream, const Dims& full, F f, const std::t
 /// out[0] = the weighted sum of the slots of `levels` levels.
 template <class Acc, class O>
 void combine_into(Device device, Stream stream, const double* slots, std::int64_t levels, double w_am, double w_at,
-                  double* partials, O* out) {
-  ::kdloss::detail::transform_reduce<Acc>(device, stream, Dims{}, CombineSlots{slots, levels, w_am, w_at},
+                  double* partials, O* out, double w_nld = 0) {
+  ::kdloss::detail::transform_reduce<Acc>(device, stream, Dims{}, CombineSlots{slots, levels, w_am, w_at, w_nld},
                                           std::tuple<>{}, std::tuple<>{}, partials, ::kdloss::detail::Keep{}, out);
 }
 template <class Acc, class O>

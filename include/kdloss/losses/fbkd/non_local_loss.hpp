@@ -198,15 +198,10 @@ NonLocalLossPlan<T> non_local_loss_plan(const char* fn, const NonLocalLossArgs<T
   return p;
 }
 
-}  // namespace detail
-
-/// Throws kdloss::Error naming the argument and the shapes (for an inner op's error, also the block or
-/// the adaptation conv and the step) when `args` cannot run in `mode`; writes nothing.
-///
-///   kdloss::fbkd::non_local_loss_check(nld, kdloss::Mode::forward_backward);   // nld: NonLocalLossArgs's example
+/// Every check of one level's L_NLD; `own_value`: also out (forward modes) and grad_out (backward), which
+/// the standalone entry reads and writes (fbkd::total_loss checks its own). Throws; writes nothing.
 template <class T>
-void non_local_loss_check(const NonLocalLossArgs<T>& args, Mode mode) {
-  const char* fn = detail::kNonLocalLossNames(mode);
+void check_non_local_level(const char* fn, const NonLocalLossArgs<T>& args, Mode mode, bool own_value) {
   const ::kdloss::detail::Checker ck{fn};
   const View<const T>&s = args.student, &t = args.teacher;
   detail::check_feature_pair(ck, s, "student", t, "teacher");
@@ -224,12 +219,12 @@ void non_local_loss_check(const NonLocalLossArgs<T>& args, Mode mode) {
   const View<const T> w = ops::detail::conv_matrix(args.adapt_weight);
   ::kdloss::detail::require(w.shape == Dims{C, C}, fn, ": argument 'adapt_weight' has shape ", args.adapt_weight.shape.str(),
                             " but needs [", C, ", ", C, "] (or with trailing 1, 1): C from 'teacher' ", t.shape.str());
-  if (writes_value(mode)) {
+  if (own_value && writes_value(mode)) {
     detail::check_scalar_out(ck, args.out, "out", device);
     ck.disjoint(args.out, "out", s, "student");
     ck.disjoint(args.out, "out", t, "teacher");
   }
-  if (mode == Mode::backward) detail::check_upstream(ck, args.grad_out, device);
+  if (own_value && mode == Mode::backward) detail::check_upstream(ck, args.grad_out, device);
   if (writes_gradients(mode) && present(args.grad_student)) {
     const View<T>& g = args.grad_student;
     ck.not_null(g, "grad_student");
@@ -238,9 +233,9 @@ void non_local_loss_check(const NonLocalLossArgs<T>& args, Mode mode) {
     ck.unique(g, "grad_student");
     ck.disjoint(g, "grad_student", s, "student");
     ck.disjoint(g, "grad_student", t, "teacher");
-    if (mode == Mode::forward_backward)
+    if (own_value && mode == Mode::forward_backward)
       ck.disjoint(g, "grad_student", args.out, "out");
-    else
+    else if (own_value)
       ck.disjoint(g, "grad_student", args.grad_out, "grad_out");
   }
   const auto p = detail::non_local_loss_plan(fn, args, mode, nullptr);
@@ -253,6 +248,42 @@ void non_local_loss_check(const NonLocalLossArgs<T>& args, Mode mode) {
     step("student block", [&] { ops::non_local_check(p.nl_s_bwd, Mode::backward); });
     if (p.teacher_grads) step("teacher block", [&] { ops::non_local_check(p.nl_t_bwd, Mode::backward); });
   }
+}
+
+/// Runs one checked level on its plan (workspace carved): the forward, the norm ||A - Z_T|| into *slot
+/// (a double on the device), and with gradients the backward of `weight` * that norm times `upstream`.
+template <class T>
+void run_non_local_level(const NonLocalLossPlan<T>& p, Mode mode, Device device, const Exec& exec, double* slot,
+                         double weight, const Upstream<T>& upstream) {
+  const Exec inner{{p.scratch, p.scratch_bytes}, exec.stream, exec.blas};
+  using Acc = acc_t<T>;
+  ops::non_local(p.nl_s_fwd, Mode::forward, inner);
+  ops::linear(p.adapt_fwd, Mode::forward, inner);
+  ops::non_local(p.nl_t_fwd, Mode::forward, inner);
+  const View<const T> adapted = p.adapted, zt = p.zt;
+  norm_into<Acc>(device, exec.stream, adapted.shape, SquaredDifference{}, std::tuple{adapted, zt}, p.partials, slot);
+  if (!writes_gradients(mode)) return;
+  const WeightedDistanceGrad<T> grad{slot, upstream, weight};
+  ::kdloss::detail::transform<Acc>(device, exec.stream, adapted.shape, grad, std::tuple{adapted, zt},
+                                   std::tuple{p.grad_adapted});
+  ops::linear(p.adapt_bwd, Mode::backward, inner);
+  ops::non_local(p.nl_s_bwd, Mode::backward, inner);
+  if (p.teacher_grads) {
+    ::kdloss::detail::transform<Acc>(device, exec.stream, adapted.shape, grad, std::tuple{zt, adapted},
+                                     std::tuple{p.grad_zt});
+    ops::non_local(p.nl_t_bwd, Mode::backward, inner);
+  }
+}
+
+}  // namespace detail
+
+/// Throws kdloss::Error naming the argument and the shapes (for an inner op's error, also the block or
+/// the adaptation conv and the step) when `args` cannot run in `mode`; writes nothing.
+///
+///   kdloss::fbkd::non_local_loss_check(nld, kdloss::Mode::forward_backward);   // nld: NonLocalLossArgs's example
+template <class T>
+void non_local_loss_check(const NonLocalLossArgs<T>& args, Mode mode) {
+  detail::check_non_local_level(detail::kNonLocalLossNames(mode), args, mode, true);
 }
 
 /// Workspace bytes of non_local_loss for every Mode: the norm slot, Z_S, A, Z_T, with gradients dL/dA,
@@ -288,30 +319,12 @@ void non_local_loss(const NonLocalLossArgs<T>& args, Mode mode, const Exec& exec
   const std::size_t need = detail::non_local_loss_plan(fn, args, mode, nullptr).bytes;
   void* ws = ::kdloss::detail::resolve_workspace(fn, device, exec.workspace, need, host);
   const auto p = detail::non_local_loss_plan(fn, args, mode, ws);
-  const Exec inner{{p.scratch, p.scratch_bytes}, exec.stream, exec.blas};
-  using Acc = acc_t<T>;
-  ops::non_local(p.nl_s_fwd, Mode::forward, inner);
-  ops::linear(p.adapt_fwd, Mode::forward, inner);
-  ops::non_local(p.nl_t_fwd, Mode::forward, inner);
-  const View<const T> adapted = p.adapted, zt = p.zt;
-  detail::norm_into<Acc>(device, exec.stream, adapted.shape, detail::SquaredDifference{}, std::tuple{adapted, zt},
-                         p.partials, p.slot);
-  if (writes_value(mode))
-    ::kdloss::detail::transform_reduce<Acc>(device, exec.stream, Dims{}, detail::ScaledSlot{p.slot, args.options.weight},
-                                            std::tuple<>{}, std::tuple<>{}, p.partials, ::kdloss::detail::Keep{},
-                                            args.out.data);
-  if (!writes_gradients(mode)) return;
   const detail::Upstream<T> upstream{mode == Mode::backward ? args.grad_out.data : nullptr};
-  const detail::WeightedDistanceGrad<T> grad{p.slot, upstream, args.options.weight};
-  ::kdloss::detail::transform<Acc>(device, exec.stream, adapted.shape, grad, std::tuple{adapted, zt},
-                                   std::tuple{p.grad_adapted});
-  ops::linear(p.adapt_bwd, Mode::backward, inner);
-  ops::non_local(p.nl_s_bwd, Mode::backward, inner);
-  if (p.teacher_grads) {
-    ::kdloss::detail::transform<Acc>(device, exec.stream, adapted.shape, grad, std::tuple{zt, adapted},
-                                     std::tuple{p.grad_zt});
-    ops::non_local(p.nl_t_bwd, Mode::backward, inner);
-  }
+  detail::run_non_local_level(p, mode, device, exec, p.slot, args.options.weight, upstream);
+  if (writes_value(mode))
+    ::kdloss::detail::transform_reduce<acc_t<T>>(device, exec.stream, Dims{},
+                                                 detail::ScaledSlot{p.slot, args.options.weight}, std::tuple<>{},
+                                                 std::tuple<>{}, p.partials, ::kdloss::detail::Keep{}, args.out.data);
 }
 
 /// Thin wrapper: out = L_NLD.

@@ -1,11 +1,11 @@
 // kdloss/losses/fbkd/total.hpp: the weighted FBKD total over pyramid levels, forward and analytic
 // backward in one call:
 //
-//   value = sum over levels of  w_am * L_AM + w_at * L_AT
+//   value = sum over levels of  w_am * L_AM + w_at * L_AT + w_nld * L_NLD
 //
-// with the masks, L_AM and L_AT of masks.hpp / masked_feature.hpp / attention_transfer.hpp, in the
-// forms a Config names (presets: Config::code_two_stage() etc.). The non-local term L_NLD is not
-// part of this call (it needs the non-local blocks' weights).
+// with the masks, L_AM and L_AT of masks.hpp / masked_feature.hpp / attention_transfer.hpp and L_NLD of
+// non_local_loss.hpp (the level's two non-local blocks and adaptation conv), in the forms a Config names
+// (presets: Config::code_two_stage() etc.; the blocks' per-level settings: Config::non_local_block).
 //
 // Each level's maps, masks and norms live in one caller workspace carved once for the whole call;
 // the per-level norms go to double slots on the device and a final one-thread combine writes the
@@ -21,6 +21,7 @@
 #include "kdloss/losses/fbkd/kernels.hpp"
 #include "kdloss/losses/fbkd/masked_feature.hpp"
 #include "kdloss/losses/fbkd/masks.hpp"
+#include "kdloss/losses/fbkd/non_local_loss.hpp"
 #include "kdloss/losses/fbkd/options.hpp"
 
 namespace kdloss::fbkd {
@@ -46,12 +47,41 @@ namespace kdloss::fbkd {
 /// - grad_student_channel, grad_student_spatial: d value / dC_hat and dS_hat (the code L_AT); backprop
 ///  them through your adapters and then through the plain means (ops::*_backward).
 ///
+/// L_NLD (config.w_nld != 0; every level then needs S and these): student_non_local / teacher_non_local,
+/// the parameters of NL_S / NL_T (g, θ, φ, conv_out, BN; ops::NonLocalArgs with x, z, grad_z, grad_x and
+/// reserve left absent: the total fills them; `options` is replaced by config.non_local_block(level)), their
+/// parameter gradient outputs (accumulated per config.non_local_param_grads) and their BN batch statistics
+/// outputs (bn_batch_mean / bn_batch_var, optional: fold them into the running statistics as PyTorch's BN
+/// does, ops::batch_norm_update_running_stats); non_local_adapt_weight [C,C] (or [C,C,1,1]) and
+/// non_local_adapt_bias [C] (optional): the adaptation conv on NL_S(S), with grad_non_local_adapt_weight /
+/// _bias. The L_NLD part of dS goes to grad_student (added to the other terms' part). T gets no gradient;
+/// NL_T's parameters do (the reference code trains the teacher's block through this term).
+///
 ///   const kdloss::Dims p3_shape{2, 256, 100, 168};
 ///   std::vector<float> s3(p3_shape.product()), t3(s3.size()), a3(s3.size()), ga3(s3.size());
 ///   kdloss::fbkd::Level<float> p3{kdloss::host_view<const float>(s3.data(), p3_shape),
 ///                                 kdloss::host_view<const float>(t3.data(), p3_shape)};
 ///   p3.student_adapted = kdloss::host_view<const float>(a3.data(), p3_shape);
 ///   p3.grad_student_adapted = kdloss::host_view(ga3.data(), p3_shape);
+///
+/// L_NLD on that level: the official level-1 blocks (m = 64, pooled by 4) and the adaptation conv, with
+/// the gradients of the student block's g and of the adaptation weight (every level of the call then
+/// gives its blocks):
+///
+///   std::vector<float> w64(64 * 256, 0.01f), w_out(256 * 64, 0.01f), gamma(256, 1.f), adapt(256 * 256);
+///   std::vector<float> d_g(64 * 256), d_adapt(256 * 256);
+///   for (auto* blk : {&p3.student_non_local, &p3.teacher_non_local}) {
+///     blk->g_weight = kdloss::host_view<const float>(w64.data(), {64, 256});
+///     blk->theta_weight = blk->g_weight;
+///     blk->phi_weight = blk->g_weight;
+///     blk->conv_out_weight = kdloss::host_view<const float>(w_out.data(), {256, 64});
+///     blk->bn_weight = kdloss::host_view<const float>(gamma.data(), {256});
+///   }
+///   p3.student_non_local.grad_g_weight = kdloss::host_view(d_g.data(), {64, 256});
+///   p3.non_local_adapt_weight = kdloss::host_view<const float>(adapt.data(), {256, 256});
+///   p3.grad_non_local_adapt_weight = kdloss::host_view(d_adapt.data(), {256, 256});
+///   auto with_nld = kdloss::fbkd::Config::code_two_stage();   // w_nld = 7e-5, NonLocalPreset::official
+///   kdloss::ops::NonLocalOptions p3_blocks = with_nld.non_local_block(1);   // what the total runs there
 template <class T>
 struct Level {
   Level() = default;
@@ -68,15 +98,21 @@ struct Level {
   View<T> grad_student;
   View<T> grad_student_channel;
   View<T> grad_student_spatial;
+  ops::NonLocalArgs<T> student_non_local{}, teacher_non_local{};
+  View<const T> non_local_adapt_weight{}, non_local_adapt_bias{};
+  View<T> grad_non_local_adapt_weight{}, grad_non_local_adapt_bias{};
 };
 
 namespace detail {
 
 /// Which passes a configuration needs: a term with weight 0 is not computed at all.
 struct Plan {
-  bool am = false, am_channel = false, at_paper = false, at_code = false;
-  static Plan of(const Config& c) {
+  bool am = false, am_channel = false, at_paper = false, at_code = false, nld = false;
+  /// `non_local`: does any level of the call give the non-local parameters (L_NLD runs when it does and
+  /// w_nld != 0; a call without them computes the three other terms).
+  static Plan of(const Config& c, bool non_local) {
     Plan p;
+    p.nld = c.w_nld != 0 && non_local;
     p.am = c.w_am != 0;
     p.am_channel = p.am && c.use_channel_mask;
     p.at_paper = c.w_at != 0 && c.transfer_form == TransferForm::paper;
@@ -85,11 +121,21 @@ struct Plan {
   }
   bool spatial_maps() const { return am || at_paper; }
   bool channel_maps() const { return am_channel || at_paper; }
-  bool needs_student() const { return am || at_paper; }
+  bool needs_student() const { return am || at_paper || nld; }
+  /// Do the AM / AT terms write a part of grad_student (which L_NLD's part is then added to)?
+  bool other_grad_s(bool a_is_s) const { return at_paper || (a_is_s && am); }
   /// Without the channel mask, L_AM^2 = sum over (b, position) of M_s * sum_c (T - A)^2: the inner sums
   /// come out of the pass that builds the maps, and the norm needs no second pass over A and T.
   bool am_by_rows() const { return am && !am_channel; }
 };
+
+/// Does any of the levels give L_NLD's parameters (its adaptation conv)?
+template <class T>
+bool has_non_local(const Level<T>* levels, std::size_t count) {
+  for (std::size_t i = 0; i < count; ++i)
+    if (present(levels[i].non_local_adapt_weight)) return true;
+  return false;
+}
 
 /// Workspace pieces of one level, in the accumulation type.
 template <class A>
@@ -136,6 +182,7 @@ struct Prepared {
   View<const T> s, t, a, c_hat, s_hat;
   View<T> grad_a, grad_s, grad_c, grad_sp;
   bool a_is_s = false;  // no adapter: grad_s takes the L_AM part too
+  NonLocalLossArgs<T> nld{};  // L_NLD's level (when the plan has it); grad_student set at run time
 };
 
 /// Argument names: "levels[i].field" for the total, "field" for the single-level entry points.
@@ -182,7 +229,7 @@ std::vector<Prepared<T>> prepare(const ::kdloss::detail::Checker& ck, const Leve
     const std::string sn = name("student");
     if (plan.needs_student())
       ::kdloss::detail::require(!absent(lv.student), ck.fn, ": argument '", sn,
-                                "' is absent but the configuration needs it (L_AM masks or the paper L_AT)");
+                                "' is absent but the configuration needs it (L_AM masks, the paper L_AT or L_NLD)");
     if (!absent(lv.student)) check_input(ck, lv.student, sn, lv.teacher, tn);
     p.s = lv.student;
     if (!absent(lv.student_adapted)) check_input(ck, lv.student_adapted, name("student_adapted"), lv.teacher, tn);
@@ -241,6 +288,43 @@ std::vector<Prepared<T>> prepare(const ::kdloss::detail::Checker& ck, const Leve
   return out;
 }
 
+/// The L_NLD arguments of level `l` (grad_student: the level's own, or absent; run_checked redirects it to
+/// a scratch map when the other terms write a part of it).
+template <class T>
+NonLocalLossArgs<T> non_local_level_args(const Level<T>& lv, const Prepared<T>& p, const Config& cfg, std::size_t l) {
+  NonLocalLossArgs<T> a;
+  a.student = p.s;
+  a.teacher = p.t;
+  a.student_block = lv.student_non_local;
+  a.teacher_block = lv.teacher_non_local;
+  a.adapt_weight = lv.non_local_adapt_weight;
+  a.adapt_bias = lv.non_local_adapt_bias;
+  a.grad_student = p.grad_s;
+  a.grad_adapt_weight = lv.grad_non_local_adapt_weight;
+  a.grad_adapt_bias = lv.grad_non_local_adapt_bias;
+  a.options.weight = cfg.w_nld;
+  a.options.block = cfg.non_local_block(l);
+  a.options.param_grads = cfg.non_local_param_grads;
+  return a;
+}
+
+/// Bytes of the L_NLD region (after the total's own layout): the largest level's non_local_loss plan,
+/// plus a [B,C,H,W] map for its dS when the other terms also write grad_student.
+template <class T>
+std::size_t non_local_region_bytes(const char* fn, const std::vector<Prepared<T>>& levels, const Plan& plan, Mode mode) {
+  std::size_t most = 0;
+  if (!plan.nld) return 0;
+  for (const Prepared<T>& p : levels) {
+    Carver c(nullptr);
+    if (writes_gradients(mode) && present(p.grad_s) && plan.other_grad_s(p.a_is_s))
+      c.take<T>(static_cast<std::size_t>(p.g.numel()));
+    std::size_t plan_bytes = 0;
+    for (Mode m : {Mode::forward, mode}) plan_bytes = std::max(plan_bytes, non_local_loss_plan(fn, p.nld, m, nullptr).bytes);
+    most = std::max(most, c.bytes() + plan_bytes);
+  }
+  return most;
+}
+
 /// Every output must be disjoint from every input and from every other output of the call.
 template <class T>
 void check_aliasing(const ::kdloss::detail::Checker& ck, const Level<T>* levels, std::size_t count, Mode mode,
@@ -279,12 +363,24 @@ template <class T>
 std::size_t total_workspace_bytes(const Level<T>* levels, std::size_t count, const Config& cfg) {
   std::vector<Geometry> geos;
   Device device = Device::host();
+  std::vector<Prepared<T>> nld;
+  const Plan plan = Plan::of(cfg, has_non_local(levels, count));
   for (std::size_t i = 0; i < count; ++i) {
     if (levels[i].teacher.rank() != 4) continue;  // invalid: the call itself will say so
     geos.push_back(Geometry::of(levels[i].teacher.shape));
     device = levels[i].teacher.device;
+    if (!plan.nld || levels[i].student.shape != levels[i].teacher.shape) continue;
+    Prepared<T> p;
+    p.g = geos.back();
+    p.s = levels[i].student;
+    p.t = levels[i].teacher;
+    p.a_is_s = absent(levels[i].student_adapted);
+    p.grad_s = levels[i].grad_student;
+    p.nld = non_local_level_args(levels[i], p, cfg, i);
+    nld.push_back(p);
   }
-  return carve_total<acc_t<T>>(nullptr, geos, Plan::of(cfg), device).bytes;
+  const std::size_t own = carve_total<acc_t<T>>(nullptr, geos, plan, device).bytes;
+  return own + non_local_region_bytes("kdloss::fbkd::total_loss_workspace_bytes", nld, plan, Mode::forward_backward);
 }
 
 /// A validated total call: its device and its prepared levels.
@@ -292,6 +388,7 @@ template <class T>
 struct Checked {
   Device device;
   std::vector<Prepared<T>> levels;
+  bool non_local = false;  // the levels give L_NLD's parameters
 };
 
 /// Every check of a total-shaped call (the total and the single-level L_AT entries); throws before
@@ -301,7 +398,7 @@ Checked<T> check_total(const char* fn, Mode mode, const Level<T>* levels, std::s
                        const View<T>& out, const View<const T>& grad_out, bool indexed) {
   const ::kdloss::detail::Checker ck{fn};
   check_config(fn, cfg);
-  const Plan plan = Plan::of(cfg);
+  const Plan plan = Plan::of(cfg, has_non_local(levels, count));
   // The device of the call: that of the loss output (or of the upstream gradient for backward).
   Device device;
   if (mode == Mode::backward) {
@@ -316,8 +413,21 @@ Checked<T> check_total(const char* fn, Mode mode, const Level<T>* levels, std::s
     device = out.device;
   }
   ::kdloss::detail::require_backend<T>(fn, device);
-  Checked<T> c{device, prepare(ck, levels, count, plan, mode, device, indexed)};
+  Checked<T> c{device, prepare(ck, levels, count, plan, mode, device, indexed), has_non_local(levels, count)};
   check_aliasing(ck, levels, count, mode, out, grad_out, indexed);
+  if (plan.nld) {
+    Names name{indexed};
+    for (std::size_t i = 0; i < count; ++i) {
+      name.level = i;
+      ::kdloss::detail::require(present(levels[i].non_local_adapt_weight), fn, ": argument '",
+                                name("non_local_adapt_weight"), "' is absent but config.w_nld = ", cfg.w_nld,
+                                " != 0 and another level gives its non-local blocks: L_NLD runs on every level or "
+                                "on none (set config.w_nld = 0, or leave out every level's blocks, to drop the term)");
+      c.levels[i].nld = non_local_level_args(levels[i], c.levels[i], cfg, i);
+      const std::string where = std::string(fn) + ": levels[" + std::to_string(i) + "] (L_NLD)";
+      check_non_local_level(where.c_str(), c.levels[i].nld, mode, false);
+    }
+  }
   return c;
 }
 
@@ -325,16 +435,17 @@ Checked<T> check_total(const char* fn, Mode mode, const Level<T>* levels, std::s
 template <class T>
 void run_checked(const char* fn, const Checked<T>& checked, Mode mode, const Config& cfg, const View<T>& out,
                  const View<const T>& grad_out, const Exec& exec) {
-  const Plan plan = Plan::of(cfg);
+  const Plan plan = Plan::of(cfg, checked.non_local);
   const Device device = checked.device;
   const std::vector<Prepared<T>>& lv = checked.levels;
   std::vector<Geometry> geos;
   for (const auto& p : lv) geos.push_back(p.g);
   using Acc = acc_t<T>;
   ::kdloss::detail::HostScratch scratch;
-  const std::size_t needed = carve_total<Acc>(nullptr, geos, plan, device).bytes;
-  const Layout<Acc> lay = carve_total<Acc>(
-      ::kdloss::detail::resolve_workspace(fn, device, exec.workspace, needed, scratch), geos, plan, device);
+  const std::size_t own = carve_total<Acc>(nullptr, geos, plan, device).bytes;
+  const std::size_t needed = own + non_local_region_bytes(fn, lv, plan, mode);
+  void* ws = ::kdloss::detail::resolve_workspace(fn, device, exec.workspace, needed, scratch);
+  const Layout<Acc> lay = carve_total<Acc>(ws, geos, plan, device);
 
   const Stream stream = exec.stream;
   const Upstream<T> upstream{mode == Mode::backward ? grad_out.data : nullptr};
@@ -420,9 +531,31 @@ void run_checked(const char* fn, const Checked<T>& checked, Mode mode, const Con
         zero_fill<Acc>(device, stream, p.grad_c);
     }
   }
+  // L_NLD level by level on one region after the total's own buffers (the levels run in turn): its norm
+  // into the level's fourth slot, its dS into grad_student (or a scratch map added to the other terms' part).
+  for (std::size_t l = 0; plan.nld && l < lv.size(); ++l) {
+    const Prepared<T>& p = lv[l];
+    NonLocalLossArgs<T> a = p.nld;
+    Carver region(static_cast<unsigned char*>(ws) + own);
+    View<T> part{};
+    if (!writes_gradients(mode)) {
+      a.grad_student = {};
+    } else if (present(p.grad_s) && plan.other_grad_s(p.a_is_s)) {
+      part = View<T>(region.take<T>(static_cast<std::size_t>(p.g.numel())), p.t.shape, contiguous_strides(p.t.shape),
+                     device);
+      a.grad_student = part;
+    }
+    const NonLocalLossPlan<T> np =
+        non_local_loss_plan(fn, a, mode, static_cast<unsigned char*>(ws) + own + region.bytes());
+    run_non_local_level(np, mode, device, exec, lay.slots + l * kSlotsPerLevel + 3, cfg.w_nld, upstream);
+    if (present(part))
+      ::kdloss::detail::transform<Acc>(device, stream, p.t.shape, Sum{}, std::tuple{View<const T>(p.grad_s), View<const T>(part)},
+                                       std::tuple{p.grad_s});
+  }
   if (mode != Mode::backward)
     combine_into<Acc>(device, stream, lay.slots, static_cast<std::int64_t>(lv.size()), plan.am ? cfg.w_am : 0.0,
-                      (plan.at_paper || plan.at_code) ? cfg.w_at : 0.0, lay.partials, out.data);
+                      (plan.at_paper || plan.at_code) ? cfg.w_at : 0.0, lay.partials, out.data,
+                      plan.nld ? cfg.w_nld : 0.0);
 }
 
 /// Check, then run.
@@ -490,7 +623,8 @@ std::size_t total_loss_workspace_bytes(const TotalLossArgs<T>& args) {
   return detail::total_workspace_bytes<T>(args.levels.data(), args.levels.size(), args.options);
 }
 
-/// Checks, then runs: forward writes value = sum over levels of w_am * L_AM + w_at * L_AT to `out`;
+/// Checks, then runs: forward writes value = sum over levels of w_am * L_AM + w_at * L_AT + w_nld * L_NLD
+/// to `out` (and the blocks' BN batch statistics where asked for);
 /// backward writes the requested gradients times grad_out (recomputing the masks and norms first);
 /// forward_backward writes the value and the gradients of the value itself. No host synchronisation.
 ///

@@ -154,7 +154,7 @@ setup(
     name="kdloss_torch",
     version="0.1.0",
     description="PyTorch bridge of kdloss: knowledge-distillation losses with analytic backward",
-    packages=["kdloss_torch"],
+    packages=["kdloss_torch", "kdloss_torch.detr"],
     ext_modules=[_extension()],
     cmdclass={"build_ext": _Build.with_options(use_ninja=shutil.which("ninja") is not None)},
     python_requires=">=3.9",

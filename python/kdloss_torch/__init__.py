@@ -15,7 +15,8 @@ raise kdloss_torch.KdlossError (a ValueError and a RuntimeError) with the librar
 Teacher tensors get no gradient. See docs/pytorch.md.
 
 Families (one binding file python/csrc/<family>.cpp + one module kdloss_torch/<family>.py each):
-feature (top level), ops, fbkd, ssim.
+feature (top level), ops, fbkd, ssim, drkd, blocks (nn.Modules of the non-local block and GloRe with the
+reference code's state_dict names), detr (a package: assignment, boxes, matchers, DETRDistill).
 """
 
 import torch  # noqa: F401  (libtorch must be loaded before the extension)
@@ -23,7 +24,7 @@ import torch  # noqa: F401  (libtorch must be loaded before the extension)
 from . import _C
 from ._C import KdlossError
 from ._common import backward_mode, get_backward_mode, set_backward_mode
-from . import ops, fbkd, ssim, drkd, blocks
+from . import ops, fbkd, ssim, drkd, blocks, detr
 from .feature import (DistanceLoss, KLDivLoss, L1Loss, MSELoss, SmoothL1Loss, distance_loss, kl_div_loss, l1_loss,
                       mse_loss, smooth_l1_loss)
 
@@ -49,5 +50,6 @@ def host_cache_free_bytes():
     return int(_C.host_cache_free_bytes())
 
 __all__ = ["KdlossError", "mse_loss", "l1_loss", "smooth_l1_loss", "distance_loss", "kl_div_loss", "MSELoss",
-           "L1Loss", "SmoothL1Loss", "DistanceLoss", "KLDivLoss", "ops", "fbkd", "ssim", "set_backward_mode",
+           "L1Loss", "SmoothL1Loss", "DistanceLoss", "KLDivLoss", "ops", "fbkd", "ssim", "drkd", "blocks", "detr",
+           "set_backward_mode",
            "get_backward_mode", "backward_mode", "cuda_backend", "kdloss_version", "empty_host_cache", "host_cache_free_bytes"]

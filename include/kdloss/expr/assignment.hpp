@@ -19,10 +19,10 @@ inline constexpr std::int64_t bad_size = 3;    // rows[b] or cols[b] outside [0,
 
 /// Byte offsets of one problem's scratch ("slot") for problems of at most N rows and M columns
 /// after the transposition (N <= M): the float64 working copy of the cost [N, M], the duals u [N]
-/// and v [M], and the per-column search arrays. 256-byte aligned pieces.
+/// v [M] and the per-column search arrays (kept in scipy's scan order: backend/cpu/assignment.hpp). 256-byte aligned pieces.
 struct AssignmentSlot {
-  std::size_t cost = 0, u = 0, v = 0, spc = 0, vw = 0, spcw = 0;   // double
-  std::size_t col = 0, pathw = 0, freew = 0, path = 0, row4col = 0;  // int64, M each
+  std::size_t cost = 0, u = 0, vw = 0, spcw = 0;                                 // double
+  std::size_t col = 0, pathw = 0, freew = 0, removed = 0, scanned = 0, row4col = 0;  // int64, M each
   std::size_t col4row = 0, visited = 0;                              // int64, N each
   std::size_t bytes = 0;
 
@@ -38,14 +38,13 @@ struct AssignmentSlot {
     };
     s.cost = take(n * static_cast<std::size_t>(M));
     s.u = take(n);
-    s.v = take(m);
-    s.spc = take(m);
     s.vw = take(m);
     s.spcw = take(m);
     s.col = take(m);
     s.pathw = take(m);
     s.freew = take(m);
-    s.path = take(m);
+    s.removed = take(m);
+    s.scanned = take(m);
     s.row4col = take(m);
     s.col4row = take(n);
     s.visited = take(n);

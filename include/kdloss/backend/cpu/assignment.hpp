@@ -32,20 +32,19 @@ inline void problem_size(const expr::AssignmentBatch<T>& P, std::int64_t b, std:
 
 /// Pointers into one slot.
 struct Slot {
-  double *cost, *u, *v, *spc, *vw, *spcw;
-  std::int64_t *col, *pathw, *freew, *path, *row4col, *col4row, *visited;
+  double *cost, *u, *vw, *spcw;
+  std::int64_t *col, *pathw, *freew, *removed, *scanned, *row4col, *col4row, *visited;
   Slot(void* base, const expr::AssignmentSlot& s) {
     auto* p = static_cast<unsigned char*>(base);
     cost = reinterpret_cast<double*>(p + s.cost);
     u = reinterpret_cast<double*>(p + s.u);
-    v = reinterpret_cast<double*>(p + s.v);
-    spc = reinterpret_cast<double*>(p + s.spc);
     vw = reinterpret_cast<double*>(p + s.vw);
     spcw = reinterpret_cast<double*>(p + s.spcw);
     col = reinterpret_cast<std::int64_t*>(p + s.col);
     pathw = reinterpret_cast<std::int64_t*>(p + s.pathw);
     freew = reinterpret_cast<std::int64_t*>(p + s.freew);
-    path = reinterpret_cast<std::int64_t*>(p + s.path);
+    removed = reinterpret_cast<std::int64_t*>(p + s.removed);
+    scanned = reinterpret_cast<std::int64_t*>(p + s.scanned);
     row4col = reinterpret_cast<std::int64_t*>(p + s.row4col);
     col4row = reinterpret_cast<std::int64_t*>(p + s.col4row);
     visited = reinterpret_cast<std::int64_t*>(p + s.visited);
@@ -60,102 +59,103 @@ typedef std::int64_t lsa_v4i __attribute__((vector_size(32), aligned(8)));
 #define KDLOSS_LSA_VECTORS 0
 #endif
 
-/// One search step over the remaining positions [0, num) for row i: relax the shortest-path costs
-/// (scipy: r = minVal + cost[i, j] - u[i] - v[j]; if r < spc[j] then path[j] = i, spc[j] = r) and
-/// return the minimum of the relaxed costs.
-KDLOSS_CPU_CLONES KDLOSS_CPU_FLATTEN inline double relax(const double* crow, const std::int64_t* col, const double* vw,
-                                                         double* spcw, std::int64_t* pathw, std::int64_t num,
-                                                         double minVal, double ui, std::int64_t i) {
+/// One search step over the remaining positions [0, num) for row i, in one pass: relax the
+/// shortest-path costs (scipy: r = minVal + cost[i, j] - u[i] - v[j]; if r < spc[j] then path[j] = i,
+/// spc[j] = r) and pick scipy's column: the least spc, among ties the last unassigned one in scan
+/// order, else the first one. Returns the chosen position, or -1 when every spc is +inf (infeasible).
+///
+/// Lane l of the 4-lane loop sees positions l, l + 4, ... and applies scipy's sequential test to its
+/// own positions; the lanes are then merged: among the lanes holding the global minimum, the largest
+/// chosen position that is unassigned, else the smallest chosen position (each lane's chosen position
+/// is then its first tie). Both give what scipy's single sequential scan gives.
+KDLOSS_CPU_CLONES KDLOSS_CPU_FLATTEN inline std::int64_t relax_pick(const double* crow, const std::int64_t* col,
+                                                                     const double* vw, double* spcw,
+                                                                     std::int64_t* pathw, const std::int64_t* freew,
+                                                                     std::int64_t num, double minVal, double ui,
+                                                                     std::int64_t i) {
   const double inf = std::numeric_limits<double>::infinity();
   std::int64_t p = 0;
   double lo = inf;
+  std::int64_t index = -1;
 #if KDLOSS_LSA_VECTORS
-  lsa_v4d lo4 = {inf, inf, inf, inf};
-  const lsa_v4i iv = {i, i, i, i};
-  for (; p + 4 <= num; p += 4) {
-    const lsa_v4d c = {crow[col[p]], crow[col[p + 1]], crow[col[p + 2]], crow[col[p + 3]]};
-    lsa_v4d v, s;
-    std::memcpy(&v, vw + p, sizeof v);
-    std::memcpy(&s, spcw + p, sizeof s);
-    const lsa_v4d r = ((minVal + c) - ui) - v;
-    const lsa_v4i m = r < s;
-    s = m ? r : s;
-    lsa_v4i pa;
-    std::memcpy(&pa, pathw + p, sizeof pa);
-    pa = m ? iv : pa;
-    std::memcpy(spcw + p, &s, sizeof s);
-    std::memcpy(pathw + p, &pa, sizeof pa);
-    lo4 = s < lo4 ? s : lo4;
+  if (num >= 8) {
+    lsa_v4d lo4 = {inf, inf, inf, inf};
+    lsa_v4i idx4 = {-1, -1, -1, -1}, pos = {0, 1, 2, 3};
+    const lsa_v4i iv = {i, i, i, i}, four = {4, 4, 4, 4};
+    for (; p + 4 <= num; p += 4, pos += four) {
+      const lsa_v4d c = {crow[col[p]], crow[col[p + 1]], crow[col[p + 2]], crow[col[p + 3]]};
+      lsa_v4d v, s;
+      lsa_v4i pa, f;
+      std::memcpy(&v, vw + p, sizeof v);
+      std::memcpy(&s, spcw + p, sizeof s);
+      std::memcpy(&pa, pathw + p, sizeof pa);
+      std::memcpy(&f, freew + p, sizeof f);
+      const lsa_v4d r = ((minVal + c) - ui) - v;
+      const lsa_v4i m = r < s;
+      s = m ? r : s;
+      pa = m ? iv : pa;
+      std::memcpy(spcw + p, &s, sizeof s);
+      std::memcpy(pathw + p, &pa, sizeof pa);
+      const lsa_v4i take = (s < lo4) | ((s == lo4) & f);
+      lo4 = take ? s : lo4;
+      idx4 = take ? pos : idx4;
+    }
+    for (int l = 0; l < 4; ++l) lo = lo4[l] < lo ? lo4[l] : lo;
+    std::int64_t last_free = -1, first = -1;
+    for (int l = 0; l < 4; ++l) {
+      const std::int64_t q = idx4[l];
+      if (q < 0 || !(lo4[l] == lo)) continue;
+      if (freew[q]) last_free = q > last_free ? q : last_free;
+      first = (first < 0 || q < first) ? q : first;
+    }
+    index = last_free >= 0 ? last_free : first;
   }
-  for (int l = 0; l < 4; ++l) lo = lo4[l] < lo ? lo4[l] : lo;
 #endif
-  for (; p < num; ++p) {
+  for (; p < num; ++p) {  // scipy's loop (the whole scan without vectors, the tail with them)
     const double r = minVal + crow[col[p]] - ui - vw[p];
     if (r < spcw[p]) {
       pathw[p] = i;
       spcw[p] = r;
     }
-    lo = spcw[p] < lo ? spcw[p] : lo;
-  }
-  return lo;
-}
-
-/// scipy's choice among the positions whose cost equals the minimum `lo`: the last one whose column
-/// is unassigned (freew = -1), else the first one.
-KDLOSS_CPU_CLONES KDLOSS_CPU_FLATTEN inline std::int64_t pick(const double* spcw, const std::int64_t* freew,
-                                                              std::int64_t num, double lo) {
-  std::int64_t last_free = -1, first = num;
-  std::int64_t p = 0;
-#if KDLOSS_LSA_VECTORS
-  lsa_v4i lf = {-1, -1, -1, -1}, fi = {num, num, num, num};
-  lsa_v4i pos = {0, 1, 2, 3};
-  const lsa_v4i four = {4, 4, 4, 4};
-  for (; p + 4 <= num; p += 4, pos += four) {
-    lsa_v4d s;
-    lsa_v4i f;
-    std::memcpy(&s, spcw + p, sizeof s);
-    std::memcpy(&f, freew + p, sizeof f);
-    const lsa_v4i eq = s == lo;
-    lf = (eq & f) != 0 ? pos : lf;
-    fi = (eq != 0) & (fi == num) ? pos : fi;
-  }
-  for (int l = 0; l < 4; ++l) {
-    last_free = lf[l] > last_free ? lf[l] : last_free;
-    first = fi[l] < first ? fi[l] : first;
-  }
-#endif
-  for (; p < num; ++p) {
-    if (spcw[p] == lo) {
-      if (freew[p]) last_free = p;
-      if (first == num) first = p;
+    if (spcw[p] < lo || (spcw[p] == lo && freew[p])) {
+      lo = spcw[p];
+      index = p;
     }
   }
-  return last_free >= 0 ? last_free : first;
+  return lo < inf ? index : -1;
+}
+
+/// Swaps positions a and b of the per-position search arrays.
+inline void swap_positions(Slot& S, std::int64_t a, std::int64_t b) {
+  std::swap(S.col[a], S.col[b]);
+  std::swap(S.vw[a], S.vw[b]);
+  std::swap(S.spcw[a], S.spcw[b]);
+  std::swap(S.pathw[a], S.pathw[b]);
+  std::swap(S.freew[a], S.freew[b]);
 }
 
 /// Solves the N x M problem (N <= M) in slot S (its cost already copied), leaving the assignment in
 /// S.col4row. Returns a status code.
+///
+/// Between searches the per-position arrays are in scipy's initial scan order (position p holds
+/// column M - 1 - p, vw the dual v of that column, freew whether it is unassigned): a search records
+/// its removals and undoes them afterwards (O(path length)), instead of rebuilding M entries per row.
 inline std::int64_t solve(Slot& S, std::int64_t N, std::int64_t M) {
   const double inf = std::numeric_limits<double>::infinity();
   for (std::int64_t i = 0; i < N; ++i) S.u[i] = 0, S.col4row[i] = -1;
-  for (std::int64_t j = 0; j < M; ++j) S.v[j] = 0, S.row4col[j] = -1;
+  for (std::int64_t p = 0; p < M; ++p) {
+    S.col[p] = M - 1 - p, S.vw[p] = 0, S.freew[p] = -1, S.pathw[p] = -1;
+    S.row4col[p] = -1;
+  }
+  std::int64_t* removed = S.removed;  // the positions chosen, in order (to undo the removals)
   for (std::int64_t cur = 0; cur < N; ++cur) {
-    // scipy's remaining list, filled in reverse (M-1, ..., 0); the search arrays in scan order
-    for (std::int64_t p = 0; p < M; ++p) {
-      const std::int64_t j = M - 1 - p;
-      S.col[p] = j;
-      S.vw[p] = S.v[j];
-      S.spcw[p] = inf;
-      S.freew[p] = S.row4col[j] == -1 ? -1 : 0;
-      S.pathw[p] = -1;
-    }
+    for (std::int64_t p = 0; p < M; ++p) S.spcw[p] = inf;
     std::int64_t num = M, visited = 0, sink = -1, i = cur;
     double minVal = 0;
     while (sink == -1) {
       S.visited[visited++] = i;
-      const double lo = relax(S.cost + i * M, S.col, S.vw, S.spcw, S.pathw, num, minVal, S.u[i], i);
-      if (!(lo < inf)) return status::infeasible;  // scipy: minVal == INFINITY
-      const std::int64_t k = pick(S.spcw, S.freew, num, lo);
+      const std::int64_t k = relax_pick(S.cost + i * M, S.col, S.vw, S.spcw, S.pathw, S.freew, num, minVal, S.u[i], i);
+      if (k < 0) return status::infeasible;  // scipy: minVal == INFINITY
       minVal = S.spcw[k];
       const std::int64_t j = S.col[k];
       if (S.freew[k])
@@ -163,30 +163,32 @@ inline std::int64_t solve(Slot& S, std::int64_t N, std::int64_t M) {
       else
         i = S.row4col[j];
       // scipy: remaining[index] = remaining[--num]; the removed position goes to the tail (scanned set)
+      removed[M - num] = k;
+      S.scanned[M - num] = j;
       --num;
-      std::swap(S.col[k], S.col[num]);
-      std::swap(S.vw[k], S.vw[num]);
-      std::swap(S.spcw[k], S.spcw[num]);
-      std::swap(S.pathw[k], S.pathw[num]);
-      std::swap(S.freew[k], S.freew[num]);
+      swap_positions(S, k, num);
     }
-    // the scanned columns (scipy's SC) are positions [num, M): their costs and paths, by column
-    for (std::int64_t p = num; p < M; ++p) S.spc[S.col[p]] = S.spcw[p], S.path[S.col[p]] = S.pathw[p];
+    for (std::int64_t t = M - num - 1; t >= 0; --t) swap_positions(S, removed[t], M - 1 - t);  // back to scan order
     // dual update, as scipy: u[cur] += minVal; u[i] += minVal - spc[col4row[i]]; v[j] -= minVal - spc[j]
+    // (column j sits at position M - 1 - j again)
     S.u[cur] += minVal;
     for (std::int64_t t = 1; t < visited; ++t) {
       const std::int64_t r = S.visited[t];
-      S.u[r] += minVal - S.spc[S.col4row[r]];
+      S.u[r] += minVal - S.spcw[M - 1 - S.col4row[r]];
     }
-    for (std::int64_t p = num; p < M; ++p) S.v[S.col[p]] -= minVal - S.spcw[p];
+    for (std::int64_t t = 0; t < M - num; ++t) {  // the scanned columns (scipy's SC)
+      const std::int64_t p = M - 1 - S.scanned[t];
+      S.vw[p] -= minVal - S.spcw[p];
+    }
     // augment
     std::int64_t j = sink;
     while (true) {
-      const std::int64_t r = S.path[j];
+      const std::int64_t r = S.pathw[M - 1 - j];
       S.row4col[j] = r;
       std::swap(S.col4row[r], j);
       if (r == cur) break;
     }
+    S.freew[M - 1 - sink] = 0;
   }
   return status::ok;
 }

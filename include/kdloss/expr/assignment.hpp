@@ -17,6 +17,12 @@ inline constexpr std::int64_t invalid = 2;     // NaN or -inf after maximize's n
 inline constexpr std::int64_t bad_size = 3;    // rows[b] or cols[b] outside [0, Q] / [0, T] (GPU; the host throws)
 }  // namespace assignment_status
 
+/// Pointers into one problem's scratch (AssignmentSlot::at).
+struct AssignmentSlotPointers {
+  double *cost, *u, *vw, *spcw;
+  std::int64_t *col, *pathw, *freew, *removed, *scanned, *row4col, *col4row, *visited;
+};
+
 /// Byte offsets of one problem's scratch ("slot") for problems of at most N rows and M columns
 /// after the transposition (N <= M): the float64 working copy of the cost [N, M], the duals u [N]
 /// v [M] and the per-column search arrays (kept in scipy's scan order: backend/cpu/assignment.hpp). 256-byte aligned pieces.
@@ -51,6 +57,23 @@ struct AssignmentSlot {
     s.bytes = at;
     return s;
   }
+  KDLOSS_HOST_DEVICE AssignmentSlotPointers at(void* base) const {
+    auto* p = static_cast<unsigned char*>(base);
+    AssignmentSlotPointers S;
+    S.cost = reinterpret_cast<double*>(p + cost);
+    S.u = reinterpret_cast<double*>(p + u);
+    S.vw = reinterpret_cast<double*>(p + vw);
+    S.spcw = reinterpret_cast<double*>(p + spcw);
+    S.col = reinterpret_cast<std::int64_t*>(p + col);
+    S.pathw = reinterpret_cast<std::int64_t*>(p + pathw);
+    S.freew = reinterpret_cast<std::int64_t*>(p + freew);
+    S.removed = reinterpret_cast<std::int64_t*>(p + removed);
+    S.scanned = reinterpret_cast<std::int64_t*>(p + scanned);
+    S.row4col = reinterpret_cast<std::int64_t*>(p + row4col);
+    S.col4row = reinterpret_cast<std::int64_t*>(p + col4row);
+    S.visited = reinterpret_cast<std::int64_t*>(p + visited);
+    return S;
+  }
 };
 
 /// One batched call: B problems, problem b the top-left rows[b] x cols[b] block of cost[b]
@@ -79,5 +102,13 @@ struct AssignmentBatch {
   KDLOSS_HOST_DEVICE std::int64_t slot_rows() const { return K(); }
   KDLOSS_HOST_DEVICE std::int64_t slot_cols() const { return Q < Tn ? Tn : Q; }
 };
+
+/// The sizes (rows, cols) of problem b: read from the size views, or the full Q x T.
+template <class T>
+KDLOSS_HOST_DEVICE inline void problem_size(const AssignmentBatch<T>& P, std::int64_t b, std::int64_t& nr,
+                                            std::int64_t& nc) {
+  nr = P.rows ? P.rows[b * P.rows_stride] : P.Q;
+  nc = P.cols ? P.cols[b * P.cols_stride] : P.Tn;
+}
 
 }  // namespace kdloss::expr

@@ -23,33 +23,8 @@ namespace kdloss::backend::cpu::assignment {
 
 namespace status = ::kdloss::expr::assignment_status;
 
-/// The sizes of problem b (rows, cols), read from the views or the full Q x T.
-template <class T>
-inline void problem_size(const expr::AssignmentBatch<T>& P, std::int64_t b, std::int64_t& nr, std::int64_t& nc) {
-  nr = P.rows ? P.rows[b * P.rows_stride] : P.Q;
-  nc = P.cols ? P.cols[b * P.cols_stride] : P.Tn;
-}
-
-/// Pointers into one slot.
-struct Slot {
-  double *cost, *u, *vw, *spcw;
-  std::int64_t *col, *pathw, *freew, *removed, *scanned, *row4col, *col4row, *visited;
-  Slot(void* base, const expr::AssignmentSlot& s) {
-    auto* p = static_cast<unsigned char*>(base);
-    cost = reinterpret_cast<double*>(p + s.cost);
-    u = reinterpret_cast<double*>(p + s.u);
-    vw = reinterpret_cast<double*>(p + s.vw);
-    spcw = reinterpret_cast<double*>(p + s.spcw);
-    col = reinterpret_cast<std::int64_t*>(p + s.col);
-    pathw = reinterpret_cast<std::int64_t*>(p + s.pathw);
-    freew = reinterpret_cast<std::int64_t*>(p + s.freew);
-    removed = reinterpret_cast<std::int64_t*>(p + s.removed);
-    scanned = reinterpret_cast<std::int64_t*>(p + s.scanned);
-    row4col = reinterpret_cast<std::int64_t*>(p + s.row4col);
-    col4row = reinterpret_cast<std::int64_t*>(p + s.col4row);
-    visited = reinterpret_cast<std::int64_t*>(p + s.visited);
-  }
-};
+using expr::problem_size;
+using Slot = expr::AssignmentSlotPointers;
 
 #if defined(__GNUC__) && !defined(__CUDACC__) && !defined(KDLOSS_NO_VECTOR_EXTENSIONS)
 #define KDLOSS_LSA_VECTORS 1
@@ -212,7 +187,7 @@ void run_problem(const expr::AssignmentBatch<T>& P, std::int64_t b, void* base, 
   if (nr < 0 || nr > P.Q || nc < 0 || nc > P.Tn) {
     st = status::bad_size;
   } else if (nr > 0 && nc > 0) {
-    Slot S(base, layout);
+    Slot S = layout.at(base);
     const bool transpose = nc < nr;
     const std::int64_t N = transpose ? nc : nr, M = transpose ? nr : nc;
     for (std::int64_t a = 0; a < N && st == status::ok; ++a) {

@@ -461,6 +461,16 @@ std::vector<Entry> entries() {
                  a.grad_weight = c.grad<T>(kdloss::Dims{32});
                  c.call([&] { ops::concat_relation(a, Mode::forward_backward); });
                }, {"grad_theta", "theta"}});
+  // ---- issue 11: the DETR family
+  e.push_back({"ops::linear_sum_assignment batch 8 of 60 x 40", [](Ctx& c) {
+                 ops::LinearSumAssignmentArgs<T> a;
+                 a.cost = c.in<T>(kdloss::Dims{8, 60, 40}, 1);
+                 a.row_ind = c.grad<std::int64_t>(kdloss::Dims{8, 40});
+                 a.col_ind = c.out<std::int64_t>(kdloss::Dims{8, 40});
+                 a.count = c.out<std::int64_t>(kdloss::Dims{8});
+                 a.status = c.out<std::int64_t>(kdloss::Dims{8});
+                 c.call([&] { ops::linear_sum_assignment(a, Mode::forward); });
+               }, {"row_ind", "cost"}});
   return e;
 }
 

@@ -20,8 +20,8 @@
 // Outputs row_ind/col_ind int64 [B, K], K = min(Q, T): pair k of problem b at [b, k] for
 // k < count[b], -1 after. count and status are int64 [B].
 //
-// Errors: on the host a NaN/-inf entry or a size outside [0, Q]/[0, T] throws kdloss::Error from the
-// check (naming the argument, the problem and the entry; nothing written). An infeasible problem is
+// Errors: on the host a NaN/-inf entry or a size outside [0, Q]/[0, T] throws kdloss::Error before
+// anything is written (naming the argument, the problem and the entry). An infeasible problem is
 // reported in status[b] (1) with count 0 and -1 pairs; with status absent on the host it throws after
 // the run. On the GPU everything is reported in status (1 infeasible, 2 invalid entry, 3 bad size),
 // never by a host synchronisation: the call is one kernel launch and can be captured in a CUDA graph.
@@ -109,7 +109,7 @@ void check(const LinearSumAssignmentArgs<T>& a, Mode mode) {
   check_shapes(fn, a);
   kdloss::detail::require_backend<T>(fn, a.cost.device);
   const Device dev = a.cost.device;
-  const std::int64_t B = a.cost.shape[0], Q = a.cost.shape[1], Tn = a.cost.shape[2], K = pairs_width(a);
+  const std::int64_t B = a.cost.shape[0], K = pairs_width(a);
   const auto out = [&](const View<std::int64_t>& v, const char* name, const Dims& shape) {
     ck.not_null(v, name);
     ck.shape(v, name, shape);
@@ -139,24 +139,54 @@ void check(const LinearSumAssignmentArgs<T>& a, Mode mode) {
             " reports infeasible and invalid problems only there (no host synchronisation); pass an int64 [", B,
             "] view");
   }
-  const auto sizes = [&](const View<const std::int64_t>& v, const char* name, std::int64_t limit) {
+  const auto sizes = [&](const View<const std::int64_t>& v, const char* name) {
     if (absent(v)) return;
     ck.not_null(v, name);
     ck.shape(v, name, Dims{B});
     ck.device(v, name, dev);
-    if (!dev.is_host()) return;  // read on the device: a size out of range gives status 3 there
+  };
+  sizes(a.rows, "rows");
+  sizes(a.cols, "cols");
+}
+
+/// The checks that read values (host calls only, after check, before anything is written): the
+/// sizes in range and scipy's entry test after maximize's negation, skipped for empty problems.
+/// Not part of linear_sum_assignment_check, which reads shapes only (a check never touches data).
+template <class T>
+void check_values(const LinearSumAssignmentArgs<T>& a) {
+  const char* fn = kName;
+  using kdloss::detail::require;
+  const std::int64_t B = a.cost.shape[0], Q = a.cost.shape[1], Tn = a.cost.shape[2];
+  const auto sizes = [&](const View<const std::int64_t>& v, const char* name, std::int64_t limit) {
+    if (absent(v)) return;
     for (std::int64_t b = 0; b < B; ++b)
       require(v(b) >= 0 && v(b) <= limit, fn, ": argument '", name, "' gives problem ", b, " size ", v(b),
               ", outside [0, ", limit, "] (cost has shape ", a.cost.shape.str(), ")");
   };
   sizes(a.rows, "rows", Q);
   sizes(a.cols, "cols", Tn);
-  if (!dev.is_host()) return;
-  // scipy's entry check, after maximize's negation, skipped for empty problems
   if constexpr (kdloss::detail::host_types_v<T>) {
+    // NaN, or the value that becomes -inf after the negation: x != x || x == bad, one branch-free pass
+    // per row (then the slow path finds and names the first offending entry)
+    const double bad = a.options.maximize ? std::numeric_limits<double>::infinity()
+                                          : -std::numeric_limits<double>::infinity();
+    const std::int64_t s0 = a.cost.strides[0], s1 = a.cost.strides[1], s2 = a.cost.strides[2];
     for (std::int64_t b = 0; b < B; ++b) {
       const std::int64_t nr = present(a.rows) ? a.rows(b) : Q, nc = present(a.cols) ? a.cols(b) : Tn;
       if (nr == 0 || nc == 0) continue;
+      bool any = false;
+      for (std::int64_t i = 0; i < nr && !any; ++i) {
+        const T* row = a.cost.data + b * s0 + i * s1;
+        int hit = 0;
+        if (s2 == 1) {
+          for (std::int64_t j = 0; j < nc; ++j) hit |= (row[j] != row[j]) | (static_cast<double>(row[j]) == bad);
+        } else {
+          for (std::int64_t j = 0; j < nc; ++j)
+            hit |= (row[j * s2] != row[j * s2]) | (static_cast<double>(row[j * s2]) == bad);
+        }
+        any = hit != 0;
+      }
+      if (!any) continue;
       for (std::int64_t i = 0; i < nr; ++i)
         for (std::int64_t j = 0; j < nc; ++j) {
           const double x = a.options.maximize ? -static_cast<double>(a.cost(b, i, j)) : static_cast<double>(a.cost(b, i, j));
@@ -188,11 +218,11 @@ expr::AssignmentBatch<T> batch_of(const LinearSumAssignmentArgs<T>& a, std::int6
 
 }  // namespace lsa_detail
 
-/// Throws kdloss::Error naming the argument and the shapes when `args` cannot run; writes nothing.
-/// Errors: mode other than forward; cost absent or not rank 3; row_ind/col_ind not [B, min(Q, T)];
-/// count/status not [B]; rows/cols not [B] (on the host: a size outside [0, Q] / [0, T]); views on
-/// another device; overlapping outputs; on the host a NaN or -inf entry (after maximize's negation)
-/// inside a nonempty problem; on the GPU an absent status.
+/// Throws kdloss::Error naming the argument and the shapes when `args` cannot run; writes nothing and
+/// reads no data. Errors: mode other than forward; cost absent or not rank 3; row_ind/col_ind not
+/// [B, min(Q, T)]; count/status not [B]; rows/cols not [B]; views on another device; overlapping
+/// outputs; on the GPU an absent status. (The call itself also rejects, on the host and before writing
+/// anything, a size outside [0, Q] / [0, T] and a NaN or -inf entry of a nonempty problem.)
 ///
 ///   kdloss::ops::LinearSumAssignmentArgs<double> args;   // views filled in as in the Args example
 ///   kdloss::ops::linear_sum_assignment_check(args, kdloss::Mode::forward);
@@ -233,6 +263,7 @@ template <class T>
 void linear_sum_assignment(const LinearSumAssignmentArgs<T>& args, Mode mode = Mode::forward,
                            const Exec& exec = {}) {
   linear_sum_assignment_check(args, mode);
+  if (args.cost.device.is_host()) lsa_detail::check_values(args);
   const std::size_t bytes = linear_sum_assignment_workspace_bytes(args);
   kdloss::detail::HostScratch host;
   void* ws = kdloss::detail::resolve_workspace(lsa_detail::kName, args.cost.device, exec.workspace, bytes, host);

@@ -49,18 +49,19 @@ def linear_sum_assignment_padded(cost, rows=None, cols=None, maximize=False):
     dev = cost.device
     rows_t = _sizes(rows, B, dev, "rows")
     cols_t = _sizes(cols, B, dev, "cols")
-    row_ind = torch.empty((B, K), dtype=torch.int64, device=dev)
-    col_ind = torch.empty((B, K), dtype=torch.int64, device=dev)
-    count = torch.empty((B,), dtype=torch.int64, device=dev)
-    status = torch.empty((B,), dtype=torch.int64, device=dev)
+    out = torch.empty((2 * B * K + 2 * B,), dtype=torch.int64, device=dev)  # one allocation, four views
+    row_ind = out[:B * K].view(B, K)
+    col_ind = out[B * K:2 * B * K].view(B, K)
+    count = out[2 * B * K:2 * B * K + B]
+    status = out[2 * B * K + B:]
     _C.detr_linear_sum_assignment(cost.detach(), _int_arg(rows_t), _int_arg(cols_t), _int_arg(row_ind),
                                   _int_arg(col_ind), _int_arg(count), _int_arg(status), bool(maximize))
     return row_ind, col_ind, count, status
 
 
 def _raise_for(status):
-    bad = status != STATUS_OK
-    if bool(bad.any()):  # a host read: on CUDA this synchronises (check=False avoids it)
+    codes = status.numpy() if status.device.type == "cpu" else status  # on CUDA: a host read (check=False avoids it)
+    if bool(codes.any()):
         codes = status.tolist()
         b = next(i for i, s in enumerate(codes) if s != STATUS_OK)
         what = {STATUS_INFEASIBLE: "cost matrix is infeasible", STATUS_INVALID: "matrix contains invalid numeric entries",
@@ -105,6 +106,8 @@ def linear_sum_assignment(cost, maximize=False, sizes=None, check=True):
         dev = mats[0].device
         if B == 1:
             padded = mats[0].detach().to(dtype).unsqueeze(0)
+        elif len(set(host_rows)) == 1 and len(set(host_cols)) == 1:
+            padded = torch.stack([m.detach() for m in mats]).to(dtype)
         else:
             padded = torch.zeros((B, max(host_rows), max(host_cols)), dtype=dtype, device=dev)
             for k, m in enumerate(mats):
@@ -114,5 +117,8 @@ def linear_sum_assignment(cost, maximize=False, sizes=None, check=True):
     row_ind, col_ind, _, status = linear_sum_assignment_padded(padded, rows, cols, maximize)
     if check:
         _raise_for(status)
-    out = [(row_ind[b, :min(r, c)], col_ind[b, :min(r, c)]) for b, (r, c) in enumerate(zip(host_rows, host_cols))]
+    K = row_ind.shape[1]
+    rs, cs = row_ind.unbind(0), col_ind.unbind(0)
+    out = [(rs[b], cs[b]) if min(r, c) == K else (rs[b][:min(r, c)], cs[b][:min(r, c)])
+           for b, (r, c) in enumerate(zip(host_rows, host_cols))]
     return out[0] if single else out

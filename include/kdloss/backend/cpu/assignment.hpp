@@ -168,13 +168,6 @@ inline std::int64_t solve(Slot& S, std::int64_t N, std::int64_t M) {
   return status::ok;
 }
 
-/// Reads entry (i, j) of problem b's cost as double (maximize: negated).
-template <class T>
-inline double entry(const expr::AssignmentBatch<T>& P, std::int64_t b, std::int64_t i, std::int64_t j) {
-  const double x = static_cast<double>(P.cost[b * P.cs0 + i * P.cs1 + j * P.cs2]);
-  return P.maximize ? -x : x;
-}
-
 /// Solves problem b in slot memory `base` and writes its outputs (padding -1, count, status).
 template <class T>
 void run_problem(const expr::AssignmentBatch<T>& P, std::int64_t b, void* base, const expr::AssignmentSlot& layout) {
@@ -190,16 +183,19 @@ void run_problem(const expr::AssignmentBatch<T>& P, std::int64_t b, void* base, 
     Slot S = layout.at(base);
     const bool transpose = nc < nr;
     const std::int64_t N = transpose ? nc : nr, M = transpose ? nr : nc;
-    for (std::int64_t a = 0; a < N && st == status::ok; ++a) {
-      double* row = S.cost + a * M;
-      for (std::int64_t c = 0; c < M; ++c) {
-        const double x = transpose ? entry(P, b, c, a) : entry(P, b, a, c);
-        if (x != x || x == -std::numeric_limits<double>::infinity()) {
-          st = status::invalid;
-          break;
-        }
-        row[c] = x;
+    // the float64 working copy, read along the source rows (transposed when cols < rows)
+    for (std::int64_t i = 0; i < nr && st == status::ok; ++i) {
+      const T* src = P.cost + b * P.cs0 + i * P.cs1;
+      double* dst = transpose ? S.cost + i : S.cost + i * M;
+      const std::int64_t step = transpose ? M : 1;
+      int bad = 0;
+      for (std::int64_t j = 0; j < nc; ++j) {
+        double x = static_cast<double>(src[j * P.cs2]);
+        if (P.maximize) x = -x;
+        bad |= (x != x) | (x == -std::numeric_limits<double>::infinity());
+        dst[j * step] = x;
       }
+      if (bad) st = status::invalid;
     }
     if (st == status::ok) st = solve(S, N, M);
     if (st == status::ok) {

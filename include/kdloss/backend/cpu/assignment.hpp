@@ -46,34 +46,67 @@ typedef std::int64_t lsa_v4i __attribute__((vector_size(32), aligned(8)));
 KDLOSS_CPU_CLONES KDLOSS_CPU_FLATTEN inline std::int64_t relax_pick(const double* crow, const std::int64_t* col,
                                                                      const double* vw, double* spcw,
                                                                      std::int64_t* pathw, const std::int64_t* freew,
-                                                                     std::int64_t num, double minVal, double ui,
-                                                                     std::int64_t i) {
+                                                                     std::int64_t num, std::int64_t full,
+                                                                     double minVal, double ui, std::int64_t i) {
   const double inf = std::numeric_limits<double>::infinity();
   std::int64_t p = 0;
   double lo = inf;
   std::int64_t index = -1;
 #if KDLOSS_LSA_VECTORS
   if (num >= 8) {
-    lsa_v4d lo4 = {inf, inf, inf, inf};
-    lsa_v4i idx4 = {-1, -1, -1, -1}, pos = {0, 1, 2, 3};
-    const lsa_v4i iv = {i, i, i, i}, four = {4, 4, 4, 4};
-    for (; p + 4 <= num; p += 4, pos += four) {
-      const lsa_v4d c = {crow[col[p]], crow[col[p + 1]], crow[col[p + 2]], crow[col[p + 3]]};
+    // two sets of 4 lanes (positions 8q + l and 8q + 4 + l): independent dependency chains
+    lsa_v4d lo4 = {inf, inf, inf, inf}, lo4b = lo4;
+    lsa_v4i idx4 = {-1, -1, -1, -1}, idx4b = idx4, pos = {0, 1, 2, 3};
+    const lsa_v4i iv = {i, i, i, i}, four = {4, 4, 4, 4}, eight = {8, 8, 8, 8};
+    // before the first removal of a search, position q holds column num - 1 - q (scipy's reverse fill):
+    // read the cost row backwards instead of through the column ids
+    const bool reverse_order = num == full;
+    const auto step = [&](std::int64_t q, const lsa_v4i& at, lsa_v4d& lo_, lsa_v4i& idx_) {
+      lsa_v4d c;
+      if (reverse_order) {
+        const double* back = crow + (num - 4 - q);
+        c = lsa_v4d{back[3], back[2], back[1], back[0]};
+      } else {
+        c = lsa_v4d{crow[col[q]], crow[col[q + 1]], crow[col[q + 2]], crow[col[q + 3]]};
+      }
       lsa_v4d v, s;
       lsa_v4i pa, f;
-      std::memcpy(&v, vw + p, sizeof v);
-      std::memcpy(&s, spcw + p, sizeof s);
-      std::memcpy(&pa, pathw + p, sizeof pa);
-      std::memcpy(&f, freew + p, sizeof f);
+      std::memcpy(&v, vw + q, sizeof v);
+      std::memcpy(&s, spcw + q, sizeof s);
+      std::memcpy(&pa, pathw + q, sizeof pa);
+      std::memcpy(&f, freew + q, sizeof f);
       const lsa_v4d r = ((minVal + c) - ui) - v;
       const lsa_v4i m = r < s;
       s = m ? r : s;
       pa = m ? iv : pa;
-      std::memcpy(spcw + p, &s, sizeof s);
-      std::memcpy(pathw + p, &pa, sizeof pa);
-      const lsa_v4i take = (s < lo4) | ((s == lo4) & f);
-      lo4 = take ? s : lo4;
-      idx4 = take ? pos : idx4;
+      std::memcpy(spcw + q, &s, sizeof s);
+      std::memcpy(pathw + q, &pa, sizeof pa);
+      const lsa_v4i take = (s < lo_) | ((s == lo_) & f);
+      lo_ = take ? s : lo_;
+      idx_ = take ? at : idx_;
+    };
+    for (; p + 8 <= num; p += 8, pos += eight) {
+      step(p, pos, lo4, idx4);
+      step(p + 4, pos + four, lo4b, idx4b);
+    }
+    if (p + 4 <= num) {
+      step(p, pos, lo4, idx4);
+      p += 4;
+    }
+    // fold the second set into the first with the merge rule (largest unassigned tie, else smallest)
+    for (int l = 0; l < 4; ++l) {
+      const std::int64_t qa = idx4[l], qb = idx4b[l];
+      if (qb < 0) continue;
+      bool take_b;
+      if (qa < 0 || lo4b[l] < lo4[l]) {
+        take_b = true;
+      } else if (lo4[l] < lo4b[l]) {
+        take_b = false;
+      } else {
+        const bool fa = freew[qa] != 0, fb = freew[qb] != 0;
+        take_b = (fa && fb) ? qb > qa : fa ? false : fb ? true : qb < qa;
+      }
+      if (take_b) lo4[l] = lo4b[l], idx4[l] = qb;
     }
     for (int l = 0; l < 4; ++l) lo = lo4[l] < lo ? lo4[l] : lo;
     std::int64_t last_free = -1, first = -1;
@@ -129,7 +162,7 @@ inline std::int64_t solve(Slot& S, std::int64_t N, std::int64_t M) {
     double minVal = 0;
     while (sink == -1) {
       S.visited[visited++] = i;
-      const std::int64_t k = relax_pick(S.cost + i * M, S.col, S.vw, S.spcw, S.pathw, S.freew, num, minVal, S.u[i], i);
+      const std::int64_t k = relax_pick(S.cost + i * M, S.col, S.vw, S.spcw, S.pathw, S.freew, num, M, minVal, S.u[i], i);
       if (k < 0) return status::infeasible;  // scipy: minVal == INFINITY
       minVal = S.spcw[k];
       const std::int64_t j = S.col[k];

@@ -52,6 +52,7 @@ KDLOSS_CPU_CLONES KDLOSS_CPU_FLATTEN inline std::int64_t relax_pick(const double
   std::int64_t p = 0;
   double lo = inf;
   std::int64_t index = -1;
+  (void)full;  // used by the vector path only
 #if KDLOSS_LSA_VECTORS
   if (num >= 8) {
     // two sets of 4 lanes (positions 8q + l and 8q + 4 + l): independent dependency chains

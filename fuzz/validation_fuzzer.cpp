@@ -978,11 +978,26 @@ void entry(Fuzz& f, int which) {
       KDF_DRIVE(detr::matching_cost);
       break;
     }
+    case 39: {  // issue 11: batched assignment (integer outputs, optional host sizes possibly out of range)
+      ops::LinearSumAssignmentArgs<T> a;
+      const std::int64_t Q = s.H, Tn = s.W, K = std::min(Q, Tn);
+      a.cost = f.in<T>({s.B, Q, Tn});
+      a.row_ind = f.out<std::int64_t>({s.B, K});
+      a.col_ind = f.out<std::int64_t>({s.B, K});
+      a.count = f.out<std::int64_t>({s.B});
+      a.status = f.out<std::int64_t>({s.B});
+      a.options.maximize = f.fdp.ConsumeBool();
+      std::vector<std::int64_t> rows(static_cast<std::size_t>(s.B));
+      for (auto& r : rows) r = f.fdp.ConsumeIntegralInRange<std::int64_t>(-1, Q + 1);
+      if (f.fdp.ConsumeBool()) a.rows = kdloss::host_view<const std::int64_t>(rows.data(), {s.B});
+      KDF_DRIVE(ops::linear_sum_assignment);
+      break;
+    }
     default:
       break;
   }
 }
-constexpr int kEntries = 39;
+constexpr int kEntries = 40;
 
 /// The DLPack adapter: random DLTensor fields. Accepted: the view must describe exactly the
 /// tensor's memory (data + byte_offset, shape, strides or compact strides, device).

@@ -25,6 +25,7 @@
 #include "kdloss/ops/filter.hpp"
 #include "kdloss/ops/glore.hpp"
 #include "kdloss/ops/linear.hpp"
+#include "kdloss/ops/linear_sum_assignment.hpp"
 #include "kdloss/ops/matmul.hpp"
 #include "kdloss/ops/non_local.hpp"
 #include "kdloss/ops/max_pool.hpp"

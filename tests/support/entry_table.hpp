@@ -723,6 +723,16 @@ std::vector<Entry> entries() {
                  a.options = fbkd::Config::paper_two_stage();
                  c.call([&] { fbkd::total_loss(a, Mode::forward_backward); });
                }, {"levels[0].grad_student", "levels[0].student"}});
+  // ---- issue 11: the DETR family
+  e.push_back({"ops::linear_sum_assignment batch 8 of 60 x 40", [](Ctx& c) {
+                 ops::LinearSumAssignmentArgs<T> a;
+                 a.cost = c.in<T>(kdloss::Dims{8, 60, 40}, 1);
+                 a.row_ind = c.grad<std::int64_t>(kdloss::Dims{8, 40});
+                 a.col_ind = c.out<std::int64_t>(kdloss::Dims{8, 40});
+                 a.count = c.out<std::int64_t>(kdloss::Dims{8});
+                 a.status = c.out<std::int64_t>(kdloss::Dims{8});
+                 c.call([&] { ops::linear_sum_assignment(a, Mode::forward); });
+               }, {"row_ind", "cost"}});
   return e;
 }
 

@@ -461,6 +461,37 @@ std::vector<Entry> entries() {
                  a.grad_weight = c.grad<T>(kdloss::Dims{32});
                  c.call([&] { ops::concat_relation(a, Mode::forward_backward); });
                }, {"grad_theta", "theta"}});
+  // ---- issue 11: DETRDistill (losses/detr)
+  e.push_back({"detr::contrastive_query_loss", [](Ctx& c) {
+                 detr::ContrastiveQueryArgs<T> a;
+                 a.teacher = c.in<T>(kdloss::Dims{2, 200, 96}, 1);
+                 a.student = c.in<T>(kdloss::Dims{2, 200, 96}, 2);
+                 a.out = c.out<T>({});
+                 a.grad_teacher = c.grad<T>(kdloss::Dims{2, 200, 96});
+                 a.grad_student = c.grad<T>(kdloss::Dims{2, 200, 96});
+                 c.call([&] { detr::contrastive_query_loss(a, Mode::forward_backward); });
+               }, {"grad_teacher", "teacher"}});
+  e.push_back({"detr::target_aware_feature_loss", [](Ctx& c) {
+                 static const std::int64_t offsets[] = {0, 3, 3};  // image 1 without ground truth
+                 detr::TargetAwareFeatureArgs<T> a;
+                 a.student_features = {c.in<T>(kFeat, 1), c.in<T>(kCoarse, 2)};
+                 a.teacher_features = {c.in<T>(kFeat, 3), c.in<T>(kCoarse, 4)};
+                 a.teacher_scores = c.in<T>(kdloss::Dims{2, 2, 30, 8}, 5, 0.0, 1.0);
+                 a.teacher_queries = c.in<T>(kdloss::Dims{2, 2, 30, 16}, 6);
+                 const View<T> boxes = c.out<T>(kdloss::Dims{2, 2, 30, 4});
+                 const View<T> gt = c.out<T>(kdloss::Dims{3, 4});
+                 for (std::int64_t i = 0; i < 2 * 2 * 30; ++i)
+                   for (int j = 0; j < 4; ++j) boxes.data[i * 4 + j] = static_cast<T>((i % 7) + (j < 2 ? 0 : 9 + i % 5));
+                 for (std::int64_t g = 0; g < 3; ++g)
+                   for (int j = 0; j < 4; ++j) gt.data[g * 4 + j] = static_cast<T>(2 * g + (j < 2 ? 0 : 12));
+                 a.teacher_boxes = View<const T>(boxes.data, boxes.shape, boxes.strides, boxes.device);
+                 a.gt_boxes = View<const T>(gt.data, gt.shape, gt.strides, gt.device);
+                 a.gt_images = kdloss::Segments<std::int64_t>{kdloss::host_view<const std::int64_t>(offsets, {3})};
+                 a.options.topk = 20;
+                 a.out = c.out<T>({});
+                 a.grad_student_features = {c.grad<T>(kFeat), c.grad<T>(kCoarse)};
+                 c.call([&] { detr::target_aware_feature_loss(a, Mode::forward_backward); });
+               }, {"grad_student_features[0]", "student_features[0]"}});
   return e;
 }
 

@@ -85,6 +85,8 @@ void check_inputs(const ContrastiveQueryArgs<T>& a, const char* fn) {
   ck.same_shape(a.teacher, "teacher", a.student, "student");
   ck.device(a.student, "student", a.teacher.device);
   const int r = a.teacher.rank();
+  require(static_cast<double>(a.teacher.shape[r - 2]) * static_cast<double>(a.teacher.shape[r - 2] + a.teacher.shape[r - 1]) < 0x1p52,
+          fn, ": argument 'teacher' ", a.teacher.shape.str(), " is too large for the [N, N] logits");
   require(a.teacher.shape[r - 2] >= 1, fn, ": argument 'teacher' ", a.teacher.shape.str(),
           " has no rows; InfoNCE needs N >= 1 pairs");
   const auto& o = a.options;

@@ -151,6 +151,8 @@ void check_inputs(const TargetAwareFeatureArgs<T>& a, const char* fn) {
   const std::int64_t K = ss[0], B = ss[1], Q = ss[2], C = ss[3];
   require(K >= 1 && B >= 1 && Q >= 1 && C >= 1, fn, ": argument 'teacher_scores' ", ss.str(),
           " must be [K, B, Q, C] with every extent >= 1");
+  require(static_cast<double>(K) * static_cast<double>(B) * static_cast<double>(Q) * static_cast<double>(C) < 0x1p52,
+          fn, ": argument 'teacher_scores' ", ss.str(), " is too large");
   ck.rank(a.teacher_boxes, "teacher_boxes", 4);
   ck.not_null(a.teacher_boxes, "teacher_boxes");
   require(a.teacher_boxes.shape == Dims{K, B, Q, 4}, fn, ": argument 'teacher_boxes' has shape ",
@@ -159,7 +161,8 @@ void check_inputs(const TargetAwareFeatureArgs<T>& a, const char* fn) {
   ck.rank(a.teacher_queries, "teacher_queries", 4);
   ck.not_null(a.teacher_queries, "teacher_queries");
   const std::int64_t D = a.teacher_queries.shape[3];
-  require(a.teacher_queries.shape == Dims{K, B, Q, D} && D >= 1, fn, ": argument 'teacher_queries' has shape ",
+  require(a.teacher_queries.shape == Dims{K, B, Q, D} && D >= 1 &&
+              static_cast<double>(K * B * Q) * static_cast<double>(D) < 0x1p52, fn, ": argument 'teacher_queries' has shape ",
           a.teacher_queries.shape.str(), " but expected [", K, ", ", B, ", ", Q, ", D] (D >= 1)");
   ck.rank(a.gt_boxes, "gt_boxes", 2);
   ck.not_null(a.gt_boxes, "gt_boxes");
@@ -183,22 +186,6 @@ void check_inputs(const TargetAwareFeatureArgs<T>& a, const char* fn) {
   require(std::isfinite(o.iou_eps) && o.iou_eps >= 0, fn, ": option 'iou_eps' is ", o.iou_eps,
           " but must be finite and >= 0");
   require(std::isfinite(o.weight), fn, ": option 'weight' is ", o.weight, " but must be finite");
-  // box format: xyxy means x2 >= x1 and y2 >= y1 (a cxcywh box usually breaks it); NaN passes (propagates)
-  for (std::int64_t g = 0; g < a.gt_boxes.shape[0]; ++g) {
-    const double x1 = *at(a.gt_boxes, g, 0), y1 = *at(a.gt_boxes, g, 1), x2 = *at(a.gt_boxes, g, 2),
-                 y2 = *at(a.gt_boxes, g, 3);
-    require(!(x2 < x1) && !(y2 < y1), fn, ": argument 'gt_boxes' row ", g, " = [", x1, ", ", y1, ", ", x2, ", ", y2,
-            "] is not an xyxy box (x2 < x1 or y2 < y1); pass pixel xyxy boxes");
-  }
-  for (std::int64_t k = 0; k < K; ++k)
-    for (std::int64_t b = 0; b < B; ++b)
-      for (std::int64_t q = 0; q < Q; ++q) {
-        const T* p = at(a.teacher_boxes, k, b, q, 0);
-        const std::int64_t s = a.teacher_boxes.strides[3];
-        require(!(p[2 * s] < p[0]) && !(p[3 * s] < p[s]), fn, ": argument 'teacher_boxes' [", k, ", ", b, ", ", q,
-                "] = [", p[0], ", ", p[s], ", ", p[2 * s], ", ", p[3 * s],
-                "] is not an xyxy box (x2 < x1 or y2 < y1); pass pixel xyxy boxes");
-      }
   // the levels
   require(!a.teacher_features.empty(), fn, ": argument 'teacher_features' holds no level");
   require(a.student_features.size() == a.teacher_features.size(), fn, ": argument 'student_features' holds ",
@@ -217,7 +204,32 @@ void check_inputs(const TargetAwareFeatureArgs<T>& a, const char* fn) {
     require(ft.shape[2] * ft.shape[3] >= 1, fn, ": argument '", tn, "' ", ft.shape.str(), " has no position");
     ck.device(ft, tn.c_str(), dev);
     ck.device(fs, sn.c_str(), dev);
+    const double hw = static_cast<double>(ft.shape[2]) * static_cast<double>(ft.shape[3]);
+    require(hw * static_cast<double>(B) * static_cast<double>(std::max(K, D) + 1) < 0x1p52, fn, ": argument '", tn,
+            "' ", ft.shape.str(), " is too large for the mask buffers of ", K, " layers");
   }
+}
+
+/// The box VALUES (the checks above read only metadata): xyxy means x2 >= x1 and y2 >= y1 (a cxcywh box
+/// usually breaks it); NaN passes (it propagates). Run by the call after the check, before any write.
+template <class T>
+void check_box_values(const TargetAwareFeatureArgs<T>& a, const char* fn) {
+  const std::int64_t K = a.teacher_scores.shape[0], B = a.teacher_scores.shape[1], Q = a.teacher_scores.shape[2];
+  for (std::int64_t g = 0; g < a.gt_boxes.shape[0]; ++g) {
+    const double x1 = *at(a.gt_boxes, g, 0), y1 = *at(a.gt_boxes, g, 1), x2 = *at(a.gt_boxes, g, 2),
+                 y2 = *at(a.gt_boxes, g, 3);
+    require(!(x2 < x1) && !(y2 < y1), fn, ": argument 'gt_boxes' row ", g, " = [", x1, ", ", y1, ", ", x2, ", ", y2,
+            "] is not an xyxy box (x2 < x1 or y2 < y1); pass pixel xyxy boxes");
+  }
+  for (std::int64_t k = 0; k < K; ++k)
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t q = 0; q < Q; ++q) {
+        const T* p = at(a.teacher_boxes, k, b, q, 0);
+        const std::int64_t s = a.teacher_boxes.strides[3];
+        require(!(p[2 * s] < p[0]) && !(p[3 * s] < p[s]), fn, ": argument 'teacher_boxes' [", k, ", ", b, ", ", q,
+                "] = [", p[0], ", ", p[s], ", ", p[2 * s], ", ", p[3 * s],
+                "] is not an xyxy box (x2 < x1 or y2 < y1); pass pixel xyxy boxes");
+      }
 }
 
 /// Per (layer, image): w = sum_n z_n e_n ([K, B, D] doubles).
@@ -282,6 +294,8 @@ std::size_t workspace_bytes(const TargetAwareFeatureArgs<T>& a) {
 }  // namespace feature_distill_detail
 
 /// Throws kdloss::Error naming the argument and the shapes when `args` cannot run in `mode`; writes nothing.
+/// Reads the metadata and the gt_images offsets only: the call itself then checks the box values (pixel
+/// xyxy: x2 >= x1, y2 >= y1), still before it writes anything.
 ///
 ///   kdloss::detr::TargetAwareFeatureArgs<float> args;   // filled in as in TargetAwareFeatureArgs's example
 ///   kdloss::detr::target_aware_feature_loss_check(args, kdloss::Mode::forward_backward);
@@ -354,6 +368,7 @@ void target_aware_feature_loss(const TargetAwareFeatureArgs<T>& a, Mode mode, co
   namespace fd = feature_distill_detail;
   const char* fn = fd::kNames(mode);
   target_aware_feature_loss_check(a, mode);
+  fd::check_box_values(a, fn);
   const Dims& ss = a.teacher_scores.shape;
   const std::int64_t K = ss[0], B = ss[1], D = a.teacher_queries.shape[3];
   const auto& o = a.options;

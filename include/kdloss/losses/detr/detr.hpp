@@ -1,7 +1,10 @@
-// kdloss/losses/detr/detr.hpp: the DETR family (DETRDistill, seed 004), namespace kdloss::detr.
-// DETRDistill's target-aware feature distillation (feature_distillation.hpp) and the code's contrastive
-// query term (contrastive.hpp); the element losses, matching costs, logits and query-prior distillation
-// join it (v5-boxes, v5-detrdistill).
+// kdloss/losses/detr/detr.hpp: the DETR family (namespace kdloss::detr): element losses over the pairs
+// of an assignment, matching costs, and the DETRDistill losses built on them. See docs/losses/detr.md
+// and docs/losses/detrdistill.md.
 #pragma once
+
 #include "kdloss/losses/detr/contrastive.hpp"
 #include "kdloss/losses/detr/feature_distillation.hpp"
+#include "kdloss/losses/detr/matched_losses.hpp"
+#include "kdloss/losses/detr/matching_cost.hpp"
+#include "kdloss/losses/detr/query_prior.hpp"

@@ -6,6 +6,9 @@ official code (python/tests/detr_distill_reference.py), forward + backward, at t
                13x21 of an 800x1333 input), batch 2, 300 queries x 80 classes, top-100, D = 256, float32;
                the student maps get the gradient.
   contrastive  the code's InfoNCE query term, 6 layers x [600, 512] projections (both get gradients).
+  logits       Hungarian-matching logits distillation, 6 layers, batch 2, 300 student queries x 300 teacher
+               predictions x 80 classes: pseudo-targets + cost + assignment + loss, forward + backward
+               (eager: torch cost and loss, scipy.optimize.linear_sum_assignment per image and layer).
 
 Implementations: kdloss (kdloss_torch.detr, the in-place build in python/) and eager (the reference code).
 Each case runs in a fresh process: one warm-up, then the median of --reps timed runs; memory is the growth of
@@ -42,6 +45,14 @@ def inputs(case, torch):
         fts = [torch.randn(B, D, h, w, generator=g) for h, w in LEVELS]
         fss = [torch.randn(B, D, h, w, generator=g) for h, w in LEVELS]
         return scores, boxes, queries, gts, fts, fss
+    if case == "logits":
+        K, B, Q, C = 6, 2, 300, 80
+        sl = torch.randn(K, B, Q, C, generator=g) * 2 - 3
+        tl = torch.randn(K, B, Q, C, generator=g) * 2 - 3
+        sb = torch.cat([0.1 + 0.8 * torch.rand(K, B, Q, 2, generator=g), 0.05 + 0.3 * torch.rand(K, B, Q, 2, generator=g)], -1)
+        tb = torch.cat([0.1 + 0.8 * torch.rand(K, B, Q, 2, generator=g), 0.05 + 0.3 * torch.rand(K, B, Q, 2, generator=g)], -1)
+        sizes = torch.tensor([[800.0, 1067.0], [800.0, 1199.0]])
+        return sl, sb, tl, tb, sizes
     pt = torch.randn(6, 600, 512, generator=g)
     ps = torch.randn(6, 600, 512, generator=g)
     return pt, ps
@@ -63,6 +74,15 @@ def worker(case, impl, threads, reps):
         def step():
             s = [f.detach().requires_grad_(True) for f in fss]
             v = fn(scores, boxes, queries, gts, fts, s, topk=100)
+            v.backward()
+            return v.item()
+    elif case == "logits":
+        sl, sb, tl, tb, sizes = x
+        fn = kdetr.logits_distillation_loss if impl == "kdloss" else ref.logits_distillation
+
+        def step():
+            a, b = sl.detach().requires_grad_(True), sb.detach().requires_grad_(True)
+            v = fn(a, b, tl, tb, sizes)
             v.backward()
             return v.item()
     else:
@@ -93,7 +113,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, nargs="+", default=[1])
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--cases", nargs="+", default=["feature", "contrastive"])
+    p.add_argument("--cases", nargs="+", default=["feature", "logits", "contrastive"])
     p.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:

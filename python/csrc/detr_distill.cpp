@@ -7,9 +7,26 @@
 
 #include "kdloss/losses/detr/contrastive.hpp"
 #include "kdloss/losses/detr/feature_distillation.hpp"
+#include "kdloss/losses/detr/logits_distillation.hpp"
 
 #include "binding.hpp"
 #include "common.hpp"
+
+namespace kdloss_torch {
+template <>
+struct EnumNames<kdloss::detr::LogitsDistillationOptions::Split> {
+  using S = kdloss::detr::LogitsDistillationOptions::Split;
+  static constexpr std::pair<const char*, S> values[] = {{"none", S::none}, {"score_threshold", S::score_threshold}};
+  static constexpr const char* expected = nullptr;
+};
+template <>
+struct EnumNames<kdloss::detr::LogitsDistillationOptions::NegativeClass> {
+  using N = kdloss::detr::LogitsDistillationOptions::NegativeClass;
+  static constexpr std::pair<const char*, N> values[] = {
+      {"background", N::background}, {"teacher_soft", N::teacher_soft}, {"none", N::none}};
+  static constexpr const char* expected = nullptr;
+};
+}  // namespace kdloss_torch
 
 KDLOSS_TORCH_FAMILY(detr_distill, m) {
   namespace kt = kdloss_torch;
@@ -55,4 +72,30 @@ KDLOSS_TORCH_FAMILY(detr_distill, m) {
         f.grad_list("grad_student_features", a.grad_student_features, "student_features");
       },
       KDLOSS_TORCH_ENTRY(kd::target_aware_feature_loss));
+  using LO = kd::LogitsDistillationOptions;
+  kt::Options<LO>(m, "LogitsDistillationOptions", "kdloss::detr::LogitsDistillationOptions")
+      .field("class_weight", &LO::class_weight, "soft-BCE weight (cost and loss; 1)")
+      .field("l1_weight", &LO::l1_weight, "L1 weight (cost and loss; 5)")
+      .field("giou_weight", &LO::giou_weight, "GIoU weight (cost and loss; 2)")
+      .field("giou_eps", &LO::giou_eps, "mmdet GIoU eps")
+      .field("num_pos", &LO::num_pos, "the box terms' N' (reduce_mean'ed); <= 0: the matched pairs")
+      .field("split", &LO::split, "'none' (the code) or 'score_threshold' (positive/negative)")
+      .field("score_threshold", &LO::score_threshold, "positive when max sigmoid >= this")
+      .field("negative_class", &LO::negative_class, "a matched negative's class term: background, teacher_soft, none");
+  kt::bind<kd::LogitsDistillationArgs>(m, "detr_logits_distillation_loss", "kdloss_torch.detr.logits_distillation_loss",
+                                       [](auto& a, auto& f) {
+                                         f.in("student_logits", a.student_logits);
+                                         f.in("student_boxes", a.student_boxes);
+                                         f.in("teacher_logits", a.teacher_logits);
+                                         f.in("teacher_boxes", a.teacher_boxes);
+                                         f.in("sizes", a.sizes);
+                                         f.upstream(a.grad_out);  // of out = cls + l1 + giou
+                                         f.out("out", a.out, kt::Dims{});
+                                         f.out("out_cls", a.out_cls, kt::Dims{}, true);
+                                         f.out("out_l1", a.out_l1, kt::Dims{}, true);
+                                         f.out("out_giou", a.out_giou, kt::Dims{}, true);
+                                         f.grad("grad_student_logits", a.grad_student_logits, "student_logits");
+                                         f.grad("grad_student_boxes", a.grad_student_boxes, "student_boxes");
+                                       },
+                                       KDLOSS_TORCH_ENTRY(kd::logits_distillation_loss));
 }

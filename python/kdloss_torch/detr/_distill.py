@@ -22,6 +22,7 @@ from .. import _C
 from .._function import Loss
 
 __all__ = ["contrastive_query_loss", "target_aware_feature_loss", "ContrastiveQueryLoss", "TargetAwareFeatureLoss",
+           "logits_distillation_loss", "LogitsDistillationLoss", "LogitsDistillationOptions",
            "ContrastiveQueryOptions", "TargetAwareFeatureOptions"]
 
 ContrastiveQueryOptions = _C.ContrastiveQueryOptions
@@ -103,3 +104,35 @@ class TargetAwareFeatureLoss(torch.nn.Module):
 
     def extra_repr(self):
         return "topk=%d, mask_min=%g, weight=%g" % (self.topk, self.mask_min, self.weight)
+
+
+LogitsDistillationOptions = _C.LogitsDistillationOptions
+_logits = Loss(_C.detr_logits_distillation_loss, name="detr.logits_distillation_loss", value="out")
+
+
+def logits_distillation_loss(student_logits, student_boxes, teacher_logits, teacher_boxes, sizes, class_weight=1.0,
+                             l1_weight=5.0, giou_weight=2.0, giou_eps=1e-6, num_pos=0.0, split="none",
+                             score_threshold=0.3, negative_class="background"):
+    """kdloss::detr::logits_distillation_loss (losses.md 4.2): for every decoder layer, the teacher's predictions as
+    pseudo-targets (sigmoid scores, boxes clamped to the image), DistillHungarianAssigner's cost (1 soft-BCE +
+    5 L1 + 2 (-GIoU)), scipy's assignment, and soft-BCE / N_pos + 5 L1 / N' + 2 (1 - GIoU) / N' over all matched
+    pairs; returns the sum over layers of the three terms (the code adds them with weight 1).
+    student_logits [K, B, Q, C], student_boxes [K, B, Q, 4] and teacher_* [K, B, N, ...] (normalised cxcywh);
+    sizes [B, 2] (height, width) of each image, same dtype. split="score_threshold": the seed's positive/negative
+    form (negative_class: 'background', 'teacher_soft' or 'none'). Gradients to the student logits and boxes."""
+    return _logits(student_logits, student_boxes, teacher_logits, teacher_boxes, sizes,
+                   class_weight=float(class_weight), l1_weight=float(l1_weight), giou_weight=float(giou_weight),
+                   giou_eps=float(giou_eps), num_pos=float(num_pos), split=split,
+                   score_threshold=float(score_threshold), negative_class=negative_class)
+
+
+class LogitsDistillationLoss(torch.nn.Module):
+    """Module form of logits_distillation_loss (options as keywords)."""
+
+    def __init__(self, **options):
+        super().__init__()
+        self.options = options
+
+    def forward(self, student_logits, student_boxes, teacher_logits, teacher_boxes, sizes):
+        return logits_distillation_loss(student_logits, student_boxes, teacher_logits, teacher_boxes, sizes,
+                                        **self.options)

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 namespace kdloss_ref::detr {
@@ -130,6 +131,139 @@ struct TargetAwareFeature {
         total += sum / static_cast<double>(B * D * HW);
       }
     return weight * total;
+  }
+};
+
+}  // namespace kdloss_ref::detr
+
+namespace kdloss_ref::detr {
+
+/// Query-prior assignment distillation (losses.md 4.4): per layer the mmdet Deformable-DETR loss under a given
+/// assignment, summed over layers. Values in row-major vectors; pairs per layer.
+struct QueryPrior {
+  std::int64_t K, B, Q, C;
+  std::vector<std::vector<std::pair<std::int64_t, std::int64_t>>> pairs;  // per layer: (b * Q + q, gt row)
+  std::vector<std::int64_t> labels;
+  std::vector<double> gt;     // [T, 4] normalised cxcywh
+  std::vector<double> sizes;  // [B, 2] (h, w)
+  double num_pos = 0;         // <= 0: pairs of the layer
+
+  static double focal(double z, double t, double alpha = 0.25, double gamma = 2) {
+    const double p = 1 / (1 + std::exp(-z));
+    const double bce = std::max(z, 0.0) - z * t + std::log1p(std::exp(-std::fabs(z)));
+    const double pt = (1 - p) * t + p * (1 - t), w = alpha * t + (1 - alpha) * (1 - t);
+    return bce * w * std::pow(pt, gamma);
+  }
+  static double giou(const double* a, const double* b, double eps = 1e-6) {
+    const double a1 = (a[2] - a[0]) * (a[3] - a[1]), a2 = (b[2] - b[0]) * (b[3] - b[1]);
+    const double iw = std::max(std::min(a[2], b[2]) - std::max(a[0], b[0]), 0.0);
+    const double ih = std::max(std::min(a[3], b[3]) - std::max(a[1], b[1]), 0.0);
+    const double inter = iw * ih, uni = std::max(a1 + a2 - inter, eps);
+    const double ew = std::max(std::max(a[2], b[2]) - std::min(a[0], b[0]), 0.0);
+    const double eh = std::max(std::max(a[3], b[3]) - std::min(a[1], b[1]), 0.0);
+    const double enc = std::max(ew * eh, eps);
+    return inter / uni - (enc - uni) / enc;
+  }
+  /// {cls, l1, giou} summed over layers.
+  std::vector<double> value(const std::vector<double>& logits, const std::vector<double>& boxes) const {
+    std::vector<double> out(3, 0.0);
+    for (std::int64_t k = 0; k < K; ++k) {
+      const double n = std::max(num_pos > 0 ? num_pos : static_cast<double>(pairs[k].size()), 1.0) + 1.1920928955078125e-07;
+      std::vector<std::int64_t> target(B * Q, -1);
+      for (auto [r, g] : pairs[k]) target[r] = g;
+      double cls = 0, l1 = 0, gi = 0;
+      for (std::int64_t r = 0; r < B * Q; ++r)
+        for (std::int64_t c = 0; c < C; ++c)
+          cls += focal(logits[(k * B * Q + r) * C + c], target[r] >= 0 && labels[target[r]] == c ? 1.0 : 0.0);
+      for (auto [r, g] : pairs[k]) {
+        const double* p = boxes.data() + (k * B * Q + r) * 4;
+        const double* t = gt.data() + g * 4;
+        for (int d = 0; d < 4; ++d) l1 += std::fabs(p[d] - t[d]);
+        const std::int64_t b = r / Q;
+        const double h = sizes[b * 2], w = sizes[b * 2 + 1];
+        const double pa[4] = {(p[0] - p[2] / 2) * w, (p[1] - p[3] / 2) * h, (p[0] + p[2] / 2) * w, (p[1] + p[3] / 2) * h};
+        const double ta[4] = {(t[0] - t[2] / 2) * w, (t[1] - t[3] / 2) * h, (t[0] + t[2] / 2) * w, (t[1] + t[3] / 2) * h};
+        gi += 1 - giou(pa, ta);
+      }
+      out[0] += 2 * cls / n;
+      out[1] += 5 * l1 / n;
+      out[2] += 2 * gi / n;
+    }
+    return out;
+  }
+};
+
+}  // namespace kdloss_ref::detr
+
+namespace kdloss_ref::detr {
+
+/// Hungarian-matching logits distillation (losses.md 4.2, the official code path) for Q == N small: the
+/// assignment by brute force over permutations (the minimum-cost one; inputs without ties).
+struct LogitsDistill {
+  std::int64_t K, B, Q, C;
+  std::vector<double> sizes;  // [B, 2] (h, w)
+
+  static double softplus(double x) { return std::max(x, 0.0) + std::log1p(std::exp(-std::fabs(x))); }
+  /// pixel xyxy clamped and normalised cxcywh of a teacher box
+  void teacher_box(const double* t, std::int64_t b, double px[4], double nc[4]) const {
+    const double h = sizes[b * 2], w = sizes[b * 2 + 1], lim[4] = {w, h, w, h};
+    const double xy[4] = {t[0] - 0.5 * t[2], t[1] - 0.5 * t[3], t[0] + 0.5 * t[2], t[1] + 0.5 * t[3]};
+    for (int d = 0; d < 4; ++d) px[d] = std::min(std::max(xy[d] * lim[d], 0.0), lim[d]);
+    nc[0] = (px[0] / w + px[2] / w) / 2;
+    nc[1] = (px[1] / h + px[3] / h) / 2;
+    nc[2] = px[2] / w - px[0] / w;
+    nc[3] = px[3] / h - px[1] / h;
+  }
+  void student_px(const double* s, std::int64_t b, double px[4]) const {
+    const double h = sizes[b * 2], w = sizes[b * 2 + 1];
+    px[0] = (s[0] - 0.5 * s[2]) * w, px[1] = (s[1] - 0.5 * s[3]) * h, px[2] = (s[0] + 0.5 * s[2]) * w,
+    px[3] = (s[1] + 0.5 * s[3]) * h;
+  }
+  std::vector<double> value(const std::vector<double>& sl, const std::vector<double>& sb, const std::vector<double>& tl,
+                            const std::vector<double>& tb) const {
+    std::vector<double> out(3, 0.0);
+    const double eps = 1.1920928955078125e-07;
+    for (std::int64_t k = 0; k < K; ++k) {
+      double cls = 0, l1 = 0, gi = 0;
+      for (std::int64_t b = 0; b < B; ++b) {
+        const auto z = [&](std::int64_t i, std::int64_t c) { return sl[((k * B + b) * Q + i) * C + c]; };
+        const auto p = [&](std::int64_t j, std::int64_t c) { return 1 / (1 + std::exp(-tl[((k * B + b) * Q + j) * C + c])); };
+        std::vector<double> cost(Q * Q), cl(Q * Q), bl1(Q * Q), bg(Q * Q);
+        for (std::int64_t i = 0; i < Q; ++i)
+          for (std::int64_t j = 0; j < Q; ++j) {
+            double c1 = 0;
+            for (std::int64_t c = 0; c < C; ++c) c1 += p(j, c) * softplus(-z(i, c)) + (1 - p(j, c)) * softplus(z(i, c));
+            double tpx[4], tnc[4], spx[4];
+            teacher_box(tb.data() + ((k * B + b) * Q + j) * 4, b, tpx, tnc);
+            const double* s = sb.data() + ((k * B + b) * Q + i) * 4;
+            student_px(s, b, spx);
+            double d = 0;
+            for (int e = 0; e < 4; ++e) d += std::fabs(s[e] - tnc[e]);
+            cl[i * Q + j] = c1;
+            bl1[i * Q + j] = d;
+            bg[i * Q + j] = 1 - QueryPrior::giou(spx, tpx);
+            cost[i * Q + j] = c1 + 5 * d + 2 * (bg[i * Q + j] - 1);
+          }
+        std::vector<std::int64_t> perm(Q), best;
+        for (std::int64_t i = 0; i < Q; ++i) perm[i] = i;
+        double best_cost = 1e300;
+        do {
+          double c = 0;
+          for (std::int64_t i = 0; i < Q; ++i) c += cost[i * Q + perm[i]];
+          if (c < best_cost) best_cost = c, best = perm;
+        } while (std::next_permutation(perm.begin(), perm.end()));
+        for (std::int64_t i = 0; i < Q; ++i) {
+          cls += cl[i * Q + best[i]];
+          l1 += bl1[i * Q + best[i]];
+          gi += bg[i * Q + best[i]];
+        }
+      }
+      const double n = static_cast<double>(B * Q) + eps;
+      out[0] += cls / n;
+      out[1] += 5 * l1 / n;
+      out[2] += 2 * gi / n;
+    }
+    return out;
   }
 };
 

@@ -3,6 +3,8 @@
 // - feature/*: detr::target_aware_feature_loss over 6 layers x 4 neck levels (strides 8..64: 100x167,
 //   50x84, 25x42, 13x21), top-100, forward_backward (value + grad of the 4 student maps); "forward" the value.
 // - contrastive: detr::contrastive_query_loss, 6 layers x [600, 512] projections, forward_backward.
+// - logits: detr::logits_distillation_loss, 6 layers, 300 x 300 x 80: pseudo-targets, cost, assignment, loss,
+//   forward_backward.
 // Counter: the workspace bytes the call needs.
 //
 //   OMP_NUM_THREADS=1 ./kdloss_bench_detrdistill_cpu --benchmark_repetitions=5
@@ -14,6 +16,7 @@
 #include "bench_common.hpp"
 #include "kdloss/losses/detr/contrastive.hpp"
 #include "kdloss/losses/detr/feature_distillation.hpp"
+#include "kdloss/losses/detr/logits_distillation.hpp"
 
 namespace {
 
@@ -93,6 +96,28 @@ void BM_contrastive(benchmark::State& state) {
   state.counters["workspace_MiB"] = static_cast<double>(kdloss::detr::contrastive_query_loss_workspace_bytes(a)) / (1 << 20);
 }
 BENCHMARK(BM_contrastive)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_logits(benchmark::State& state) {
+  const std::int64_t K = 6, B = 2, Q = 300, C = 80;
+  auto sl = filled(K * B * Q * C, 1, 2.f, -3.f), tl = filled(K * B * Q * C, 2, 2.f, -3.f);
+  auto sb = filled(K * B * Q * 4, 3, 0.15f, 0.35f), tb = filled(K * B * Q * 4, 4, 0.15f, 0.35f);
+  std::vector<float> hw = {800, 1067, 800, 1199}, gl(sl.size()), gb(sb.size());
+  float loss = 0;
+  kdloss::detr::LogitsDistillationArgs<float> a;
+  a.student_logits = kdloss::host_view<const float>(sl.data(), {K, B, Q, C});
+  a.student_boxes = kdloss::host_view<const float>(sb.data(), {K, B, Q, 4});
+  a.teacher_logits = kdloss::host_view<const float>(tl.data(), {K, B, Q, C});
+  a.teacher_boxes = kdloss::host_view<const float>(tb.data(), {K, B, Q, 4});
+  a.sizes = kdloss::host_view<const float>(hw.data(), {B, 2});
+  a.out = kdloss::host_scalar(&loss);
+  a.grad_student_logits = kdloss::host_view(gl.data(), {K, B, Q, C});
+  a.grad_student_boxes = kdloss::host_view(gb.data(), {K, B, Q, 4});
+  for (auto _ : state) {
+    kdloss::detr::logits_distillation_loss(a, kdloss::Mode::forward_backward);
+    benchmark::DoNotOptimize(loss);
+  }
+}
+BENCHMARK(BM_logits)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

@@ -492,6 +492,39 @@ std::vector<Entry> entries() {
                  a.grad_student_features = {c.grad<T>(kFeat), c.grad<T>(kCoarse)};
                  c.call([&] { detr::target_aware_feature_loss(a, Mode::forward_backward); });
                }, {"grad_student_features[0]", "student_features[0]"}});
+  e.push_back({"detr::logits_distillation_loss", [](Ctx& c) {
+                 const kdloss::Dims lg{2, 2, 40, 80}, bx{2, 2, 40, 4};
+                 detr::LogitsDistillationArgs<T> a;
+                 a.student_logits = c.in<T>(lg, 1, -4, 2);
+                 a.student_boxes = c.in<T>(bx, 2, 0.1, 0.5);
+                 a.teacher_logits = c.in<T>(lg, 3, -4, 2);
+                 a.teacher_boxes = c.in<T>(bx, 4, 0.1, 0.5);
+                 a.sizes = c.in<T>(kdloss::Dims{2, 2}, 5, 300, 900);
+                 a.out = c.out<T>({});
+                 a.grad_student_logits = c.grad<T>(lg);
+                 a.grad_student_boxes = c.grad<T>(bx);
+                 c.call([&] { detr::logits_distillation_loss(a, Mode::forward_backward); });
+               }, {"grad_student_logits", "student_logits"}});
+  e.push_back({"detr::query_prior_loss", [](Ctx& c) {
+                 static const std::int64_t pred[] = {3, 17, 40, 41, 5, 70}, target[] = {0, 1, 2, 3, 1, 2},
+                                           layers[] = {0, 4, 6}, labels[] = {1, 7, 3, 0};
+                 const kdloss::Dims lg{2, 2, 40, 80}, bx{2, 2, 40, 4};
+                 detr::QueryPriorLossArgs<T> a;
+                 a.logits = c.in<T>(lg, 1, -4, 2);
+                 a.boxes = c.in<T>(bx, 2, 0.1, 0.5);
+                 a.gt_boxes = c.in<T>(kdloss::Dims{4, 4}, 3, 0.1, 0.5);
+                 a.sizes = c.in<T>(kdloss::Dims{2, 2}, 4, 300, 900);
+                 a.gt_labels = kdloss::host_view<const std::int64_t>(labels, {4});
+                 a.pred_rows = kdloss::host_view<const std::int64_t>(pred, {6});
+                 a.target_rows = kdloss::host_view<const std::int64_t>(target, {6});
+                 a.layers = kdloss::Segments<std::int64_t>{kdloss::host_view<const std::int64_t>(layers, {3})};
+                 a.out_cls = c.out<T>({});
+                 a.out_l1 = c.out<T>({});
+                 a.out_giou = c.out<T>({});
+                 a.grad_logits = c.grad<T>(lg);
+                 a.grad_boxes = c.grad<T>(bx);
+                 c.call([&] { detr::query_prior_loss(a, Mode::forward_backward); });
+               }, {"grad_logits", "logits"}});
   return e;
 }
 

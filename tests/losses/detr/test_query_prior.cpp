@@ -20,7 +20,7 @@ namespace {
 
 struct QPCase {
   std::int64_t K = 3, B = 2, Q = 5, C = 4;
-  kdloss_ref::detr::QueryPrior ref{K, B, Q, C};
+  kdloss_ref::detr::QueryPrior ref{K, B, Q, C, {}, {}, {}, {}};
   std::vector<double> logits, boxes;
   std::vector<std::int64_t> pred, target, layers{0};
 

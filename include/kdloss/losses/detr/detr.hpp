@@ -5,6 +5,7 @@
 
 #include "kdloss/losses/detr/contrastive.hpp"
 #include "kdloss/losses/detr/feature_distillation.hpp"
+#include "kdloss/losses/detr/logits_distillation.hpp"
 #include "kdloss/losses/detr/matched_losses.hpp"
 #include "kdloss/losses/detr/matching_cost.hpp"
 #include "kdloss/losses/detr/query_prior.hpp"

@@ -52,7 +52,8 @@ struct QPCase {
     a.sizes = host_view<const T>(hw.data(), {B, 2});
     a.pred_rows = host_view<const std::int64_t>(pred.data(), {static_cast<std::int64_t>(pred.size())});
     a.target_rows = host_view<const std::int64_t>(target.data(), {static_cast<std::int64_t>(target.size())});
-    a.layers = Segments<std::int64_t>{host_view<const std::int64_t>(layers.data(), {K + 1})};
+    a.layers = Segments<std::int64_t>{
+        host_view<const std::int64_t>(layers.data(), {static_cast<std::int64_t>(layers.size())})};
     return a;
   }
 };

@@ -255,7 +255,7 @@ void contrastive_query_loss(const ContrastiveQueryArgs<T>& a, Mode mode, const E
     mo.alpha = inv_temp;
     ops::matmul(cmat(t, N, D), cmat(s, N, D), mat(logits, N, N), mo);  // logits = t s^T / temperature
     // per row: the CE term (value) and, for gradients, softmax - onehot in place (times the scale)
-    const double layer = backend::cpu::ordered_sum(N, N * N > backend::cpu::kParallelThreshold, [&](std::int64_t i) {
+    const double layer = distill_detail::ordered_sum(N, N, [&](std::int64_t i) {
       T* row = logits + i * N;
       double mx = -std::numeric_limits<double>::infinity();
       bool nan = false;

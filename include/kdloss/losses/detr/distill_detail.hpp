@@ -1,12 +1,12 @@
 // kdloss/losses/detr/distill_detail.hpp: small helpers shared by the DETRDistill losses (contrastive.hpp,
 // feature_distillation.hpp): the host-only requirement, strided element access of rank-2/3/4 views with
-// an optional leading layer axis, and the gradient-output checks. Internal (namespace detr::distill_detail).
+// an optional leading layer axis, the gradient-output checks, and two OpenMP loops (losses/ may not include
+// backend/cpu). Internal (namespace detr::distill_detail).
 #pragma once
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
-#include "kdloss/backend/cpu/parallel.hpp"
-#include "kdloss/backend/cpu/planes.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/validate.hpp"
@@ -48,10 +48,27 @@ std::int64_t layer_offset(const View<T>& v, int base_rank, std::int64_t k) {
   return v.rank() == base_rank + 1 ? k * v.strides[0] : 0;
 }
 
-/// f(i) for i in [0, n), threads sharing the range when n * work is large (backend/cpu/planes.hpp).
+/// Work (elements touched) above which the host loops share their range among threads.
+inline constexpr std::int64_t kParallelWork = std::int64_t{1} << 15;
+
+/// f(i) for i in [0, n), threads sharing the range when n * work is large. f must not throw.
 template <class F>
 void each(std::int64_t n, std::int64_t work, F&& f) {
-  backend::cpu::planes::each_plane(n, work, f);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n > 1 && n * work > kParallelWork)
+#endif
+  for (std::int64_t i = 0; i < n; ++i) f(i);
+  (void)work;
+}
+
+/// sum_i f(i) with the terms computed in parallel and added in index order (bits independent of threads).
+template <class F>
+double ordered_sum(std::int64_t n, std::int64_t work, F&& f) {
+  std::vector<double> part(static_cast<std::size_t>(n > 0 ? n : 0));
+  each(n, work, [&](std::int64_t i) { part[static_cast<std::size_t>(i)] = f(i); });
+  double s = 0;
+  for (double v : part) s += v;
+  return s;
 }
 
 /// A gradient output: present, shape `shape`, on `dev`, unique, disjoint from every input in `ins`.

@@ -319,8 +319,10 @@ void logits_distillation_loss_check(const LogitsDistillationArgs<T>& a, Mode mod
   ck.rank(a.teacher_logits, "teacher_logits", 4);
   ck.rank(a.student_boxes, "student_boxes", 4);
   ck.rank(a.teacher_boxes, "teacher_boxes", 4);
-  for (const auto* v : {&a.student_logits, &a.teacher_logits, &a.student_boxes, &a.teacher_boxes, &a.sizes})
-    ck.not_null(*v, "inputs");
+  ck.not_null(a.student_logits, "student_logits");
+  ck.not_null(a.teacher_logits, "teacher_logits");
+  ck.not_null(a.student_boxes, "student_boxes");
+  ck.not_null(a.teacher_boxes, "teacher_boxes");
   const Dims& s = a.student_logits.shape;
   const Dims& t = a.teacher_logits.shape;
   ld::require(t[0] == s[0] && t[1] == s[1] && t[3] == s[3], fn, ": arguments 'student_logits' ", s.str(),
@@ -330,6 +332,7 @@ void logits_distillation_loss_check(const LogitsDistillationArgs<T>& a, Mode mod
   ld::require(a.teacher_boxes.shape == Dims{t[0], t[1], t[2], 4}, fn, ": argument 'teacher_boxes' has shape ",
               a.teacher_boxes.shape.str(), " but expected ", Dims{t[0], t[1], t[2], 4}.str(), " (normalised cxcywh)");
   ld::require(present(a.sizes), fn, ": argument 'sizes' is absent; pass each image's (height, width) [B, 2]");
+  ck.not_null(a.sizes, "sizes");
   ck.shape(a.sizes, "sizes", Dims{s[1], 2});
   const auto& o = a.options;
   ld::require(std::isfinite(o.class_weight) && std::isfinite(o.l1_weight) && std::isfinite(o.giou_weight) &&
@@ -346,7 +349,10 @@ void logits_distillation_loss_check(const LogitsDistillationArgs<T>& a, Mode mod
   ld::require(o.split == Split::none || std::isfinite(o.score_threshold), fn, ": option 'score_threshold' is ",
               o.score_threshold, " but must be finite");
   const Device dev = a.student_logits.device;
-  for (const auto* v : {&a.teacher_logits, &a.student_boxes, &a.teacher_boxes, &a.sizes}) ck.device(*v, "inputs", dev);
+  ck.device(a.teacher_logits, "teacher_logits", dev);
+  ck.device(a.student_boxes, "student_boxes", dev);
+  ck.device(a.teacher_boxes, "teacher_boxes", dev);
+  ck.device(a.sizes, "sizes", dev);
   distill_detail::require_host<T>(fn, dev);
   const View<T>* outs[4] = {&a.out_cls, &a.out_l1, &a.out_giou, &a.out};
   const View<const T>* ups[4] = {&a.grad_out_cls, &a.grad_out_l1, &a.grad_out_giou, &a.grad_out};

@@ -993,11 +993,108 @@ void entry(Fuzz& f, int which) {
       KDF_DRIVE(ops::linear_sum_assignment);
       break;
     }
+    case 40: {  // detr::contrastive_query_loss
+      const std::int64_t K = f.dim(0, 2), n = s.H, d = s.C;
+      const Dims dims = K == 0 ? Dims{n, d} : Dims{K, n, d};
+      detr::ContrastiveQueryArgs<T> a;
+      a.teacher = f.in<T>(dims);
+      a.student = f.in<T>(dims);
+      a.out = f.out<T>({});
+      a.grad_out = f.opt_in<T>({});
+      a.grad_teacher = f.out<T>(dims);
+      a.grad_student = f.out<T>(dims);
+      a.options.temperature = f.scalar(0.07);
+      a.options.weight = f.scalar(0.2);
+      a.options.eps = f.scalar(1e-12);
+      a.options.normalize = f.fdp.ConsumeBool();
+      KDF_DRIVE(detr::contrastive_query_loss);
+      break;
+    }
+    case 41: {  // detr::target_aware_feature_loss
+      const std::int64_t K = f.dim(1, 2), Q = f.dim(1, 6), C = f.dim(1, 4), G = f.dim(0, 3);
+      std::vector<std::int64_t> offsets = {0, f.dim(0, G), G};
+      offsets.resize(static_cast<std::size_t>(s.B + 1));
+      offsets.back() = G;
+      if (f.coin(8)) offsets[0] = f.dim(-2, 2);
+      detr::TargetAwareFeatureArgs<T> a;
+      a.teacher_scores = f.in<T>({K, s.B, Q, C});
+      a.teacher_boxes = f.in<T>({K, s.B, Q, 4});
+      a.teacher_queries = f.in<T>({K, s.B, Q, s.C});
+      a.gt_boxes = f.in<T>({G, 4});
+      a.gt_images = kdloss::Segments<std::int64_t>{
+          kdloss::host_view<const std::int64_t>(offsets.data(), {static_cast<std::int64_t>(offsets.size())})};
+      const std::int64_t levels = f.dim(0, 2);
+      for (std::int64_t l = 0; l < levels; ++l) {
+        const Dims lv{s.B, s.C, f.dim(1, 8), f.dim(1, 8)};
+        a.teacher_features.push_back(f.in<T>(lv));
+        a.student_features.push_back(f.in<T>(lv));
+        if (!f.coin(4)) a.grad_student_features.push_back(f.out<T>(lv));
+      }
+      a.out = f.out<T>({});
+      a.grad_out = f.opt_in<T>({});
+      a.options.topk = f.fdp.ConsumeBool() ? f.dim(-1, 30) : 1;
+      a.options.mask_min = f.scalar(0.01);
+      a.options.norm_eps = f.scalar(1e-12);
+      a.options.iou_eps = f.scalar(1e-6);
+      a.options.weight = f.scalar(1.0);
+      KDF_DRIVE(detr::target_aware_feature_loss);
+      break;
+    }
+    case 42: {  // detr::logits_distillation_loss
+      const std::int64_t K = f.dim(1, 2), Q = f.dim(0, 5), N = f.dim(0, 5), C = s.C;
+      detr::LogitsDistillationArgs<T> a;
+      a.student_logits = f.in<T>({K, s.B, Q, C});
+      a.student_boxes = f.in<T>({K, s.B, Q, 4});
+      a.teacher_logits = f.in<T>({K, s.B, N, C});
+      a.teacher_boxes = f.in<T>({K, s.B, N, 4});
+      a.sizes = f.opt_in<T>({s.B, 2});
+      a.out = f.out<T>({});
+      a.out_cls = f.out<T>({});
+      a.grad_out = f.opt_in<T>({});
+      a.grad_student_logits = f.out<T>({K, s.B, Q, C});
+      a.grad_student_boxes = f.out<T>({K, s.B, Q, 4});
+      a.options.l1_weight = f.scalar(5.0);
+      a.options.num_pos = f.scalar(0.0);
+      a.options.score_threshold = f.scalar(0.3);
+      a.options.split = f.enumeration(detr::LogitsDistillationOptions::Split::none, 2);
+      a.options.negative_class = f.enumeration(detr::LogitsDistillationOptions::NegativeClass::background, 3);
+      KDF_DRIVE(detr::logits_distillation_loss);
+      break;
+    }
+    case 43: {  // detr::query_prior_loss
+      const std::int64_t K = f.dim(1, 2), Q = f.dim(1, 5), C = s.C, G = f.dim(0, 3), P = f.dim(0, 4);
+      std::vector<std::int64_t> pairs(static_cast<std::size_t>(2 * P)), labels(static_cast<std::size_t>(G));
+      for (auto& v : pairs) v = f.dim(-1, 6);
+      for (auto& v : labels) v = f.dim(-1, 4);
+      std::vector<std::int64_t> layers(static_cast<std::size_t>(K + 1), P);
+      layers[0] = 0;
+      if (K == 2) layers[1] = f.dim(0, P);
+      detr::QueryPriorLossArgs<T> a;
+      a.logits = f.in<T>({K, s.B, Q, C});
+      a.boxes = f.in<T>({K, s.B, Q, 4});
+      a.gt_boxes = f.in<T>({G, 4});
+      a.sizes = f.opt_in<T>({s.B, 2});
+      a.gt_labels = kdloss::host_view<const std::int64_t>(labels.data(), {G});
+      a.pred_rows = kdloss::host_view<const std::int64_t>(pairs.data(), {P});
+      a.target_rows = kdloss::host_view<const std::int64_t>(pairs.data() + P, {P});
+      a.layers = kdloss::Segments<std::int64_t>{kdloss::host_view<const std::int64_t>(layers.data(), {K + 1})};
+      a.out_cls = f.out<T>({});
+      a.out_l1 = f.out<T>({});
+      a.out_giou = f.out<T>({});
+      a.grad_out_cls = f.opt_in<T>({});
+      a.grad_out_l1 = f.opt_in<T>({});
+      a.grad_out_giou = f.opt_in<T>({});
+      a.grad_logits = f.out<T>({K, s.B, Q, C});
+      a.grad_boxes = f.out<T>({K, s.B, Q, 4});
+      a.options.num_pos = f.scalar(0.0);
+      KDF_DRIVE(detr::query_prior_loss);
+      break;
+    }
     default:
       break;
   }
 }
-constexpr int kEntries = 40;
+constexpr int kEntries = 44;
 
 /// The DLPack adapter: random DLTensor fields. Accepted: the view must describe exactly the
 /// tensor's memory (data + byte_offset, shape, strides or compact strides, device).

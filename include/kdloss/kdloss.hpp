@@ -13,6 +13,7 @@
 #include "kdloss/losses/feature/feature.hpp"
 #include "kdloss/losses/detr/detr.hpp"
 #include "kdloss/losses/drkd/drkd.hpp"
+#include "kdloss/losses/detr/detr.hpp"
 #include "kdloss/losses/fbkd/fbkd.hpp"
 #include "kdloss/losses/ssim/ssim.hpp"
 #include "kdloss/ops/batch_norm.hpp"

@@ -1,0 +1,88 @@
+// kdloss/losses/detr/distill_detail.hpp: small helpers shared by the DETRDistill losses (contrastive.hpp,
+// feature_distillation.hpp): the host-only requirement, strided element access of rank-2/3/4 views with
+// an optional leading layer axis, the gradient-output checks, and two OpenMP loops (losses/ may not include
+// backend/cpu). Internal (namespace detr::distill_detail).
+#pragma once
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "kdloss/core/entry.hpp"
+#include "kdloss/core/error.hpp"
+#include "kdloss/core/validate.hpp"
+#include "kdloss/core/view.hpp"
+
+namespace kdloss {
+namespace detr {
+namespace distill_detail {
+
+using ::kdloss::detail::Checker;
+using ::kdloss::detail::require;
+
+/// The DETRDistill losses run on the host (float, double) in this version; a device view is a clear error.
+template <class T>
+void require_host(const char* fn, Device device) {
+  static_assert(std::is_same_v<std::remove_cv_t<T>, float> || std::is_same_v<std::remove_cv_t<T>, double>,
+                "kdloss::detr DETRDistill losses: float or double");
+  require(device.is_host(), fn, ": the views are on ", device.str(),
+          " but this loss runs on the host only in this version; pass host views (the PyTorch bridge copies)");
+}
+
+/// Element (i0, i1, ...) of a view given by pointer and strides.
+template <class T>
+T* at(const View<T>& v, std::int64_t i0, std::int64_t i1) {
+  return v.data + i0 * v.strides[0] + i1 * v.strides[1];
+}
+template <class T>
+T* at(const View<T>& v, std::int64_t i0, std::int64_t i1, std::int64_t i2) {
+  return v.data + i0 * v.strides[0] + i1 * v.strides[1] + i2 * v.strides[2];
+}
+template <class T>
+T* at(const View<T>& v, std::int64_t i0, std::int64_t i1, std::int64_t i2, std::int64_t i3) {
+  return v.data + i0 * v.strides[0] + i1 * v.strides[1] + i2 * v.strides[2] + i3 * v.strides[3];
+}
+
+/// A rank-(r+1) view [K, ...] or a rank-r view seen as K = 1: the layer's element pointer offset.
+template <class T>
+std::int64_t layer_offset(const View<T>& v, int base_rank, std::int64_t k) {
+  return v.rank() == base_rank + 1 ? k * v.strides[0] : 0;
+}
+
+/// Work (elements touched) above which the host loops share their range among threads.
+inline constexpr std::int64_t kParallelWork = std::int64_t{1} << 15;
+
+/// f(i) for i in [0, n), threads sharing the range when n * work is large. f must not throw.
+template <class F>
+void each(std::int64_t n, std::int64_t work, F&& f) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n > 1 && n * work > kParallelWork)
+#endif
+  for (std::int64_t i = 0; i < n; ++i) f(i);
+  (void)work;
+}
+
+/// sum_i f(i) with the terms computed in parallel and added in index order (bits independent of threads).
+template <class F>
+double ordered_sum(std::int64_t n, std::int64_t work, F&& f) {
+  std::vector<double> part(static_cast<std::size_t>(n > 0 ? n : 0));
+  each(n, work, [&](std::int64_t i) { part[static_cast<std::size_t>(i)] = f(i); });
+  double s = 0;
+  for (double v : part) s += v;
+  return s;
+}
+
+/// A gradient output: present, shape `shape`, on `dev`, unique, disjoint from every input in `ins`.
+template <class T, class... In>
+void check_grad(const Checker& ck, const View<T>& g, const char* name, const Dims& shape, Device dev,
+                const In&... ins) {
+  if (absent(g)) return;
+  ck.not_null(g, name);
+  ck.shape(g, name, shape);
+  ck.device(g, name, dev);
+  ck.unique(g, name);
+  (ck.disjoint(g, name, ins.first, ins.second), ...);
+}
+
+}  // namespace distill_detail
+}  // namespace detr
+}  // namespace kdloss

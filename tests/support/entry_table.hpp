@@ -764,9 +764,19 @@ std::vector<Entry> entries() {
                  a.grad_student_features = {c.grad<T>(kFeat), c.grad<T>(kCoarse)};
                  c.call([&] { detr::target_aware_feature_loss(a, Mode::forward_backward); });
                }, {"grad_student_features[0]", "student_features[0]"}});
-  // detr::logits_distillation_loss belongs here; its row is held back until ops::linear_sum_assignment's host
-  // backend stops overflowing its workspace under several threads (ASan: backend/cpu/assignment.hpp:201,
-  // 2 problems of 40 x 40 float at OMP_NUM_THREADS=2): see the v5-detrdistill report.
+  e.push_back({"detr::logits_distillation_loss", [](Ctx& c) {
+                 const kdloss::Dims lg{2, 2, 40, 80}, bx{2, 2, 40, 4};
+                 detr::LogitsDistillationArgs<T> a;
+                 a.student_logits = c.in<T>(lg, 1, -4, 2);
+                 a.student_boxes = c.in<T>(bx, 2, 0.1, 0.5);
+                 a.teacher_logits = c.in<T>(lg, 3, -4, 2);
+                 a.teacher_boxes = c.in<T>(bx, 4, 0.1, 0.5);
+                 a.sizes = c.in<T>(kdloss::Dims{2, 2}, 5, 300, 900);
+                 a.out = c.out<T>({});
+                 a.grad_student_logits = c.grad<T>(lg);
+                 a.grad_student_boxes = c.grad<T>(bx);
+                 c.call([&] { detr::logits_distillation_loss(a, Mode::forward_backward); });
+               }, {"grad_student_logits", "student_logits"}});
   e.push_back({"detr::query_prior_loss", [](Ctx& c) {
                  static const std::int64_t pred[] = {3, 17, 40, 41, 5, 70}, target[] = {0, 1, 2, 3, 1, 2},
                                            layers[] = {0, 4, 6}, labels[] = {1, 7, 3, 0};

@@ -258,7 +258,9 @@ inline std::int64_t host_slots(std::int64_t batch) {
 }
 
 /// Runs every problem of P, problems in parallel (dynamic schedule: the bits do not depend on which
-/// thread solves which problem), thread t in slot t of `workspace`.
+/// thread solves which problem), thread t in slot t of `workspace`. The team has at most `slots`
+/// threads: with more threads than problems, a thread numbered past the slots the workspace holds
+/// could otherwise take a problem (a heap overflow found by the reliability table at 8 threads).
 template <class T>
 void run(const expr::AssignmentBatch<T>& P, void* workspace) {
   const expr::AssignmentSlot layout = expr::AssignmentSlot::make(P.slot_rows(), P.slot_cols());
@@ -268,7 +270,8 @@ void run(const expr::AssignmentBatch<T>& P, void* workspace) {
   (void)slots;
   (void)work;
 #if KDLOSS_OPENMP
-#pragma omp parallel for schedule(dynamic, 1) if (slots > 1 && work > static_cast<double>(kParallelThreshold))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(slots > 0 ? slots : 1)) \
+    if (slots > 1 && work > static_cast<double>(kParallelThreshold))
 #endif
   for (std::int64_t b = 0; b < P.batch; ++b) {
     const int t = thread_id();

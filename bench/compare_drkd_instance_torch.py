@@ -5,7 +5,8 @@ backward (student maps, every relation and adapter parameter), in one run:
   torch:   PyTorch eager running the official code (torchvision.ops.roi_align per image, ObjectRelation_1
            with its per-call random filter layer, torch.dist, the adaptation convs), re-implemented from
            losses.md 2.3 (python/tests/test_drkd_instance.py checks it against kdloss to 1e-10 in float64).
-  kdloss:  kdloss_torch.drkd.InstanceRelationDistiller (the same pooling, kdloss's relation and losses).
+  kdloss:  kdloss_torch.drkd.InstanceRelationDistiller (kdloss_torch.ops.roi_align pooling, kdloss's relation
+           and losses).
   and the relation part alone, from the RoI features (no pooling).
 
 Median of --repeats runs, same thread count (torch.set_num_threads; kdloss's threads follow OMP_NUM_THREADS).
@@ -29,13 +30,15 @@ from test_drkd_instance import CodeObjectRelation, code_loss  # noqa: E402
 
 
 def median_ms(fn, repeats):
+    """Median wall and process-CPU milliseconds (CPU time: all threads; robust on a loaded machine)."""
     fn()  # warm-up
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        wall.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.process_time() - c0) * 1e3)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main():
@@ -111,9 +114,10 @@ def main():
             ("relation only (from RoI features), fwd+bwd", rel_torch, rel_kdloss)]
     print(f"threads {args.threads}, repeats {args.repeats}, batch {B}, {args.boxes} boxes per image, C {C}")
     for name, ft, fk in rows:
-        t = median_ms(ft, args.repeats)
-        k = median_ms(fk, args.repeats)
-        print(f"{name:48s} torch eager {t:9.1f} ms   kdloss {k:9.1f} ms   speed-up x{t / k:5.2f}")
+        t, tc = median_ms(ft, args.repeats)
+        k, kc = median_ms(fk, args.repeats)
+        print(f"{name:48s} torch eager {t:9.1f} ms (cpu {tc:9.1f})   kdloss {k:9.1f} ms (cpu {kc:9.1f})   "
+              f"speed-up x{t / k:5.2f} (cpu x{tc / kc:5.2f})")
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ owning rows offsets[b]:offsets[b + 1]):
   ``ObjectRelation`` is the code's ObjectRelation_1 with the same parameter names (theta.0.weight, ...,
   W.bias); ``InstanceRelationDistiller`` holds the code's student_relation / teacher_relation /
   relation_adaptation / for_adaptation ModuleLists (state_dict keys as in the detector) and runs both
-  levels from the FPN maps and the ground-truth boxes (torchvision's roi_align pools; image0_bug=True
-  reproduces the code's pooling of every image's boxes from image 0). The relation filter layer the code
-  draws inside every forward (nn.Linear(D, n_b), default init, CPU generator) is drawn the same way, in the
-  code's order (per level, per image: student, then teacher), by ``draw_filter``.
+  levels from the FPN maps and the ground-truth boxes (kdloss_torch.ops.roi_align pools, with
+  torchvision's roi_align semantics; image0_bug=True reproduces the code's pooling of every image's boxes
+  from image 0). The relation filter layer the code draws inside every forward (nn.Linear(D, n_b), default
+  init, CPU generator) is drawn the same way, in the code's order (per level, per image: student, then
+  teacher), by ``draw_filter``.
 - paper form (the seed's pseudocode): ``instance_relation_paper_loss(student_rois, teacher_rois, offsets,
   teacher_scores=None, student_scores=None, ...)`` = MSE of the filtered cosine relations.
 """
@@ -204,8 +205,9 @@ class InstanceRelationDistiller(nn.Module):
     Modules (names as in the code's TwoStageDetector): student_relation, teacher_relation (ObjectRelation
     (C * 9) per level), relation_adaptation, for_adaptation (Conv2d(C, C, 1) per level).
     forward(student_feats, teacher_feats, gt_bboxes) -> L_IR + L_fg summed over the levels; the RoIs are
-    pooled with torchvision.ops.roi_align (3 x 3, spatial_scale W_l / (4 W_0), sampling_ratio -1,
-    aligned False); image0_bug=True pools every image's boxes from image 0, as the code does.
+    pooled with kdloss_torch.ops.roi_align (torchvision.ops.roi_align's semantics, deterministic and faster
+    backward; 3 x 3, spatial_scale W_l / (4 W_0), sampling_ratio -1, aligned False); image0_bug=True
+    pools every image's boxes from image 0, as the code does.
     filter: "draw" (the code's per-call random layer, drawn in its order), "none" (mask = 1).
     """
 
@@ -221,14 +223,15 @@ class InstanceRelationDistiller(nn.Module):
         self.image0_bug, self.filter = image0_bug, filter
 
     def pool(self, feats, gt_bboxes, level):
-        from torchvision.ops import roi_align
+        from .ops import roi_align
         x = feats[level]
         scale = x.size(-1) / (feats[0].size(-1) * 4)
-        rois = []
-        for b, boxes in enumerate(gt_bboxes):
-            src = x if self.image0_bug else x[b:b + 1]  # the code's one-element box list pools image 0
-            rois.append(roi_align(src, [boxes], output_size=3, spatial_scale=scale))
-        return torch.cat(rois)
+        if self.image0_bug:  # the code's one-element box list per image pools every image's boxes from image 0
+            boxes = torch.cat([b.detach() for b in gt_bboxes])
+            rois = torch.cat([boxes.new_zeros(boxes.size(0), 1), boxes], dim=1)
+        else:  # per image: boxes of image b from x[b]
+            rois = list(gt_bboxes)
+        return roi_align(x, rois, output_size=3, spatial_scale=scale)
 
     def forward(self, student_feats, teacher_feats, gt_bboxes):
         off = offsets_of(gt_bboxes)

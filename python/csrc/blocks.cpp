@@ -74,6 +74,8 @@ constexpr auto describe_glore = [](auto& a, auto& f) {
   f.in("extend_weight", a.extend_weight);
   f.in("bn_weight", a.bn_weight);
   f.in("bn_bias", a.bn_bias);
+  f.in("bn_running_mean", a.bn_running_mean, true);
+  f.in("bn_running_var", a.bn_running_var, true);
   f.upstream(a.grad_out);
   f.out_like("out", a.out, "x");
   const kdloss::Dims c{a.x.rank() == 4 ? a.x.shape[1] : 0};
@@ -110,7 +112,8 @@ KDLOSS_TORCH_FAMILY(blocks, m) {
   kt::bind<ops::NonLocalArgs>(m, "blocks_non_local", "kdloss_torch.blocks.non_local", kt::describe_non_local,
                               KDLOSS_TORCH_ENTRY(ops::non_local));
   kt::Options<ops::GloreOptions>(m, "GloreOptions", "kdloss::ops::GloreOptions")
-      .field("bn_eps", &ops::GloreOptions::bn_eps, "the blocker's eps (1e-4 in the DRKD code)");
+      .field("bn_eps", &ops::GloreOptions::bn_eps, "the blocker's eps (1e-4 in the DRKD code)")
+      .field("training", &ops::GloreOptions::training, "the blocker with batch (true) or running (false) statistics");
   kt::bind<ops::GloreArgs>(m, "blocks_glore", "kdloss_torch.blocks.glore", kt::describe_glore,
                            KDLOSS_TORCH_ENTRY(ops::glore));
 }

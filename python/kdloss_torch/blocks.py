@@ -19,9 +19,8 @@ nn.Modules with the reference code's parameter names, so an existing state_dict 
 Every parameter gets its gradient from kdloss's analytic backward. The BN layers are torch's BatchNorm2d
 modules (their parameters and buffers): in training mode the block normalises with the batch statistics
 and updates running_mean / running_var (unbiased variance) / num_batches_tracked as torch does (momentum,
-or the cumulative average when momentum is None); in eval mode it uses the running statistics (the GloRe
-unit has a training-mode BN only, as the DRKD code runs it: eval raises). The functions non_local() and
-glore() take the tensors directly.
+or the cumulative average when momentum is None); in eval mode it uses the running statistics (BN as an
+affine map, gradients included). The functions non_local() and glore() take the tensors directly.
 """
 
 import torch
@@ -102,8 +101,8 @@ def _update_running_stats(bn, mean, var):
 
 
 def _bn_tensors(bn):
-    """(weight, bias, running_mean, running_var, training) of a BatchNorm2d for ops::non_local: batch
-    statistics in training mode or without running statistics (torch's rule)."""
+    """(weight, bias, running_mean, running_var, training) of a BatchNorm2d for ops::non_local and ops::glore:
+    batch statistics in training mode or without running statistics (torch's rule)."""
     training = bn.training or bn.running_mean is None
     return (bn.weight, bn.bias, None if training else bn.running_mean, None if training else bn.running_var,
             training)
@@ -124,12 +123,14 @@ def non_local(x, g_weight, g_bias=None, theta_weight=None, theta_bias=None, phi_
 
 
 def glore(x, state_weight, state_bias, proj_weight, proj_bias, gcn_conv1_weight, gcn_conv1_bias, gcn_conv2_weight,
-          extend_weight, bn_weight, bn_bias, bn_eps=1e-4):
-    """kdloss::ops::glore: the DRKD GloRe unit out = x + BN(W_e (W_g ReLU(V + V A^T + 1 a^T)) P), training-mode
-    BN (docs/ops/glore.md). Weights as the 2-D matrices ([2m, C], [m, m], ...); gradients to x and all ten."""
-    return _run(_C.blocks_glore, dict(bn_eps=float(bn_eps)),
+          extend_weight, bn_weight, bn_bias, bn_eps=1e-4, bn_running_mean=None, bn_running_var=None, training=True):
+    """kdloss::ops::glore: the DRKD GloRe unit out = x + BN(W_e (W_g ReLU(V + V A^T + 1 a^T)) P)
+    (docs/ops/glore.md). Weights as the 2-D matrices ([2m, C], [m, m], ...); gradients to x and all ten.
+    training=True: BN with the batch statistics; False: with bn_running_mean / bn_running_var (required).
+    The running statistics are not updated (the GloRe module does)."""
+    return _run(_C.blocks_glore, dict(bn_eps=float(bn_eps), training=bool(training)),
                 (x, state_weight, state_bias, proj_weight, proj_bias, gcn_conv1_weight, gcn_conv1_bias,
-                 gcn_conv2_weight, extend_weight, bn_weight, bn_bias))
+                 gcn_conv2_weight, extend_weight, bn_weight, bn_bias, bn_running_mean, bn_running_var))
 
 
 # ---- mmcv NonLocal2d -------------------------------------------------------------------------------------
@@ -335,7 +336,8 @@ class _GCN(nn.Module):
 class GloRe(nn.Module):
     """The DRKD code's GloRe_Unit_2D(num_in, num_mid) (normalize=False): conv_state (1x1, 2m), conv_proj (1x1,
     m), gcn.conv1, gcn.conv2, conv_extend (1x1, no bias), blocker = BatchNorm2d(num_in, eps=1e-4) (gamma 1,
-    beta 0, as the code leaves it). Training-mode BN only (the code's units are trained with the student)."""
+    beta 0, as the code leaves it). In training mode the blocker normalises with the batch statistics and
+    updates its running statistics as torch does; in eval mode it uses them (BN as an affine map)."""
 
     def __init__(self, num_in, num_mid, normalize=False):
         super().__init__()
@@ -352,16 +354,14 @@ class GloRe(nn.Module):
 
     def forward(self, x):
         bn = self.blocker
-        if not bn.training and bn.running_mean is not None:
-            raise RuntimeError("kdloss_torch.blocks.GloRe: evaluation mode (running statistics) is not supported: "
-                               "kdloss::ops::glore runs the blocker in training mode, as the DRKD code does")
+        bn_w, bn_b, rm, rv, training = _bn_tensors(bn)
         s, n = self.num_s, self.num_n
         c = self.conv_extend.weight.shape[0]
         w = self.conv_state.weight.shape[1]
-        return _run(_C.blocks_glore, dict(bn_eps=float(bn.eps)),
+        return _run(_C.blocks_glore, dict(bn_eps=float(bn.eps), training=training),
                     (x, self.conv_state.weight.view(s, w), self.conv_state.bias, self.conv_proj.weight.view(n, w),
                      self.conv_proj.bias, self.gcn.conv1.weight.view(n, n), self.gcn.conv1.bias,
-                     self.gcn.conv2.weight.view(s, s), self.conv_extend.weight.view(c, s), bn.weight, bn.bias), bn)
+                     self.gcn.conv2.weight.view(s, s), self.conv_extend.weight.view(c, s), bn_w, bn_b, rm, rv), bn)
 
 
 GloRe_Unit_2D = GloRe

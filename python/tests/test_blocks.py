@@ -10,7 +10,8 @@
   with current torch), or, when that fails, against NonLocal2d with the pool wrapped twice by hand.
 - NonLocalBlockND against `OfficialNonLocalBlockND`, a PyTorch re-implementation of the official FBKD code's
   block (losses.md 1.5: no peer package exists).
-- GloRe against bench/glore_torch_reference.py's GloRe_Unit (the DRKD code re-implemented in PyTorch).
+- GloRe against bench/glore_torch_reference.py's GloRe_Unit (the DRKD code re-implemented in PyTorch), training steps
+  (running statistics) then evaluation mode.
 Each test records which reference ran in its `reference` property (pytest -rA shows it)."""
 
 import importlib.util
@@ -425,6 +426,16 @@ def test_glore_matches_reference(c, mid, dtype, record_property):
         z_ref, g_ref = step(theirs, x, r)
         compare(z, g, z_ref, g_ref, dtype, "GloRe step %d" % k)
         states_equal(mine, theirs, dtype, "GloRe blocker statistics")
+    # evaluation mode with the running statistics the three steps left: value and every gradient
+    mine.eval()
+    theirs.eval()
+    x = torch.randn(2, c, 5, 7, dtype=dtype)
+    r = torch.randn(2, c, 5, 7, dtype=dtype)
+    z, g = step(mine, x, r)
+    z_ref, g_ref = step(theirs, x, r)
+    compare(z, g, z_ref, g_ref, dtype, "GloRe eval")
+    states_equal(mine, theirs, dtype, "GloRe eval leaves the statistics")
+    assert int(mine.blocker.num_batches_tracked) == 3
 
 
 def test_glore_keys_eval_and_strided():
@@ -440,8 +451,25 @@ def test_glore_keys_eval_and_strided():
     z_ref, g_ref = step(theirs, x, r)
     compare(z, g, z_ref, g_ref, torch.float64, "GloRe channels_last")
     mine.eval()
-    with pytest.raises(RuntimeError, match="evaluation mode"):
-        mine(x)
+    theirs.eval()
+    z, g = step(mine, x.contiguous(memory_format=torch.channels_last), r)
+    z_ref, g_ref = step(theirs, x, r)
+    compare(z, g, z_ref, g_ref, torch.float64, "GloRe eval channels_last")
+    # one value per channel: legal in evaluation mode (torch's BN too), an error in training mode
+    x1, r1 = x[:1, :, :1, :1], r[:1, :, :1, :1]
+    z, g = step(mine, x1, r1)
+    z_ref, g_ref = step(theirs, x1, r1)
+    compare(z, g, z_ref, g_ref, torch.float64, "GloRe eval, B*H*W = 1")
+    mine.train()
+    with pytest.raises(kd.KdlossError, match="more than 1 value per channel"):
+        mine(x1)
+    # the functional form in evaluation mode needs the running statistics
+    p = [t.detach() for t in (mine.conv_state.weight.view(4, 8), mine.conv_state.bias, mine.conv_proj.weight.view(2, 8),
+                              mine.conv_proj.bias, mine.gcn.conv1.weight.view(2, 2), mine.gcn.conv1.bias,
+                              mine.gcn.conv2.weight.view(4, 4), mine.conv_extend.weight.view(8, 4),
+                              mine.blocker.weight, mine.blocker.bias)]
+    with pytest.raises(kd.KdlossError, match="bn_running_mean"):
+        kb.glore(x, *p, training=False)
 
 
 # ---- the functions ---------------------------------------------------------------------------------------
@@ -457,3 +485,6 @@ def test_functional_gradcheck():
     g = [torch.randn(s, dtype=torch.float64, requires_grad=True) for s in [(4, 4), (4,), (2, 4), (2,), (2, 2), (2,),
                                                                           (4, 4), (4, 4), (4,), (4,)]]
     assert torch.autograd.gradcheck(lambda x, *p: kb.glore(x, *p), (x, *g))
+    rm, rv = torch.randn(4, dtype=torch.float64), torch.rand(4, dtype=torch.float64) + 0.5
+    assert torch.autograd.gradcheck(lambda x, *p: kb.glore(x, *p, bn_running_mean=rm, bn_running_var=rv,
+                                                           training=False), (x, *g))

@@ -34,10 +34,13 @@ struct Shape {
   Dims dims() const { return Dims{b, c, h, w}; }
 };
 
-/// Inputs of one case: x, the parameters and grad_out (row-major NCHW doubles).
+/// Inputs of one case: x, the parameters and grad_out (row-major NCHW doubles); rm / rv: the blocker's
+/// running statistics, empty in training mode (evaluation mode when set).
 struct Inputs {
   std::vector<double> x, g;
   Ref::Params p;
+  std::vector<double> rm{}, rv{};
+  bool eval() const { return !rm.empty(); }
 };
 Inputs make_inputs(const Shape& s, std::uint32_t seed) {
   const std::int64_t m = s.m, s2 = 2 * s.m, C = s.c;
@@ -60,6 +63,14 @@ Inputs make_inputs(const Shape& s, std::uint32_t seed) {
   in.p.bn_w = r(C, 1.0);
   for (auto& v : in.p.bn_w) v += 1.5;
   in.p.bn_b = r(C, 0.3);
+  return in;
+}
+/// make_inputs with running statistics: evaluation mode (running_var in [0.5, 1.5]).
+Inputs make_eval_inputs(const Shape& s, std::uint32_t seed) {
+  Inputs in = make_inputs(s, seed);
+  in.rm = random_vector<double>(static_cast<std::size_t>(s.c), seed + 50);
+  in.rv = random_vector<double>(static_cast<std::size_t>(s.c), seed + 51);
+  for (auto& v : in.rv) v = 1.0 + 0.5 * v;
   return in;
 }
 
@@ -109,7 +120,8 @@ Run run_glore(const Shape& s, const Inputs& in, bool split, bool use_reserve = t
     pv.push_back(cast<T>(*ps[i]));
     gpv.push_back(old.empty() ? std::vector<T>(ps[i]->size(), std::numeric_limits<T>::quiet_NaN()) : cast<T>(old[i]));
   }
-  std::vector<T> mean(s.c), var(s.c);
+  std::vector<T> mean(s.c, T(-7)), var(s.c, T(-7));
+  const std::vector<T> rm = cast<T>(in.rm), rv = cast<T>(in.rv);
   const std::int64_t C = s.c;
   const auto pshape = param_shapes(s);
   ops::GloreArgs<T> a;
@@ -124,8 +136,14 @@ Run run_glore(const Shape& s, const Inputs& in, bool split, bool use_reserve = t
     *pgr[i] = host_view(gpv[i].data(), pshape[i]);
   }
   a.out = out.view;
-  a.bn_batch_mean = host_view(mean.data(), {C});
-  a.bn_batch_var = host_view(var.data(), {C});
+  if (in.eval()) {  // evaluation mode: running statistics in, no batch statistics out
+    a.options.training = false;
+    a.bn_running_mean = host_view<const T>(rm.data(), {C});
+    a.bn_running_var = host_view<const T>(rv.data(), {C});
+  } else {
+    a.bn_batch_mean = host_view(mean.data(), {C});
+    a.bn_batch_var = host_view(var.data(), {C});
+  }
   a.grad_out = g.view;
   a.grad_x = gx.view;
   a.options.param_grads.beta = beta;
@@ -154,11 +172,24 @@ struct Want {
   Ref::Grads gr;
   std::vector<double> mean, var;
 };
+/// The case's reference unit (evaluation mode when the inputs carry running statistics).
+Ref ref_of(const Shape& s, const Inputs& in) {
+  Ref R = s.ref();
+  R.training = !in.eval();
+  R.running_mean = in.rm;
+  R.running_var = in.rv;
+  return R;
+}
+/// Evaluation mode writes no batch statistics: want.mean / want.var hold the sentinel run_glore set.
 Want reference(const Shape& s, const Inputs& in) {
-  const Ref R = s.ref();
+  const Ref R = ref_of(s, in);
   Want w;
   w.st = R.forward(in.x, in.p);
   w.gr = R.backward(in.x, in.p, in.g);
+  if (in.eval()) {
+    w.mean = w.var = std::vector<double>(static_cast<std::size_t>(s.c), -7.0);
+    return w;
+  }
   const auto stats = R.blocker().stats(w.st.e, {}, {});
   w.mean = stats.mean;
   w.var = stats.var_unbiased;
@@ -196,30 +227,32 @@ ops::GloreArgs<double> bind_args(const Shape& s, const std::vector<double>& x, c
 
 }  // namespace
 
-TEST_CASE("glore: the composed reference matches central differences for x and all ten parameters") {
+TEST_CASE("glore: the composed reference matches central differences for x and all ten parameters (training and evaluation BN)") {
   const Shape s = kSmall;
-  const Inputs in = make_inputs(s, 100);
-  const Ref R = s.ref();
-  const auto loss = [&](const std::vector<double>& x, const Ref::Params& p) {
-    const auto out = R.forward(x, p).out;
-    double l = 0;
-    for (std::size_t i = 0; i < out.size(); ++i) l += in.g[i] * out[i];
-    return l;
-  };
-  Ref::Grads gr = R.backward(in.x, in.p, in.g);
-  check_close(gr.x, kdloss_test::numeric_gradient(in.x, [&](const std::vector<double>& x) { return loss(x, in.p); }),
-              1e-6, 1e-7, "grad_x");
-  Inputs work = in;
-  const auto ps = params_of(work.p);
-  const auto gs = params_of(gr.p);
-  for (int i = 0; i < 10; ++i) {
-    CAPTURE(kParamNames[i]);
-    const auto num = kdloss_test::numeric_gradient(*ps[i], [&](const std::vector<double>& v) {
-      Ref::Params p = work.p;
-      *params_of(p)[i] = v;
-      return loss(in.x, p);
-    });
-    check_close(*gs[i], num, 1e-6, 1e-7, kParamNames[i]);
+  for (const Inputs& in : {make_inputs(s, 100), make_eval_inputs(s, 100)}) {
+    CAPTURE(in.eval());
+    const Ref R = ref_of(s, in);
+    const auto loss = [&](const std::vector<double>& x, const Ref::Params& p) {
+      const auto out = R.forward(x, p).out;
+      double l = 0;
+      for (std::size_t i = 0; i < out.size(); ++i) l += in.g[i] * out[i];
+      return l;
+    };
+    Ref::Grads gr = R.backward(in.x, in.p, in.g);
+    check_close(gr.x, kdloss_test::numeric_gradient(in.x, [&](const std::vector<double>& x) { return loss(x, in.p); }),
+                1e-6, 1e-7, "grad_x");
+    Inputs work = in;
+    const auto ps = params_of(work.p);
+    const auto gs = params_of(gr.p);
+    for (int i = 0; i < 10; ++i) {
+      CAPTURE(kParamNames[i]);
+      const auto num = kdloss_test::numeric_gradient(*ps[i], [&](const std::vector<double>& v) {
+        Ref::Params p = work.p;
+        *params_of(p)[i] = v;
+        return loss(in.x, p);
+      });
+      check_close(*gs[i], num, 1e-6, 1e-7, kParamNames[i]);
+    }
   }
 }
 
@@ -234,6 +267,28 @@ TEST_CASE("glore: double forward and every gradient match the reference (forward
     check_against(run_glore<double>(s, in, true), want, 1e-10, 1e-11);
     check_against(run_glore<double>(s, in, true, false), want, 1e-10, 1e-11);
   }
+}
+
+TEST_CASE("glore: evaluation-mode BN (running statistics) matches the reference: value and every gradient, all modes, layouts, float") {
+  Shape nhwc = kSmall;
+  nhwc.order = {0, 2, 3, 1};
+  for (const Shape& s : {kSmall, Shape{3, 5, 3, 4, 2}, nhwc, Shape{1, 4, 2, 1, 1}}) {
+    CAPTURE(s.b * s.h * s.w);  // 1: legal in evaluation mode (no batch statistics)
+    const Inputs in = make_eval_inputs(s, 250);
+    const Want want = reference(s, in);
+    check_against(run_glore<double>(s, in, false), want, 1e-10, 1e-11);
+    check_against(run_glore<double>(s, in, true), want, 1e-10, 1e-11);         // through the reserve
+    check_against(run_glore<double>(s, in, true, false), want, 1e-10, 1e-11);  // recomputing the state
+    check_against(run_glore<float>(s, in, true), want, 2e-4, 2e-5);
+  }
+  // the blocker is an affine map with the running statistics: out differs from training mode's
+  const Inputs ev = make_eval_inputs(kSmall, 260);
+  Inputs tr = ev;
+  tr.rm.clear();
+  tr.rv.clear();
+  const Run a = run_glore<double>(kSmall, ev, false), b = run_glore<double>(kSmall, tr, false);
+  CHECK(a.out != b.out);
+  CHECK(a.gx != b.gx);
 }
 
 TEST_CASE("glore: float, channels-last and padded strided x agree with the reference") {
@@ -382,6 +437,29 @@ TEST_CASE("glore: bad input throws a clear error and writes nothing") {
   a = base();
   a.out = host_view(out.data(), {2, C, 4, 3});
   kdloss_test::expect_error([&] { ops::glore(a, Mode::forward); }, "'out'", untouched);
+  std::vector<double> rm(C, 0.1), rv(C, 1.2), mean(C, -3.0);
+  a = base();  // evaluation mode without running statistics
+  a.options.training = false;
+  a.bn_running_mean = host_view<const double>(rm.data(), {C});
+  kdloss_test::expect_error([&] { ops::glore(a, Mode::forward_backward); },
+                            "evaluation mode (options.training = false) reads 'bn_running_mean' and 'bn_running_var' "
+                            "but 'bn_running_var' is absent",
+                            untouched);
+  a.bn_running_mean = View<const double>{};
+  kdloss_test::expect_error([&] { ops::glore(a, Mode::backward); }, "but 'bn_running_mean' is absent", untouched);
+  a = base();
+  a.options.training = false;
+  a.bn_running_mean = host_view<const double>(rm.data(), {C});
+  a.bn_running_var = host_view<const double>(rv.data(), {C - 1});
+  kdloss_test::expect_error([&] { ops::glore(a, Mode::forward); },
+                            "argument 'bn_running_var' has shape [5] but x [2, 6, 3, 4] needs [6]", untouched);
+  a.bn_running_var = host_view<const double>(rv.data(), {C});
+  a.bn_batch_mean = host_view(mean.data(), {C});
+  kdloss_test::expect_error([&] { ops::glore(a, Mode::forward); }, "written in training mode only",
+                            [&] {
+                              untouched();
+                              for (double v : mean) REQUIRE(v == -3.0);
+                            });
   a = base();
   alignas(256) static unsigned char small[256];
   a.reserve = {small, 256};

@@ -9,7 +9,8 @@
 //   R = ReLU(H),  Z = W_g R         [s, m]   gcn.conv2    (Conv1d(s, s, 1), no bias)
 //   Y = Z P                         [s, N]   reverse projection with the same P
 //   E = W_e Y                       [C, N]   conv_extend  (1x1, no bias)
-//   out = X + BN(E)                 [C, N]   blocker      (BatchNorm2d(C, eps=1e-4), training mode)
+//   out = X + BN(E)                 [C, N]   blocker      (BatchNorm2d(C, eps=1e-4): batch statistics in
+//                                                           training mode, the running ones in evaluation mode)
 //
 // A composite: every product runs through ops::linear / ops::matmul, the normalisation through
 // ops::batch_norm, the ReLU and the residuals through the backend's elementwise executors. One caller
@@ -20,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <tuple>
+#include <utility>
 
 #include "kdloss/backend/dispatch.hpp"
 #include "kdloss/core/entry.hpp"
@@ -38,6 +40,7 @@ namespace ops {
 struct GloreOptions {
   double bn_eps = 1e-4;          // the blocker's eps (BatchNorm2d(num_in, eps=1e-04) in the code)
   GradAccumulate param_grads{};  // every parameter gradient: grad = beta * grad + dL/dparam
+  bool training = true;          // the blocker with batch statistics (true) or bn_running_mean/var (false)
 };
 
 /// Arguments of ops::glore. x: [B, C, H, W] (H and W must merge into one strided axis: contiguous and
@@ -49,9 +52,11 @@ struct GloreOptions {
 /// - gcn_conv2_weight [2m, 2m] = gcn.conv2.weight ([2m, 2m, 1]; the module has no bias);
 /// - extend_weight [C, 2m] = conv_extend.weight (no bias);
 /// - bn_weight, bn_bias [C] = blocker.weight, blocker.bias (BatchNorm2d(C, eps=1e-4)).
-/// All are required. out: like x (forward). bn_batch_mean / bn_batch_var: [C], optional forward outputs
+/// All are required. bn_running_mean, bn_running_var [C] = blocker.running_mean / running_var: read in
+/// evaluation mode (options.training = false; both required there), ignored in training mode.
+/// out: like x (forward). bn_batch_mean / bn_batch_var: [C], optional training-forward outputs
 /// (the blocker's batch mean and UNBIASED variance, for the caller's running statistics; see
-/// batch_norm_update_running_stats). grad_out: like x (backward input); grad_x and one gradient per
+/// batch_norm_update_running_stats; absent in evaluation mode). grad_out: like x (backward input); grad_x and one gradient per
 /// parameter (grad_<parameter>, its shape), each optional. reserve: the state backward reads
 /// (glore_reserve_bytes); backward with an absent reserve recomputes it from x.
 template <class T>
@@ -67,6 +72,8 @@ struct GloreArgs {
   View<const T> extend_weight{};
   View<const T> bn_weight{};
   View<const T> bn_bias{};
+  View<const T> bn_running_mean{};
+  View<const T> bn_running_var{};
   View<T> out{};
   View<T> bn_batch_mean{};
   View<T> bn_batch_var{};
@@ -185,7 +192,9 @@ BatchNormArgs<T> glore_bn_args(const GloreArgs<T>& a, const GlorePlan<T>& p) {
   bn.x = p.template map<const T>(p.e, p.channels);
   bn.weight = a.bn_weight;
   bn.bias = a.bn_bias;
-  bn.options.training = true;
+  bn.running_mean = a.bn_running_mean;
+  bn.running_var = a.bn_running_var;
+  bn.options.training = a.options.training;
   bn.options.eps = a.options.bn_eps;
   bn.options.param_grads = a.options.param_grads;
   return bn;
@@ -447,8 +456,10 @@ void glore_check_inputs(const GloreArgs<T>& a) {
           a.x.strides.str(), " cannot merge H and W into one strided axis; pass a contiguous or channel-last view");
   ck.rank(a.proj_weight, "proj_weight", 2);
   const std::int64_t C = a.x.shape[1], m = a.proj_weight.shape[0], s = 2 * m;
-  require(a.x.shape[0] * a.x.shape[2] * a.x.shape[3] > 1, fn, ": argument 'x' has shape ", a.x.shape.str(),
-          " but the blocker (training-mode BatchNorm2d) needs more than 1 value per channel (B * H * W > 1)");
+  if (a.options.training)
+    require(a.x.shape[0] * a.x.shape[2] * a.x.shape[3] > 1, fn, ": argument 'x' has shape ", a.x.shape.str(),
+            " but the blocker (training-mode BatchNorm2d) needs more than 1 value per channel (B * H * W > 1);"
+            " evaluation mode (options.training = false) accepts one");
   require(m > 0, fn, ": argument 'proj_weight' has shape ", a.proj_weight.shape.str(),
           " but the unit needs at least one node (num_mid > 0)");
   struct Param {
@@ -474,6 +485,20 @@ void glore_check_inputs(const GloreArgs<T>& a) {
               " and proj_weight ", a.proj_weight.shape.str(), " (num_mid = ", m, ") need ", p.shape.str());
     ck.device(p.v, p.name, a.x.device);
   }
+  if (!a.options.training)
+    require(present(a.bn_running_mean) && present(a.bn_running_var), fn,
+            ": evaluation mode (options.training = false) reads 'bn_running_mean' and 'bn_running_var' but ",
+            present(a.bn_running_mean) ? "'bn_running_var'" : "'bn_running_mean'",
+            " is absent (the blocker's running statistics, [C] = ", Dims{C}.str(), ")");
+  for (const auto& [v, name] : {std::pair{&a.bn_running_mean, "bn_running_mean"},
+                                std::pair{&a.bn_running_var, "bn_running_var"}}) {
+    if (absent(*v)) continue;
+    ck.not_null(*v, name);
+    if (v->shape != Dims{C})
+      require(false, fn, ": argument '", name, "' has shape ", v->shape.str(), " but x ", a.x.shape.str(), " needs ",
+              Dims{C}.str());
+    ck.device(*v, name, a.x.device);
+  }
 }
 }  // namespace detail
 
@@ -493,7 +518,8 @@ void glore_check(const GloreArgs<T>& a, Mode mode) {
                           {a.proj_weight, "proj_weight"},           {a.proj_bias, "proj_bias"},
                           {a.gcn_conv1_weight, "gcn_conv1_weight"}, {a.gcn_conv1_bias, "gcn_conv1_bias"},
                           {a.gcn_conv2_weight, "gcn_conv2_weight"}, {a.extend_weight, "extend_weight"},
-                          {a.bn_weight, "bn_weight"},               {a.bn_bias, "bn_bias"}};
+                          {a.bn_weight, "bn_weight"},               {a.bn_bias, "bn_bias"},
+                          {a.bn_running_mean, "bn_running_mean"},   {a.bn_running_var, "bn_running_var"}};
   struct Named {
     View<const T> v;
     const char* name;
@@ -517,6 +543,10 @@ void glore_check(const GloreArgs<T>& a, Mode mode) {
   };
   if (writes_value(mode)) {
     require(present(a.out), fn, ": mode ", to_string(mode), " writes 'out' but it is absent");
+    if (!a.options.training)
+      require(absent(a.bn_batch_mean) && absent(a.bn_batch_var), fn,
+              ": 'bn_batch_mean' and 'bn_batch_var' are written in training mode only; leave them absent in"
+              " evaluation mode (options.training = false)");
     output(a.out, "out", a.x.shape, true);
     output(a.bn_batch_mean, "bn_batch_mean", Dims{C}, false);
     output(a.bn_batch_var, "bn_batch_var", Dims{C}, false);
@@ -551,7 +581,7 @@ void glore_check(const GloreArgs<T>& a, Mode mode) {
 }
 
 /// Reserve bytes: the state backward reads, per image (T elements) 5·m·N (S, P, Y) + 6·m² (V, ReLU(H),
-/// Z), plus the blocker's 2·C doubles, each piece aligned to 256 bytes.
+/// Z), plus the blocker's 2·C doubles (training mode only), each piece aligned to 256 bytes.
 template <class T>
 std::size_t glore_reserve_bytes(const GloreArgs<T>& args) {
   detail::glore_check_inputs(args);
@@ -567,8 +597,10 @@ std::size_t glore_workspace_bytes(const GloreArgs<T>& args) {
   return detail::glore_full_plan(args, Mode::forward_backward, args.reserve.data, nullptr).workspace_bytes;
 }
 
-/// forward: out = x + BN(W_e (W_g ReLU(V + V A^T + 1 a^T)) P) with S, P, V as above (training-mode BN
-/// with eps options.bn_eps); writes bn_batch_mean / bn_batch_var when present and fills the reserve
+/// forward: out = x + BN(W_e (W_g ReLU(V + V A^T + 1 a^T)) P) with S, P, V as above (BN with eps
+/// options.bn_eps: training mode normalises with the batch statistics and writes bn_batch_mean /
+/// bn_batch_var when present; evaluation mode (options.training = false) with bn_running_mean /
+/// bn_running_var, an affine map whose backward is γ / sqrt(running_var + eps)); fills the reserve
 /// when given. backward (reads grad_out and the reserve of a forward of the same arguments, or
 /// recomputes that state from x when the reserve is absent): grad_x = grad_out + W_s^T dS + W_p^T dP
 /// and every requested parameter gradient (beta * old + dL/dparam). forward_backward: both.

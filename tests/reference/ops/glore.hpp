@@ -13,6 +13,9 @@ namespace kdloss_ref::ops {
 struct Glore {
   std::int64_t batch, channels, mid, positions;
   double eps = 1e-4;
+  /// The blocker's mode: training (batch statistics) or evaluation (running_mean / running_var [C]).
+  bool training = true;
+  std::vector<double> running_mean{}, running_var{};
 
   /// The ten parameters, row-major, in the order of GloreArgs.
   struct Params {
@@ -42,7 +45,7 @@ struct Glore {
   Linear conv1() const { return {batch, mid, mid, s2()}; }  // over V^T: nodes are the channels
   Linear conv2() const { return {batch, s2(), s2(), mid}; }
   Linear extend() const { return {batch, s2(), channels, positions}; }
-  BatchNorm blocker() const { return {batch, channels, positions, true, eps}; }
+  BatchNorm blocker() const { return {batch, channels, positions, training, eps}; }
 
   State forward(const std::vector<double>& x, const Params& w) const {
     const std::int64_t s = s2(), m = mid, n = positions;
@@ -59,7 +62,7 @@ struct Glore {
     st.z = conv2().forward(st.r, w.conv2_w, {});
     st.y = mm(st.z, st.p, s, n, m);  // Y = Z P
     st.e = extend().forward(st.y, w.extend_w, {});
-    st.out = blocker().forward(st.e, w.bn_w, w.bn_b);
+    st.out = blocker().forward(st.e, w.bn_w, w.bn_b, running_mean, running_var);
     for (std::size_t i = 0; i < x.size(); ++i) st.out[i] += x[i];
     return st;
   }
@@ -73,7 +76,7 @@ struct Glore {
     const std::int64_t s = s2(), m = mid, n = positions;
     const State st = forward(x, w);
     Grads gr;
-    const auto bn = blocker().backward(st.e, w.bn_w, g);
+    const auto bn = blocker().backward(st.e, w.bn_w, g, running_mean, running_var);
     gr.p.bn_w = bn.w;
     gr.p.bn_b = bn.b;
     const auto gy = extend().grad_x(w.extend_w, bn.x);

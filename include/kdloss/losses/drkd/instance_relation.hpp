@@ -680,9 +680,12 @@ void check_inputs(const InstanceRelationLossArgs<T>& a, const char* fn) {
     adapt(a.feature_adapt_weight, a.feature_adapt_bias, "feature_adapt_weight", "feature_adapt_bias");
   else
     require(absent(a.feature_adapt_bias), fn, ": argument 'feature_adapt_bias' is given without 'feature_adapt_weight'");
-  for (double w : {a.options.relation_weight, a.options.feature_weight})
+  // Named arrays, not range-for over braced lists: nvcc 13's host-code pass rejects those here.
+  const double weights[] = {a.options.relation_weight, a.options.feature_weight};
+  for (double w : weights) {
     require(std::isfinite(w), fn, ": options 'relation_weight' and 'feature_weight' must be finite but are ",
             a.options.relation_weight, " and ", a.options.feature_weight);
+  }
   ::kdloss::detail::require_backend<T>(fn, dev);
 }
 
@@ -703,16 +706,20 @@ void instance_relation_loss_check(const InstanceRelationLossArgs<T>& a, Mode mod
   std::vector<std::pair<View<const T>, const char*>> inputs = {
       {a.student, "student"}, {a.teacher, "teacher"}, {a.relation_adapt_weight, "relation_adapt_weight"}};
   const auto add_params = [&](const ObjectRelationParams<T>& p) {
-    for (const View<const T>& v : {p.theta_weight, p.theta_bias, p.phi_weight, p.phi_bias, p.g_weight, p.g_bias,
-                                   p.W_weight, p.W_bias})
+    const View<const T> params[] = {p.theta_weight, p.theta_bias, p.phi_weight, p.phi_bias,
+                                    p.g_weight,     p.g_bias,     p.W_weight,   p.W_bias};
+    for (const View<const T>& v : params) {
       if (present(v)) inputs.push_back({v, "a relation parameter"});
+    }
   };
   add_params(a.student_relation);
   add_params(a.teacher_relation);
-  for (const View<const T>& v : {a.student_filter.weight, a.student_filter.bias, a.teacher_filter.weight,
-                                 a.teacher_filter.bias, a.relation_adapt_bias, a.feature_adapt_weight,
-                                 a.feature_adapt_bias})
+  const View<const T> others[] = {a.student_filter.weight, a.student_filter.bias, a.teacher_filter.weight,
+                                  a.teacher_filter.bias,  a.relation_adapt_bias, a.feature_adapt_weight,
+                                  a.feature_adapt_bias};
+  for (const View<const T>& v : others) {
     if (present(v)) inputs.push_back({v, "a filter or adapter input"});
+  }
   std::vector<std::pair<View<T>, const char*>> outputs;
   if (writes_value(mode)) {
     ck.scalar_output(a.out, "out");

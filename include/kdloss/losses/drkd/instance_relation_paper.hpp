@@ -259,10 +259,13 @@ void instance_relation_paper_loss_check(const InstanceRelationPaperLossArgs<T>& 
   if (writes_value(mode)) {
     ck.scalar_output(a.out, "out");
     ck.device(a.out, "out", dev);
-    for (const auto& [v, name] : {std::pair{a.student, "student"}, std::pair{a.teacher, "teacher"},
-                                  std::pair{a.teacher_scores, "teacher_scores"},
-                                  std::pair{a.student_scores, "student_scores"}})
+    // Named arrays, not range-for over braced lists: nvcc 13's host-code pass rejects those here.
+    const std::pair<View<const T>, const char*> inputs[] = {
+        {a.student, "student"}, {a.teacher, "teacher"}, {a.teacher_scores, "teacher_scores"},
+        {a.student_scores, "student_scores"}};
+    for (const auto& [v, name] : inputs) {
       ck.disjoint(a.out, "out", v, name);
+    }
   }
   if (mode == Mode::backward) {
     pd::require(present(a.grad_out), fn, ": mode backward reads 'grad_out' but it is absent");
@@ -274,10 +277,12 @@ void instance_relation_paper_loss_check(const InstanceRelationPaperLossArgs<T>& 
     ck.shape(a.grad_student, "grad_student", a.student.shape);
     ck.device(a.grad_student, "grad_student", dev);
     ck.unique(a.grad_student, "grad_student");
-    for (const auto& [v, name] : {std::pair{a.student, "student"}, std::pair{a.teacher, "teacher"},
-                                  std::pair{a.teacher_scores, "teacher_scores"},
-                                  std::pair{a.student_scores, "student_scores"}, std::pair{a.grad_out, "grad_out"}})
+    const std::pair<View<const T>, const char*> inputs[] = {
+        {a.student, "student"}, {a.teacher, "teacher"}, {a.teacher_scores, "teacher_scores"},
+        {a.student_scores, "student_scores"}, {a.grad_out, "grad_out"}};
+    for (const auto& [v, name] : inputs) {
       ck.disjoint(a.grad_student, "grad_student", v, name);
+    }
     if (writes_value(mode)) ck.disjoint(a.grad_student, "grad_student", a.out, "out");
   }
 }
@@ -325,8 +330,10 @@ void instance_relation_paper_loss(const InstanceRelationPaperLossArgs<T>& a, Mod
   ops::cosine_relation(pd::cosine<T>(xs, a.boxes, p.rs, o.eps), Mode::forward, inner);
   ops::cosine_relation(pd::cosine<T>(xt, a.boxes, p.rt, o.eps), Mode::forward, inner);
   ::kdloss::detail::gemm_fill(dev, exec, p.zero, 1, 0.0);
-  for (const auto& [x, norm] : {std::pair{xs, p.ns}, std::pair{xt, p.nt}})
+  const std::pair<View<const T>, decltype(p.ns)> norms[] = {{xs, p.ns}, {xt, p.nt}};
+  for (const auto& [x, norm] : norms) {
     ops::distance(ops::cosine_relation_detail::norm_args<T>(x, p.zero, norm), Mode::forward, inner);
+  }
   // the filters, per image (thresholds kept on the call's device)
   const bool conf = present(a.teacher_scores), mean_thr = o.threshold_from == ConfidenceThreshold::teacher_mean;
   std::int64_t off = 0;

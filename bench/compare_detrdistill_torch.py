@@ -11,7 +11,8 @@ official code (python/tests/detr_distill_reference.py), forward + backward, at t
                (eager: torch cost and loss, scipy.optimize.linear_sum_assignment per image and layer).
 
 Implementations: kdloss (kdloss_torch.detr, the in-place build in python/) and eager (the reference code).
-Each case runs in a fresh process: one warm-up, then the median of --reps timed runs; memory is the growth of
+Each case runs in a fresh process: one warm-up, then the median of --reps timed runs; CPU ms: the median process CPU time of the same runs (the shared machine's
+wall time is noisy); memory is the growth of
 the peak resident set over the resident set before the timed run (VmHWM after a reset: what one forward +
 backward allocates, gradients included).
 
@@ -28,7 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from compare_relation_torch import peak_mb, reset_peak, status_mb  # noqa: E402
+from _harness import peak_mb, reset_peak, status_mb  # noqa: E402
 
 LEVELS = [(100, 167), (50, 84), (25, 42), (13, 21)]
 
@@ -96,16 +97,18 @@ def worker(case, impl, threads, reps):
             return v.item()
 
     value = step()  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     rss = status_mb("VmRSS")
     reset_peak()
     step()
     grow = peak_mb() - rss
     print(json.dumps({"case": case, "impl": impl, "threads": threads, "ms": 1e3 * statistics.median(times),
+                      "cpu_ms": 1e3 * statistics.median(cpu),
                       "peak_growth_mb": grow, "value": value}))
 
 
@@ -119,8 +122,9 @@ def main():
     if a.worker:
         worker(a.worker[0], a.worker[1], int(a.worker[2]), int(a.worker[3]))
         return
-    print("| case | threads | kdloss ms | eager ms | speed-up | kdloss peak MB | eager peak MB | memory ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| case | threads | kdloss ms | eager ms | speed-up | kdloss CPU ms | eager CPU ms | CPU speed-up "
+          "| kdloss peak MB | eager peak MB | memory ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for case in a.cases:
         for t in a.threads:
             res = {}
@@ -131,8 +135,9 @@ def main():
                 res[impl] = json.loads(out.strip().splitlines()[-1])
             k, e = res["kdloss"], res["eager"]
             assert abs(k["value"] - e["value"]) <= 1e-4 * abs(e["value"]), (k["value"], e["value"])
-            print("| %s | %d | %.1f | %.1f | %.1fx | %.1f | %.1f | %.3f |" % (
-                case, t, k["ms"], e["ms"], e["ms"] / k["ms"], k["peak_growth_mb"], e["peak_growth_mb"],
+            print("| %s | %d | %.1f | %.1f | %.1fx | %.1f | %.1f | %.1fx | %.1f | %.1f | %.3f |" % (
+                case, t, k["ms"], e["ms"], e["ms"] / k["ms"], k["cpu_ms"], e["cpu_ms"], e["cpu_ms"] / k["cpu_ms"],
+                k["peak_growth_mb"], e["peak_growth_mb"],
                 k["peak_growth_mb"] / max(e["peak_growth_mb"], 1e-9)))
 
 

@@ -8,6 +8,7 @@
 #include "kdloss/losses/detr/contrastive.hpp"
 #include "kdloss/losses/detr/feature_distillation.hpp"
 #include "kdloss/losses/detr/logits_distillation.hpp"
+#include "kdloss/losses/detr/query_prior.hpp"
 
 #include "binding.hpp"
 #include "common.hpp"
@@ -27,6 +28,64 @@ struct EnumNames<kdloss::detr::LogitsDistillationOptions::NegativeClass> {
   static constexpr const char* expected = nullptr;
 };
 }  // namespace kdloss_torch
+
+namespace {
+namespace py = pybind11;
+namespace kt = kdloss_torch;
+
+/// A contiguous int64 host tensor -> a view (the generic binding takes no int64 views).
+kdloss::View<const std::int64_t> index_view(py::handle t, kdloss::Device device) {
+  const py::object o = py::reinterpret_borrow<py::object>(t);
+  const auto ptr = o.attr("data_ptr")().cast<std::uintptr_t>();
+  const auto shape = o.attr("shape").cast<std::vector<std::int64_t>>();
+  const auto strides = o.attr("stride")().cast<std::vector<std::int64_t>>();
+  return kdloss::View<const std::int64_t>(reinterpret_cast<const std::int64_t*>(ptr),
+                                          kdloss::Dims::from(shape.begin(), shape.end()),
+                                          kdloss::Dims::from(strides.begin(), strides.end()), device);
+}
+
+/// kdloss::detr::query_prior_loss, forward (grad_logits / grad_boxes None) or forward_backward with upstream 1
+/// (kdloss_torch/detr/_distill.py scales the gradients by grad_output). gt_labels, pred_rows, target_rows:
+/// int64 tensors kept alive by the caller; layers: the K + 1 pair offsets.
+void query_prior_loss(py::handle logits, py::handle boxes, py::handle gt_labels, py::handle gt_boxes,
+                      py::handle sizes, py::handle pred_rows, py::handle target_rows,
+                      std::vector<std::int64_t> layers, py::handle out_cls, py::handle out_l1, py::handle out_giou,
+                      py::handle grad_logits, py::handle grad_boxes, const kdloss::detr::QueryPriorLossOptions& options) {
+  const char* fn = "kdloss_torch.detr.query_prior_loss";
+  const kt::Arg z = kt::tensor_arg(logits, fn, "logits"), b = kt::tensor_arg(boxes, fn, "boxes"),
+                gb = kt::tensor_arg(gt_boxes, fn, "gt_boxes"), s = kt::tensor_arg(sizes, fn, "sizes", true),
+                oc = kt::tensor_arg(out_cls, fn, "out_cls"), ol = kt::tensor_arg(out_l1, fn, "out_l1"),
+                og = kt::tensor_arg(out_giou, fn, "out_giou"),
+                gz = kt::tensor_arg(grad_logits, fn, "grad_logits", true),
+                gbx = kt::tensor_arg(grad_boxes, fn, "grad_boxes", true);
+  for (const kt::Arg* a : {&b, &gb, &s, &oc, &ol, &og, &gz, &gbx}) kt::same_dtype(fn, z, *a);
+  kt::dispatch(fn, z, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    kdloss::detr::QueryPriorLossArgs<T> a;
+    a.logits = z.in<T>();
+    a.boxes = b.in<T>();
+    a.gt_labels = index_view(gt_labels, z.device);
+    a.gt_boxes = gb.in<T>();
+    a.sizes = s.in<T>();
+    a.pred_rows = index_view(pred_rows, z.device);
+    a.target_rows = index_view(target_rows, z.device);
+    a.layers = kdloss::Segments<std::int64_t>{
+        kdloss::host_view<const std::int64_t>(layers.data(), {static_cast<std::int64_t>(layers.size())})};
+    a.out_cls = oc.out<T>();
+    a.out_l1 = ol.out<T>();
+    a.out_giou = og.out<T>();
+    a.grad_logits = gz.out<T>();
+    a.grad_boxes = gbx.out<T>();
+    a.options = options;
+    const kdloss::Mode mode = gz.present || gbx.present ? kdloss::Mode::forward_backward : kdloss::Mode::forward;
+    kdloss::detr::query_prior_loss_check(a, mode);
+    kt::Call call(fn, z.device);
+    const kdloss::Exec exec = call.exec(kdloss::detr::query_prior_loss_workspace_bytes(a));
+    py::gil_scoped_release release;
+    kdloss::detr::query_prior_loss(a, mode, exec);
+  });
+}
+}  // namespace
 
 KDLOSS_TORCH_FAMILY(detr_distill, m) {
   namespace kt = kdloss_torch;
@@ -98,4 +157,14 @@ KDLOSS_TORCH_FAMILY(detr_distill, m) {
                                          f.grad("grad_student_boxes", a.grad_student_boxes, "student_boxes");
                                        },
                                        KDLOSS_TORCH_ENTRY(kd::logits_distillation_loss));
+  using QO = kd::QueryPriorLossOptions;
+  kt::Options<QO>(m, "QueryPriorLossOptions", "kdloss::detr::QueryPriorLossOptions")
+      .field("class_weight", &QO::class_weight, "focal weight (2)")
+      .field("alpha", &QO::alpha, "focal alpha (0.25)")
+      .field("gamma", &QO::gamma, "focal gamma (2)")
+      .field("l1_weight", &QO::l1_weight, "L1 weight (5)")
+      .field("giou_weight", &QO::giou_weight, "GIoU weight (2)")
+      .field("giou_eps", &QO::giou_eps, "mmdet GIoU eps (1e-6)")
+      .field("num_pos", &QO::num_pos, "mmdet's reduce_mean'ed num_total_pos; <= 0: each layer's matched pairs");
+  m.def("detr_query_prior_loss", &query_prior_loss, "kdloss::detr::query_prior_loss");
 }

@@ -128,3 +128,39 @@ def logits_distillation(sl, sb, tl, tb, sizes):
             npairs += len(rows)
         total = total + cls / (npairs + eps) + 5 * l1 / (max(npairs, 1) + eps) + 2 * giou / (max(npairs, 1) + eps)
     return total
+
+
+def query_prior(logits, boxes, gt_labels, gt_boxes, indices, sizes=None, num_pos=0.0):
+    """Query-prior assignment distillation (4.4) as the code path: per student layer k the Deformable-DETR (mmdet)
+    loss under the teacher's fixed layer-k assignment indices[k][b] = (query_idx, gt_idx): mmdet's sigmoid focal
+    loss (alpha 0.25, gamma 2, weight 2) over every query and class against the one-hot matched labels, L1 (weight 5)
+    on normalised cxcywh and GIoULoss (weight 2, mmdet eps 1e-6, pixel xyxy when sizes are given) over the matched
+    pairs, each / (max(N', 1) + float32 eps), N' = num_pos or the layer's matched pairs. Sum over layers."""
+    eps = torch.finfo(torch.float32).eps
+    K, B, Q, C = logits.shape
+    total = 0
+    for k in range(K):
+        cls = l1 = giou = 0
+        npairs = 0
+        for b in range(B):
+            q, j = (torch.as_tensor(x, dtype=torch.int64) for x in indices[k][b])
+            z = logits[k, b]
+            t = torch.zeros_like(z)
+            t[q, gt_labels[b][j]] = 1
+            p = z.sigmoid()
+            pt = (1 - p) * t + p * (1 - t)
+            focal_weight = (0.25 * t + 0.75 * (1 - t)) * pt.pow(2)
+            cls = cls + (F.binary_cross_entropy_with_logits(z, t, reduction="none") * focal_weight).sum()
+            pb, gb = boxes[k, b][q], gt_boxes[b][j]
+            l1 = l1 + (pb - gb).abs().sum()
+            if sizes is not None:
+                h, w = sizes[b].tolist()
+                factor = torch.tensor([w, h, w, h], dtype=logits.dtype)
+            else:
+                factor = torch.ones(4, dtype=logits.dtype)
+            if len(q):
+                giou = giou + (1 - bbox_overlaps_giou(_xyxy(pb) * factor, _xyxy(gb) * factor, aligned=True)).sum()
+            npairs += len(q)
+        avg = max(num_pos if num_pos > 0 else npairs, 1) + eps
+        total = total + 2 * cls / avg + 5 * l1 / avg + 2 * giou / avg
+    return total

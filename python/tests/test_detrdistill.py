@@ -175,3 +175,60 @@ def test_logits_distillation_split_and_errors():
         kdetr.logits_distillation_loss(sl, sb, tl2, tb, sizes)
     with pytest.raises(kdetr._distill._C.KdlossError, match="'split' must be"):
         kdetr.logits_distillation_loss(sl, sb, tl, tb, sizes, split="paper")
+
+
+# ---------------------------------------------------------------- query-prior assignment distillation (4.4)
+def make_query_prior(dtype, K=6, B=3, Q=15, C=6, gt_counts=(4, 0, 2), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(K, B, Q, C, generator=g, dtype=dtype) * 2 - 1
+    boxes = torch.cat([0.1 + 0.8 * torch.rand(K, B, Q, 2, generator=g, dtype=dtype),
+                       0.05 + 0.3 * torch.rand(K, B, Q, 2, generator=g, dtype=dtype)], -1)
+    labels = [torch.randint(0, C, (n,), generator=g) for n in gt_counts]
+    gts = [torch.cat([0.1 + 0.8 * torch.rand(n, 2, generator=g, dtype=dtype),
+                      0.05 + 0.3 * torch.rand(n, 2, generator=g, dtype=dtype)], -1) for n in gt_counts]
+    # the teacher's matcher output per layer: each ground truth to a distinct query, a different one per layer
+    indices = [[(torch.randperm(Q, generator=g)[:n], torch.randperm(n, generator=g)) for n in gt_counts]
+               for _ in range(K)]
+    sizes = torch.tensor([[480.0, 640.0], [600.0, 500.0], [320.0, 320.0]], dtype=dtype)[:B]
+    return logits, boxes, labels, gts, indices, sizes
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("pixels", [True, False])
+def test_query_prior_matches_deformable_detr_loss(dtype, rtol, pixels):
+    logits, boxes, labels, gts, indices, sizes = make_query_prior(dtype)
+    sz = sizes if pixels else None
+    a, b = leaf(logits), leaf(boxes)
+    v = kdetr.query_prior_loss(a, b, labels, gts, indices, sz)
+    ga, gb = torch.autograd.grad(3 * v, (a, b))  # an upstream gradient other than 1
+    a2, b2 = leaf(logits.double()), leaf(boxes.double())
+    v2 = detr_ref.query_prior(a2, b2, labels, [x.double() for x in gts], indices,
+                              None if sz is None else sz.double())
+    ga2, gb2 = torch.autograd.grad(3 * v2, (a2, b2))
+    assert_rel(v, v2, rtol, "value")
+    assert_rel(ga, ga2, rtol * 10, "grad logits")
+    assert_rel(gb, gb2, rtol * 10, "grad boxes")
+
+
+def test_query_prior_one_layer_module_num_pos_and_strided():
+    logits, boxes, labels, gts, indices, sizes = make_query_prior(torch.float64, K=1, B=2, gt_counts=(3, 1))
+    strided = logits[0].transpose(1, 2).contiguous().transpose(1, 2)  # [B, Q, C], classes strided
+    m = kdetr.QueryPriorLoss(num_pos=7.5)
+    v = m(strided, boxes[0], labels, gts, indices[0], sizes)
+    v2 = detr_ref.query_prior(logits, boxes, labels, gts, indices, sizes, num_pos=7.5)
+    assert_rel(v, v2, 1e-10, "module value")
+    # no pair anywhere: only the focal term against all-zero targets, / (1 + eps)
+    empty = [[(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))] * 2]
+    assert_rel(kdetr.query_prior_loss(logits, boxes, labels, gts, empty, sizes),
+               detr_ref.query_prior(logits, boxes, labels, gts, empty, sizes), 1e-10, "no pairs")
+
+
+def test_query_prior_errors():
+    logits, boxes, labels, gts, indices, sizes = make_query_prior(torch.float64, K=2, B=2, gt_counts=(2, 1))
+    with pytest.raises(kdetr._distill._C.KdlossError, match="'indices' holds 1 layers"):
+        kdetr.query_prior_loss(logits, boxes, labels, gts, indices[:1], sizes)
+    bad = [[(torch.tensor([0, 1]), torch.tensor([0, 5])), indices[0][1]]] * 2  # ground-truth row out of range
+    with pytest.raises(kdetr._distill._C.KdlossError, match="query_prior_loss"):
+        kdetr.query_prior_loss(logits, boxes, labels, gts, bad, sizes)
+    with pytest.raises(kdetr._distill._C.KdlossError, match="dtype"):
+        kdetr.query_prior_loss(logits, boxes.float(), labels, gts, indices, sizes)

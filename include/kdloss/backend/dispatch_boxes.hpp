@@ -49,4 +49,16 @@ void box_index_for(Device device, Stream stream, std::int64_t n, std::int64_t wo
   box_index_sum<T>(device, stream, n, work_per_item, f, nullptr, Keep{}, static_cast<double*>(nullptr));
 }
 
+/// f(i) for i in [0, n) on a GPU; on the host the functor make_host() returns (host code only: it may
+/// prepare shared inputs first), run for i in [0, host_n), so that a host pass can be organised by rows.
+template <class T, class F, class MakeHost>
+void box_index_for_host_rows(Device device, Stream stream, std::int64_t n, std::int64_t work_per_item, F f,
+                             std::int64_t host_n, std::int64_t host_work_per_item, MakeHost make_host) {
+  if (device.is_host()) {
+    if constexpr (host_types_v<T>) backend::cpu::boxes::index_sum(host_n, host_work_per_item, make_host());
+    return;
+  }
+  box_index_for<T>(device, stream, n, work_per_item, f);
+}
+
 }  // namespace kdloss::detail

@@ -13,7 +13,13 @@
         teacher_neck, student_neck)   # lists of [B, 256, H_l, W_l] maps, one per level
 
 Values and gradients follow losses.md 4.3 / 4.5; the student maps (and both projections) get gradients,
-the teacher tensors none. Host tensors (float32/float64) in this version.
+the teacher tensors none.
+
+    # query-prior assignment distillation: the student's decoding of the teacher's queries, supervised by the
+    # ground truth through the teacher's own layer-k Hungarian assignment (indices[k][b] = (query_idx, gt_idx))
+    l_assign = kdetr.query_prior_loss(logits, boxes, gt_labels, gt_boxes, indices, sizes)
+
+Host tensors (float32/float64) in this version.
 """
 
 import torch
@@ -23,7 +29,8 @@ from .._function import Loss
 
 __all__ = ["contrastive_query_loss", "target_aware_feature_loss", "ContrastiveQueryLoss", "TargetAwareFeatureLoss",
            "logits_distillation_loss", "LogitsDistillationLoss", "LogitsDistillationOptions",
-           "ContrastiveQueryOptions", "TargetAwareFeatureOptions"]
+           "ContrastiveQueryOptions", "TargetAwareFeatureOptions", "query_prior_loss", "QueryPriorLoss",
+           "QueryPriorLossOptions"]
 
 ContrastiveQueryOptions = _C.ContrastiveQueryOptions
 TargetAwareFeatureOptions = _C.TargetAwareFeatureOptions
@@ -136,3 +143,94 @@ class LogitsDistillationLoss(torch.nn.Module):
     def forward(self, student_logits, student_boxes, teacher_logits, teacher_boxes, sizes):
         return logits_distillation_loss(student_logits, student_boxes, teacher_logits, teacher_boxes, sizes,
                                         **self.options)
+
+
+QueryPriorLossOptions = _C.QueryPriorLossOptions
+
+
+class _QueryPrior(torch.autograd.Function):
+    """One forward_backward call (upstream 1 for each term); backward scales the kept gradients."""
+
+    @staticmethod
+    def forward(ctx, logits, boxes, gt_boxes, sizes, labels, pred_rows, target_rows, layers, options):
+        z, b = logits.detach(), boxes.detach()
+        outs = [torch.empty((), dtype=z.dtype, device=z.device) for _ in range(3)]
+        gz = torch.empty_like(z) if ctx.needs_input_grad[0] else None
+        gb = torch.empty_like(b) if ctx.needs_input_grad[1] else None
+        _C.detr_query_prior_loss(z, b, labels, gt_boxes.detach(), None if sizes is None else sizes.detach(), pred_rows,
+                                 target_rows, layers, outs[0], outs[1], outs[2], gz, gb, options)
+        ctx.save_for_backward(gz, gb)
+        return outs[0] + outs[1] + outs[2]
+
+    @staticmethod
+    def backward(ctx, grad):
+        gz, gb = ctx.saved_tensors
+        return (None if gz is None else gz * grad, None if gb is None else gb * grad) + (None,) * 7
+
+
+def _query_prior_pairs(indices, layers, batch, queries, gt_offsets):
+    """indices[k][b] = (query_idx, gt_idx) per layer and image -> packed pred_rows (b * Q + q), target_rows
+    (packed ground-truth rows) and the K + 1 layer offsets."""
+    fn = "kdloss_torch.detr.query_prior_loss"
+    indices = list(indices)
+    if len(indices) != layers:
+        raise _C.KdlossError("%s: argument 'indices' holds %d layers but 'logits' has K = %d" % (fn, len(indices), layers))
+    pred, target, offsets = [], [], [0]
+    for k, per_image in enumerate(indices):
+        per_image = list(per_image)
+        if len(per_image) != batch:
+            raise _C.KdlossError("%s: argument 'indices' layer %d holds %d images but 'logits' has B = %d"
+                                 % (fn, k, len(per_image), batch))
+        n = 0
+        for b, (q, j) in enumerate(per_image):
+            q = torch.as_tensor(q, dtype=torch.int64).reshape(-1)
+            j = torch.as_tensor(j, dtype=torch.int64).reshape(-1)
+            if q.numel() != j.numel():
+                raise _C.KdlossError("%s: argument 'indices' layer %d image %d pairs %d queries with %d targets"
+                                     % (fn, k, b, q.numel(), j.numel()))
+            pred.append(q + b * queries)
+            target.append(j + gt_offsets[b])
+            n += q.numel()
+        offsets.append(offsets[-1] + n)
+    empty = torch.zeros(0, dtype=torch.int64)
+    return torch.cat(pred + [empty]).contiguous(), torch.cat(target + [empty]).contiguous(), offsets
+
+
+def query_prior_loss(logits, boxes, gt_labels, gt_boxes, indices, sizes=None, class_weight=2.0, alpha=0.25, gamma=2.0,
+                     l1_weight=5.0, giou_weight=2.0, giou_eps=1e-6, num_pos=0.0):
+    """kdloss::detr::query_prior_loss (losses.md 4.4): the Deformable-DETR (mmdet) detection loss of the student's
+    decoding of the teacher's queries under a GIVEN assignment, summed over the K decoder layers:
+    class_weight * focal(alpha, gamma) over every query and class (one-hot of the matched label, else 0) +
+    l1_weight * L1 + giou_weight * (1 - GIoU) over the matched pairs, each / (max(N', 1) + float32 eps), N' =
+    num_pos (mmdet's reduce_mean'ed count) or, when num_pos <= 0, the layer's matched pairs.
+    logits [K, B, Q, C] and boxes [K, B, Q, 4] (normalised cxcywh; [B, Q, ...] for one layer); gt_labels / gt_boxes:
+    lists of B per-image int64 [G_b] labels and normalised cxcywh [G_b, 4] boxes; indices[k][b] = (query_idx,
+    gt_idx), the teacher's matcher output per layer (for one layer: indices[b]); sizes [B, 2] (height, width):
+    the GIoU in pixels as mmdet (None: normalised). Returns the sum of the three terms; gradients to logits and
+    boxes."""
+    if logits.dim() == 3:  # one layer
+        logits, boxes, indices = logits.unsqueeze(0), boxes.unsqueeze(0), [indices]
+    K, B, Q = logits.shape[0], logits.shape[1], logits.shape[2]
+    packed, offsets = _gt(gt_boxes, B, logits)
+    gt_labels = list(gt_labels)
+    if len(gt_labels) != B:
+        raise _C.KdlossError("kdloss_torch.detr.query_prior_loss: argument 'gt_labels' holds %d images but 'logits' "
+                             "has B = %d" % (len(gt_labels), B))
+    labels = torch.cat([torch.as_tensor(x, dtype=torch.int64).reshape(-1) for x in gt_labels] +
+                       [torch.zeros(0, dtype=torch.int64)]).contiguous()
+    pred_rows, target_rows, layers = _query_prior_pairs(indices, K, B, Q, offsets)
+    options = QueryPriorLossOptions(class_weight=float(class_weight), alpha=float(alpha), gamma=float(gamma),
+                                    l1_weight=float(l1_weight), giou_weight=float(giou_weight),
+                                    giou_eps=float(giou_eps), num_pos=float(num_pos))
+    return _QueryPrior.apply(logits, boxes, packed, sizes, labels, pred_rows, target_rows, layers, options)
+
+
+class QueryPriorLoss(torch.nn.Module):
+    """Module form of query_prior_loss (options as keywords)."""
+
+    def __init__(self, **options):
+        super().__init__()
+        self.options = options
+
+    def forward(self, logits, boxes, gt_labels, gt_boxes, indices, sizes=None):
+        return query_prior_loss(logits, boxes, gt_labels, gt_boxes, indices, sizes, **self.options)

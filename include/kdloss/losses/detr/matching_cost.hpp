@@ -176,29 +176,52 @@ struct PairCostFn {
   bool target_in_pixels;
   expr::boxes::Overlap overlap;
   KDLOSS_HOST_DEVICE std::int64_t off(std::int64_t b) const { return host_offsets ? host_offsets[b] : offsets[b]; }
-  KDLOSS_HOST_DEVICE double operator()(std::int64_t e) const {
-    using A = acc_t<T>;
+  using A = acc_t<T>;
+  /// (w, h, w, h) of image b, or ones without sizes.
+  KDLOSS_HOST_DEVICE void factors(std::int64_t b, A f[4]) const {
+    f[0] = f[1] = f[2] = f[3] = A(1);
+    if (sizes) {
+      const A h = load_as<A>(sizes + b * szb), w = load_as<A>(sizes + b * szb + szk);
+      f[0] = w, f[1] = h, f[2] = w, f[3] = h;
+    }
+  }
+  /// Prediction (b, i): p in pred_format (the L1 term), px in xyxy times the factors (the GIoU term).
+  KDLOSS_HOST_DEVICE void pred_box(std::int64_t b, std::int64_t i, A p[4], A px[4]) const {
+    A f[4];
+    factors(b, f);
+    for (int c = 0; c < 4; ++c) p[c] = load_as<A>(pred + b * pb + i * pq + c * pk);
+    if (wg != 0) {
+      expr::boxes::convert(p, pred_format, ops::BoxFormat::xyxy, px);
+      for (int c = 0; c < 4; ++c) px[c] *= f[c];
+    }
+  }
+  /// Target row t of image b: yc normalised in pred_format (the L1 term), yx in xyxy, scaled like px.
+  KDLOSS_HOST_DEVICE void target_box(std::int64_t b, std::int64_t t, A yc[4], A yx[4]) const {
+    A f[4], y[4];
+    factors(b, f);
+    for (int c = 0; c < 4; ++c) y[c] = load_as<A>(target + t * tr + c * tk);
+    if (wb != 0) {
+      A yn[4];
+      for (int c = 0; c < 4; ++c) yn[c] = target_in_pixels ? y[c] / f[c] : y[c];
+      expr::boxes::convert(yn, target_format, pred_format, yc);
+    }
+    if (wg != 0) {
+      expr::boxes::convert(y, target_format, ops::BoxFormat::xyxy, yx);
+      if (!target_in_pixels)
+        for (int c = 0; c < 4; ++c) yx[c] *= f[c];
+    }
+  }
+  /// The class term of prediction (b, i) and target row t added to cost; false for an out-of-range label
+  /// (the pair's cost is then NaN).
+  KDLOSS_HOST_DEVICE bool class_term(std::int64_t b, std::int64_t i, std::int64_t t, A& cost) const {
     using std::exp;
     using std::log;
     using std::pow;
-    namespace eb = expr::boxes;
-    const std::int64_t j = e % tmax, i = (e / tmax) % queries, b = e / (tmax * queries);
-    T* o = out + b * ob + i * oq + j * ot;
-    const std::int64_t first = off(b), n = off(b + 1) - first;
-    if (j >= n) {
-      store_as(o, A(pad));
-      return 0.0;
-    }
-    const std::int64_t t = first + j;
-    A cost = A(0);
     if (class_cost == 1 && wc != 0) {
       cost += A(wc) * A(row[b * queries + i]);  // the product term is added by the matrix product
     } else if ((class_cost == 2 || class_cost == 3) && wc != 0) {
       const std::int64_t l = labels[t * ls];
-      if (l < 0 || l >= classes) {
-        store_as(o, A(NAN));
-        return 0.0;
-      }
+      if (l < 0 || l >= classes) return false;
       const A z = load_as<A>(logits + b * lb + i * lq + l * lc);
       if (class_cost == 3) {
         cost += -A(wc) * exp(z - A(row[b * queries + i]));
@@ -211,42 +234,91 @@ struct PairCostFn {
         cost += A(wc) * (pos - neg);
       }
     }
-    if (wb != 0 || wg != 0) {
-      A p[4], y[4], f[4] = {A(1), A(1), A(1), A(1)};
+    return true;
+  }
+  /// cost + the L1 and -GIoU terms of the prepared boxes (pred_box, target_box).
+  KDLOSS_HOST_DEVICE A box_terms(A cost, const A p[4], const A px[4], const A yc[4], const A yx[4]) const {
+    if (wb != 0) {
+      A l1 = A(0);
       for (int c = 0; c < 4; ++c) {
-        p[c] = load_as<A>(pred + b * pb + i * pq + c * pk);
-        y[c] = load_as<A>(target + t * tr + c * tk);
+        const A d = p[c] - yc[c];
+        l1 += d < A(0) ? -d : d;
       }
-      if (sizes) {
-        const A h = load_as<A>(sizes + b * szb), w = load_as<A>(sizes + b * szb + szk);
-        f[0] = w, f[1] = h, f[2] = w, f[3] = h;
-      }
-      if (wb != 0) {
-        A yn[4], yc[4];
-        for (int c = 0; c < 4; ++c) yn[c] = target_in_pixels ? y[c] / f[c] : y[c];
-        eb::convert(yn, target_format, pred_format, yc);
-        A l1 = A(0);
-        for (int c = 0; c < 4; ++c) {
-          const A d = p[c] - yc[c];
-          l1 += d < A(0) ? -d : d;
-        }
-        cost += A(wb) * l1;
-      }
-      if (wg != 0) {
-        A px[4], yx[4];
-        eb::convert(p, pred_format, ops::BoxFormat::xyxy, px);
-        eb::convert(y, target_format, ops::BoxFormat::xyxy, yx);
-        for (int c = 0; c < 4; ++c) {
-          px[c] *= f[c];
-          if (!target_in_pixels) yx[c] *= f[c];
-        }
-        cost += -A(wg) * eb::overlap(px, yx, overlap);
-      }
+      cost += A(wb) * l1;
+    }
+    if (wg != 0) cost += -A(wg) * expr::boxes::overlap(px, yx, overlap);
+    return cost;
+  }
+  /// Element e of the [B, Q, tmax] index space (the GPU's pass: one thread per pair).
+  KDLOSS_HOST_DEVICE double operator()(std::int64_t e) const {
+    const std::int64_t j = e % tmax, i = (e / tmax) % queries, b = e / (tmax * queries);
+    T* o = out + b * ob + i * oq + j * ot;
+    const std::int64_t first = off(b), n = off(b + 1) - first;
+    if (j >= n) {
+      store_as(o, A(pad));
+      return 0.0;
+    }
+    const std::int64_t t = first + j;
+    A cost = A(0);
+    if (!class_term(b, i, t, cost)) {
+      store_as(o, A(NAN));
+      return 0.0;
+    }
+    if (wb != 0 || wg != 0) {
+      A p[4] = {}, px[4] = {}, yc[4] = {}, yx[4] = {};
+      pred_box(b, i, p, px);
+      target_box(b, t, yc, yx);
+      cost = box_terms(cost, p, px, yc, yx);
     }
     store_as(o, cost);
     return 0.0;
   }
 };
+
+/// The host's pass: one item per prediction row (b, i), its target boxes prepared once per call
+/// (`boxes`: 8 values per packed target row, yc then yx), the same arithmetic as PairCostFn's element
+/// (the same bits) without the per-pair index arithmetic and box conversions.
+template <class T>
+struct HostRowCostFn {
+  using A = acc_t<T>;
+  const PairCostFn<T>* f;
+  const A* boxes;
+  double operator()(std::int64_t r) const {
+    switch (f->overlap.form) {  // the form a constant inside the loop: its branches fold away
+      case ops::OverlapForm::detr: return row<ops::OverlapForm::detr>(r);
+      case ops::OverlapForm::mmdet: return row<ops::OverlapForm::mmdet>(r);
+      default: return row<ops::OverlapForm::torchvision>(r);
+    }
+  }
+  template <ops::OverlapForm Form>
+  double row(std::int64_t r) const {
+    PairCostFn<T> g = *f;
+    g.overlap.form = Form;
+    const std::int64_t b = r / g.queries, i = r % g.queries;
+    T* o = g.out + b * g.ob + i * g.oq;
+    const std::int64_t first = g.off(b), n = g.off(b + 1) - first;
+    const bool box = g.wb != 0 || g.wg != 0;
+    A p[4] = {}, px[4] = {};
+    if (box) g.pred_box(b, i, p, px);
+    for (std::int64_t j = 0; j < n; ++j) {
+      A cost = A(0);
+      if (!g.class_term(b, i, first + j, cost)) {
+        store_as(o + j * g.ot, A(NAN));
+        continue;
+      }
+      if (box) {
+        const A* y = boxes + 8 * (first + j);
+        cost = g.box_terms(cost, p, px, y, y + 4);
+      }
+      store_as(o + j * g.ot, cost);
+    }
+    for (std::int64_t j = n; j < g.tmax; ++j) store_as(o + j * g.ot, A(g.pad));
+    return 0.0;
+  }
+};
+
+/// Whether the host pass prepares target boxes (an L1 or GIoU term).
+inline bool host_box_terms(const MatchingCostOptions& o) { return o.bbox_weight != 0 || o.giou_weight != 0; }
 
 template <class T>
 View<T> image_block(const View<T>& v, std::int64_t b) {  // [B, X, Y] -> [X, Y] of image b
@@ -374,8 +446,11 @@ std::size_t matching_cost_workspace_bytes(const MatchingCostArgs<T>& a) {
   kdloss::detail::Carver c;
   const auto k = a.options.class_cost;
   using Kind = MatchingCostOptions::ClassCost;
-  if ((k == Kind::soft_bce || k == Kind::softmax) && a.options.class_weight != 0) {
-    c.take<double>(static_cast<std::size_t>(a.pred_boxes.size(0) * a.pred_boxes.size(1)));
+  const bool rows = (k == Kind::soft_bce || k == Kind::softmax) && a.options.class_weight != 0;
+  if (rows) c.take<double>(static_cast<std::size_t>(a.pred_boxes.size(0) * a.pred_boxes.size(1)));
+  if (cost_detail::host_box_terms(a.options))  // the host pass's prepared target boxes (unused on a GPU)
+    c.take<acc_t<T>>(static_cast<std::size_t>(8 * a.target_boxes.size(0)));
+  if (rows) {
     if (k == Kind::soft_bce) {
       std::size_t most = 0;
       for (const auto& m : cost_detail::products(a)) most = std::max(most, ops::matmul_workspace_bytes(m));
@@ -436,7 +511,18 @@ void matching_cost(const MatchingCostArgs<T>& a, Mode mode = Mode::forward, cons
   f.alpha = o.alpha, f.gamma = o.gamma, f.feps = o.focal_eps, f.pad = o.padding_value;
   f.pred_format = o.pred_format, f.target_format = o.target_format, f.target_in_pixels = o.target_in_pixels;
   f.overlap = expr::boxes::Overlap{o.giou_form, o.giou_eps, true};
-  kdloss::detail::box_index_for<T>(dev, exec.stream, B * Q * tmax, 64, f);
+  // the host: the target boxes converted once, then one item per prediction row; a GPU: one thread per pair
+  using A = acc_t<T>;
+  A* boxes = cd::host_box_terms(o) ? cv.take<A>(static_cast<std::size_t>(8 * a.target_boxes.size(0))) : nullptr;
+  kdloss::detail::box_index_for_host_rows<T>(dev, exec.stream, B * Q * tmax, 64, f, B * Q, 64 * tmax, [&] {
+    for (std::int64_t b = 0; boxes && b < B; ++b)
+      for (std::int64_t t = a.targets.begin(b); t < a.targets.end(b); ++t) {
+        A* y = boxes + 8 * t;
+        for (int c = 0; c < 8; ++c) y[c] = A(0);
+        f.target_box(b, t, y, y + 4);
+      }
+    return cd::HostRowCostFn<T>{&f, boxes};
+  });
   if (o.class_cost == Kind::soft_bce && cls) {
     const auto prods = cd::products(a);
     std::size_t most = 0;

@@ -92,7 +92,7 @@ struct Step {
 };
 
 /// Solves the N x M problem (N <= M) whose working copy is in S; returns the status (all threads).
-__device__ long long solve(const expr::AssignmentSlotPointers& S, long long N, long long M, Step& sh,
+__device__ inline long long solve(const expr::AssignmentSlotPointers& S, long long N, long long M, Step& sh,
                            Pick* warp_picks) {
   const double inf = __longlong_as_double(0x7ff0000000000000LL);
   const int tid = threadIdx.x;

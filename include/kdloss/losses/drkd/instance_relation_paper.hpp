@@ -105,7 +105,9 @@ struct FilterMask {
     const S one(1), zero(0), t = thr ? static_cast<S>(*thr) : S(fixed);
     // ||x_i - x_j||^2 = |x_i|^2 + |x_j|^2 - 2 x_i.x_j, with x_i.x_j = R max(|x_i|, eps) max(|x_j|, eps)
     const auto d2 = ni * ni + nj * nj - S(2) * r * math::max(ni, S(eps)) * math::max(nj, S(eps));
-    const auto off = zero * r, on = one + zero * r;  // array-shaped 0 and 1 (NaN where r is NaN)
+    // array-shaped 0 and 1 (NaN where r is NaN); two declarations: their expression types differ (clang)
+    const auto off = zero * r;
+    const auto on = one + zero * r;
     const auto kd = math::select(d2 > S(alpha2), off, on);
     if (!confidence) {
       m = kd;

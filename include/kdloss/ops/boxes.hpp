@@ -12,6 +12,7 @@
 // in expr/boxes.hpp. Boxes are the last axis (4) of a [4], [N, 4] or [B, N, 4] view, any strides.
 #pragma once
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -245,17 +246,22 @@ inline void check_matched_pairs(const Checker& ck, const View<const std::int64_t
   ck.device(pred_rows, "pred_rows", device);
   ck.device(target_rows, "target_rows", device);
   const bool readable = device.is_host();
-  std::vector<bool> seen(readable ? static_cast<std::size_t>(rows) : 0, false);
+  // Duplicates by sorting the pairs' rows (memory of the pair count, which is backed), not a bitmap over
+  // `rows`: a check-only call may describe 2^35 prediction rows (the fuzzer's out-of-memory finding).
+  std::vector<std::int64_t> sorted;
+  if (readable) sorted.reserve(static_cast<std::size_t>(pred_rows.numel()));
   for (std::int64_t k = 0; readable && k < pred_rows.numel(); ++k) {
     const std::int64_t r = pred_rows(k), t = target_rows(k);
     require(r >= 0 && r < rows, ck.fn, ": argument 'pred_rows' has ", r, " at pair ", k, ", outside [0, ", rows,
             ") (rows b * Q + q of the predictions)");
     require(t >= 0 && t < targets, ck.fn, ": argument 'target_rows' has ", t, " at pair ", k, ", outside [0, ",
             targets, ") (rows of the packed targets)");
-    require(!seen[static_cast<std::size_t>(r)], ck.fn, ": argument 'pred_rows' lists row ", r,
-            " twice; an assignment matches each prediction at most once");
-    seen[static_cast<std::size_t>(r)] = true;
+    sorted.push_back(r);
   }
+  std::sort(sorted.begin(), sorted.end());
+  const auto twice = std::adjacent_find(sorted.begin(), sorted.end());
+  require(twice == sorted.end(), ck.fn, ": argument 'pred_rows' lists row ", twice == sorted.end() ? 0 : *twice,
+          " twice; an assignment matches each prediction at most once");
 }
 
 /// Labels of [T] in [0, classes) when they are in host memory (device labels are checked by the pass).

@@ -110,12 +110,14 @@ View<U> layer(const View<U>& v, std::int64_t k) {
   Dims shape, strides;
   shape.rank = strides.rank = v.rank() - 1;
   for (int d = 1; d < v.rank(); ++d) shape[d - 1] = v.shape[d], strides[d - 1] = v.strides[d];
-  return View<U>(v.data + k * v.strides[0], shape, strides, v.device);
+  // A null pointer stays null (the check names it; no offset is applied to it: UBSan, found by the fuzzer).
+  return View<U>(v.data ? v.data + k * v.strides[0] : v.data, shape, strides, v.device);
 }
 
 /// Pairs [begin, end) of a packed [P] index view.
 inline View<const std::int64_t> pairs(const View<const std::int64_t>& v, std::int64_t begin, std::int64_t end) {
-  return View<const std::int64_t>(v.data + begin * v.strides[0], Dims{end - begin}, Dims{v.strides[0]}, v.device);
+  return View<const std::int64_t>(v.data ? v.data + begin * v.strides[0] : v.data, Dims{end - begin},
+                                  Dims{v.strides[0]}, v.device);
 }
 
 inline Normalizer normalizer(const QueryPriorLossOptions& o, std::int64_t pairs) {

@@ -205,3 +205,49 @@ TEST_CASE("fuzz regression: disjoint() on an output view reaching far below addr
                                  Dims{-(std::int64_t(1) << 40)}, kdloss::Device::host());
   CHECK_NOTHROW(ck.disjoint(high, "grad_student", tv, "teacher"));
 }
+
+// fuzz/corpus/regress-distance-per-item-huge-rows: a check-only ops::distance call with per_item over a
+// described (unbacked) shape of 2^40 rows and no elements walked every row to size the workspace (libFuzzer's
+// 10 s timeout, CI's 60 s fuzz run). The size query is O(1) unless segments (real offsets) are given.
+TEST_CASE("fuzz regression: distance_workspace_bytes over 2^40 empty items answers without walking them") {
+  using namespace kdloss;
+  const std::int64_t rows = std::int64_t(1) << 40;
+  float dummy = 0;
+  ops::DistanceArgs<float> args;
+  args.a = host_view<const float>(&dummy, Dims{rows, 0});
+  args.b = host_view<const float>(&dummy, Dims{rows, 0});
+  args.options.per_item = true;
+  // one double per item (the kept norms), nothing else on the host
+  CHECK(ops::distance_workspace_bytes(args) >= static_cast<std::size_t>(rows) * sizeof(double));
+  args.options.sum_items = true;
+  CHECK(ops::distance_workspace_bytes(args) >= static_cast<std::size_t>(rows) * sizeof(double));
+}
+
+// A check-only call describing 2^35 prediction rows: the duplicate test of an assignment kept a bitmap over
+// every row (out of memory under the fuzzer's 2 GB limit). It sorts the pairs' rows instead.
+TEST_CASE("fuzz regression: check_matched_pairs over 2^35 prediction rows uses memory of the pair count") {
+  using namespace kdloss;
+  const std::int64_t rows = std::int64_t(1) << 35;
+  const std::int64_t pred[] = {rows - 1, 7, rows - 1}, target[] = {0, 1, 2};
+  const detail::Checker ck{"kdloss::detr::matched_box_loss"};
+  CHECK_NOTHROW(ops::boxes_detail::check_matched_pairs(ck, host_view<const std::int64_t>(pred, {2}),
+                                                       host_view<const std::int64_t>(target, {2}), rows, 3,
+                                                       Device::host()));
+  CHECK_THROWS_WITH_AS(ops::boxes_detail::check_matched_pairs(ck, host_view<const std::int64_t>(pred, {3}),
+                                                              host_view<const std::int64_t>(target, {3}), rows, 3,
+                                                              Device::host()),
+                       doctest::Contains("argument 'pred_rows' lists row 34359738367 twice"), kdloss::Error);
+}
+
+// The query-prior loss split its [K, ...] views per decoder layer by offsetting the data pointer, a null one
+// too (UBSan: "applying non-zero offset to null pointer"), before the check could name the argument.
+TEST_CASE("fuzz regression: a null [K, ...] view split per decoder layer stays null") {
+  using namespace kdloss;
+  const View<const float> v(nullptr, Dims{3, 4, 5}, Dims{20, 5, 1}, Device::host());
+  const View<const float> k2 = detr::query_prior_detail::layer(v, 2);
+  CHECK(k2.data == nullptr);
+  CHECK(k2.shape == Dims{4, 5});
+  const View<const std::int64_t> idx(nullptr, Dims{6}, Dims{1}, Device::host());
+  CHECK(detr::query_prior_detail::pairs(idx, 2, 5).data == nullptr);
+  CHECK(detr::query_prior_detail::pairs(idx, 2, 5).shape == Dims{3});
+}

@@ -121,11 +121,19 @@ Plan plan(const DistanceArgs<T>& a, void* base) {
   Plan p;
   const std::int64_t n = items(a);
   p.norms = c.take<double>(static_cast<std::size_t>(n > 0 ? n : 1));
+  // the largest item, in O(1) unless segments are given (their offsets are real memory, walked once)
   std::int64_t largest = n;  // the final sum over the items reads n doubles
-  for (std::int64_t i = 0; i < n; ++i) {
-    const auto r = rows(a, i);
-    const std::int64_t per_row = a.a.rank() > 0 && a.a.shape[0] > 0 ? a.a.numel() / a.a.shape[0] : 1;
-    largest = std::max(largest, split(a) ? (r.second - r.first) * per_row : a.a.numel());
+  const std::int64_t numel = a.a.numel();
+  if (!split(a)) {
+    largest = std::max(largest, numel);
+  } else {
+    const std::int64_t per_row = a.a.shape[0] > 0 ? numel / a.a.shape[0] : 0;
+    if (segmented(a)) {
+      for (std::int64_t i = 0; i < n; ++i)
+        largest = std::max(largest, (a.segments.end(i) - a.segments.begin(i)) * per_row);
+    } else {
+      largest = std::max(largest, per_row);
+    }
   }
   p.partials = ::kdloss::detail::carve_reduction(c, a.a.device, largest);
   p.total = c.bytes();

@@ -2,6 +2,7 @@
 // Each case also has its fuzzer input in fuzz/corpus/regress-*.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -250,4 +251,31 @@ TEST_CASE("fuzz regression: a null [K, ...] view split per decoder layer stays n
   const View<const std::int64_t> idx(nullptr, Dims{6}, Dims{1}, Device::host());
   CHECK(detr::query_prior_detail::pairs(idx, 2, 5).data == nullptr);
   CHECK(detr::query_prior_detail::pairs(idx, 2, 5).shape == Dims{3});
+}
+
+// fuzz/corpus/regress-roi-align-empty-bin-dense-row: a column bin whose samples all fall outside the map has
+// no cells, yet was marked "consecutive cells", and the host pass formed a row pointer from the cell index one
+// past the bin (UBSan: pointer index expression overflowed). Such a bin pools to 0 and sends no gradient.
+TEST_CASE("fuzz regression: roi_align column bins wholly outside the map pool to 0 with no gradient") {
+  using namespace kdloss;
+  std::vector<float> x(1 * 2 * 6 * 6), gx(x.size(), 7.0f), y(1 * 2 * 2 * 3, 9.0f), gy(y.size(), 1.0f);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = 0.5f + static_cast<float>(i % 11);
+  // x from 2 to 14 over a 6-wide map: the last column bin starts at 10, wholly outside
+  const float boxes[] = {0, 2, 1, 14, 4};
+  ops::RoiAlignArgs<float> args;
+  args.x = host_view<const float>(x.data(), {1, 2, 6, 6});
+  args.boxes = host_view<const float>(boxes, {1, 5});
+  args.y = host_view(y.data(), {1, 2, 2, 3});
+  args.grad_y = host_view<const float>(gy.data(), {1, 2, 2, 3});
+  args.grad_x = host_view(gx.data(), {1, 2, 6, 6});
+  args.options.output_height = 2;
+  args.options.output_width = 3;
+  args.options.sampling_ratio = 2;
+  ops::roi_align(args, Mode::forward_backward);
+  for (int c = 0; c < 2; ++c)
+    for (int p = 0; p < 2; ++p) {
+      CHECK(y[(c * 2 + p) * 3 + 2] == 0.0f);  // the bin outside
+      CHECK(y[(c * 2 + p) * 3 + 0] != 0.0f);  // a bin inside
+    }
+  for (float g : gx) CHECK(std::isfinite(g));
 }

@@ -323,7 +323,8 @@ void run(const RoiAlignPass<T>& P, void* scratch) {
         build_axis<A>(P.PH, rh, P.H, [&](std::int64_t p, std::int64_t i) { return g.y(p, i); }, t.yi, t.yw, t.yb);
         build_axis<A>(P.PW, rw, P.W, [&](std::int64_t p, std::int64_t i) { return g.x(p, i); }, t.xi, t.xw, t.xb);
         for (std::int64_t q = 0; q < P.PW; ++q) {
-          bool dense = true;
+          // an empty bin (every sample outside the map) is not dense: it has no first cell to point at
+          bool dense = t.xb[q + 1] > t.xb[q];
           for (std::int64_t f = t.xb[q] + 1; f < t.xb[q + 1]; ++f) dense = dense && t.xi[f] == t.xi[f - 1] + 1;
           t.xdense[q] = dense ? 1 : 0;
         }

@@ -9,32 +9,34 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 
 jobs=${KDLOSS_JOBS:-$(nproc)}
+# Each stage's banner gives the time spent so far (the target for the whole run: under 60 minutes on 2 cores).
+stage() { printf '== kdloss: %s (at %dm%02ds) ==\n' "$1" $((SECONDS / 60)) $((SECONDS % 60)); }
 
-echo "== kdloss: build (Release, CUDA auto-detected) =="
+stage "build (Release, CUDA auto-detected)"
 cmake --preset default >/dev/null
 cmake --build --preset default -j "$jobs"
-echo "== kdloss: tests =="
+stage "tests"
 ctest --preset default
 
-echo "== kdloss: the GPU check script (scripts/gpu_check.sh): prepare its carry folder, list its stages, configure its build =="
+stage "the GPU check script (scripts/gpu_check.sh): prepare its carry folder, list its stages, configure its build"
 bash scripts/gpu_check.sh --prepare
 bash scripts/gpu_check.sh --dry-run
 bash scripts/gpu_check.sh --configure-only >/dev/null
 
-echo "== kdloss: host tests under ASan + UBSan =="
+stage "host tests under ASan + UBSan"
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$jobs" --target kdloss_tests
 ctest --preset asan
 
-echo "== kdloss: fuzzed validation (fuzz/run.sh: libFuzzer + ASan + UBSan, 60 s from fuzz/corpus; docs/fuzzing.md) =="
+stage "fuzzed validation (fuzz/run.sh: libFuzzer + ASan + UBSan, 60 s from fuzz/corpus; docs/fuzzing.md)"
 FUZZ_SECONDS=${KDLOSS_FUZZ_SECONDS:-60} bash fuzz/run.sh
 
 # ---- the PyTorch bridge (python/): build the extension against the installed torch, run pytest ----
 python=${KDLOSS_PYTHON:-python3}
 bash scripts/deps.sh --python
-echo "== kdloss: PyTorch bridge: build kdloss_torch (python/, torch.utils.cpp_extension) =="
+stage "PyTorch bridge: build kdloss_torch (python/, torch.utils.cpp_extension)"
 (cd python && MAX_JOBS="$jobs" "$python" setup.py build_ext --inplace)
-echo "== kdloss: PyTorch bridge: pytest (parity, gradcheck, errors, DLPack, DDP, the documented install; CUDA cases need a GPU) =="
+stage "PyTorch bridge: pytest (parity, gradcheck, errors, DLPack, DDP, the documented install; CUDA cases need a GPU)"
 # KDLOSS_TEST_INSTALL=1: tests/test_install.py also runs the documented `pip install --no-build-isolation
 # ./python` once, in a fresh venv (--system-site-packages: it reuses this torch) from the objects just built
 # (about a minute: a venv, `pip install setuptools wheel`, a link).
@@ -44,7 +46,7 @@ KDLOSS_TEST_INSTALL=1 MAX_JOBS="$jobs" "$python" -m pytest python/tests -q -rs
 # skips this).
 if [[ ${KDLOSS_SKIP_CUDA_BRIDGE:-0} != 1 ]] &&
   "$python" -c 'import sys, torch; from torch.utils.cpp_extension import CUDA_HOME; sys.exit(not (torch.version.cuda and CUDA_HOME and not torch.cuda.is_available()))' 2>/dev/null; then
-  echo "== kdloss: PyTorch bridge: compile-only check of the CUDA build (no GPU visible) =="
+  stage "PyTorch bridge: compile-only check of the CUDA build (no GPU visible)"
   (cd python && KDLOSS_TORCH_CUDA=1 KDLOSS_TORCH_BUILD_DIR=build/cuda MAX_JOBS="$jobs" \
     "$python" setup.py -q build_ext --build-lib build/cuda/lib)
   "$python" - <<'PY'
@@ -57,3 +59,4 @@ assert c.cuda_backend
 print("kdloss_torch CUDA build: compiles and loads (cuda_backend=True); its GPU cases need a GPU machine")
 PY
 fi
+stage "done"

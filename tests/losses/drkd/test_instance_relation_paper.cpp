@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kdloss/losses/drkd/instance_relation_paper.hpp"
+#include "losses/drkd/instance_relation_gpu.hpp"
 #include "reference/losses/drkd_instance_paper.hpp"
 #include "support/test_support.hpp"
 
@@ -138,4 +139,34 @@ TEST_CASE("drkd::instance_relation_paper_loss: bad input throws a clear error an
   bad.teacher = host_view<const double>(t.data(), {2, 8});
   kdloss_test::expect_error([&] { drkd::instance_relation_paper_loss(bad, Mode::forward); },
                             "must have the same number of boxes", untouched);
+}
+
+KDLOSS_GPU_TEST("drkd::instance_relation_paper_loss: the GPU agrees with the CPU over the option grid and repeats its bits") {
+#if KDLOSS_TEST_CUDA
+  InstancePaper r;
+  r.offsets = {0, 3, 3, 7, 8};
+  r.Ds = 6;
+  r.Dt = 5;
+  const std::int64_t n = 8;
+  const auto xs = random_vector<double>(n * r.Ds, 61), xt = random_vector<double>(n * r.Dt, 62);
+  const auto ct = random_vector<double>(n, 63, 0.0, 1.0), cs = random_vector<double>(n, 64, 0.0, 1.0);
+  for (int variant = 0; variant < 4; ++variant) {
+    CAPTURE(variant);
+    InstancePaper v = r;
+    std::vector<double> c_t = ct, c_s;
+    if (variant == 1) v.columns = true, c_s = cs;
+    if (variant == 2) v.teacher_mean = false, v.threshold = 0.4, v.alpha = 1.3, v.mean = false;
+    if (variant == 3) c_t.clear();  // plain MSE of the cosine relations
+    const Got cpu = run<double>(v, xs, xt, c_t, c_s);
+    std::vector<double> want{cpu.value};
+    want.insert(want.end(), cpu.grad.begin(), cpu.grad.end());
+    for (int dtype : {1, 0}) {
+      CAPTURE(dtype);
+      const auto got = kdloss_test::instance_relation_paper_on_gpu(dtype, v, xs, xt, c_t, c_s);
+      const double tol = dtype == 1 ? 1e-10 : 2e-4;
+      check_close(got, want, tol, tol * 5e-2, "value, grad_student");
+      CHECK(kdloss_test::instance_relation_paper_on_gpu(dtype, v, xs, xt, c_t, c_s) == got);
+    }
+  }
+#endif
 }

@@ -1,8 +1,9 @@
-// Host-callable GPU runs of drkd::instance_relation_paper_loss (instance_relation_cuda.cu).
+// Host-callable GPU runs of drkd::instance_relation_loss and instance_relation_paper_loss (instance_relation_cuda.cu).
 #pragma once
 #include <vector>
 
 #include "reference/losses/drkd_instance_paper.hpp"
+#include "reference/losses/drkd_instance_relation.hpp"
 
 namespace kdloss_test {
 
@@ -14,5 +15,12 @@ std::vector<double> instance_relation_paper_on_gpu(int dtype, const kdloss_ref::
                                                    const std::vector<double>& teacher,
                                                    const std::vector<double>& teacher_scores,
                                                    const std::vector<double>& student_scores);
+
+/// drkd::instance_relation_loss (code form) on the GPU, forward_backward with every gradient, on the problem
+/// `r` with inputs `in` (tests/losses/drkd/instance_relation_args.hpp binds them). dtype 0 float, 1 double.
+/// Returns the value, then the gradients of every present input but the teacher's features, in
+/// InstanceRelationInputs order.
+std::vector<double> instance_relation_on_gpu(int dtype, const kdloss_ref::losses::InstanceRelation& r,
+                                             const kdloss_ref::losses::InstanceRelationInputs& in);
 
 }  // namespace kdloss_test

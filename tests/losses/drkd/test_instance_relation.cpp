@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "kdloss/losses/drkd/instance_relation.hpp"
+#include "losses/drkd/instance_relation_args.hpp"
+#include "losses/drkd/instance_relation_gpu.hpp"
 #include "reference/losses/drkd_instance_relation.hpp"
 #include "support/test_support.hpp"
 
@@ -21,38 +23,9 @@ using In = InstanceRelationInputs;
 
 namespace {
 
-/// The shape of every input of a reference problem (empty: absent).
-std::vector<Dims> shapes(const InstanceRelation& r) {
-  const std::int64_t n = r.n(), Ds = r.Cs * r.P * r.Q, Dt = r.Ct * r.P * r.Q;
-  std::vector<Dims> s(In::count);
-  s[In::student] = {n, r.Cs, r.P, r.Q};
-  s[In::teacher] = {n, r.Ct, r.P, r.Q};
-  const auto rel = [&](int base, std::int64_t I, std::int64_t D) {
-    s[base] = s[base + 2] = s[base + 4] = {I, D};
-    s[base + 1] = s[base + 3] = s[base + 5] = {I};
-    s[base + 6] = {D, I};
-    s[base + 7] = {D};
-  };
-  rel(In::s_theta_w, r.Is, Ds);
-  rel(In::t_theta_w, r.It, Dt);
-  if (r.filter) {
-    s[In::s_filter_w] = {n, Ds};
-    s[In::s_filter_b] = {n};
-    s[In::t_filter_w] = {n, Dt};
-    s[In::t_filter_b] = {n};
-  }
-  s[In::rel_adapt_w] = {r.Ct, r.Cs};
-  s[In::rel_adapt_b] = {r.Ct};
-  if (r.fg) {
-    s[In::fg_adapt_w] = {r.Ct, r.Cs};
-    s[In::fg_adapt_b] = {r.Ct};
-  }
-  return s;
-}
-
 In random_inputs(const InstanceRelation& r, std::uint32_t seed) {
   In in;
-  const auto s = shapes(r);
+  const auto s = kdloss_test::instance_relation_shapes(r);
   for (int k = 0; k < In::count; ++k)
     if (s[k].rank > 0) in.v[k] = random_vector<double>(static_cast<std::size_t>(s[k].product()), seed + k, -1.0, 1.0);
   return in;
@@ -69,7 +42,7 @@ struct Result {
 template <class T>
 Result<T> run(const InstanceRelation& r, const In& in, Mode mode, double upstream = 1.0,
               const View<const T>* student_view = nullptr) {
-  const auto s = shapes(r);
+  const auto s = kdloss_test::instance_relation_shapes(r);
   std::vector<std::vector<T>> store(In::count), grads(In::count);
   std::vector<View<const T>> v(In::count);
   std::vector<View<T>> g(In::count);
@@ -80,40 +53,11 @@ Result<T> run(const InstanceRelation& r, const In& in, Mode mode, double upstrea
     grads[k].assign(store[k].size(), T(-7));
     g[k] = host_view<T>(grads[k].data(), s[k]);
   }
-  drkd::InstanceRelationLossArgs<T> a;
-  a.student = student_view ? *student_view : v[In::student];
-  a.teacher = v[In::teacher];
-  a.boxes.offsets = host_view<const std::int64_t>(r.offsets.data(), {static_cast<std::int64_t>(r.offsets.size())});
-  const auto params = [&](int b) {
-    return drkd::ObjectRelationParams<T>{v[b], v[b + 1], v[b + 2], v[b + 3], v[b + 4], v[b + 5], v[b + 6], v[b + 7]};
-  };
-  const auto pgrads = [&](int b) {
-    return drkd::ObjectRelationGrads<T>{g[b], g[b + 1], g[b + 2], g[b + 3], g[b + 4], g[b + 5], g[b + 6], g[b + 7]};
-  };
-  a.student_relation = params(In::s_theta_w);
-  a.teacher_relation = params(In::t_theta_w);
-  a.student_filter = {v[In::s_filter_w], v[In::s_filter_b]};
-  a.teacher_filter = {v[In::t_filter_w], v[In::t_filter_b]};
-  a.relation_adapt_weight = v[In::rel_adapt_w];
-  a.relation_adapt_bias = v[In::rel_adapt_b];
-  a.feature_adapt_weight = v[In::fg_adapt_w];
-  a.feature_adapt_bias = v[In::fg_adapt_b];
-  a.options.relation_weight = r.relation_weight;
-  a.options.feature_weight = r.feature_weight;
+  drkd::InstanceRelationLossArgs<T> a = kdloss_test::instance_relation_args<T>(r, v, g, mode);
+  if (student_view) a.student = *student_view;
   T out = T(-7), up = static_cast<T>(upstream);
   if (writes_value(mode)) a.out = host_scalar(&out);
   if (mode == Mode::backward) a.grad_out = host_scalar<const T>(&up);
-  if (writes_gradients(mode)) {
-    a.grad_student = g[In::student];
-    a.grad_student_relation = pgrads(In::s_theta_w);
-    a.grad_teacher_relation = pgrads(In::t_theta_w);
-    a.grad_student_filter = {g[In::s_filter_w], g[In::s_filter_b]};
-    a.grad_teacher_filter = {g[In::t_filter_w], g[In::t_filter_b]};
-    a.grad_relation_adapt_weight = g[In::rel_adapt_w];
-    a.grad_relation_adapt_bias = g[In::rel_adapt_b];
-    a.grad_feature_adapt_weight = g[In::fg_adapt_w];
-    a.grad_feature_adapt_bias = g[In::fg_adapt_b];
-  }
   drkd::instance_relation_loss(a, mode);
   Result<T> res;
   res.value = static_cast<double>(out);
@@ -241,7 +185,7 @@ TEST_CASE("drkd::instance_relation_loss: a NaN feature gives a NaN loss") {
 TEST_CASE("drkd::instance_relation_loss: bad input throws a clear error and writes nothing") {
   const InstanceRelation r = problem({0, 2, 4});
   const In in = random_inputs(r, 9);
-  const auto s = shapes(r);
+  const auto s = kdloss_test::instance_relation_shapes(r);
   std::vector<std::vector<double>> store(in.v);
   std::vector<View<const double>> v(In::count);
   for (int k = 0; k < In::count; ++k)
@@ -291,4 +235,25 @@ TEST_CASE("drkd::instance_relation_loss: bad input throws a clear error and writ
   bad.teacher = host_view<const double>(store[In::teacher].data(), {4, 3, 1, 2});
   kdloss_test::expect_error([&] { drkd::instance_relation_loss(bad, Mode::forward); },
                             "must have the same boxes and RoI size", untouched);
+}
+
+KDLOSS_GPU_TEST("drkd::instance_relation_loss: the GPU agrees with the CPU (every gradient; float, double) and repeats its bits") {
+#if KDLOSS_TEST_CUDA
+  for (bool filter : {true, false}) {
+    CAPTURE(filter);
+    const InstanceRelation r = problem({0, 2, 2, 5, 6}, filter, !filter);  // 2, 0, 3 and 1 boxes
+    const In in = random_inputs(r, 17);
+    const auto cpu = run<double>(r, in, Mode::forward_backward);
+    std::vector<double> want{cpu.value};
+    for (int k = 0; k < In::count; ++k)
+      if (!in.v[k].empty() && k != In::teacher) want.insert(want.end(), cpu.grads[k].begin(), cpu.grads[k].end());
+    for (int dtype : {1, 0}) {
+      CAPTURE(dtype);
+      const auto got = kdloss_test::instance_relation_on_gpu(dtype, r, in);
+      const double tol = dtype == 1 ? 1e-10 : 3e-4;
+      check_close(got, want, tol, tol * 5e-2, "value and every gradient");
+      CHECK(kdloss_test::instance_relation_on_gpu(dtype, r, in) == got);
+    }
+  }
+#endif
 }

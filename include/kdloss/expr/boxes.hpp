@@ -123,11 +123,9 @@ struct Overlap {
 
 /// IoU or GIoU of the xyxy boxes p and t. When gp / gt are non-null, adds g * d value / d p (resp. t)
 /// to them (callers zero them first).
-/// Forced inline: a host pass calls it once per pair (the DETR matching cost), and the value-only call then
-/// drops the gradient code (1.2x on the logits distillation's cost).
 template <class A>
-KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE A overlap(const A p[4], const A t[4], const Overlap& o, A g = A(0),
-                                                A* gp = nullptr, A* gt = nullptr) {
+KDLOSS_HOST_DEVICE A overlap(const A p[4], const A t[4], const Overlap& o, A g = A(0), A* gp = nullptr,
+                             A* gt = nullptr) {
   const A eps = A(o.eps);
   const bool mm = o.form == OverlapForm::mmdet, tv = o.form == OverlapForm::torchvision;
   const A pw = p[2] - p[0], ph = p[3] - p[1], tw = t[2] - t[0], th = t[3] - t[1];

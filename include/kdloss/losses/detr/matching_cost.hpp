@@ -276,14 +276,13 @@ struct PairCostFn {
 };
 
 /// The host's pass: one item per prediction row (b, i), its target boxes prepared once per call
-/// (`boxes`: 8 planes of `count` values, yc then yx of every packed target row), the same arithmetic as
-/// PairCostFn's element (the same bits) without the per-pair index arithmetic and box conversions.
+/// (`boxes`: 8 values per packed target row, yc then yx), the same arithmetic as PairCostFn's element
+/// (the same bits) without the per-pair index arithmetic and box conversions.
 template <class T>
 struct HostRowCostFn {
   using A = acc_t<T>;
   const PairCostFn<T>* f;
   const A* boxes;
-  std::int64_t count = 0;
   double operator()(std::int64_t r) const {
     switch (f->overlap.form) {  // the form a constant inside the loop: its branches fold away
       case ops::OverlapForm::detr: return row<ops::OverlapForm::detr>(r);
@@ -301,20 +300,15 @@ struct HostRowCostFn {
     const bool box = g.wb != 0 || g.wg != 0;
     A p[4] = {}, px[4] = {};
     if (box) g.pred_box(b, i, p, px);
-    // soft-BCE's row term (its product term comes later) or no class term: one value for the whole row
-    const bool row_constant = g.class_cost <= 1;
-    A c0 = A(0);
-    if (row_constant && n > 0) g.class_term(b, i, first, c0);
     for (std::int64_t j = 0; j < n; ++j) {
-      A cost = c0;
-      if (!row_constant && !g.class_term(b, i, first + j, cost)) {
+      A cost = A(0);
+      if (!g.class_term(b, i, first + j, cost)) {
         store_as(o + j * g.ot, A(NAN));
         continue;
       }
       if (box) {
-        A yc[4], yx[4];
-        for (int c = 0; c < 4; ++c) yc[c] = boxes[c * count + first + j], yx[c] = boxes[(4 + c) * count + first + j];
-        cost = g.box_terms(cost, p, px, yc, yx);
+        const A* y = boxes + 8 * (first + j);
+        cost = g.box_terms(cost, p, px, y, y + 4);
       }
       store_as(o + j * g.ot, cost);
     }
@@ -521,14 +515,13 @@ void matching_cost(const MatchingCostArgs<T>& a, Mode mode = Mode::forward, cons
   using A = acc_t<T>;
   A* boxes = cd::host_box_terms(o) ? cv.take<A>(static_cast<std::size_t>(8 * a.target_boxes.size(0))) : nullptr;
   kdloss::detail::box_index_for_host_rows<T>(dev, exec.stream, B * Q * tmax, 64, f, B * Q, 64 * tmax, [&] {
-    const std::int64_t count = a.target_boxes.size(0);
     for (std::int64_t b = 0; boxes && b < B; ++b)
       for (std::int64_t t = a.targets.begin(b); t < a.targets.end(b); ++t) {
-        A y[8] = {};
+        A* y = boxes + 8 * t;
+        for (int c = 0; c < 8; ++c) y[c] = A(0);
         f.target_box(b, t, y, y + 4);
-        for (int c = 0; c < 8; ++c) boxes[c * count + t] = y[c];
       }
-    return cd::HostRowCostFn<T>{&f, boxes, count};
+    return cd::HostRowCostFn<T>{&f, boxes};
   });
   if (o.class_cost == Kind::soft_bce && cls) {
     const auto prods = cd::products(a);

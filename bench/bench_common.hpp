@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -107,6 +108,31 @@ inline float fill_value(std::uint64_t i, std::uint64_t seed) {
   x *= 0x94D049BB133111EBull;
   x ^= x >> 29;
   return static_cast<float>(static_cast<double>(x >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+}
+
+/// n values fill_value(i, seed) as T (the inputs and upstream gradients of the op benchmarks).
+template <class T>
+std::vector<T> filled(std::size_t n, std::uint64_t seed) {
+  std::vector<T> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<T>(fill_value(i, seed));
+  return v;
+}
+
+/// Ground-truth-like boxes of an 800x1333 image: `per_image` per image, sides uniform in [32, 480]
+/// pixels, inside the image, as [K, 5] rows (image index, x1, y1, x2, y2) grouped by image (the
+/// generator of bench/compare_roi_align_torch.py).
+inline std::vector<float> detection_boxes(std::int64_t images, std::int64_t per_image, std::uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> side(32.0, 480.0), u(0.0, 1.0);
+  std::vector<float> v;
+  for (std::int64_t b = 0; b < images; ++b)
+    for (std::int64_t k = 0; k < per_image; ++k) {
+      const double w = side(gen), h = side(gen);
+      const double x1 = u(gen) * (1333.0 - w), y1 = u(gen) * (800.0 - h);
+      const float row[5] = {float(b), float(x1), float(y1), float(x1 + w), float(y1 + h)};
+      v.insert(v.end(), row, row + 5);
+    }
+  return v;
 }
 
 // ---- host buffers ----

@@ -155,6 +155,23 @@ inline std::string device_name() {
   return prop.name;
 }
 
+/// On a stream of its own: `prepare(stream)` untimed (warm-up, reserves, lazy workspace growth), then
+/// `enqueue(stream)` once per iteration between two CUDA events; the elapsed GPU time is the iteration's.
+template <class Prepare, class Enqueue>
+void time_on_stream(benchmark::State& state, Prepare&& prepare, Enqueue&& enqueue) {
+  cudaStream_t stream;
+  cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
+  prepare(stream);
+  cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  EventTimer timer;
+  for (auto _ : state) {
+    timer.start(stream);
+    enqueue(stream);
+    state.SetIterationTime(timer.stop(stream));
+  }
+  cuda_check(cudaStreamDestroy(stream), "cudaStreamDestroy");
+}
+
 /// Registers "<name>/<case>" timed on the GPU: each iteration enqueues `body(level, stream)` for
 /// every tensor of the case between two events; the elapsed GPU time is the iteration's time.
 template <class T, class Body>
@@ -162,17 +179,10 @@ void register_cuda(const std::string& name, const ShapeCase& shape_case, Traffic
   benchmark::RegisterBenchmark((name + "/" + shape_case.name).c_str(),
                                [shape_case, traffic, body](benchmark::State& state) {
                                  auto& features = device_features<T>(shape_case);
-                                 cudaStream_t stream;
-                                 cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
-                                 for (auto& level : features.levels) body(level, stream);  // warm-up
-                                 cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-                                 EventTimer timer;
-                                 for (auto _ : state) {
-                                   timer.start(stream);
+                                 const auto all = [&](cudaStream_t stream) {
                                    for (auto& level : features.levels) body(level, stream);
-                                   state.SetIterationTime(timer.stop(stream));
-                                 }
-                                 cuda_check(cudaStreamDestroy(stream), "cudaStreamDestroy");
+                                 };
+                                 time_on_stream(state, all, all);
                                  report(state, shape_case, traffic, sizeof(T), device_name());
                                })
       ->UseManualTime()

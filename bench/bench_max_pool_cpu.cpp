@@ -32,11 +32,9 @@ struct PoolBuffers {
   explicit PoolBuffers(const PoolCase& c) {
     const kdloss::Dims& s = c.shape;
     const kdloss::Dims o{s[0], s[1], s[2] / c.stride, s[3] / c.stride};
-    x.resize(static_cast<std::size_t>(s.product()));
-    for (std::size_t i = 0; i < x.size(); ++i) x[i] = kdloss_bench::fill_value(i, 1);
+    x = kdloss_bench::filled<float>(static_cast<std::size_t>(s.product()), 1);
     y.assign(static_cast<std::size_t>(o.product()), 0.f);
-    gy.resize(y.size());
-    for (std::size_t i = 0; i < gy.size(); ++i) gy[i] = kdloss_bench::fill_value(i, 2);
+    gy = kdloss_bench::filled<float>(y.size(), 2);
     gx.assign(x.size(), 0.f);
     const auto strides = [&](const kdloss::Dims& d) {
       return c.channels_last ? kdloss::Dims{d[1] * d[2] * d[3], 1, d[3] * d[1], d[1]} : kdloss::contiguous_strides(d);

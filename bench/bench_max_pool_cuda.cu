@@ -24,17 +24,13 @@ template <class T>
 void register_case(const PoolCase& c, const std::string& what, const std::string& dtype) {
   const std::string name = "max_pool2d/" + c.name + "/" + dtype + "/" + what;
   benchmark::RegisterBenchmark(name.c_str(), [c, what](benchmark::State& state) {
-    using kdloss_bench::cuda_check;
     const kdloss::Dims& s = c.shape;
     const kdloss::Dims o{s[0], s[1], s[2] / c.stride, s[3] / c.stride};
-    std::vector<T> hx(static_cast<std::size_t>(s.product())), hgy(static_cast<std::size_t>(o.product()));
-    for (std::size_t i = 0; i < hx.size(); ++i) hx[i] = T(kdloss_bench::fill_value(i, 1));
-    for (std::size_t i = 0; i < hgy.size(); ++i) hgy[i] = T(kdloss_bench::fill_value(i, 2));
+    const auto hx = kdloss_bench::filled<T>(static_cast<std::size_t>(s.product()), 1);
+    const auto hgy = kdloss_bench::filled<T>(static_cast<std::size_t>(o.product()), 2);
     kdloss_bench::DeviceArray<T> x(hx.size()), y(hgy.size()), gy(hgy.size()), gx(hx.size());
     x.upload(hx);
     gy.upload(hgy);
-    cudaStream_t stream;
-    cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
     const kdloss::Device dev = kdloss::Device::cuda(0);
     kdloss::ops::MaxPool2dArgs<T> args;
     args.x = kdloss::View<const T>(x.get(), s, kdloss::contiguous_strides(s), dev);
@@ -44,21 +40,17 @@ void register_case(const PoolCase& c, const std::string& what, const std::string
     args.options.stride = c.stride;
     kdloss_bench::DeviceArray<unsigned char> keep(kdloss::ops::max_pool2d_reserve_bytes(args));
     args.reserve = {keep.get(), keep.size()};
-    kdloss::Exec exec;
-    exec.stream = kdloss::Stream(stream);
-    kdloss::ops::max_pool2d(args, kdloss::Mode::forward, exec);  // fills the reserve, warms up
     kdloss::Mode mode = kdloss::Mode::forward;
     if (what == "backward" || what == "backward_recompute") mode = kdloss::Mode::backward;
     if (what == "forward_backward") mode = kdloss::Mode::forward_backward;
-    if (what == "backward_recompute") args.reserve = {};
-    cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-    kdloss_bench::EventTimer timer;
-    for (auto _ : state) {
-      timer.start(stream);
-      kdloss::ops::max_pool2d(args, mode, exec);
-      state.SetIterationTime(timer.stop(stream));
-    }
-    cuda_check(cudaStreamDestroy(stream), "cudaStreamDestroy");
+    auto timed = args;
+    if (what == "backward_recompute") timed.reserve = {};
+    kdloss_bench::time_on_stream(
+        state,
+        [&](cudaStream_t stream) {  // fills the reserve, warms up
+          kdloss::ops::max_pool2d(args, kdloss::Mode::forward, kdloss::Exec{{}, kdloss::Stream(stream)});
+        },
+        [&](cudaStream_t stream) { kdloss::ops::max_pool2d(timed, mode, kdloss::Exec{{}, kdloss::Stream(stream)}); });
     state.SetLabel(kdloss_bench::device_name());
   })->UseManualTime()->Unit(benchmark::kMicrosecond);
 }

@@ -8,7 +8,6 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -23,20 +22,6 @@ struct RoiCase {
   double scale;
 };
 
-/// 100 boxes per image of an 800x1333 image, [K, 5] rows grouped by image.
-std::vector<float> gt_boxes(std::int64_t images, std::int64_t per_image, std::uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<double> side(32.0, 480.0), u(0.0, 1.0);
-  std::vector<float> v;
-  for (std::int64_t b = 0; b < images; ++b)
-    for (std::int64_t k = 0; k < per_image; ++k) {
-      const double w = side(gen), h = side(gen);
-      const double x1 = u(gen) * (1333.0 - w), y1 = u(gen) * (800.0 - h);
-      v.insert(v.end(), {float(b), float(x1), float(y1), float(x1 + w), float(y1 + h)});
-    }
-  return v;
-}
-
 struct RoiBuffers {
   std::vector<float> x, boxes, y, gy, gx;
   kdloss::ops::RoiAlignArgs<float> args;
@@ -44,14 +29,12 @@ struct RoiBuffers {
 
   explicit RoiBuffers(const RoiCase& c) {
     const kdloss::Dims& s = c.shape;
-    boxes = gt_boxes(s[0], 100, 7);
+    boxes = kdloss_bench::detection_boxes(s[0], 100, 7);
     const std::int64_t K = static_cast<std::int64_t>(boxes.size() / 5);
     const kdloss::Dims o{K, s[1], 3, 3};
-    x.resize(static_cast<std::size_t>(s.product()));
-    for (std::size_t i = 0; i < x.size(); ++i) x[i] = kdloss_bench::fill_value(i, 1);
+    x = kdloss_bench::filled<float>(static_cast<std::size_t>(s.product()), 1);
     y.assign(static_cast<std::size_t>(o.product()), 0.f);
-    gy.resize(y.size());
-    for (std::size_t i = 0; i < gy.size(); ++i) gy[i] = kdloss_bench::fill_value(i, 2);
+    gy = kdloss_bench::filled<float>(y.size(), 2);
     gx.assign(x.size(), 0.f);
     args.x = kdloss::host_view<const float>(x.data(), s);
     args.boxes = kdloss::host_view<const float>(boxes.data(), {K, 5});

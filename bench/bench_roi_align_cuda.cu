@@ -8,7 +8,6 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -23,40 +22,22 @@ struct RoiCase {
   double scale;
 };
 
-/// The boxes of bench_roi_align_cpu.cpp: 100 per image, sides uniform in [32, 480] pixels.
-std::vector<float> gt_boxes(std::int64_t images, std::int64_t per_image, std::uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<double> side(32.0, 480.0), u(0.0, 1.0);
-  std::vector<float> v;
-  for (std::int64_t b = 0; b < images; ++b)
-    for (std::int64_t k = 0; k < per_image; ++k) {
-      const double w = side(gen), h = side(gen);
-      const double x1 = u(gen) * (1333.0 - w), y1 = u(gen) * (800.0 - h);
-      v.insert(v.end(), {float(b), float(x1), float(y1), float(x1 + w), float(y1 + h)});
-    }
-  return v;
-}
-
 template <class T>
 void register_case(const RoiCase& c, const std::string& what, const std::string& dtype) {
   const std::string name = "roi_align/" + c.name + "/" + dtype + "/" + what;
   benchmark::RegisterBenchmark(name.c_str(), [c, what](benchmark::State& state) {
-    using kdloss_bench::cuda_check;
     const kdloss::Dims& s = c.shape;
-    const auto hb = gt_boxes(s[0], 100, 7);
+    const auto hb = kdloss_bench::detection_boxes(s[0], 100, 7);
     const std::int64_t K = static_cast<std::int64_t>(hb.size() / 5);
     const kdloss::Dims o{K, s[1], 3, 3};
-    std::vector<T> hx(static_cast<std::size_t>(s.product())), hgy(static_cast<std::size_t>(o.product()));
+    const auto hx = kdloss_bench::filled<T>(static_cast<std::size_t>(s.product()), 1);
+    const auto hgy = kdloss_bench::filled<T>(static_cast<std::size_t>(o.product()), 2);
     std::vector<T> hboxes(hb.size());
-    for (std::size_t i = 0; i < hx.size(); ++i) hx[i] = T(kdloss_bench::fill_value(i, 1));
-    for (std::size_t i = 0; i < hgy.size(); ++i) hgy[i] = T(kdloss_bench::fill_value(i, 2));
     for (std::size_t i = 0; i < hb.size(); ++i) hboxes[i] = T(hb[i]);
     kdloss_bench::DeviceArray<T> x(hx.size()), y(hgy.size()), gy(hgy.size()), gx(hx.size()), boxes(hb.size());
     x.upload(hx);
     gy.upload(hgy);
     boxes.upload(hboxes);
-    cudaStream_t stream;
-    cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
     const kdloss::Device dev = kdloss::Device::cuda(0);
     kdloss::ops::RoiAlignArgs<T> args;
     args.x = kdloss::View<const T>(x.get(), s, kdloss::contiguous_strides(s), dev);
@@ -71,19 +52,11 @@ void register_case(const RoiCase& c, const std::string& what, const std::string&
     if (what == "backward") mode = kdloss::Mode::backward;
     if (what == "forward_backward_max") args.options.pool_mode = kdloss::ops::RoiPoolMode::max;
     kdloss_bench::DeviceArray<unsigned char> ws(kdloss::ops::roi_align_workspace_bytes(args) + 1);
-    kdloss::Exec exec;
-    exec.workspace = {ws.get(), ws.size()};
-    exec.stream = kdloss::Stream(stream);
-    kdloss::ops::roi_align(args, mode, exec);  // warm-up
-    cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-    kdloss_bench::EventTimer timer;
-    for (auto _ : state) {
-      timer.start(stream);
-      kdloss::ops::roi_align(args, mode, exec);
-      state.SetIterationTime(timer.stop(stream));
-    }
+    const auto run = [&](cudaStream_t stream) {
+      kdloss::ops::roi_align(args, mode, kdloss::Exec{{ws.get(), ws.size()}, kdloss::Stream(stream)});
+    };
+    kdloss_bench::time_on_stream(state, run, run);  // the first call warms up
     state.SetLabel(kdloss_bench::device_name());
-    cuda_check(cudaStreamDestroy(stream), "cudaStreamDestroy");
   })->UseManualTime()->Unit(benchmark::kMillisecond);
 }
 

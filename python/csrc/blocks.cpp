@@ -8,6 +8,9 @@
 // mean and unbiased variance (optional outputs, asked for by name in `want`, for the running statistics),
 // a gradient per input, and the reserve (optional too: "reserve" in `want`; without it backward
 // recomputes the state).
+#include <cstddef>
+#include <type_traits>
+
 #include "binding.hpp"
 #include "common.hpp"
 #include "kdloss/ops/glore.hpp"
@@ -27,71 +30,69 @@ struct EnumNames<kdloss::ops::NonLocalMode> {
 
 namespace {
 
-constexpr auto describe_non_local = [](auto& a, auto& f) {
+/// A learnable parameter of a block and its gradient output (in the order the binding lists them).
+template <class A, class In, class G>
+struct Param {
+  const char* name;
+  const char* grad_name;
+  In A::*in;
+  G A::*grad;
+  bool optional;
+};
+template <class A>
+using ParamOf = Param<A, decltype(A::x), decltype(A::grad_x)>;
+
+/// The fields both blocks share, in this order: x, the parameters, the BN running statistics (evaluation
+/// mode), the upstream gradient, the value `out_name` shaped like x, the BN batch mean and variance
+/// (optional outputs), grad_x, and a gradient per parameter.
+template <class A, class F, std::size_t N, class Out, class Up>
+void describe_block(A& a, F& f, const ParamOf<A> (&params)[N], const char* out_name, Out& out, Up& upstream) {
   f.in("x", a.x);
-  f.in("g_weight", a.g_weight);
-  f.in("g_bias", a.g_bias, true);
-  f.in("theta_weight", a.theta_weight, true);
-  f.in("theta_bias", a.theta_bias, true);
-  f.in("phi_weight", a.phi_weight, true);
-  f.in("phi_bias", a.phi_bias, true);
-  f.in("concat_project_weight", a.concat_project_weight, true);
-  f.in("conv_out_weight", a.conv_out_weight);
-  f.in("conv_out_bias", a.conv_out_bias, true);
-  f.in("bn_weight", a.bn_weight, true);
-  f.in("bn_bias", a.bn_bias, true);
+  for (const auto& p : params) f.in(p.name, a.*p.in, p.optional);
   f.in("bn_running_mean", a.bn_running_mean, true);
   f.in("bn_running_var", a.bn_running_var, true);
-  f.upstream(a.grad_z);
-  f.out_like("z", a.z, "x");
+  f.upstream(upstream);
+  f.out_like(out_name, out, "x");
   const kdloss::Dims c{a.x.rank() == 4 ? a.x.shape[1] : 0};
   f.out("bn_batch_mean", a.bn_batch_mean, c, true);
   f.out("bn_batch_var", a.bn_batch_var, c, true);
   f.grad("grad_x", a.grad_x, "x");
-  f.grad("grad_g_weight", a.grad_g_weight, "g_weight");
-  f.grad("grad_g_bias", a.grad_g_bias, "g_bias");
-  f.grad("grad_theta_weight", a.grad_theta_weight, "theta_weight");
-  f.grad("grad_theta_bias", a.grad_theta_bias, "theta_bias");
-  f.grad("grad_phi_weight", a.grad_phi_weight, "phi_weight");
-  f.grad("grad_phi_bias", a.grad_phi_bias, "phi_bias");
-  f.grad("grad_concat_project_weight", a.grad_concat_project_weight, "concat_project_weight");
-  f.grad("grad_conv_out_weight", a.grad_conv_out_weight, "conv_out_weight");
-  f.grad("grad_conv_out_bias", a.grad_conv_out_bias, "conv_out_bias");
-  f.grad("grad_bn_weight", a.grad_bn_weight, "bn_weight");
-  f.grad("grad_bn_bias", a.grad_bn_bias, "bn_bias");
+  for (const auto& p : params) f.grad(p.grad_name, a.*p.grad, p.name);
+}
+
+constexpr auto describe_non_local = [](auto& a, auto& f) {
+  using A = std::decay_t<decltype(a)>;
+  const ParamOf<A> params[] = {
+      {"g_weight", "grad_g_weight", &A::g_weight, &A::grad_g_weight, false},
+      {"g_bias", "grad_g_bias", &A::g_bias, &A::grad_g_bias, true},
+      {"theta_weight", "grad_theta_weight", &A::theta_weight, &A::grad_theta_weight, true},
+      {"theta_bias", "grad_theta_bias", &A::theta_bias, &A::grad_theta_bias, true},
+      {"phi_weight", "grad_phi_weight", &A::phi_weight, &A::grad_phi_weight, true},
+      {"phi_bias", "grad_phi_bias", &A::phi_bias, &A::grad_phi_bias, true},
+      {"concat_project_weight", "grad_concat_project_weight", &A::concat_project_weight,
+       &A::grad_concat_project_weight, true},
+      {"conv_out_weight", "grad_conv_out_weight", &A::conv_out_weight, &A::grad_conv_out_weight, false},
+      {"conv_out_bias", "grad_conv_out_bias", &A::conv_out_bias, &A::grad_conv_out_bias, true},
+      {"bn_weight", "grad_bn_weight", &A::bn_weight, &A::grad_bn_weight, true},
+      {"bn_bias", "grad_bn_bias", &A::bn_bias, &A::grad_bn_bias, true}};
+  describe_block(a, f, params, "z", a.z, a.grad_z);
   f.reserve(a.reserve, [&] { return kdloss::ops::non_local_reserve_bytes(a); }, true);
 };
 
 constexpr auto describe_glore = [](auto& a, auto& f) {
-  f.in("x", a.x);
-  f.in("state_weight", a.state_weight);
-  f.in("state_bias", a.state_bias);
-  f.in("proj_weight", a.proj_weight);
-  f.in("proj_bias", a.proj_bias);
-  f.in("gcn_conv1_weight", a.gcn_conv1_weight);
-  f.in("gcn_conv1_bias", a.gcn_conv1_bias);
-  f.in("gcn_conv2_weight", a.gcn_conv2_weight);
-  f.in("extend_weight", a.extend_weight);
-  f.in("bn_weight", a.bn_weight);
-  f.in("bn_bias", a.bn_bias);
-  f.in("bn_running_mean", a.bn_running_mean, true);
-  f.in("bn_running_var", a.bn_running_var, true);
-  f.upstream(a.grad_out);
-  f.out_like("out", a.out, "x");
-  const kdloss::Dims c{a.x.rank() == 4 ? a.x.shape[1] : 0};
-  f.out("bn_batch_mean", a.bn_batch_mean, c, true);
-  f.out("bn_batch_var", a.bn_batch_var, c, true);
-  f.grad("grad_x", a.grad_x, "x");
-  f.grad("grad_state_weight", a.grad_state_weight, "state_weight");
-  f.grad("grad_state_bias", a.grad_state_bias, "state_bias");
-  f.grad("grad_proj_weight", a.grad_proj_weight, "proj_weight");
-  f.grad("grad_proj_bias", a.grad_proj_bias, "proj_bias");
-  f.grad("grad_gcn_conv1_weight", a.grad_gcn_conv1_weight, "gcn_conv1_weight");
-  f.grad("grad_gcn_conv1_bias", a.grad_gcn_conv1_bias, "gcn_conv1_bias");
-  f.grad("grad_gcn_conv2_weight", a.grad_gcn_conv2_weight, "gcn_conv2_weight");
-  f.grad("grad_extend_weight", a.grad_extend_weight, "extend_weight");
-  f.grad("grad_bn_weight", a.grad_bn_weight, "bn_weight");
-  f.grad("grad_bn_bias", a.grad_bn_bias, "bn_bias");
+  using A = std::decay_t<decltype(a)>;
+  const ParamOf<A> params[] = {
+      {"state_weight", "grad_state_weight", &A::state_weight, &A::grad_state_weight, false},
+      {"state_bias", "grad_state_bias", &A::state_bias, &A::grad_state_bias, false},
+      {"proj_weight", "grad_proj_weight", &A::proj_weight, &A::grad_proj_weight, false},
+      {"proj_bias", "grad_proj_bias", &A::proj_bias, &A::grad_proj_bias, false},
+      {"gcn_conv1_weight", "grad_gcn_conv1_weight", &A::gcn_conv1_weight, &A::grad_gcn_conv1_weight, false},
+      {"gcn_conv1_bias", "grad_gcn_conv1_bias", &A::gcn_conv1_bias, &A::grad_gcn_conv1_bias, false},
+      {"gcn_conv2_weight", "grad_gcn_conv2_weight", &A::gcn_conv2_weight, &A::grad_gcn_conv2_weight, false},
+      {"extend_weight", "grad_extend_weight", &A::extend_weight, &A::grad_extend_weight, false},
+      {"bn_weight", "grad_bn_weight", &A::bn_weight, &A::grad_bn_weight, false},
+      {"bn_bias", "grad_bn_bias", &A::bn_bias, &A::grad_bn_bias, false}};
+  describe_block(a, f, params, "out", a.out, a.grad_out);
   f.reserve(a.reserve, [&] { return kdloss::ops::glore_reserve_bytes(a); }, true);
 };
 

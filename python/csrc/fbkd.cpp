@@ -55,6 +55,20 @@ void describe_block(const char* side, Block& b, F& g) {
   }
 }
 
+/// A pyramid level's own fields, shared by both total-loss bindings: the maps (student and its adapted and
+/// pooled forms optional, as the configuration reads them) and the student-side gradients.
+constexpr auto describe_level = [](auto& lv, auto& g) {
+  g.in("student", lv.student, true);
+  g.in("teacher", lv.teacher);
+  g.in("student_adapted", lv.student_adapted, true);
+  g.in("student_channel", lv.student_channel, true);
+  g.in("student_spatial", lv.student_spatial, true);
+  g.grad("grad_student", lv.grad_student, "student");
+  g.grad("grad_student_adapted", lv.grad_student_adapted, "student_adapted");
+  g.grad("grad_student_channel", lv.grad_student_channel, "student_channel");
+  g.grad("grad_student_spatial", lv.grad_student_spatial, "student_spatial");
+};
+
 }  // namespace
 
 KDLOSS_TORCH_FAMILY(fbkd, m) {
@@ -119,17 +133,7 @@ KDLOSS_TORCH_FAMILY(fbkd, m) {
       .field("non_local_training", &fbkd::Config::non_local_training);
   kt::bind<fbkd::TotalLossArgs>(m, "fbkd_total_loss", "kdloss_torch.fbkd.total_loss",
                                 [](auto& a, auto& f) {
-                                  f.group("levels", a.levels, "pyramid level", [](auto& lv, auto& g) {
-                                    g.in("student", lv.student, true);
-                                    g.in("teacher", lv.teacher);
-                                    g.in("student_adapted", lv.student_adapted, true);
-                                    g.in("student_channel", lv.student_channel, true);
-                                    g.in("student_spatial", lv.student_spatial, true);
-                                    g.grad("grad_student", lv.grad_student, "student");
-                                    g.grad("grad_student_adapted", lv.grad_student_adapted, "student_adapted");
-                                    g.grad("grad_student_channel", lv.grad_student_channel, "student_channel");
-                                    g.grad("grad_student_spatial", lv.grad_student_spatial, "student_spatial");
-                                  });
+                                  f.group("levels", a.levels, "pyramid level", describe_level);
                                   f.upstream(a.grad_out);
                                   f.out("out", a.out, kt::Dims{});
                                 },
@@ -138,15 +142,7 @@ KDLOSS_TORCH_FAMILY(fbkd, m) {
   kt::bind<fbkd::TotalLossArgs>(m, "fbkd_total_loss_non_local", "kdloss_torch.fbkd.total_loss",
                                 [](auto& a, auto& f) {
                                   f.group("levels", a.levels, "pyramid level", [](auto& lv, auto& g) {
-                                    g.in("student", lv.student, true);
-                                    g.in("teacher", lv.teacher);
-                                    g.in("student_adapted", lv.student_adapted, true);
-                                    g.in("student_channel", lv.student_channel, true);
-                                    g.in("student_spatial", lv.student_spatial, true);
-                                    g.grad("grad_student", lv.grad_student, "student");
-                                    g.grad("grad_student_adapted", lv.grad_student_adapted, "student_adapted");
-                                    g.grad("grad_student_channel", lv.grad_student_channel, "student_channel");
-                                    g.grad("grad_student_spatial", lv.grad_student_spatial, "student_spatial");
+                                    describe_level(lv, g);
                                     // L_NLD: both blocks, the adaptation conv, and an optional [4, C] buffer
                                     // the forward fills with the blocks' BN batch statistics (student mean,
                                     // var, teacher mean, var) for the running statistics.

@@ -5,43 +5,17 @@
 #include "kdloss/ops/max_pool.hpp"
 #include "ops/max_pool_gpu.hpp"
 #include "support/device_buffer.cuh"
+#include "support/map_layout.hpp"
 
 namespace kdloss_test {
 namespace {
-
-kdloss::Dims strides_of(const kdloss::Dims& shape, bool channels_last) {
-  if (!channels_last) return kdloss::contiguous_strides(shape);
-  const std::int64_t C = shape[1], H = shape[2], W = shape[3];
-  return kdloss::Dims{C * H * W, 1, W * C, C};
-}
-/// Row-major [B, C, H, W] values to storage at the given strides (to_storage) or back (same element
-/// count: dense layouts).
-std::vector<double> permute(const std::vector<double>& v, const kdloss::Dims& shape, const kdloss::Dims& st,
-                            bool to_storage) {
-  std::vector<double> out(v.size());
-  std::int64_t k = 0;
-  for (std::int64_t b = 0; b < shape[0]; ++b)
-    for (std::int64_t c = 0; c < shape[1]; ++c)
-      for (std::int64_t h = 0; h < shape[2]; ++h)
-        for (std::int64_t w = 0; w < shape[3]; ++w, ++k) {
-          const std::int64_t at = b * st[0] + c * st[1] + h * st[2] + w * st[3];
-          (to_storage ? out[at] : out[k]) = to_storage ? v[k] : v[at];
-        }
-  return out;
-}
-std::vector<double> place(const std::vector<double>& v, const kdloss::Dims& shape, const kdloss::Dims& st) {
-  return permute(v, shape, st, true);
-}
-std::vector<double> gather(const std::vector<double>& s, const kdloss::Dims& shape, const kdloss::Dims& st) {
-  return permute(s, shape, st, false);
-}
 
 template <class T>
 std::vector<double> run(bool channels_last, bool with_reserve, const std::vector<double>& x,
                         const std::vector<double>& gy, const kdloss::Dims& xs, std::int64_t s) {
   const kdloss::Dims ys{xs[0], xs[1], xs[2] / s, xs[3] / s};
-  const kdloss::Dims xst = strides_of(xs, channels_last), yst = strides_of(ys, channels_last);
-  DeviceBuffer<T> dx(from_double<T>(place(x, xs, xst))), dgy(from_double<T>(place(gy, ys, yst)));
+  const kdloss::Dims xst = map_strides(xs, channels_last), yst = map_strides(ys, channels_last);
+  DeviceBuffer<T> dx(from_double<T>(map_place(x, xs, xst))), dgy(from_double<T>(map_place(gy, ys, yst)));
   DeviceBuffer<T> dy(gy.size()), dgx(x.size()), dgx2(x.size()), dy2(gy.size());
   kdloss::ops::MaxPool2dArgs<T> a;
   a.x = kdloss::View<const T>(dx.ptr, xs, xst, kdloss::Device::cuda(0));
@@ -57,8 +31,8 @@ std::vector<double> run(bool channels_last, bool with_reserve, const std::vector
                                            kdloss::View<T>(dy2.ptr, ys, yst, kdloss::Device::cuda(0)),
                                            kdloss::View<T>(dgx2.ptr, xs, xst, kdloss::Device::cuda(0)), a.options,
                                            a.reserve);
-  std::vector<double> out = gather(to_double(dy.to_host()), ys, yst);
-  const auto g1 = gather(to_double(dgx.to_host()), xs, xst), g2 = gather(to_double(dgx2.to_host()), xs, xst);
+  std::vector<double> out = map_gather(to_double(dy.to_host()), ys, yst);
+  const auto g1 = map_gather(to_double(dgx.to_host()), xs, xst), g2 = map_gather(to_double(dgx2.to_host()), xs, xst);
   out.insert(out.end(), g1.begin(), g1.end());
   out.insert(out.end(), g2.begin(), g2.end());
   return out;

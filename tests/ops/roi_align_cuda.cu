@@ -5,36 +5,17 @@
 #include "kdloss/ops/roi_align.hpp"
 #include "ops/roi_align_gpu.hpp"
 #include "support/device_buffer.cuh"
+#include "support/map_layout.hpp"
 
 namespace kdloss_test {
 namespace {
-
-kdloss::Dims strides_of(const kdloss::Dims& shape, bool channels_last) {
-  if (!channels_last) return kdloss::contiguous_strides(shape);
-  const std::int64_t C = shape[1], H = shape[2], W = shape[3];
-  return kdloss::Dims{C * H * W, 1, W * C, C};
-}
-/// Row-major [B, C, H, W] values to storage at the given strides (to_storage) or back (dense layouts).
-std::vector<double> permute(const std::vector<double>& v, const kdloss::Dims& shape, const kdloss::Dims& st,
-                            bool to_storage) {
-  std::vector<double> out(v.size());
-  std::int64_t k = 0;
-  for (std::int64_t b = 0; b < shape[0]; ++b)
-    for (std::int64_t c = 0; c < shape[1]; ++c)
-      for (std::int64_t h = 0; h < shape[2]; ++h)
-        for (std::int64_t w = 0; w < shape[3]; ++w, ++k) {
-          const std::int64_t at = b * st[0] + c * st[1] + h * st[2] + w * st[3];
-          (to_storage ? out[at] : out[k]) = to_storage ? v[k] : v[at];
-        }
-  return out;
-}
 
 template <class T>
 std::vector<double> run(const RoiAlignGpuCase& c, const std::vector<double>& x, const std::vector<double>& boxes5,
                         const std::vector<double>& gy) {
   const std::int64_t K = static_cast<std::int64_t>(boxes5.size() / 5);
   const kdloss::Dims xs{c.B, c.C, c.H, c.W}, ys{K, c.C, c.ph, c.pw};
-  const kdloss::Dims xst = strides_of(xs, c.channels_last), yst = strides_of(ys, c.channels_last);
+  const kdloss::Dims xst = map_strides(xs, c.channels_last), yst = map_strides(ys, c.channels_last);
   std::vector<double> boxes;
   std::vector<std::int64_t> offsets(static_cast<std::size_t>(c.B + 1), 0);
   for (std::int64_t k = 0; k < K; ++k) {
@@ -46,7 +27,7 @@ std::vector<double> run(const RoiAlignGpuCase& c, const std::vector<double>& x, 
     }
   }
   for (std::size_t b = 1; b < offsets.size(); ++b) offsets[b] += offsets[b - 1];
-  DeviceBuffer<T> dx(from_double<T>(permute(x, xs, xst, true))), dgy(from_double<T>(permute(gy, ys, yst, true)));
+  DeviceBuffer<T> dx(from_double<T>(map_place(x, xs, xst))), dgy(from_double<T>(map_place(gy, ys, yst)));
   DeviceBuffer<T> dboxes(from_double<T>(boxes));
   DeviceBuffer<T> dy(gy.size()), dy2(gy.size()), dgx(x.size()), dgx2(x.size()), dgx3(x.size());
   const auto dev = kdloss::Device::cuda(0);
@@ -76,14 +57,14 @@ std::vector<double> run(const RoiAlignGpuCase& c, const std::vector<double>& x, 
   fb.grad_x = kdloss::View<T>(dgx3.ptr, xs, xst, dev);
   kdloss::ops::roi_align(fb, kdloss::Mode::forward_backward, exec);
   cuda_check(cudaDeviceSynchronize(), "roi_align test sync");
-  std::vector<double> out = permute(to_double(dy.to_host()), ys, yst, false);
+  std::vector<double> out = map_gather(to_double(dy.to_host()), ys, yst);
   for (auto* buf : {&dgx, &dgx2}) {
-    const auto g = permute(to_double(buf->to_host()), xs, xst, false);
+    const auto g = map_gather(to_double(buf->to_host()), xs, xst);
     out.insert(out.end(), g.begin(), g.end());
   }
-  const auto y2 = permute(to_double(dy2.to_host()), ys, yst, false);
+  const auto y2 = map_gather(to_double(dy2.to_host()), ys, yst);
   out.insert(out.end(), y2.begin(), y2.end());
-  const auto g3 = permute(to_double(dgx3.to_host()), xs, xst, false);
+  const auto g3 = map_gather(to_double(dgx3.to_host()), xs, xst);
   out.insert(out.end(), g3.begin(), g3.end());
   return out;
 }

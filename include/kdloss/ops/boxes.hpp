@@ -79,6 +79,13 @@ void check_output(const Checker& ck, const View<O>& v, const char* arg, const Di
   ck.device(v, arg, like.device);
   ck.unique(v, arg);
 }
+/// A one-element output on `device` that this mode writes.
+template <class O>
+void check_scalar_out(const Checker& ck, const View<O>& v, const char* arg, Device device) {
+  require(present(v), ck.fn, ": argument '", arg, "' is absent but this mode writes it");
+  ck.scalar_output(v, arg);
+  ck.device(v, arg, device);
+}
 inline void check_format(const Checker& ck, BoxFormat f, const char* arg) {
   const int i = static_cast<int>(f);
   require(i >= 0 && i <= 2, ck.fn, ": argument '", arg, "' is ", i, ", not xyxy, cxcywh or xywh");
@@ -180,6 +187,28 @@ struct PairwiseFn {
   }
 };
 
+// ---- one aligned pair (giou_loss, and the losses that evaluate 1 - GIoU over the pairs of an assignment)
+
+/// The overlap of one pair of boxes given in `format`: both converted to xyxy and, when `f` is non-null,
+/// multiplied by f = (w, h, w, h) (pixel boxes), then eb::overlap. gp / gq (either may be null): g times
+/// d value / d p (resp. q), back in `format` (overwritten).
+template <class A>
+KDLOSS_HOST_DEVICE A aligned_overlap(const A p[4], const A q[4], BoxFormat format, const eb::Overlap& o, const A* f,
+                                     A g, A* gp, A* gq) {
+  A px[4], qx[4];
+  eb::convert(p, format, BoxFormat::xyxy, px);
+  eb::convert(q, format, BoxFormat::xyxy, qx);
+  if (f)
+    for (int c = 0; c < 4; ++c) px[c] *= f[c], qx[c] *= f[c];
+  A gpx[4] = {A(0), A(0), A(0), A(0)}, gqx[4] = {A(0), A(0), A(0), A(0)};
+  const A v = eb::overlap(px, qx, o, g, gp ? gpx : static_cast<A*>(nullptr), gq ? gqx : static_cast<A*>(nullptr));
+  if (f)
+    for (int c = 0; c < 4; ++c) gpx[c] *= f[c], gqx[c] *= f[c];
+  if (gp) eb::convert_backward(gpx, format, BoxFormat::xyxy, gp);
+  if (gq) eb::convert_backward(gqx, format, BoxFormat::xyxy, gq);
+  return v;
+}
+
 // ---- giou_loss (aligned)
 
 template <class T>
@@ -197,32 +226,23 @@ struct GIoULossFn {
   double scale;  // reduction factor times options.scale
   KDLOSS_HOST_DEVICE double operator()(std::int64_t i) const {
     using A = acc_t<T>;
-    A p[4], q[4], px[4], qx[4];
+    A p[4], q[4];
     load_box(pred, 0, i, p);
     load_box(target, 0, i, q);
-    eb::convert(p, format, BoxFormat::xyxy, px);
-    eb::convert(q, format, BoxFormat::xyxy, qx);
     const A w = weight ? load_as<A>(weight + i * weight_stride) : A(1);
-    const bool grads = grad_pred.m.data != nullptr || grad_target.m.data != nullptr;
-    A gp[4] = {A(0), A(0), A(0), A(0)}, gq[4] = {A(0), A(0), A(0), A(0)};
+    const bool gp_on = grad_pred.m.data != nullptr, gq_on = grad_target.m.data != nullptr;
+    A gp[4], gq[4];
     A g = A(0);
-    if (grads) {
+    if (gp_on || gq_on) {
       const A up = grad_out ? load_as<A>(grad_out + i * grad_out_stride) : A(1);
       g = -up * w * A(scale);  // loss = 1 - giou
     }
-    const A giou = eb::overlap(px, qx, overlap, g, grads ? gp : nullptr, grads ? gq : nullptr);
+    const A giou = aligned_overlap(p, q, format, overlap, static_cast<const A*>(nullptr), g,
+                                   gp_on ? gp : static_cast<A*>(nullptr), gq_on ? gq : static_cast<A*>(nullptr));
     const A loss = (A(1) - giou) * w;
     if (out) store_as(out + i * out_stride, loss * A(scale));
-    if (grad_pred.m.data) {
-      A r[4];
-      eb::convert_backward(gp, format, BoxFormat::xyxy, r);
-      store_box(grad_pred, 0, i, r);
-    }
-    if (grad_target.m.data) {
-      A r[4];
-      eb::convert_backward(gq, format, BoxFormat::xyxy, r);
-      store_box(grad_target, 0, i, r);
-    }
+    if (gp_on) store_box(grad_pred, 0, i, gp);
+    if (gq_on) store_box(grad_target, 0, i, gq);
     return static_cast<double>(loss);
   }
 };
@@ -704,11 +724,7 @@ void giou_loss_check(const GIoULossArgs<T>& a, Mode mode) {
   const bool none = o.reduction == Reduction::none;
   if (writes_value(mode)) {
     if (none) d::check_output(ck, a.out, "out", per, a.pred);
-    else {
-      kdloss::detail::require(present(a.out), ck.fn, ": argument 'out' is absent but this mode writes it");
-      ck.scalar_output(a.out, "out");
-      ck.device(a.out, "out", a.pred.device);
-    }
+    else d::check_scalar_out(ck, a.out, "out", a.pred.device);
     ck.disjoint(a.out, "out", a.pred, "pred");
     ck.disjoint(a.out, "out", a.target, "target");
     ck.disjoint(a.out, "out", a.weight, "weight");

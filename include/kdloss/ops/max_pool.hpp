@@ -26,6 +26,7 @@
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/window_max.hpp"
+#include "kdloss/ops/map_checks.hpp"
 
 namespace kdloss {
 namespace ops {
@@ -79,9 +80,7 @@ template <class T>
 void check_max_pool_input(const char* fn, const View<const T>& x, const MaxPool2dOptions& o) {
   const kdloss::detail::Checker ck{fn};
   using kdloss::detail::require;
-  require(present(x), fn, ": argument 'x' is absent; every mode reads it (its shape, and its values when it scans)");
-  ck.rank(x, "x", 4);
-  ck.not_null(x, "x");
+  check_feature_map(ck, x, " (its shape, and its values when it scans)");
   const std::int64_t s = o.stride;
   require(s >= 1, fn, ": argument 'options.stride' is ", s, " but the window size and stride must be at least 1");
   require(s <= kMaxPoolMaxStride, fn, ": argument 'options.stride' is ", s, ", above the largest supported stride ",
@@ -109,28 +108,7 @@ void max_pool_check(const MaxPool2dArgs<T>& a, Mode mode) {
   check_max_pool_input(fn, a.x, a.options);
   kdloss::detail::require_backend<T>(fn, a.x.device);
   const Dims out = max_pool_out_shape(a.x.shape, a.options.stride);
-  const auto view = [&](const auto& v, const char* name, const Dims& shape, const char* role) {
-    require(present(v), fn, ": argument '", name, "' is absent but ", to_string(mode), " ", role, " it");
-    ck.not_null(v, name);
-    ck.shape(v, name, shape);
-    ck.device(v, name, a.x.device);
-  };
-  if (writes_value(mode)) {
-    view(a.y, "y", out, "writes");
-    ck.unique(a.y, "y");
-    ck.disjoint(a.y, "y", a.x, "x");
-  }
-  if (writes_gradients(mode)) {
-    view(a.grad_y, "grad_y", out, "reads");
-    view(a.grad_x, "grad_x", a.x.shape, "writes");
-    ck.unique(a.grad_x, "grad_x");
-    ck.disjoint(a.grad_x, "grad_x", a.x, "x");
-    ck.disjoint(a.grad_x, "grad_x", a.grad_y, "grad_y");
-    if (writes_value(mode)) {
-      ck.disjoint(a.grad_x, "grad_x", a.y, "y");
-      ck.disjoint(a.y, "y", a.grad_y, "grad_y");
-    }
-  }
+  check_map_outputs(ck, mode, a.x, out, a.y, a.grad_y, a.grad_x);
   if (reserve_present(a.reserve)) {
     const std::size_t need = max_pool_reserve_bytes(a.x, a.options.stride);
     require(a.reserve.bytes >= need, fn, ": argument 'reserve' has ", a.reserve.bytes, " bytes but x ",

@@ -34,6 +34,7 @@
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/roi_align.hpp"
+#include "kdloss/ops/map_checks.hpp"
 
 namespace kdloss {
 namespace ops {
@@ -116,9 +117,7 @@ void check_inputs(const char* fn, const RoiAlignArgs<T>& a) {
   const kdloss::detail::Checker ck{fn};
   using kdloss::detail::require;
   const RoiAlignOptions& o = a.options;
-  require(present(a.x), fn, ": argument 'x' is absent; every mode reads it");
-  ck.rank(a.x, "x", 4);
-  ck.not_null(a.x, "x");
+  ops::detail::check_feature_map(ck, a.x);
   kdloss::detail::require_backend<T>(fn, a.x.device);
   require(o.output_height >= 1 && o.output_width >= 1 && o.output_height <= kMaxOutputSize &&
               o.output_width <= kMaxOutputSize,
@@ -184,33 +183,9 @@ template <class T>
 void check(const RoiAlignArgs<T>& a, Mode mode) {
   const char* fn = kNames(mode);
   const kdloss::detail::Checker ck{fn};
-  using kdloss::detail::require;
   check_inputs(fn, a);
   const Dims out = out_shape(a);
-  const auto view = [&](const auto& v, const char* name, const Dims& shape, const char* role) {
-    require(present(v), fn, ": argument '", name, "' is absent but ", to_string(mode), " ", role, " it");
-    ck.not_null(v, name);
-    ck.shape(v, name, shape);
-    ck.device(v, name, a.x.device);
-  };
-  if (writes_value(mode)) {
-    view(a.y, "y", out, "writes");
-    ck.unique(a.y, "y");
-    ck.disjoint(a.y, "y", a.x, "x");
-    ck.disjoint(a.y, "y", a.boxes, "boxes");
-  }
-  if (writes_gradients(mode)) {
-    view(a.grad_y, "grad_y", out, "reads");
-    view(a.grad_x, "grad_x", a.x.shape, "writes");
-    ck.unique(a.grad_x, "grad_x");
-    ck.disjoint(a.grad_x, "grad_x", a.x, "x");
-    ck.disjoint(a.grad_x, "grad_x", a.grad_y, "grad_y");
-    ck.disjoint(a.grad_x, "grad_x", a.boxes, "boxes");
-    if (writes_value(mode)) {
-      ck.disjoint(a.grad_x, "grad_x", a.y, "y");
-      ck.disjoint(a.y, "y", a.grad_y, "grad_y");
-    }
-  }
+  ops::detail::check_map_outputs(ck, mode, a.x, out, a.y, a.grad_y, a.grad_x, a.boxes, "boxes");
 }
 
 template <class T>

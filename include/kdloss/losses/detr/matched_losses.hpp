@@ -86,13 +86,6 @@ struct ScatterMatch {
   }
 };
 
-/// An assignment's checks (ops::boxes_detail::check_matched_pairs, shared with other users of pairs).
-inline void check_assignment(const Checker& ck, const View<const std::int64_t>& pred_rows,
-                             const View<const std::int64_t>& target_rows, std::int64_t rows, std::int64_t targets,
-                             Device device) {
-  ops::boxes_detail::check_matched_pairs(ck, pred_rows, target_rows, rows, targets, device);
-}
-
 /// BCE with logits, log1p form: max(z, 0) - z t + log(1 + exp(-|z|)).
 template <class A>
 KDLOSS_HOST_DEVICE A bce_logits(A z, A t) {
@@ -163,21 +156,19 @@ struct ClassFn {
 
 template <class T>
 struct ZeroRows {  // grad_boxes rows of unmatched predictions
-  T* grad;
-  std::int64_t sb, sq, sk, queries;
+  ops::boxes_detail::BoxRows<T> grad;  // [B, Q, 4] (n = Q)
   KDLOSS_HOST_DEVICE double operator()(std::int64_t e) const {
     const std::int64_t k = e % 4, row = e / 4;
-    store_as(grad + (row / queries) * sb + (row % queries) * sq + k * sk, acc_t<T>(0));
+    store_as(grad.at(row / grad.n, row % grad.n, static_cast<int>(k)), acc_t<T>(0));
     return 0.0;
   }
 };
 
 template <class T>
 struct BoxFn {
-  const T* pred;  // [B, Q, 4]
-  std::int64_t pb, pq, pk, queries, rows, targets;
-  const T* target;  // [T, 4]
-  std::int64_t tr, tk;
+  ops::boxes_detail::BoxRows<const T> pred;    // [B, Q, 4] (n = Q)
+  ops::boxes_detail::BoxRows<const T> target;  // [T, 4]
+  std::int64_t rows, targets;
   const std::int64_t* pred_rows;
   std::int64_t prs;
   const std::int64_t* target_rows;
@@ -186,21 +177,18 @@ struct BoxFn {
   std::int64_t szb, szk;
   ops::BoxFormat format;
   expr::boxes::Overlap overlap;
-  bool giou;                      // false: the L1 term
-  double scale;                   // weight / divisor
-  const T* grad_out;              // backward: one element; null: 1
-  T* grad;                        // [B, Q, 4] or null (zeroed beforehand; each term adds)
-  std::int64_t gb, gq, gk;
+  bool giou;                            // false: the L1 term
+  double scale;                         // weight / divisor
+  const T* grad_out;                    // backward: one element; null: 1
+  ops::boxes_detail::BoxRows<T> grad;   // [B, Q, 4], data null when not asked (zeroed beforehand; each term adds)
   KDLOSS_HOST_DEVICE double operator()(std::int64_t k) const {
     using A = acc_t<T>;
     const std::int64_t r = pred_rows[k * prs], t = target_rows[k * trs];
     if (r < 0 || r >= rows || t < 0 || t >= targets) return 0.0;
-    const std::int64_t b = r / queries, q = r % queries;
+    const std::int64_t b = r / pred.n, q = r % pred.n;
     A p[4], y[4], g[4] = {A(0), A(0), A(0), A(0)};
-    for (int c = 0; c < 4; ++c) {
-      p[c] = load_as<A>(pred + b * pb + q * pq + c * pk);
-      y[c] = load_as<A>(target + t * tr + c * tk);
-    }
+    ops::boxes_detail::load_box(pred, b, q, p);
+    ops::boxes_detail::load_box(target, 0, t, y);
     const A up = grad_out ? load_as<A>(grad_out) : A(1);
     const A gs = A(scale) * up;
     A v = A(0);
@@ -211,22 +199,18 @@ struct BoxFn {
         g[c] = gs * (d > A(0) ? A(1) : (d < A(0) ? A(-1) : (d != d ? d : A(0))));
       }
     } else {
-      A px[4], yx[4], f[4] = {A(1), A(1), A(1), A(1)};
-      expr::boxes::convert(p, format, ops::BoxFormat::xyxy, px);
-      expr::boxes::convert(y, format, ops::BoxFormat::xyxy, yx);
+      A f[4];
       if (sizes) {
         const A h = load_as<A>(sizes + b * szb), w = load_as<A>(sizes + b * szb + szk);
         f[0] = w, f[1] = h, f[2] = w, f[3] = h;
-        for (int c = 0; c < 4; ++c) px[c] *= f[c], yx[c] *= f[c];
       }
-      A gx[4] = {A(0), A(0), A(0), A(0)};
-      v = A(1) - expr::boxes::overlap(px, yx, overlap, -gs, grad ? gx : static_cast<A*>(nullptr), static_cast<A*>(nullptr));
-      for (int c = 0; c < 4; ++c) gx[c] *= f[c];
-      expr::boxes::convert_backward(gx, format, ops::BoxFormat::xyxy, g);
+      v = A(1) - ops::boxes_detail::aligned_overlap(p, y, format, overlap, sizes ? f : static_cast<const A*>(nullptr),
+                                                    -gs, grad.m.data ? g : static_cast<A*>(nullptr),
+                                                    static_cast<A*>(nullptr));
     }
-    if (grad)
+    if (grad.m.data)
       for (int c = 0; c < 4; ++c) {
-        T* at = grad + b * gb + q * gq + c * gk;
+        T* at = grad.at(b, q, c);
         store_as(at, load_as<A>(at) + g[c]);  // rows zeroed first; each pair owns its row
       }
     return static_cast<double>(v);
@@ -335,18 +319,13 @@ void matched_class_loss_check(const MatchedClassLossArgs<T>& a, Mode mode) {
     ck.device(a.target_labels, "target_labels", dev);
     targets = a.target_labels.size(0);
   }
-  d::check_assignment(ck, a.pred_rows, a.target_rows, rows, targets, dev);
+  ops::boxes_detail::check_matched_pairs(ck, a.pred_rows, a.target_rows, rows, targets, dev);
   if (writes_value(mode)) {
-    kdloss::detail::require(present(a.out), ck.fn, ": argument 'out' is absent but this mode writes it");
-    ck.scalar_output(a.out, "out");
-    ck.device(a.out, "out", dev);
+    ops::boxes_detail::check_scalar_out(ck, a.out, "out", dev);
     ck.disjoint(a.out, "out", a.logits, "logits");
     ck.disjoint(a.out, "out", a.target_probs, "target_probs");
     if (present(a.out_elementwise)) {
-      ck.not_null(a.out_elementwise, "out_elementwise");
-      ck.shape(a.out_elementwise, "out_elementwise", a.logits.shape);
-      ck.device(a.out_elementwise, "out_elementwise", dev);
-      ck.unique(a.out_elementwise, "out_elementwise");
+      ops::boxes_detail::check_output(ck, a.out_elementwise, "out_elementwise", a.logits.shape, a.logits);
       ck.disjoint(a.out_elementwise, "out_elementwise", a.logits, "logits");
       ck.disjoint(a.out_elementwise, "out_elementwise", a.target_probs, "target_probs");
       ck.disjoint(a.out_elementwise, "out_elementwise", a.out, "out");
@@ -356,10 +335,7 @@ void matched_class_loss_check(const MatchedClassLossArgs<T>& a, Mode mode) {
     if (mode == Mode::backward) d::check_scalar_upstream(ck, a.grad_out, dev);
     kdloss::detail::require(present(a.grad_logits), ck.fn, ": argument 'grad_logits' is absent but ", to_string(mode),
                             " writes it");
-    ck.not_null(a.grad_logits, "grad_logits");
-    ck.shape(a.grad_logits, "grad_logits", a.logits.shape);
-    ck.device(a.grad_logits, "grad_logits", dev);
-    ck.unique(a.grad_logits, "grad_logits");
+    ops::boxes_detail::check_output(ck, a.grad_logits, "grad_logits", a.logits.shape, a.logits);
     ck.disjoint(a.grad_logits, "grad_logits", a.logits, "logits");
     ck.disjoint(a.grad_logits, "grad_logits", a.target_probs, "target_probs");
     ck.disjoint(a.grad_logits, "grad_logits", a.grad_out, "grad_out");
@@ -511,7 +487,7 @@ void matched_box_loss_check(const MatchedBoxLossArgs<T>& a, Mode mode) {
   const Device dev = a.pred_boxes.device;
   ck.device(a.target_boxes, "target_boxes", dev);
   const std::int64_t B = a.pred_boxes.size(0), rows = B * a.pred_boxes.size(1);
-  d::check_assignment(ck, a.pred_rows, a.target_rows, rows, a.target_boxes.size(0), dev);
+  od::check_matched_pairs(ck, a.pred_rows, a.target_rows, rows, a.target_boxes.size(0), dev);
   if (present(a.sizes)) {
     ck.not_null(a.sizes, "sizes");
     ck.shape(a.sizes, "sizes", Dims{B, 2});
@@ -587,7 +563,7 @@ void matched_box_loss(const MatchedBoxLossArgs<T>& a, Mode mode, const Exec& exe
   const auto& g = a.grad_pred_boxes;
   if (grads)
     kdloss::detail::box_index_for<T>(dev, exec.stream, rows * 4, 1,
-                                     d::ZeroRows<T>{g.data, g.stride(0), g.stride(1), g.stride(2), Q});
+                                     d::ZeroRows<T>{ops::boxes_detail::rows_of(g)});
   const double divisor = o.normalizer.divisor(K);
   const View<T>* outs[2] = {&a.out_l1, &a.out_giou};
   const View<const T>* ups[2] = {&a.grad_out_l1, &a.grad_out_giou};
@@ -596,16 +572,10 @@ void matched_box_loss(const MatchedBoxLossArgs<T>& a, Mode mode, const Exec& exe
     const bool on = mode == Mode::backward ? present(*ups[term]) : present(*outs[term]);
     if (!on) continue;
     const double scale = weights[term] / divisor;
-    const d::BoxFn<T> f{a.pred_boxes.data,
-                        a.pred_boxes.stride(0),
-                        a.pred_boxes.stride(1),
-                        a.pred_boxes.stride(2),
-                        Q,
+    const d::BoxFn<T> f{ops::boxes_detail::rows_of(a.pred_boxes),
+                        ops::boxes_detail::rows_of(a.target_boxes),
                         rows,
                         a.target_boxes.size(0),
-                        a.target_boxes.data,
-                        a.target_boxes.stride(0),
-                        a.target_boxes.stride(1),
                         a.pred_rows.data,
                         K ? a.pred_rows.stride(0) : 1,
                         a.target_rows.data,
@@ -618,10 +588,7 @@ void matched_box_loss(const MatchedBoxLossArgs<T>& a, Mode mode, const Exec& exe
                         term == 1,
                         scale,
                         mode == Mode::backward ? ups[term]->data : nullptr,
-                        grads ? g.data : nullptr,
-                        grads ? g.stride(0) : 0,
-                        grads ? g.stride(1) : 0,
-                        grads ? g.stride(2) : 0};
+                        grads ? ops::boxes_detail::rows_of(g) : ops::boxes_detail::BoxRows<T>{}};
     if (writes_value(mode))
       kdloss::detail::box_index_sum<T>(dev, exec.stream, K, 64, f, partials[term], kdloss::detail::Scale{scale},
                                        outs[term]->data);

@@ -24,6 +24,7 @@
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/losses/feature/pointwise.hpp"
+#include "kdloss/ops/distance.hpp"
 #include "kdloss/ops/norm.hpp"
 
 namespace kdloss {
@@ -55,20 +56,10 @@ struct DistanceLossArgs {
 
 namespace detail {
 
-/// grad = upstream * (s - t) / norm, and upstream * 0 where norm = 0, as PyTorch's norm backward
-/// (grad * (x / norm).masked_fill_(norm == 0, 0)): only norm == 0 is masked, so a NaN norm (a NaN
-/// input) makes every element NaN and an inf norm gives 0 beside NaN at the inf elements. The norm
-/// is read on the call's device.
+/// grad = upstream * (s - t) / norm, and upstream * 0 where norm = 0, as PyTorch's norm backward: the
+/// gradient functor of ops::distance (ops/distance.hpp, weight 1), reading the norm on the call's device.
 template <class T>
-struct DistanceGrad {
-  const double* norm;
-  Uniform<T> upstream;  // absent in forward_backward: the gradient of the value itself
-  template <class S, class Tt, class G>
-  KDLOSS_HOST_DEVICE void operator()(const S& s, const Tt& t, G& g) const {
-    using A = math::scalar_t<G>;
-    g = (s - t) * ::kdloss::ops::norm_backward_scale(*norm, upstream.template get<A>());
-  }
-};
+using DistanceGrad = ::kdloss::ops::distance_detail::GradA<T>;
 
 /// Scratch of a distance call: reduction partials and the norm, kept between the two passes.
 struct DistanceScratch {
@@ -128,20 +119,20 @@ void run(const DistanceLossArgs<T>& a, Mode mode, const Exec& exec) {
   Carver carver(resolve_workspace(distance_name(mode), s.device, exec.workspace, distance_workspace_bytes(s), scratch));
   DistanceScratch ws = carve_distance(carver, s.device, s.numel());
   if (mode == Mode::forward) {
-    transform_reduce<Acc>(s.device, exec.stream, s.shape, PointwiseForward<SquaredError, T>{}, std::tuple{s, t},
+    transform_reduce<Acc>(s.device, exec.stream, s.shape, ::kdloss::ops::SquaredDifference{}, std::tuple{s, t},
                           std::tuple<>{}, ws.partials, SqrtFinal{}, a.out.data);
     return;
   }
   double* norm = ws.norm.get();
   // Pass 1 keeps the norm (and writes the value in forward_backward); pass 2 writes the gradient.
   if (mode == Mode::backward)
-    transform_reduce<Acc>(s.device, exec.stream, s.shape, PointwiseForward<SquaredError, T>{}, std::tuple{s, t},
+    transform_reduce<Acc>(s.device, exec.stream, s.shape, ::kdloss::ops::SquaredDifference{}, std::tuple{s, t},
                           std::tuple<>{}, ws.partials, SqrtFinal{}, norm);
   else
-    transform_reduce<Acc>(s.device, exec.stream, s.shape, PointwiseForward<SquaredError, T>{}, std::tuple{s, t},
+    transform_reduce<Acc>(s.device, exec.stream, s.shape, ::kdloss::ops::SquaredDifference{}, std::tuple{s, t},
                           std::tuple<>{}, ws.partials, SqrtFinal{norm}, a.out.data);
   const Uniform<T> upstream{mode == Mode::backward ? a.grad_out.data : nullptr};
-  transform<Acc>(s.device, exec.stream, s.shape, DistanceGrad<T>{norm, upstream}, std::tuple{s, t},
+  transform<Acc>(s.device, exec.stream, s.shape, DistanceGrad<T>{{norm, upstream, 1.0}}, std::tuple{s, t},
                  std::tuple{a.grad_student});
 }
 

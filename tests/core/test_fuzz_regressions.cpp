@@ -251,3 +251,71 @@ TEST_CASE("fuzz regression: a null [K, ...] view split per decoder layer stays n
   CHECK(detr::query_prior_detail::pairs(idx, 2, 5).data == nullptr);
   CHECK(detr::query_prior_detail::pairs(idx, 2, 5).shape == Dims{3});
 }
+
+// fuzz/corpus/regress-softmax-relation-mode-out-of-range: ops::softmax_relation indexed its three-entry name
+// table with static_cast<int>(mode) (UBSan: index 5 out of bounds), in the check and in the call.
+TEST_CASE("fuzz regression: ops::softmax_relation rejects an out-of-range Mode") {
+  using namespace kdloss;
+  const Dims q{2, 6, 4}, v{2, 6, 3};
+  Bufs b;
+  ops::SoftmaxRelationArgs<float> a;
+  a.theta = b.in(q);
+  a.phi = b.in(q);
+  a.g = b.in(v);
+  a.y = b.out(v);
+  a.grad_y = b.in(v);
+  a.grad_g = b.out(v);
+  rejects_bad_mode(b, [&](Mode m) { ops::softmax_relation_check(a, m); });
+  rejects_bad_mode(b, [&](Mode m) { ops::softmax_relation(a, m); });
+}
+
+// fuzz/corpus/regress-cosine-relation-pairs-overflow: a check-only ops::cosine_relation call describing
+// 2^35 rows in one image: the packed relation's length sum n_b^2 overflowed int64 (UBSan "signed integer
+// overflow: 34359738368 * 34359738368"). It is an error naming 'segments' now.
+TEST_CASE("fuzz regression: cosine_relation's packed length sum n_b^2 that int64 cannot count is an error") {
+  using namespace kdloss;
+  const std::int64_t rows = std::int64_t(1) << 35;
+  const std::int64_t offsets[] = {0, rows};
+  float dummy = 0;
+  ops::CosineRelationArgs<float> a;
+  a.x = View<const float>(&dummy, Dims{rows, 4}, Dims{0, 0}, Device::host());  // described, not backed
+  a.segments.offsets = host_view<const std::int64_t>(offsets, {2});
+  a.out = host_view<float>(&dummy, Dims{1});
+  CHECK_THROWS_WITH_AS(ops::cosine_relation_check(a, Mode::forward),
+                       doctest::Contains("argument 'segments' puts 34359738368 rows in image 0"), kdloss::Error);
+  // the largest image whose n^2 fits still counts (then the shape test of 'out' rejects the call)
+  const std::int64_t fits[] = {0, 3037000499};
+  a.x = View<const float>(&dummy, Dims{3037000499, 4}, Dims{0, 0}, Device::host());
+  a.segments.offsets = host_view<const std::int64_t>(fits, {2});
+  CHECK_THROWS_WITH_AS(ops::cosine_relation_check(a, Mode::forward),
+                       doctest::Contains("argument 'out' has shape [1] but expected [9223372030926249001]"),
+                       kdloss::Error);
+}
+
+// fuzz/corpus/regress-cosine-relation-strided-out-workspace: cosine_relation_workspace_bytes sized the
+// products' scratch for a contiguous 'out', but the call views each image's [m, m] block with out's own
+// stride; with a strided 'out' and a workspace of exactly the queried size, ops::matmul threw "argument
+// 'workspace' has 64 bytes but this call needs 100 bytes" after the norms had been written (a rejected call
+// wrote to its workspace). The query sizes the products with the strides of 'out' and 'grad_out'.
+TEST_CASE("fuzz regression: cosine_relation runs in its queried workspace with strided out and grad_out") {
+  using namespace kdloss;
+  const std::int64_t n = 5, D = 3, P = n * n;
+  std::vector<float> x(n * D), rel(2 * P, -7.f), grad(2 * P, 0.5f), gx(n * D);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * static_cast<float>(i % 7) - 0.2f;
+  const std::int64_t offsets[] = {0, n};
+  ops::CosineRelationArgs<float> a;
+  a.x = host_view<const float>(x.data(), {n, D});
+  a.segments.offsets = host_view<const std::int64_t>(offsets, {2});
+  a.out = host_view<float>(rel.data(), Dims{P}, Dims{2});
+  a.grad_out = host_view<const float>(grad.data(), Dims{P}, Dims{2});
+  a.grad_x = host_view<float>(gx.data(), {n, D});
+  const std::size_t bytes = ops::cosine_relation_workspace_bytes(a);
+  std::vector<unsigned char> ws(bytes + 256);
+  void* aligned = ws.data() + (256 - reinterpret_cast<std::uintptr_t>(ws.data()) % 256) % 256;
+  Exec exec;
+  exec.workspace = {aligned, bytes};
+  CHECK_NOTHROW(ops::cosine_relation(a, Mode::forward_backward, exec));
+  // the relation of each row with itself is 1, on the strided diagonal; the gaps are untouched
+  for (std::int64_t i = 0; i < n; ++i) CHECK(rel[static_cast<std::size_t>(2 * (i * n + i))] == doctest::Approx(1.0));
+  for (std::int64_t k = 0; k < P; ++k) CHECK(rel[static_cast<std::size_t>(2 * k + 1)] == -7.f);
+}

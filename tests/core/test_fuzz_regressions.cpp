@@ -283,13 +283,38 @@ TEST_CASE("fuzz regression: cosine_relation's packed length sum n_b^2 that int64
   a.out = host_view<float>(&dummy, Dims{1});
   CHECK_THROWS_WITH_AS(ops::cosine_relation_check(a, Mode::forward),
                        doctest::Contains("argument 'segments' puts 34359738368 rows in image 0"), kdloss::Error);
-  // the largest image whose n^2 fits still counts (then the shape test of 'out' rejects the call)
-  const std::int64_t fits[] = {0, 3037000499};
-  a.x = View<const float>(&dummy, Dims{3037000499, 4}, Dims{0, 0}, Device::host());
+  CHECK_THROWS_WITH_AS(ops::cosine_relation_workspace_bytes(a), doctest::Contains("argument 'segments'"),
+                       kdloss::Error);
+  // the largest image whose n^2 stays below INT64_MAX / 16 still counts (then the shape test of 'out'
+  // rejects the call); one row more does not
+  const std::int64_t fits[] = {0, 759250124}, over[] = {0, 759250125};
+  a.x = View<const float>(&dummy, Dims{759250124, 4}, Dims{0, 0}, Device::host());
   a.segments.offsets = host_view<const std::int64_t>(fits, {2});
   CHECK_THROWS_WITH_AS(ops::cosine_relation_check(a, Mode::forward),
-                       doctest::Contains("argument 'out' has shape [1] but expected [9223372030926249001]"),
+                       doctest::Contains("argument 'out' has shape [1] but expected [576460750794015376]"),
                        kdloss::Error);
+  a.x = View<const float>(&dummy, Dims{759250125, 4}, Dims{0, 0}, Device::host());
+  a.segments.offsets = host_view<const std::int64_t>(over, {2});
+  CHECK_THROWS_WITH_AS(ops::cosine_relation_check(a, Mode::forward), doctest::Contains("argument 'segments'"),
+                       kdloss::Error);
+}
+
+// fuzz/corpus/regress-cosine-relation-strided-huge-image: with the scratch sized for a strided 'out', a
+// check-only workspace query over one image of 2^33 described rows multiplied m * m in the product's size
+// (UBSan "signed integer overflow: 8589934592 * 8589934592" in backend/cpu/gemm.hpp). The query checks the
+// segments' count first.
+TEST_CASE("fuzz regression: cosine_relation_workspace_bytes over a 2^33-row image with a strided out is an error") {
+  using namespace kdloss;
+  const std::int64_t rows = std::int64_t(1) << 33;
+  const std::int64_t offsets[] = {0, rows};
+  float dummy = 0;
+  ops::CosineRelationArgs<float> a;
+  a.x = View<const float>(&dummy, Dims{rows, 4}, Dims{0, 0}, Device::host());
+  a.segments.offsets = host_view<const std::int64_t>(offsets, {2});
+  a.out = View<float>(&dummy, Dims{1}, Dims{2}, Device::host());
+  a.grad_out = View<const float>(&dummy, Dims{1}, Dims{-3}, Device::host());
+  CHECK_THROWS_WITH_AS(ops::cosine_relation_workspace_bytes(a),
+                       doctest::Contains("argument 'segments' puts 8589934592 rows in image 0"), kdloss::Error);
 }
 
 // fuzz/corpus/regress-cosine-relation-strided-out-workspace: cosine_relation_workspace_bytes sized the

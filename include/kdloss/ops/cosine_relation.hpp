@@ -66,16 +66,19 @@ using ::kdloss::detail::require;
 inline constexpr EntryNames kNames{"kdloss::ops::cosine_relation", "kdloss::ops::cosine_relation_backward",
                                    "kdloss::ops::cosine_relation_forward_backward"};
 
-/// sum n_b^2, the packed relation's length; an error (not an int64 overflow) when it cannot be counted
-/// (a check-only call may describe 2^35 rows in one image).
+/// sum n_b^2, the packed relation's length; an error (not an int64 overflow) when it is too large to size
+/// (a check-only call may describe 2^35 rows in one image): the byte counts of the packed relation and of
+/// the per-image products (m^2 + m D elements of scratch) must stay countable, so the sum is bounded by
+/// INT64_MAX / 16 (at most 759250124 rows in one image).
 template <class T>
 std::int64_t pairs(const Segments<std::int64_t>& s, const char* fn = kNames.forward) {
-  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max() / 16;
   std::int64_t p = 0;
   for (std::int64_t b = 0; b < s.count(); ++b) {
     const std::int64_t m = s.size(b);
     require(m <= 3037000499 && m * m <= kMax - p, fn, ": argument 'segments' puts ", m, " rows in image ", b,
-            ": the packed relation (sum n_b^2 elements) is larger than a 64-bit index can count");
+            ": the packed relation (sum n_b^2 = ", p, " + ", m, "^2 elements) would exceed ", kMax,
+            " elements, more than a 64-bit byte count can size");
     p += m * m;
   }
   return p;
@@ -166,6 +169,7 @@ void check_inputs(const CosineRelationArgs<T>& a, const char* fn) {
   ck.not_null(a.x, "x");
   require(present(a.segments.offsets), fn, ": argument 'segments' (the per-image offsets) is absent");
   ::kdloss::detail::check_segments(ck, a.segments, "segments", a.x.shape[0]);
+  (void)pairs<T>(a.segments, fn);  // countable before any size query multiplies it
   require(a.options.eps > 0 && std::isfinite(a.options.eps), fn, ": option 'eps' is ", a.options.eps,
           " but must be > 0 and finite");
   ::kdloss::detail::require_backend<T>(fn, a.x.device);

@@ -406,31 +406,87 @@ kdloss::fbkd::Level<T> fbkd_level(Fuzz& f, const Sizes& s) {
   return l;
 }
 
+/// One non-local block's parameters over C channels with m inter channels (weights present, biases
+/// optional), its BN statistics outputs and some parameter gradients; `all` adds the rest (the
+/// concatenation weight, the running statistics, every bias gradient) as optional views.
+template <class T>
+void non_local_params(Fuzz& f, std::int64_t C, std::int64_t m, kdloss::ops::NonLocalArgs<T>& b, bool all) {
+  const Dims mc{m, C}, cm{C, m}, c{C}, mm{m};
+  b.g_weight = f.in<T>(mc);
+  b.g_bias = f.opt_in<T>(mm);
+  b.theta_weight = f.in<T>(mc);
+  b.theta_bias = f.opt_in<T>(mm);
+  b.phi_weight = f.in<T>(mc);
+  b.phi_bias = f.opt_in<T>(mm);
+  b.conv_out_weight = f.in<T>(cm);
+  b.conv_out_bias = f.opt_in<T>(c);
+  b.bn_weight = f.opt_in<T>(c);
+  b.bn_bias = f.opt_in<T>(c);
+  b.bn_batch_mean = f.out<T>(c);
+  b.grad_g_weight = f.out<T>(mc);
+  b.grad_theta_weight = f.out<T>(mc);
+  b.grad_conv_out_weight = f.out<T>(cm);
+  b.grad_bn_weight = f.out<T>(c);
+  if (!all) return;
+  b.concat_project_weight = f.opt_in<T>({2 * m});
+  b.bn_running_mean = f.opt_in<T>(c);
+  b.bn_running_var = f.opt_in<T>(c);
+  b.bn_batch_var = f.out<T>(c);
+  b.grad_g_bias = f.out<T>(mm);
+  b.grad_theta_bias = f.out<T>(mm);
+  b.grad_phi_weight = f.out<T>(mc);
+  b.grad_phi_bias = f.out<T>(mm);
+  b.grad_concat_project_weight = f.out<T>({2 * m});
+  b.grad_conv_out_bias = f.out<T>(c);
+  b.grad_bn_bias = f.out<T>(c);
+}
+
+/// ops::NonLocalOptions with fuzzed mode, pools, BN settings and accumulation.
+void non_local_options(Fuzz& f, kdloss::ops::NonLocalOptions& o) {
+  o.mode = f.enumeration(kdloss::ops::NonLocalMode::embedded_gaussian, 4);
+  o.use_scale = f.fdp.ConsumeBool();
+  o.pool_g = f.fdp.ConsumeBool() ? f.dim(1, 3) : f.fdp.ConsumeIntegralInRange<std::int64_t>(-2, 40);
+  o.pool_phi = f.fdp.ConsumeBool() ? o.pool_g : f.fdp.ConsumeIntegralInRange<std::int64_t>(-2, 40);
+  if (f.coin(16)) o.pool_g = std::numeric_limits<std::int64_t>::max();
+  o.norm = !f.coin(4);
+  o.training = !f.coin(4);
+  o.bn_eps = f.scalar(1e-5);
+  o.param_grads.beta = f.scalar(0.0);
+}
+
 /// L_NLD's blocks and adaptation conv on a level (m inter channels; weights present, biases optional).
 template <class T>
 void fbkd_non_local(Fuzz& f, const Sizes& s, std::int64_t m, kdloss::fbkd::Level<T>& l) {
-  const Dims mc{m, s.C}, cm{s.C, m}, c{s.C}, mm{m}, cc{s.C, s.C};
-  for (auto* b : {&l.student_non_local, &l.teacher_non_local}) {
-    b->g_weight = f.in<T>(mc);
-    b->g_bias = f.opt_in<T>(mm);
-    b->theta_weight = f.in<T>(mc);
-    b->theta_bias = f.opt_in<T>(mm);
-    b->phi_weight = f.in<T>(mc);
-    b->phi_bias = f.opt_in<T>(mm);
-    b->conv_out_weight = f.in<T>(cm);
-    b->conv_out_bias = f.opt_in<T>(c);
-    b->bn_weight = f.opt_in<T>(c);
-    b->bn_bias = f.opt_in<T>(c);
-    b->bn_batch_mean = f.out<T>(c);
-    b->grad_g_weight = f.out<T>(mc);
-    b->grad_theta_weight = f.out<T>(mc);
-    b->grad_conv_out_weight = f.out<T>(cm);
-    b->grad_bn_weight = f.out<T>(c);
-  }
+  const Dims c{s.C}, cc{s.C, s.C};
+  for (auto* b : {&l.student_non_local, &l.teacher_non_local}) non_local_params<T>(f, s.C, m, *b, false);
   l.non_local_adapt_weight = f.in<T>(cc);
   l.non_local_adapt_bias = f.opt_in<T>(c);
   l.grad_non_local_adapt_weight = f.out<T>(cc);
   l.grad_non_local_adapt_bias = f.out<T>(c);
+}
+
+/// One GloRe unit over C channels (num_mid 1 to 3): its ten parameters, their gradients and the BN
+/// statistics outputs.
+template <class T>
+void glore_unit(Fuzz& f, std::int64_t C, kdloss::drkd::GloreUnitParams<T>& p, kdloss::drkd::GloreUnitGrads<T>& g,
+                kdloss::drkd::GloreUnitStats<T>& st) {
+  const std::int64_t mid = f.dim(1, 3), sm = 2 * mid;
+  const Dims sc{sm, C}, sv{sm}, mc{mid, C}, mv{mid}, mm{mid, mid}, ss{sm, sm}, cs{C, sm}, c{C};
+  p = {f.in<T>(sc), f.in<T>(sv), f.in<T>(mc), f.in<T>(mv), f.in<T>(mm), f.in<T>(mv), f.in<T>(ss), f.in<T>(cs),
+       f.in<T>(c), f.in<T>(c)};
+  g = {f.out<T>(sc), f.out<T>(sv), f.out<T>(mc), f.out<T>(mv), f.out<T>(mm), f.out<T>(mv), f.out<T>(ss),
+       f.out<T>(cs), f.out<T>(c), f.out<T>(c)};
+  st = {f.out<T>(c), f.out<T>(c)};
+}
+
+/// Host offsets [B + 1] of a ragged batch over `rows` (a view's described extent, possibly huge):
+/// usually monotone from 0 to rows, sometimes decreasing, not starting at 0 or not ending at rows.
+std::int64_t* offsets_for(Fuzz& f, std::int64_t B, std::int64_t rows) {
+  auto* off = reinterpret_cast<std::int64_t*>(f.buffer(static_cast<std::size_t>(B + 1) * sizeof(std::int64_t)));
+  off[0] = 0;
+  for (std::int64_t b = 1; b <= B; ++b) off[b] = b == B ? rows : rows / B * b;
+  if (f.coin(8)) off[f.fdp.ConsumeIntegralInRange<std::int64_t>(0, B)] = f.dim(-1, 6);
+  return off;
 }
 
 template <class T>
@@ -1090,11 +1146,178 @@ void entry(Fuzz& f, int which) {
       KDF_DRIVE(detr::query_prior_loss);
       break;
     }
+    case 44: {  // ops::softmax_relation (with its reserve: the log-sum-exp of every query row)
+      const std::int64_t n = s.H, k = s.W, dk = s.C, dv = f.dim(1, 6);
+      const Dims th{s.B, n, dk}, ph{s.B, k, dk}, g{s.B, k, dv}, y{s.B, n, dv};
+      ops::SoftmaxRelationArgs<T> a;
+      a.theta = f.in<T>(th);
+      a.phi = f.in<T>(ph);
+      a.g = f.in<T>(g);
+      a.y = f.out<T>(y);  // optional in backward (absent: recomputed)
+      a.grad_y = f.opt_in<T>(y);
+      a.grad_theta = f.out<T>(th);
+      a.grad_phi = f.out<T>(ph);
+      a.grad_g = f.out<T>(g);
+      if (f.coin(4)) a.grad_theta = {};
+      a.options.scale = f.scalar(0.5);
+      drive(f, a, m, KDF_CHECK(ops::softmax_relation), KDF_CALL(ops::softmax_relation),
+            KDF_WS(ops::softmax_relation), &a.reserve, [](const auto& x) { return ops::softmax_relation_reserve_bytes(x); });
+      break;
+    }
+    case 45: {  // ops::non_local (with its reserve)
+      ops::NonLocalArgs<T> a;
+      non_local_options(f, a.options);
+      const std::int64_t mid = f.dim(1, 3);
+      a.x = f.in<T>(s.feat());
+      non_local_params<T>(f, s.C, mid, a, true);
+      a.z = f.out<T>(s.feat());
+      a.grad_z = f.opt_in<T>(s.feat());
+      a.grad_x = f.out<T>(s.feat());
+      drive(f, a, m, KDF_CHECK(ops::non_local), KDF_CALL(ops::non_local), KDF_WS(ops::non_local), &a.reserve,
+            [](const auto& x) { return ops::non_local_reserve_bytes(x); });
+      break;
+    }
+    case 46: {  // ops::glore (with its reserve)
+      drkd::GloreUnitParams<T> p;
+      drkd::GloreUnitGrads<T> g;
+      drkd::GloreUnitStats<T> st;
+      const View<const T> x = f.in<T>(s.feat());
+      glore_unit<T>(f, s.C, p, g, st);
+      ops::GloreArgs<T> a = drkd::detail::unit_args(x, p, g, {});
+      const Dims c{s.C};
+      a.options.bn_eps = f.scalar(1e-4);
+      a.options.training = !f.coin(4);
+      a.options.param_grads.beta = f.scalar(0.0);
+      a.bn_running_mean = f.opt_in<T>(c);
+      a.bn_running_var = f.opt_in<T>(c);
+      a.out = f.out<T>(s.feat());
+      a.bn_batch_mean = st.bn_batch_mean;
+      a.bn_batch_var = st.bn_batch_var;
+      a.grad_out = f.opt_in<T>(s.feat());
+      a.grad_x = f.out<T>(s.feat());
+      drive(f, a, m, KDF_CHECK(ops::glore), KDF_CALL(ops::glore), KDF_WS(ops::glore), &a.reserve,
+            [](const auto& x) { return ops::glore_reserve_bytes(x); });
+      break;
+    }
+    case 47: {  // ops::cosine_relation (host offsets; sometimes ending at x's described rows, huge or not)
+      ops::CosineRelationArgs<T> a;
+      a.x = f.in<T>({s.H, s.C * s.W});
+      std::int64_t* off = offsets_for(f, s.B, a.x.rank() > 0 ? a.x.shape[0] : s.H);
+      a.segments.offsets = kdloss::host_view<const std::int64_t>(off, {s.B + 1});
+      std::int64_t pairs = 0;
+      for (std::int64_t b = 0; b < s.B; ++b) {  // sum n_b^2 of the sizes clamped to [0, 64] (a wild x is huge)
+        const std::int64_t nb = std::min<std::int64_t>(std::max<std::int64_t>(off[b + 1] - off[b], 0), 64);
+        pairs += nb * nb;
+      }
+      a.out = f.out<T>({pairs});
+      a.grad_out = f.opt_in<T>({pairs});
+      a.grad_x = f.out<T>({s.H, s.C * s.W});
+      a.options.eps = f.scalar(1e-12);
+      KDF_DRIVE(ops::cosine_relation);
+      break;
+    }
+    case 48: {  // fbkd::non_local_loss (one level's L_NLD)
+      fbkd::NonLocalLossArgs<T> a;
+      non_local_options(f, a.options.block);
+      a.options.weight = f.scalar(7e-5);
+      a.options.param_grads.beta = f.scalar(0.0);
+      const std::int64_t mid = f.dim(1, 3);
+      a.student = f.in<T>(s.feat());
+      a.teacher = f.in<T>(s.feat());
+      non_local_params<T>(f, s.C, mid, a.student_block, f.fdp.ConsumeBool());
+      non_local_params<T>(f, s.C, mid, a.teacher_block, f.fdp.ConsumeBool());
+      if (f.coin(16)) a.student_block.x = a.student;  // must be left absent
+      a.adapt_weight = f.in<T>({s.C, s.C});
+      a.adapt_bias = f.opt_in<T>({s.C});
+      a.out = f.out<T>({});
+      a.grad_out = f.opt_in<T>({});
+      a.grad_student = f.out<T>(s.feat());
+      a.grad_adapt_weight = f.out<T>({s.C, s.C});
+      a.grad_adapt_bias = f.out<T>({s.C});
+      KDF_DRIVE(fbkd::non_local_loss);
+      break;
+    }
+    case 49: {  // drkd::glore_relation_loss (two GloRe units and the adapter)
+      drkd::GloreRelationLossArgs<T> a;
+      const std::int64_t ct = f.dim(1, 4);
+      const Dims tfeat{s.B, ct, s.H, s.W};
+      a.student = f.in<T>(s.feat());
+      a.teacher = f.in<T>(tfeat);
+      glore_unit<T>(f, s.C, a.student_glore, a.grad_student_glore, a.student_bn_stats);
+      glore_unit<T>(f, ct, a.teacher_glore, a.grad_teacher_glore, a.teacher_bn_stats);
+      a.adapt_weight = f.in<T>({ct, s.C});
+      a.adapt_bias = f.opt_in<T>({ct});
+      a.out = f.out<T>({});
+      a.grad_out = f.opt_in<T>({});
+      a.grad_student = f.out<T>(s.feat());
+      a.grad_adapt_weight = f.out<T>({ct, s.C});
+      a.grad_adapt_bias = f.out<T>({ct});
+      a.options.weight = f.scalar(1e-3);
+      a.options.bn_eps = f.scalar(1e-4);
+      a.options.param_grads.beta = f.scalar(0.0);
+      KDF_DRIVE(drkd::glore_relation_loss);
+      break;
+    }
+    case 50: {  // drkd::pixel_relation_loss
+      drkd::PixelRelationLossArgs<T> a;
+      a.student = f.in<T>(s.feat());
+      a.teacher = f.in<T>(s.feat());
+      a.out = f.out<T>({});
+      a.grad_out = f.opt_in<T>({});
+      a.grad_student = f.out<T>(s.feat());
+      a.options.reduction = f.enumeration(Reduction::mean, 4);
+      a.options.scale = f.scalar(0.0);
+      KDF_DRIVE(drkd::pixel_relation_loss);
+      break;
+    }
+    case 51: {  // drkd::instance_relation_loss (the code form: relation modules, filters, adapters)
+      drkd::InstanceRelationLossArgs<T> a;
+      const std::int64_t n = f.dim(0, 5), P = f.dim(1, 3), ct = f.dim(1, 4);
+      const Dims sfeat{n, s.C, P, P}, tfeat{n, ct, P, P};
+      a.student = f.in<T>(sfeat);
+      a.teacher = f.in<T>(tfeat);
+      std::int64_t* off = offsets_for(f, s.B, a.student.rank() > 0 ? a.student.shape[0] : n);
+      a.boxes.offsets = kdloss::host_view<const std::int64_t>(off, {s.B + 1});
+      const auto relation = [&](std::int64_t D, drkd::ObjectRelationParams<T>& p, drkd::ObjectRelationGrads<T>& g) {
+        const std::int64_t I = f.dim(1, 4);
+        const Dims id{I, D}, iv{I}, di{D, I}, dv{D};
+        p = {f.in<T>(id), f.opt_in<T>(iv), f.in<T>(id), f.opt_in<T>(iv), f.in<T>(id), f.opt_in<T>(iv), f.in<T>(di),
+             f.opt_in<T>(dv)};
+        g = {f.out<T>(id), f.out<T>(iv), f.out<T>(id), f.out<T>(iv), f.out<T>(id), f.out<T>(iv), f.out<T>(di),
+             f.out<T>(dv)};
+      };
+      relation(s.C * P * P, a.student_relation, a.grad_student_relation);
+      relation(ct * P * P, a.teacher_relation, a.grad_teacher_relation);
+      if (f.fdp.ConsumeBool()) {
+        a.student_filter = {f.opt_in<T>({n, s.C * P * P}), f.opt_in<T>({n})};
+        a.grad_student_filter = {f.out<T>({n, s.C * P * P}), f.out<T>({n})};
+      }
+      if (f.fdp.ConsumeBool()) {
+        a.teacher_filter = {f.opt_in<T>({n, ct * P * P}), f.opt_in<T>({n})};
+        a.grad_teacher_filter = {f.out<T>({n, ct * P * P}), f.out<T>({n})};
+      }
+      a.relation_adapt_weight = f.in<T>({ct, s.C});
+      a.relation_adapt_bias = f.opt_in<T>({ct});
+      a.feature_adapt_weight = f.opt_in<T>({ct, s.C});
+      a.feature_adapt_bias = f.opt_in<T>({ct});
+      a.out = f.out<T>({});
+      a.grad_out = f.opt_in<T>({});
+      a.grad_student = f.out<T>(sfeat);
+      a.grad_relation_adapt_weight = f.out<T>({ct, s.C});
+      a.grad_relation_adapt_bias = f.out<T>({ct});
+      a.grad_feature_adapt_weight = f.out<T>({ct, s.C});
+      a.grad_feature_adapt_bias = f.out<T>({ct});
+      a.options.relation_weight = f.scalar(4e-3);
+      a.options.feature_weight = f.scalar(2.4e-3);
+      a.options.param_grads.beta = f.scalar(0.0);
+      KDF_DRIVE(drkd::instance_relation_loss);
+      break;
+    }
     default:
       break;
   }
 }
-constexpr int kEntries = 44;
+constexpr int kEntries = 52;
 
 /// The DLPack adapter: random DLTensor fields. Accepted: the view must describe exactly the
 /// tensor's memory (data + byte_offset, shape, strides or compact strides, device).

@@ -279,3 +279,117 @@ TEST_CASE("fuzz regression: roi_align column bins wholly outside the map pool to
     }
   for (float g : gx) CHECK(std::isfinite(g));
 }
+
+// fuzz/corpus/regress-softmax-relation-mode-out-of-range: ops::softmax_relation indexed its three-entry name
+// table with static_cast<int>(mode) (UBSan: index 5 out of bounds), in the check and in the call.
+TEST_CASE("fuzz regression: ops::softmax_relation rejects an out-of-range Mode") {
+  using namespace kdloss;
+  const Dims q{2, 6, 4}, v{2, 6, 3};
+  Bufs b;
+  ops::SoftmaxRelationArgs<float> a;
+  a.theta = b.in(q);
+  a.phi = b.in(q);
+  a.g = b.in(v);
+  a.y = b.out(v);
+  a.grad_y = b.in(v);
+  a.grad_g = b.out(v);
+  rejects_bad_mode(b, [&](Mode m) { ops::softmax_relation_check(a, m); });
+  rejects_bad_mode(b, [&](Mode m) { ops::softmax_relation(a, m); });
+}
+
+// fuzz/corpus/regress-cosine-relation-pairs-overflow: a check-only ops::cosine_relation call describing
+// 2^35 rows in one image: the packed relation's length sum n_b^2 overflowed int64 (UBSan "signed integer
+// overflow: 34359738368 * 34359738368"). It is an error naming 'segments' now.
+TEST_CASE("fuzz regression: cosine_relation's packed length sum n_b^2 that int64 cannot count is an error") {
+  using namespace kdloss;
+  const std::int64_t rows = std::int64_t(1) << 35;
+  const std::int64_t offsets[] = {0, rows};
+  float dummy = 0;
+  ops::CosineRelationArgs<float> a;
+  a.x = View<const float>(&dummy, Dims{rows, 4}, Dims{0, 0}, Device::host());  // described, not backed
+  a.segments.offsets = host_view<const std::int64_t>(offsets, {2});
+  a.out = host_view<float>(&dummy, Dims{1});
+  CHECK_THROWS_WITH_AS(ops::cosine_relation_check(a, Mode::forward),
+                       doctest::Contains("argument 'segments' puts 34359738368 rows in image 0"), kdloss::Error);
+  CHECK_THROWS_WITH_AS(ops::cosine_relation_workspace_bytes(a), doctest::Contains("argument 'segments'"),
+                       kdloss::Error);
+  // the largest image whose n^2 stays below INT64_MAX / 16 still counts (then the shape test of 'out'
+  // rejects the call); one row more does not
+  const std::int64_t fits[] = {0, 759250124}, over[] = {0, 759250125};
+  a.x = View<const float>(&dummy, Dims{759250124, 4}, Dims{0, 0}, Device::host());
+  a.segments.offsets = host_view<const std::int64_t>(fits, {2});
+  CHECK_THROWS_WITH_AS(ops::cosine_relation_check(a, Mode::forward),
+                       doctest::Contains("argument 'out' has shape [1] but expected [576460750794015376]"),
+                       kdloss::Error);
+  a.x = View<const float>(&dummy, Dims{759250125, 4}, Dims{0, 0}, Device::host());
+  a.segments.offsets = host_view<const std::int64_t>(over, {2});
+  CHECK_THROWS_WITH_AS(ops::cosine_relation_check(a, Mode::forward), doctest::Contains("argument 'segments'"),
+                       kdloss::Error);
+}
+
+// fuzz/corpus/regress-cosine-relation-strided-huge-image: with the scratch sized for a strided 'out', a
+// check-only workspace query over one image of 2^33 described rows multiplied m * m in the product's size
+// (UBSan "signed integer overflow: 8589934592 * 8589934592" in backend/cpu/gemm.hpp). The query checks the
+// segments' count first.
+TEST_CASE("fuzz regression: cosine_relation_workspace_bytes over a 2^33-row image with a strided out is an error") {
+  using namespace kdloss;
+  const std::int64_t rows = std::int64_t(1) << 33;
+  const std::int64_t offsets[] = {0, rows};
+  float dummy = 0;
+  ops::CosineRelationArgs<float> a;
+  a.x = View<const float>(&dummy, Dims{rows, 4}, Dims{0, 0}, Device::host());
+  a.segments.offsets = host_view<const std::int64_t>(offsets, {2});
+  a.out = View<float>(&dummy, Dims{1}, Dims{2}, Device::host());
+  a.grad_out = View<const float>(&dummy, Dims{1}, Dims{-3}, Device::host());
+  CHECK_THROWS_WITH_AS(ops::cosine_relation_workspace_bytes(a),
+                       doctest::Contains("argument 'segments' puts 8589934592 rows in image 0"), kdloss::Error);
+}
+
+// fuzz/corpus/regress-cosine-relation-strided-out-workspace: cosine_relation_workspace_bytes sized the
+// products' scratch for a contiguous 'out', but the call views each image's [m, m] block with out's own
+// stride; with a strided 'out' and a workspace of exactly the queried size, ops::matmul threw "argument
+// 'workspace' has 64 bytes but this call needs 100 bytes" after the norms had been written (a rejected call
+// wrote to its workspace). The query sizes the products with the strides of 'out' and 'grad_out'.
+TEST_CASE("fuzz regression: cosine_relation runs in its queried workspace with strided out and grad_out") {
+  using namespace kdloss;
+  const std::int64_t n = 5, D = 3, P = n * n;
+  std::vector<float> x(n * D), rel(2 * P, -7.f), grad(2 * P, 0.5f), gx(n * D);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * static_cast<float>(i % 7) - 0.2f;
+  const std::int64_t offsets[] = {0, n};
+  ops::CosineRelationArgs<float> a;
+  a.x = host_view<const float>(x.data(), {n, D});
+  a.segments.offsets = host_view<const std::int64_t>(offsets, {2});
+  a.out = host_view<float>(rel.data(), Dims{P}, Dims{2});
+  a.grad_out = host_view<const float>(grad.data(), Dims{P}, Dims{2});
+  a.grad_x = host_view<float>(gx.data(), {n, D});
+  const std::size_t bytes = ops::cosine_relation_workspace_bytes(a);
+  std::vector<unsigned char> ws(bytes + 256);
+  void* aligned = ws.data() + (256 - reinterpret_cast<std::uintptr_t>(ws.data()) % 256) % 256;
+  Exec exec;
+  exec.workspace = {aligned, bytes};
+  CHECK_NOTHROW(ops::cosine_relation(a, Mode::forward_backward, exec));
+  // the relation of each row with itself is 1, on the strided diagonal; the gaps are untouched
+  for (std::int64_t i = 0; i < n; ++i) CHECK(rel[static_cast<std::size_t>(2 * (i * n + i))] == doctest::Approx(1.0));
+  for (std::int64_t k = 0; k < P; ++k) CHECK(rel[static_cast<std::size_t>(2 * k + 1)] == -7.f);
+}
+
+// fuzz/corpus/regress-matching-cost-null-out-no-columns: images without targets and out [B, Q, 0] with a null
+// data pointer (legal: no element); the host pass offset that null pointer per prediction row (UBSan "applying
+// non-zero offset 8 to null pointer"). A call with no column writes nothing and offsets nothing.
+TEST_CASE("fuzz regression: matching_cost with out [B, Q, 0] and a null out pointer offsets nothing") {
+  using namespace kdloss;
+  const float boxes[2 * 3 * 4] = {0.5f, 0.5f, 0.2f, 0.2f, 0.3f, 0.3f, 0.1f, 0.1f, 0.6f, 0.4f, 0.2f, 0.3f,
+                                  0.5f, 0.5f, 0.2f, 0.2f, 0.3f, 0.3f, 0.1f, 0.1f, 0.6f, 0.4f, 0.2f, 0.3f};
+  const float hw[4] = {200, 300, 100, 100};
+  const float no_target = 0;
+  const std::int64_t offsets[3] = {0, 0, 0};
+  detr::MatchingCostArgs<float> args;
+  args.options = detr::MatchingCostOptions{};
+  args.options.class_cost = detr::MatchingCostOptions::ClassCost::none;
+  args.pred_boxes = host_view<const float>(boxes, {2, 3, 4});
+  args.target_boxes = host_view<const float>(&no_target, {0, 4});
+  args.targets = Segments<std::int64_t>{host_view<const std::int64_t>(offsets, {3})};
+  args.sizes = host_view<const float>(hw, {2, 2});
+  args.out = View<float>(nullptr, Dims{2, 3, 0}, Dims{0, 0, 1}, Device::host());
+  CHECK_NOTHROW(detr::matching_cost(args));
+}

@@ -17,6 +17,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -797,6 +798,83 @@ std::vector<Entry> entries() {
                  a.grad_boxes = c.grad<T>(bx);
                  c.call([&] { detr::query_prior_loss(a, Mode::forward_backward); });
                }, {"grad_logits", "logits"}});
+  // ---- the relation ops and losses of issues 9 and 10 (ops::softmax_relation, ops::non_local, ops::glore,
+  // drkd::glore_relation_loss, drkd::pixel_relation_loss)
+  e.push_back({"ops::softmax_relation", [](Ctx& c) {
+                 ops::SoftmaxRelationArgs<T> a;
+                 a.theta = c.in<T>(kdloss::Dims{2, 1280, 16}, 1);
+                 a.phi = c.in<T>(kdloss::Dims{2, 320, 16}, 2);
+                 a.g = c.in<T>(kdloss::Dims{2, 320, 24}, 3);
+                 a.y = c.out<T>(kdloss::Dims{2, 1280, 24});
+                 a.grad_y = c.in<T>(kdloss::Dims{2, 1280, 24}, 4);
+                 a.grad_theta = c.grad<T>(kdloss::Dims{2, 1280, 16});
+                 a.grad_phi = c.grad<T>(kdloss::Dims{2, 320, 16});
+                 a.grad_g = c.grad<T>(kdloss::Dims{2, 320, 24});
+                 a.options.scale = 0.25;
+                 c.call([&] { ops::softmax_relation(a, Mode::forward_backward); });
+               }, {"grad_theta", "theta"}});
+  e.push_back({"ops::non_local embedded_gaussian, pooled, BN", [](Ctx& c) {
+                 ops::NonLocalArgs<T> a;
+                 a.x = c.in<T>(kFeat, 1);
+                 a.grad_x = c.grad<T>(kFeat);
+                 std::uint32_t seed = 10;
+                 non_local_params<T>(c, a, 16, 4, seed);
+                 a.z = c.out<T>(kFeat);
+                 a.bn_batch_mean = c.out<T>({16});
+                 a.bn_batch_var = c.out<T>({16});
+                 a.grad_z = c.in<T>(kFeat, seed++);
+                 a.options = ops::non_local_mmcv_options(ops::NonLocalMode::embedded_gaussian);
+                 a.options.norm = true;
+                 c.call([&] { ops::non_local(a, Mode::forward_backward); });
+               }, {"grad_x", "x"}});
+  // one GloRe unit over C channels with m = 4 (state 8): parameters from `seed`, every gradient
+  const auto glore_unit = [](Ctx& c, std::int64_t C, std::uint32_t seed) {
+    const std::int64_t m = 4, s2 = 2 * m;
+    drkd::GloreUnitParams<T> p{c.in<T>({s2, C}, seed, -0.3, 0.3),     c.in<T>({s2}, seed + 1),
+                               c.in<T>({m, C}, seed + 2, -0.3, 0.3),  c.in<T>({m}, seed + 3),
+                               c.in<T>({m, m}, seed + 4, -0.3, 0.3),  c.in<T>({m}, seed + 5),
+                               c.in<T>({s2, s2}, seed + 6, -0.3, 0.3), c.in<T>({C, s2}, seed + 7, -0.3, 0.3),
+                               c.in<T>({C}, seed + 8, 0.5, 1.5),      c.in<T>({C}, seed + 9)};
+    drkd::GloreUnitGrads<T> g{c.grad<T>({s2, C}), c.grad<T>({s2}),     c.grad<T>({m, C}),  c.grad<T>({m}),
+                              c.grad<T>({m, m}),  c.grad<T>({m}),      c.grad<T>({s2, s2}), c.grad<T>({C, s2}),
+                              c.grad<T>({C}),     c.grad<T>({C})};
+    return std::make_pair(p, g);
+  };
+  e.push_back({"ops::glore", [glore_unit](Ctx& c) {
+                 const View<const T> x = c.in<T>(kFeat, 1);
+                 const View<T> grad_x = c.grad<T>(kFeat);
+                 const auto [p, g] = glore_unit(c, 16, 10);
+                 ops::GloreArgs<T> a = drkd::detail::unit_args(x, p, g, {});  // the loss's own GloreArgs builder
+                 a.grad_x = grad_x;
+                 a.out = c.out<T>(kFeat);
+                 a.bn_batch_mean = c.out<T>({16});
+                 a.bn_batch_var = c.out<T>({16});
+                 a.grad_out = c.in<T>(kFeat, 30);
+                 c.call([&] { ops::glore(a, Mode::forward_backward); });
+               }, {"grad_x", "x"}});
+  e.push_back({"drkd::glore_relation_loss", [glore_unit](Ctx& c) {
+                 drkd::GloreRelationLossArgs<T> a;
+                 a.student = c.in<T>(kFeat, 1);
+                 a.grad_student = c.grad<T>(kFeat);
+                 a.teacher = c.in<T>(kdloss::Dims{2, 8, 40, 32}, 2);
+                 std::tie(a.student_glore, a.grad_student_glore) = glore_unit(c, 16, 10);
+                 std::tie(a.teacher_glore, a.grad_teacher_glore) = glore_unit(c, 8, 20);
+                 a.adapt_weight = c.in<T>({8, 16}, 30, -0.3, 0.3);
+                 a.adapt_bias = c.in<T>({8}, 31);
+                 a.grad_adapt_weight = c.grad<T>({8, 16});
+                 a.grad_adapt_bias = c.grad<T>({8});
+                 a.student_bn_stats = {c.out<T>({16}), c.out<T>({16})};
+                 a.out = c.out<T>({});
+                 c.call([&] { drkd::glore_relation_loss(a, Mode::forward_backward); });
+               }, {"grad_student", "student"}});
+  e.push_back({"drkd::pixel_relation_loss", [](Ctx& c) {
+                 drkd::PixelRelationLossArgs<T> a;
+                 a.student = c.in<T>(kFeat, 1);
+                 a.teacher = c.in<T>(kFeat, 2);
+                 a.out = c.out<T>({});
+                 a.grad_student = c.grad<T>(kFeat);
+                 c.call([&] { drkd::pixel_relation_loss(a, Mode::forward_backward); });
+               }, {"grad_student", "student"}});
   return e;
 }
 

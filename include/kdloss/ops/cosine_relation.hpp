@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
@@ -65,10 +66,21 @@ using ::kdloss::detail::require;
 inline constexpr EntryNames kNames{"kdloss::ops::cosine_relation", "kdloss::ops::cosine_relation_backward",
                                    "kdloss::ops::cosine_relation_forward_backward"};
 
+/// sum n_b^2, the packed relation's length; an error (not an int64 overflow) when it is too large to size
+/// (a check-only call may describe 2^35 rows in one image): the byte counts of the packed relation and of
+/// the per-image products (m^2 + m D elements of scratch) must stay countable, so the sum is bounded by
+/// INT64_MAX / 16 (at most 759250124 rows in one image).
 template <class T>
-std::int64_t pairs(const Segments<std::int64_t>& s) {
+std::int64_t pairs(const Segments<std::int64_t>& s, const char* fn = kNames.forward) {
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max() / 16;
   std::int64_t p = 0;
-  for (std::int64_t b = 0; b < s.count(); ++b) p += s.size(b) * s.size(b);
+  for (std::int64_t b = 0; b < s.count(); ++b) {
+    const std::int64_t m = s.size(b);
+    require(m <= 3037000499 && m * m <= kMax - p, fn, ": argument 'segments' puts ", m, " rows in image ", b,
+            ": the packed relation (sum n_b^2 = ", p, " + ", m, "^2 elements) would exceed ", kMax,
+            " elements, more than a 64-bit byte count can size");
+    p += m * m;
+  }
   return p;
 }
 
@@ -133,13 +145,17 @@ Plan<T> plan(const CosineRelationArgs<T>& a, void* base) {
   p.dist_bytes = ops::distance_workspace_bytes(q);
   p.dist = c.take<unsigned char>(p.dist_bytes);
   const std::int64_t D = a.x.shape[1];
+  // the products' scratch depends on the strides of the packed relations (out, grad_out): the calls below
+  // view image b's [m, m] block with the caller's element stride
+  const std::int64_t os = present(a.out) ? a.out.strides[0] : 1, gs = present(a.grad_out) ? a.grad_out.strides[0] : 1;
   for (std::int64_t b = 0; b < a.segments.count(); ++b) {  // the largest product's scratch
     const std::int64_t m = a.segments.size(b);
-    const View<const T> rows(nullptr, Dims{m, D}, Dims{D, 1}, a.x.device), sq(nullptr, Dims{m, m}, Dims{m, 1}, a.x.device);
-    const View<T> rel(nullptr, Dims{m, m}, Dims{m, 1}, a.x.device), out(nullptr, Dims{m, D}, Dims{D, 1}, a.x.device);
-    for (const auto& g : {ops::detail::make_gemm(MatmulArgs<T>{rows, rows, rel, {false, true}}),
-                          ops::detail::make_gemm(MatmulArgs<T>{sq, rows, out, {true, false, 1.0, 1.0}})})
-      p.gemm_bytes = std::max(p.gemm_bytes, ::kdloss::detail::gemm_bytes(a.x.device, g));
+    const View<const T> rows(nullptr, Dims{m, D}, Dims{D, 1}, a.x.device);
+    const View<const T> sq(nullptr, Dims{m, m}, Dims{m * gs, gs}, a.x.device);
+    const View<T> rel(nullptr, Dims{m, m}, Dims{m * os, os}, a.x.device), out(nullptr, Dims{m, D}, Dims{D, 1}, a.x.device);
+    const MatmulArgs<T> products[] = {{rows, rows, rel, {false, true}}, {sq, rows, out}, {sq, rows, out, {true, false, 1.0, 1.0}}};
+    for (const MatmulArgs<T>& g : products)
+      p.gemm_bytes = std::max(p.gemm_bytes, ::kdloss::detail::gemm_bytes(a.x.device, ops::detail::make_gemm(g)));
   }
   p.gemm = c.take<unsigned char>(p.gemm_bytes);
   p.total = c.bytes();
@@ -153,6 +169,7 @@ void check_inputs(const CosineRelationArgs<T>& a, const char* fn) {
   ck.not_null(a.x, "x");
   require(present(a.segments.offsets), fn, ": argument 'segments' (the per-image offsets) is absent");
   ::kdloss::detail::check_segments(ck, a.segments, "segments", a.x.shape[0]);
+  (void)pairs<T>(a.segments, fn);  // countable before any size query multiplies it
   require(a.options.eps > 0 && std::isfinite(a.options.eps), fn, ": option 'eps' is ", a.options.eps,
           " but must be > 0 and finite");
   ::kdloss::detail::require_backend<T>(fn, a.x.device);
@@ -163,7 +180,7 @@ void check(const CosineRelationArgs<T>& a, Mode mode) {
   const char* fn = kNames(mode);
   const Checker ck{fn};
   check_inputs(a, fn);
-  const Dims rel{pairs<T>(a.segments)};
+  const Dims rel{pairs<T>(a.segments, fn)};
   const Device dev = a.x.device;
   if (writes_value(mode)) {
     require(present(a.out), fn, ": mode ", to_string(mode), " writes 'out' but it is absent");

@@ -177,7 +177,7 @@ std::size_t softmax_relation_reserve_bytes(const SoftmaxRelationArgs<T>& args) {
 template <class T>
 void softmax_relation_check(const SoftmaxRelationArgs<T>& args, Mode mode) {
   using kdloss::detail::require;
-  const char* fn = detail::kSoftmaxRelationNames[static_cast<int>(mode)];
+  const char* fn = detail::kSoftmaxRelationNames[mode_index(mode)];
   const kdloss::detail::Checker ck{fn};
   const detail::RelationDims d = detail::check_relation_operands(ck, args, mode, detail::kSoftmaxRelationRules);
   require(std::isfinite(args.options.scale), fn, ": argument 'options.scale' must be finite but is ",
@@ -227,7 +227,7 @@ std::size_t softmax_relation_workspace_bytes(const SoftmaxRelationArgs<T>& args)
 template <class T>
 void softmax_relation(const SoftmaxRelationArgs<T>& args, Mode mode, const Exec& exec = {}) {
   softmax_relation_check(args, mode);
-  const char* fn = detail::kSoftmaxRelationNames[static_cast<int>(mode)];
+  const char* fn = detail::kSoftmaxRelationNames[mode_index(mode)];
   const detail::RelationDims d = detail::softmax_relation_inputs(kdloss::detail::Checker{fn}, args);
   if (d.batch == 0) return;
   using Acc = acc_t<T>;

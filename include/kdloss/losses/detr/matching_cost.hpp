@@ -295,6 +295,7 @@ struct HostRowCostFn {
     PairCostFn<T> g = *f;
     g.overlap.form = Form;
     const std::int64_t b = r / g.queries, i = r % g.queries;
+    if (g.tmax == 0) return 0.0;  // no column: out may be null (no element), nothing to offset
     T* o = g.out + b * g.ob + i * g.oq;
     const std::int64_t first = g.off(b), n = g.off(b + 1) - first;
     const bool box = g.wb != 0 || g.wg != 0;

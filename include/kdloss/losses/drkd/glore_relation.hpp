@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "kdloss/backend/dispatch.hpp"
 #include "kdloss/core/entry.hpp"
@@ -371,6 +372,39 @@ void glore_relation_loss_check(const GloreRelationLossArgs<T>& a, Mode mode) {
   detail::check_inputs(a, fn);
   const Dims& ts = a.teacher.shape;
   const Device dev = a.student.device;
+  // Every parameter of both units, named as the caller passed it: a gradient output over one is named here,
+  // before the units' checks (which name their op's arguments: 'grad_x', 'state_weight').
+  struct Named {
+    View<const T> v;
+    std::string name;
+  };
+  std::vector<Named> params;
+  const auto add_unit = [&](const GloreUnitParams<T>& u, const char* unit) {
+    const View<const T>* views[10] = {&u.state_weight,      &u.state_bias,      &u.proj_weight,   &u.proj_bias,
+                                      &u.gcn_conv1_weight,  &u.gcn_conv1_bias,  &u.gcn_conv2_weight,
+                                      &u.extend_weight,     &u.bn_weight,       &u.bn_bias};
+    const char* names[10] = {"state_weight",     "state_bias",    "proj_weight", "proj_bias", "gcn_conv1_weight",
+                             "gcn_conv1_bias",   "gcn_conv2_weight", "extend_weight", "bn_weight", "bn_bias"};
+    for (int k = 0; k < 10; ++k) params.push_back({*views[k], std::string(unit) + "." + names[k]});
+  };
+  add_unit(a.student_glore, "student_glore");
+  add_unit(a.teacher_glore, "teacher_glore");
+  const auto grad = [&](const View<T>& g, const char* name, const Dims& shape) {
+    if (absent(g)) return;
+    ck.not_null(g, name);
+    ck.shape(g, name, shape);
+    ck.device(g, name, dev);
+    ck.unique(g, name);
+    ck.disjoint(g, name, a.student, "student");
+    ck.disjoint(g, name, a.teacher, "teacher");
+    ck.disjoint(g, name, a.adapt_weight, "adapt_weight");
+    if (present(a.adapt_bias)) ck.disjoint(g, name, a.adapt_bias, "adapt_bias");
+    for (const Named& p : params)
+      if (present(p.v)) ck.disjoint(g, name, p.v, p.name.c_str());
+    if (writes_value(mode)) ck.disjoint(g, name, a.out, "out");
+    if (mode == Mode::backward) ck.disjoint(g, name, a.grad_out, "grad_out");
+  };
+  if (writes_gradients(mode)) grad(a.grad_student, "grad_student", a.student.shape);
   detail::check_unit(fn, "student_glore", "student_bn_stats", a.student, a.student_glore, a.grad_student_glore,
                      a.grad_student,
                      a.student_bn_stats, mode, a.options);
@@ -390,27 +424,10 @@ void glore_relation_loss_check(const GloreRelationLossArgs<T>& a, Mode mode) {
     ck.device(a.grad_out, "grad_out", dev);
   }
   if (writes_gradients(mode)) {
-    const auto grad = [&](const View<T>& g, const char* name, const Dims& shape) {
-      if (absent(g)) return;
-      ck.not_null(g, name);
-      ck.shape(g, name, shape);
-      ck.device(g, name, dev);
-      ck.unique(g, name);
-      ck.disjoint(g, name, a.student, "student");
-      ck.disjoint(g, name, a.teacher, "teacher");
-      ck.disjoint(g, name, a.adapt_weight, "adapt_weight");
-      if (present(a.adapt_bias)) ck.disjoint(g, name, a.adapt_bias, "adapt_bias");
-      if (writes_value(mode)) ck.disjoint(g, name, a.out, "out");
-      if (mode == Mode::backward) ck.disjoint(g, name, a.grad_out, "grad_out");
-    };
     grad(a.grad_adapt_weight, "grad_adapt_weight", a.adapt_weight.shape);
     grad(a.grad_adapt_bias, "grad_adapt_bias", Dims{ts[1]});
     if (present(a.grad_adapt_weight) && present(a.grad_adapt_bias))
       ck.disjoint(a.grad_adapt_weight, "grad_adapt_weight", a.grad_adapt_bias, "grad_adapt_bias");
-    if (present(a.grad_student)) {
-      if (writes_value(mode)) ck.disjoint(a.grad_student, "grad_student", a.out, "out");
-      if (mode == Mode::backward) ck.disjoint(a.grad_student, "grad_student", a.grad_out, "grad_out");
-    }
   }
 }
 

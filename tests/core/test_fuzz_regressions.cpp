@@ -393,3 +393,39 @@ TEST_CASE("fuzz regression: matching_cost with out [B, Q, 0] and a null out poin
   args.out = View<float>(nullptr, Dims{2, 3, 0}, Dims{0, 0, 1}, Device::host());
   CHECK_NOTHROW(detr::matching_cost(args));
 }
+
+// fuzz/corpus/regress-query-prior-short-grad-layers: detr::query_prior_loss checked each decoder layer's slice of
+// grad_logits / grad_boxes but not their leading K, so a gradient view of fewer layers than the logits passed the
+// check and layer K - 1 wrote past it (ASan heap-buffer-overflow). The whole shapes are checked now.
+TEST_CASE("fuzz regression: query_prior_loss rejects gradients with fewer layers than the logits") {
+  using namespace kdloss;
+  const std::int64_t K = 2, B = 1, Q = 3, C = 4;
+  std::vector<float> logits(K * B * Q * C, 0.1f), boxes(K * B * Q * 4, 0.3f), gl(logits.size(), 7.0f),
+      gb(boxes.size(), 7.0f);
+  const std::vector<float> gt = {0.5f, 0.5f, 0.2f, 0.3f}, hw = {480, 640};
+  const std::vector<std::int64_t> labels = {2}, pred = {1, 0}, target = {0, 0}, layers = {0, 1, 2};
+  float cls = 0, l1 = 0, giou = 0;
+  detr::QueryPriorLossArgs<float> args;
+  args.logits = host_view<const float>(logits.data(), {K, B, Q, C});
+  args.boxes = host_view<const float>(boxes.data(), {K, B, Q, 4});
+  args.gt_labels = host_view<const std::int64_t>(labels.data(), {1});
+  args.gt_boxes = host_view<const float>(gt.data(), {1, 4});
+  args.sizes = host_view<const float>(hw.data(), {B, 2});
+  args.pred_rows = host_view<const std::int64_t>(pred.data(), {2});
+  args.target_rows = host_view<const std::int64_t>(target.data(), {2});
+  args.layers = Segments<std::int64_t>{host_view<const std::int64_t>(layers.data(), {3})};
+  args.out_cls = host_scalar(&cls);
+  args.out_l1 = host_scalar(&l1);
+  args.out_giou = host_scalar(&giou);
+  args.grad_logits = host_view(gl.data(), {K - 1, B, Q, C});  // one layer short
+  args.grad_boxes = host_view(gb.data(), {K, B, Q, 4});
+  const std::vector<float> before = gl;
+  CHECK_THROWS_WITH_AS(detr::query_prior_loss(args, Mode::forward_backward), doctest::Contains("'grad_logits'"),
+                       kdloss::Error);
+  CHECK(gl == before);
+  args.grad_logits = host_view(gl.data(), {K, B, Q, C});
+  args.grad_boxes = host_view(gb.data(), {K - 1, B, Q, 4});
+  CHECK_THROWS_WITH_AS(detr::query_prior_loss(args, Mode::forward_backward), doctest::Contains("'grad_boxes'"),
+                       kdloss::Error);
+  CHECK(gl == before);
+}

@@ -212,6 +212,10 @@ void query_prior_loss_check(const QueryPriorLossArgs<T>& a, Mode mode) {
       ck.scalar_output(*ups[s], up_names[s]);
     }
   }
+  if (writes_gradients(mode)) {  // the whole [K, ...] shapes: the per-layer checks below see one slice each
+    if (present(a.grad_logits)) ck.shape(a.grad_logits, "grad_logits", a.logits.shape);
+    if (present(a.grad_boxes)) ck.shape(a.grad_boxes, "grad_boxes", a.boxes.shape);
+  }
   for (std::int64_t k = 0; k < K; ++k) {
     qd::in_layer(fn, k, [&] {
       auto c = qd::class_args(a, k);

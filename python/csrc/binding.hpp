@@ -463,6 +463,10 @@ class Fields {
 };
 
 namespace detail {
+/// Specialise to std::true_type for an entry point that takes float and double only (dispatch_float_double).
+template <template <class> class Args>
+struct float_double_only : std::false_type {};
+
 template <class A, class = void>
 struct has_options : std::false_type {};
 template <class A>
@@ -505,7 +509,7 @@ void bind(py::module_& m, const char* name, const char* fn, Describe describe, R
     same_dtype(fn, *first, up);
     kdloss_torch::Call call(fn, first->device);
     py::dict result;
-    dispatch(fn, *first, [&](auto tag) {
+    const auto typed = [&](auto tag) {
       using T = typename decltype(tag)::type;
       Args<T> args{};
       if constexpr (detail::has_options<Args<T>>::value) {
@@ -532,7 +536,11 @@ void bind(py::module_& m, const char* name, const char* fn, Describe describe, R
       const kdloss::Exec ex = call.exec(workspace_bytes([&] { return workspace(args); }));
       py::gil_scoped_release nogil;
       run(args, mode, ex);
-    });
+    };
+    if constexpr (detail::float_double_only<Args>::value)
+      dispatch_float_double(fn, *first, typed);
+    else
+      dispatch(fn, *first, typed);
     return result;
   };
   m.attr(name) = py::cast(std::move(e));

@@ -154,6 +154,19 @@ decltype(auto) dispatch(const char* fn, const Arg& a, F&& f) {
                        "has no CUDA backend); use float32 or float64");
 }
 
+/// Like dispatch, for entry points that run on the host in float and double only (the DETRDistill losses):
+/// a half or bfloat16 tensor is an error naming them, and no half instantiation is compiled.
+template <class F>
+decltype(auto) dispatch_float_double(const char* fn, const Arg& a, F&& f) {
+  switch (a.dtype) {
+    case DType::float32: return f(Tag<float>{});
+    case DType::float64: return f(Tag<double>{});
+    default: break;
+  }
+  kdloss::detail::fail(fn, ": argument '", a.name, "' has dtype ", dtype_name(a.dtype),
+                       "; this loss runs in float32 or float64 only");
+}
+
 }  // namespace kdloss_torch
 
 /// Defines the registration function of a family: KDLOSS_TORCH_FAMILY(feature, m) { m.def(...); }

@@ -27,6 +27,15 @@ struct EnumNames<kdloss::detr::LogitsDistillationOptions::NegativeClass> {
       {"background", N::background}, {"teacher_soft", N::teacher_soft}, {"none", N::none}};
   static constexpr const char* expected = nullptr;
 };
+// The DETRDistill losses run on the host in float and double only: no half instantiation in a CUDA build.
+namespace detail {
+template <>
+struct float_double_only<kdloss::detr::ContrastiveQueryArgs> : std::true_type {};
+template <>
+struct float_double_only<kdloss::detr::TargetAwareFeatureArgs> : std::true_type {};
+template <>
+struct float_double_only<kdloss::detr::LogitsDistillationArgs> : std::true_type {};
+}  // namespace detail
 }  // namespace kdloss_torch
 
 namespace {
@@ -59,7 +68,7 @@ void query_prior_loss(py::handle logits, py::handle boxes, py::handle gt_labels,
                 gz = kt::tensor_arg(grad_logits, fn, "grad_logits", true),
                 gbx = kt::tensor_arg(grad_boxes, fn, "grad_boxes", true);
   for (const kt::Arg* a : {&b, &gb, &s, &oc, &ol, &og, &gz, &gbx}) kt::same_dtype(fn, z, *a);
-  kt::dispatch(fn, z, [&](auto tag) {
+  kt::dispatch_float_double(fn, z, [&](auto tag) {
     using T = typename decltype(tag)::type;
     kdloss::detr::QueryPriorLossArgs<T> a;
     a.logits = z.in<T>();

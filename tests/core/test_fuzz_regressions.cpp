@@ -429,3 +429,17 @@ TEST_CASE("fuzz regression: query_prior_loss rejects gradients with fewer layers
                        kdloss::Error);
   CHECK(gl == before);
 }
+
+// fuzz/corpus/regress-logits-distillation-mode-out-of-range: detr::logits_distillation_loss named its errors
+// through a table that maps any Mode value to a name, so Mode 5 passed its check, the matching ran, and the first
+// layer's element loss rejected the Mode after an output was written. The check rejects it first now.
+TEST_CASE("fuzz regression: logits_distillation_loss rejects an out-of-range Mode before any layer runs") {
+  using namespace kdloss;
+  detr::LogitsDistillationArgs<float> args;  // the Mode test comes before any argument is read
+  for (int bad : {-1, 3, 5}) {
+    CAPTURE(bad);
+    const std::string want = "Mode value " + std::to_string(bad);
+    CHECK_THROWS_WITH_AS(detr::logits_distillation_loss_check(args, static_cast<Mode>(bad)),
+                         doctest::Contains(want.c_str()), kdloss::Error);
+  }
+}

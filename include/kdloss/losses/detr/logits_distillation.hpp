@@ -313,6 +313,7 @@ inline View<const std::int64_t> idx(const std::vector<std::int64_t>& v) {
 template <class T>
 void logits_distillation_loss_check(const LogitsDistillationArgs<T>& a, Mode mode) {
   namespace ld = logits_distill_detail;
+  (void)mode_index(mode);  // a Mode outside the enum: an error before any layer runs (the fuzzer's finding)
   const char* fn = ld::kNames(mode);
   const ld::Checker ck{fn};
   ck.rank(a.student_logits, "student_logits", 4);

@@ -489,6 +489,73 @@ std::int64_t* offsets_for(Fuzz& f, std::int64_t B, std::int64_t rows) {
   return off;
 }
 
+/// The code form's relation modules, filters, adapters, their gradients and options over RoIs of
+/// [n, C, P, P] (student) and [n, ct, P, P] (teacher): what instance_relation_loss takes besides the
+/// features, the boxes and the values.
+template <class T>
+void object_relation_args(Fuzz& f, kdloss::drkd::InstanceRelationLossArgs<T>& a, std::int64_t n, std::int64_t C,
+                          std::int64_t ct, std::int64_t P) {
+  const auto relation = [&](std::int64_t D, kdloss::drkd::ObjectRelationParams<T>& p,
+                            kdloss::drkd::ObjectRelationGrads<T>& g) {
+    const std::int64_t I = f.dim(1, 4);
+    const Dims id{I, D}, iv{I}, di{D, I}, dv{D};
+    p = {f.in<T>(id), f.opt_in<T>(iv), f.in<T>(id), f.opt_in<T>(iv), f.in<T>(id), f.opt_in<T>(iv), f.in<T>(di),
+         f.opt_in<T>(dv)};
+    g = {f.out<T>(id), f.out<T>(iv), f.out<T>(id), f.out<T>(iv), f.out<T>(id), f.out<T>(iv), f.out<T>(di),
+         f.out<T>(dv)};
+  };
+  relation(C * P * P, a.student_relation, a.grad_student_relation);
+  relation(ct * P * P, a.teacher_relation, a.grad_teacher_relation);
+  if (f.fdp.ConsumeBool()) {
+    a.student_filter = {f.opt_in<T>({n, C * P * P}), f.opt_in<T>({n})};
+    a.grad_student_filter = {f.out<T>({n, C * P * P}), f.out<T>({n})};
+  }
+  if (f.fdp.ConsumeBool()) {
+    a.teacher_filter = {f.opt_in<T>({n, ct * P * P}), f.opt_in<T>({n})};
+    a.grad_teacher_filter = {f.out<T>({n, ct * P * P}), f.out<T>({n})};
+  }
+  a.relation_adapt_weight = f.in<T>({ct, C});
+  a.relation_adapt_bias = f.opt_in<T>({ct});
+  a.feature_adapt_weight = f.opt_in<T>({ct, C});
+  a.feature_adapt_bias = f.opt_in<T>({ct});
+  a.grad_relation_adapt_weight = f.out<T>({ct, C});
+  a.grad_relation_adapt_bias = f.out<T>({ct});
+  a.grad_feature_adapt_weight = f.out<T>({ct, C});
+  a.grad_feature_adapt_bias = f.out<T>({ct});
+  a.options.relation_weight = f.scalar(4e-3);
+  a.options.feature_weight = f.scalar(2.4e-3);
+  a.options.param_grads.beta = f.scalar(0.0);
+}
+
+/// instance_relation_maps_loss's form, pooling options and the chosen form's own arguments (maps, boxes and
+/// values left to the caller); returns the RoI size it sized the relation for.
+template <class T>
+std::int64_t instance_maps_options(Fuzz& f, kdloss::drkd::InstanceRelationMapsArgs<T>& a, std::int64_t n,
+                                   std::int64_t C, std::int64_t ct) {
+  auto& o = a.options;
+  o.form = f.enumeration(kdloss::drkd::InstanceForm::code, 3);
+  o.output_size = f.fdp.ConsumeBool() ? 2 : f.integer(1);
+  o.spatial_scale = f.scalar(0.25);
+  o.sampling_ratio = f.fdp.ConsumeBool() ? -1 : f.integer(2);
+  o.aligned = f.fdp.ConsumeBool();
+  o.image0_pooling = f.fdp.ConsumeBool();
+  o.map_grad.beta = f.scalar(0.0);
+  const std::int64_t P = std::max<std::int64_t>(std::min<std::int64_t>(o.output_size, 4), 1);
+  if (o.form == kdloss::drkd::InstanceForm::code) {
+    object_relation_args<T>(f, a.code, n, C, ct, P);
+  } else {
+    a.paper.teacher_scores = f.opt_in<T>({n});
+    a.paper.student_scores = f.opt_in<T>({n});
+    a.paper.options.threshold_from = f.enumeration(kdloss::drkd::ConfidenceThreshold::teacher_mean, 3);
+    a.paper.options.threshold = f.scalar(0.5);
+    a.paper.options.mask_columns = f.fdp.ConsumeBool();
+    a.paper.options.alpha = f.scalar(std::numeric_limits<double>::infinity());
+    a.paper.options.reduction = f.enumeration(kdloss::Reduction::mean, 4);
+  }
+  if (f.fdp.ConsumeIntegralInRange<int>(0, 15) == 0) a.code.student = f.in<T>({n, C, P, P});  // bound by the entry
+  return P;
+}
+
 template <class T>
 void entry(Fuzz& f, int which) {
   using namespace kdloss;
@@ -1278,46 +1345,74 @@ void entry(Fuzz& f, int which) {
       a.teacher = f.in<T>(tfeat);
       std::int64_t* off = offsets_for(f, s.B, a.student.rank() > 0 ? a.student.shape[0] : n);
       a.boxes.offsets = kdloss::host_view<const std::int64_t>(off, {s.B + 1});
-      const auto relation = [&](std::int64_t D, drkd::ObjectRelationParams<T>& p, drkd::ObjectRelationGrads<T>& g) {
-        const std::int64_t I = f.dim(1, 4);
-        const Dims id{I, D}, iv{I}, di{D, I}, dv{D};
-        p = {f.in<T>(id), f.opt_in<T>(iv), f.in<T>(id), f.opt_in<T>(iv), f.in<T>(id), f.opt_in<T>(iv), f.in<T>(di),
-             f.opt_in<T>(dv)};
-        g = {f.out<T>(id), f.out<T>(iv), f.out<T>(id), f.out<T>(iv), f.out<T>(id), f.out<T>(iv), f.out<T>(di),
-             f.out<T>(dv)};
-      };
-      relation(s.C * P * P, a.student_relation, a.grad_student_relation);
-      relation(ct * P * P, a.teacher_relation, a.grad_teacher_relation);
-      if (f.fdp.ConsumeBool()) {
-        a.student_filter = {f.opt_in<T>({n, s.C * P * P}), f.opt_in<T>({n})};
-        a.grad_student_filter = {f.out<T>({n, s.C * P * P}), f.out<T>({n})};
-      }
-      if (f.fdp.ConsumeBool()) {
-        a.teacher_filter = {f.opt_in<T>({n, ct * P * P}), f.opt_in<T>({n})};
-        a.grad_teacher_filter = {f.out<T>({n, ct * P * P}), f.out<T>({n})};
-      }
-      a.relation_adapt_weight = f.in<T>({ct, s.C});
-      a.relation_adapt_bias = f.opt_in<T>({ct});
-      a.feature_adapt_weight = f.opt_in<T>({ct, s.C});
-      a.feature_adapt_bias = f.opt_in<T>({ct});
       a.out = f.out<T>({});
       a.grad_out = f.opt_in<T>({});
       a.grad_student = f.out<T>(sfeat);
-      a.grad_relation_adapt_weight = f.out<T>({ct, s.C});
-      a.grad_relation_adapt_bias = f.out<T>({ct});
-      a.grad_feature_adapt_weight = f.out<T>({ct, s.C});
-      a.grad_feature_adapt_bias = f.out<T>({ct});
-      a.options.relation_weight = f.scalar(4e-3);
-      a.options.feature_weight = f.scalar(2.4e-3);
-      a.options.param_grads.beta = f.scalar(0.0);
+      object_relation_args<T>(f, a, n, s.C, ct, P);
       KDF_DRIVE(drkd::instance_relation_loss);
+      break;
+    }
+    case 52: {  // drkd::instance_relation_maps_loss (RoIAlign of the boxes, then either instance form)
+      // the pooling's check reads the host boxes and offsets: backed views only (as roi_align, case 29)
+      if (f.wild()) break;
+      drkd::InstanceRelationMapsArgs<T> a;
+      const std::int64_t n = f.dim(0, 5), ct = f.dim(1, 4);
+      const Dims tfeat{s.B, ct, s.H, s.W};
+      a.student_map = f.in<T>(s.feat());
+      a.teacher_map = f.in<T>(tfeat);
+      const std::int64_t P = instance_maps_options(f, a, n, s.C, ct);
+      a.out = f.out<T>({});
+      a.grad_out = f.opt_in<T>({});
+      a.grad_student_map = f.out<T>(s.feat());
+      a.boxes = f.in<T>({n, f.fdp.ConsumeIntegralInRange<int>(0, 7) == 0 ? 5 : 4});
+      std::int64_t* off = offsets_for(f, s.B, n);
+      a.offsets = kdloss::host_view<const std::int64_t>(off, {s.B + 1});
+      (void)P;
+      KDF_DRIVE(drkd::instance_relation_maps_loss);
+      break;
+    }
+    case 53: {  // drkd::total_loss (up to two levels, each with the terms the input picks)
+      if (f.wild()) break;
+      drkd::TotalLevel<T> levels[2];
+      drkd::TotalLossArgs<T> a;
+      a.level_count = static_cast<std::size_t>(f.dim(0, 2));
+      a.levels = f.fdp.ConsumeIntegralInRange<int>(0, 15) == 0 ? nullptr : levels;
+      const std::int64_t n = f.dim(0, 4);
+      for (int l = 0; l < 2; ++l) {
+        drkd::TotalLevel<T>& lv = levels[l];
+        const std::int64_t ct = f.dim(1, 4);
+        const Dims sf{s.B, s.C, l == 0 ? s.H : f.dim(1, 12), l == 0 ? s.W : f.dim(1, 12)};
+        const Dims tf{s.B, ct, sf[2], sf[3]};
+        lv.student = f.in<T>(sf);
+        lv.teacher = f.in<T>(tf);
+        lv.grad_student = f.out<T>(sf);
+        lv.pixel = f.enumeration(drkd::PixelTerm::none, 4);
+        if (lv.pixel == drkd::PixelTerm::glore) {
+          glore_unit<T>(f, s.C, lv.glore.student_glore, lv.glore.grad_student_glore, lv.glore.student_bn_stats);
+          glore_unit<T>(f, ct, lv.glore.teacher_glore, lv.glore.grad_teacher_glore, lv.glore.teacher_bn_stats);
+          lv.glore.adapt_weight = f.in<T>({ct, s.C});
+          lv.glore.adapt_bias = f.opt_in<T>({ct});
+          lv.glore.grad_adapt_weight = f.out<T>({ct, s.C});
+          if (f.fdp.ConsumeIntegralInRange<int>(0, 7) == 0) lv.glore.student = lv.student;  // bound by the total
+        }
+        lv.seed_options.reduction = f.enumeration(Reduction::mean, 4);
+        lv.instance = f.fdp.ConsumeBool();
+        if (lv.instance) instance_maps_options(f, lv.instance_args, n, s.C, ct);
+        if (lv.instance && f.fdp.ConsumeIntegralInRange<int>(0, 7) == 0) lv.instance_args.out = f.out<T>({});
+      }
+      a.boxes = f.opt_in<T>({n, 4});
+      std::int64_t* off = offsets_for(f, s.B, n);
+      if (f.fdp.ConsumeIntegralInRange<int>(0, 7) != 0) a.offsets = kdloss::host_view<const std::int64_t>(off, {s.B + 1});
+      a.out = f.out<T>({});
+      a.grad_out = f.opt_in<T>({});
+      KDF_DRIVE(drkd::total_loss);
       break;
     }
     default:
       break;
   }
 }
-constexpr int kEntries = 52;
+constexpr int kEntries = 54;
 
 /// The DLPack adapter: random DLTensor fields. Accepted: the view must describe exactly the
 /// tensor's memory (data + byte_offset, shape, strides or compact strides, device).

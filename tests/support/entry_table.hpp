@@ -875,6 +875,39 @@ std::vector<Entry> entries() {
                  a.grad_student = c.grad<T>(kFeat);
                  c.call([&] { drkd::pixel_relation_loss(a, Mode::forward_backward); });
                }, {"grad_student", "student"}});
+  // ---- the DRKD instance relation from the maps and the DRKD total (losses/drkd/instance_relation_maps.hpp,
+  // total.hpp); boxes in image pixels of a 160 x 128 image (the maps are its stride-4 level)
+  e.push_back({"drkd::instance_relation_maps_loss", [](Ctx& c) {
+                 static const std::int64_t offsets[] = {0, 40, 64};
+                 drkd::InstanceRelationMapsArgs<T> a;
+                 a.student_map = c.in<T>(kFeat, 1);
+                 a.teacher_map = c.in<T>(kFeat, 2);
+                 a.boxes = c.in<T>(kdloss::Dims{64, 4}, 3, 0.0, 128.0);
+                 a.offsets = kdloss::host_view<const std::int64_t>(offsets, {3});
+                 a.options.form = drkd::InstanceForm::paper;
+                 a.paper.teacher_scores = c.in<T>(kdloss::Dims{64}, 4, 0.0, 1.0);
+                 a.out = c.out<T>({});
+                 a.grad_student_map = c.grad<T>(kFeat);
+                 c.call([&] { drkd::instance_relation_maps_loss(a, Mode::forward_backward); });
+               }, {"grad_student_map", "student_map"}});
+  e.push_back({"drkd::total_loss (paper preset, two levels)", [](Ctx& c) {
+                 static const std::int64_t offsets[] = {0, 40, 64};
+                 drkd::TotalLevel<T> levels[2];
+                 levels[0].student = c.in<T>(kFeat, 1);
+                 levels[0].grad_student = c.grad<T>(kFeat);
+                 levels[0].teacher = c.in<T>(kFeat, 2);
+                 levels[1].student = c.in<T>(kCoarse, 3);
+                 levels[1].teacher = c.in<T>(kCoarse, 4);
+                 levels[1].grad_student = c.grad<T>(kCoarse);
+                 drkd::use_paper_preset(levels, 2);
+                 drkd::TotalLossArgs<T> a;
+                 a.levels = levels;
+                 a.level_count = 2;
+                 a.boxes = c.in<T>(kdloss::Dims{64, 4}, 5, 0.0, 128.0);
+                 a.offsets = kdloss::host_view<const std::int64_t>(offsets, {3});
+                 a.out = c.out<T>({});
+                 c.call([&] { drkd::total_loss(a, Mode::forward_backward); });
+               }, {"levels[0].grad_student", "levels[0].student"}});
   return e;
 }
 

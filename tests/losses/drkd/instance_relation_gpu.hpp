@@ -1,5 +1,6 @@
 // Host-callable GPU runs of drkd::instance_relation_loss and instance_relation_paper_loss (instance_relation_cuda.cu).
 #pragma once
+#include <cstdint>
 #include <vector>
 
 #include "reference/losses/drkd_instance_paper.hpp"
@@ -22,5 +23,26 @@ std::vector<double> instance_relation_paper_on_gpu(int dtype, const kdloss_ref::
 /// InstanceRelationInputs order.
 std::vector<double> instance_relation_on_gpu(int dtype, const kdloss_ref::losses::InstanceRelation& r,
                                              const kdloss_ref::losses::InstanceRelationInputs& in);
+
+/// A pyramid level for the maps entry and the total: maps [B, C, H, W] (row-major), boxes [n, 4] in image
+/// pixels, the ragged split in `offsets`.
+struct MapsLevel {
+  std::int64_t B = 0, Cs = 0, Ct = 0, H = 0, W = 0;
+  std::vector<double> student, teacher;
+};
+
+/// drkd::instance_relation_maps_loss, code form, on the GPU (forward_backward; the relation's parameters of
+/// `r`/`in` as instance_relation_args.hpp binds them, without the features): pooling P = r.P, `scale`,
+/// `sampling`, `image0`. dtype 0 float, 1 double. Returns the value, grad_student_map, then the gradients of
+/// every present relation input in InstanceRelationInputs order.
+std::vector<double> instance_relation_maps_on_gpu(int dtype, const kdloss_ref::losses::InstanceRelation& r,
+                                                  const kdloss_ref::losses::InstanceRelationInputs& in,
+                                                  const MapsLevel& level, const std::vector<double>& boxes,
+                                                  double scale, std::int64_t sampling, bool image0);
+
+/// drkd::total_loss with the paper preset on the GPU over `levels` (forward_backward). dtype 0 float, 1
+/// double. Returns the value, then each level's grad_student.
+std::vector<double> total_paper_on_gpu(int dtype, const std::vector<MapsLevel>& levels, const std::vector<double>& boxes,
+                                       const std::vector<std::int64_t>& offsets, const std::vector<double>& teacher_scores);
 
 }  // namespace kdloss_test

@@ -11,6 +11,7 @@
 
 #include "kdloss/losses/drkd/instance_relation_maps.hpp"
 #include "losses/drkd/instance_relation_args.hpp"
+#include "losses/drkd/instance_relation_gpu.hpp"
 #include "reference/losses/drkd_instance_paper.hpp"
 #include "reference/losses/drkd_instance_relation.hpp"
 #include "reference/ops/roi_align.hpp"
@@ -320,4 +321,30 @@ TEST_CASE("drkd::instance_relation_maps_loss: bad input names the argument and w
   expect([&](Bound<double>& b) { b.args.grad_student_map = host_view(b.store[In::s_theta_w].data(), {p.B, p.Cs, p.H, p.W}); },
          "grad_student_map");
   expect([&](Bound<double>& b) { b.args.options.form = static_cast<drkd::InstanceForm>(7); }, "option 'form' is 7");
+}
+
+KDLOSS_GPU_TEST("drkd::instance_relation_maps_loss: the GPU agrees with the CPU (float, double) and repeats its bits") {
+#if KDLOSS_TEST_CUDA
+  for (const bool image0 : {false, true}) {
+    CAPTURE(image0);
+    MapsProblem p;
+    p.image0 = image0;
+    p.fill(71);
+    const InstanceRelation r = p.relation();
+    const In prm = relation_inputs(r, 80);
+    Bound<double> cpu(p, r, prm, Mode::forward_backward);
+    drkd::instance_relation_maps_loss(cpu.args, Mode::forward_backward);
+    std::vector<double> want{cpu.out};
+    want.insert(want.end(), cpu.gS.begin(), cpu.gS.end());
+    for (int k = In::s_theta_w; k < In::count; ++k) want.insert(want.end(), cpu.grads[k].begin(), cpu.grads[k].end());
+    kdloss_test::MapsLevel level{p.B, p.Cs, p.Ct, p.H, p.W, p.S, p.T};
+    for (int dtype : {1, 0}) {
+      CAPTURE(dtype);
+      const auto got = kdloss_test::instance_relation_maps_on_gpu(dtype, r, prm, level, p.boxes, p.scale, p.sampling, image0);
+      const double tol = dtype == 1 ? 1e-10 : 3e-4;
+      check_close(got, want, tol, tol * 5e-2, "value, grad_student_map and every parameter gradient");
+      CHECK(kdloss_test::instance_relation_maps_on_gpu(dtype, r, prm, level, p.boxes, p.scale, p.sampling, image0) == got);
+    }
+  }
+#endif
 }

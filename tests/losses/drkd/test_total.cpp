@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kdloss/losses/drkd/total.hpp"
+#include "losses/drkd/instance_relation_gpu.hpp"
 #include "support/test_support.hpp"
 
 using namespace kdloss;
@@ -264,4 +265,28 @@ TEST_CASE("drkd::total_loss: bad input names the level and the term, and writes 
     a.levels = p.levels;
   }, "arguments 'boxes' and 'offsets' are given but no level runs an instance term");
   expect([](Pyramid&, auto& a) { a.levels = nullptr; }, "argument 'levels' is null but level_count is 2");
+}
+
+KDLOSS_GPU_TEST("drkd::total_loss: the GPU agrees with the CPU (paper preset; float, double)") {
+#if KDLOSS_TEST_CUDA
+  Pyramid p(false);
+  p.levels[1].instance_args.paper.teacher_scores = p.levels[0].instance_args.paper.teacher_scores;  // one set, as on the GPU
+  drkd::total_loss(p.args(Mode::forward_backward), Mode::forward_backward);
+  std::vector<double> want{p.out};
+  std::vector<kdloss_test::MapsLevel> levels;
+  for (int l = 0; l < 2; ++l) {
+    const auto g = values(p.levels[l].grad_student);
+    want.insert(want.end(), g.begin(), g.end());
+    const Dims& d = p.levels[l].student.shape;
+    levels.push_back({d[0], d[1], d[1], d[2], d[3], kdloss_test::to_vector(p.levels[l].student),
+                      kdloss_test::to_vector(p.levels[l].teacher)});
+  }
+  const std::vector<double> scores = kdloss_test::to_vector(p.levels[0].instance_args.paper.teacher_scores);
+  for (int dtype : {1, 0}) {
+    CAPTURE(dtype);
+    const auto got = kdloss_test::total_paper_on_gpu(dtype, levels, p.boxes, p.offsets, scores);
+    const double tol = dtype == 1 ? 1e-10 : 3e-4;
+    check_close(got, want, tol, tol * 5e-2, "value and every level's grad_student");
+  }
+#endif
 }

@@ -189,12 +189,15 @@ struct Plan {
   std::size_t roi_bytes = 0, relation_bytes = 0, total = 0;
 };
 
-/// Where a check binds the buffers it has not allocated: the kernel half of the x86-64 and aarch64 address
-/// spaces, never a caller's buffer, so the inner overlap checks see no false overlap. Each composite level
-/// takes its own lane (2^44 bytes apart): this entry 0, drkd::total_loss 1.
+/// Where a check binds the buffers it has not allocated: 2^62 and up, an address no x86-64 or aarch64
+/// process maps (user space ends below 2^52), so the inner overlap checks see no false overlap. Each
+/// composite level takes its own lane, 2^56 bytes apart (this entry 0, drkd::total_loss 1); the pooled
+/// sizes are capped far below that (kMaxPooledElements).
 inline void* unmapped_base(int lane = 0) {
-  return reinterpret_cast<void*>(std::uintptr_t{0xffff800000000000ull} + (std::uintptr_t{1} << 44) * unsigned(lane));
+  return reinterpret_cast<void*>((std::uintptr_t{1} << 62) + (std::uintptr_t{1} << 56) * unsigned(lane));
 }
+/// Most elements one side's pooled features may have (2^44: far beyond any memory, far below overflow).
+inline constexpr double kMaxPooledElements = 17592186044416.0;
 
 /// The image-0 offsets {0, n} (host memory the call keeps alive while it runs).
 struct Image0Offsets {
@@ -333,6 +336,9 @@ void check_inputs(const char* fn, const InstanceRelationMapsArgs<T>& a) {
           a.student_map.shape.str(), " and 'teacher_map' ", a.teacher_map.shape.str(), " must have the same batch");
   require(a.options.form == InstanceForm::code || a.options.form == InstanceForm::paper, fn,
           ": option 'form' is ", static_cast<int>(a.options.form), ", not InstanceForm::code or ::paper");
+  const std::int64_t P = a.options.output_size;
+  require(P >= 1 && P <= ops::roi_align_detail::kMaxOutputSize, fn, ": option 'output_size' is ", P,
+          "; it must be in [1, ", ops::roi_align_detail::kMaxOutputSize, "]");
   require(present(a.boxes), fn, ": argument 'boxes' is absent");
   ck.rank(a.boxes, "boxes", 2);
   require(a.boxes.shape[1] == 4, fn, ": argument 'boxes' must be [n, 4] (x1, y1, x2, y2) but has shape ",
@@ -341,6 +347,11 @@ void check_inputs(const char* fn, const InstanceRelationMapsArgs<T>& a) {
   ::kdloss::detail::check_segments(ck, Segments<std::int64_t>{a.offsets}, "offsets", a.boxes.shape[0]);
   require(a.offsets.numel() == a.student_map.shape[0] + 1, fn, ": argument 'offsets' ", a.offsets.shape.str(),
           " must have B + 1 = ", a.student_map.shape[0] + 1, " entries for maps ", a.student_map.shape.str());
+  const double pooled = double(a.boxes.shape[0]) * double(std::max(a.student_map.shape[1], a.teacher_map.shape[1])) *
+                        double(P) * double(P);
+  require(pooled <= kMaxPooledElements, fn, ": the pooled features [", a.boxes.shape[0], ", C, ", P, ", ", P,
+          "] of maps ", a.student_map.shape.str(), " and ", a.teacher_map.shape.str(), " would have ", pooled,
+          " elements, beyond any memory");
   const bool code = a.options.form == InstanceForm::code;
   const char* form = code ? "code" : "paper";
   const auto unbound = [&](const auto& r) {

@@ -362,8 +362,8 @@ void check_levels(const char* fn, const TotalLossArgs<T>& a, Mode mode) {
   }
 }
 
-/// A level's gradient against every other level's maps and gradient, the boxes, out and grad_out (each
-/// term checks its own level).
+/// A level's gradient against every level's maps, the other levels' gradients, the boxes, out and grad_out,
+/// named as the total names them (before the terms check the rest of their own arguments).
 template <class T>
 void check_across_levels(const char* fn, const TotalLossArgs<T>& a, Mode mode) {
   if (!writes_gradients(mode)) return;
@@ -412,11 +412,11 @@ void total_loss_check(const TotalLossArgs<T>& a, Mode mode) {
   namespace td = total_detail;
   const char* fn = td::kNames(mode);
   td::check_levels(fn, a, mode);
+  td::check_across_levels(fn, a, mode);
   const td::Plan<T> p = td::plan(fn, a, mode, maps_detail::unmapped_base(1));
   td::for_each_term(fn, a, mode, p.terms, [&](const std::string& where, const auto& t) {
     td::within(where, [&] { td::term_check(t, mode); });
   });
-  td::check_across_levels(fn, a, mode);
 }
 
 /// Workspace bytes of total_loss on these arguments, enough for every mode: one value per term and the

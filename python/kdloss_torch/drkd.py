@@ -32,6 +32,7 @@ from torch import nn
 from . import _C, _function
 
 __all__ = ["pixel_relation_loss", "PixelRelationOptions", "instance_relation_loss", "instance_relation_paper_loss",
+           "instance_relation_maps_loss",
            "ObjectRelation", "InstanceRelationDistiller", "draw_filter", "INSTANCE_INPUTS", "PRESETS"]
 
 PixelRelationOptions = _C.PixelRelationOptions
@@ -90,23 +91,24 @@ def _triple(t):
     return (t.data_ptr(), list(t.shape), list(t.stride()))
 
 
-class _InstanceRelation(torch.autograd.Function):
+class _CodeForm(torch.autograd.Function):
+    """The code form's 26 tensors (INSTANCE_INPUTS order; the first two the features or the maps) through
+    `run(inputs, grads, offsets, out, mode)`, one kdloss call; every gradient but the teacher's."""
+
     @staticmethod
-    def forward(ctx, offsets, relation_weight, feature_weight, *tensors):
+    def forward(ctx, run, offsets, *tensors):
         off = _offsets(offsets)
         want = [t is not None and t.requires_grad and i != 1 for i, t in enumerate(tensors)]
         ref = tensors[0]
         grads = [torch.empty(t.shape, dtype=t.dtype, device=t.device) if w else None for t, w in zip(tensors, want)]
         out = torch.empty((), dtype=ref.dtype, device=ref.device)
-        mode = 2 if any(want) else 0
-        _C.drkd_instance_relation([t.detach() if t is not None else None for t in tensors], grads, _triple(off), out,
-                                  None, mode, float(relation_weight), float(feature_weight))
+        run([t.detach() if t is not None else None for t in tensors], grads, _triple(off), out, 2 if any(want) else 0)
         ctx.grads = grads
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        return (None, None, None) + tuple(None if g is None else g * grad_out for g in ctx.grads)
+        return (None, None) + tuple(None if g is None else g * grad_out for g in ctx.grads)
 
 
 def _relation_params(module):
@@ -115,6 +117,22 @@ def _relation_params(module):
     if isinstance(module, ObjectRelation):
         return module.parameter_list()
     return list(module)
+
+
+def _code_tensors(first, second, student_relation, teacher_relation, relation_adaptation, for_adaptation,
+                  student_filter, teacher_filter):
+    """The 26 tensors of the code form in INSTANCE_INPUTS order (modules flattened to their parameters)."""
+    def conv(m):
+        if m is None:
+            return [None, None]
+        if isinstance(m, nn.Conv2d):
+            return [m.weight.flatten(1), m.bias]
+        return list(m)
+
+    tensors = [first, second] + _relation_params(student_relation) + _relation_params(teacher_relation)
+    tensors += list(student_filter) if student_filter is not None else [None, None]
+    tensors += list(teacher_filter) if teacher_filter is not None else [None, None]
+    return tensors + conv(relation_adaptation) + conv(for_adaptation)
 
 
 def instance_relation_loss(student, teacher, offsets, student_relation, teacher_relation, relation_adaptation,
@@ -128,18 +146,34 @@ def instance_relation_loss(student, teacher, offsets, student_relation, teacher_
     for_adaptation None: no L_fg. student_filter / teacher_filter: (weight [n, D], bias [n]) or None (no mask).
     Gradients: the student, both relations, the adapters and the filters; the teacher gets none.
     """
-    def conv(m):
-        if m is None:
-            return [None, None]
-        if isinstance(m, nn.Conv2d):
-            return [m.weight.flatten(1), m.bias]
-        return list(m)
+    def run(inputs, grads, off, out, mode):
+        _C.drkd_instance_relation(inputs, grads, off, out, None, mode, float(relation_weight), float(feature_weight))
 
-    tensors = [student, teacher] + _relation_params(student_relation) + _relation_params(teacher_relation)
-    tensors += list(student_filter) if student_filter is not None else [None, None]
-    tensors += list(teacher_filter) if teacher_filter is not None else [None, None]
-    tensors += conv(relation_adaptation) + conv(for_adaptation)
-    return _InstanceRelation.apply(offsets, relation_weight, feature_weight, *tensors)
+    tensors = _code_tensors(student, teacher, student_relation, teacher_relation, relation_adaptation, for_adaptation,
+                            student_filter, teacher_filter)
+    return _CodeForm.apply(run, offsets, *tensors)
+
+
+def instance_relation_maps_loss(student_map, teacher_map, boxes, offsets, student_relation, teacher_relation,
+                                relation_adaptation, for_adaptation=None, student_filter=None, teacher_filter=None,
+                                relation_weight=4e-3, feature_weight=2.4e-3, output_size=3, spatial_scale=0.25,
+                                sampling_ratio=-1, aligned=False, image0_pooling=False):
+    """kdloss::drkd::instance_relation_maps_loss (code form) of one level, in one call: RoIAlign of `boxes` from
+    both maps (torchvision.ops.roi_align's semantics, deterministic backward), then L_IR + L_fg.
+
+    student_map [B, C_s, H, W], teacher_map [B, C_t, H, W]; boxes [n, 4] (x1, y1, x2, y2 in image pixels, packed
+    by image, the maps' dtype); offsets [B + 1] (tensor or list). image0_pooling=True pools every image's boxes
+    from image 0 (the official code's bug). The other arguments as instance_relation_loss takes them.
+    Gradients: the student map, both relations, the adapters and the filters; the teacher map gets none.
+    """
+    def run(inputs, grads, off, out, mode):
+        _C.drkd_instance_relation_maps(inputs, grads, off, boxes.detach(), out, None, mode, float(relation_weight),
+                                       float(feature_weight), int(output_size), float(spatial_scale),
+                                       int(sampling_ratio), bool(aligned), bool(image0_pooling))
+
+    tensors = _code_tensors(student_map, teacher_map, student_relation, teacher_relation, relation_adaptation,
+                            for_adaptation, student_filter, teacher_filter)
+    return _CodeForm.apply(run, offsets, *tensors)
 
 
 class _InstancePaper(torch.autograd.Function):
@@ -209,10 +243,13 @@ class InstanceRelationDistiller(nn.Module):
     backward; 3 x 3, spatial_scale W_l / (4 W_0), sampling_ratio -1, aligned False); image0_bug=True
     pools every image's boxes from image 0, as the code does.
     filter: "draw" (the code's per-call random layer, drawn in its order), "none" (mask = 1).
+    fused=True runs each level as one kdloss::drkd::instance_relation_maps_loss call (pooling, relation and the
+    pooling's backward in C++); fused=False pools with kdloss_torch.ops.roi_align, then calls
+    instance_relation_loss (the same values; kept for comparison).
     """
 
     def __init__(self, channels=256, levels=2, relation_weight=4e-3, feature_weight=2.4e-3, image0_bug=False,
-                 filter="draw"):
+                 filter="draw", fused=True):
         super().__init__()
         d = channels * 9
         self.student_relation = nn.ModuleList([ObjectRelation(d) for _ in range(levels)])
@@ -220,7 +257,7 @@ class InstanceRelationDistiller(nn.Module):
         self.relation_adaptation = nn.ModuleList([nn.Conv2d(channels, channels, 1) for _ in range(levels)])
         self.for_adaptation = nn.ModuleList([nn.Conv2d(channels, channels, 1) for _ in range(levels)])
         self.relation_weight, self.feature_weight = relation_weight, feature_weight
-        self.image0_bug, self.filter = image0_bug, filter
+        self.image0_bug, self.filter, self.fused = image0_bug, filter, fused
 
     def pool(self, feats, gt_bboxes, level):
         from .ops import roi_align
@@ -233,26 +270,37 @@ class InstanceRelationDistiller(nn.Module):
             rois = list(gt_bboxes)
         return roi_align(x, rois, output_size=3, spatial_scale=scale)
 
+    def filters(self, gt_bboxes, d, like):
+        """The code's per-call filter layers of one level (student's, teacher's), drawn in its order."""
+        if self.filter != "draw":
+            return None, None
+        sw, sb, tw, tb = [], [], [], []
+        for boxes in gt_bboxes:  # the code's order: the student's layer, then the teacher's
+            w, b = draw_filter(boxes.shape[0], d, like)
+            sw.append(w), sb.append(b)
+            w, b = draw_filter(boxes.shape[0], d, like)
+            tw.append(w), tb.append(b)
+        return (torch.cat(sw), torch.cat(sb)), (torch.cat(tw), torch.cat(tb))
+
     def forward(self, student_feats, teacher_feats, gt_bboxes):
         off = offsets_of(gt_bboxes)
         total = 0
         for level in range(len(self.student_relation)):
+            modules = (self.student_relation[level], self.teacher_relation[level], self.relation_adaptation[level],
+                       self.for_adaptation[level])
+            if self.fused:
+                x = student_feats[level]
+                scale = x.size(-1) / (student_feats[0].size(-1) * 4)
+                sf, tf = self.filters(gt_bboxes, x.shape[1] * 9, x)
+                boxes = torch.cat([b.detach() for b in gt_bboxes]).to(x.dtype)
+                total = total + instance_relation_maps_loss(x, teacher_feats[level].detach(), boxes, off, *modules, sf,
+                                                            tf, self.relation_weight, self.feature_weight,
+                                                            spatial_scale=scale, image0_pooling=self.image0_bug)
+                continue
             rs = self.pool(student_feats, gt_bboxes, level)
             with torch.no_grad():
                 rt = self.pool(teacher_feats, gt_bboxes, level)
-            sf = tf = None
-            if self.filter == "draw":
-                d = rs[0].numel() if rs.shape[0] else 0
-                sw, sb, tw, tb = [], [], [], []
-                for boxes in gt_bboxes:  # the code's order: the student's layer, then the teacher's
-                    w, b = draw_filter(boxes.shape[0], d, rs)
-                    sw.append(w), sb.append(b)
-                    w, b = draw_filter(boxes.shape[0], d, rs)
-                    tw.append(w), tb.append(b)
-                sf = (torch.cat(sw), torch.cat(sb))
-                tf = (torch.cat(tw), torch.cat(tb))
-            total = total + instance_relation_loss(rs, rt, off, self.student_relation[level],
-                                                   self.teacher_relation[level], self.relation_adaptation[level],
-                                                   self.for_adaptation[level], sf, tf, self.relation_weight,
+            sf, tf = self.filters(gt_bboxes, rs[0].numel() if rs.shape[0] else 0, rs)
+            total = total + instance_relation_loss(rs, rt, off, *modules, sf, tf, self.relation_weight,
                                                    self.feature_weight)
         return total

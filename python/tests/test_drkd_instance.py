@@ -69,15 +69,19 @@ def make_case(dtype, counts=(3, 2), channels=8):
     return sf, tf, boxes
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["maps_entry", "roi_align_then_loss"])
 @pytest.mark.parametrize("image0_bug", [False, True])
 @pytest.mark.parametrize("use_filter", [True, False])
 @pytest.mark.parametrize("counts", [(3, 2), (1, 0), (2, 1)])
-def test_code_form_matches_the_reference_code(image0_bug, use_filter, counts):
+def test_code_form_matches_the_reference_code(image0_bug, use_filter, counts, fused):
+    """fused: one kdloss::drkd::instance_relation_maps_loss call per level; else kdloss_torch.ops.roi_align, then
+    instance_relation_loss. The peer: the official code re-implemented (code_loss, torchvision's roi_align)."""
     dtype = torch.float64
     channels = 8
     sf, tf, boxes = make_case(dtype, counts, channels)
     torch.manual_seed(1)
-    ours = drkd.InstanceRelationDistiller(channels, image0_bug=image0_bug, filter="draw" if use_filter else "none").to(dtype)
+    ours = drkd.InstanceRelationDistiller(channels, image0_bug=image0_bug, filter="draw" if use_filter else "none",
+                                          fused=fused).to(dtype)
     theirs = nn.ModuleDict({
         "student_relation": nn.ModuleList([CodeObjectRelation(channels * 9) for _ in range(2)]),
         "teacher_relation": nn.ModuleList([CodeObjectRelation(channels * 9) for _ in range(2)]),

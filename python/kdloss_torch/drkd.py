@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from . import _C, _function
+from ._common import keep, take
 
 __all__ = ["pixel_relation_loss", "PixelRelationOptions", "instance_relation_loss", "instance_relation_paper_loss",
            "instance_relation_maps_loss",
@@ -100,15 +101,29 @@ class _CodeForm(torch.autograd.Function):
         off = _offsets(offsets)
         want = [t is not None and t.requires_grad and i != 1 for i, t in enumerate(tensors)]
         ref = tensors[0]
-        grads = [torch.empty(t.shape, dtype=t.dtype, device=t.device) if w else None for t, w in zip(tensors, want)]
+        inputs = [t.detach() if t is not None else None for t in tensors]
         out = torch.empty((), dtype=ref.dtype, device=ref.device)
-        run([t.detach() if t is not None else None for t in tensors], grads, _triple(off), out, 2 if any(want) else 0)
-        ctx.grads = grads
+        grads = _CodeForm.fresh(inputs, want)
+        run(inputs, grads, _triple(off), out, 2 if any(want) else 0)
+        keep(ctx, grads)
+        ctx.run, ctx.off, ctx.inputs, ctx.want = run, off, inputs, want
         return out
 
     @staticmethod
+    def fresh(inputs, want):
+        return [torch.empty(t.shape, dtype=t.dtype, device=t.device) if w else None for t, w in zip(inputs, want)]
+
+    @staticmethod
     def backward(ctx, grad_out):
-        return (None, None) + tuple(None if g is None else g * grad_out for g in ctx.grads)
+        # The fused forward's gradients, scaled in place and given away (no copy when grad_out is a CPU 1);
+        # a second backward (retain_graph=True) recomputes them.
+        grads = take(ctx, grad_out)
+        if grads is None:
+            grads = _CodeForm.fresh(ctx.inputs, ctx.want)
+            scratch = torch.empty((), dtype=grad_out.dtype, device=grad_out.device)
+            ctx.run(ctx.inputs, grads, _triple(ctx.off), scratch, 2)
+            grads = [None if g is None else g.mul_(grad_out) for g in grads]
+        return (None, None) + tuple(grads)
 
 
 def _relation_params(module):

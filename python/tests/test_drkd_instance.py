@@ -177,3 +177,17 @@ def test_errors_name_the_argument():
     x = torch.randn(4, 8, 3, 3)
     with pytest.raises(KdlossError, match="boxes"):
         drkd.instance_relation_paper_loss(x, x, [0, 3])
+
+
+def test_code_form_second_backward_recomputes():
+    """The fused gradients are given away on the first backward; retain_graph's second one recomputes them."""
+    sf, tf, boxes = make_case(torch.float64)
+    torch.manual_seed(4)
+    ours = drkd.InstanceRelationDistiller(8, filter="none").to(torch.float64)
+    s = [f.clone().requires_grad_() for f in sf]
+    loss = ours(s, tf, boxes)
+    loss.backward(retain_graph=True)
+    once = [x.grad.clone() for x in s]
+    loss.backward(torch.tensor(0.5, dtype=torch.float64))
+    for x, g in zip(s, once):
+        torch.testing.assert_close(x.grad, 1.5 * g, rtol=1e-12, atol=1e-14)

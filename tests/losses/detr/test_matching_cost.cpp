@@ -278,6 +278,17 @@ void check_cost_row_bits() {
           const auto start = random_vector<A>(static_cast<std::size_t>(n), static_cast<std::uint32_t>(n + 3), -1.0, 1.0);
           std::vector<A> got = start;
           backend::cpu::boxes::cost_row<Form>(got.data(), n, p, px, plane, w[0], w[1], o);
+#if KDLOSS_BOX_VECTORS
+          // the baseline packets too (cost_row takes the AVX copy where the machine has AVX2)
+          std::vector<A> base = start;
+          namespace cr = backend::cpu::boxes::cost_row_detail;
+          const std::int64_t done =
+              cr::packets<typename cr::vec<A, 16>::type, Form>(base.data(), n, p, px, plane, w[0], w[1], o);
+          for (std::int64_t j = 0; j < done; ++j)
+            if (!same_bits(base[j], got[j]))
+              FAIL_CHECK("baseline packets: n " << n << " prediction " << pi << " target " << j << ": " << base[j]
+                                                << " vs " << got[j]);
+#endif
           for (std::int64_t j = 0; j < n; ++j) {
             const A* c = yc.data() + 4 * j;
             const A* x = yx.data() + 4 * j;

@@ -29,9 +29,10 @@ double index_sum(std::int64_t n, std::int64_t work_per_item, F&& f) {
     defined(__OPTIMIZE__) && !defined(__SANITIZE_ADDRESS__) && !defined(KDLOSS_NO_TARGET_CLONES) && \
     !defined(__AVX2__) && !defined(__FMA__)
 #define KDLOSS_BOX_AVX 1
-// packets_avx flattens every helper into itself, so no 32-byte vector crosses a call; GCC still warns that
-// such a return would change the ABI without AVX, at whichever function it expands: switched off for
-// the rest of the translation unit (-Wpsabi only), as core/packet.hpp does.
+// packets_avx flattens every helper into itself, so no 32-byte vector crosses a call (the helpers take
+// vectors by reference, return them by value); GCC still warns that such a return would change the ABI
+// without AVX, at whichever function it expands: switched off for the rest of the translation unit
+// (-Wpsabi only), as core/packet.hpp does.
 #pragma GCC diagnostic ignored "-Wpsabi"
 #else
 #define KDLOSS_BOX_AVX 0
@@ -51,11 +52,11 @@ struct vec<double, Bytes> {
 };
 // The lane-wise forms of expr::boxes' nan_max / nan_min / clamp0: the same selects, so the same bits.
 template <class V>
-KDLOSS_FORCEINLINE V nan_max(V a, V b) {
+KDLOSS_FORCEINLINE V nan_max(const V& a, const V& b) {
   return ((a != a) | (b != b)) ? a + b : (a < b ? b : a);
 }
 template <class V>
-KDLOSS_FORCEINLINE V nan_min(V a, V b) {
+KDLOSS_FORCEINLINE V nan_min(const V& a, const V& b) {
   return ((a != a) | (b != b)) ? a + b : (a < b ? a : b);
 }
 /// x in every lane (not 0 + x, which would turn -0 into +0).
@@ -66,7 +67,7 @@ KDLOSS_FORCEINLINE V splat(A x) {
   return v;
 }
 template <class V>
-KDLOSS_FORCEINLINE V clamp0(V x) {
+KDLOSS_FORCEINLINE V clamp0(const V& x) {
   const V zero = {};
   return (x != x) ? x : (x > zero ? x : zero);
 }

@@ -191,4 +191,22 @@ KDLOSS_HOST_DEVICE A overlap(const A p[4], const A t[4], const Overlap& o, A g =
   return value;
 }
 
+/// A matching cost's box terms for one pair, in this order (the operations the host's packet pass,
+/// backend/cpu/boxes.hpp cost_row, repeats lane by lane): cost += wb * sum_k |p_k - yc_k| when wb != 0,
+/// then cost += -wg * overlap(px, yx) when wg != 0. p, yc: the boxes of the L1 term; px, yx: xyxy.
+template <class A>
+KDLOSS_HOST_DEVICE A l1_giou_cost(A cost, const A p[4], const A px[4], const A yc[4], const A yx[4], double wb,
+                                  double wg, const Overlap& o) {
+  if (wb != 0) {
+    A l1 = A(0);
+    for (int c = 0; c < 4; ++c) {
+      const A d = p[c] - yc[c];
+      l1 += d < A(0) ? -d : d;
+    }
+    cost += A(wb) * l1;
+  }
+  if (wg != 0) cost += -A(wg) * overlap(px, yx, o);
+  return cost;
+}
+
 }  // namespace kdloss::expr::boxes

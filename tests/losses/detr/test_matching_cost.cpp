@@ -4,9 +4,12 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <random>
 #include <vector>
 
+#include "kdloss/backend/cpu/boxes.hpp"
 #include "kdloss/losses/detr/detr.hpp"
 #include "ops/boxes_gpu.hpp"
 #include "reference/losses/detr/matching_cost.hpp"
@@ -213,4 +216,102 @@ KDLOSS_GPU_TEST("detr::matching_cost: CPU and GPU agree for the four presets (fl
       check_close(got, want, dtype == 1 ? 1e-12 : 1e-5, dtype == 1 ? 1e-12 : 1e-5);
     }
 #endif
+}
+
+namespace {
+
+// Random xyxy boxes with the awkward cases mixed in: NaN coordinates, zero width or height, inverted
+// boxes (x2 < x1), -0, and (in the targets) boxes identical to the prediction.
+template <class A>
+std::vector<A> awkward_boxes(std::int64_t n, std::uint32_t seed, const A px[4]) {
+  auto v = random_vector<A>(static_cast<std::size_t>(4 * n), seed, -2.0, 12.0);
+  std::mt19937 gen(seed + 99);
+  for (std::int64_t j = 0; j < n; ++j) {
+    A* b = v.data() + 4 * j;
+    if (b[2] < b[0]) std::swap(b[0], b[2]);
+    if (b[3] < b[1]) std::swap(b[1], b[3]);
+    switch (gen() % 9) {
+      case 0: b[gen() % 4] = std::numeric_limits<A>::quiet_NaN(); break;
+      case 1: b[2] = b[0]; break;                        // zero width
+      case 2: b[3] = b[1], b[2] = b[0]; break;           // a point
+      case 3: std::swap(b[0], b[2]); break;              // inverted
+      case 4: for (int k = 0; k < 4; ++k) b[k] = px[k]; break;  // identical to the prediction
+      case 5: b[0] = A(-0.0), b[1] = A(0.0); break;
+      case 6: b[0] = px[2], b[2] = px[2] + 1; break;     // touching
+      default: break;
+    }
+  }
+  return v;
+}
+
+template <class A>
+bool same_bits(A x, A y) {
+  if (x != x && y != y) return true;  // NaN where the scalar formula gives NaN (payloads aside)
+  return std::memcmp(&x, &y, sizeof(A)) == 0;
+}
+
+template <class A, expr::boxes::OverlapForm Form>
+void check_cost_row_bits() {
+  const double weights[4][2] = {{5, 2}, {0, 2}, {5, 0}, {1.5, -0.75}};
+  const A preds[5][4] = {{1, 2, 6, 7},
+                         {A(-0.0), 0, 4, A(3.5)},
+                         {2, 2, 2, 5},  // zero width
+                         {5, 5, 1, 1},  // inverted
+                         {0, 0, std::numeric_limits<A>::quiet_NaN(), 3}};
+  std::int64_t checked = 0;
+  for (std::int64_t n : {0, 1, 3, 4, 5, 7, 8, 9, 16, 37}) {
+    for (int pi = 0; pi < 5; ++pi) {
+      const A* px = preds[pi];
+      // the L1 boxes: the xyxy ones shifted, so that the two terms read different planes
+      A p[4];
+      for (int k = 0; k < 4; ++k) p[k] = px[k] * A(0.1) - A(0.25);
+      const auto yx = awkward_boxes<A>(n, static_cast<std::uint32_t>(17 * n + pi), px);
+      const auto yc = awkward_boxes<A>(n, static_cast<std::uint32_t>(31 * n + pi + 5), p);
+      std::vector<A> planes(static_cast<std::size_t>(8 * n + 1));
+      for (std::int64_t j = 0; j < n; ++j)
+        for (int k = 0; k < 4; ++k) planes[k * n + j] = yc[4 * j + k], planes[(4 + k) * n + j] = yx[4 * j + k];
+      const A* plane[8];
+      for (int k = 0; k < 8; ++k) plane[k] = planes.data() + k * n;
+      for (const auto& w : weights)
+        for (double eps : {0.0, 1e-6}) {
+          const expr::boxes::Overlap o{Form, Form == expr::boxes::OverlapForm::detr ? 0.0 : eps, true};
+          const auto start = random_vector<A>(static_cast<std::size_t>(n), static_cast<std::uint32_t>(n + 3), -1.0, 1.0);
+          std::vector<A> got = start;
+          backend::cpu::boxes::cost_row<Form>(got.data(), n, p, px, plane, w[0], w[1], o);
+#if KDLOSS_BOX_VECTORS
+          // the baseline packets too (cost_row takes the AVX copy where the machine has AVX2)
+          std::vector<A> base = start;
+          namespace cr = backend::cpu::boxes::cost_row_detail;
+          const std::int64_t done =
+              cr::packets<typename cr::vec<A, 16>::type, Form>(base.data(), n, p, px, plane, w[0], w[1], o);
+          for (std::int64_t j = 0; j < done; ++j)
+            if (!same_bits(base[j], got[j]))
+              FAIL_CHECK("baseline packets: n " << n << " prediction " << pi << " target " << j << ": " << base[j]
+                                                << " vs " << got[j]);
+#endif
+          for (std::int64_t j = 0; j < n; ++j) {
+            const A* c = yc.data() + 4 * j;
+            const A* x = yx.data() + 4 * j;
+            const A want = expr::boxes::l1_giou_cost(start[j], p, px, c, x, w[0], w[1], o);
+            if (!same_bits(got[j], want))
+              FAIL_CHECK("n " << n << " prediction " << pi << " target " << j << " weights " << w[0] << ", " << w[1]
+                              << " eps " << eps << ": packet " << got[j] << ", scalar " << want);
+            ++checked;
+          }
+        }
+    }
+  }
+  CHECK(checked > 1000);
+}
+
+}  // namespace
+
+TEST_CASE("detr::matching_cost: the host's packet pass over targets gives the scalar formula's bits") {
+  using F = expr::boxes::OverlapForm;
+  check_cost_row_bits<float, F::detr>();
+  check_cost_row_bits<float, F::mmdet>();
+  check_cost_row_bits<float, F::torchvision>();
+  check_cost_row_bits<double, F::detr>();
+  check_cost_row_bits<double, F::mmdet>();
+  check_cost_row_bits<double, F::torchvision>();
 }

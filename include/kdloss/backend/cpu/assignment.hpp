@@ -28,8 +28,12 @@ using Slot = expr::AssignmentSlotPointers;
 
 #if defined(__GNUC__) && !defined(__CUDACC__) && !defined(KDLOSS_NO_VECTOR_EXTENSIONS)
 #define KDLOSS_LSA_VECTORS 1
-typedef double lsa_v4d __attribute__((vector_size(32), aligned(8)));
-typedef std::int64_t lsa_v4i __attribute__((vector_size(32), aligned(8)));
+// Natural (32-byte) alignment: the arrays are read and written through memcpy only, and an 8-byte
+// aligned vector type made GCC spill the lane minima in halves and reload them whole (a failed store
+// forward per step) where the whole build targets AVX2 (-march=x86-64-v3 or a native AVX2 machine):
+// 4x slower there.
+typedef double lsa_v4d __attribute__((vector_size(32)));
+typedef std::int64_t lsa_v4i __attribute__((vector_size(32)));
 #else
 #define KDLOSS_LSA_VECTORS 0
 #endif

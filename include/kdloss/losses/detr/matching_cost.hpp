@@ -238,16 +238,7 @@ struct PairCostFn {
   }
   /// cost + the L1 and -GIoU terms of the prepared boxes (pred_box, target_box).
   KDLOSS_HOST_DEVICE A box_terms(A cost, const A p[4], const A px[4], const A yc[4], const A yx[4]) const {
-    if (wb != 0) {
-      A l1 = A(0);
-      for (int c = 0; c < 4; ++c) {
-        const A d = p[c] - yc[c];
-        l1 += d < A(0) ? -d : d;
-      }
-      cost += A(wb) * l1;
-    }
-    if (wg != 0) cost += -A(wg) * expr::boxes::overlap(px, yx, overlap);
-    return cost;
+    return expr::boxes::l1_giou_cost(cost, p, px, yc, yx, wb, wg, overlap);
   }
   /// Element e of the [B, Q, tmax] index space (the GPU's pass: one thread per pair).
   KDLOSS_HOST_DEVICE double operator()(std::int64_t e) const {
@@ -275,14 +266,17 @@ struct PairCostFn {
   }
 };
 
-/// The host's pass: one item per prediction row (b, i), its target boxes prepared once per call
-/// (`boxes`: 8 values per packed target row, yc then yx), the same arithmetic as PairCostFn's element
-/// (the same bits) without the per-pair index arithmetic and box conversions.
+/// The host's pass: one item per prediction row (b, i), its target boxes prepared once per call in
+/// planes (`boxes`: 8 planes of `total` values, plane k holding coordinate k of every packed target
+/// row: yc then yx), the same arithmetic as PairCostFn's element (the same bits) without the per-pair
+/// index arithmetic and box conversions, and the box terms a packet of targets at a time
+/// (backend::cpu::boxes::cost_row).
 template <class T>
 struct HostRowCostFn {
   using A = acc_t<T>;
   const PairCostFn<T>* f;
   const A* boxes;
+  std::int64_t total;  // packed target rows (the planes' length)
   double operator()(std::int64_t r) const {
     switch (f->overlap.form) {  // the form a constant inside the loop: its branches fold away
       case ops::OverlapForm::detr: return row<ops::OverlapForm::detr>(r);
@@ -292,8 +286,9 @@ struct HostRowCostFn {
   }
   template <ops::OverlapForm Form>
   double row(std::int64_t r) const {
-    PairCostFn<T> g = *f;
-    g.overlap.form = Form;
+    const PairCostFn<T>& g = *f;
+    expr::boxes::Overlap ov = g.overlap;
+    ov.form = Form;
     const std::int64_t b = r / g.queries, i = r % g.queries;
     if (g.tmax == 0) return 0.0;  // no column: out may be null (no element), nothing to offset
     T* o = g.out + b * g.ob + i * g.oq;
@@ -301,17 +296,30 @@ struct HostRowCostFn {
     const bool box = g.wb != 0 || g.wg != 0;
     A p[4] = {}, px[4] = {};
     if (box) g.pred_box(b, i, p, px);
-    for (std::int64_t j = 0; j < n; ++j) {
-      A cost = A(0);
-      if (!g.class_term(b, i, first + j, cost)) {
-        store_as(o + j * g.ot, A(NAN));
-        continue;
+    // the class term depends on the target only through a label (focal, softmax)
+    const bool per_pair = (g.class_cost == 2 || g.class_cost == 3) && g.wc != 0;
+    A row_class = A(0);
+    if (!per_pair && n > 0) g.class_term(b, i, first, row_class);
+    constexpr std::int64_t kChunk = 64;
+    A cost[kChunk];
+    bool bad[kChunk];
+    for (std::int64_t j0 = 0; j0 < n; j0 += kChunk) {
+      const std::int64_t m = n - j0 < kChunk ? n - j0 : kChunk;
+      for (std::int64_t k = 0; k < m; ++k) {
+        A c = row_class;
+        bad[k] = false;
+        if (per_pair) {
+          c = A(0);
+          bad[k] = !g.class_term(b, i, first + j0 + k, c);
+        }
+        cost[k] = c;
       }
       if (box) {
-        const A* y = boxes + 8 * (first + j);
-        cost = g.box_terms(cost, p, px, y, y + 4);
+        const A* plane[8];
+        for (int k = 0; k < 8; ++k) plane[k] = boxes + k * total + first + j0;
+        backend::cpu::boxes::cost_row<Form>(cost, m, p, px, plane, g.wb, g.wg, ov);
       }
-      store_as(o + j * g.ot, cost);
+      for (std::int64_t k = 0; k < m; ++k) store_as(o + (j0 + k) * g.ot, bad[k] ? A(NAN) : cost[k]);
     }
     for (std::int64_t j = n; j < g.tmax; ++j) store_as(o + j * g.ot, A(g.pad));
     return 0.0;
@@ -516,13 +524,14 @@ void matching_cost(const MatchingCostArgs<T>& a, Mode mode = Mode::forward, cons
   using A = acc_t<T>;
   A* boxes = cd::host_box_terms(o) ? cv.take<A>(static_cast<std::size_t>(8 * a.target_boxes.size(0))) : nullptr;
   kdloss::detail::box_index_for_host_rows<T>(dev, exec.stream, B * Q * tmax, 64, f, B * Q, 64 * tmax, [&] {
+    const std::int64_t total = a.target_boxes.size(0);
     for (std::int64_t b = 0; boxes && b < B; ++b)
       for (std::int64_t t = a.targets.begin(b); t < a.targets.end(b); ++t) {
-        A* y = boxes + 8 * t;
-        for (int c = 0; c < 8; ++c) y[c] = A(0);
+        A y[8] = {};
         f.target_box(b, t, y, y + 4);
+        for (int c = 0; c < 8; ++c) boxes[c * total + t] = y[c];
       }
-    return cd::HostRowCostFn<T>{&f, boxes};
+    return cd::HostRowCostFn<T>{&f, boxes, total};
   });
   if (o.class_cost == Kind::soft_bce && cls) {
     const auto prods = cd::products(a);

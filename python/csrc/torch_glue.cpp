@@ -502,6 +502,10 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "host_cache_free_bytes", [] { return kt::HostOutputCache::instance().free_bytes(); },
       "Bytes of free blocks the host output cache holds");
+  m.def(
+      "empty_like", [](py::handle like) { return kt::empty_like(like, "like").tensor; }, py::arg("like"),
+      "torch.empty_like for an output kdloss writes whole: a large host tensor comes from the host output cache "
+      "(no page faults on reuse), anything else from torch");
 
   // DLPack adapter (kdloss/interop/dlpack.hpp) on capsules exported by torch (or anything else).
   m.def(

@@ -1,6 +1,6 @@
 // The kdloss demo: a synthetic teacher/student FPN pyramid, every implemented loss and its
 // gradient on the CPU (and on the GPU when one is present), printed as a table: the feature losses,
-// SSIM, FBKD (total, L_NLD with the official non-local blocks), DRKD (seed pixel relation, GloRe L_PR)
+// SSIM, FBKD (total, L_NLD with the official non-local blocks), DRKD (seed pixel relation, GloRe L_PR, the instance relation from maps + boxes)
 // and the learnable blocks they use (ops::non_local, ops::glore). At full size the O(N^2) seed
 // relation and the GloRe unit skip P2 (minutes per call there: docs/losses/pixel_relation.md).
 //
@@ -428,6 +428,76 @@ std::unique_ptr<LossCase> glore_loss_case(std::size_t first) {
       [](const A& a, const kdloss::Exec& ex) { kdloss::drkd::glore_relation_loss_forward_backward(a, ex); });
 }
 
+/// DRKD's instance relation as the official code runs it, from the maps and the ground-truth boxes (code form:
+/// ObjectRelation with its relation filter, L_IR + L_fg; levels 0 and 1, 3 x 3 RoIs at W_l / (4 W_0), 25 boxes
+/// per image): drkd::instance_relation_maps_loss per level, gradients to S, both relations, the filters'
+/// inputs' owners and both adapters.
+class InstanceMapsCase : public LossCase {
+ public:
+  const char* name() const override { return "drkd instance relation (maps+boxes)"; }
+  void prepare(const DevicePyramid& p, Arena& arena, kdloss::Stream stream) override {
+    Params params(arena, 8);
+    const std::int64_t B = p.shape[0][0], n = B * kBoxesPerImage;
+    const float image_w = float(4 * p.shape[0][3]), image_h = float(4 * p.shape[0][2]);
+    std::mt19937 gen(3);
+    std::uniform_real_distribution<float> u(0.0f, 1.0f);
+    std::vector<float> boxes;
+    for (std::int64_t k = 0; k < n; ++k) {  // boxes of 16 to 256 pixels inside the image
+      const float x1 = u(gen) * (image_w - 16.0f), y1 = u(gen) * (image_h - 16.0f);
+      boxes.insert(boxes.end(), {x1, y1, std::min(image_w, x1 + 16.0f + u(gen) * 240.0f),
+                                 std::min(image_h, y1 + 16.0f + u(gen) * 240.0f)});
+    }
+    const View<const float> box_view = arena.view(arena.alloc(boxes.size(), boxes.data()), {n, 4});
+    for (std::int64_t b = 0; b <= B; ++b) offsets_.push_back(b * kBoxesPerImage);
+    std::size_t need = 0;
+    for (std::size_t l = 0; l < std::min<std::size_t>(2, p.student.size()); ++l) {
+      const Dims& sh = p.shape[l];
+      const std::int64_t c = sh[1], d = c * 9, m = d / 2;
+      kdloss::drkd::InstanceRelationMapsArgs<float> a;
+      a.student_map = p.student[l];
+      a.teacher_map = p.teacher[l];
+      a.boxes = box_view;
+      a.offsets = kdloss::host_view<const std::int64_t>(offsets_.data(), {B + 1});
+      const auto relation = [&](kdloss::drkd::ObjectRelationParams<float>& r, kdloss::drkd::ObjectRelationGrads<float>& g) {
+        const float w_in = 1.0f / std::sqrt(float(d)), w_mid = 1.0f / std::sqrt(float(m));
+        r.theta_weight = params.weight({m, d}, w_in), r.theta_bias = params.weight({m}, 0.1f);
+        r.phi_weight = params.weight({m, d}, w_in), r.phi_bias = params.weight({m}, 0.1f);
+        r.g_weight = params.weight({m, d}, w_in), r.g_bias = params.weight({m}, 0.1f);
+        r.W_weight = params.weight({d, m}, w_mid), r.W_bias = params.weight({d}, 0.1f);
+        g.theta_weight = params.grad({m, d}, grads_), g.phi_weight = params.grad({m, d}, grads_);
+        g.g_weight = params.grad({m, d}, grads_), g.W_weight = params.grad({d, m}, grads_);
+      };
+      relation(a.code.student_relation, a.code.grad_student_relation);
+      relation(a.code.teacher_relation, a.code.grad_teacher_relation);
+      // the code's per-call random filter layers nn.Linear(D, n_b), packed over the images
+      a.code.student_filter = {params.weight({n, d}, 1.0f / std::sqrt(float(d))), params.weight({n}, 0.02f)};
+      a.code.teacher_filter = {params.weight({n, d}, 1.0f / std::sqrt(float(d))), params.weight({n}, 0.02f)};
+      a.code.relation_adapt_weight = params.weight({c, c}, 1.0f / std::sqrt(float(c)));
+      a.code.relation_adapt_bias = params.weight({c}, 0.1f);
+      a.code.feature_adapt_weight = params.weight({c, c}, 1.0f / std::sqrt(float(c)));
+      a.code.feature_adapt_bias = params.weight({c}, 0.1f);
+      a.code.grad_relation_adapt_weight = params.grad({c, c}, grads_);
+      a.code.grad_feature_adapt_weight = params.grad({c, c}, grads_);
+      a.options.spatial_scale = double(sh[3]) / (4.0 * double(p.shape[0][3]));
+      a.grad_student_map = params.grad(sh, grads_);
+      outs_.push_back(arena.alloc(1));
+      a.out = View<float>(outs_.back(), {}, {}, arena.device());
+      need = std::max(need, kdloss::drkd::instance_relation_maps_loss_workspace_bytes(a));
+      levels_.push_back(a);
+    }
+    exec_ = arena.exec(need, stream);
+  }
+  void run() override {
+    for (const auto& a : levels_) kdloss::drkd::instance_relation_maps_loss_forward_backward(a, exec_);
+  }
+
+ private:
+  static constexpr std::int64_t kBoxesPerImage = 25;
+  std::vector<std::int64_t> offsets_;
+  std::vector<kdloss::drkd::InstanceRelationMapsArgs<float>> levels_;
+  kdloss::Exec exec_;
+};
+
 /// One block op on the student pyramid, forward + backward with every gradient (grad_z = the teacher map
 /// as an arbitrary upstream gradient); value = the mean of z over the levels.
 class BlockOpCase : public LossCase {
@@ -552,6 +622,7 @@ std::vector<std::unique_ptr<LossCase>> loss_cases(bool full) {
       [](V s, V t, G out, G g, const kdloss::Exec& ex) { kdloss::drkd::pixel_relation_loss_forward_backward(s, t, out, g, {}, ex); },
       relation_first));
   cases.push_back(glore_loss_case(relation_first));
+  cases.push_back(std::make_unique<InstanceMapsCase>());
   cases.push_back(std::make_unique<BlockOpCase>(false, 0));
   cases.push_back(std::make_unique<BlockOpCase>(true, relation_first));
   return cases;

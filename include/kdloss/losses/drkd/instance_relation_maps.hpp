@@ -429,10 +429,10 @@ void instance_relation_maps_loss(const InstanceRelationMapsArgs<T>& a, Mode mode
   const char* fn = md::kNames(mode);
   instance_relation_maps_loss_check(a, mode);
   const Device dev = a.student_map.device;
-  const std::size_t need = md::plan(fn, a, mode, nullptr).total;
+  const md::Plan<T> sized = md::plan(fn, a, mode, nullptr);  // the inner queries once; then carve the same sizes
   ::kdloss::detail::HostScratch host;
-  void* ws = ::kdloss::detail::resolve_workspace(fn, dev, exec.workspace, need, host);
-  const md::Plan<T> p = md::plan(fn, a, mode, ws);
+  void* ws = ::kdloss::detail::resolve_workspace(fn, dev, exec.workspace, sized.total, host);
+  const md::Plan<T> p = md::carve(a, mode, ws, sized.roi_bytes, sized.relation_bytes);
   const Exec roi_exec{{p.roi_bytes ? p.roi : nullptr, p.roi_bytes}, exec.stream, exec.blas};
   const Exec rel_exec{{p.relation_bytes ? p.relation : nullptr, p.relation_bytes}, exec.stream, exec.blas};
   md::Image0Offsets i0;

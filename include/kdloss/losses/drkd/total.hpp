@@ -443,10 +443,10 @@ void total_loss(const TotalLossArgs<T>& a, Mode mode, const Exec& exec = {}) {
   const char* fn = td::kNames(mode);
   total_loss_check(a, mode);
   const Device dev = td::device_of(a);
-  const std::size_t need = td::plan(fn, a, mode, nullptr).total;
+  const td::Plan<T> sized = td::plan(fn, a, mode, nullptr);  // the terms' queries once; then carve the same sizes
   ::kdloss::detail::HostScratch host;
-  void* ws = ::kdloss::detail::resolve_workspace(fn, dev, exec.workspace, need, host);
-  const td::Plan<T> p = td::plan(fn, a, mode, ws);
+  void* ws = ::kdloss::detail::resolve_workspace(fn, dev, exec.workspace, sized.total, host);
+  const td::Plan<T> p = td::carve(a, ws, sized.scratch_bytes);
   const Exec inner{{p.scratch_bytes ? p.scratch : nullptr, p.scratch_bytes}, exec.stream, exec.blas};
   td::for_each_term(fn, a, mode, p.terms, [&](const std::string&, const auto& t) { td::term_run(t, mode, inner); });
   if (writes_gradients(mode)) {  // a requested gradient of a level without terms is zero

@@ -86,26 +86,17 @@ struct ScatterMatch {
   }
 };
 
-/// BCE with logits, log1p form: max(z, 0) - z t + log(1 + exp(-|z|)).
-template <class A>
-KDLOSS_HOST_DEVICE A bce_logits(A z, A t) {
-  using std::exp;
-  using std::log1p;
-  const A az = z < A(0) ? -z : z;
-  return (z > A(0) ? z : A(0)) - z * t + log1p(exp(-az));
-}
-template <class A>
-KDLOSS_HOST_DEVICE A sigmoid(A z) {
-  using std::exp;
-  return z >= A(0) ? A(1) / (A(1) + exp(-z)) : exp(z) / (A(1) + exp(z));
-}
-
 /// Per (row, class): the loss value and dL/dz (mmdet's focal form; BCE when focal is false).
+/// BCE with logits in the log1p form, max(z, 0) - z t + log(1 + exp(-|z|)), and torch's sigmoid
+/// (1 / (1 + exp(-z)) for z >= 0, exp(z) / (1 + exp(z)) below) share their one exp(-|z|).
 template <class A>
 KDLOSS_HOST_DEVICE A class_term(A z, A t, bool focal, A alpha, A gamma, A* grad) {
+  using std::exp;
+  using std::log1p;
   using std::pow;
-  const A s = sigmoid(z);
-  const A bce = bce_logits(z, t);
+  const A e = exp(-(z < A(0) ? -z : z));
+  const A s = z >= A(0) ? A(1) / (A(1) + e) : e / (A(1) + e);
+  const A bce = (z > A(0) ? z : A(0)) - z * t + log1p(e);
   if (!focal) {
     *grad = s - t;
     return bce;

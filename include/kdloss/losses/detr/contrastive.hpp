@@ -13,7 +13,8 @@
 // Entry shape (core/entry.hpp): ContrastiveQueryArgs, contrastive_query_loss_check,
 // contrastive_query_loss_workspace_bytes, contrastive_query_loss(args, mode, exec) and the wrappers.
 // Host (float, double) only in this version. No reserve: backward recomputes the forward.
-// Workspace: t and s [N, D] and the logits [N, N] of one layer at a time (the layers run in turn).
+// Workspace: t and s [N, D], the logits (transposed) and their gradient [N, N] of one layer at a time (the
+// layers run in turn).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -29,7 +30,9 @@
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/losses/detr/distill_detail.hpp"
+#include "kdloss/core/math.hpp"
 #include "kdloss/ops/matmul.hpp"
+#include "kdloss/ops/softmax.hpp"
 
 namespace kdloss {
 namespace detr {
@@ -98,7 +101,7 @@ void check_inputs(const ContrastiveQueryArgs<T>& a, const char* fn) {
 }
 
 struct Plan {
-  std::size_t t = 0, s = 0, logits = 0, dt = 0, ds = 0, norms = 0, total = 0;
+  std::size_t t = 0, s = 0, logits = 0, grad = 0, diag = 0, dt = 0, ds = 0, norms = 0, total = 0;
 };
 
 template <class T>
@@ -114,12 +117,33 @@ Plan plan(std::int64_t N, std::int64_t D) {
   p.t = off(nd, T{});
   p.s = off(nd, T{});
   p.logits = off(static_cast<std::size_t>(N * N), T{});
+  p.grad = off(static_cast<std::size_t>(N * N), T{});
+  p.diag = off(static_cast<std::size_t>(N), T{});
   p.dt = off(nd, T{});
   p.ds = off(nd, T{});
   p.norms = off(static_cast<std::size_t>(2 * N), double{});
   p.total = c.bytes();
   return p;
 }
+
+/// Row i of the logits x (already divided by the temperature): returns logsumexp_j x_ij - x_ii, the row's
+/// cross-entropy with target i (in<1> is x_ii along the whole row: the diagonal read with a stride of 0); with kGrad, out<0>(j) = scale * softmax_j(x_i.) (the caller then takes scale off the diagonal). A NaN
+/// in the row makes its term and every gradient of the row NaN, as torch's cross_entropy.
+template <bool kGrad>
+struct InfoNceRow {
+  static constexpr bool kPacketRows = true;  // arithmetic, exp and log only: runs on packets of rows
+  double scale;
+  template <class Acc, class Row>
+  KDLOSS_HOST_DEVICE Acc operator()(const Row& row) const {
+    const auto ms = ops::detail::row_max_and_sum<0>(row, Acc(1));
+    const Acc term = (ms.max + math::log(ms.sum)) - row.template in<1, Acc>(0);
+    if constexpr (kGrad) {
+      const Acc factor = Acc(scale) / ms.sum;
+      row.for_each([&](std::int64_t j) { row.template out<0>(j, factor * math::exp(row.template in<0, Acc>(j) - ms.max)); });
+    }
+    return term;
+  }
+};
 
 /// Copies layer k of `x` into the contiguous rows `y` [N, D], normalised when asked; keeps ||x_i|| in `norm`.
 template <class T>
@@ -233,6 +257,8 @@ void contrastive_query_loss(const ContrastiveQueryArgs<T>& a, Mode mode, const E
   T* t = reinterpret_cast<T*>(base + p.t);
   T* s = reinterpret_cast<T*>(base + p.s);
   T* logits = reinterpret_cast<T*>(base + p.logits);
+  T* grad = reinterpret_cast<T*>(base + p.grad);
+  T* diag_copy = reinterpret_cast<T*>(base + p.diag);
   T* dt = reinterpret_cast<T*>(base + p.dt);
   T* ds = reinterpret_cast<T*>(base + p.ds);
   double* tnorm = reinterpret_cast<double*>(base + p.norms);
@@ -253,40 +279,38 @@ void contrastive_query_loss(const ContrastiveQueryArgs<T>& a, Mode mode, const E
     ops::MatmulOptions mo;
     mo.trans_b = true;
     mo.alpha = inv_temp;
-    ops::matmul(cmat(t, N, D), cmat(s, N, D), mat(logits, N, N), mo);  // logits = t s^T / temperature
-    // per row: the CE term (value) and, for gradients, softmax - onehot in place (times the scale)
-    const double layer = distill_detail::ordered_sum(N, N, [&](std::int64_t i) {
-      T* row = logits + i * N;
-      double mx = -std::numeric_limits<double>::infinity();
-      bool nan = false;
-      for (std::int64_t j = 0; j < N; ++j) {
-        const double v = static_cast<double>(row[j]);
-        nan = nan || std::isnan(v);
-        mx = std::max(mx, v);
-      }
-      double se = 0;
-      for (std::int64_t j = 0; j < N; ++j) se += std::exp(static_cast<double>(row[j]) - mx);
-      const double lse = nan ? std::numeric_limits<double>::quiet_NaN() : mx + std::log(se);
-      const double term = lse - static_cast<double>(row[i]);
-      if (grads) {
-        for (std::int64_t j = 0; j < N; ++j)
-          row[j] = static_cast<T>((std::exp(static_cast<double>(row[j]) - lse) - (j == i ? 1.0 : 0.0)) * gscale);
-      }
-      return term;
-    });
+    // the logits transposed, L^T = s t^T / temperature: row i of L is then column i of L^T, and neighbouring
+    // rows lie next to each other, so the row operation runs a packet of rows at a time (vector exp)
+    ops::matmul(cmat(s, N, D), cmat(t, N, D), mat(logits, N, N), mo);
+    // per row of L: the CE term (value) and, for gradients, (softmax - onehot) * gscale into G^T
+    // (the diagonal copied out, so that every operand steps by 0 or 1 from one row to the next)
+    for (std::int64_t i = 0; i < N; ++i) diag_copy[i] = logits[i * N + i];
+    const View<const T> x = cmat(logits, N, N), diag(diag_copy, Dims{N, N}, Dims{0, 1}, x.device);
+    double layer = 0;
+    const auto rows = [&](auto op, const auto& outs) {
+      ::kdloss::detail::rowwise<acc_t<T>>(x.device, exec.stream, x.shape, 0, op, std::tuple{x, diag}, outs, nullptr,
+                                          ::kdloss::detail::Keep{}, &layer);
+    };
+    if (grads) {
+      rows(cd::InfoNceRow<true>{gscale}, std::tuple{mat(grad, N, N)});
+      for (std::int64_t i = 0; i < N; ++i) grad[i * N + i] -= static_cast<T>(gscale);
+    } else {
+      rows(cd::InfoNceRow<false>{gscale}, std::tuple<>{});
+    }
     total += layer / static_cast<double>(N);
     if (!grads) continue;
-    // dt = G s / temperature, ds = G^T t / temperature
+    // dt = G s / temperature = (G^T)^T s / temperature, ds = G^T t / temperature
     ops::MatmulOptions g1;
     g1.alpha = inv_temp;
+    g1.trans_a = true;
     if (present(a.grad_teacher)) {
-      ops::matmul(cmat(logits, N, N), cmat(s, N, D), mat(dt, N, D), g1);
+      ops::matmul(cmat(grad, N, N), cmat(s, N, D), mat(dt, N, D), g1);
       cd::store_grad(a.grad_teacher, k, N, D, o.normalize, o.eps, t, dt, tnorm);
     }
     if (present(a.grad_student)) {
       ops::MatmulOptions g2 = g1;
-      g2.trans_a = true;
-      ops::matmul(cmat(logits, N, N), cmat(t, N, D), mat(ds, N, D), g2);
+      g2.trans_a = false;
+      ops::matmul(cmat(grad, N, N), cmat(t, N, D), mat(ds, N, D), g2);
       cd::store_grad(a.grad_student, k, N, D, o.normalize, o.eps, s, ds, snorm);
     }
   }

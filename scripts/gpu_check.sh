@@ -19,7 +19,7 @@
 #   1. the GPU doctest cases (kdloss_tests -ts=gpu); when that run fails, each GPU case again in a
 #      process of its own, so that a crash or a sticky CUDA error is pinned on the case that caused it;
 #   3. compute-sanitizer memcheck, racecheck, synccheck and initcheck over a short GPU case selection
-#      (while the CUDA bridge and the benchmarks build in the background);
+#      (the CUDA bridge builds in the background from the start, at the lowest priority, then the benchmarks);
 #   2. the CUDA bridge's pytest cases (python/tests/test_cuda*.py, built with KDLOSS_TORCH_CUDA=1);
 #   4. a device-to-device copy, bench/compare_torch.py --device cuda (eager and torch.compile, CUDA
 #      events), then the CUDA benchmarks (GB/s against that copy).
@@ -86,8 +86,8 @@ gpu_check.sh would run (budget ${BUDGET} s; GPU arch sm_${ARCH}; report $out/gpu
   setup   pip install --no-index --target /tmp/kdloss_site $CARRY/wheels/*.whl; PYTHONPATH+=/tmp/kdloss_site
   build   cmake $(cmake_args)
           ninja -C $BUILD kdloss_tests
-  background, from here on: cd python && KDLOSS_TORCH_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 EIGEN3_INCLUDE_DIR=$CARRY/usr/include/eigen3 $python setup.py build_ext --inplace
-          then ninja -C $BUILD ${BENCHES[*]}
+  background, from the start: cd python && nice -n 19 KDLOSS_TORCH_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 EIGEN3_INCLUDE_DIR=$CARRY/usr/include/eigen3 $python setup.py build_ext --inplace
+          then, after the test build, ninja -C $BUILD ${BENCHES[*]}
   stage 1 $BUILD/tests/kdloss_tests -ts=gpu  (log: gpu_tests.log)
           if it fails: each GPU case alone, $BUILD/tests/kdloss_tests -ts=gpu -tc=NAME (log: gpu_cases.log)
   stage 3 compute-sanitizer --tool {memcheck,racecheck,synccheck,initcheck} --error-exitcode 99 \\
@@ -149,23 +149,26 @@ if ls "$CARRY"/wheels/*.whl >/dev/null 2>&1; then
 fi
 
 jobs=$(nproc)
-# kdloss_tests alone first: every later stage waits for it, and the benchmarks would only delay it.
-run_stage "build (configure + kdloss_tests, sm_$ARCH, -j$jobs)" 330 "$LOGS/build.log" bash "$0" --build-tests
-build_rc=$?
-
-# In the background from here on (the GPU stages need little CPU): the CUDA bridge, then the benchmarks.
-# Each writes its exit status to a .rc file beside its log.
 bg_jobs=$((jobs > 2 ? jobs - 2 : 1))
+# In the background from the start: the CUDA bridge at the lowest priority (it takes the cores the test
+# build leaves idle, and all of them once the GPU stages run), then, after the test build, the
+# benchmarks (one ninja at a time in a build folder). Each writes its exit status to a .rc file.
 (
   (cd python && KDLOSS_TORCH_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 EIGEN3_INCLUDE_DIR="$CARRY/usr/include/eigen3" \
-    MAX_JOBS=$bg_jobs timeout "$(left)" "$python" setup.py build_ext --inplace) >"$LOGS/bridge_build.log" 2>&1
+    MAX_JOBS=$bg_jobs nice -n 19 timeout "$(left)" "$python" setup.py build_ext --inplace) >"$LOGS/bridge_build.log" 2>&1
   echo $? >"$LOGS/bridge_build.rc"
-  if ((build_rc == 0)); then
+  while [[ ! -f $LOGS/build.rc ]]; do sleep 2; done
+  if [[ $(cat "$LOGS/build.rc") == 0 ]]; then
     timeout "$(left)" ninja -C "$BUILD" -j"$bg_jobs" "${BENCHES[@]}" >"$LOGS/bench_build.log" 2>&1
     echo $? >"$LOGS/bench_build.rc"
   fi
 ) &
 background_pid=$!
+
+# kdloss_tests alone in the foreground: every GPU stage waits for it, and the benchmarks would only delay it.
+run_stage "build (configure + kdloss_tests, sm_$ARCH, -j$jobs)" 330 "$LOGS/build.log" bash "$0" --build-tests
+build_rc=$?
+echo "$build_rc" >"$LOGS/build.rc"
 
 summarise_doctest() {  # counts and first failures of a doctest console log
   local log=$1

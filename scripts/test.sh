@@ -18,10 +18,11 @@ cmake --build --preset default -j "$jobs"
 stage "tests"
 ctest --preset default
 
-stage "the GPU check script (scripts/gpu_check.sh): prepare its carry folder, list its stages, configure its build"
+stage "the GPU check script (scripts/gpu_check.sh): prepare its carry folder, list its stages, configure its build, run it on stand-ins"
 bash scripts/gpu_check.sh --prepare
 bash scripts/gpu_check.sh --dry-run
 bash scripts/gpu_check.sh --configure-only >/dev/null
+bash scripts/gpu_check_selftest.sh
 
 stage "host tests under ASan + UBSan"
 cmake --preset asan >/dev/null

@@ -44,19 +44,23 @@ std::string gpu_pending_error_blame(bool& still_pending, bool& later_call_ok) {
   const kdloss::View<const float> sv = kdloss::cuda_view<const float>(s.ptr, {3}),
                                   tv = kdloss::cuda_view<const float>(t.ptr, {3});
   const kdloss::View<float> ov = kdloss::cuda_view(out.ptr, kdloss::Dims{});
+  // A GPU reduction needs its workspace (the partial sums): without one the call would throw for
+  // that before reaching the device guard, and neither the blame nor the later call would be tested.
+  DeviceBuffer<unsigned char> ws(kdloss::mse_loss_workspace_bytes(sv));
+  const kdloss::Exec ex{kdloss::Workspace{ws.ptr, ws.count}};
   cuda_check(cudaDeviceSynchronize(), "sync");
   (void)cudaGetLastError();
   idle_kernel<<<1, 4096>>>();  // more threads than a block may have: cudaErrorInvalidConfiguration, pending
   std::string message;
   try {
-    kdloss::mse_loss(sv, tv, ov);
+    kdloss::mse_loss(sv, tv, ov, {}, ex);
   } catch (const kdloss::Error& e) {
     message = e.what();
   }
   still_pending = cudaGetLastError() == cudaErrorInvalidConfiguration;  // reads and clears it
   later_call_ok = true;
   try {
-    kdloss::mse_loss(sv, tv, ov);
+    kdloss::mse_loss(sv, tv, ov, {}, ex);
     later_call_ok = out.to_host()[0] == (1.f + 0.f + 4.f) / 3.f;
   } catch (const kdloss::Error&) {
     later_call_ok = false;
@@ -101,11 +105,13 @@ HugeViewResult gpu_huge_view_mse(std::int64_t rows, std::int64_t cols, bool with
   const double numel = static_cast<double>(rows) * static_cast<double>(cols);
   const double exact = static_cast<double>(sum / static_cast<long double>(numel));
   HugeViewResult r;
+  DeviceBuffer<unsigned char> ws(kdloss::mse_loss_workspace_bytes(sv));  // the reduction's partial sums
+  const kdloss::Exec ex{kdloss::Workspace{ws.ptr, ws.count}};
   if (!with_gradient) {
-    kdloss::mse_loss(sv, tv, ov);
+    kdloss::mse_loss(sv, tv, ov, {}, ex);
   } else {
     DeviceBuffer<float> grad(static_cast<std::size_t>(rows * cols));
-    kdloss::mse_loss_forward_backward(sv, tv, ov, kdloss::cuda_view(grad.ptr, full));
+    kdloss::mse_loss_forward_backward(sv, tv, ov, kdloss::cuda_view(grad.ptr, full), {}, ex);
     DeviceBuffer<unsigned long long> wrong(std::vector<unsigned long long>{0ull});
     count_wrong_grads<<<4096, 256>>>(grad.ptr, rows, cols, 1.0 / numel, wrong.ptr);
     cuda_check(cudaGetLastError(), "count_wrong_grads");

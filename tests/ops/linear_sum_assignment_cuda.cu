@@ -36,15 +36,19 @@ std::vector<std::int64_t> run(bool maximize, const std::vector<double>& cost, st
   const std::size_t bytes = kdloss::ops::linear_sum_assignment_workspace_bytes(a);
   DeviceBuffer<unsigned char> ws(bytes + 1);
   kdloss::ops::linear_sum_assignment(a, kdloss::Mode::forward, kdloss::Exec{kdloss::Workspace{ws.ptr, bytes}});
+  // The direct call ran on the legacy default stream, which a non-blocking stream does not wait for:
+  // finish it before the replay below reuses its workspace.
+  cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   // the same call captured in a graph on a side stream (a sync inside would fail the capture)
   cudaStream_t s;
-  cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+  cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
   cudaGraph_t graph;
   cudaGraphExec_t exec;
-  cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
-  kdloss::ops::linear_sum_assignment(args(out2.ptr), kdloss::Mode::forward,
-                                     kdloss::Exec{kdloss::Workspace{ws.ptr, bytes}, kdloss::Stream(s)});
-  const bool captured = cudaStreamEndCapture(s, &graph) == cudaSuccess &&
+  const bool began = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+  if (began)
+    kdloss::ops::linear_sum_assignment(args(out2.ptr), kdloss::Mode::forward,
+                                       kdloss::Exec{kdloss::Workspace{ws.ptr, bytes}, kdloss::Stream(s)});
+  const bool captured = began && cudaStreamEndCapture(s, &graph) == cudaSuccess &&
                         cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
   if (captured) {
     cudaGraphLaunch(exec, s);

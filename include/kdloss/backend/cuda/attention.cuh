@@ -369,7 +369,7 @@ __global__ void __launch_bounds__(C::kThreads) grad_kv_kernel(expr::AttentionBac
         const std::int64_t i = i0 + tx * C::TK + c;
         const bool query = i < a.n_q;
         const Acc col_lse = query ? a.lse[b * a.n_q + i] : Acc(0);
-        const Acc col_d = query ? D[b * a.n_q + i] : Acc(0);
+        const Acc col_d = query && !is_v ? D[b * a.n_q + i] : Acc(0);  // D is unwritten when only grad_v is asked
 #pragma unroll
         for (int r = 0; r < C::TQ; ++r) {
           const Acc p = query ? exp_(s[r][c] * scale - col_lse) : Acc(0);

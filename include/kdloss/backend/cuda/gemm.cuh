@@ -30,16 +30,23 @@ inline void check_blas(cublasStatus_t status, const char* what) {
 }
 
 /// Sets the handle's stream (and host pointer mode) for one call and restores what the caller had.
+/// cublasSetStream also resets the handle's workspace to cuBLAS's default pool (cuBLAS documentation),
+/// which would unbind a workspace the caller gave the handle for that stream (PyTorch binds its own to
+/// the handle the bridge passes; cuBLAS would then allocate outside the caller's allocator, also during
+/// graph capture). So the stream is set, and restored, only when the handle is on another stream.
 class BlasStreamGuard {
  public:
   BlasStreamGuard(cublasHandle_t h, cudaStream_t s) : h_(h) {
     check_blas(cublasGetStream(h_, &previous_), "cublasGetStream");
     check_blas(cublasGetPointerMode(h_, &mode_), "cublasGetPointerMode");
-    check_blas(cublasSetStream(h_, s), "cublasSetStream");
+    if (previous_ != s) {
+      check_blas(cublasSetStream(h_, s), "cublasSetStream");
+      restore_stream_ = true;
+    }
     if (mode_ != CUBLAS_POINTER_MODE_HOST) check_blas(cublasSetPointerMode(h_, CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode");
   }
   ~BlasStreamGuard() {
-    cublasSetStream(h_, previous_);
+    if (restore_stream_) cublasSetStream(h_, previous_);
     if (mode_ != CUBLAS_POINTER_MODE_HOST) cublasSetPointerMode(h_, mode_);
   }
   BlasStreamGuard(const BlasStreamGuard&) = delete;
@@ -49,6 +56,7 @@ class BlasStreamGuard {
   cublasHandle_t h_;
   cudaStream_t previous_ = nullptr;
   cublasPointerMode_t mode_ = CUBLAS_POINTER_MODE_HOST;
+  bool restore_stream_ = false;
 };
 
 /// cuBLAS's names for an element type: its data type, the compute type (fp32 accumulation for
@@ -158,9 +166,11 @@ void gemm(const expr::Gemm<T, T, T, E>& g, cublasHandle_t handle, cudaStream_t s
   T* c_pack = nullptr;
   if (plan.pack_c) {  // row-major [outs, m, n] of the original C, read back only when beta reads it
     c_pack = take(plan.c_elems);
-    if (g.beta != 0.0)
+    if (g.beta != 0.0) {
       gemm_kernels::pack<<<grid_for(plan.c_elems), kBlock, 0, stream>>>(expr::MatOperand<const T>{g.c.data, g.c.batch, g.c.row, g.c.col},
                                                                         outs, g.m, g.n, c_pack);
+      check_launch("kdloss::gemm pack c");
+    }
     c = {c_pack, g.m * g.n, g.n, 1};
   }
   if (plan.swap) c = c.transposed();

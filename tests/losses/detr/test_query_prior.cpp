@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kdloss/losses/detr/query_prior.hpp"
+#include "losses/detr/query_prior_gpu.hpp"
 #include "reference/losses/detr/distill.hpp"
 #include "support/test_support.hpp"
 
@@ -58,6 +59,20 @@ struct QPCase {
   }
 };
 
+/// forward_backward on the host in double: out_cls, out_l1, out_giou, then grad_logits and grad_boxes.
+std::vector<double> host_forward_backward(const QPCase& c, double num_pos) {
+  std::vector<double> r(3 + c.logits.size() + c.boxes.size(), -1.0);
+  auto a = c.args<double>(c.logits, c.boxes, c.ref.gt, c.ref.sizes);
+  a.options.num_pos = num_pos;
+  a.out_cls = host_scalar(&r[0]);
+  a.out_l1 = host_scalar(&r[1]);
+  a.out_giou = host_scalar(&r[2]);
+  a.grad_logits = host_view(r.data() + 3, {c.K, c.B, c.Q, c.C});
+  a.grad_boxes = host_view(r.data() + 3 + c.logits.size(), {c.K, c.B, c.Q, 4});
+  detr::query_prior_loss(a, Mode::forward_backward);
+  return r;
+}
+
 }  // namespace
 
 TEST_CASE("detr::query_prior_loss: sums and gradients against the double reference") {
@@ -66,16 +81,10 @@ TEST_CASE("detr::query_prior_loss: sums and gradients against the double referen
     CAPTURE(num_pos);
     c.ref.num_pos = num_pos;
     const auto want = c.ref.value(c.logits, c.boxes);
-    std::vector<double> gl(c.logits.size()), gb(c.boxes.size());
-    double cls = -1, l1 = -1, giou = -1;
-    auto a = c.args<double>(c.logits, c.boxes, c.ref.gt, c.ref.sizes);
-    a.options.num_pos = num_pos;
-    a.out_cls = host_scalar(&cls);
-    a.out_l1 = host_scalar(&l1);
-    a.out_giou = host_scalar(&giou);
-    a.grad_logits = host_view(gl.data(), {c.K, c.B, c.Q, c.C});
-    a.grad_boxes = host_view(gb.data(), {c.K, c.B, c.Q, 4});
-    detr::query_prior_loss(a, Mode::forward_backward);
+    const auto got = host_forward_backward(c, num_pos);
+    const double cls = got[0], l1 = got[1], giou = got[2];
+    const std::vector<double> gl(got.begin() + 3, got.begin() + 3 + static_cast<std::ptrdiff_t>(c.logits.size())),
+        gb(got.begin() + 3 + static_cast<std::ptrdiff_t>(c.logits.size()), got.end());
     CHECK(cls == doctest::Approx(want[0]).epsilon(1e-12));
     CHECK(l1 == doctest::Approx(want[1]).epsilon(1e-12));
     CHECK(giou == doctest::Approx(want[2]).epsilon(1e-12));
@@ -158,4 +167,18 @@ TEST_CASE("detr::query_prior_loss: bad input throws a clear error and writes not
     d.target[4] = 3;
     kdloss_test::expect_error([&] { run(d); }, "layer 1:", untouched);
   }
+}
+
+KDLOSS_GPU_TEST("detr::query_prior_loss: the GPU agrees with the CPU (float, double)") {
+#if KDLOSS_TEST_CUDA
+  QPCase c;
+  const auto want = host_forward_backward(c, 0.0);
+  for (int dtype : {1, 0}) {
+    CAPTURE(dtype);
+    const auto got = kdloss_test::query_prior_on_gpu(dtype, c.K, c.B, c.Q, c.C, c.logits, c.boxes, c.ref.labels, c.ref.gt,
+                                                     c.ref.sizes, c.pred, c.target, c.layers);
+    const double tol = dtype == 1 ? 1e-10 : 2e-4;
+    check_close(got, want, tol, tol * 1e-2, "out_cls, out_l1, out_giou, grad_logits, grad_boxes");
+  }
+#endif
 }

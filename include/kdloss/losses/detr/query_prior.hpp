@@ -17,15 +17,19 @@
 // DETR-family matcher): per layer a list of (prediction row b * Q + q, packed ground-truth row) pairs.
 //
 // Entry shape (core/entry.hpp): QueryPriorLossArgs, query_prior_loss_check, query_prior_loss_workspace_bytes,
-// query_prior_loss(args, mode, exec) and the wrappers. Host (float, double) in this version: the sums over
-// layers are read back on the host. No reserve.
+// query_prior_loss(args, mode, exec) and the wrappers. Host and GPU (float, double): on the GPU each layer's
+// three values go to device slots of the workspace and one reduction per term adds them into the outputs, so
+// nothing is read back on the host. No reserve.
 #pragma once
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <tuple>
 
+#include "kdloss/backend/dispatch.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/ragged.hpp"
@@ -158,6 +162,39 @@ MatchedBoxLossArgs<T> box_args(const QueryPriorLossArgs<T>& a, std::int64_t k) {
   return b;
 }
 
+/// The call's scratch: the element losses' workspace (the largest layer's), then on the GPU the K per-layer
+/// values of each of the three terms and the partial sums of the reductions that add them.
+template <class T>
+struct Scratch {
+  unsigned char* inner = nullptr;
+  std::size_t inner_bytes = 0;
+  T* slots = nullptr;  // [3, K]: cls, l1, giou of every layer (GPU only)
+  double* partials = nullptr;
+};
+template <class T>
+Scratch<T> carve(const QueryPriorLossArgs<T>& a, ::kdloss::detail::Carver& c) {
+  Scratch<T> s;
+  const std::int64_t K = a.layers.count();
+  for (std::int64_t k = 0; k < K; ++k) {
+    s.inner_bytes = std::max(s.inner_bytes, matched_class_loss_workspace_bytes(class_args(a, k)));
+    s.inner_bytes = std::max(s.inner_bytes, matched_box_loss_workspace_bytes(box_args(a, k)));
+  }
+  s.inner = c.take<unsigned char>(s.inner_bytes);
+  if (!a.logits.device.is_host()) {
+    s.slots = c.take<T>(static_cast<std::size_t>(3 * K));
+    s.partials = ::kdloss::detail::carve_reduction(c, a.logits.device, K);
+  }
+  return s;
+}
+
+/// The identity term of the reduction that adds a term's per-layer values.
+struct LayerValue {
+  template <class V>
+  KDLOSS_HOST_DEVICE V operator()(const V& v) const {
+    return v;
+  }
+};
+
 /// Runs f and prefixes the error with the entry and the layer.
 template <class F>
 void in_layer(const char* fn, std::int64_t k, F&& f) {
@@ -182,6 +219,7 @@ void query_prior_loss_check(const QueryPriorLossArgs<T>& a, Mode mode) {
   const qd::Checker ck{fn};
   ck.rank(a.logits, "logits", 4);
   ck.not_null(a.logits, "logits");
+  ::kdloss::detail::require_backend<T>(fn, a.logits.device);
   ck.rank(a.boxes, "boxes", 4);
   ck.not_null(a.boxes, "boxes");
   const std::int64_t K = a.logits.shape[0];
@@ -242,22 +280,18 @@ void query_prior_loss_check(const QueryPriorLossArgs<T>& a, Mode mode) {
       if (backward) ck.disjoint(a.grad_boxes, "grad_boxes", *ups[s], up_names[s]);
     }
   }
-  distill_detail::require_host<T>(fn, a.logits.device);
 }
 
-/// Workspace bytes of query_prior_loss: the largest of the element losses' (0 on the host).
+/// Workspace bytes of query_prior_loss: the largest of the element losses', plus on the GPU 3 K values and the
+/// partial sums of their reduction.
 ///
 ///   kdloss::detr::QueryPriorLossArgs<float> args;   // filled in as in QueryPriorLossArgs's example
 ///   std::size_t bytes = kdloss::detr::query_prior_loss_workspace_bytes(args);
 template <class T>
 std::size_t query_prior_loss_workspace_bytes(const QueryPriorLossArgs<T>& a) {
-  namespace qd = query_prior_detail;
-  std::size_t bytes = 0;
-  for (std::int64_t k = 0; k < a.layers.count(); ++k) {
-    bytes = std::max(bytes, matched_class_loss_workspace_bytes(qd::class_args(a, k)));
-    bytes = std::max(bytes, matched_box_loss_workspace_bytes(qd::box_args(a, k)));
-  }
-  return bytes;
+  ::kdloss::detail::Carver c;
+  query_prior_detail::carve(a, c);
+  return c.bytes();
 }
 
 /// Checks, then runs every layer: forward writes the three sums; backward reads the three upstream gradients
@@ -272,6 +306,13 @@ void query_prior_loss(const QueryPriorLossArgs<T>& a, Mode mode, const Exec& exe
   const char* fn = qd::kNames(mode);
   query_prior_loss_check(a, mode);
   const std::int64_t K = a.logits.shape[0];
+  const Device dev = a.logits.device;
+  ::kdloss::detail::HostScratch host;
+  ::kdloss::detail::Carver carver(
+      ::kdloss::detail::resolve_workspace(fn, dev, exec.workspace, query_prior_loss_workspace_bytes(a), host));
+  const qd::Scratch<T> sc = qd::carve(a, carver);
+  const Exec inner{{sc.inner, sc.inner_bytes}, exec.stream, exec.blas};
+  const auto slot = [&](int term, std::int64_t k) { return View<T>(sc.slots + term * K + k, Dims{}, Dims{}, dev); };
   double sums[3] = {0, 0, 0};
   T cls = T(0), l1 = T(0), giou = T(0);
   for (std::int64_t k = 0; k < K; ++k) {
@@ -279,31 +320,38 @@ void query_prior_loss(const QueryPriorLossArgs<T>& a, Mode mode, const Exec& exe
       auto c = qd::class_args(a, k);
       auto b = qd::box_args(a, k);
       if (writes_value(mode)) {
-        c.out = host_scalar(&cls);
-        b.out_l1 = host_scalar(&l1);
-        b.out_giou = host_scalar(&giou);
+        c.out = dev.is_host() ? host_scalar(&cls) : slot(0, k);
+        b.out_l1 = dev.is_host() ? host_scalar(&l1) : slot(1, k);
+        b.out_giou = dev.is_host() ? host_scalar(&giou) : slot(2, k);
       }
       c.grad_out = a.grad_out_cls;
       b.grad_out_l1 = a.grad_out_l1;
       b.grad_out_giou = a.grad_out_giou;
       if (writes_value(mode) || present(c.grad_logits)) {
         if (!writes_gradients(mode)) c.grad_logits = View<T>{};
-        matched_class_loss(c, present(c.grad_logits) ? mode : Mode::forward, exec);
+        matched_class_loss(c, present(c.grad_logits) ? mode : Mode::forward, inner);
       }
       if (writes_value(mode) || present(b.grad_pred_boxes)) {
         if (!writes_gradients(mode)) b.grad_pred_boxes = View<T>{};
-        matched_box_loss(b, present(b.grad_pred_boxes) ? mode : Mode::forward, exec);
+        matched_box_loss(b, present(b.grad_pred_boxes) ? mode : Mode::forward, inner);
       }
     });
     sums[0] += static_cast<double>(cls);
     sums[1] += static_cast<double>(l1);
     sums[2] += static_cast<double>(giou);
   }
-  if (writes_value(mode)) {
+  if (!writes_value(mode)) return;
+  if (dev.is_host()) {
     *a.out_cls.data = static_cast<T>(sums[0]);
     *a.out_l1.data = static_cast<T>(sums[1]);
     *a.out_giou.data = static_cast<T>(sums[2]);
+    return;
   }
+  const View<T>* outs[3] = {&a.out_cls, &a.out_l1, &a.out_giou};
+  for (int term = 0; term < 3; ++term)  // out = the sum of the term's K layer values, on the stream
+    ::kdloss::detail::reduce_into<acc_t<T>>(dev, exec.stream, Dims{K}, qd::LayerValue{},
+                                            std::tuple{View<const T>(sc.slots + term * K, Dims{K}, Dims{1}, dev)},
+                                            View<T>(outs[term]->data, Dims{1}, Dims{1}, dev));
 }
 
 /// Thin wrapper: the three sums.

@@ -61,6 +61,13 @@ std::vector<double> to_double(const std::vector<T>& v) {
   }
 }
 
+/// Appends a device buffer's values, in double, to a GPU helper's results.
+template <class T>
+void append_double(std::vector<double>& r, const DeviceBuffer<T>& b) {
+  const auto h = to_double(b.to_host());
+  r.insert(r.end(), h.begin(), h.end());
+}
+
 /// Workspace on the device sized by a query.
 struct DeviceWorkspace {
   DeviceBuffer<unsigned char> buffer;

@@ -37,11 +37,8 @@ std::vector<double> run_query_prior(std::int64_t K, std::int64_t B, std::int64_t
   kdloss::detr::query_prior_loss(a, kdloss::Mode::forward_backward,
                                  kdloss::Exec{kdloss::Workspace{ws.buffer.ptr, ws.buffer.count}});
   std::vector<double> r = to_double(outs.to_host());
-  const DeviceBuffer<T>* grads[2] = {&gl, &gb};  // (a named array: nvcc's host pass and braced lists)
-  for (const DeviceBuffer<T>* buf : grads) {
-    const auto h = to_double(buf->to_host());
-    r.insert(r.end(), h.begin(), h.end());
-  }
+  append_double(r, gl);
+  append_double(r, gb);
   return r;
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kdloss/losses/detr/logits_distillation.hpp"
+#include "losses/detr/logits_distillation_gpu.hpp"
 #include "reference/losses/detr/distill.hpp"
 #include "support/test_support.hpp"
 
@@ -156,4 +157,27 @@ TEST_CASE("detr::logits_distillation_loss: a NaN cost and wrong shapes throw wit
   a.sizes = View<const double>{};
   kdloss_test::expect_error([&] { detr::logits_distillation_loss(a, Mode::forward_backward); }, "'sizes' is absent",
                             untouched);
+}
+
+KDLOSS_GPU_TEST("detr::logits_distillation_loss: the GPU agrees with the CPU (float, double)") {
+#if KDLOSS_TEST_CUDA
+  LDCase c;
+  std::vector<double> want(4), gl(c.sl.size()), gb(c.sb.size());
+  auto a = c.args(c.sl, c.sb);
+  a.out_cls = host_scalar(&want[0]);
+  a.out_l1 = host_scalar(&want[1]);
+  a.out_giou = host_scalar(&want[2]);
+  a.out = host_scalar(&want[3]);
+  a.grad_student_logits = host_view(gl.data(), {c.K, c.B, c.Q, c.C});
+  a.grad_student_boxes = host_view(gb.data(), {c.K, c.B, c.Q, 4});
+  detr::logits_distillation_loss(a, Mode::forward_backward);
+  want.insert(want.end(), gl.begin(), gl.end());
+  want.insert(want.end(), gb.begin(), gb.end());
+  for (int dtype : {1, 0}) {
+    CAPTURE(dtype);
+    const auto got = kdloss_test::logits_distillation_on_gpu(dtype, c.K, c.B, c.Q, c.C, c.sl, c.sb, c.tl, c.tb, c.ref.sizes);
+    const double tol = dtype == 1 ? 1e-10 : 2e-4;
+    check_close(got, want, tol, tol * 1e-2, "out_cls, out_l1, out_giou, out, grad_student_logits, grad_student_boxes");
+  }
+#endif
 }

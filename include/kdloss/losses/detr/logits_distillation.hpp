@@ -33,17 +33,26 @@
 //
 // Entry shape (core/entry.hpp): LogitsDistillationArgs, logits_distillation_loss_check,
 // logits_distillation_loss_workspace_bytes, logits_distillation_loss(args, mode, exec) and the wrappers.
-// Host (float, double) in this version. No reserve: backward recomputes the costs and the matching (they are
+// Host and GPU (float, double). No reserve: backward recomputes the costs and the matching (they are
 // deterministic); forward_backward does everything once. All layers are matched before anything is written,
-// so a NaN cost (from a NaN teacher or student input) throws with every output untouched.
+// so on the host a NaN cost (from a NaN teacher or student input) throws with every output untouched.
+// split = none (the official code) runs one pipeline on the host and the GPU alike, from a workspace: the
+// pseudo-targets, matching_cost, linear_sum_assignment (the batch in one call) and the pairs of every layer,
+// then the element losses into per-layer slots and one reduction per output, so the GPU reads nothing back;
+// there a layer whose assignment fails (a NaN or infeasible cost) gets NaN values. The split option runs on
+// the host only (its problem sizes depend on the teacher's scores), from buffers the call allocates.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
+#include "kdloss/backend/dispatch.hpp"
+#include "kdloss/backend/dispatch_boxes.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/ragged.hpp"
@@ -130,42 +139,64 @@ struct Layer {
   std::vector<std::int64_t> box_pred, box_target;  // pairs with box terms
 };
 
-/// The pseudo-targets of layer k: sigmoid scores, clamped pixel boxes, their normalised cxcywh.
+/// The pseudo-targets of one teacher prediction r = b * N + n of a layer (host and GPU): sigmoid scores
+/// (torch's 1 / (1 + exp(-z))), the box as mmdet's bbox_cxcywh_to_xyxy * (w, h, w, h) clamped to the image,
+/// all in the element type, and its bbox_xyxy_to_cxcywh(b / factor) (the L1 target).
+template <class T>
+struct TargetsFn {
+  const T* logits;  // [B, N, C]
+  std::int64_t ls0, ls1, ls2;
+  const T* boxes;  // [B, N, 4] normalised cxcywh
+  std::int64_t bs0, bs1, bs2;
+  const T* sizes;  // [B, 2] (height, width)
+  std::int64_t ss0, ss1;
+  std::int64_t N, C;
+  T *probs, *px, *norm;  // [B * N, C], [B * N, 4], [B * N, 4]
+  KDLOSS_HOST_DEVICE double operator()(std::int64_t r) const {
+    using std::exp;
+    const std::int64_t b = r / N, n = r % N;
+    for (std::int64_t c = 0; c < C; ++c) {
+      const T z = logits[b * ls0 + n * ls1 + c * ls2];
+      probs[r * C + c] = static_cast<T>(T(1) / (T(1) + exp(-z)));
+    }
+    const double h = static_cast<double>(sizes[b * ss0]), w = static_cast<double>(sizes[b * ss0 + ss1]);
+    const T* bx = boxes + b * bs0 + n * bs1;
+    const T cx = bx[0], cy = bx[bs2], bw = bx[2 * bs2], bh = bx[3 * bs2];
+    const T lim[4] = {static_cast<T>(w), static_cast<T>(h), static_cast<T>(w), static_cast<T>(h)};
+    T xy[4] = {cx - T(0.5) * bw, cy - T(0.5) * bh, cx + T(0.5) * bw, cy + T(0.5) * bh};
+    for (int d = 0; d < 4; ++d) {
+      const T v = xy[d] * lim[d];
+      xy[d] = v != v ? v : (v < T(0) ? T(0) : (v > lim[d] ? lim[d] : v));
+      px[r * 4 + d] = xy[d];
+    }
+    const T n0 = xy[0] / lim[0], n1 = xy[1] / lim[1], n2 = xy[2] / lim[2], n3 = xy[3] / lim[3];
+    T* o = norm + r * 4;
+    o[0] = (n0 + n2) / T(2);
+    o[1] = (n1 + n3) / T(2);
+    o[2] = n2 - n0;
+    o[3] = n3 - n1;
+    return 0.0;
+  }
+};
+
+/// TargetsFn over layer k of `a`, writing into probs / px / norm (memory on the call's device).
+template <class T>
+TargetsFn<T> targets_fn(const LogitsDistillationArgs<T>& a, std::int64_t k, T* probs, T* px, T* norm) {
+  const View<const T> tl = layer(a.teacher_logits, k), tb = layer(a.teacher_boxes, k);
+  return TargetsFn<T>{tl.data,    tl.strides[0], tl.strides[1], tl.strides[2], tb.data,    tb.strides[0],
+                      tb.strides[1], tb.strides[2], a.sizes.data, a.sizes.strides[0], a.sizes.strides[1],
+                      tl.shape[1], tl.shape[2], probs,  px,       norm};
+}
+
+/// The pseudo-targets of layer k on the host: sigmoid scores, clamped pixel boxes, their normalised cxcywh.
 template <class T>
 void targets(const LogitsDistillationArgs<T>& a, std::int64_t k, Layer<T>& L) {
-  const View<const T> tl = layer(a.teacher_logits, k), tb = layer(a.teacher_boxes, k);
-  const std::int64_t B = tl.shape[0], N = tl.shape[1], C = tl.shape[2];
+  const std::int64_t B = a.teacher_logits.shape[1], N = a.teacher_logits.shape[2], C = a.teacher_logits.shape[3];
   L.probs.resize(static_cast<std::size_t>(B * N * C));
   L.px.resize(static_cast<std::size_t>(B * N * 4));
   L.norm.resize(static_cast<std::size_t>(B * N * 4));
-  for (std::int64_t b = 0; b < B; ++b) {
-    const double h = static_cast<double>(*distill_detail::at(a.sizes, b, 0));
-    const double w = static_cast<double>(*distill_detail::at(a.sizes, b, 1));
-    for (std::int64_t n = 0; n < N; ++n) {
-      const std::int64_t r = b * N + n;
-      for (std::int64_t c = 0; c < C; ++c) {
-        const T z = *distill_detail::at(tl, b, n, c);
-        L.probs[static_cast<std::size_t>(r * C + c)] = static_cast<T>(T(1) / (T(1) + std::exp(-z)));  // torch's sigmoid
-      }
-      const T cx = *distill_detail::at(tb, b, n, 0), cy = *distill_detail::at(tb, b, n, 1),
-              bw = *distill_detail::at(tb, b, n, 2), bh = *distill_detail::at(tb, b, n, 3);
-      // mmdet: bbox_cxcywh_to_xyxy, * (w, h, w, h), clamp_(0, w / h), all in the element type
-      const T lim[4] = {static_cast<T>(w), static_cast<T>(h), static_cast<T>(w), static_cast<T>(h)};
-      T xy[4] = {cx - T(0.5) * bw, cy - T(0.5) * bh, cx + T(0.5) * bw, cy + T(0.5) * bh};
-      for (int d = 0; d < 4; ++d) {
-        const T v = xy[d] * lim[d];
-        xy[d] = std::isnan(v) ? v : std::min(std::max(v, T(0)), lim[d]);
-        L.px[static_cast<std::size_t>(r * 4 + d)] = xy[d];
-      }
-      // L1 target: bbox_xyxy_to_cxcywh(b^T / factor)
-      const T n0 = xy[0] / lim[0], n1 = xy[1] / lim[1], n2 = xy[2] / lim[2], n3 = xy[3] / lim[3];
-      T* o = L.norm.data() + r * 4;
-      o[0] = (n0 + n2) / T(2);
-      o[1] = (n1 + n3) / T(2);
-      o[2] = n2 - n0;
-      o[3] = n3 - n1;
-    }
-  }
+  ::kdloss::detail::box_index_for<T>(Device::host(), Stream{}, B * N, C + 16,
+                                     targets_fn(a, k, L.probs.data(), L.px.data(), L.norm.data()));
 }
 
 /// Solves the [B, Q, n_b] problems of `cost` (columns j < cols[b]) and appends the pairs (b * Q + i,
@@ -303,6 +334,228 @@ inline View<const std::int64_t> idx(const std::vector<std::int64_t>& v) {
   return host_view<const std::int64_t>(v.data(), {static_cast<std::int64_t>(v.size())});
 }
 
+/// A stand-in address, far from any mapping, for views the workspace query binds before memory exists
+/// (the inner entries' checks want non-null, disjoint views; nothing is read or written through them).
+template <class U>
+U* stand_in(int lane) {
+  return reinterpret_cast<U*>((std::uintptr_t{1} << 62) + (std::uintptr_t{1} << 56) * unsigned(lane));
+}
+
+/// The pairs of one layer on the GPU: assignment (b, i, j) -> prediction row b * Q + i, teacher row b * N + j
+/// (-1 where the assignment left a slot empty).
+struct PairsFn {
+  const std::int64_t *row_ind, *col_ind;
+  std::int64_t P, Q, N;
+  std::int64_t *pred, *target;
+  KDLOSS_HOST_DEVICE double operator()(std::int64_t e) const {
+    const std::int64_t b = e / P, i = row_ind[e], j = col_ind[e];
+    pred[e] = i >= 0 ? b * Q + i : -1;
+    target[e] = j >= 0 ? b * N + j : -1;
+    return 0.0;
+  }
+};
+
+/// A layer whose assignment failed on the GPU (a NaN cost: status invalid) gets NaN values (the host throws
+/// instead; the GPU cannot without a synchronisation).
+template <class T>
+struct FailedLayerFn {
+  const std::int64_t* status;
+  std::int64_t B;
+  T *cls, *l1, *giou;
+  KDLOSS_HOST_DEVICE double operator()(std::int64_t) const {
+    bool failed = false;
+    for (std::int64_t b = 0; b < B; ++b) failed = failed || status[b] != 0;
+    if (failed) {
+      const T nan = static_cast<T>(NAN);
+      *cls = nan, *l1 = nan, *giou = nan;
+    }
+    return 0.0;
+  }
+};
+
+/// The buffers of the one-pass pipeline (split = none, host and GPU): every layer's pseudo-targets,
+/// assignment and pairs (all layers are matched before any output is written), one cost matrix reused by the
+/// layers, the three values of every layer, and the inner entries' workspace. With base null, sizes only (the
+/// views are then bound to stand-in addresses).
+template <class T>
+struct Pipeline {
+  std::int64_t K = 0, B = 0, Q = 0, N = 0, C = 0, P = 0;
+  T *probs = nullptr, *px = nullptr, *norm = nullptr, *cost = nullptr, *slots = nullptr;
+  std::int64_t *row_ind = nullptr, *col_ind = nullptr, *count = nullptr, *status = nullptr, *pred = nullptr,
+               *target = nullptr;
+  unsigned char* inner = nullptr;
+  std::size_t inner_bytes = 0, total = 0;
+  std::vector<std::int64_t> offsets;  // the teacher rows of each image, {0, N, 2N, ...} (host)
+  Device dev{};
+
+  template <class U>
+  View<U> mat(U* p, std::int64_t k, std::int64_t rows, std::int64_t cols, int lane) const {
+    return View<U>(p ? p + k * rows * cols : stand_in<std::remove_const_t<U>>(lane), Dims{rows, cols}, Dims{cols, 1}, dev);
+  }
+  View<const T> probs_of(std::int64_t k) const { return mat<const T>(probs, k, B * N, C, 0); }
+  View<const T> px_of(std::int64_t k) const { return mat<const T>(px, k, B * N, 4, 1); }
+  View<const T> norm_of(std::int64_t k) const { return mat<const T>(norm, k, B * N, 4, 2); }
+  View<const std::int64_t> pred_of(std::int64_t k) const {
+    return View<const std::int64_t>(pred ? pred + k * B * P : stand_in<std::int64_t>(3), Dims{B * P}, Dims{1}, dev);
+  }
+  View<const std::int64_t> target_of(std::int64_t k) const {
+    return View<const std::int64_t>(target ? target + k * B * P : stand_in<std::int64_t>(4), Dims{B * P}, Dims{1}, dev);
+  }
+};
+
+template <class T>
+MatchingCostArgs<T> pipeline_cost(const LogitsDistillationArgs<T>& a, std::int64_t k, const Pipeline<T>& p) {
+  MatchingCostArgs<T> m;
+  m.options = MatchingCostOptions::detrdistill();
+  m.options.class_weight = a.options.class_weight;
+  m.options.bbox_weight = a.options.l1_weight;
+  m.options.giou_weight = a.options.giou_weight;
+  m.options.giou_eps = a.options.giou_eps;
+  m.pred_logits = layer(a.student_logits, k);
+  m.pred_boxes = layer(a.student_boxes, k);
+  m.target_probs = p.probs_of(k);
+  m.target_boxes = p.px_of(k);
+  m.targets = Segments<std::int64_t>{host_view<const std::int64_t>(p.offsets.data(), {p.B + 1})};
+  m.sizes = a.sizes;
+  m.out = View<T>(p.cost ? p.cost : stand_in<T>(5), Dims{p.B, p.Q, p.N}, Dims{p.Q * p.N, p.N, 1}, p.dev);
+  return m;
+}
+
+template <class T>
+ops::LinearSumAssignmentArgs<T> pipeline_assignment(std::int64_t k, const Pipeline<T>& p) {
+  ops::LinearSumAssignmentArgs<T> s;
+  s.cost = View<const T>(p.cost ? p.cost : stand_in<T>(5), Dims{p.B, p.Q, p.N}, Dims{p.Q * p.N, p.N, 1}, p.dev);
+  s.row_ind = p.template mat<std::int64_t>(p.row_ind, k, p.B, p.P, 6);
+  s.col_ind = p.template mat<std::int64_t>(p.col_ind, k, p.B, p.P, 7);
+  s.count = View<std::int64_t>(p.count ? p.count + k * p.B : stand_in<std::int64_t>(8), Dims{p.B}, Dims{1}, p.dev);
+  s.status = View<std::int64_t>(p.status ? p.status + k * p.B : stand_in<std::int64_t>(9), Dims{p.B}, Dims{1}, p.dev);
+  return s;
+}
+
+/// The element losses of layer k over its pairs (outputs and upstreams set by the caller).
+template <class T>
+MatchedClassLossArgs<T> pipeline_class(const LogitsDistillationArgs<T>& a, std::int64_t k, const Pipeline<T>& p) {
+  MatchedClassLossArgs<T> c;
+  c.logits = layer(a.student_logits, k);
+  c.target_probs = p.probs_of(k);
+  c.pred_rows = p.pred_of(k);
+  c.target_rows = p.target_of(k);
+  c.options.kind = MatchedClassLossOptions::Kind::soft_bce;
+  c.options.weight = a.options.class_weight;
+  c.options.normalizer = Normalizer::mmdet_num_pos();
+  return c;
+}
+template <class T>
+MatchedBoxLossArgs<T> pipeline_boxes(const LogitsDistillationArgs<T>& a, std::int64_t k, const Pipeline<T>& p) {
+  const auto& o = a.options;
+  MatchedBoxLossArgs<T> bx;
+  bx.pred_boxes = layer(a.student_boxes, k);
+  bx.target_boxes = p.norm_of(k);
+  bx.pred_rows = p.pred_of(k);
+  bx.target_rows = p.target_of(k);
+  bx.sizes = a.sizes;
+  bx.options.l1_weight = o.l1_weight;
+  bx.options.giou_weight = o.giou_weight;
+  bx.options.eps = o.giou_eps;
+  bx.options.normalizer = Normalizer::mmdet_avg_factor(o.num_pos > 0 ? o.num_pos : static_cast<double>(p.B * p.P));
+  return bx;
+}
+
+/// Carves (or, with base null, sizes) the pipeline's workspace.
+template <class T>
+Pipeline<T> pipeline(const LogitsDistillationArgs<T>& a, void* base) {
+  Pipeline<T> p;
+  p.dev = a.student_logits.device;
+  p.K = a.student_logits.shape[0], p.B = a.student_logits.shape[1], p.Q = a.student_logits.shape[2];
+  p.N = a.teacher_logits.shape[2], p.C = a.teacher_logits.shape[3], p.P = std::min(p.Q, p.N);
+  p.offsets.resize(static_cast<std::size_t>(p.B + 1));
+  for (std::int64_t b = 0; b <= p.B; ++b) p.offsets[static_cast<std::size_t>(b)] = b * p.N;
+  if (p.K > 0) {  // the inner entries' workspace, sized on the stand-in views (the real ones' shapes)
+    p.inner_bytes = std::max(matched_class_loss_workspace_bytes(pipeline_class(a, 0, p)),
+                             matched_box_loss_workspace_bytes(pipeline_boxes(a, 0, p)));
+    if (p.P > 0)
+      p.inner_bytes = std::max({p.inner_bytes, matching_cost_workspace_bytes(pipeline_cost(a, 0, p)),
+                                ops::linear_sum_assignment_workspace_bytes(pipeline_assignment(0, p))});
+  }
+  const auto n = [](std::int64_t v) { return static_cast<std::size_t>(v); };
+  ::kdloss::detail::Carver c(base);
+  p.probs = c.take<T>(n(p.K * p.B * p.N * p.C));
+  p.px = c.take<T>(n(p.K * p.B * p.N * 4));
+  p.norm = c.take<T>(n(p.K * p.B * p.N * 4));
+  p.cost = c.take<T>(n(p.B * p.Q * p.N));
+  p.row_ind = c.take<std::int64_t>(n(p.K * p.B * p.P));
+  p.col_ind = c.take<std::int64_t>(n(p.K * p.B * p.P));
+  p.pred = c.take<std::int64_t>(n(p.K * p.B * p.P));
+  p.target = c.take<std::int64_t>(n(p.K * p.B * p.P));
+  p.count = c.take<std::int64_t>(n(p.K * p.B));
+  p.status = c.take<std::int64_t>(n(p.K * p.B));
+  p.slots = c.take<T>(n(3 * p.K));
+  p.inner = c.take<unsigned char>(p.inner_bytes);
+  p.total = c.bytes();
+  return p;
+}
+
+/// The official code's form (split = none) in one pass, on the host or the GPU with the same calls: phase 1
+/// matches every layer (pseudo-targets, matching_cost, linear_sum_assignment, the pairs; on the host a NaN
+/// cost throws here, before any output is written), phase 2 runs the element losses into per-layer slots,
+/// then one reduction per output adds the layers. On the GPU nothing is read back on the host; a layer whose
+/// assignment did not succeed (status: a NaN or infeasible cost) gets NaN values.
+template <class T>
+void run_pipeline(const LogitsDistillationArgs<T>& a, Mode mode, const Exec& exec) {
+  const char* fn = kNames(mode);
+  const Device dev = a.student_logits.device;
+  ::kdloss::detail::HostScratch host;
+  void* base = ::kdloss::detail::resolve_workspace(fn, dev, exec.workspace, pipeline<T>(a, nullptr).total, host);
+  const Pipeline<T> p = pipeline<T>(a, base);
+  const std::int64_t K = p.K, B = p.B, P = p.P;
+  const Exec inner{{p.inner, p.inner_bytes}, exec.stream, exec.blas};
+  for (std::int64_t k = 0; k < K; ++k) {
+    query_prior_detail::in_layer(fn, k, [&] {
+      T* probs = p.probs + k * B * p.N * p.C;
+      ::kdloss::detail::box_index_for<T>(dev, exec.stream, B * p.N, p.C + 16,
+                                         targets_fn(a, k, probs, p.px + k * B * p.N * 4, p.norm + k * B * p.N * 4));
+      if (P == 0) return;  // no teacher predictions or no queries: no pairs, every query unmatched
+      matching_cost(pipeline_cost(a, k, p), Mode::forward, inner);
+      ops::linear_sum_assignment(pipeline_assignment(k, p), Mode::forward, inner);
+      ::kdloss::detail::box_index_for<T>(dev, exec.stream, B * P, 1,
+                                         PairsFn{p.row_ind + k * B * P, p.col_ind + k * B * P, P, p.Q, p.N,
+                                                 p.pred + k * B * P, p.target + k * B * P});
+    });
+  }
+  const auto slot = [&](int term, std::int64_t k) { return View<T>(p.slots + term * K + k, Dims{}, Dims{}, dev); };
+  for (std::int64_t k = 0; k < K; ++k) {
+    query_prior_detail::in_layer(fn, k, [&] {
+      MatchedClassLossArgs<T> c = pipeline_class(a, k, p);
+      if (writes_value(mode)) c.out = slot(0, k);
+      c.grad_out = present(a.grad_out_cls) ? a.grad_out_cls : a.grad_out;
+      c.grad_logits = writes_gradients(mode) ? layer(a.grad_student_logits, k) : View<T>{};
+      if (writes_value(mode) || present(c.grad_logits))
+        matched_class_loss(c, present(c.grad_logits) ? mode : Mode::forward, inner);
+      MatchedBoxLossArgs<T> bx = pipeline_boxes(a, k, p);
+      if (writes_value(mode)) bx.out_l1 = slot(1, k), bx.out_giou = slot(2, k);
+      bx.grad_out_l1 = present(a.grad_out_l1) ? a.grad_out_l1 : a.grad_out;
+      bx.grad_out_giou = present(a.grad_out_giou) ? a.grad_out_giou : a.grad_out;
+      bx.grad_pred_boxes = writes_gradients(mode) ? layer(a.grad_student_boxes, k) : View<T>{};
+      if (writes_value(mode) || present(bx.grad_pred_boxes))
+        matched_box_loss(bx, present(bx.grad_pred_boxes) ? mode : Mode::forward, inner);
+      if (writes_value(mode) && P > 0)
+        ::kdloss::detail::box_index_for<T>(dev, exec.stream, 1, 1,
+                                           FailedLayerFn<T>{p.status + k * B, B, p.slots + k, p.slots + K + k,
+                                                            p.slots + 2 * K + k});
+    });
+  }
+  if (!writes_value(mode)) return;
+  const View<T>* outs[4] = {&a.out_cls, &a.out_l1, &a.out_giou, &a.out};
+  for (int term = 0; term < 4; ++term) {  // out_* = the sum of the term's K layer values; out = all 3 K of them
+    if (absent(*outs[term])) continue;
+    const std::int64_t count = term == 3 ? 3 * K : K;
+    ::kdloss::detail::reduce_into<acc_t<T>>(
+        dev, exec.stream, Dims{count}, query_prior_detail::LayerValue{},
+        std::tuple{View<const T>(p.slots + (term == 3 ? 0 : term * K), Dims{count}, Dims{1}, dev)},
+        View<T>(outs[term]->data, Dims{1}, Dims{1}, dev));
+  }
+}
+
 }  // namespace logits_distill_detail
 
 /// Throws kdloss::Error naming the argument and the shapes when `args` cannot run in `mode`; writes nothing.
@@ -354,7 +607,12 @@ void logits_distillation_loss_check(const LogitsDistillationArgs<T>& a, Mode mod
   ck.device(a.student_boxes, "student_boxes", dev);
   ck.device(a.teacher_boxes, "teacher_boxes", dev);
   ck.device(a.sizes, "sizes", dev);
-  distill_detail::require_host<T>(fn, dev);
+  ::kdloss::detail::require_backend<T>(fn, dev);
+  // the GPU runs the official code's form (every size known before the call), at most kMaxGpuImages images
+  ld::require(o.split == Split::none || dev.is_host(), fn, ": option 'split' score_threshold runs on the host only "
+              "(its problem sizes depend on the teacher's scores) but the views are on ", dev.str());
+  ld::require(dev.is_host() || s[1] <= cost_detail::kMaxGpuImages, fn, ": argument 'student_logits' ", s.str(),
+              " holds ", s[1], " images on ", dev.str(), "; the GPU call takes at most ", cost_detail::kMaxGpuImages);
   const View<T>* outs[4] = {&a.out_cls, &a.out_l1, &a.out_giou, &a.out};
   const View<const T>* ups[4] = {&a.grad_out_cls, &a.grad_out_l1, &a.grad_out_giou, &a.grad_out};
   const char* out_names[4] = {"out_cls", "out_l1", "out_giou", "out"};
@@ -396,14 +654,16 @@ void logits_distillation_loss_check(const LogitsDistillationArgs<T>& a, Mode mod
   }
 }
 
-/// Workspace bytes: 0 (host only in this version: the per-layer targets, costs and pairs are allocated by the call).
+/// Workspace bytes: 0 on the host (the per-layer targets, costs and pairs are allocated by the call); on the GPU
+/// one layer's targets, costs, assignment and pairs, the per-layer values, and the inner entries' workspace.
 ///
 ///   kdloss::detr::LogitsDistillationArgs<float> args;   // filled in as in LogitsDistillationArgs's example
 ///   std::size_t bytes = kdloss::detr::logits_distillation_loss_workspace_bytes(args);
 template <class T>
 std::size_t logits_distillation_loss_workspace_bytes(const LogitsDistillationArgs<T>& a) {
   logits_distillation_loss_check(a, Mode::forward);
-  return 0;
+  if (a.options.split != LogitsDistillationOptions::Split::none) return 0;  // (the split's buffers: the call's own)
+  return logits_distill_detail::pipeline<T>(a, nullptr).total;
 }
 
 /// Checks, matches every layer (costs + scipy-exact assignment), then runs the losses: forward writes the
@@ -416,8 +676,13 @@ void logits_distillation_loss(const LogitsDistillationArgs<T>& a, Mode mode, con
   namespace ld = logits_distill_detail;
   const char* fn = ld::kNames(mode);
   logits_distillation_loss_check(a, mode);
-  const std::int64_t K = a.student_logits.shape[0];
   const auto& o = a.options;
+  if (o.split == LogitsDistillationOptions::Split::none) {  // the official code's form: one pass, host or GPU
+    ld::run_pipeline(a, mode, exec);
+    return;
+  }
+  // the split (host only): its problem sizes depend on the teacher's scores
+  const std::int64_t K = a.student_logits.shape[0];
   std::vector<ld::Layer<T>> layers(static_cast<std::size_t>(K));
   // phase 1: every layer's matching (a NaN cost throws here, before any output is written)
   for (std::int64_t k = 0; k < K; ++k)  // (the assignment itself runs the images in parallel)

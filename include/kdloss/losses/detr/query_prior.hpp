@@ -17,9 +17,9 @@
 // DETR-family matcher): per layer a list of (prediction row b * Q + q, packed ground-truth row) pairs.
 //
 // Entry shape (core/entry.hpp): QueryPriorLossArgs, query_prior_loss_check, query_prior_loss_workspace_bytes,
-// query_prior_loss(args, mode, exec) and the wrappers. Host and GPU (float, double): on the GPU each layer's
-// three values go to device slots of the workspace and one reduction per term adds them into the outputs, so
-// nothing is read back on the host. No reserve.
+// query_prior_loss(args, mode, exec) and the wrappers. Host and GPU (float, double): each layer's three values
+// go to slots of the workspace and one reduction per term adds them into the outputs, so on the GPU nothing is
+// read back on the host. No reserve.
 #pragma once
 #include <algorithm>
 #include <cfloat>
@@ -162,14 +162,13 @@ MatchedBoxLossArgs<T> box_args(const QueryPriorLossArgs<T>& a, std::int64_t k) {
   return b;
 }
 
-/// The call's scratch: the element losses' workspace (the largest layer's), then on the GPU the K per-layer
-/// values of each of the three terms and the partial sums of the reductions that add them.
+/// The call's scratch: the element losses' workspace (the largest layer's), then the K per-layer values of
+/// each of the three terms (on the call's device: the reductions that add them read them there).
 template <class T>
 struct Scratch {
   unsigned char* inner = nullptr;
   std::size_t inner_bytes = 0;
-  T* slots = nullptr;  // [3, K]: cls, l1, giou of every layer (GPU only)
-  double* partials = nullptr;
+  T* slots = nullptr;  // [3, K]: cls, l1, giou of every layer
 };
 template <class T>
 Scratch<T> carve(const QueryPriorLossArgs<T>& a, ::kdloss::detail::Carver& c) {
@@ -180,10 +179,7 @@ Scratch<T> carve(const QueryPriorLossArgs<T>& a, ::kdloss::detail::Carver& c) {
     s.inner_bytes = std::max(s.inner_bytes, matched_box_loss_workspace_bytes(box_args(a, k)));
   }
   s.inner = c.take<unsigned char>(s.inner_bytes);
-  if (!a.logits.device.is_host()) {
-    s.slots = c.take<T>(static_cast<std::size_t>(3 * K));
-    s.partials = ::kdloss::detail::carve_reduction(c, a.logits.device, K);
-  }
+  s.slots = c.take<T>(static_cast<std::size_t>(3 * K));
   return s;
 }
 
@@ -282,8 +278,7 @@ void query_prior_loss_check(const QueryPriorLossArgs<T>& a, Mode mode) {
   }
 }
 
-/// Workspace bytes of query_prior_loss: the largest of the element losses', plus on the GPU 3 K values and the
-/// partial sums of their reduction.
+/// Workspace bytes of query_prior_loss: the largest of the element losses', plus the 3 K per-layer values.
 ///
 ///   kdloss::detr::QueryPriorLossArgs<float> args;   // filled in as in QueryPriorLossArgs's example
 ///   std::size_t bytes = kdloss::detr::query_prior_loss_workspace_bytes(args);
@@ -313,16 +308,14 @@ void query_prior_loss(const QueryPriorLossArgs<T>& a, Mode mode, const Exec& exe
   const qd::Scratch<T> sc = qd::carve(a, carver);
   const Exec inner{{sc.inner, sc.inner_bytes}, exec.stream, exec.blas};
   const auto slot = [&](int term, std::int64_t k) { return View<T>(sc.slots + term * K + k, Dims{}, Dims{}, dev); };
-  double sums[3] = {0, 0, 0};
-  T cls = T(0), l1 = T(0), giou = T(0);
   for (std::int64_t k = 0; k < K; ++k) {
     qd::in_layer(fn, k, [&] {
       auto c = qd::class_args(a, k);
       auto b = qd::box_args(a, k);
       if (writes_value(mode)) {
-        c.out = dev.is_host() ? host_scalar(&cls) : slot(0, k);
-        b.out_l1 = dev.is_host() ? host_scalar(&l1) : slot(1, k);
-        b.out_giou = dev.is_host() ? host_scalar(&giou) : slot(2, k);
+        c.out = slot(0, k);
+        b.out_l1 = slot(1, k);
+        b.out_giou = slot(2, k);
       }
       c.grad_out = a.grad_out_cls;
       b.grad_out_l1 = a.grad_out_l1;
@@ -336,17 +329,8 @@ void query_prior_loss(const QueryPriorLossArgs<T>& a, Mode mode, const Exec& exe
         matched_box_loss(b, present(b.grad_pred_boxes) ? mode : Mode::forward, inner);
       }
     });
-    sums[0] += static_cast<double>(cls);
-    sums[1] += static_cast<double>(l1);
-    sums[2] += static_cast<double>(giou);
   }
   if (!writes_value(mode)) return;
-  if (dev.is_host()) {
-    *a.out_cls.data = static_cast<T>(sums[0]);
-    *a.out_l1.data = static_cast<T>(sums[1]);
-    *a.out_giou.data = static_cast<T>(sums[2]);
-    return;
-  }
   const View<T>* outs[3] = {&a.out_cls, &a.out_l1, &a.out_giou};
   for (int term = 0; term < 3; ++term)  // out = the sum of the term's K layer values, on the stream
     ::kdloss::detail::reduce_into<acc_t<T>>(dev, exec.stream, Dims{K}, qd::LayerValue{},

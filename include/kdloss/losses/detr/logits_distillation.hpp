@@ -341,7 +341,7 @@ U* stand_in(int lane) {
   return reinterpret_cast<U*>((std::uintptr_t{1} << 62) + (std::uintptr_t{1} << 56) * unsigned(lane));
 }
 
-/// The pairs of one layer on the GPU: assignment (b, i, j) -> prediction row b * Q + i, teacher row b * N + j
+/// The pairs of one layer: assignment (b, i, j) -> prediction row b * Q + i, teacher row b * N + j
 /// (-1 where the assignment left a slot empty).
 struct PairsFn {
   const std::int64_t *row_ind, *col_ind;
@@ -355,8 +355,9 @@ struct PairsFn {
   }
 };
 
-/// A layer whose assignment failed on the GPU (a NaN cost: status invalid) gets NaN values (the host throws
-/// instead; the GPU cannot without a synchronisation).
+/// A layer whose assignment did not succeed gets NaN values: on the GPU a NaN cost (status invalid; the host
+/// throws instead, and the GPU cannot without a synchronisation), on either an infeasible one (an infinite
+/// input makes a cost +inf).
 template <class T>
 struct FailedLayerFn {
   const std::int64_t* status;

@@ -12,6 +12,7 @@
 
 #include "kdloss/losses/detr/contrastive.hpp"
 #include "kdloss/losses/detr/feature_distillation.hpp"
+#include "losses/detr/contrastive_gpu.hpp"
 #include "reference/losses/detr/distill.hpp"
 #include "support/test_support.hpp"
 
@@ -84,6 +85,32 @@ TEST_CASE("detr::contrastive_query_loss: value and gradients against the double 
   contrastive_case<double>(2, 4, 3, false, true, 1e-9);
   contrastive_case<double>(1, 1, 3, true, false, 1e-9);  // one pair: CE of a single logit is 0
   contrastive_case<float>(2, 7, 8, true, true, 2e-4);
+}
+
+KDLOSS_GPU_TEST("detr::contrastive_query_loss: the GPU agrees with the CPU (float, double)") {
+#if KDLOSS_TEST_CUDA
+  const std::int64_t K = 2, N = 37, D = 20;
+  const auto pt = random_vector<double>(static_cast<std::size_t>(K * N * D), 21);
+  const auto ps = random_vector<double>(static_cast<std::size_t>(K * N * D), 22);
+  for (bool normalize : {true, false}) {
+    CAPTURE(normalize);
+    std::vector<double> want(1 + 2 * pt.size());
+    detr::ContrastiveQueryArgs<double> a;
+    a.teacher = host_view<const double>(pt.data(), {K, N, D});
+    a.student = host_view<const double>(ps.data(), {K, N, D});
+    a.out = host_scalar(&want[0]);
+    a.grad_teacher = host_view(want.data() + 1, {K, N, D});
+    a.grad_student = host_view(want.data() + 1 + pt.size(), {K, N, D});
+    a.options.normalize = normalize;
+    detr::contrastive_query_loss(a, Mode::forward_backward);
+    for (int dtype : {1, 0}) {
+      CAPTURE(dtype);
+      const auto got = kdloss_test::contrastive_on_gpu(dtype, K, N, D, normalize, pt, ps);
+      const double tol = dtype == 1 ? 1e-10 : 2e-4;
+      check_close(got, want, tol, tol * 1e-2, "value, grad_teacher, grad_student");
+    }
+  }
+#endif
 }
 
 TEST_CASE("detr::contrastive_query_loss: InfoNCE at the code's sizes matches a closed form") {

@@ -12,26 +12,29 @@
 //
 // Entry shape (core/entry.hpp): ContrastiveQueryArgs, contrastive_query_loss_check,
 // contrastive_query_loss_workspace_bytes, contrastive_query_loss(args, mode, exec) and the wrappers.
-// Host (float, double) only in this version. No reserve: backward recomputes the forward.
-// Workspace: t and s [N, D], the logits (transposed) and their gradient [N, N] of one layer at a time (the
-// layers run in turn).
+// Host and GPU (float, double), one path through the dispatch layer (row operations, ops::matmul). No
+// reserve: backward recomputes the forward. Workspace: t and s [N, D], their gradients, the logits
+// (transposed) and their gradient [N, N] of one layer at a time (the layers run in turn), the layers' values.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <tuple>
 #include <utility>
 #include <vector>
 
+#include "kdloss/backend/dispatch.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
+#include "kdloss/core/math.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/losses/detr/distill_detail.hpp"
-#include "kdloss/core/math.hpp"
 #include "kdloss/ops/matmul.hpp"
+#include "kdloss/ops/norm.hpp"
 #include "kdloss/ops/softmax.hpp"
 
 namespace kdloss {
@@ -97,31 +100,55 @@ void check_inputs(const ContrastiveQueryArgs<T>& a, const char* fn) {
           " but must be finite and > 0");
   require(std::isfinite(o.weight), fn, ": option 'weight' is ", o.weight, " but must be finite");
   require(std::isfinite(o.eps) && o.eps > 0, fn, ": option 'eps' is ", o.eps, " but must be finite and > 0");
-  require_host<T>(fn, a.teacher.device);
+  ::kdloss::detail::require_backend<T>(fn, a.teacher.device);
 }
 
+/// The workspace of one call: one layer's normalised rows (t, s) and their gradients (dt, ds), the [N, N]
+/// logits (transposed) and their gradient, the diagonal, the K per-layer values, and the partial sums of the
+/// row operation (GPU).
+template <class T>
 struct Plan {
-  std::size_t t = 0, s = 0, logits = 0, grad = 0, diag = 0, dt = 0, ds = 0, norms = 0, total = 0;
+  T *t = nullptr, *s = nullptr, *logits = nullptr, *grad = nullptr, *diag = nullptr, *dt = nullptr, *ds = nullptr,
+    *layers = nullptr;
+  double *row_partials = nullptr, *sum_partials = nullptr;
+  unsigned char* products = nullptr;  // the matrix products' workspace
+  std::size_t products_bytes = 0, total = 0;
 };
 
+/// The workspace of the call's largest matrix product (bound to stand-in views: shapes only).
 template <class T>
-Plan plan(std::int64_t N, std::int64_t D) {
-  ::kdloss::detail::Carver c(nullptr);
-  Plan p;
-  const auto nd = static_cast<std::size_t>(N * D);
-  auto off = [&](std::size_t count, auto tag) {
-    const std::size_t o = c.bytes();
-    c.take<decltype(tag)>(count);
-    return o;
+std::size_t product_bytes(Device dev, std::int64_t N, std::int64_t D) {
+  const auto in = [&](int lane, std::int64_t r, std::int64_t c) {
+    return View<const T>(stand_in<T>(lane), Dims{r, c}, Dims{c, 1}, dev);
   };
-  p.t = off(nd, T{});
-  p.s = off(nd, T{});
-  p.logits = off(static_cast<std::size_t>(N * N), T{});
-  p.grad = off(static_cast<std::size_t>(N * N), T{});
-  p.diag = off(static_cast<std::size_t>(N), T{});
-  p.dt = off(nd, T{});
-  p.ds = off(nd, T{});
-  p.norms = off(static_cast<std::size_t>(2 * N), double{});
+  const auto out = [&](int lane, std::int64_t r, std::int64_t c) {
+    return View<T>(stand_in<T>(lane), Dims{r, c}, Dims{c, 1}, dev);
+  };
+  ops::MatmulOptions logits, back_t;
+  logits.trans_b = true;
+  back_t.trans_a = true;
+  return std::max({ops::matmul_workspace_bytes(ops::MatmulArgs<T>{in(0, N, D), in(1, N, D), out(2, N, N), logits}),
+                   ops::matmul_workspace_bytes(ops::MatmulArgs<T>{in(2, N, N), in(0, N, D), out(3, N, D), back_t}),
+                   ops::matmul_workspace_bytes(ops::MatmulArgs<T>{in(2, N, N), in(1, N, D), out(3, N, D), {}})});
+}
+
+template <class T>
+Plan<T> plan(Device dev, std::int64_t K, std::int64_t N, std::int64_t D, void* base) {
+  ::kdloss::detail::Carver c(base);
+  Plan<T> p;
+  p.products_bytes = product_bytes<T>(dev, N, D);
+  p.products = c.take<unsigned char>(p.products_bytes);
+  const auto nd = static_cast<std::size_t>(N * D), nn = static_cast<std::size_t>(N * N);
+  p.t = c.take<T>(nd);
+  p.s = c.take<T>(nd);
+  p.logits = c.take<T>(nn);
+  p.grad = c.take<T>(nn);
+  p.diag = c.take<T>(static_cast<std::size_t>(N));
+  p.dt = c.take<T>(nd);
+  p.ds = c.take<T>(nd);
+  p.layers = c.take<T>(static_cast<std::size_t>(K));
+  p.row_partials = ::kdloss::detail::carve_rowwise(c, dev, N, N);
+  p.sum_partials = ::kdloss::detail::carve_reduction(c, dev, K);
   p.total = c.bytes();
   return p;
 }
@@ -129,62 +156,100 @@ Plan plan(std::int64_t N, std::int64_t D) {
 /// Row i of the logits x (already divided by the temperature): returns logsumexp_j x_ij - x_ii, the row's
 /// cross-entropy with target i (in<1> is x_ii along the whole row: the diagonal read with a stride of 0); with kGrad, out<0>(j) = scale * softmax_j(x_i.) (the caller then takes scale off the diagonal). A NaN
 /// in the row makes its term and every gradient of the row NaN, as torch's cross_entropy.
-template <bool kGrad>
+template <bool kGrad, class T>
 struct InfoNceRow {
   static constexpr bool kPacketRows = true;  // arithmetic, exp and log only: runs on packets of rows
-  double scale;
+  double scale;                               // weight / N
+  ops::ScalarUpstream<T> upstream;            // backward's grad_out (absent: 1)
   template <class Acc, class Row>
   KDLOSS_HOST_DEVICE Acc operator()(const Row& row) const {
     const auto ms = ops::detail::row_max_and_sum<0>(row, Acc(1));
     const Acc term = (ms.max + math::log(ms.sum)) - row.template in<1, Acc>(0);
     if constexpr (kGrad) {
-      const Acc factor = Acc(scale) / ms.sum;
+      const Acc factor = Acc(scale) * upstream.template get<Acc>() / ms.sum;
       row.for_each([&](std::int64_t j) { row.template out<0>(j, factor * math::exp(row.template in<0, Acc>(j) - ms.max)); });
     }
     return term;
   }
 };
 
-/// Copies layer k of `x` into the contiguous rows `y` [N, D], normalised when asked; keeps ||x_i|| in `norm`.
-template <class T>
-void load_rows(const View<const T>& x, std::int64_t k, std::int64_t N, std::int64_t D, bool normalize, double eps,
-               T* y, double* norm) {
-  const std::int64_t r = x.rank(), base = layer_offset(x, 2, k), s0 = x.strides[r - 2], s1 = x.strides[r - 1];
-  each(N, D, [&](std::int64_t i) {
-    const T* row = x.data + base + i * s0;
-    double ss = 0;
-    for (std::int64_t d = 0; d < D; ++d) ss += static_cast<double>(row[d * s1]) * static_cast<double>(row[d * s1]);
-    const double n = std::sqrt(ss);
-    norm[i] = n;
-    const double scale = normalize ? 1.0 / std::max(n, eps) : 1.0;
-    for (std::int64_t d = 0; d < D; ++d) y[i * D + d] = static_cast<T>(static_cast<double>(row[d * s1]) * scale);
-  });
-}
+/// y = x / max(||x||, eps) along the row (F.normalize), or y = x without normalisation.
+struct NormalizeRow {
+  bool normalize;
+  double eps;
+  template <class Acc, class Row>
+  KDLOSS_HOST_DEVICE void operator()(const Row& row) const {
+    Acc scale = Acc(1);
+    if (normalize) {
+      const Acc n = math::sqrt(row.template sum<Acc>([&](std::int64_t j) {
+        const Acc v = row.template in<0, Acc>(j);
+        return v * v;
+      }));
+      scale = Acc(1) / (n > Acc(eps) ? n : Acc(eps));
+    }
+    row.for_each([&](std::int64_t j) { row.template out<0>(j, row.template in<0, Acc>(j) * scale); });
+  }
+};
 
-/// dx_i = (dy_i - y_i <y_i, dy_i>) / ||x_i|| where ||x_i|| > eps, dy_i / eps otherwise (F.normalize's
-/// backward: clamp_min sends no gradient to the norm on its bound); dy_i itself without normalisation.
-template <class T>
-void store_grad(const View<T>& g, std::int64_t k, std::int64_t N, std::int64_t D, bool normalize, double eps,
-                const T* y, const T* dy, const double* norm) {
-  if (absent(g)) return;
-  const std::int64_t r = g.rank(), base = layer_offset(g, 2, k), s0 = g.strides[r - 2], s1 = g.strides[r - 1];
-  each(N, D, [&](std::int64_t i) {
-    T* row = g.data + base + i * s0;
-    const T* yi = y + i * D;
-    const T* di = dy + i * D;
+/// F.normalize's backward along the row, from x (in<0>) and dy (in<1>): dx = (dy - y <y, dy>) / ||x|| where
+/// ||x|| > eps (y = x / ||x||), dy / eps otherwise (clamp_min sends no gradient to the norm on its bound);
+/// dx = dy without normalisation.
+struct NormalizeBackwardRow {
+  bool normalize;
+  double eps;
+  template <class Acc, class Row>
+  KDLOSS_HOST_DEVICE void operator()(const Row& row) const {
     if (!normalize) {
-      for (std::int64_t d = 0; d < D; ++d) row[d * s1] = di[d];
+      row.for_each([&](std::int64_t j) { row.template out<0>(j, row.template in<1, Acc>(j)); });
       return;
     }
-    if (norm[i] > eps) {
-      double dot = 0;
-      for (std::int64_t d = 0; d < D; ++d) dot += static_cast<double>(yi[d]) * static_cast<double>(di[d]);
-      for (std::int64_t d = 0; d < D; ++d)
-        row[d * s1] = static_cast<T>((static_cast<double>(di[d]) - static_cast<double>(yi[d]) * dot) / norm[i]);
+    const Acc n = math::sqrt(row.template sum<Acc>([&](std::int64_t j) {
+      const Acc v = row.template in<0, Acc>(j);
+      return v * v;
+    }));
+    if (n > Acc(eps)) {
+      const Acc inv = Acc(1) / n;
+      const Acc dot = row.template sum<Acc>([&](std::int64_t j) {
+        return row.template in<0, Acc>(j) * inv * row.template in<1, Acc>(j);
+      });
+      row.for_each([&](std::int64_t j) {
+        row.template out<0>(j, (row.template in<1, Acc>(j) - row.template in<0, Acc>(j) * inv * dot) * inv);
+      });
     } else {
-      for (std::int64_t d = 0; d < D; ++d) row[d * s1] = static_cast<T>(static_cast<double>(di[d]) / eps);
+      row.for_each([&](std::int64_t j) { row.template out<0>(j, row.template in<1, Acc>(j) / Acc(eps)); });
     }
-  });
+  }
+};
+
+/// g_ii -= weight / N * upstream on the diagonal (the one-hot target of row i).
+template <class T>
+struct TakeTarget {
+  double scale;
+  ops::ScalarUpstream<T> upstream;
+  template <class A, class O>
+  KDLOSS_HOST_DEVICE void operator()(const A& g, O& o) const {
+    using S = math::scalar_t<O>;  // (the host passes Eigen arrays of rows, the GPU scalars)
+    o = g - static_cast<S>(scale) * upstream.template get<S>();
+  }
+};
+/// The identity (copies, and the sum of the per-layer values).
+struct Same {
+  template <class A, class O>
+  KDLOSS_HOST_DEVICE void operator()(const A& a, O& o) const {
+    o = a;
+  }
+  template <class V>
+  KDLOSS_HOST_DEVICE V operator()(const V& v) const {
+    return v;
+  }
+};
+
+/// Layer k of a [N, D] or [K, N, D] view.
+template <class U>
+View<U> layer_rows(const View<U>& x, std::int64_t k) {
+  const int r = x.rank();
+  return View<U>(x.data + layer_offset(x, 2, k), Dims{x.shape[r - 2], x.shape[r - 1]},
+                 Dims{x.strides[r - 2], x.strides[r - 1]}, x.device);
 }
 
 }  // namespace contrastive_detail
@@ -234,11 +299,13 @@ template <class T>
 std::size_t contrastive_query_loss_workspace_bytes(const ContrastiveQueryArgs<T>& a) {
   contrastive_detail::check_inputs(a, "kdloss::detr::contrastive_query_loss_workspace_bytes");
   const int r = a.teacher.rank();
-  return contrastive_detail::plan<T>(a.teacher.shape[r - 2], a.teacher.shape[r - 1]).total;
+  const std::int64_t K = r == 3 ? a.teacher.shape[0] : 1;
+  return contrastive_detail::plan<T>(a.teacher.device, K, a.teacher.shape[r - 2], a.teacher.shape[r - 1], nullptr)
+      .total;
 }
 
-/// Checks, then runs. forward: out = weight * sum over layers of the mean InfoNCE. backward (reads
-/// grad_out, recomputes the forward): grad_out * dL/dP_T, dL/dP_S into the present gradients.
+/// Checks, then runs, on the host or the GPU. forward: out = weight * sum over layers of the mean InfoNCE.
+/// backward (reads grad_out, recomputes the forward): grad_out * dL/dP_T, dL/dP_S into the present gradients.
 /// forward_backward: both. Sums run in a fixed order (the bits do not depend on the thread count).
 ///
 ///   kdloss::detr::ContrastiveQueryArgs<float> args;   // filled in as in ContrastiveQueryArgs's example
@@ -246,75 +313,78 @@ std::size_t contrastive_query_loss_workspace_bytes(const ContrastiveQueryArgs<T>
 template <class T>
 void contrastive_query_loss(const ContrastiveQueryArgs<T>& a, Mode mode, const Exec& exec = {}) {
   namespace cd = contrastive_detail;
+  using Acc = acc_t<T>;
   const char* fn = cd::kNames(mode);
   contrastive_query_loss_check(a, mode);
   const int r = a.teacher.rank();
   const std::int64_t K = r == 3 ? a.teacher.shape[0] : 1, N = a.teacher.shape[r - 2], D = a.teacher.shape[r - 1];
-  const cd::Plan p = cd::plan<T>(N, D);
+  const Device dev = a.teacher.device;
   ::kdloss::detail::HostScratch host;
-  auto* base = static_cast<unsigned char*>(
-      ::kdloss::detail::resolve_workspace(fn, a.teacher.device, exec.workspace, p.total, host));
-  T* t = reinterpret_cast<T*>(base + p.t);
-  T* s = reinterpret_cast<T*>(base + p.s);
-  T* logits = reinterpret_cast<T*>(base + p.logits);
-  T* grad = reinterpret_cast<T*>(base + p.grad);
-  T* diag_copy = reinterpret_cast<T*>(base + p.diag);
-  T* dt = reinterpret_cast<T*>(base + p.dt);
-  T* ds = reinterpret_cast<T*>(base + p.ds);
-  double* tnorm = reinterpret_cast<double*>(base + p.norms);
-  double* snorm = tnorm + N;
+  const std::size_t bytes = cd::plan<T>(dev, K, N, D, nullptr).total;
+  const cd::Plan<T> p = cd::plan<T>(dev, K, N, D, ::kdloss::detail::resolve_workspace(fn, dev, exec.workspace, bytes, host));
   const auto& o = a.options;
   const double inv_temp = 1.0 / o.temperature;
   const bool grads = writes_gradients(mode) && (present(a.grad_teacher) || present(a.grad_student));
-  const double upstream = mode == Mode::backward ? static_cast<double>(*a.grad_out.data) : 1.0;
-  const double gscale = o.weight * upstream / static_cast<double>(N);
-  const auto mat = [&](T* ptr, std::int64_t rows, std::int64_t cols) { return host_view<T>(ptr, {rows, cols}); };
+  const ops::ScalarUpstream<T> upstream{mode == Mode::backward ? a.grad_out.data : nullptr};
+  const double gscale = o.weight / static_cast<double>(N);
+  const auto mat = [&](T* ptr, std::int64_t rows, std::int64_t cols) { return View<T>(ptr, Dims{rows, cols}, Dims{cols, 1}, dev); };
   const auto cmat = [&](const T* ptr, std::int64_t rows, std::int64_t cols) {
-    return host_view<const T>(ptr, {rows, cols});
+    return View<const T>(ptr, Dims{rows, cols}, Dims{cols, 1}, dev);
   };
-  double total = 0;
+  const auto rows = [&](auto op, const auto& ins, const auto& outs, int axis, double* partials, T* result) {
+    ::kdloss::detail::rowwise<Acc>(dev, exec.stream, Dims{N, std::get<0>(ins).shape[1]}, axis, op, ins, outs, partials,
+                                   ::kdloss::detail::Keep{}, result);
+  };
+  const Exec products{{p.products, p.products_bytes}, exec.stream, exec.blas};
   for (std::int64_t k = 0; k < K; ++k) {
-    cd::load_rows(a.teacher, k, N, D, o.normalize, o.eps, t, tnorm);
-    cd::load_rows(a.student, k, N, D, o.normalize, o.eps, s, snorm);
+    const cd::NormalizeRow norm{o.normalize, o.eps};
+    rows(norm, std::tuple{cd::layer_rows(a.teacher, k)}, std::tuple{mat(p.t, N, D)}, 1, nullptr, static_cast<T*>(nullptr));
+    rows(norm, std::tuple{cd::layer_rows(a.student, k)}, std::tuple{mat(p.s, N, D)}, 1, nullptr, static_cast<T*>(nullptr));
     ops::MatmulOptions mo;
     mo.trans_b = true;
     mo.alpha = inv_temp;
     // the logits transposed, L^T = s t^T / temperature: row i of L is then column i of L^T, and neighbouring
     // rows lie next to each other, so the row operation runs a packet of rows at a time (vector exp)
-    ops::matmul(cmat(s, N, D), cmat(t, N, D), mat(logits, N, N), mo);
-    // per row of L: the CE term (value) and, for gradients, (softmax - onehot) * gscale into G^T
+    ops::matmul(cmat(p.s, N, D), cmat(p.t, N, D), mat(p.logits, N, N), mo, products);
+    // per row of L: the CE term (into the layer's value) and, for gradients, (softmax - onehot) * scale into G^T
     // (the diagonal copied out, so that every operand steps by 0 or 1 from one row to the next)
-    for (std::int64_t i = 0; i < N; ++i) diag_copy[i] = logits[i * N + i];
-    const View<const T> x = cmat(logits, N, N), diag(diag_copy, Dims{N, N}, Dims{0, 1}, x.device);
-    double layer = 0;
-    const auto rows = [&](auto op, const auto& outs) {
-      ::kdloss::detail::rowwise<acc_t<T>>(x.device, exec.stream, x.shape, 0, op, std::tuple{x, diag}, outs, nullptr,
-                                          ::kdloss::detail::Keep{}, &layer);
-    };
+    const View<T> diag_of_logits(p.logits, Dims{N}, Dims{N + 1}, dev), diag_of_grad(p.grad, Dims{N}, Dims{N + 1}, dev);
+    ::kdloss::detail::transform<Acc>(dev, exec.stream, Dims{N}, cd::Same{}, std::tuple{View<const T>(diag_of_logits)},
+                                     std::tuple{View<T>(p.diag, Dims{N}, Dims{1}, dev)});
+    const View<const T> x = cmat(p.logits, N, N), diag(p.diag, Dims{N, N}, Dims{0, 1}, dev);
     if (grads) {
-      rows(cd::InfoNceRow<true>{gscale}, std::tuple{mat(grad, N, N)});
-      for (std::int64_t i = 0; i < N; ++i) grad[i * N + i] -= static_cast<T>(gscale);
+      rows(cd::InfoNceRow<true, T>{gscale, upstream}, std::tuple{x, diag}, std::tuple{mat(p.grad, N, N)}, 0,
+           p.row_partials, p.layers + k);
+      ::kdloss::detail::transform<Acc>(dev, exec.stream, Dims{N}, cd::TakeTarget<T>{gscale, upstream},
+                                       std::tuple{View<const T>(diag_of_grad)}, std::tuple{diag_of_grad});
     } else {
-      rows(cd::InfoNceRow<false>{gscale}, std::tuple<>{});
+      rows(cd::InfoNceRow<false, T>{gscale, upstream}, std::tuple{x, diag}, std::tuple<>{}, 0, p.row_partials,
+           p.layers + k);
     }
-    total += layer / static_cast<double>(N);
     if (!grads) continue;
-    // dt = G s / temperature = (G^T)^T s / temperature, ds = G^T t / temperature
+    // dt = G s / temperature = (G^T)^T s / temperature, ds = G^T t / temperature, then through the normalisation
     ops::MatmulOptions g1;
     g1.alpha = inv_temp;
     g1.trans_a = true;
+    const cd::NormalizeBackwardRow back{o.normalize, o.eps};
     if (present(a.grad_teacher)) {
-      ops::matmul(cmat(grad, N, N), cmat(s, N, D), mat(dt, N, D), g1);
-      cd::store_grad(a.grad_teacher, k, N, D, o.normalize, o.eps, t, dt, tnorm);
+      ops::matmul(cmat(p.grad, N, N), cmat(p.s, N, D), mat(p.dt, N, D), g1, products);
+      rows(back, std::tuple{cd::layer_rows(a.teacher, k), cmat(p.dt, N, D)}, std::tuple{cd::layer_rows(a.grad_teacher, k)},
+           1, nullptr, static_cast<T*>(nullptr));
     }
     if (present(a.grad_student)) {
       ops::MatmulOptions g2 = g1;
       g2.trans_a = false;
-      ops::matmul(cmat(grad, N, N), cmat(t, N, D), mat(ds, N, D), g2);
-      cd::store_grad(a.grad_student, k, N, D, o.normalize, o.eps, s, ds, snorm);
+      ops::matmul(cmat(p.grad, N, N), cmat(p.t, N, D), mat(p.ds, N, D), g2, products);
+      rows(back, std::tuple{cd::layer_rows(a.student, k), cmat(p.ds, N, D)}, std::tuple{cd::layer_rows(a.grad_student, k)},
+           1, nullptr, static_cast<T*>(nullptr));
     }
   }
-  if (writes_value(mode)) *a.out.data = static_cast<T>(o.weight * total);
+  if (!writes_value(mode)) return;
+  // out = weight / N * the sum of the layers' row sums
+  ::kdloss::detail::transform_reduce<Acc>(dev, exec.stream, Dims{K}, cd::Same{},
+                                          std::tuple{View<const T>(p.layers, Dims{K}, Dims{1}, dev)}, std::tuple<>{},
+                                          p.sum_partials, ::kdloss::detail::Scale{gscale}, a.out.data);
 }
 
 /// Thin wrapper: the value.

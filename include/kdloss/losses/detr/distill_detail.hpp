@@ -48,6 +48,13 @@ std::int64_t layer_offset(const View<T>& v, int base_rank, std::int64_t k) {
   return v.rank() == base_rank + 1 ? k * v.strides[0] : 0;
 }
 
+/// A stand-in address, far from any mapping, for views a workspace query binds before memory exists (the
+/// inner entries' checks want non-null, disjoint views; nothing is read or written through them).
+template <class U>
+U* stand_in(int lane) {
+  return reinterpret_cast<U*>((std::uintptr_t{1} << 62) + (std::uintptr_t{1} << 56) * unsigned(lane));
+}
+
 /// Work (elements touched) above which the host loops share their range among threads.
 inline constexpr std::int64_t kParallelWork = std::int64_t{1} << 15;
 

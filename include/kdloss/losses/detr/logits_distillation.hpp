@@ -126,6 +126,7 @@ namespace logits_distill_detail {
 using ::kdloss::detail::Checker;
 using ::kdloss::detail::require;
 using query_prior_detail::layer;
+using distill_detail::stand_in;
 
 inline constexpr EntryNames kNames{"kdloss::detr::logits_distillation_loss",
                                    "kdloss::detr::logits_distillation_loss_backward",
@@ -332,13 +333,6 @@ void match(const LogitsDistillationArgs<T>& a, std::int64_t k, Layer<T>& L) {
 
 inline View<const std::int64_t> idx(const std::vector<std::int64_t>& v) {
   return host_view<const std::int64_t>(v.data(), {static_cast<std::int64_t>(v.size())});
-}
-
-/// A stand-in address, far from any mapping, for views the workspace query binds before memory exists
-/// (the inner entries' checks want non-null, disjoint views; nothing is read or written through them).
-template <class U>
-U* stand_in(int lane) {
-  return reinterpret_cast<U*>((std::uintptr_t{1} << 62) + (std::uintptr_t{1} << 56) * unsigned(lane));
 }
 
 /// The pairs of one layer: assignment (b, i, j) -> prediction row b * Q + i, teacher row b * N + j

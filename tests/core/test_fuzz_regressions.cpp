@@ -2,9 +2,11 @@
 // Each case also has its fuzzer input in fuzz/corpus/regress-*.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -442,4 +444,34 @@ TEST_CASE("fuzz regression: logits_distillation_loss rejects an out-of-range Mod
     CHECK_THROWS_WITH_AS(detr::logits_distillation_loss_check(args, static_cast<Mode>(bad)),
                          doctest::Contains(want.c_str()), kdloss::Error);
   }
+}
+
+TEST_CASE("fuzz regression: logits_distillation_loss leaves the caller's workspace untouched when a NaN cost rejects it") {
+  using namespace kdloss;
+  // one layer, one image, 2 queries x 2 teacher predictions, 2 classes: a NaN teacher logit makes a cost NaN,
+  // which the host assignment rejects while the call runs (session 8's one-pass pipeline first matched in the
+  // caller's workspace)
+  const std::int64_t K = 1, B = 1, Q = 2, C = 2;
+  std::vector<float> sl = {0.5f, -1, 2, 0}, tl = {std::nanf(""), 1, -1, 0};
+  std::vector<float> sb = {0.5f, 0.5f, 0.2f, 0.2f, 0.4f, 0.4f, 0.1f, 0.3f}, tb = sb, hw = {100, 200};
+  std::vector<float> gl(sl.size(), 7.0f), gb(sb.size(), 7.0f);
+  float cls = -1;
+  detr::LogitsDistillationArgs<float> a;
+  a.student_logits = host_view<const float>(sl.data(), {K, B, Q, C});
+  a.student_boxes = host_view<const float>(sb.data(), {K, B, Q, 4});
+  a.teacher_logits = host_view<const float>(tl.data(), {K, B, Q, C});
+  a.teacher_boxes = host_view<const float>(tb.data(), {K, B, Q, 4});
+  a.sizes = host_view<const float>(hw.data(), {B, 2});
+  a.out_cls = host_scalar(&cls);
+  a.grad_student_logits = host_view(gl.data(), {K, B, Q, C});
+  a.grad_student_boxes = host_view(gb.data(), {K, B, Q, 4});
+  CHECK(detr::logits_distillation_loss_workspace_bytes(a) == 0);  // the host call keeps its buffers to itself
+  alignas(256) static unsigned char ws[1 << 16];
+  std::fill(std::begin(ws), std::end(ws), static_cast<unsigned char>(0x5a));
+  CHECK_THROWS_WITH_AS(detr::logits_distillation_loss(a, Mode::forward_backward, Exec{Workspace{ws, sizeof ws}}),
+                       doctest::Contains("invalid numeric entries"), kdloss::Error);
+  CHECK(std::all_of(std::begin(ws), std::end(ws), [](unsigned char c) { return c == 0x5a; }));
+  CHECK(cls == -1);
+  CHECK(std::all_of(gl.begin(), gl.end(), [](float v) { return v == 7.0f; }));
+  CHECK(std::all_of(gb.begin(), gb.end(), [](float v) { return v == 7.0f; }));
 }

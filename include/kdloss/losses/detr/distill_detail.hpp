@@ -11,6 +11,7 @@
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
+#include "kdloss/core/workspace.hpp"
 
 namespace kdloss {
 namespace detr {
@@ -53,6 +54,16 @@ std::int64_t layer_offset(const View<T>& v, int base_rank, std::int64_t k) {
 template <class U>
 U* stand_in(int lane) {
   return reinterpret_cast<U*>((std::uintptr_t{1} << 62) + (std::uintptr_t{1} << 56) * unsigned(lane));
+}
+
+/// The scratch of a call that can reject its data only while it runs (a NaN cost, found by the assignment): on
+/// the host the call's own memory, so that a rejected call leaves the caller's workspace untouched as well as its
+/// outputs (the contract the validation fuzzer checks); on the GPU, which reports such data in a status instead
+/// of rejecting the call, the caller's workspace. running_scratch_bytes is what the workspace query reports.
+inline std::size_t running_scratch_bytes(Device device, std::size_t bytes) { return device.is_host() ? 0 : bytes; }
+inline void* running_scratch(const char* fn, Device device, const Workspace& ws, std::size_t bytes,
+                             ::kdloss::detail::HostScratch& host) {
+  return ::kdloss::detail::resolve_workspace(fn, device, device.is_host() ? Workspace{} : ws, bytes, host);
 }
 
 /// Work (elements touched) above which the host loops share their range among threads.

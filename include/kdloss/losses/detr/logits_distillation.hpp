@@ -500,7 +500,7 @@ void run_pipeline(const LogitsDistillationArgs<T>& a, Mode mode, const Exec& exe
   const char* fn = kNames(mode);
   const Device dev = a.student_logits.device;
   ::kdloss::detail::HostScratch host;
-  void* base = ::kdloss::detail::resolve_workspace(fn, dev, exec.workspace, pipeline<T>(a, nullptr).total, host);
+  void* base = distill_detail::running_scratch(fn, dev, exec.workspace, pipeline<T>(a, nullptr).total, host);
   const Pipeline<T> p = pipeline<T>(a, base);
   const std::int64_t K = p.K, B = p.B, P = p.P;
   const Exec inner{{p.inner, p.inner_bytes}, exec.stream, exec.blas};
@@ -649,8 +649,9 @@ void logits_distillation_loss_check(const LogitsDistillationArgs<T>& a, Mode mod
   }
 }
 
-/// Workspace bytes: 0 on the host (the per-layer targets, costs and pairs are allocated by the call); on the GPU
-/// one layer's targets, costs, assignment and pairs, the per-layer values, and the inner entries' workspace.
+/// Workspace bytes: 0 on the host (the call allocates its buffers: a NaN cost then leaves every caller buffer
+/// untouched); on the GPU every layer's targets, assignment and pairs, one cost matrix, the per-layer values and
+/// the inner entries' workspace.
 ///
 ///   kdloss::detr::LogitsDistillationArgs<float> args;   // filled in as in LogitsDistillationArgs's example
 ///   std::size_t bytes = kdloss::detr::logits_distillation_loss_workspace_bytes(args);
@@ -658,7 +659,8 @@ template <class T>
 std::size_t logits_distillation_loss_workspace_bytes(const LogitsDistillationArgs<T>& a) {
   logits_distillation_loss_check(a, Mode::forward);
   if (a.options.split != LogitsDistillationOptions::Split::none) return 0;  // (the split's buffers: the call's own)
-  return logits_distill_detail::pipeline<T>(a, nullptr).total;
+  return distill_detail::running_scratch_bytes(a.student_logits.device,
+                                               logits_distill_detail::pipeline<T>(a, nullptr).total);
 }
 
 /// Checks, matches every layer (costs + scipy-exact assignment), then runs the losses: forward writes the

@@ -356,3 +356,84 @@ TEST_CASE("matmul: the usage examples of ops/matmul.hpp compile and run") {
   // ---
   CHECK(sb == std::vector<float>(sb.size(), 64.f));
 }
+
+namespace {
+
+/// gemm_packed on slices of operands packed once (gemm_pack_a / gemm_pack_b) against gemm() on the same
+/// strided operands: bitwise equal for the same depth blocks. A is m x k with row stride k + 3 (or stored
+/// transposed), B is k x n stored transposed (or with column stride 2), C has padded rows.
+template <class T>
+void packed_case(GemmKernel kernel, std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t kb, std::int64_t r0,
+                 std::int64_t c0, std::int64_t p0, bool ta, bool tb) {
+  using backend::cpu::GemmPacked;
+  CAPTURE(backend::cpu::to_string(kernel));
+  CAPTURE(m);
+  CAPTURE(n);
+  CAPTURE(k);
+  CAPTURE(kb);
+  CAPTURE(r0);
+  CAPTURE(c0);
+  CAPTURE(p0);
+  CAPTURE(ta);
+  CAPTURE(tb);
+  KernelScope ks(kernel);
+  const std::int64_t lda = ta ? m + 1 : k + 3, ldb = tb ? k + 2 : 2 * n, ldc = n + 5;
+  const auto av = cast<T>(random_vector<double>(lda * (ta ? k : m), 11));
+  const auto bv = cast<T>(random_vector<double>(ldb * (tb ? n : k), 12));
+  const expr::MatOperand<const T> a = ta ? expr::MatOperand<const T>{av.data(), 0, 1, lda}
+                                         : expr::MatOperand<const T>{av.data(), 0, lda, 1};
+  const expr::MatOperand<const T> b = tb ? expr::MatOperand<const T>{bv.data(), 0, 1, ldb}
+                                         : expr::MatOperand<const T>{bv.data(), 0, ldb, 2};
+  std::vector<T> apack(backend::cpu::gemm_pack_bytes<T>(m, k) / sizeof(T) + 1);
+  std::vector<T> bpack(backend::cpu::gemm_pack_bytes<T>(n, k) / sizeof(T) + 1);
+  // Packed in two parts (as threads do), the rows or columns split at a panel edge.
+  const GemmPacked<T> pa = backend::cpu::gemm_packed_a<T>(m, k, kb, apack.data());
+  const std::int64_t split = std::min<std::int64_t>(m, backend::cpu::gemm_pack_panel<T>());
+  backend::cpu::gemm_pack_part(pa, a, 0, 0, split, 0, k);
+  backend::cpu::gemm_pack_part(pa, a, 0, split, m, 0, k);
+  const GemmPacked<T> pb = backend::cpu::gemm_pack_b<T>(b, 0, k, n, kb, bpack.data());
+  const std::int64_t sm = m - r0, sn = n - c0, sk = k - p0;
+  const auto c_init = cast<T>(random_vector<double>(m * ldc, 13));
+  for (double beta : {0.0, 0.5}) {
+    CAPTURE(beta);
+    std::vector<T> got = c_init, want = c_init;
+    backend::cpu::gemm_packed<T>(sm, sn, sk, pa.slice(r0, p0), pb.slice(c0, p0), {got.data(), 0, ldc, 1}, 1.5, beta);
+    expr::Gemm<T, T, T> g;
+    g.batch = 1;
+    g.m = sm;
+    g.n = sn;
+    g.k = sk;
+    g.a = {a.at(0, r0, p0), 0, a.row, a.col};
+    g.b = {b.at(0, p0, c0), 0, b.row, b.col};
+    g.c = {want.data(), 0, ldc, 1};
+    g.alpha = 1.5;
+    g.beta = beta;
+    std::vector<unsigned char> scratch(backend::cpu::gemm_scratch_bytes<T>(sm, sn, sk, 1) + 64);
+    backend::cpu::gemm(g, scratch.data(), 1);
+    if (kernel == GemmKernel::eigen)  // Eigen reads the copy instead of the strided operands
+      check_close(got, want, tol<T>(sk), tol<T>(sk));
+    else
+      CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(T)) == 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("matmul: gemm_packed on operands packed once gives gemm's bits (odd sizes, strides, slices, kernels)") {
+  const std::int64_t panel = backend::cpu::gemm_pack_panel<float>();
+  for (GemmKernel kernel : kKernels)
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = t & 1, tb = t & 2;
+      // Whole operands, depth 256 blocks (gemm's): one and two depth blocks, odd edges.
+      packed_case<float>(kernel, 37, 45, 300, 256, 0, 0, 0, ta, tb);
+      packed_case<double>(kernel, 37, 45, 300, 256, 0, 0, 0, ta, tb);
+      packed_case<float>(kernel, 13, 70, 5, 256, 0, 0, 0, ta, tb);
+      packed_case<double>(kernel, 1, 1, 1, 256, 0, 0, 0, ta, tb);
+      // Slices from a panel edge and a depth block: the last rows, columns and depth block.
+      packed_case<float>(kernel, panel + 29, panel + 17, 300, 256, panel, panel, 256, ta, tb);
+      packed_case<double>(kernel, 2 * panel + 5, panel + 3, 261, 256, panel, 0, 256, ta, tb);
+      // Depth blocks of 64: a slice of one block is gemm of that depth range.
+      packed_case<float>(kernel, 50, 40, 64 * 3 + 7, 64, 0, 0, 192, ta, tb);
+      packed_case<double>(kernel, 50, 40, 64 * 3 + 7, 64, panel > 50 ? 0 : panel, 0, 192, ta, tb);
+    }
+}

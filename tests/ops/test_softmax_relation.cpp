@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "kdloss/backend/cpu/gemm.hpp"
 #include "kdloss/config.hpp"
 #include "kdloss/ops/softmax_relation.hpp"
 #include "reference/ops/relation.hpp"
@@ -379,4 +380,30 @@ KDLOSS_GPU_TEST("softmax_relation: GPU agrees with the CPU (float, double, half,
         }
       }
 #endif
+}
+
+TEST_CASE("softmax_relation: every host GEMM kernel (AVX-512, AVX2, Eigen) on the packed operands gives the reference") {
+  using backend::cpu::GemmKernel;
+  // Partial tiles on both sides, odd feature sizes, and a depth beyond one 256 block (the operands packed once
+  // per call are sliced per tile pair: every kernel's panels must line up with the tiles).
+  const Problem problems[] = {{2, 193, 385, 5, 3, 0.4}, {1, 389, 200, 17, 33, 0.3}, {1, 40, 30, 260, 3, 0.05}};
+  const GemmKernel kernels[] = {GemmKernel::avx512, GemmKernel::avx2, GemmKernel::eigen};
+  struct Restore {
+    ~Restore() { backend::cpu::set_gemm_kernel(GemmKernel::automatic); }
+  } restore;
+  int k = 0;
+  for (const Problem& p : problems) {
+    const Inputs in = make_inputs(p, 400 + 5 * k++);
+    const Expected want(p, in);
+    for (GemmKernel kernel : kernels) {
+      CAPTURE(backend::cpu::to_string(kernel));
+      CAPTURE(k);
+      backend::cpu::set_gemm_kernel(kernel);
+      for (Layout layout : {Layout::rows, Layout::channels_first}) {
+        CAPTURE(static_cast<int>(layout));
+        check_against_reference<double>(p, in, want, layout, How::forward_backward, 1e-10, 1e-12);
+        check_against_reference<float>(p, in, want, layout, How::kept, 2e-4, 2e-5);
+      }
+    }
+  }
 }

@@ -4,8 +4,11 @@
 // Every tile of scores is held transposed, keys as rows and queries as columns (St[j][i] = S[i, j], a
 // row of St padded to whole packets), so the per-query running max, sum, log-sum-exp and D are vectors
 // along a row and every softmax step runs at full packet width. The products run the library's packed
-// GEMM (backend/cpu/gemm.hpp: AVX-512 / AVX2 kernels picked at run time) single-threaded on each tile;
-// the exp and max steps run in functions compiled per instruction set (KDLOSS_CPU_CLONES).
+// GEMM kernel (backend/cpu/gemm.hpp: AVX-512 / AVX2 kernels picked at run time) single-threaded on each
+// tile, through gemm_packed: every input operand (K, V, Q, grad_o, in the orientations the products read
+// them) is packed into the kernel's panels once per call, O(B N C) scratch, and each tile pair only packs
+// its own score tile; the exp and max steps run in functions compiled per instruction set
+// (KDLOSS_CPU_CLONES).
 //
 // Forward: tasks (batch, query tile) are split between threads. For each key tile: St = scale K Q^T,
 // the running max m and sum l of every query are updated (online softmax), St becomes exp(St - m), the
@@ -26,7 +29,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <initializer_list>
 #include <limits>
 #include <type_traits>
 
@@ -39,12 +41,21 @@
 namespace kdloss::backend::cpu {
 namespace attention_detail {
 
-// Tile sizes (elements), multiples of the GEMM's micro tiles. Forward: kQueries query columns x kKeys
-// key rows; backward: kBackQueries x kBackKeys.
+// Tile sizes (elements), multiples of the GEMM's panels (gemm_pack_panel) and of kDepthBlock. Forward:
+// kQueries query columns x kKeys key rows; backward: kBackQueries x kBackKeys.
 inline constexpr std::int64_t kQueries = 192;
 inline constexpr std::int64_t kKeys = 384;
 inline constexpr std::int64_t kBackQueries = 192;
 inline constexpr std::int64_t kBackKeys = 192;
+// Depth block of the products whose depth runs over keys or queries (the operands packed along n_q or n_k),
+// and the rows packed per task when the operands are packed.
+inline constexpr std::int64_t kDepthBlock = 192;
+inline constexpr std::int64_t kPackRows = 192;
+// Depth block of the products whose depth runs over features (the GEMM's own, so those products have its bits).
+inline constexpr std::int64_t kFeatureBlock = gemm_detail::kKC;
+static_assert(kQueries % kDepthBlock == 0 && kKeys % kDepthBlock == 0 && kBackQueries == kDepthBlock &&
+                  kBackKeys == kDepthBlock && kPackRows % kDepthBlock == 0,
+              "the tiles must be whole depth blocks");
 
 /// Lanes of one packet of A (64 bytes: one AVX-512 register, two AVX2 ones).
 template <class A>
@@ -204,30 +215,69 @@ KDLOSS_ATTENTION_CLONES void grad_tile(A* s, A* dp, std::int64_t rows, std::int6
 
 }  // namespace KDLOSS_CPU_ISA_NAMESPACE
 
-/// c = alpha * a b + beta * c, single-threaded (one tile of one task).
+/// One operand of every batch packed once per call (gemm_pack_a / gemm_pack_b): batch b's layout at
+/// base + b * per_batch. The n_q or n_k dimension is `outer` when along_outer, else `depth`.
 template <class A>
-void product(std::int64_t m, std::int64_t n, std::int64_t k, const expr::MatOperand<const A>& a,
-             const expr::MatOperand<const A>& b, const expr::MatOperand<A>& c, double alpha, double beta,
-             void* scratch) {
-  expr::Gemm<A, A, A> g;
-  g.batch = 1;
-  g.m = m;
-  g.n = n;
-  g.k = k;
-  g.a = a;
-  g.b = b;
-  g.c = c;
-  g.alpha = alpha;
-  g.beta = beta;
-  gemm(g, scratch, 1);
+struct PackedAll {
+  A* base = nullptr;
+  std::int64_t per_batch = 0;
+  bool is_a = true, along_outer = true;
+  std::int64_t outer = 0, depth = 0, kb = 0;
+  GemmPacked<A> at(std::int64_t b) const {
+    A* p = base + b * per_batch;
+    return is_a ? gemm_packed_a<A>(outer, depth, kb, p) : gemm_packed_b<A>(depth, outer, kb, p);
+  }
+  /// Packs rows [r0, r1) of the n_q or n_k dimension of batch b of x.
+  void pack(const expr::MatOperand<const A>& x, std::int64_t b, std::int64_t r0, std::int64_t r1) const {
+    if (along_outer)
+      gemm_pack_part(at(b), x, b, r0, r1, 0, depth);
+    else
+      gemm_pack_part(at(b), x, b, 0, outer, r0, r1);
+  }
+};
+
+/// Carves a PackedAll from sl (want false: none). A: outer x depth; B: depth x outer. along_outer: the n_q or
+/// n_k dimension is outer (else depth).
+template <class A>
+PackedAll<A> packed_all(Slicer& sl, bool want, bool is_a, bool along_outer, std::int64_t batch, std::int64_t outer,
+                        std::int64_t depth, std::int64_t kb) {
+  PackedAll<A> p;
+  if (!want) return p;
+  p.is_a = is_a;
+  p.along_outer = along_outer;
+  p.outer = outer;
+  p.depth = depth;
+  p.kb = kb;
+  p.per_batch = static_cast<std::int64_t>(gemm_pack_bytes<A>(outer, depth) / sizeof(A));
+  p.base = sl.take<A>(batch * p.per_batch);
+  return p;
 }
 
-/// Rows [r0, r0 + rows) of operand x of batch b, as a batch-free operand.
-template <class T>
-expr::MatOperand<const T> rows_of(const expr::MatOperand<const T>& x, std::int64_t b, std::int64_t r0) {
-  return {x.at(b, r0, 0), 0, x.row, x.col};
+/// One operand to pack once per call: where, from what, and its extent along n_q or n_k.
+template <class A>
+struct PackJob {
+  const PackedAll<A>* to;
+  expr::MatOperand<const A> from;
+  std::int64_t rows;
+};
+
+/// Tasks of packing every job of every batch: (batch, rows of kPackRows).
+template <class A, std::size_t N>
+std::int64_t pack_chunks(const PackJob<A> (&jobs)[N]) {
+  std::int64_t most = 0;
+  for (std::size_t i = 0; i < N; ++i) most = std::max(most, jobs[i].rows);
+  return (most + kPackRows - 1) / kPackRows;
 }
-/// The same rows read transposed (columns = rows of x).
+/// Runs packing task t (of batch * pack_chunks(jobs)).
+template <class A, std::size_t N>
+void pack_task(const PackJob<A> (&jobs)[N], std::int64_t t) {
+  const std::int64_t chunks = pack_chunks(jobs), b = t / chunks, r0 = (t % chunks) * kPackRows;
+  for (std::size_t i = 0; i < N; ++i)
+    if (jobs[i].to->base != nullptr && r0 < jobs[i].rows)
+      jobs[i].to->pack(jobs[i].from, b, r0, std::min(jobs[i].rows, r0 + kPackRows));
+}
+
+/// Rows [r0, ...) of operand x of batch b read transposed (columns = rows of x), as a batch-free operand.
 template <class T>
 expr::MatOperand<const T> rows_of_t(const expr::MatOperand<const T>& x, std::int64_t b, std::int64_t r0) {
   return {x.at(b, r0, 0), 0, x.col, x.row};
@@ -241,21 +291,11 @@ expr::MatOperand<const A> tile_cols(const A* p, std::int64_t ld) {
   return {p, 0, 1, ld};
 }
 
-/// Scratch bytes of single-threaded products of the given (m, n, k) shapes, three numbers each: the largest.
-template <class A>
-std::size_t gemm_bytes_of(std::initializer_list<std::int64_t> mnk) {
-  std::size_t bytes = 0;
-  const std::int64_t* p = mnk.begin();
-  for (std::size_t i = 0; i + 2 < mnk.size(); i += 3)
-    bytes = std::max(bytes, gemm_scratch_bytes<A>(p[i], p[i + 1], p[i + 2], 1));
-  return align64(bytes);
-}
-
 /// One forward task's scratch, carved from `base` (null: sizes only).
 template <class A>
 struct ForwardScratch {
   std::int64_t bq, bk, ld;
-  void* gemm;
+  A *qt, *pt;  // the task's Q^T (d x bq) and a tile's P^T (bq x bk), packed
   A *s, *acc, *m, *l, *corr, *shift;
   std::size_t bytes;
   template <class T>
@@ -264,7 +304,8 @@ struct ForwardScratch {
     bk = std::min(kKeys, f.n_k);
     ld = round_up(bq, kLanes<A>);
     Slicer sl(base);
-    gemm = sl.take<char>(static_cast<std::int64_t>(gemm_bytes_of<A>({bk, bq, f.d, bq, f.dv, bk})));
+    qt = sl.take<A>(static_cast<std::int64_t>(gemm_pack_bytes<A>(bq, f.d) / sizeof(A)));
+    pt = sl.take<A>(static_cast<std::int64_t>(gemm_pack_bytes<A>(bq, bk) / sizeof(A)));
     s = sl.take<A>(bk * ld);
     acc = sl.take<A>(bq * f.dv);
     m = sl.take<A>(ld);
@@ -279,7 +320,7 @@ struct ForwardScratch {
 template <class A>
 struct BackwardScratch {
   std::int64_t bq, bk, ld;  // query columns, key rows, padded row
-  void* gemm;
+  A* tile;                  // one score tile packed (P^T, dS^T or dS)
   A *s, *dp, *lse, *dd;
   std::size_t bytes;
   template <class T>
@@ -288,12 +329,27 @@ struct BackwardScratch {
     bk = std::min(kBackKeys, g.n_k);
     ld = round_up(bq, kLanes<A>);
     Slicer sl(base);
-    gemm = sl.take<char>(static_cast<std::int64_t>(
-        gemm_bytes_of<A>({bk, bq, g.d, bk, bq, g.dv, bk, g.dv, bq, bk, g.d, bq, bq, g.d, bk})));
+    tile = sl.take<A>(static_cast<std::int64_t>(std::max(gemm_pack_bytes<A>(bk, bq), gemm_pack_bytes<A>(bq, bk)) /
+                                                sizeof(A)));
     s = sl.take<A>(bk * ld);
     dp = sl.take<A>(bk * ld);
     lse = sl.take<A>(ld);
     dd = sl.take<A>(ld);
+    bytes = sl.used();
+  }
+};
+
+/// The forward's operands packed once per call: K as the left operand of S^T = K Q^T, V as the right one of
+/// O += P^T V.
+template <class A>
+struct ForwardShared {
+  PackedAll<A> k, v;
+  std::size_t bytes;
+  template <class T>
+  ForwardShared(const expr::AttentionForward<T, A>& f, void* base) {
+    Slicer sl(base);
+    k = packed_all<A>(sl, true, true, true, f.batch, f.n_k, f.d, kFeatureBlock);
+    v = packed_all<A>(sl, true, false, false, f.batch, f.dv, f.n_k, kDepthBlock);
     bytes = sl.used();
   }
 };
@@ -312,12 +368,22 @@ template <class A>
 struct BackwardShared {
   A* dd;
   GradTarget<A> dq, dk, dv;
+  // Packed once per call: K and V as left operands (S^T = K Q^T, dP^T = V grad_o^T), Q^T and grad_o^T as
+  // right ones of those, grad_o, Q and K as the right operands of dV, dK and dQ (depth over n_q or n_k).
+  PackedAll<A> k_a, v_a, qt_b, got_b, go_b, q_b, k_b;
   std::size_t bytes;
   template <class T>
   BackwardShared(const expr::AttentionBackward<T, A>& g, void* base) {
     Slicer sl(base);
-    const bool want_ds = g.grad_q.data != nullptr || g.grad_k.data != nullptr;
+    const bool want_q = g.grad_q.data != nullptr, want_k = g.grad_k.data != nullptr, want_ds = want_q || want_k;
     dd = sl.take<A>(want_ds ? g.batch * g.n_q : 0);
+    k_a = packed_all<A>(sl, true, true, true, g.batch, g.n_k, g.d, kFeatureBlock);
+    qt_b = packed_all<A>(sl, true, false, true, g.batch, g.n_q, g.d, kFeatureBlock);
+    v_a = packed_all<A>(sl, want_ds, true, true, g.batch, g.n_k, g.dv, kFeatureBlock);
+    got_b = packed_all<A>(sl, want_ds, false, true, g.batch, g.n_q, g.dv, kFeatureBlock);
+    go_b = packed_all<A>(sl, g.grad_v.data != nullptr, false, false, g.batch, g.dv, g.n_q, kDepthBlock);
+    q_b = packed_all<A>(sl, want_k, false, false, g.batch, g.d, g.n_q, kDepthBlock);
+    k_b = packed_all<A>(sl, want_q, false, false, g.batch, g.d, g.n_k, kDepthBlock);
     const auto target = [&](const expr::MatOperand<T>& out, std::int64_t rows, std::int64_t cols) {
       GradTarget<A> t;
       if (out.data == nullptr) return t;
@@ -386,7 +452,8 @@ template <class T, class Acc>
 std::size_t attention_forward_scratch_bytes(const expr::AttentionForward<T, Acc>& f, int threads) {
   static_assert(std::is_same_v<T, Acc>, "the host backend computes float and double in their own type");
   if (f.batch == 0 || f.n_q == 0) return 0;
-  return static_cast<std::size_t>(std::max(threads, 1)) * attention_detail::ForwardScratch<Acc>(f, nullptr).bytes + 64;
+  return attention_detail::ForwardShared<Acc>(f, nullptr).bytes +
+         static_cast<std::size_t>(std::max(threads, 1)) * attention_detail::ForwardScratch<Acc>(f, nullptr).bytes + 64;
 }
 
 /// o (and lse when non-null) of f; scratch holds attention_forward_scratch_bytes(f, threads).
@@ -397,26 +464,32 @@ void attention_forward(const expr::AttentionForward<T, Acc>& f, void* scratch, i
   if (f.batch == 0 || f.n_q == 0) return;
   threads = std::max(threads, 1);
   char* base = reinterpret_cast<char*>(align64(reinterpret_cast<std::uintptr_t>(scratch)));
+  const ForwardShared<A> sh(f, base);
+  base += sh.bytes;
   const std::size_t per_thread = ForwardScratch<A>(f, nullptr).bytes;
   const std::int64_t qtiles = (f.n_q + kQueries - 1) / kQueries;
   const int nt = f.batch * f.n_q * f.n_k * (f.d + f.dv) > kParallelThreshold ? threads : 1;
+  const PackJob<A> jobs[] = {{&sh.k, f.k, f.n_k}, {&sh.v, f.v, f.n_k}};
+  for_tasks(f.batch * pack_chunks(jobs), nt, [&](std::int64_t task, int) { pack_task(jobs, task); });
   for_tasks(f.batch * qtiles, nt, [&](std::int64_t task, int tid) {
     const ForwardScratch<A> w(f, base + per_thread * static_cast<std::size_t>(tid));
     const std::int64_t b = task / qtiles, i0 = (task % qtiles) * kQueries, bq = std::min(kQueries, f.n_q - i0);
+    const GemmPacked<A> k_a = sh.k.at(b), v_b = sh.v.at(b);
+    const GemmPacked<A> qt = gemm_pack_b<A>(rows_of_t(f.q, b, i0), 0, f.d, bq, kFeatureBlock, w.qt);
     std::fill(w.m, w.m + w.ld, -std::numeric_limits<A>::infinity());
     std::fill(w.l, w.l + w.ld, A(0));
     for (std::int64_t j0 = 0; j0 < f.n_k; j0 += kKeys) {
       const std::int64_t bk = std::min(kKeys, f.n_k - j0);
       // St = scale K Q^T (keys x queries)
-      product<A>(bk, bq, f.d, rows_of(f.k, b, j0), rows_of_t(f.q, b, i0), {w.s, 0, w.ld, 1}, f.scale, 0.0, w.gemm);
+      gemm_packed<A>(bk, bq, f.d, k_a.slice(j0, 0), qt, {w.s, 0, w.ld, 1}, f.scale, 0.0);
       online_tile(w.s, bk, w.ld, w.m, w.l, w.corr, w.shift);
       if (j0 > 0)
         for (std::int64_t i = 0; i < bq; ++i)
           if (w.corr[i] != A(1))
             for (A *p = w.acc + i * f.dv, *e = p + f.dv; p != e; ++p) *p *= w.corr[i];
       // O += Pt^T V
-      product<A>(bq, f.dv, bk, tile_cols<A>(w.s, w.ld), rows_of(f.v, b, j0), {w.acc, 0, f.dv, 1}, 1.0,
-                 j0 > 0 ? 1.0 : 0.0, w.gemm);
+      const GemmPacked<A> pt = gemm_pack_a<A>(tile_cols<A>(w.s, w.ld), 0, bq, bk, kDepthBlock, w.pt);
+      gemm_packed<A>(bq, f.dv, bk, pt, v_b.slice(0, j0), {w.acc, 0, f.dv, 1}, 1.0, j0 > 0 ? 1.0 : 0.0);
     }
     for (std::int64_t i = 0; i < bq; ++i) {
       const A inv = A(1) / w.l[i];
@@ -486,6 +559,16 @@ void attention_backward(const expr::AttentionBackward<T, Acc>& g, void* scratch,
       if (want_k) zero_row(sh.dk.acc, b, j, g.d);
       if (want_v) zero_row(sh.dv.acc, b, j, g.dv);
     }
+    // Every operand packed once.
+    const PackJob<A> jobs[] = {{&sh.k_a, g.k, g.n_k},        {&sh.qt_b, g.q.transposed(), g.n_q},
+                               {&sh.v_a, g.v, g.n_k},        {&sh.got_b, g.grad_o.transposed(), g.n_q},
+                               {&sh.go_b, g.grad_o, g.n_q}, {&sh.q_b, g.q, g.n_q},
+                               {&sh.k_b, g.k, g.n_k}};
+    const std::int64_t pack_tasks = g.batch * pack_chunks(jobs);
+#if KDLOSS_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (std::int64_t t = 0; t < pack_tasks; ++t) pack_task(jobs, t);
     for (std::int64_t t = 0; t < steps; ++t) {
 #if KDLOSS_OPENMP
 #pragma omp for schedule(dynamic, 1)
@@ -498,20 +581,21 @@ void attention_backward(const expr::AttentionBackward<T, Acc>& g, void* scratch,
         load_padded(g.lse + b * g.n_q + i0, bq, w.ld, w.lse);
         if (want_ds) load_padded(sh.dd + b * g.n_q + i0, bq, w.ld, w.dd);
         // St = scale K_J Q_I^T, dPt = V_J grad_o_I^T (keys x queries)
-        product<A>(bk, bq, g.d, rows_of(g.k, b, j0), rows_of_t(g.q, b, i0), {w.s, 0, w.ld, 1}, g.scale, 0.0, w.gemm);
+        gemm_packed<A>(bk, bq, g.d, sh.k_a.at(b).slice(j0, 0), sh.qt_b.at(b).slice(i0, 0), {w.s, 0, w.ld, 1},
+                       g.scale, 0.0);
         if (want_ds)
-          product<A>(bk, bq, g.dv, rows_of(g.v, b, j0), rows_of_t(g.grad_o, b, i0), {w.dp, 0, w.ld, 1}, 1.0, 0.0,
-                     w.gemm);
+          gemm_packed<A>(bk, bq, g.dv, sh.v_a.at(b).slice(j0, 0), sh.got_b.at(b).slice(i0, 0), {w.dp, 0, w.ld, 1},
+                         1.0, 0.0);
         grad_tile(w.s, want_ds ? w.dp : nullptr, bk, w.ld, w.lse, w.dd, want_v);
         if (want_v)  // dV_J += Pt grad_o_I
-          product<A>(bk, g.dv, bq, tile_rows<A>(w.s, w.ld), rows_of(g.grad_o, b, i0),
-                     rows_at(sh.dv.acc, b, j0), 1.0, 1.0, w.gemm);
+          gemm_packed<A>(bk, g.dv, bq, gemm_pack_a<A>(tile_rows<A>(w.s, w.ld), 0, bk, bq, kDepthBlock, w.tile),
+                         sh.go_b.at(b).slice(0, i0), rows_at(sh.dv.acc, b, j0), 1.0, 1.0);
         if (want_k)  // dK_J += scale dSt Q_I
-          product<A>(bk, g.d, bq, tile_rows<A>(w.dp, w.ld), rows_of(g.q, b, i0),
-                     rows_at(sh.dk.acc, b, j0), g.scale, 1.0, w.gemm);
+          gemm_packed<A>(bk, g.d, bq, gemm_pack_a<A>(tile_rows<A>(w.dp, w.ld), 0, bk, bq, kDepthBlock, w.tile),
+                         sh.q_b.at(b).slice(0, i0), rows_at(sh.dk.acc, b, j0), g.scale, 1.0);
         if (want_q)  // dQ_I += scale dSt^T K_J
-          product<A>(bq, g.d, bk, tile_cols<A>(w.dp, w.ld), rows_of(g.k, b, j0),
-                     rows_at(sh.dq.acc, b, i0), g.scale, 1.0, w.gemm);
+          gemm_packed<A>(bq, g.d, bk, gemm_pack_a<A>(tile_cols<A>(w.dp, w.ld), 0, bq, bk, kDepthBlock, w.tile),
+                         sh.k_b.at(b).slice(0, j0), rows_at(sh.dq.acc, b, i0), g.scale, 1.0);
       }
     }
     // Copy the accumulators to the (strided) outputs.

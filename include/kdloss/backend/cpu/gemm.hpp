@@ -337,4 +337,177 @@ void gemm(const expr::Gemm<T, T, T, E>& g, void* scratch, int threads) {
   gemm_detail::gemm_rows(g, scratch, threads);
 }
 
+// ---- Operands packed once for many products ----
+//
+// A caller running many single-threaded products on slices of the same operands (the attention's tile
+// pairs) packs each operand once into the layout the kernel's micro tiles read (gemm_pack_a, gemm_pack_b:
+// depth in blocks of kb <= 256, rows or columns in whole panels), then runs gemm_packed on slices of them.
+// The products have the same bits as gemm() on the same operands whenever their depth blocks are the same
+// (kb = 256, or a depth of at most kb), and do not depend on the thread count. On the Eigen path the
+// "packed" operand is a row-major copy, and gemm_packed is the Eigen path's product.
+
+/// An operand packed for the kernel that was current when it was laid out, or a slice of one.
+template <class T>
+struct GemmPacked {
+  GemmKernel kernel = GemmKernel::eigen;
+  bool is_a = true;                  // the left operand (m x k) or the right one (k x n)
+  T* data = nullptr;                 // own kernels: the layout
+  std::int64_t outer = 0, depth = 0;  // rows (A) or columns (B), and depth, of the whole operand
+  std::int64_t ext = 0, kb = 0;       // own kernels: outer rounded up to a panel; depth block
+  std::int64_t outer0 = 0, depth0 = 0;  // where the slice starts
+  expr::MatOperand<const T> plain{};  // Eigen: the row-major copy of the whole operand
+
+  /// Rows (A) or columns (B) from outer0 and depth from depth0 on. outer0 must be a multiple of
+  /// gemm_pack_panel<T>() and depth0 a multiple of kb.
+  GemmPacked slice(std::int64_t o, std::int64_t d) const {
+    GemmPacked s = *this;
+    s.outer0 += o;
+    s.depth0 += d;
+    return s;
+  }
+};
+
+namespace gemm_detail {
+inline std::int64_t round_up(std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; }
+/// Panel height (A: MR) or width (B: NR) of kernel k for T; 1 on the Eigen path.
+template <class T>
+std::int64_t panel_of(GemmKernel k, bool is_a) {
+  switch (k) {
+#if KDLOSS_GEMM_OWN_KERNELS
+    case GemmKernel::avx512:
+      return is_a ? gemm_avx512::Shape<T>::MR : gemm_avx512::Shape<T>::NR;
+    case GemmKernel::avx2:
+      return is_a ? gemm_avx2::Shape<T>::MR : gemm_avx2::Shape<T>::NR;
+#endif
+    default:
+      (void)is_a;
+      return 1;
+  }
+}
+template <class T>
+GemmPacked<T> packed_layout(bool is_a, std::int64_t outer, std::int64_t depth, std::int64_t kb, T* dst) {
+  GemmPacked<T> p;
+  p.kernel = gemm_kernel();
+  p.is_a = is_a;
+  p.data = dst;
+  p.outer = outer;
+  p.depth = depth;
+  p.kb = std::max<std::int64_t>(1, std::min(kb, kKC));
+  p.ext = round_up(outer, panel_of<T>(p.kernel, is_a));
+  if (p.kernel == GemmKernel::eigen)
+    p.plain = is_a ? expr::MatOperand<const T>{dst, 0, depth, 1} : expr::MatOperand<const T>{dst, 0, outer, 1};
+  return p;
+}
+}  // namespace gemm_detail
+
+/// The panel multiple a slice of a packed A (is_a) or B must start at, for any kernel: every tile edge that is a
+/// multiple of it is a panel edge.
+template <class T>
+constexpr std::int64_t gemm_pack_panel() {
+  return 96;  // a multiple of MR (6, 12) and NR (8, 16, 32) of every kernel and type
+}
+
+/// Bytes of one packed operand of `outer` rows (A) or columns (B) and `depth` (any kernel).
+template <class T>
+std::size_t gemm_pack_bytes(std::int64_t outer, std::int64_t depth) {
+  return static_cast<std::size_t>(gemm_detail::round_up(outer, gemm_pack_panel<T>()) * depth) * sizeof(T);
+}
+
+/// The layout of A (m x k) packed into dst (gemm_pack_bytes<T>(m, k) bytes) with depth blocks of kb; filled by
+/// gemm_pack_part (in parts, e.g. by several threads) or gemm_pack_a.
+template <class T>
+GemmPacked<T> gemm_packed_a(std::int64_t m, std::int64_t k, std::int64_t kb, T* dst) {
+  return gemm_detail::packed_layout(true, m, k, kb, dst);
+}
+/// The layout of B (k x n) packed into dst (gemm_pack_bytes<T>(n, k) bytes).
+template <class T>
+GemmPacked<T> gemm_packed_b(std::int64_t k, std::int64_t n, std::int64_t kb, T* dst) {
+  return gemm_detail::packed_layout(false, n, k, kb, dst);
+}
+
+/// Packs rows (A) or columns (B) [o0, o1) and depth [p0, p1) of batch b of x into p's layout. o0 and p0 must
+/// be multiples of gemm_pack_panel<T>() and p.kb, and o1 and p1 multiples of them or the operand's end.
+template <class T>
+void gemm_pack_part(const GemmPacked<T>& p, const expr::MatOperand<const T>& x, std::int64_t b, std::int64_t o0,
+                    std::int64_t o1, std::int64_t p0, std::int64_t p1) {
+  switch (p.kernel) {
+#if KDLOSS_GEMM_OWN_KERNELS
+    case GemmKernel::avx512:
+      if (p.is_a)
+        gemm_avx512::pack_a_part(x, b, p.outer, p.depth, p.kb, o0, o1, p0, p1, p.data);
+      else
+        gemm_avx512::pack_b_part(x, b, p.depth, p.outer, p.kb, o0, o1, p0, p1, p.data);
+      return;
+    case GemmKernel::avx2:
+      if (p.is_a)
+        gemm_avx2::pack_a_part(x, b, p.outer, p.depth, p.kb, o0, o1, p0, p1, p.data);
+      else
+        gemm_avx2::pack_b_part(x, b, p.depth, p.outer, p.kb, o0, o1, p0, p1, p.data);
+      return;
+#endif
+    default:
+      for (std::int64_t o = o0; o < o1; ++o)
+        for (std::int64_t d = p0; d < p1; ++d) {
+          const T v = p.is_a ? *x.at(b, o, d) : *x.at(b, d, o);
+          p.data[p.is_a ? o * p.depth + d : d * p.outer + o] = v;
+        }
+  }
+}
+
+/// A (m x k, batch b of a) packed into dst (gemm_pack_bytes<T>(m, k) bytes), depth blocks of kb.
+template <class T>
+GemmPacked<T> gemm_pack_a(const expr::MatOperand<const T>& a, std::int64_t b, std::int64_t m, std::int64_t k,
+                          std::int64_t kb, T* dst) {
+  const GemmPacked<T> p = gemm_packed_a(m, k, kb, dst);
+  gemm_pack_part(p, a, b, 0, m, 0, k);
+  return p;
+}
+/// B (k x n, batch b of bm) packed into dst (gemm_pack_bytes<T>(n, k) bytes), depth blocks of kb.
+template <class T>
+GemmPacked<T> gemm_pack_b(const expr::MatOperand<const T>& bm, std::int64_t b, std::int64_t k, std::int64_t n,
+                          std::int64_t kb, T* dst) {
+  const GemmPacked<T> p = gemm_packed_b(k, n, kb, dst);
+  gemm_pack_part(p, bm, b, 0, n, 0, k);
+  return p;
+}
+
+/// C (m x n) = alpha * A B + beta * C (beta = 0: C not read), single-threaded, A and B slices of packed
+/// operands (packed for the same kernel with the same kb). Each of the product's depth blocks of kb must be
+/// one of the operands' (the slices start at a block, and the depth k ends at a block's end or the operand's).
+template <class T>
+void gemm_packed(std::int64_t m, std::int64_t n, std::int64_t k, const GemmPacked<T>& a, const GemmPacked<T>& b,
+                 const expr::MatOperand<T>& c, double alpha, double beta) {
+  if (m == 0 || n == 0) return;
+  expr::Gemm<T, T, T> g;
+  g.batch = 1;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.c = c;
+  g.alpha = alpha;
+  g.beta = beta;
+  if (g.scale_only()) {
+    gemm_detail::scale_only(g);
+    return;
+  }
+  switch (a.kernel) {
+#if KDLOSS_GEMM_OWN_KERNELS
+    case GemmKernel::avx512:
+      gemm_avx512::run_packed<T>(m, n, k, a.kb, a.data + a.depth0 * a.ext, a.ext, a.outer0,
+                                 b.data + b.depth0 * b.ext, b.ext, b.outer0, c, static_cast<T>(alpha),
+                                 static_cast<T>(beta));
+      return;
+    case GemmKernel::avx2:
+      gemm_avx2::run_packed<T>(m, n, k, a.kb, a.data + a.depth0 * a.ext, a.ext, a.outer0,
+                               b.data + b.depth0 * b.ext, b.ext, b.outer0, c, static_cast<T>(alpha),
+                               static_cast<T>(beta));
+      return;
+#endif
+    default:
+      g.a = {a.plain.at(0, a.outer0, a.depth0), 0, a.plain.row, a.plain.col};
+      g.b = {b.plain.at(0, b.depth0, b.outer0), 0, b.plain.row, b.plain.col};
+      gemm_detail::run_eigen(g, static_cast<T*>(nullptr), 1);
+  }
+}
+
 }  // namespace kdloss::backend::cpu

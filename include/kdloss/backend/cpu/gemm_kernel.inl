@@ -46,6 +46,56 @@ inline void micro_kernel(std::int64_t kc, const T* __restrict a, const T* __rest
   }
 }
 
+/// micro_kernel compiled on its own: inlined into run_packed's loops, GCC spills the B vectors to the stack
+/// (27 of the 32 registers are live in the kernel), and the product runs about 25% slower.
+template <class T>
+__attribute__((noinline)) void micro_kernel_alone(std::int64_t kc, const T* __restrict a, const T* __restrict b,
+                                                  T* __restrict tile) {
+  micro_kernel(kc, a, b, tile);
+}
+
+/// One vector of a tile as written to C: alpha * acc (read false: C not read), else alpha * acc + beta * old
+/// as one fused multiply-add (an explicit one, so the compiler's contraction of a separate multiply and add,
+/// which depends on the context a copy is inlined in, cannot change the bits between the write paths).
+template <class T>
+inline typename Vec<T>::V combine(typename Vec<T>::V acc, const T* old, T alpha, T beta, bool read) {
+  using X = Vec<T>;
+  if (!read) return alpha != T(1) ? X::mul(acc, X::bcast(alpha)) : acc;
+  typename X::V o = X::load(old);
+  if (beta != T(1)) o = X::mul(o, X::bcast(beta));
+  return X::fma(acc, X::bcast(alpha), o);
+}
+
+/// micro_kernel followed by write_tile's formula for a whole tile on whole contiguous rows of C (c, row
+/// stride ldc): C = alpha * tile + beta * C (read false: C not read), from the registers. The same
+/// operations in the same order as micro_kernel + write_tile, so the same bits.
+template <class T>
+__attribute__((noinline)) void micro_kernel_c(std::int64_t kc, const T* __restrict a, const T* __restrict b,
+                                              T* __restrict c, std::int64_t ldc, T alpha, T beta, bool read) {
+  using X = Vec<T>;
+  constexpr int W = X::W, MR = X::MR;
+  typename X::V c0[MR], c1[MR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = X::zero();
+  for (std::int64_t p = 0; p < kc; ++p) {
+    const typename X::V b0 = X::load(b), b1 = X::load(b + W);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const typename X::V ai = X::bcast(a[i]);
+      c0[i] = X::fma(ai, b0, c0[i]);
+      c1[i] = X::fma(ai, b1, c1[i]);
+    }
+    a += MR;
+    b += 2 * W;
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    T* cr = c + i * ldc;
+    X::store(cr, combine<T>(c0[i], cr, alpha, beta, read));
+    X::store(cr + W, combine<T>(c1[i], cr + W, alpha, beta, read));
+  }
+}
+
 /// Rows [i0, i0 + mc) and depth [p0, p0 + kc) of A[b] into MR-tall panels (rows past m are zero).
 template <class T>
 inline void pack_a(const expr::MatOperand<const T>& a, std::int64_t b, std::int64_t i0, std::int64_t mc, std::int64_t m,
@@ -101,8 +151,8 @@ inline void pack_b_panel(const expr::MatOperand<const T>& bm, std::int64_t b, st
 
 /// Writes one micro tile into C at (i, j) (mr x nr valid): C = alpha * tile + beta * C on the first
 /// depth block (beta = 0: C not read), C = alpha * tile + C on later ones, the epilogue on the last.
-/// Every tile goes through one row buffer and the same vector formula, so a strided C gets the same
-/// bits as a contiguous one.
+/// Every tile goes through the same vector formula (whole contiguous rows straight on C, others through
+/// a row buffer), so a strided C gets the same bits as a contiguous one.
 template <class T, class E>
 inline void write_tile(const T* tile, int mr, int nr, const expr::MatOperand<T>& c, std::int64_t cb, std::int64_t i,
                        std::int64_t j, T alpha, T beta, bool first, bool last, const E& epi, std::int64_t b) {
@@ -110,22 +160,24 @@ inline void write_tile(const T* tile, int mr, int nr, const expr::MatOperand<T>&
   constexpr int W = X::W, NR = 2 * W;
   const bool read = !first || beta != T(0);
   const T beta_eff = first ? beta : T(1);
+  if (c.col == 1 && nr == NR && (!last || expr::is_identity_epilogue<E>::value)) {
+    // Whole contiguous rows: the same vector formula straight on C (no row buffer, no scalar copies).
+    for (int r = 0; r < mr; ++r) {
+      T* cr = c.at(cb, i + r, j);
+#pragma GCC unroll 2
+      for (int v = 0; v < 2; ++v)
+        X::store(cr + v * W, combine<T>(X::load(tile + r * NR + v * W), cr + v * W, alpha, beta_eff, read));
+    }
+    return;
+  }
   alignas(64) T row[NR];
   for (int r = 0; r < mr; ++r) {
     T* cr = c.at(cb, i + r, j);
     if (read)
       for (int q = 0; q < nr; ++q) row[q] = cr[q * c.col];
 #pragma GCC unroll 2
-    for (int v = 0; v < 2; ++v) {
-      typename X::V acc = X::load(tile + r * NR + v * W);
-      if (alpha != T(1)) acc = X::mul(acc, X::bcast(alpha));
-      if (read) {
-        typename X::V old = X::load(row + v * W);
-        if (beta_eff != T(1)) old = X::mul(old, X::bcast(beta_eff));
-        acc = X::add(acc, old);
-      }
-      X::store(row + v * W, acc);
-    }
+    for (int v = 0; v < 2; ++v)
+      X::store(row + v * W, combine<T>(X::load(tile + r * NR + v * W), row + v * W, alpha, beta_eff, read));
     if (last && !expr::is_identity_epilogue<E>::value)
       for (int q = 0; q < nr; ++q) row[q] = epi(row[q], b, i + r, j + q);
     for (int q = 0; q < nr; ++q) cr[q * c.col] = row[q];
@@ -245,6 +297,77 @@ void run(const expr::Gemm<T, T, T, E>& g, T* scratch, int threads) {
                        kc, first, last, bshared, abuf);
             }
           }
+        }
+      }
+    }
+  }
+}
+
+// ---- Pre-packed operands (gemm.hpp: gemm_pack_a, gemm_pack_b, gemm_packed) ----
+//
+// A whole operand packed once, in the panels the micro kernel reads, so a caller running many products
+// on slices of it (the attention's tile pairs) packs it once instead of once per product. Depth runs in
+// blocks of kb <= kKC; block [p, p + kc) (kc = min(kb, depth - p)) holds every panel of the operand,
+// panel q at data + p * ext + q * R * kc (R = MR for A, NR for B; ext = rows or columns rounded up to R).
+
+/// Panels of rows [r0, r1) (r0 a multiple of MR) and depth blocks from p_begin to p_end (multiples of kb,
+/// or p_end = k) of A[b] (m x k) into the packed layout at dst.
+template <class T>
+inline void pack_a_part(const expr::MatOperand<const T>& a, std::int64_t b, std::int64_t m, std::int64_t k,
+                        std::int64_t kb, std::int64_t r0, std::int64_t r1, std::int64_t p_begin, std::int64_t p_end,
+                        T* dst) {
+  constexpr int MR = Shape<T>::MR;
+  const std::int64_t ext = (m + MR - 1) / MR * MR;
+  for (std::int64_t p0 = p_begin; p0 < p_end; p0 += kb) {
+    const std::int64_t kc = std::min(kb, k - p0);
+    pack_a(a, b, r0, r1 - r0, m, p0, kc, dst + p0 * ext + r0 * kc);
+  }
+}
+
+/// Panels of columns [c0, c1) (c0 a multiple of NR) and depth blocks [p_begin, p_end) of B[b] (k x n).
+template <class T>
+inline void pack_b_part(const expr::MatOperand<const T>& bm, std::int64_t b, std::int64_t k, std::int64_t n,
+                        std::int64_t kb, std::int64_t c0, std::int64_t c1, std::int64_t p_begin, std::int64_t p_end,
+                        T* dst) {
+  constexpr int NR = Shape<T>::NR;
+  const std::int64_t ext = (n + NR - 1) / NR * NR;
+  for (std::int64_t p0 = p_begin; p0 < p_end; p0 += kb) {
+    const std::int64_t kc = std::min(kb, k - p0);
+    T* d = dst + p0 * ext;
+    for (std::int64_t j = c0; j < c1; j += NR) pack_b_panel(bm, b, p0, kc, j, n, d + j * kc);
+  }
+}
+
+/// C (m x n) = alpha * A B + beta * C (beta = 0: C not read), single-threaded, A and B packed: a and b
+/// point at the depth block where the product starts in their layouts (ext a_ext, b_ext; depth blocks of
+/// kb, each filled whole by the product except the operands' last), the product's rows starting at row
+/// a_r0 of A's layout and its columns at column b_c0 of B's (multiples of MR, NR). The same micro tiles,
+/// depth blocks and write as run(), so the same bits as an unpacked product with depth blocks of kb.
+template <class T>
+inline void run_packed(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t kb, const T* a, std::int64_t a_ext,
+                       std::int64_t a_r0, const T* b, std::int64_t b_ext, std::int64_t b_c0,
+                       const expr::MatOperand<T>& c, T alpha, T beta) {
+  constexpr int MR = Shape<T>::MR, NR = Shape<T>::NR;
+  alignas(64) T tile[MR * NR];
+  const expr::NoEpilogue epi{};
+  for (std::int64_t p0 = 0; p0 < k; p0 += kb) {
+    const std::int64_t kc = std::min(kb, k - p0);
+    const bool first = p0 == 0, last = p0 + kc >= k;
+    const T* ap = a + p0 * a_ext + a_r0 * kc;
+    const T* bp = b + p0 * b_ext + b_c0 * kc;
+    for (std::int64_t i0 = 0; i0 < m; i0 += kMC) {
+      const std::int64_t mc = std::min(kMC, m - i0);
+      for (std::int64_t jr = 0; jr < n; jr += NR) {
+        const int nr = static_cast<int>(std::min<std::int64_t>(NR, n - jr));
+        for (std::int64_t ir = i0; ir < i0 + mc; ir += MR) {
+          if (c.col == 1 && nr == NR && ir + MR <= m) {
+            micro_kernel_c(kc, ap + ir * kc, bp + jr * kc, c.at(0, ir, jr), c.row, alpha, first ? beta : T(1),
+                           !first || beta != T(0));
+            continue;
+          }
+          micro_kernel_alone(kc, ap + ir * kc, bp + jr * kc, tile);
+          const int mr = static_cast<int>(std::min<std::int64_t>(MR, m - ir));
+          write_tile(tile, mr, nr, c, 0, ir, jr, alpha, beta, first, last, epi, 0);
         }
       }
     }

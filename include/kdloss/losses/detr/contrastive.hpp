@@ -132,11 +132,13 @@ std::size_t product_bytes(Device dev, std::int64_t N, std::int64_t D) {
                    ops::matmul_workspace_bytes(ops::MatmulArgs<T>{in(2, N, N), in(1, N, D), out(3, N, D), {}})});
 }
 
+/// Places the buffers in base (null: sizes only, total), with the products' workspace of products_bytes (the
+/// query's, made once per call).
 template <class T>
-Plan<T> plan(Device dev, std::int64_t K, std::int64_t N, std::int64_t D, void* base) {
+Plan<T> plan(Device dev, std::int64_t K, std::int64_t N, std::int64_t D, std::size_t products_bytes, void* base) {
   ::kdloss::detail::Carver c(base);
   Plan<T> p;
-  p.products_bytes = product_bytes<T>(dev, N, D);
+  p.products_bytes = products_bytes;
   p.products = c.take<unsigned char>(p.products_bytes);
   const auto nd = static_cast<std::size_t>(N * D), nn = static_cast<std::size_t>(N * N);
   p.t = c.take<T>(nd);
@@ -232,17 +234,6 @@ struct TakeTarget {
     o = g - static_cast<S>(scale) * upstream.template get<S>();
   }
 };
-/// The identity (copies, and the sum of the per-layer values).
-struct Same {
-  template <class A, class O>
-  KDLOSS_HOST_DEVICE void operator()(const A& a, O& o) const {
-    o = a;
-  }
-  template <class V>
-  KDLOSS_HOST_DEVICE V operator()(const V& v) const {
-    return v;
-  }
-};
 
 /// Layer k of a [N, D] or [K, N, D] view.
 template <class U>
@@ -300,8 +291,9 @@ std::size_t contrastive_query_loss_workspace_bytes(const ContrastiveQueryArgs<T>
   contrastive_detail::check_inputs(a, "kdloss::detr::contrastive_query_loss_workspace_bytes");
   const int r = a.teacher.rank();
   const std::int64_t K = r == 3 ? a.teacher.shape[0] : 1;
-  return contrastive_detail::plan<T>(a.teacher.device, K, a.teacher.shape[r - 2], a.teacher.shape[r - 1], nullptr)
-      .total;
+  const std::int64_t N = a.teacher.shape[r - 2], D = a.teacher.shape[r - 1];
+  const Device dev = a.teacher.device;
+  return contrastive_detail::plan<T>(dev, K, N, D, contrastive_detail::product_bytes<T>(dev, N, D), nullptr).total;
 }
 
 /// Checks, then runs, on the host or the GPU. forward: out = weight * sum over layers of the mean InfoNCE.
@@ -320,8 +312,10 @@ void contrastive_query_loss(const ContrastiveQueryArgs<T>& a, Mode mode, const E
   const std::int64_t K = r == 3 ? a.teacher.shape[0] : 1, N = a.teacher.shape[r - 2], D = a.teacher.shape[r - 1];
   const Device dev = a.teacher.device;
   ::kdloss::detail::HostScratch host;
-  const std::size_t bytes = cd::plan<T>(dev, K, N, D, nullptr).total;
-  const cd::Plan<T> p = cd::plan<T>(dev, K, N, D, ::kdloss::detail::resolve_workspace(fn, dev, exec.workspace, bytes, host));
+  const std::size_t products_bytes = cd::product_bytes<T>(dev, N, D);
+  const std::size_t bytes = cd::plan<T>(dev, K, N, D, products_bytes, nullptr).total;
+  const cd::Plan<T> p =
+      cd::plan<T>(dev, K, N, D, products_bytes, ::kdloss::detail::resolve_workspace(fn, dev, exec.workspace, bytes, host));
   const auto& o = a.options;
   const double inv_temp = 1.0 / o.temperature;
   const bool grads = writes_gradients(mode) && (present(a.grad_teacher) || present(a.grad_student));
@@ -349,7 +343,7 @@ void contrastive_query_loss(const ContrastiveQueryArgs<T>& a, Mode mode, const E
     // per row of L: the CE term (into the layer's value) and, for gradients, (softmax - onehot) * scale into G^T
     // (the diagonal copied out, so that every operand steps by 0 or 1 from one row to the next)
     const View<T> diag_of_logits(p.logits, Dims{N}, Dims{N + 1}, dev), diag_of_grad(p.grad, Dims{N}, Dims{N + 1}, dev);
-    ::kdloss::detail::transform<Acc>(dev, exec.stream, Dims{N}, cd::Same{}, std::tuple{View<const T>(diag_of_logits)},
+    ::kdloss::detail::transform<Acc>(dev, exec.stream, Dims{N}, distill_detail::Identity{}, std::tuple{View<const T>(diag_of_logits)},
                                      std::tuple{View<T>(p.diag, Dims{N}, Dims{1}, dev)});
     const View<const T> x = cmat(p.logits, N, N), diag(p.diag, Dims{N, N}, Dims{0, 1}, dev);
     if (grads) {
@@ -382,7 +376,7 @@ void contrastive_query_loss(const ContrastiveQueryArgs<T>& a, Mode mode, const E
   }
   if (!writes_value(mode)) return;
   // out = weight / N * the sum of the layers' row sums
-  ::kdloss::detail::transform_reduce<Acc>(dev, exec.stream, Dims{K}, cd::Same{},
+  ::kdloss::detail::transform_reduce<Acc>(dev, exec.stream, Dims{K}, distill_detail::Identity{},
                                           std::tuple{View<const T>(p.layers, Dims{K}, Dims{1}, dev)}, std::tuple<>{},
                                           p.sum_partials, ::kdloss::detail::Scale{gscale}, a.out.data);
 }

@@ -66,6 +66,18 @@ inline void* running_scratch(const char* fn, Device device, const Workspace& ws,
   return ::kdloss::detail::resolve_workspace(fn, device, device.is_host() ? Workspace{} : ws, bytes, host);
 }
 
+/// The identity, for the dispatch layer's transforms (a copy) and reductions (a sum of per-layer values).
+struct Identity {
+  template <class A, class O>
+  KDLOSS_HOST_DEVICE void operator()(const A& a, O& o) const {
+    o = a;
+  }
+  template <class V>
+  KDLOSS_HOST_DEVICE V operator()(const V& v) const {
+    return v;
+  }
+};
+
 /// Work (elements touched) above which the host loops share their range among threads.
 inline constexpr std::int64_t kParallelWork = std::int64_t{1} << 15;
 

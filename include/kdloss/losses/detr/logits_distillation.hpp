@@ -456,22 +456,9 @@ MatchedBoxLossArgs<T> pipeline_boxes(const LogitsDistillationArgs<T>& a, std::in
   return bx;
 }
 
-/// Carves (or, with base null, sizes) the pipeline's workspace.
+/// Places p's buffers in base (null: sizes only, p.total); p's sizes and inner_bytes are already set.
 template <class T>
-Pipeline<T> pipeline(const LogitsDistillationArgs<T>& a, void* base) {
-  Pipeline<T> p;
-  p.dev = a.student_logits.device;
-  p.K = a.student_logits.shape[0], p.B = a.student_logits.shape[1], p.Q = a.student_logits.shape[2];
-  p.N = a.teacher_logits.shape[2], p.C = a.teacher_logits.shape[3], p.P = std::min(p.Q, p.N);
-  p.offsets.resize(static_cast<std::size_t>(p.B + 1));
-  for (std::int64_t b = 0; b <= p.B; ++b) p.offsets[static_cast<std::size_t>(b)] = b * p.N;
-  if (p.K > 0) {  // the inner entries' workspace, sized on the stand-in views (the real ones' shapes)
-    p.inner_bytes = std::max(matched_class_loss_workspace_bytes(pipeline_class(a, 0, p)),
-                             matched_box_loss_workspace_bytes(pipeline_boxes(a, 0, p)));
-    if (p.P > 0)
-      p.inner_bytes = std::max({p.inner_bytes, matching_cost_workspace_bytes(pipeline_cost(a, 0, p)),
-                                ops::linear_sum_assignment_workspace_bytes(pipeline_assignment(0, p))});
-  }
+void carve(Pipeline<T>& p, void* base) {
   const auto n = [](std::int64_t v) { return static_cast<std::size_t>(v); };
   ::kdloss::detail::Carver c(base);
   p.probs = c.take<T>(n(p.K * p.B * p.N * p.C));
@@ -487,6 +474,25 @@ Pipeline<T> pipeline(const LogitsDistillationArgs<T>& a, void* base) {
   p.slots = c.take<T>(n(3 * p.K));
   p.inner = c.take<unsigned char>(p.inner_bytes);
   p.total = c.bytes();
+}
+
+/// The pipeline's sizes (buffers null): the inner entries' workspaces are queried here, once per call.
+template <class T>
+Pipeline<T> pipeline(const LogitsDistillationArgs<T>& a) {
+  Pipeline<T> p;
+  p.dev = a.student_logits.device;
+  p.K = a.student_logits.shape[0], p.B = a.student_logits.shape[1], p.Q = a.student_logits.shape[2];
+  p.N = a.teacher_logits.shape[2], p.C = a.teacher_logits.shape[3], p.P = std::min(p.Q, p.N);
+  p.offsets.resize(static_cast<std::size_t>(p.B + 1));
+  for (std::int64_t b = 0; b <= p.B; ++b) p.offsets[static_cast<std::size_t>(b)] = b * p.N;
+  if (p.K > 0) {  // the inner entries' workspace, sized on the stand-in views (the real ones' shapes)
+    p.inner_bytes = std::max(matched_class_loss_workspace_bytes(pipeline_class(a, 0, p)),
+                             matched_box_loss_workspace_bytes(pipeline_boxes(a, 0, p)));
+    if (p.P > 0)
+      p.inner_bytes = std::max({p.inner_bytes, matching_cost_workspace_bytes(pipeline_cost(a, 0, p)),
+                                ops::linear_sum_assignment_workspace_bytes(pipeline_assignment(0, p))});
+  }
+  carve(p, nullptr);
   return p;
 }
 
@@ -500,8 +506,8 @@ void run_pipeline(const LogitsDistillationArgs<T>& a, Mode mode, const Exec& exe
   const char* fn = kNames(mode);
   const Device dev = a.student_logits.device;
   ::kdloss::detail::HostScratch host;
-  void* base = distill_detail::running_scratch(fn, dev, exec.workspace, pipeline<T>(a, nullptr).total, host);
-  const Pipeline<T> p = pipeline<T>(a, base);
+  Pipeline<T> p = pipeline<T>(a);
+  carve(p, distill_detail::running_scratch(fn, dev, exec.workspace, p.total, host));
   const std::int64_t K = p.K, B = p.B, P = p.P;
   const Exec inner{{p.inner, p.inner_bytes}, exec.stream, exec.blas};
   for (std::int64_t k = 0; k < K; ++k) {
@@ -545,7 +551,7 @@ void run_pipeline(const LogitsDistillationArgs<T>& a, Mode mode, const Exec& exe
     if (absent(*outs[term])) continue;
     const std::int64_t count = term == 3 ? 3 * K : K;
     ::kdloss::detail::reduce_into<acc_t<T>>(
-        dev, exec.stream, Dims{count}, query_prior_detail::LayerValue{},
+        dev, exec.stream, Dims{count}, distill_detail::Identity{},
         std::tuple{View<const T>(p.slots + (term == 3 ? 0 : term * K), Dims{count}, Dims{1}, dev)},
         View<T>(outs[term]->data, Dims{1}, Dims{1}, dev));
   }
@@ -660,7 +666,7 @@ std::size_t logits_distillation_loss_workspace_bytes(const LogitsDistillationArg
   logits_distillation_loss_check(a, Mode::forward);
   if (a.options.split != LogitsDistillationOptions::Split::none) return 0;  // (the split's buffers: the call's own)
   return distill_detail::running_scratch_bytes(a.student_logits.device,
-                                               logits_distill_detail::pipeline<T>(a, nullptr).total);
+                                               logits_distill_detail::pipeline<T>(a).total);
 }
 
 /// Checks, matches every layer (costs + scipy-exact assignment), then runs the losses: forward writes the

@@ -170,26 +170,25 @@ struct Scratch {
   std::size_t inner_bytes = 0;
   T* slots = nullptr;  // [3, K]: cls, l1, giou of every layer
 };
+/// The largest workspace of the layers' element losses (queried once per call).
 template <class T>
-Scratch<T> carve(const QueryPriorLossArgs<T>& a, ::kdloss::detail::Carver& c) {
-  Scratch<T> s;
-  const std::int64_t K = a.layers.count();
-  for (std::int64_t k = 0; k < K; ++k) {
-    s.inner_bytes = std::max(s.inner_bytes, matched_class_loss_workspace_bytes(class_args(a, k)));
-    s.inner_bytes = std::max(s.inner_bytes, matched_box_loss_workspace_bytes(box_args(a, k)));
+std::size_t inner_bytes(const QueryPriorLossArgs<T>& a) {
+  std::size_t bytes = 0;
+  for (std::int64_t k = 0; k < a.layers.count(); ++k) {
+    bytes = std::max(bytes, matched_class_loss_workspace_bytes(class_args(a, k)));
+    bytes = std::max(bytes, matched_box_loss_workspace_bytes(box_args(a, k)));
   }
-  s.inner = c.take<unsigned char>(s.inner_bytes);
+  return bytes;
+}
+/// Places the scratch in c (a Carver on null: sizes only).
+template <class T>
+Scratch<T> carve(std::size_t inner, std::int64_t K, ::kdloss::detail::Carver& c) {
+  Scratch<T> s;
+  s.inner_bytes = inner;
+  s.inner = c.take<unsigned char>(inner);
   s.slots = c.take<T>(static_cast<std::size_t>(3 * K));
   return s;
 }
-
-/// The identity term of the reduction that adds a term's per-layer values.
-struct LayerValue {
-  template <class V>
-  KDLOSS_HOST_DEVICE V operator()(const V& v) const {
-    return v;
-  }
-};
 
 /// Runs f and prefixes the error with the entry and the layer.
 template <class F>
@@ -285,7 +284,7 @@ void query_prior_loss_check(const QueryPriorLossArgs<T>& a, Mode mode) {
 template <class T>
 std::size_t query_prior_loss_workspace_bytes(const QueryPriorLossArgs<T>& a) {
   ::kdloss::detail::Carver c;
-  query_prior_detail::carve(a, c);
+  query_prior_detail::carve<T>(query_prior_detail::inner_bytes(a), a.layers.count(), c);
   return c.bytes();
 }
 
@@ -303,9 +302,11 @@ void query_prior_loss(const QueryPriorLossArgs<T>& a, Mode mode, const Exec& exe
   const std::int64_t K = a.logits.shape[0];
   const Device dev = a.logits.device;
   ::kdloss::detail::HostScratch host;
-  ::kdloss::detail::Carver carver(
-      ::kdloss::detail::resolve_workspace(fn, dev, exec.workspace, query_prior_loss_workspace_bytes(a), host));
-  const qd::Scratch<T> sc = qd::carve(a, carver);
+  const std::size_t inner_bytes = qd::inner_bytes(a);
+  ::kdloss::detail::Carver sizes;
+  qd::carve<T>(inner_bytes, K, sizes);
+  ::kdloss::detail::Carver carver(::kdloss::detail::resolve_workspace(fn, dev, exec.workspace, sizes.bytes(), host));
+  const qd::Scratch<T> sc = qd::carve<T>(inner_bytes, K, carver);
   const Exec inner{{sc.inner, sc.inner_bytes}, exec.stream, exec.blas};
   const auto slot = [&](int term, std::int64_t k) { return View<T>(sc.slots + term * K + k, Dims{}, Dims{}, dev); };
   for (std::int64_t k = 0; k < K; ++k) {
@@ -333,7 +334,7 @@ void query_prior_loss(const QueryPriorLossArgs<T>& a, Mode mode, const Exec& exe
   if (!writes_value(mode)) return;
   const View<T>* outs[3] = {&a.out_cls, &a.out_l1, &a.out_giou};
   for (int term = 0; term < 3; ++term)  // out = the sum of the term's K layer values, on the stream
-    ::kdloss::detail::reduce_into<acc_t<T>>(dev, exec.stream, Dims{K}, qd::LayerValue{},
+    ::kdloss::detail::reduce_into<acc_t<T>>(dev, exec.stream, Dims{K}, distill_detail::Identity{},
                                             std::tuple{View<const T>(sc.slots + term * K, Dims{K}, Dims{1}, dev)},
                                             View<T>(outs[term]->data, Dims{1}, Dims{1}, dev));
 }

@@ -16,6 +16,14 @@
 
 namespace kdloss::detail {
 
+/// Runs `check`, a validation that reads input values (box coordinates), where the host can read them. A GPU
+/// call does not read its inputs back (that would synchronise): the entry documents how such data shows in
+/// its results.
+template <class F>
+void check_values_on_host(Device device, F check) {
+  if (device.is_host()) check();
+}
+
 /// Runs f(i) for i in [0, n) on `device` (f writes item i's outputs and returns its contribution);
 /// when `result` is non-null stores fin(sum) there, on the same device. `partials`: carve_reduction(n).
 /// T: the element type of the call (the host runs float and double only).
@@ -59,6 +67,22 @@ void box_index_for_host_rows(Device device, Stream stream, std::int64_t n, std::
     return;
   }
   box_index_for<T>(device, stream, n, work_per_item, f);
+}
+
+/// box_index_sum with the host organised by rows, as box_index_for_host_rows: a GPU sums f over [0, n); the host
+/// sums the functor make_host() returns over [0, host_n). Either way fin(sum) is stored to `result`.
+template <class T, class F, class MakeHost, class Fin, class R>
+void box_index_sum_host_rows(Device device, Stream stream, std::int64_t n, std::int64_t work_per_item, F f,
+                             std::int64_t host_n, std::int64_t host_work_per_item, MakeHost make_host, double* partials,
+                             Fin fin, R* result) {
+  if (device.is_host()) {
+    if constexpr (host_types_v<T>) {
+      const double total = backend::cpu::boxes::index_sum(host_n, host_work_per_item, make_host());
+      if (result) *result = static_cast<R>(fin(total));
+    }
+    return;
+  }
+  box_index_sum<T>(device, stream, n, work_per_item, f, partials, fin, result);
 }
 
 }  // namespace kdloss::detail

@@ -19,7 +19,8 @@ the teacher tensors none.
     # ground truth through the teacher's own layer-k Hungarian assignment (indices[k][b] = (query_idx, gt_idx))
     l_assign = kdetr.query_prior_loss(logits, boxes, gt_labels, gt_boxes, indices, sizes)
 
-Host tensors (float32/float64) in this version.
+float32/float64 tensors on the CPU or, in a CUDA build of kdloss_torch, on a GPU (passed as they are, no copy;
+logits_distillation_loss's split='score_threshold' runs on the CPU only). The GPU paths compile but have not run yet.
 """
 
 import torch

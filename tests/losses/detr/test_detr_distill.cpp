@@ -10,9 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "kdloss/backend/cpu/topk.hpp"
 #include "kdloss/losses/detr/contrastive.hpp"
 #include "kdloss/losses/detr/feature_distillation.hpp"
 #include "losses/detr/contrastive_gpu.hpp"
+#include "losses/detr/feature_distillation_gpu.hpp"
 #include "reference/losses/detr/distill.hpp"
 #include "support/test_support.hpp"
 
@@ -311,6 +313,81 @@ TEST_CASE("detr::target_aware_feature_loss: value and gradient against the doubl
   }
 }
 
+#if KDLOSS_TEST_CUDA
+namespace {
+kdloss_test::FeatureGpuInputs gpu_inputs(const FeatureCase& c) {
+  kdloss_test::FeatureGpuInputs in;
+  in.K = c.K, in.B = c.B, in.Q = c.Q, in.C = c.C, in.D = c.D, in.topk = c.topk;
+  in.H = c.H, in.W = c.W, in.gt_offsets = c.gt_offsets;
+  in.scores = c.scores, in.boxes = c.boxes, in.queries = c.queries, in.gt = c.gt, in.ft = c.ft, in.fs = c.fs;
+  return in;
+}
+/// The host's value then every level's gradient (contiguous case), forward_backward.
+std::vector<double> host_feature(const FeatureCase& c) {
+  FeatureRun<double> run(c);
+  detr::target_aware_feature_loss(run.args, Mode::forward_backward);
+  std::vector<double> r{run.loss};
+  for (const auto& g : run.gs)
+    for (double v : kdloss_test::to_vector(g.view)) r.push_back(v);
+  return r;
+}
+}  // namespace
+#endif
+
+KDLOSS_GPU_TEST("detr::target_aware_feature_loss: the GPU agrees with the CPU (float, double)") {
+#if KDLOSS_TEST_CUDA
+  const auto agree = [](const FeatureCase& c) {
+    const auto want = host_feature(c);
+    for (int dtype : {1, 0}) {
+      CAPTURE(dtype);
+      const double tol = dtype == 1 ? 1e-10 : 2e-4;
+      check_close(kdloss_test::target_aware_feature_on_gpu(dtype, gpu_inputs(c), 0.0), want, tol, tol * 1e-2,
+                  "value, grad_student_features");
+    }
+  };
+  FeatureCase c;
+  SUBCASE("random scores, ragged ground truth, an image without any") {
+    c.make(3);
+    agree(c);
+  }
+  SUBCASE("repeated top-k queries") {
+    c.repeat_queries = true;
+    c.make(4);
+    agree(c);
+  }
+  SUBCASE("no ground truth anywhere, top-k = Q * C") {
+    c.gt_offsets = {0, 0, 0};
+    c.topk = c.Q * c.C;
+    c.make(6);
+    agree(c);
+  }
+  SUBCASE("backward scales by grad_out") {
+    c.make(7);
+    auto want = host_feature(c);
+    want.erase(want.begin());
+    for (auto& v : want) v *= -2.0;
+    check_close(kdloss_test::target_aware_feature_on_gpu(1, gpu_inputs(c), -2.0), want, 1e-10, 1e-12, "backward");
+  }
+  SUBCASE("equal scores across the k-th place: the lowest indices, as torch.topk on CUDA") {
+    c.make(5);
+    FeatureCase tied = c, cut = c;
+    for (auto& v : tied.scores) v = 0.5;
+    // the same pairs made strictly larger: flat indices [0, topk) of every (layer, image) row
+    for (std::size_t i = 0; i < cut.scores.size(); ++i)
+      cut.scores[i] = static_cast<std::int64_t>(i % static_cast<std::size_t>(c.Q * c.C)) < c.topk ? 0.5 : 0.25;
+    const auto got = kdloss_test::target_aware_feature_on_gpu(1, gpu_inputs(tied), 0.0);
+    CHECK(got == kdloss_test::target_aware_feature_on_gpu(1, gpu_inputs(cut), 0.0));
+    check_close(got, host_feature(cut), 1e-10, 1e-12, "the lowest-index pairs");
+  }
+  SUBCASE("a teacher box that is not xyxy: a NaN value on the GPU (the host rejects it)") {
+    c.make(8);
+    c.scores[0] = 0.99;                 // layer 0, image 0 (which has ground truth), query 0 is taken first
+    c.boxes[2] = c.boxes[0] - 1;        // and its box has x2 < x1
+    CHECK(std::isnan(kdloss_test::target_aware_feature_on_gpu(1, gpu_inputs(c), 0.0)[0]));
+  }
+#endif
+}
+
 TEST_CASE("detr::target_aware_feature_loss: backward scales by grad_out; gradients only where asked") {
   FeatureCase c;
   c.make(7);
@@ -340,14 +417,14 @@ TEST_CASE("detr::target_aware_feature_loss: torch.topk's order on ties (partial_
   std::vector<E> q;
   for (int i = 0; i < 13; ++i) q.push_back({i < 10 ? 0.5 : 0.7, i});
   std::vector<std::int64_t> idx(5);
-  detr::feature_distill_detail::torch_topk(q, 5, idx.data());
+  kdloss::backend::cpu::torch_topk(q, 5, idx.data());
   CHECK(idx == std::vector<std::int64_t>{12, 10, 11, 9, 7});
   const double v[50] = {2, 1, 0, 1, 0, 2, 1, 2, 0, 2, 1, 1, 1, 0, 1, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0,
                         2, 2, 1, 0, 1, 2, 0, 2, 0, 1, 1, 0, 2, 1, 2, 2, 1, 0, 1, 1, 0, 1, 1, 2, 1};
   q.clear();
   for (int i = 0; i < 50; ++i) q.push_back({v[i], i});
   idx.resize(20);
-  detr::feature_distill_detail::torch_topk(q, 20, idx.data());
+  kdloss::backend::cpu::torch_topk(q, 20, idx.data());
   CHECK(idx == std::vector<std::int64_t>{25, 5, 48, 0, 7, 9, 39, 37, 32, 30, 26, 40, 46, 43, 41, 27, 29, 47, 35, 38});
 }
 

@@ -20,10 +20,14 @@
 //
 // Entry shape (core/entry.hpp): TargetAwareFeatureArgs, target_aware_feature_loss_check,
 // target_aware_feature_loss_workspace_bytes, target_aware_feature_loss(args, mode, exec) and the wrappers.
-// Host (float, double) only in this version. No reserve: backward recomputes the mask (it is cheap).
+// Float and double, host or GPU (one path through backend/dispatch: no host read-back on the GPU). The
+// devices differ in two stated places: the top-k follows each device's torch.topk when equal scores straddle
+// the k-th place (expr/topk.hpp), and a box that is not xyxy is rejected on the host (the call reads the
+// values first) but gives a NaN loss on the GPU. No reserve: backward recomputes the mask (it is cheap).
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -31,13 +35,19 @@
 #include <utility>
 #include <vector>
 
+#include "kdloss/backend/dispatch.hpp"
+#include "kdloss/backend/dispatch_boxes.hpp"
+#include "kdloss/backend/dispatch_topk.hpp"
+#include "kdloss/backend/dispatch_window.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/ragged.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/expr/topk.hpp"
 #include "kdloss/losses/detr/distill_detail.hpp"
+#include "kdloss/losses/detr/matching_cost.hpp"
 
 namespace kdloss {
 namespace detr {
@@ -102,45 +112,274 @@ inline constexpr EntryNames kNames{"kdloss::detr::target_aware_feature_loss",
                                    "kdloss::detr::target_aware_feature_loss_backward",
                                    "kdloss::detr::target_aware_feature_loss_forward_backward"};
 
-/// torch.topk(k, largest=True, sorted=True) on the CPU (ATen TopKImpl.h): (value, index) pairs ordered by
-/// the comparator "x is NaN and y is not, or x > y", through std::partial_sort when k * 64 <= n, else
-/// std::nth_element then std::sort of the first k - 1. The same std algorithms on the same initial order
-/// give torch's order on ties. Writes the k indices.
-inline void torch_topk(std::vector<std::pair<double, std::int64_t>>& queue, std::int64_t k, std::int64_t* idx) {
-  using E = std::pair<double, std::int64_t>;
-  const auto comp = [](const E& x, const E& y) {
-    return (std::isnan(x.first) && !std::isnan(y.first)) || (x.first > y.first);
-  };
-  const auto n = static_cast<std::int64_t>(queue.size());
-  if (k * 64 <= n) {
-    std::partial_sort(queue.begin(), queue.begin() + k, queue.end(), comp);
-  } else {
-    std::nth_element(queue.begin(), queue.begin() + (k - 1), queue.end(), comp);
-    std::sort(queue.begin(), queue.begin() + (k - 1), comp);
+inline constexpr std::int64_t kChunk = 512;  // positions per host task, and per partial maximum
+
+/// std::max / std::min's argument rules (max(a, b) = a < b ? b : a), usable on the GPU: the host keeps its bits.
+KDLOSS_HOST_DEVICE inline double max_of(double a, double b) { return a < b ? b : a; }
+KDLOSS_HOST_DEVICE inline double min_of(double a, double b) { return b < a ? b : a; }
+
+/// Strided element access of a rank-4 view, copied into a functor.
+template <class T>
+struct Strided4 {
+  const T* data = nullptr;
+  std::int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  Strided4() = default;
+  explicit Strided4(const View<const T>& v) : data(v.data), s0(v.strides[0]), s1(v.strides[1]), s2(v.strides[2]), s3(v.strides[3]) {}
+  KDLOSS_HOST_DEVICE const T* at(std::int64_t i0, std::int64_t i1, std::int64_t i2) const {
+    return data + i0 * s0 + i1 * s1 + i2 * s2;
   }
-  for (std::int64_t i = 0; i < k; ++i) idx[i] = queue[static_cast<std::size_t>(i)].second;
+};
+
+/// The ground truth's per-image offsets: in the functor (a GPU call holds at most kMaxGpuImages images) or, for a
+/// larger host batch, behind a host pointer.
+struct ImageOffsets {
+  std::int64_t first[cost_detail::kMaxGpuImages + 1] = {};
+  const std::int64_t* host = nullptr;
+  KDLOSS_HOST_DEVICE std::int64_t operator()(std::int64_t b) const { return host ? host[b] : first[b]; }
+};
+
+/// Pair n of row s = (layer k, image b): coef = z_n / max(||E_k[q_n]||, eps), z_n = s_n * max_g IoU(box_{q_n}, gt_g)
+/// (mmdet bbox_overlaps 'iou': union <- max(union, eps)), or s_n when the image has no ground truth. A box that
+/// is not xyxy gives NaN (a GPU call's report; the host rejects it before running).
+template <class T>
+struct CoefFn {
+  Strided4<T> scores, boxes, queries;
+  const T* gt = nullptr;
+  std::int64_t gt_row = 0, gt_col = 0;
+  ImageOffsets gt_images;
+  std::int64_t B = 1, C = 1, D = 1, topk = 1;
+  double iou_eps = 0, norm_eps = 0;
+  const std::int64_t* idx = nullptr;
+  double* coef = nullptr;
+
+  KDLOSS_HOST_DEVICE double max_iou(const T* box, std::int64_t step, std::int64_t g0, std::int64_t g1) const {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const double x1 = box[0], y1 = box[step], x2 = box[2 * step], y2 = box[3 * step];
+    if (x2 < x1 || y2 < y1) return nan;
+    const double a1 = (x2 - x1) * (y2 - y1);
+    double best = -std::numeric_limits<double>::infinity();
+    bool bad = false;
+    for (std::int64_t g = g0; g < g1; ++g) {
+      const T* r = gt + g * gt_row;
+      const double gx1 = r[0], gy1 = r[gt_col], gx2 = r[2 * gt_col], gy2 = r[3 * gt_col];
+      const double a2 = (gx2 - gx1) * (gy2 - gy1);
+      const double w = max_of(min_of(x2, gx2) - max_of(x1, gx1), 0.0);
+      const double h = max_of(min_of(y2, gy2) - max_of(y1, gy1), 0.0);
+      const double inter = w * h;
+      const double iou = inter / max_of(a1 + a2 - inter, iou_eps);
+      bad = bad || iou != iou || gx2 < gx1 || gy2 < gy1;
+      best = max_of(best, iou);
+    }
+    return bad ? nan : best;
+  }
+  KDLOSS_HOST_DEVICE double operator()(std::int64_t i) const {
+    const std::int64_t s = i / topk, k = s / B, b = s % B, j = idx[i], q = j / C, c = j % C;
+    const double score = static_cast<double>(scores.at(k, b, q)[c * scores.s3]);
+    double z = score;
+    const std::int64_t g0 = gt_images(b), g1 = gt_images(b + 1);
+    if (g1 > g0) z = score * max_iou(boxes.at(k, b, q), boxes.s3, g0, g1);
+    const T* e = queries.at(k, b, q);
+    double ss = 0;
+    for (std::int64_t d = 0; d < D; ++d)
+      ss += static_cast<double>(e[d * queries.s3]) * static_cast<double>(e[d * queries.s3]);
+    coef[i] = z / max_of(sqrt(ss), norm_eps);
+    return 0;
+  }
+};
+
+/// w[s, d] = sum_n coef[s, n] E_k[q_n][d] over the row's pairs in their order (s = k * B + b).
+template <class T>
+struct WeightedSumFn {
+  Strided4<T> queries;
+  std::int64_t B = 1, C = 1, D = 1, topk = 1;
+  const std::int64_t* idx = nullptr;
+  const double* coef = nullptr;
+  double* w = nullptr;
+  KDLOSS_HOST_DEVICE double operator()(std::int64_t i) const {
+    const std::int64_t s = i / D, d = i % D, k = s / B, b = s % B;
+    double acc = 0;
+    for (std::int64_t n = 0; n < topk; ++n)
+      acc += coef[s * topk + n] * static_cast<double>(queries.at(k, b, idx[s * topk + n] / C)[d * queries.s3]);
+    w[i] = acc;
+    return 0;
+  }
+};
+
+/// m = max(dot / max(||F^T[:, p]||, eps), mask_min), NaN kept (torch.clamp).
+KDLOSS_HOST_DEVICE inline double clamp_mask(double dot, double norm_sq, double eps, double mask_min) {
+  const double v = dot / max_of(sqrt(norm_sq), eps);
+  return v != v ? v : max_of(v, mask_min);
 }
 
-/// max_g IoU(box, gt_g) in mmdet's bbox_overlaps(mode='iou', eps) form, pixel xyxy. (The pairwise IoU of
-/// ops/boxes.hpp computes the same; this one-row form keeps the loss independent of it.)
+/// Pass 1 over one teacher level: m[b, k, p] for every layer k (the cosine with w_kb, clamped).
 template <class T>
-double max_iou(const T* box, const View<const T>& gt, std::int64_t g0, std::int64_t g1, double eps) {
-  const double x1 = box[0], y1 = box[1], x2 = box[2], y2 = box[3];
-  const double a1 = (x2 - x1) * (y2 - y1);
-  double best = -std::numeric_limits<double>::infinity();
-  bool nan = false;
-  for (std::int64_t g = g0; g < g1; ++g) {
-    const double gx1 = *at(gt, g, 0), gy1 = *at(gt, g, 1), gx2 = *at(gt, g, 2), gy2 = *at(gt, g, 3);
-    const double a2 = (gx2 - gx1) * (gy2 - gy1);
-    const double w = std::max(std::min(x2, gx2) - std::max(x1, gx1), 0.0);
-    const double h = std::max(std::min(y2, gy2) - std::max(y1, gy1), 0.0);
-    const double inter = w * h;
-    const double iou = inter / std::max(a1 + a2 - inter, eps);
-    nan = nan || std::isnan(iou);
-    best = std::max(best, iou);
+struct MaskPass {
+  Strided4<T> ft;  // [B, D, H, W]: at(b, c, h)[x * s3]
+  std::int64_t B = 1, K = 1, D = 1, W = 1, HW = 1;
+  const double* w = nullptr;  // [K, B, D]
+  double* m = nullptr;        // [B, K, HW]
+  double eps = 0, mask_min = 0;
+};
+
+/// A GPU thread per (image, position): the channel column is read once for up to 8 layers at a time.
+template <class T>
+struct MaskFn : MaskPass<T> {
+  KDLOSS_HOST_DEVICE double operator()(std::int64_t i) const {
+    const std::int64_t b = i / this->HW, p = i % this->HW;
+    const T* col = this->ft.at(b, 0, p / this->W) + (p % this->W) * this->ft.s3;
+    double norm = 0;
+    for (std::int64_t k0 = 0; k0 < this->K; k0 += 8) {
+      const std::int64_t nk = this->K - k0 < 8 ? this->K - k0 : 8;
+      double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (std::int64_t c = 0; c < this->D; ++c) {
+        const double v = static_cast<double>(col[c * this->ft.s1]);
+        if (k0 == 0) norm += v * v;
+        for (std::int64_t kk = 0; kk < nk; ++kk) acc[kk] += this->w[((k0 + kk) * this->B + b) * this->D + c] * v;
+      }
+      for (std::int64_t kk = 0; kk < nk; ++kk)
+        this->m[(b * this->K + k0 + kk) * this->HW + p] = clamp_mask(acc[kk], norm, this->eps, this->mask_min);
+    }
+    return 0;
   }
-  return nan ? std::numeric_limits<double>::quiet_NaN() : best;
-}
+};
+
+/// The host: a task per (image, kChunk positions), each channel row read once and its products vectorised.
+template <class T>
+struct HostMaskFn : MaskPass<T> {
+  double operator()(std::int64_t t) const {
+    const std::int64_t chunks = (this->HW + kChunk - 1) / kChunk;
+    const std::int64_t b = t / chunks, p0 = (t % chunks) * kChunk, p1 = std::min(this->HW, p0 + kChunk);
+    const std::int64_t n = p1 - p0;
+    std::int64_t off[kChunk];
+    double norm[kChunk], vals[kChunk];
+    for (std::int64_t i = 0; i < n; ++i) off[i] = ((p0 + i) / this->W) * this->ft.s2 + ((p0 + i) % this->W) * this->ft.s3;
+    std::fill(norm, norm + n, 0.0);
+    for (std::int64_t k = 0; k < this->K; ++k)
+      std::fill(this->m + (b * this->K + k) * this->HW + p0, this->m + (b * this->K + k) * this->HW + p1, 0.0);
+    for (std::int64_t c = 0; c < this->D; ++c) {
+      const T* row = this->ft.data + b * this->ft.s0 + c * this->ft.s1;
+      for (std::int64_t i = 0; i < n; ++i) vals[i] = static_cast<double>(row[off[i]]);
+      for (std::int64_t i = 0; i < n; ++i) norm[i] += vals[i] * vals[i];
+      for (std::int64_t k = 0; k < this->K; ++k) {
+        const double wc = this->w[(k * this->B + b) * this->D + c];
+        double* mk = this->m + (b * this->K + k) * this->HW + p0;
+        for (std::int64_t i = 0; i < n; ++i) mk[i] += wc * vals[i];
+      }
+    }
+    for (std::int64_t k = 0; k < this->K; ++k) {
+      double* mk = this->m + (b * this->K + k) * this->HW + p0;
+      for (std::int64_t i = 0; i < n; ++i) mk[i] = clamp_mask(mk[i], norm[i], this->eps, this->mask_min);
+    }
+    return 0;
+  }
+};
+
+/// out[i] = the maximum of range i (n values of its row, cut at len), NaN winning (torch.max).
+struct RangeMaxFn {
+  const double* in = nullptr;
+  std::int64_t n = 1, stride = 1, len = 1;  // values per range, distance between ranges, values of a row
+  std::int64_t ranges_per_row = 1;
+  double* out = nullptr;
+  KDLOSS_HOST_DEVICE double operator()(std::int64_t i) const {
+    const std::int64_t row = i / ranges_per_row, first = (i % ranges_per_row) * n;
+    const std::int64_t last = first + n < len ? first + n : len;
+    double mx = -std::numeric_limits<double>::infinity();
+    for (std::int64_t p = first; p < last; ++p) {
+      const double v = in[row * stride + p];
+      if (v != v) mx = v;
+      else if (mx == mx) mx = max_of(mx, v);
+    }
+    out[i] = mx;
+    return 0;
+  }
+};
+
+/// A[b, p] = sum_k (m[b, k, p] / max m[b, k])^2, written over m[b, 0, p].
+struct SquaredMaskSumFn {
+  double* m = nullptr;
+  const double* mmax = nullptr;
+  std::int64_t K = 1, HW = 1;
+  KDLOSS_HOST_DEVICE double operator()(std::int64_t i) const {
+    const std::int64_t b = i / HW, p = i % HW;
+    double s = 0;
+    for (std::int64_t k = 0; k < K; ++k) {
+      const double psi = m[(b * K + k) * HW + p] / mmax[b * K + k];
+      s += psi * psi;
+    }
+    m[b * K * HW + p] = s;
+    return 0;
+  }
+};
+
+/// Pass 2 over one level: sum A (F^S - F^T)^2 and dF^S = 2 weight upstream A (F^S - F^T) / numel.
+template <class T>
+struct LossPass {
+  Strided4<T> ft, fs;
+  T* g = nullptr;
+  std::int64_t g0 = 0, g1 = 0, g2 = 0, g3 = 0;
+  std::int64_t K = 1, D = 1, W = 1, HW = 1;
+  const double* A = nullptr;   // A[b, p] at b * K * HW + p
+  const T* upstream = nullptr;  // grad_out (backward) or null (1)
+  double weight = 1, numel = 1;
+  KDLOSS_HOST_DEVICE double gscale() const {
+    return 2.0 * weight * (upstream ? static_cast<double>(*upstream) : 1.0) / numel;
+  }
+};
+
+template <class T>
+struct LossFn : LossPass<T> {
+  KDLOSS_HOST_DEVICE double operator()(std::int64_t i) const {
+    const std::int64_t b = i / this->HW, p = i % this->HW, h = p / this->W, x = p % this->W;
+    const double a = this->A[b * this->K * this->HW + p], gs = this->gscale();
+    const T* t = this->ft.at(b, 0, h) + x * this->ft.s3;
+    const T* s = this->fs.at(b, 0, h) + x * this->fs.s3;
+    T* g = this->g ? this->g + b * this->g0 + h * this->g2 + x * this->g3 : nullptr;
+    double sum = 0;
+    for (std::int64_t c = 0; c < this->D; ++c) {
+      const double d = static_cast<double>(s[c * this->fs.s1]) - static_cast<double>(t[c * this->ft.s1]);
+      sum += a * d * d;
+      if (g) g[c * this->g1] = static_cast<T>(gs * a * d);
+    }
+    return sum;
+  }
+};
+
+/// The host: a task per (image, kChunk positions), as HostMaskFn; returns the task's sum.
+template <class T>
+struct HostLossFn : LossPass<T> {
+  double operator()(std::int64_t t) const {
+    const std::int64_t chunks = (this->HW + kChunk - 1) / kChunk;
+    const std::int64_t b = t / chunks, p0 = (t % chunks) * kChunk, p1 = std::min(this->HW, p0 + kChunk);
+    const double* Ap = this->A + b * this->K * this->HW + p0;
+    const double gs = this->gscale();
+    const std::int64_t n = p1 - p0;
+    std::int64_t ot[kChunk], os[kChunk], og[kChunk];
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::int64_t h = (p0 + i) / this->W, x = (p0 + i) % this->W;
+      ot[i] = h * this->ft.s2 + x * this->ft.s3;
+      os[i] = h * this->fs.s2 + x * this->fs.s3;
+      og[i] = h * this->g2 + x * this->g3;
+    }
+    double s = 0;
+    for (std::int64_t c = 0; c < this->D; ++c) {
+      const T* tr = this->ft.data + b * this->ft.s0 + c * this->ft.s1;
+      const T* sr = this->fs.data + b * this->fs.s0 + c * this->fs.s1;
+      T* gr = this->g ? this->g + b * this->g0 + c * this->g1 : nullptr;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const double d = static_cast<double>(sr[os[i]]) - static_cast<double>(tr[ot[i]]);
+        s += Ap[i] * d * d;
+        if (gr) gr[og[i]] = static_cast<T>(gs * Ap[i] * d);
+      }
+    }
+    return s;
+  }
+};
+
+/// A level's sum divided by its element count (the mean of MSE).
+struct Divide {
+  double by;
+  KDLOSS_HOST_DEVICE double operator()(double total) const { return total / by; }
+};
 
 template <class T>
 void check_inputs(const TargetAwareFeatureArgs<T>& a, const char* fn) {
@@ -175,7 +414,11 @@ void check_inputs(const TargetAwareFeatureArgs<T>& a, const char* fn) {
   ck.device(a.teacher_boxes, "teacher_boxes", dev);
   ck.device(a.teacher_queries, "teacher_queries", dev);
   ck.device(a.gt_boxes, "gt_boxes", dev);
-  require_host<T>(fn, dev);
+  static_assert(std::is_same_v<std::remove_cv_t<T>, float> || std::is_same_v<std::remove_cv_t<T>, double>,
+                "kdloss::detr::target_aware_feature_loss: float or double");
+  ::kdloss::detail::require_backend<T>(fn, dev);
+  require(dev.is_host() || B <= cost_detail::kMaxGpuImages, fn, ": argument 'teacher_scores' ", ss.str(), " holds ",
+          B, " images on ", dev.str(), "; the GPU call takes at most ", cost_detail::kMaxGpuImages);
   const auto& o = a.options;
   require(o.topk >= 1 && o.topk <= Q * C, fn, ": option 'topk' is ", o.topk, " but must be in [1, Q * C = ", Q * C,
           "] for 'teacher_scores' ", ss.str());
@@ -233,69 +476,51 @@ void check_box_values(const TargetAwareFeatureArgs<T>& a, const char* fn) {
 }
 
 /// Per (layer, image): w = sum_n z_n e_n ([K, B, D] doubles).
+
+/// The call's buffers, carved in this order from its workspace (the same on both devices, plus the GPU's
+/// partial sums): the top-k indices and coefficients, w, the masks, the partial maxima, the maxima, the levels' sums.
+struct Buffers {
+  std::int64_t* idx = nullptr;  // [K * B, topk]
+  double* coef = nullptr;       // [K * B, topk]
+  double* w = nullptr;          // [K, B, D]
+  double* m = nullptr;          // [B, K, HW] of the largest level; then A in m[b, 0, :]
+  double* chunk_max = nullptr;  // [B, K, chunks] of the largest level
+  double* mmax = nullptr;       // [B, K]
+  double* levels = nullptr;     // [L]: each level's mean
+  double* partials = nullptr;   // the GPU's block sums of a level's pass 2
+};
+
 template <class T>
-void weighted_queries(const TargetAwareFeatureArgs<T>& a, double* w) {
+Buffers carve(const TargetAwareFeatureArgs<T>& a, ::kdloss::detail::Carver& c) {
   const Dims& ss = a.teacher_scores.shape;
-  const std::int64_t K = ss[0], B = ss[1], Q = ss[2], C = ss[3], D = a.teacher_queries.shape[3];
-  const auto& o = a.options;
-  each(K * B, Q * C, [&](std::int64_t kb) {
-    const std::int64_t k = kb / B, b = kb % B;
-    std::vector<std::pair<double, std::int64_t>> queue(static_cast<std::size_t>(Q * C));
-    const std::int64_t sq = a.teacher_scores.strides[2], sc = a.teacher_scores.strides[3];
-    const T* s0 = at(a.teacher_scores, k, b, 0, 0);
-    for (std::int64_t q = 0; q < Q; ++q)
-      for (std::int64_t c = 0; c < C; ++c)
-        queue[static_cast<std::size_t>(q * C + c)] = {static_cast<double>(s0[q * sq + c * sc]), q * C + c};
-    std::vector<std::int64_t> idx(static_cast<std::size_t>(o.topk));
-    torch_topk(queue, o.topk, idx.data());
-    // queue[0..topk) holds the selected (score, index) pairs in torch's order
-    double* wk = w + kb * D;
-    std::fill(wk, wk + D, 0.0);
-    const std::int64_t g0 = a.gt_images.begin(b), g1 = a.gt_images.end(b);
-    const std::int64_t sd = a.teacher_queries.strides[3], bs = a.teacher_boxes.strides[3];
-    for (std::int64_t n = 0; n < o.topk; ++n) {
-      const double score = queue[static_cast<std::size_t>(n)].first;
-      const std::int64_t q = idx[static_cast<std::size_t>(n)] / C;
-      double z = score;
-      if (g1 > g0) {
-        const T* bp = at(a.teacher_boxes, k, b, q, 0);
-        const T box[4] = {bp[0], bp[bs], bp[2 * bs], bp[3 * bs]};
-        z = score * max_iou(box, a.gt_boxes, g0, g1, o.iou_eps);
-      }
-      const T* e = at(a.teacher_queries, k, b, q, 0);
-      double ss2 = 0;
-      for (std::int64_t d = 0; d < D; ++d) ss2 += static_cast<double>(e[d * sd]) * static_cast<double>(e[d * sd]);
-      const double scale = z / std::max(std::sqrt(ss2), o.norm_eps);
-      for (std::int64_t d = 0; d < D; ++d) wk[d] += scale * static_cast<double>(e[d * sd]);
-    }
-  });
+  const std::int64_t K = ss[0], B = ss[1], D = a.teacher_queries.shape[3], S = K * B, topk = a.options.topk;
+  std::int64_t hw = 0;
+  for (const auto& f : a.teacher_features) hw = std::max(hw, f.shape[2] * f.shape[3]);
+  const std::int64_t chunks = (hw + kChunk - 1) / kChunk;
+  Buffers r;
+  r.idx = c.take<std::int64_t>(static_cast<std::size_t>(S * topk));
+  r.coef = c.take<double>(static_cast<std::size_t>(S * topk));
+  r.w = c.take<double>(static_cast<std::size_t>(S * D));
+  r.m = c.take<double>(static_cast<std::size_t>(B * K * hw));
+  r.chunk_max = c.take<double>(static_cast<std::size_t>(B * K * chunks));
+  r.mmax = c.take<double>(static_cast<std::size_t>(B * K));
+  r.levels = c.take<double>(a.teacher_features.size());
+  r.partials = ::kdloss::detail::carve_reduction(c, a.teacher_scores.device, B * hw);
+  return r;
 }
 
-inline constexpr std::int64_t kChunk = 512;  // positions per task
-
-/// The largest B * K * H * W over the levels (the per-level mask buffer) plus the [K, B, D] query sums.
 template <class T>
 std::size_t workspace_bytes(const TargetAwareFeatureArgs<T>& a) {
-  const Dims& ss = a.teacher_scores.shape;
-  const std::int64_t K = ss[0], B = ss[1], D = a.teacher_queries.shape[3];
-  std::int64_t hw = 0, chunks = 0;
-  for (const auto& f : a.teacher_features) {
-    hw = std::max(hw, f.shape[2] * f.shape[3]);
-    chunks = std::max(chunks, B * ((f.shape[2] * f.shape[3] + kChunk - 1) / kChunk));
-  }
   ::kdloss::detail::Carver c(nullptr);
-  c.take<double>(static_cast<std::size_t>(K * B * D));      // w
-  c.take<double>(static_cast<std::size_t>(B * K * hw));     // m, then A
-  c.take<double>(static_cast<std::size_t>(B * K));          // max m
-  c.take<double>(static_cast<std::size_t>(chunks));         // loss partials
+  carve(a, c);
   return c.bytes();
 }
 
 }  // namespace feature_distill_detail
 
 /// Throws kdloss::Error naming the argument and the shapes when `args` cannot run in `mode`; writes nothing.
-/// Reads the metadata and the gt_images offsets only: the call itself then checks the box values (pixel
-/// xyxy: x2 >= x1, y2 >= y1), still before it writes anything.
+/// Reads the metadata and the gt_images offsets only: on the host the call itself then checks the box values
+/// (pixel xyxy: x2 >= x1, y2 >= y1), still before it writes anything; on the GPU such a box makes the loss NaN.
 ///
 ///   kdloss::detr::TargetAwareFeatureArgs<float> args;   // filled in as in TargetAwareFeatureArgs's example
 ///   kdloss::detr::target_aware_feature_loss_check(args, kdloss::Mode::forward_backward);
@@ -347,7 +572,7 @@ void target_aware_feature_loss_check(const TargetAwareFeatureArgs<T>& a, Mode mo
 }
 
 /// Workspace bytes of target_aware_feature_loss (every mode): B*K*H*W doubles of the largest level, the
-/// [K, B, D] weighted query sums and a few per-image scalars; never a copy of a feature map.
+/// [K, B, D] weighted query sums, the top-k pairs and a few per-image scalars; never a copy of a feature map.
 ///
 ///   kdloss::detr::TargetAwareFeatureArgs<float> args;   // filled in as in TargetAwareFeatureArgs's example
 ///   std::size_t bytes = kdloss::detr::target_aware_feature_loss_workspace_bytes(args);
@@ -366,118 +591,85 @@ std::size_t target_aware_feature_loss_workspace_bytes(const TargetAwareFeatureAr
 template <class T>
 void target_aware_feature_loss(const TargetAwareFeatureArgs<T>& a, Mode mode, const Exec& exec = {}) {
   namespace fd = feature_distill_detail;
+  namespace kd = ::kdloss::detail;
   const char* fn = fd::kNames(mode);
   target_aware_feature_loss_check(a, mode);
-  fd::check_box_values(a, fn);
-  const Dims& ss = a.teacher_scores.shape;
-  const std::int64_t K = ss[0], B = ss[1], D = a.teacher_queries.shape[3];
-  const auto& o = a.options;
-  ::kdloss::detail::HostScratch host;
-  const std::size_t need = fd::workspace_bytes(a);
-  void* base = ::kdloss::detail::resolve_workspace(fn, a.teacher_scores.device, exec.workspace, need, host);
-  ::kdloss::detail::Carver carver(base);
-  std::int64_t hw_max = 0, chunks_max = 0;
-  for (const auto& f : a.teacher_features) {
-    hw_max = std::max(hw_max, f.shape[2] * f.shape[3]);
-    chunks_max = std::max(chunks_max, B * ((f.shape[2] * f.shape[3] + fd::kChunk - 1) / fd::kChunk));
-  }
-  double* w = carver.take<double>(static_cast<std::size_t>(K * B * D));
-  double* m = carver.take<double>(static_cast<std::size_t>(B * K * hw_max));
-  double* mmax = carver.take<double>(static_cast<std::size_t>(B * K));
-  double* partial = carver.take<double>(static_cast<std::size_t>(chunks_max));
-  fd::weighted_queries(a, w);
-
+  const Device dev = a.teacher_scores.device;
+  kd::check_values_on_host(dev, [&] { fd::check_box_values(a, fn); });
   const bool want_grads = writes_gradients(mode) && !a.grad_student_features.empty();
-  const double upstream = mode == Mode::backward ? static_cast<double>(*a.grad_out.data) : 1.0;
-  double total = 0;
+  if (!writes_value(mode) && !want_grads) return;
+  const Dims& ss = a.teacher_scores.shape;
+  const std::int64_t K = ss[0], B = ss[1], Q = ss[2], C = ss[3], D = a.teacher_queries.shape[3], S = K * B;
+  const auto& o = a.options;
+  kd::HostScratch host;
+  kd::Carver carver(kd::resolve_workspace(fn, dev, exec.workspace, fd::workspace_bytes(a), host));
+  const fd::Buffers buf = fd::carve(a, carver);
+  const Stream st = exec.stream;
+
+  // the top-k (query, class) pairs of every (layer, image), then w = sum_n z_n e_n
+  expr::TopkRows<T> top;
+  top.data = a.teacher_scores.data;
+  top.segments_outer = K, top.segments_inner = B;
+  top.segment_stride_outer = a.teacher_scores.strides[0], top.segment_stride_inner = a.teacher_scores.strides[1];
+  top.n_outer = Q, top.n_inner = C;
+  top.stride_outer = a.teacher_scores.strides[2], top.stride_inner = a.teacher_scores.strides[3];
+  top.k = o.topk, top.indices = buf.idx;
+  kd::topk_rows(dev, st, top);
+  fd::CoefFn<T> coef;
+  coef.scores = fd::Strided4<T>(a.teacher_scores), coef.boxes = fd::Strided4<T>(a.teacher_boxes);
+  coef.queries = fd::Strided4<T>(a.teacher_queries);
+  coef.gt = a.gt_boxes.data, coef.gt_row = a.gt_boxes.strides[0], coef.gt_col = a.gt_boxes.strides[1];
+  std::vector<std::int64_t> host_offsets;  // a host batch larger than the functor's table
+  if (B <= cost_detail::kMaxGpuImages) {
+    for (std::int64_t b = 0; b <= B; ++b) coef.gt_images.first[b] = a.gt_images.offsets(b);
+  } else {
+    for (std::int64_t b = 0; b <= B; ++b) host_offsets.push_back(a.gt_images.offsets(b));
+    coef.gt_images.host = host_offsets.data();
+  }
+  coef.B = B, coef.C = C, coef.D = D, coef.topk = o.topk;
+  coef.iou_eps = o.iou_eps, coef.norm_eps = o.norm_eps, coef.idx = buf.idx, coef.coef = buf.coef;
+  const std::int64_t G = a.gt_boxes.shape[0];
+  kd::box_index_for<T>(dev, st, S * o.topk, D + 4 * (G / B + 1), coef);
+  fd::WeightedSumFn<T> wsum;
+  wsum.queries = coef.queries, wsum.B = B, wsum.C = C, wsum.D = D, wsum.topk = o.topk;
+  wsum.idx = buf.idx, wsum.coef = buf.coef, wsum.w = buf.w;
+  kd::box_index_for<T>(dev, st, S * D, o.topk, wsum);
+
+  const T* upstream = mode == Mode::backward ? a.grad_out.data : nullptr;
   for (std::size_t l = 0; l < a.teacher_features.size(); ++l) {
     const View<const T>& ft = a.teacher_features[l];
     const View<const T>& fs = a.student_features[l];
-    const View<T> g = want_grads ? a.grad_student_features[l] : View<T>{};
-    const std::int64_t H = ft.shape[2], W = ft.shape[3], HW = H * W;
+    const std::int64_t W = ft.shape[3], HW = ft.shape[2] * W;
     const std::int64_t chunks = (HW + fd::kChunk - 1) / fd::kChunk;
-    const double numel = static_cast<double>(B * D * HW);
-    // pass 1 over F^T: m[b, k, p] = max(<w_kb, F^T[:, p]> / max(||F^T[:, p]||, eps), mask_min)
-    fd::each(B * chunks, D * (K + 1) * fd::kChunk, [&](std::int64_t t) {
-      const std::int64_t b = t / chunks, p0 = (t % chunks) * fd::kChunk, p1 = std::min(HW, p0 + fd::kChunk);
-      const std::int64_t n = p1 - p0;
-      std::int64_t off[fd::kChunk];
-      double norm[fd::kChunk], vals[fd::kChunk];
-      for (std::int64_t i = 0; i < n; ++i) off[i] = ((p0 + i) / W) * ft.strides[2] + ((p0 + i) % W) * ft.strides[3];
-      std::fill(norm, norm + n, 0.0);
-      for (std::int64_t k = 0; k < K; ++k) std::fill(m + (b * K + k) * HW + p0, m + (b * K + k) * HW + p1, 0.0);
-      for (std::int64_t c = 0; c < D; ++c) {
-        const T* row = ft.data + b * ft.strides[0] + c * ft.strides[1];
-        for (std::int64_t i = 0; i < n; ++i) vals[i] = static_cast<double>(row[off[i]]);
-        for (std::int64_t i = 0; i < n; ++i) norm[i] += vals[i] * vals[i];
-        for (std::int64_t k = 0; k < K; ++k) {
-          const double wc = w[(k * B + b) * D + c];
-          double* mk = m + (b * K + k) * HW + p0;
-          for (std::int64_t i = 0; i < n; ++i) mk[i] += wc * vals[i];
-        }
-      }
-      for (std::int64_t k = 0; k < K; ++k) {
-        double* mk = m + (b * K + k) * HW + p0;
-        for (std::int64_t i = 0; i < n; ++i) {
-          const double v = mk[i] / std::max(std::sqrt(norm[i]), o.norm_eps);
-          mk[i] = std::isnan(v) ? v : std::max(v, o.mask_min);  // torch.clamp keeps NaN
-        }
-      }
-    });
-    // per (image, layer): the max of m (NaN wins, as torch.max)
-    for (std::int64_t bk = 0; bk < B * K; ++bk) {
-      const double* mk = m + bk * HW;
-      double mx = -std::numeric_limits<double>::infinity();
-      for (std::int64_t p = 0; p < HW; ++p) {
-        if (std::isnan(mk[p])) mx = mk[p];
-        else if (!std::isnan(mx)) mx = std::max(mx, mk[p]);
-      }
-      mmax[bk] = mx;
+    // pass 1 over F^T: every layer's mask m[b, k, p]
+    fd::MaskPass<T> mp;
+    mp.ft = fd::Strided4<T>(ft), mp.B = B, mp.K = K, mp.D = D, mp.W = W, mp.HW = HW;
+    mp.w = buf.w, mp.m = buf.m, mp.eps = o.norm_eps, mp.mask_min = o.mask_min;
+    kd::box_index_for_host_rows<T>(dev, st, B * HW, D * (K + 1), fd::MaskFn<T>{mp}, B * chunks,
+                                   D * (K + 1) * fd::kChunk, [&] { return fd::HostMaskFn<T>{mp}; });
+    // per (image, layer): the maximum of m, through per-chunk maxima (NaN wins, as torch.max)
+    fd::RangeMaxFn part{buf.m, fd::kChunk, HW, HW, chunks, buf.chunk_max};
+    kd::box_index_for<T>(dev, st, B * K * chunks, fd::kChunk, part);
+    fd::RangeMaxFn whole{buf.chunk_max, chunks, chunks, chunks, 1, buf.mmax};
+    kd::box_index_for<T>(dev, st, B * K, chunks, whole);
+    // A[b, p] = sum_k Psi_k^2
+    kd::box_index_for<T>(dev, st, B * HW, K, fd::SquaredMaskSumFn{buf.m, buf.mmax, K, HW});
+    // pass 2 over (F^T, F^S): the level's mean, and the gradient
+    fd::LossPass<T> lp;
+    lp.ft = fd::Strided4<T>(ft), lp.fs = fd::Strided4<T>(fs);
+    if (want_grads && present(a.grad_student_features[l])) {
+      const View<T>& g = a.grad_student_features[l];
+      lp.g = g.data, lp.g0 = g.strides[0], lp.g1 = g.strides[1], lp.g2 = g.strides[2], lp.g3 = g.strides[3];
     }
-    // A[b, p] = sum_k (m / max m)^2, kept in m's first layer slot
-    fd::each(B, HW * K, [&](std::int64_t b) {
-      double* a0 = m + b * K * HW;
-      for (std::int64_t p = 0; p < HW; ++p) {
-        double s = 0;
-        for (std::int64_t k = 0; k < K; ++k) {
-          const double psi = m[(b * K + k) * HW + p] / mmax[b * K + k];
-          s += psi * psi;
-        }
-        a0[p] = s;
-      }
-    });
-    // pass 2 over (F^T, F^S): sum A (F^T - F^S)^2, and dF^S = 2 A (F^S - F^T) * weight * upstream / numel
-    const double gscale = 2.0 * o.weight * upstream / numel;
-    fd::each(B * chunks, 2 * D * fd::kChunk, [&](std::int64_t t) {
-      const std::int64_t b = t / chunks, p0 = (t % chunks) * fd::kChunk, p1 = std::min(HW, p0 + fd::kChunk);
-      const double* A = m + b * K * HW;
-      const std::int64_t n = p1 - p0;
-      std::int64_t ot[fd::kChunk], os[fd::kChunk], og[fd::kChunk];
-      for (std::int64_t i = 0; i < n; ++i) {
-        const std::int64_t h = (p0 + i) / W, x = (p0 + i) % W;
-        ot[i] = h * ft.strides[2] + x * ft.strides[3];
-        os[i] = h * fs.strides[2] + x * fs.strides[3];
-        og[i] = present(g) ? h * g.strides[2] + x * g.strides[3] : 0;
-      }
-      const double* Ap = A + p0;
-      double s = 0;
-      for (std::int64_t c = 0; c < D; ++c) {
-        const T* tr = ft.data + b * ft.strides[0] + c * ft.strides[1];
-        const T* sr = fs.data + b * fs.strides[0] + c * fs.strides[1];
-        T* gr = present(g) ? g.data + b * g.strides[0] + c * g.strides[1] : nullptr;
-        for (std::int64_t i = 0; i < n; ++i) {
-          const double d = static_cast<double>(sr[os[i]]) - static_cast<double>(tr[ot[i]]);
-          s += Ap[i] * d * d;
-          if (gr) gr[og[i]] = static_cast<T>(gscale * Ap[i] * d);
-        }
-      }
-      partial[t] = s;
-    });
-    double level = 0;
-    for (std::int64_t t = 0; t < B * chunks; ++t) level += partial[t];
-    total += level / numel;
+    lp.K = K, lp.D = D, lp.W = W, lp.HW = HW, lp.A = buf.m, lp.upstream = upstream;
+    lp.weight = o.weight, lp.numel = static_cast<double>(B * D * HW);
+    kd::box_index_sum_host_rows<T>(dev, st, B * HW, 2 * D, fd::LossFn<T>{lp}, B * chunks, 2 * D * fd::kChunk,
+                                   [&] { return fd::HostLossFn<T>{lp}; }, buf.partials, fd::Divide{lp.numel},
+                                   buf.levels + l);
   }
-  if (writes_value(mode)) *a.out.data = static_cast<T>(o.weight * total);
+  if (writes_value(mode))
+    kd::store_sum(dev, st, buf.levels, static_cast<std::int64_t>(a.teacher_features.size()), kd::Scale{o.weight},
+                  a.out.data);
 }
 
 /// Thin wrapper: the value.
@@ -506,3 +698,4 @@ void target_aware_feature_loss_forward_backward(const TargetAwareFeatureArgs<T>&
 
 }  // namespace detr
 }  // namespace kdloss
+

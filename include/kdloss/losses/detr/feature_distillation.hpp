@@ -23,7 +23,8 @@
 // Float and double, host or GPU (one path through backend/dispatch: no host read-back on the GPU). The
 // devices differ in two stated places: the top-k follows each device's torch.topk when equal scores straddle
 // the k-th place (expr/topk.hpp), and a box that is not xyxy is rejected on the host (the call reads the
-// values first) but gives a NaN loss on the GPU. No reserve: backward recomputes the mask (it is cheap).
+// values first) but gives a NaN loss on the GPU wherever the loss reads it (a ground-truth box always, a teacher
+// box when one of its pairs is selected in an image with ground truth). No reserve: backward recomputes the mask.
 #pragma once
 #include <algorithm>
 #include <cmath>

@@ -29,6 +29,7 @@
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/expr/basic.hpp"
 #include "kdloss/ops/norm.hpp"
 
 namespace kdloss {
@@ -147,13 +148,6 @@ struct KeepNorm {
   KDLOSS_HOST_DEVICE double operator()(double total) const {
     const double norm = SqrtFinal{keep}(total);
     return weight * norm;
-  }
-};
-/// The identity term (sums the kept norms).
-struct Same {
-  template <class V>
-  KDLOSS_HOST_DEVICE V operator()(const V& v) const {
-    return v;
   }
 };
 
@@ -310,7 +304,7 @@ void distance(const DistanceArgs<T>& a, Mode mode, const Exec& exec = {}) {
   }
   if (writes_value(mode) && sum) {  // out = weight * sum of the kept norms, in item order
     const View<const double> norms(p.norms, Dims{n}, Dims{1}, dev);
-    ::kdloss::detail::transform_reduce<double>(dev, exec.stream, norms.shape, dd::Same{}, std::tuple{norms},
+    ::kdloss::detail::transform_reduce<double>(dev, exec.stream, norms.shape, expr::Identity{}, std::tuple{norms},
                                                std::tuple<>{}, p.partials, ::kdloss::detail::Scale{w}, a.out.data);
   }
   if (!writes_gradients(mode) || (absent(a.grad_a) && absent(a.grad_b))) return;

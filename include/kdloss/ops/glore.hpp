@@ -30,6 +30,7 @@
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/expr/basic.hpp"
 #include "kdloss/ops/batch_norm.hpp"
 #include "kdloss/ops/linear.hpp"
 #include "kdloss/ops/matmul.hpp"
@@ -122,12 +123,6 @@ struct GloreAdd {
   }
 };
 /// out = a (grad_x starts from the residual's upstream gradient).
-struct GloreCopy {
-  template <class A, class O>
-  KDLOSS_HOST_DEVICE void operator()(const A& a, O& out) const {
-    out = a;
-  }
-};
 
 /// Every buffer of one call. The state (S, P, V, R, Z, Y and the blocker's statistics) lives in the
 /// reserve when one is given, else in the workspace; the rest is workspace. Views over a null base
@@ -408,7 +403,7 @@ void glore_for_each_op(const GloreArgs<T>& a, const GlorePlan<T>& p, Mode mode, 
     const View<const T> g = a.grad_out;
     const View<T> gx = a.grad_x;
     f(glore_map([=](const Exec& exec) {
-      kdloss::detail::transform<Acc>(dev, exec.stream, g.shape, GloreCopy{}, std::tuple{g}, std::tuple{gx});
+      kdloss::detail::transform<Acc>(dev, exec.stream, g.shape, expr::Identity{}, std::tuple{g}, std::tuple{gx});
     }));
     input_beta = 1.0;
   }

@@ -32,6 +32,7 @@
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/expr/basic.hpp"
 #include "kdloss/losses/detr/distill_detail.hpp"
 #include "kdloss/ops/matmul.hpp"
 #include "kdloss/ops/norm.hpp"
@@ -343,7 +344,7 @@ void contrastive_query_loss(const ContrastiveQueryArgs<T>& a, Mode mode, const E
     // per row of L: the CE term (into the layer's value) and, for gradients, (softmax - onehot) * scale into G^T
     // (the diagonal copied out, so that every operand steps by 0 or 1 from one row to the next)
     const View<T> diag_of_logits(p.logits, Dims{N}, Dims{N + 1}, dev), diag_of_grad(p.grad, Dims{N}, Dims{N + 1}, dev);
-    ::kdloss::detail::transform<Acc>(dev, exec.stream, Dims{N}, distill_detail::Identity{}, std::tuple{View<const T>(diag_of_logits)},
+    ::kdloss::detail::transform<Acc>(dev, exec.stream, Dims{N}, expr::Identity{}, std::tuple{View<const T>(diag_of_logits)},
                                      std::tuple{View<T>(p.diag, Dims{N}, Dims{1}, dev)});
     const View<const T> x = cmat(p.logits, N, N), diag(p.diag, Dims{N, N}, Dims{0, 1}, dev);
     if (grads) {
@@ -376,7 +377,7 @@ void contrastive_query_loss(const ContrastiveQueryArgs<T>& a, Mode mode, const E
   }
   if (!writes_value(mode)) return;
   // out = weight / N * the sum of the layers' row sums
-  ::kdloss::detail::transform_reduce<Acc>(dev, exec.stream, Dims{K}, distill_detail::Identity{},
+  ::kdloss::detail::transform_reduce<Acc>(dev, exec.stream, Dims{K}, expr::Identity{},
                                           std::tuple{View<const T>(p.layers, Dims{K}, Dims{1}, dev)}, std::tuple<>{},
                                           p.sum_partials, ::kdloss::detail::Scale{gscale}, a.out.data);
 }

@@ -1,7 +1,8 @@
-// kdloss/losses/detr/distill_detail.hpp: small helpers shared by the DETRDistill losses (contrastive.hpp,
-// feature_distillation.hpp): the host-only requirement, strided element access of rank-2/3/4 views with
-// an optional leading layer axis, the gradient-output checks, and two OpenMP loops (losses/ may not include
-// backend/cpu). Internal (namespace detr::distill_detail).
+// kdloss/losses/detr/distill_detail.hpp: small helpers shared by the DETRDistill losses (contrastive,
+// feature_distillation, logits_distillation, query_prior): strided element access of rank-2/3/4 views with an
+// optional leading layer axis, stand-in addresses for workspace queries, the scratch of calls that reject data
+// while they run, the gradient-output checks, and two OpenMP loops (losses/ may not include backend/cpu).
+// Internal (namespace detr::distill_detail).
 #pragma once
 #include <cstdint>
 #include <type_traits>
@@ -12,6 +13,7 @@
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/expr/basic.hpp"
 
 namespace kdloss {
 namespace detr {
@@ -19,15 +21,6 @@ namespace distill_detail {
 
 using ::kdloss::detail::Checker;
 using ::kdloss::detail::require;
-
-/// The DETRDistill losses run on the host (float, double) in this version; a device view is a clear error.
-template <class T>
-void require_host(const char* fn, Device device) {
-  static_assert(std::is_same_v<std::remove_cv_t<T>, float> || std::is_same_v<std::remove_cv_t<T>, double>,
-                "kdloss::detr DETRDistill losses: float or double");
-  require(device.is_host(), fn, ": the views are on ", device.str(),
-          " but this loss runs on the host only in this version; pass host views (the PyTorch bridge copies)");
-}
 
 /// Element (i0, i1, ...) of a view given by pointer and strides.
 template <class T>
@@ -66,17 +59,6 @@ inline void* running_scratch(const char* fn, Device device, const Workspace& ws,
   return ::kdloss::detail::resolve_workspace(fn, device, device.is_host() ? Workspace{} : ws, bytes, host);
 }
 
-/// The identity, for the dispatch layer's transforms (a copy) and reductions (a sum of per-layer values).
-struct Identity {
-  template <class A, class O>
-  KDLOSS_HOST_DEVICE void operator()(const A& a, O& o) const {
-    o = a;
-  }
-  template <class V>
-  KDLOSS_HOST_DEVICE V operator()(const V& v) const {
-    return v;
-  }
-};
 
 /// Work (elements touched) above which the host loops share their range among threads.
 inline constexpr std::int64_t kParallelWork = std::int64_t{1} << 15;

@@ -59,6 +59,7 @@
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/expr/basic.hpp"
 #include "kdloss/losses/detr/distill_detail.hpp"
 #include "kdloss/losses/detr/matched_losses.hpp"
 #include "kdloss/losses/detr/matching_cost.hpp"
@@ -551,7 +552,7 @@ void run_pipeline(const LogitsDistillationArgs<T>& a, Mode mode, const Exec& exe
     if (absent(*outs[term])) continue;
     const std::int64_t count = term == 3 ? 3 * K : K;
     ::kdloss::detail::reduce_into<acc_t<T>>(
-        dev, exec.stream, Dims{count}, distill_detail::Identity{},
+        dev, exec.stream, Dims{count}, expr::Identity{},
         std::tuple{View<const T>(p.slots + (term == 3 ? 0 : term * K), Dims{count}, Dims{1}, dev)},
         View<T>(outs[term]->data, Dims{1}, Dims{1}, dev));
   }

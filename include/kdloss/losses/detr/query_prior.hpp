@@ -36,6 +36,7 @@
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/expr/basic.hpp"
 #include "kdloss/losses/detr/distill_detail.hpp"
 #include "kdloss/losses/detr/matched_losses.hpp"
 
@@ -334,7 +335,7 @@ void query_prior_loss(const QueryPriorLossArgs<T>& a, Mode mode, const Exec& exe
   if (!writes_value(mode)) return;
   const View<T>* outs[3] = {&a.out_cls, &a.out_l1, &a.out_giou};
   for (int term = 0; term < 3; ++term)  // out = the sum of the term's K layer values, on the stream
-    ::kdloss::detail::reduce_into<acc_t<T>>(dev, exec.stream, Dims{K}, distill_detail::Identity{},
+    ::kdloss::detail::reduce_into<acc_t<T>>(dev, exec.stream, Dims{K}, expr::Identity{},
                                             std::tuple{View<const T>(sc.slots + term * K, Dims{K}, Dims{1}, dev)},
                                             View<T>(outs[term]->data, Dims{1}, Dims{1}, dev));
 }

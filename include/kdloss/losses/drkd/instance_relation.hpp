@@ -41,6 +41,7 @@
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/expr/basic.hpp"
 #include "kdloss/ops/distance.hpp"
 #include "kdloss/ops/linear.hpp"
 #include "kdloss/ops/matmul.hpp"
@@ -178,12 +179,6 @@ struct AddBiasCols {
     return v + static_cast<V>(bias[j * stride]);
   }
 };
-struct Copy {
-  template <class A, class O>
-  KDLOSS_HOST_DEVICE void operator()(const A& a, O& o) const {
-    o = a;
-  }
-};
 struct Product {
   template <class A, class B, class O>
   KDLOSS_HOST_DEVICE void operator()(const A& a, const B& b, O& o) const {
@@ -196,13 +191,6 @@ struct ProductGrad {
   KDLOSS_HOST_DEVICE void operator()(const G& g, const M& m, const F& f, DF& df, DM& dm) const {
     df = g * m;
     dm = g * f;
-  }
-};
-/// The identity term (sums the two loss terms into `out`).
-struct Same {
-  template <class V>
-  KDLOSS_HOST_DEVICE V operator()(const V& v) const {
-    return v;
   }
 };
 
@@ -373,7 +361,7 @@ struct Runner {
   }
   template <class O, class... I>
   void reduce_into(const Dims& shape, const std::tuple<View<const I>...>& ins, const View<O>& out) {
-    if (!sizing()) ::kdloss::detail::reduce_into<acc_t<T>>(dev, exec->stream, shape, Same{}, ins, out);
+    if (!sizing()) ::kdloss::detail::reduce_into<acc_t<T>>(dev, exec->stream, shape, expr::Identity{}, ins, out);
   }
 };
 
@@ -410,7 +398,7 @@ void relation_forward(Runner<T>& r, const InstanceRelationLossArgs<T>& a, const 
   const RelationFilter<T>& filt = *sc.filt;
   const std::int64_t n = p.n;
   const auto o = a.options;
-  r.transform(sc.in.shape, Copy{}, std::tuple{sc.in}, std::tuple{map4(bf.x, sc.in.shape, s.C, dev)});
+  r.transform(sc.in.shape, expr::Identity{}, std::tuple{sc.in}, std::tuple{map4(bf.x, sc.in.shape, s.C, dev)});
   const View<const T> X = mat<const T>(bf.x, n, s.D, dev);
   r.linear(rows_linear(X, prm.theta_weight, prm.theta_bias, bf.theta, o), Mode::forward);
   r.linear(rows_linear(X, prm.phi_weight, prm.phi_bias, bf.phi, o), Mode::forward);
@@ -438,7 +426,7 @@ void relation_forward(Runner<T>& r, const InstanceRelationLossArgs<T>& a, const 
   }
   // z = y W_W^T + b_W + x: x copied into z, the product added on top (beta 1), the bias in the epilogue
   const View<T> Z = mat(bf.z, n, s.D, dev);
-  r.transform(Z.shape, Copy{}, std::tuple{X}, std::tuple{Z});
+  r.transform(Z.shape, expr::Identity{}, std::tuple{X}, std::tuple{Z});
   ops::MatmulArgs<T, AddBiasCols<T>> w{mat<const T>(bf.y, n, s.I, dev), prm.W_weight, Z, {false, true, 1.0, 1.0}};
   if (present(prm.W_bias)) w.epilogue = {prm.W_bias.data, prm.W_bias.strides[0]};
   else w.epilogue = {nullptr, 0};
@@ -460,7 +448,7 @@ void relation_backward(Runner<T>& r, const InstanceRelationLossArgs<T>& a, const
   const auto o = a.options;
   const View<const T> X = mat<const T>(bf.x, n, s.D, dev), dZ = mat<const T>(dz, n, s.D, dev);
   const View<T> dX = mat(p.dx, n, s.D, dev);
-  if (gx) r.transform(dX.shape, Copy{}, std::tuple{dZ}, std::tuple{dX});  // the residual
+  if (gx) r.transform(dX.shape, expr::Identity{}, std::tuple{dZ}, std::tuple{dX});  // the residual
   {  // W: dy = dz W_W, dW_W, db_W
     ops::LinearArgs<T> l = rows_linear<T>(mat<const T>(bf.y, n, s.I, dev), prm.W_weight, prm.W_bias, nullptr, o);
     l.grad_y = dZ;
@@ -565,7 +553,7 @@ void program(Runner<T>& r, const InstanceRelationLossArgs<T>& a, Mode mode, cons
   if (has_fg(a)) dist(p.adapted_fg, xt, o.feature_weight, p.terms + 1, fg_grads ? p.dadapted_fg : nullptr, nullptr);
   if (writes_value(mode) && !r.sizing()) {  // out = L_IR + L_fg
     const View<const T> terms(p.terms, Dims{has_fg(a) ? 2 : 1}, Dims{1}, dev);
-    ::kdloss::detail::transform_reduce<acc_t<T>>(dev, r.exec->stream, terms.shape, Same{}, std::tuple{terms},
+    ::kdloss::detail::transform_reduce<acc_t<T>>(dev, r.exec->stream, terms.shape, expr::Identity{}, std::tuple{terms},
                                                  std::tuple<>{}, p.partials, ::kdloss::detail::Keep{},
                                                  a.out.data);
   }
@@ -590,7 +578,7 @@ void program(Runner<T>& r, const InstanceRelationLossArgs<T>& a, Mode mode, cons
     l.grad_bias = a.grad_feature_adapt_bias;
     if (present(l.grad_x) || present(l.grad_weight) || present(l.grad_bias)) r.linear(l, Mode::backward);
   }
-  if (gx) r.transform(a.student.shape, Copy{}, std::tuple{map4<const T>(p.dx, a.student.shape, p.s.C, dev)},
+  if (gx) r.transform(a.student.shape, expr::Identity{}, std::tuple{map4<const T>(p.dx, a.student.shape, p.s.C, dev)},
                       std::tuple{a.grad_student});
 }
 

@@ -29,6 +29,7 @@
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/expr/basic.hpp"
 #include "kdloss/losses/drkd/instance_relation.hpp"
 #include "kdloss/losses/drkd/instance_relation_paper.hpp"
 #include "kdloss/ops/roi_align.hpp"
@@ -126,16 +127,6 @@ struct ScaleBy {
   template <class G, class O>
   KDLOSS_HOST_DEVICE void operator()(const G& g, O& o) const {
     o = g * static_cast<math::scalar_t<O>>(beta);
-  }
-};
-/// grad = 0 without reading it (beta == 0: old contents may be anything, NaN included).
-struct Zero {
-  template <class O>
-  KDLOSS_HOST_DEVICE void operator()(O& o) const {
-    if constexpr (math::is_scalar_v<O>)
-      o = O(0);
-    else
-      o.setZero();
   }
 };
 
@@ -451,7 +442,7 @@ void instance_relation_maps_loss(const InstanceRelationMapsArgs<T>& a, Mode mode
   if (md::image0(a) && a.student_map.shape[0] > 1) {  // the maps no box samples under image-0 pooling
     const View<T> rest = a.grad_student_map.slice(0, 1, a.student_map.shape[0]);
     if (a.options.map_grad.beta == 0.0)
-      ::kdloss::detail::transform<acc_t<T>>(dev, exec.stream, rest.shape, md::Zero{}, std::tuple<>{}, std::tuple{rest});
+      ::kdloss::detail::transform<acc_t<T>>(dev, exec.stream, rest.shape, expr::Zero{}, std::tuple<>{}, std::tuple{rest});
     else
       ::kdloss::detail::transform<acc_t<T>>(dev, exec.stream, rest.shape, md::ScaleBy{a.options.map_grad.beta},
                                             std::tuple{View<const T>(rest)}, std::tuple{rest});

@@ -30,6 +30,7 @@
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/expr/basic.hpp"
 #include "kdloss/ops/cosine_relation.hpp"
 #include "kdloss/ops/distance.hpp"
 
@@ -137,18 +138,6 @@ struct MaskedSquareGrad {
   KDLOSS_HOST_DEVICE void operator()(const RS& rs, const RT& rt, const MS& ms, const MT& mt, G& g) const {
     using S = math::scalar_t<G>;
     g = (S(2 * scale) * upstream.template get<S>()) * (rs * ms - rt * mt) * ms;
-  }
-};
-struct Same {
-  template <class V>
-  KDLOSS_HOST_DEVICE V operator()(const V& v) const {
-    return v;
-  }
-};
-struct Copy {
-  template <class A, class O>
-  KDLOSS_HOST_DEVICE void operator()(const A& a, O& o) const {
-    o = a;
   }
 };
 
@@ -324,7 +313,7 @@ void instance_relation_paper_loss(const InstanceRelationPaperLossArgs<T>& a, Mod
   // contiguous [n, D] copies (any input layout), their relations and row norms
   const auto copy = [&](const View<const T>& x, T* to) {
     const View<T> dst(to, x.shape, contiguous_strides(x.shape), dev);
-    ::kdloss::detail::transform<Acc>(dev, exec.stream, x.shape, pd::Copy{}, std::tuple{x}, std::tuple{dst});
+    ::kdloss::detail::transform<Acc>(dev, exec.stream, x.shape, expr::Identity{}, std::tuple{x}, std::tuple{dst});
   };
   copy(a.student, p.xs);
   copy(a.teacher, p.xt);
@@ -344,7 +333,7 @@ void instance_relation_paper_loss(const InstanceRelationPaperLossArgs<T>& a, Mod
     if (m == 0) continue;
     if (conf && mean_thr) {
       const View<const T> sc = a.teacher_scores.slice(0, s0, s0 + m);
-      ::kdloss::detail::transform_reduce<Acc>(dev, exec.stream, sc.shape, pd::Same{}, std::tuple{sc}, std::tuple<>{},
+      ::kdloss::detail::transform_reduce<Acc>(dev, exec.stream, sc.shape, expr::Identity{}, std::tuple{sc}, std::tuple<>{},
                                               p.partials, ::kdloss::detail::Scale{1.0 / double(m)}, p.thr + b);
     }
     const pd::FilterMask<T> f{o.eps, o.alpha * o.alpha, o.threshold, conf && mean_thr ? p.thr + b : nullptr, conf,
@@ -381,7 +370,7 @@ void instance_relation_paper_loss(const InstanceRelationPaperLossArgs<T>& a, Mod
   cb.grad_out = pk(p.dr);
   cb.grad_x = pd::flat<T>(p.dx, n, Ds, dev);  // then copied out in grad_student's layout
   ops::cosine_relation(cb, Mode::backward, inner);
-  ::kdloss::detail::transform<Acc>(dev, exec.stream, a.student.shape, pd::Copy{},
+  ::kdloss::detail::transform<Acc>(dev, exec.stream, a.student.shape, expr::Identity{},
                                    std::tuple{View<const T>(p.dx, a.student.shape, contiguous_strides(a.student.shape), dev)},
                                    std::tuple{a.grad_student});
 }

@@ -30,6 +30,7 @@
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/expr/basic.hpp"
 #include "kdloss/losses/drkd/glore_relation.hpp"
 #include "kdloss/losses/drkd/instance_relation_maps.hpp"
 #include "kdloss/losses/drkd/pixel_relation.hpp"
@@ -392,13 +393,6 @@ void check_across_levels(const char* fn, const TotalLossArgs<T>& a, Mode mode) {
   }
 }
 
-/// The identity term of the sum of the term values.
-struct Same {
-  template <class V>
-  KDLOSS_HOST_DEVICE V operator()(const V& v) const {
-    return v;
-  }
-};
 
 }  // namespace total_detail
 
@@ -453,13 +447,13 @@ void total_loss(const TotalLossArgs<T>& a, Mode mode, const Exec& exec = {}) {
     for (std::size_t l = 0; l < a.level_count; ++l) {
       const TotalLevel<T>& lv = a.levels[l];
       if (present(lv.grad_student) && lv.pixel == PixelTerm::none && !lv.instance)
-        ::kdloss::detail::transform<acc_t<T>>(dev, exec.stream, lv.grad_student.shape, maps_detail::Zero{},
+        ::kdloss::detail::transform<acc_t<T>>(dev, exec.stream, lv.grad_student.shape, expr::Zero{},
                                               std::tuple<>{}, std::tuple{lv.grad_student});
     }
   }
   if (writes_value(mode)) {
     const View<const T> terms(p.terms, Dims{p.terms_count}, Dims{1}, dev);
-    ::kdloss::detail::transform_reduce<acc_t<T>>(dev, exec.stream, terms.shape, td::Same{}, std::tuple{terms},
+    ::kdloss::detail::transform_reduce<acc_t<T>>(dev, exec.stream, terms.shape, expr::Identity{}, std::tuple{terms},
                                                  std::tuple<>{}, p.partials, ::kdloss::detail::Keep{}, a.out.data);
   }
 }

@@ -15,6 +15,7 @@
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
+#include "kdloss/expr/basic.hpp"
 #include "kdloss/losses/fbkd/options.hpp"
 #include "kdloss/ops/norm.hpp"
 #include "kdloss/ops/pooling.hpp"
@@ -231,22 +232,6 @@ struct Sum {
     out = a + b;
   }
 };
-struct Copy {
-  template <class I, class O>
-  KDLOSS_HOST_DEVICE void operator()(const I& in, O& out) const {
-    out = in;
-  }
-};
-/// out = 0 (a requested gradient of a term that is switched off).
-struct Zero {
-  template <class O>
-  KDLOSS_HOST_DEVICE void operator()(O& out) const {
-    if constexpr (math::is_scalar_v<O>)
-      out = O(0);
-    else
-      out.setZero();
-  }
-};
 
 /// Slots per level: the L_AM norm, then the two L_AT norms (spatial, channel), then the L_NLD norm.
 inline constexpr int kSlotsPerLevel = 4;
@@ -286,11 +271,11 @@ void combine_into(Device device, Stream stream, const double* slots, std::int64_
 }
 template <class Acc, class O>
 void zero_fill(Device device, Stream stream, const View<O>& out) {
-  ::kdloss::detail::transform<Acc>(device, stream, out.shape, Zero{}, std::tuple<>{}, std::tuple{out});
+  ::kdloss::detail::transform<Acc>(device, stream, out.shape, expr::Zero{}, std::tuple<>{}, std::tuple{out});
 }
 template <class Acc, class A, class O>
 void copy_into(Device device, Stream stream, const View<const A>& in, const View<O>& out) {
-  ::kdloss::detail::transform<Acc>(device, stream, out.shape, Copy{}, std::tuple{in}, std::tuple{out});
+  ::kdloss::detail::transform<Acc>(device, stream, out.shape, expr::Identity{}, std::tuple{in}, std::tuple{out});
 }
 
 /// A view the call needs was left out (default-constructed).

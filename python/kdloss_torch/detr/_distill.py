@@ -69,9 +69,9 @@ def _gt(gt_boxes, batch, like):
 def target_aware_feature_loss(teacher_scores, teacher_boxes, teacher_queries, gt_boxes, teacher_features,
                               student_features, topk=100, mask_min=0.01, norm_eps=1e-12, iou_eps=1e-6, weight=1.0):
     """kdloss::detr::target_aware_feature_loss (losses.md 4.3): sum over decoder layers k and levels l of
-    MSE(Psi_kl * F^T_l, Psi_kl * F^S_l), Psi from the teacher's top-k (query, class) pairs (torch.topk's CPU order),
-    quality score * max IoU with the image's ground truth (score alone without ground truth), cosine similarity
-    with the channel-normalised teacher map, clamp(min=mask_min), divided by the per-image max.
+    MSE(Psi_kl * F^T_l, Psi_kl * F^S_l), Psi from the teacher's top-k (query, class) pairs (torch.topk's pairs on
+    the tensors' device), quality score * max IoU with the image's ground truth (score alone without ground truth),
+    cosine similarity with the channel-normalised teacher map, clamp(min=mask_min), divided by the per-image max.
     teacher_scores [K, B, Q, C] sigmoid scores; teacher_boxes [K, B, Q, 4] pixel xyxy; teacher_queries
     [K, B, Q, D]; gt_boxes: list of B [G_b, 4] pixel xyxy; teacher_features / student_features: lists of
     [B, D, H, W]. Gradient to the student maps only."""

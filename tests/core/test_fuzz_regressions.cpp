@@ -299,6 +299,29 @@ TEST_CASE("fuzz regression: ops::softmax_relation rejects an out-of-range Mode")
   rejects_bad_mode(b, [&](Mode m) { ops::softmax_relation(a, m); });
 }
 
+// fuzz/corpus/regress-softmax-relation-packed-bytes-overflow: a check-only softmax_relation workspace query over
+// views described with N = 134217792 rows of 549755813888 features (no memory behind them): the size of the
+// operands packed once per call (session 8) overflowed int64 (UBSan "signed integer overflow: 134217792 *
+// 549755813888" in backend/cpu/gemm.hpp). It is an error naming the three inputs now.
+TEST_CASE("fuzz regression: softmax_relation operands whose packed bytes int64 cannot count are an error") {
+  using namespace kdloss;
+  const std::int64_t n = 134217792, m = std::int64_t(1) << 39;
+  double dummy = 0;
+  ops::SoftmaxRelationArgs<double> a;
+  a.theta = View<const double>(&dummy, Dims{1, n, m}, Dims{0, 0, 0}, Device::host());
+  a.phi = View<const double>(&dummy, Dims{1, 2, m}, Dims{0, 0, 0}, Device::host());
+  a.g = View<const double>(&dummy, Dims{1, 2, 3}, Dims{0, 0, 0}, Device::host());
+  a.grad_y = View<const double>(&dummy, Dims{1, n, 3}, Dims{0, 0, 0}, Device::host());
+  a.grad_g = View<double>(&dummy, Dims{1, 2, 3}, Dims{0, 0, 0}, Device::host());
+  CHECK_THROWS_WITH_AS(ops::softmax_relation_workspace_bytes(a),
+                       doctest::Contains("packed copies cannot be counted in 64 bits"), kdloss::Error);
+  // an ordinary shape still answers
+  a.theta = View<const double>(&dummy, Dims{1, 5, 4}, Dims{0, 0, 0}, Device::host());
+  a.phi = View<const double>(&dummy, Dims{1, 2, 4}, Dims{0, 0, 0}, Device::host());
+  a.grad_y = View<const double>(&dummy, Dims{1, 5, 3}, Dims{0, 0, 0}, Device::host());
+  CHECK(ops::softmax_relation_workspace_bytes(a) > 0);
+}
+
 // fuzz/corpus/regress-cosine-relation-pairs-overflow: a check-only ops::cosine_relation call describing
 // 2^35 rows in one image: the packed relation's length sum n_b^2 overflowed int64 (UBSan "signed integer
 // overflow: 34359738368 * 34359738368"). It is an error naming 'segments' now.

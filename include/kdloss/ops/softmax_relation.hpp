@@ -79,7 +79,15 @@ inline constexpr RelationRules kSoftmaxRelationRules{true, true, true};
 
 template <class T>
 RelationDims softmax_relation_inputs(const kdloss::detail::Checker& ck, const SoftmaxRelationArgs<T>& a) {
-  return check_relation_inputs(ck, a, kSoftmaxRelationRules);
+  const RelationDims d = check_relation_inputs(ck, a, kSoftmaxRelationRules);
+  // The host packs about seven operands of B x N x m elements (rows rounded up to a panel) once per call: views
+  // described beyond any memory must be an error here, not an int64 overflow in the workspace size.
+  const double rows = static_cast<double>(std::max(d.queries, d.keys)) + 96.0;
+  const double width = static_cast<double>(std::max(d.embed, d.values));
+  kdloss::detail::require(static_cast<double>(d.batch) * rows * width * 64.0 < 0x1p62, ck.fn, ": arguments 'theta' ",
+                          a.theta.shape.str(), ", 'phi' ", a.phi.shape.str(), " and 'g' ", a.g.shape.str(),
+                          " are too large: the bytes of their packed copies cannot be counted in 64 bits");
+  return d;
 }
 
 /// Whether backward of `a` runs on recomputed state: y or the reserve was left out.

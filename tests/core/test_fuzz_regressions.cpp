@@ -300,25 +300,27 @@ TEST_CASE("fuzz regression: ops::softmax_relation rejects an out-of-range Mode")
 }
 
 // fuzz/corpus/regress-softmax-relation-packed-bytes-overflow: a check-only softmax_relation workspace query over
-// views described with N = 134217792 rows of 549755813888 features (no memory behind them): the size of the
-// operands packed once per call (session 8) overflowed int64 (UBSan "signed integer overflow: 134217792 *
+// views of batch 0 (no element, so their counts stay 0) with 2^39 keys of 134217792 features: the per-batch size
+// of the operands packed once per call (session 8) overflowed int64 (UBSan "signed integer overflow: 134217792 *
 // 549755813888" in backend/cpu/gemm.hpp). It is an error naming the three inputs now.
 TEST_CASE("fuzz regression: softmax_relation operands whose packed bytes int64 cannot count are an error") {
   using namespace kdloss;
-  const std::int64_t n = 134217792, m = std::int64_t(1) << 39;
+  const std::int64_t m = 134217792, keys = std::int64_t(1) << 39;
   double dummy = 0;
   ops::SoftmaxRelationArgs<double> a;
-  a.theta = View<const double>(&dummy, Dims{1, n, m}, Dims{0, 0, 0}, Device::host());
-  a.phi = View<const double>(&dummy, Dims{1, 2, m}, Dims{0, 0, 0}, Device::host());
-  a.g = View<const double>(&dummy, Dims{1, 2, 3}, Dims{0, 0, 0}, Device::host());
-  a.grad_y = View<const double>(&dummy, Dims{1, n, 3}, Dims{0, 0, 0}, Device::host());
-  a.grad_g = View<double>(&dummy, Dims{1, 2, 3}, Dims{0, 0, 0}, Device::host());
+  a.theta = View<const double>(&dummy, Dims{0, 2, m}, Dims{0, 0, 0}, Device::host());
+  a.phi = View<const double>(&dummy, Dims{0, keys, m}, Dims{0, 0, 0}, Device::host());
+  a.g = View<const double>(&dummy, Dims{0, keys, 3}, Dims{0, 0, 0}, Device::host());
+  a.grad_y = View<const double>(&dummy, Dims{0, 2, 3}, Dims{0, 0, 0}, Device::host());
+  a.grad_g = View<double>(&dummy, Dims{0, keys, 3}, Dims{0, 0, 0}, Device::host());
   CHECK_THROWS_WITH_AS(ops::softmax_relation_workspace_bytes(a),
                        doctest::Contains("packed copies cannot be counted in 64 bits"), kdloss::Error);
   // an ordinary shape still answers
   a.theta = View<const double>(&dummy, Dims{1, 5, 4}, Dims{0, 0, 0}, Device::host());
   a.phi = View<const double>(&dummy, Dims{1, 2, 4}, Dims{0, 0, 0}, Device::host());
+  a.g = View<const double>(&dummy, Dims{1, 2, 3}, Dims{0, 0, 0}, Device::host());
   a.grad_y = View<const double>(&dummy, Dims{1, 5, 3}, Dims{0, 0, 0}, Device::host());
+  a.grad_g = View<double>(&dummy, Dims{1, 2, 3}, Dims{0, 0, 0}, Device::host());
   CHECK(ops::softmax_relation_workspace_bytes(a) > 0);
 }
 

@@ -84,7 +84,9 @@ RelationDims softmax_relation_inputs(const kdloss::detail::Checker& ck, const So
   // described beyond any memory must be an error here, not an int64 overflow in the workspace size.
   const double rows = static_cast<double>(std::max(d.queries, d.keys)) + 96.0;
   const double width = static_cast<double>(std::max(d.embed, d.values));
-  kdloss::detail::require(static_cast<double>(d.batch) * rows * width * 64.0 < 0x1p62, ck.fn, ": arguments 'theta' ",
+  // (per batch: a batch of 0 describes no element, but the per-batch sizes are still computed)
+  const double batches = static_cast<double>(std::max<std::int64_t>(d.batch, 1));
+  kdloss::detail::require(batches * rows * width * 64.0 < 0x1p62, ck.fn, ": arguments 'theta' ",
                           a.theta.shape.str(), ", 'phi' ", a.phi.shape.str(), " and 'g' ", a.g.shape.str(),
                           " are too large: the bytes of their packed copies cannot be counted in 64 bits");
   return d;

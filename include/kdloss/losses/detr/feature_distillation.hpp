@@ -115,9 +115,10 @@ inline constexpr EntryNames kNames{"kdloss::detr::target_aware_feature_loss",
 
 inline constexpr std::int64_t kChunk = 512;  // positions per host task, and per partial maximum
 
-/// std::max / std::min's argument rules (max(a, b) = a < b ? b : a), usable on the GPU: the host keeps its bits.
-KDLOSS_HOST_DEVICE inline double max_of(double a, double b) { return a < b ? b : a; }
+/// std::min's argument rule (b < a ? b : a: a NaN first argument is kept), usable on the GPU, so the host keeps
+/// its bits; math::min keeps the second argument instead. (math::max already is std::max's rule.)
 KDLOSS_HOST_DEVICE inline double min_of(double a, double b) { return b < a ? b : a; }
+using math::max;
 
 /// Strided element access of a rank-4 view, copied into a functor.
 template <class T>
@@ -164,12 +165,12 @@ struct CoefFn {
       const T* r = gt + g * gt_row;
       const double gx1 = r[0], gy1 = r[gt_col], gx2 = r[2 * gt_col], gy2 = r[3 * gt_col];
       const double a2 = (gx2 - gx1) * (gy2 - gy1);
-      const double w = max_of(min_of(x2, gx2) - max_of(x1, gx1), 0.0);
-      const double h = max_of(min_of(y2, gy2) - max_of(y1, gy1), 0.0);
+      const double w = max(min_of(x2, gx2) - max(x1, gx1), 0.0);
+      const double h = max(min_of(y2, gy2) - max(y1, gy1), 0.0);
       const double inter = w * h;
-      const double iou = inter / max_of(a1 + a2 - inter, iou_eps);
+      const double iou = inter / max(a1 + a2 - inter, iou_eps);
       bad = bad || iou != iou || gx2 < gx1 || gy2 < gy1;
-      best = max_of(best, iou);
+      best = max(best, iou);
     }
     return bad ? nan : best;
   }
@@ -183,7 +184,7 @@ struct CoefFn {
     double ss = 0;
     for (std::int64_t d = 0; d < D; ++d)
       ss += static_cast<double>(e[d * queries.s3]) * static_cast<double>(e[d * queries.s3]);
-    coef[i] = z / max_of(sqrt(ss), norm_eps);
+    coef[i] = z / max(sqrt(ss), norm_eps);
     return 0;
   }
 };
@@ -208,8 +209,8 @@ struct WeightedSumFn {
 
 /// m = max(dot / max(||F^T[:, p]||, eps), mask_min), NaN kept (torch.clamp).
 KDLOSS_HOST_DEVICE inline double clamp_mask(double dot, double norm_sq, double eps, double mask_min) {
-  const double v = dot / max_of(sqrt(norm_sq), eps);
-  return v != v ? v : max_of(v, mask_min);
+  const double v = dot / max(sqrt(norm_sq), eps);
+  return v != v ? v : max(v, mask_min);
 }
 
 /// Pass 1 over one teacher level: m[b, k, p] for every layer k (the cosine with w_kb, clamped).
@@ -288,7 +289,7 @@ struct RangeMaxFn {
     for (std::int64_t p = first; p < last; ++p) {
       const double v = in[row * stride + p];
       if (v != v) mx = v;
-      else if (mx == mx) mx = max_of(mx, v);
+      else if (mx == mx) mx = max(mx, v);
     }
     out[i] = mx;
     return 0;

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <sstream>
 #include <string>
@@ -666,4 +667,91 @@ TEST_CASE("non_local: presets and non_local_check") {
   ops::non_local_check(a, Mode::forward);
   CHECK(ops::non_local_workspace_bytes(a) > 0);
   CHECK(z == std::vector<float>(z.size(), 9.f));
+}
+
+TEST_CASE("non_local: the fused pooled-projection backward gives the same bits from NCHW and channels-last x") {
+  // The host walks channel planes for NCHW x and windows for channels-last x; each sum runs in the same
+  // order in both. Ragged maps (H, W not multiples of s), -0 in grad_x where no argmax falls, NaN in x.
+  const std::int64_t B = 2, C = 5, H = 7, W = 9, m = 3, s = 2, Hp = H / s, Wp = W / s;
+  const Dims shape{B, C, H, W}, nchw = contiguous_strides(shape), nhwc{C * H * W, 1, W * C, C};
+  std::vector<double> xv(B * C * H * W), gxv(xv.size()), gv(B * m * Hp * Wp), wv(m * C);
+  for (std::size_t i = 0; i < xv.size(); ++i) xv[i] = std::sin(0.7 * i) * 3, gxv[i] = (i % 5 == 0) ? -0.0 : std::cos(1.3 * i);
+  xv[0] = std::nan("");  // x[0, 0, 0, 0]: every o's argmax in window (0, 0) is position 0 (below)
+  for (std::size_t i = 0; i < gv.size(); ++i) gv[i] = std::cos(0.37 * i + 1);
+  for (std::size_t i = 0; i < wv.size(); ++i) wv[i] = std::sin(0.91 * i + 2);
+  std::vector<unsigned char> argmax(gv.size());
+  for (std::size_t i = 0; i < argmax.size(); ++i) argmax[i] = static_cast<unsigned char>((i * 7 + i / 3) % (s * s));
+  const auto run = [&](const Dims& strides, bool want_x, std::vector<float>& gx, std::vector<float>& dw, std::vector<float>& db) {
+    std::vector<float> x(xv.size());
+    gx.assign(xv.size(), 0.f);
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t c = 0; c < C; ++c)
+        for (std::int64_t p = 0; p < H * W; ++p) {
+          const std::int64_t at = b * strides[0] + c * strides[1] + (p / W) * strides[2] + (p % W) * strides[3];
+          x[at] = static_cast<float>(xv[(b * C + c) * H * W + p]);
+          gx[at] = static_cast<float>(gxv[(b * C + c) * H * W + p]);
+        }
+    std::vector<float> g(gv.begin(), gv.end()), w(wv.begin(), wv.end());
+    dw.assign(m * C, 0.5f), db.assign(m, 0.5f);
+    ops::detail::PooledProjectionBack<float> st;
+    st.pool.grad_y = host_view<const float>(g.data(), {B, m, Hp, Wp});
+    st.pool.reserve = {argmax.data(), argmax.size()};
+    st.pool.options.stride = s;
+    st.lin.x = host_view<const float>(x.data(), shape, strides);
+    st.lin.weight = host_view<const float>(w.data(), {m, C});
+    if (want_x) st.lin.grad_x = host_view(gx.data(), shape, strides);
+    st.lin.grad_weight = host_view(dw.data(), {m, C});
+    st.lin.grad_bias = host_view(db.data(), {m});
+    st.lin.options.param_grads.beta = 1.0;
+    std::vector<unsigned char> scratch(ops::detail::pooled_projection_back_bytes(st) + 64);
+    ops::detail::pooled_projection_back(st, scratch.data());
+    // back to NCHW order
+    std::vector<float> out(gx.size());
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t c = 0; c < C; ++c)
+        for (std::int64_t p = 0; p < H * W; ++p)
+          out[(b * C + c) * H * W + p] = gx[b * strides[0] + c * strides[1] + (p / W) * strides[2] + (p % W) * strides[3]];
+    gx = out;
+  };
+  const auto bits = [](float v) {
+    std::uint32_t u;
+    std::memcpy(&u, &v, sizeof u);
+    return u;
+  };
+  for (bool want_x : {true, false}) {
+    CAPTURE(want_x);
+    std::vector<float> gx1, dw1, db1, gx2, dw2, db2;
+    run(nchw, want_x, gx1, dw1, db1);
+    run(nhwc, want_x, gx2, dw2, db2);
+    for (std::size_t i = 0; i < gx1.size(); ++i) REQUIRE(bits(gx1[i]) == bits(gx2[i]));
+    for (std::size_t i = 0; i < dw1.size(); ++i) REQUIRE(bits(dw1[i]) == bits(dw2[i]));
+    for (std::size_t i = 0; i < db1.size(); ++i) REQUIRE(bits(db1[i]) == bits(db2[i]));
+    if (!want_x) continue;
+    // Positions no argmax hits keep grad_x as it was, -0 included; the rest moved.
+    std::int64_t kept_negative_zero = 0, moved = 0;
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t c = 0; c < C; ++c)
+        for (std::int64_t h = 0; h < H; ++h)
+          for (std::int64_t v = 0; v < W; ++v) {
+            const std::int64_t i = ((b * C + c) * H + h) * W + v;
+            bool hit = false;
+            if (h < Hp * s && v < Wp * s)
+              for (std::int64_t o = 0; o < m; ++o)
+                hit = hit || argmax[((b * m + o) * Hp + h / s) * Wp + v / s] == (h % s) * s + v % s;
+            if (!hit) {
+              REQUIRE(bits(gx1[i]) == bits(static_cast<float>(gxv[i])));
+              kept_negative_zero += gxv[i] == 0.0 && std::signbit(gxv[i]);
+            } else {
+              moved += gx1[i] != static_cast<float>(gxv[i]);
+            }
+          }
+    CHECK(kept_negative_zero > 0);
+    CHECK(moved > 0);
+  }
+  // NaN in x reaches W's gradient where an argmax reads it (as the dense product would): column c = 0.
+  for (std::int64_t o = 0; o < m; ++o) REQUIRE(argmax[((0 * m + o) * Hp + 0) * Wp + 0] == 0);
+  std::vector<float> gx, dw, db;
+  run(nchw, true, gx, dw, db);
+  for (std::int64_t o = 0; o < m; ++o)
+    for (std::int64_t c = 0; c < C; ++c) CHECK(std::isnan(dw[o * C + c]) == (c == 0));
 }

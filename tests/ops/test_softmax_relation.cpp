@@ -11,8 +11,10 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "kdloss/backend/cpu/attention.hpp"
 #include "kdloss/backend/cpu/gemm.hpp"
 #include "kdloss/config.hpp"
 #include "kdloss/ops/softmax_relation.hpp"
@@ -406,4 +408,68 @@ TEST_CASE("softmax_relation: every host GEMM kernel (AVX-512, AVX2, Eigen) on th
       }
     }
   }
+}
+
+TEST_CASE("softmax_relation: the host tile kernels give the same bits at every vector width (16, 32, 64 bytes)") {
+  // The host runs the online-softmax and gradient tile steps at the width of the machine's instruction
+  // set; every step is lane by lane, so under one instruction set each width gives the bits of the
+  // others. Width 0 is the kernel picked for this machine (AVX-512, AVX2 or the baseline); the others
+  // run as the baseline compiles them.
+  using namespace kdloss::backend::cpu::attention_detail;
+  const auto run = [](auto width, auto zero) {
+    using A = decltype(zero);
+    constexpr int Bytes = decltype(width)::value;
+    const std::int64_t rows = 7, ld = 32;  // whole 64-byte packets of float and of double
+    std::vector<A> s(rows * ld), m(ld), l(ld), corr(ld), shift(ld), dp(rows * ld), lse(ld), dd(ld);
+    for (std::int64_t i = 0; i < rows * ld; ++i) s[i] = A(3) * std::sin(A(0.37) * i), dp[i] = std::cos(A(0.11) * i);
+    for (std::int64_t c = 0; c < ld; ++c) {
+      m[c] = c % 3 == 0 ? -std::numeric_limits<A>::infinity() : std::sin(A(c));  // a column's first tile too
+      l[c] = A(0.5) + c, lse[c] = A(2) + std::cos(A(c)), dd[c] = std::sin(A(2) * c);
+    }
+    s[5] = std::numeric_limits<A>::quiet_NaN();
+    s[ld + 9] = -std::numeric_limits<A>::infinity();
+    for (std::int64_t j = 0; j < rows; ++j) s[j * ld + 17] = -std::numeric_limits<A>::infinity();  // all -inf
+    std::vector<A> g = s;
+    if constexpr (Bytes == 0) {  // the kernel this machine runs
+      online_tile<A>(s.data(), rows, ld, m.data(), l.data(), corr.data(), shift.data());
+      grad_tile<A>(g.data(), dp.data(), rows, ld, lse.data(), dd.data(), true);
+    } else {
+      online_tile_at<A, Bytes>(s.data(), rows, ld, m.data(), l.data(), corr.data(), shift.data());
+      grad_tile_at<A, Bytes>(g.data(), dp.data(), rows, ld, lse.data(), dd.data(), true);
+    }
+    std::vector<A> all;
+    for (const auto* v : {&s, &m, &l, &corr, &shift, &g, &dp}) all.insert(all.end(), v->begin(), v->end());
+    return all;
+  };
+  const auto same_bits = [](const auto& a, const auto& b) {
+    REQUIRE(a.size() == b.size());
+    return std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0;
+  };
+  using W16 = std::integral_constant<int, 16>;
+  using W32 = std::integral_constant<int, 32>;
+  using W64 = std::integral_constant<int, 64>;
+  using Machine = std::integral_constant<int, 0>;
+  // The machine's kernel may contract a * b + c into one fused multiply-add where the baseline cannot:
+  // the same values to rounding, the same NaN and infinities.
+  const auto close = [](const auto& a, const auto& b, double rel) {
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      CAPTURE(i);
+      REQUIRE(std::isnan(a[i]) == std::isnan(b[i]));
+      if (std::isnan(a[i]) || std::isinf(a[i]) || a[i] == 0) {
+        if (!std::isnan(a[i])) REQUIRE(a[i] == b[i]);
+        continue;
+      }
+      REQUIRE(std::abs(a[i] - b[i]) <= rel * std::abs(a[i]));
+    }
+  };
+  close(run(W16{}, 0.f), run(Machine{}, 0.f), 1e-6);
+  close(run(W16{}, 0.0), run(Machine{}, 0.0), 1e-14);
+  CHECK(same_bits(run(W16{}, 0.f), run(W32{}, 0.f)));
+  CHECK(same_bits(run(W16{}, 0.f), run(W64{}, 0.f)));
+  CHECK(same_bits(run(W16{}, 0.0), run(W32{}, 0.0)));
+  CHECK(same_bits(run(W16{}, 0.0), run(W64{}, 0.0)));
+  // and the kernels did something: the NaN score stays NaN after exp, the all -inf column's sum is its old one
+  const auto f = run(W32{}, 0.f);
+  CHECK(std::isnan(f[5]));
 }

@@ -7,8 +7,8 @@
 // GEMM kernel (backend/cpu/gemm.hpp: AVX-512 / AVX2 kernels picked at run time) single-threaded on each
 // tile, through gemm_packed: every input operand (K, V, Q, grad_o, in the orientations the products read
 // them) is packed into the kernel's panels once per call, O(B N C) scratch, and each tile pair only packs
-// its own score tile; the exp and max steps run in functions compiled per instruction set
-// (KDLOSS_CPU_CLONES).
+// its own score tile; the exp and max steps run in functions compiled per instruction set, each at its
+// own vector width (online_tile / grad_tile, picked at run time).
 //
 // Forward: tasks (batch, query tile) are split between threads. For each key tile: St = scale K Q^T,
 // the running max m and sum l of every query are updated (online softmax), St becomes exp(St - m), the
@@ -57,11 +57,10 @@ static_assert(kQueries % kDepthBlock == 0 && kKeys % kDepthBlock == 0 && kBackQu
                   kBackKeys == kDepthBlock && kPackRows % kDepthBlock == 0,
               "the tiles must be whole depth blocks");
 
-/// Lanes of one packet of A (64 bytes: one AVX-512 register, two AVX2 ones).
+/// Lanes of one packet of A: a row of a score tile is padded to whole packets of 64 bytes (one AVX-512
+/// register, two AVX2 ones, four SSE2 ones).
 template <class A>
 inline constexpr int kLanes = static_cast<int>(64 / sizeof(A));
-template <class A>
-using Pk = math::Packet<A, kLanes<A>>;
 
 inline std::int64_t round_up(std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; }
 inline std::size_t align64(std::size_t n) { return (n + 63) / 64 * 64; }
@@ -83,134 +82,197 @@ class Slicer {
   std::size_t used_ = 0;
 };
 
-/// 64 bytes of A as a GNU vector (one AVX-512 register; two AVX2 ones; four SSE2 ones), U the same
-/// for unaligned, aliasing loads and stores, I the integers of the same width.
-template <class A>
+// Everything below that is compiled per instruction set lives in the build's ISA namespace
+// (backend/cpu/parallel.hpp), so a unit nvcc compiles never shares its symbols.
+inline namespace KDLOSS_CPU_ISA_NAMESPACE {
+
+/// Bytes bytes of A as a GNU vector, U the same for unaligned, aliasing loads and stores, I the integers
+/// of the same width. The tile kernels take the width of the instruction set they run on (below): GCC
+/// lowers a comparison or a select on a vector wider than the machine's registers lane by lane, which on
+/// AVX2 made the 64-byte kernels scalar.
+template <class A, int Bytes>
 struct Lanes;
-template <>
-struct Lanes<float> {
-  typedef float V __attribute__((vector_size(64)));
-  typedef float U __attribute__((vector_size(64), aligned(4), may_alias));
-  typedef std::int32_t I __attribute__((vector_size(64)));
+template <int Bytes>
+struct Lanes<float, Bytes> {
+  typedef float V __attribute__((vector_size(Bytes)));
+  typedef float U __attribute__((vector_size(Bytes), aligned(4), may_alias));
+  typedef std::int32_t I __attribute__((vector_size(Bytes)));
 };
-template <>
-struct Lanes<double> {
-  typedef double V __attribute__((vector_size(64)));
-  typedef double U __attribute__((vector_size(64), aligned(8), may_alias));
-  typedef std::int64_t I __attribute__((vector_size(64)));
+template <int Bytes>
+struct Lanes<double, Bytes> {
+  typedef double V __attribute__((vector_size(Bytes)));
+  typedef double U __attribute__((vector_size(Bytes), aligned(8), may_alias));
+  typedef std::int64_t I __attribute__((vector_size(Bytes)));
 };
-template <class A>
-KDLOSS_FORCEINLINE typename Lanes<A>::V vload(const A* p) {
-  return *reinterpret_cast<const typename Lanes<A>::U*>(p);
+template <class A, int Bytes>
+KDLOSS_FORCEINLINE typename Lanes<A, Bytes>::V vload(const A* p) {
+  return *reinterpret_cast<const typename Lanes<A, Bytes>::U*>(p);
 }
-template <class A>
-KDLOSS_FORCEINLINE void vstore(A* p, const typename Lanes<A>::V& v) {
-  *reinterpret_cast<typename Lanes<A>::U*>(p) = v;
+template <class A, int Bytes>
+KDLOSS_FORCEINLINE void vstore(A* p, const typename Lanes<A, Bytes>::V& v) {
+  *reinterpret_cast<typename Lanes<A, Bytes>::U*>(p) = v;
 }
-template <class A>
-KDLOSS_FORCEINLINE typename Lanes<A>::V vset(A x) {
-  return typename Lanes<A>::V{} + x;
+template <class A, int Bytes>
+KDLOSS_FORCEINLINE typename Lanes<A, Bytes>::V vset(A x) {
+  return typename Lanes<A, Bytes>::V{} + x;
 }
 /// exp lane by lane: float by packet.hpp's polynomial (within 2 ulp), double by std::exp. In a
 /// translation unit nvcc compiles, packet.hpp has no GNU-vector polynomial (KDLOSS_PACKET_GNU_VECTORS is
 /// 0 there): the host path of such a unit takes std::exp for float too.
-template <class A>
-KDLOSS_FORCEINLINE typename Lanes<A>::V vexp(const typename Lanes<A>::V& x) {
+template <class A, int Bytes>
+KDLOSS_FORCEINLINE typename Lanes<A, Bytes>::V vexp(const typename Lanes<A, Bytes>::V& x) {
   if constexpr (std::is_same_v<A, float> && KDLOSS_PACKET_GNU_VECTORS) {
-    return math::packet_detail::packet_exp_f32<typename Lanes<A>::V, typename Lanes<A>::I>(x);
+    return math::packet_detail::packet_exp_f32<typename Lanes<A, Bytes>::V, typename Lanes<A, Bytes>::I>(x);
   } else {
-    typename Lanes<A>::V r = x;
-    for (int l = 0; l < kLanes<A>; ++l) r[l] = std::exp(r[l]);
+    typename Lanes<A, Bytes>::V r = x;
+    for (std::size_t l = 0; l < Bytes / sizeof(A); ++l) r[l] = std::exp(r[l]);
     return r;
   }
 }
-
-// The tile kernels run at the machine's vector width: cloned for AVX-512 (x86-64-v4), AVX2 (v3) and
-// the baseline, with everything they call inlined into each clone.
-#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && defined(__x86_64__) && \
-    defined(__linux__) && __GNUC__ >= 11 && defined(__OPTIMIZE__) && !defined(__SANITIZE_ADDRESS__) && \
-    !defined(KDLOSS_NO_TARGET_CLONES)
-#define KDLOSS_ATTENTION_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) KDLOSS_CPU_FLATTEN
-#else
-#define KDLOSS_ATTENTION_CLONES KDLOSS_CPU_FLATTEN
-#endif
-
-inline namespace KDLOSS_CPU_ISA_NAMESPACE {
 
 /// One key tile of transposed scores s (rows x ld, columns in whole packets) folded into the running
 /// max m and sum l of its query columns (online softmax): s becomes exp(s - m_new), corr the factor
 /// exp(m_old - m_new) the accumulator is rescaled by, shift the m_new subtracted (0 while a column has
 /// seen only -inf, so an all -inf column gives l = 0 and a NaN output, as softmax does). NaN scores
 /// are skipped by the max and reach l through exp; a +inf score gives NaN (inf - inf), as torch does.
-template <class A>
-KDLOSS_ATTENTION_CLONES void online_tile(A* s, std::int64_t rows, std::int64_t ld, A* m, A* l, A* corr,
-                                         A* shift) {
-  using V = typename Lanes<A>::V;
-  constexpr int W = kLanes<A>;
+/// Every step is lane by lane, so the bits do not depend on the vector width Bytes.
+template <class A, int Bytes>
+KDLOSS_FORCEINLINE void online_tile_at(A* s, std::int64_t rows, std::int64_t ld, A* m, A* l, A* corr, A* shift) {
+  using V = typename Lanes<A, Bytes>::V;
+  constexpr int W = static_cast<int>(Bytes / sizeof(A));
+  const auto load = [](const A* p) { return vload<A, Bytes>(p); };
+  const auto store = [](A* p, const V& v) { vstore<A, Bytes>(p, v); };
+  const auto set = [](A x) { return vset<A, Bytes>(x); };
   for (std::int64_t c = 0; c < ld; c += W) {
     // Four rows at a time: independent max chains.
-    V m0 = vload(m + c), m1 = m0, m2 = m0, m3 = m0;
+    V m0 = load(m + c), m1 = m0, m2 = m0, m3 = m0;
     std::int64_t j = 0;
     for (; j + 4 <= rows; j += 4) {
-      const V x0 = vload(s + j * ld + c), x1 = vload(s + (j + 1) * ld + c), x2 = vload(s + (j + 2) * ld + c),
-              x3 = vload(s + (j + 3) * ld + c);
+      const V x0 = load(s + j * ld + c), x1 = load(s + (j + 1) * ld + c), x2 = load(s + (j + 2) * ld + c),
+              x3 = load(s + (j + 3) * ld + c);
       m0 = x0 > m0 ? x0 : m0;
       m1 = x1 > m1 ? x1 : m1;
       m2 = x2 > m2 ? x2 : m2;
       m3 = x3 > m3 ? x3 : m3;
     }
     for (; j < rows; ++j) {
-      const V x = vload(s + j * ld + c);
+      const V x = load(s + j * ld + c);
       m0 = x > m0 ? x : m0;
     }
     m0 = m1 > m0 ? m1 : m0;
     m2 = m3 > m2 ? m3 : m2;
-    const V mn = m2 > m0 ? m2 : m0, mo = vload(m + c);
-    const V ms = mn > vset(-std::numeric_limits<A>::infinity()) ? mn : vset(A(0));
-    vstore(corr + c, mo < mn ? vexp<A>(mo - ms) : vset(A(1)));
-    vstore(m + c, mn);
-    vstore(shift + c, ms);
+    const V mn = m2 > m0 ? m2 : m0, mo = load(m + c);
+    const V ms = mn > set(-std::numeric_limits<A>::infinity()) ? mn : set(A(0));
+    store(corr + c, mo < mn ? vexp<A, Bytes>(mo - ms) : set(A(1)));
+    store(m + c, mn);
+    store(shift + c, ms);
   }
   for (std::int64_t c = 0; c < ld; c += W) {
-    const V sh = vload(shift + c);
-    V r0 = vset(A(0)), r1 = r0;
+    const V sh = load(shift + c);
+    V r0 = set(A(0)), r1 = r0;
     std::int64_t j = 0;
     for (; j + 2 <= rows; j += 2) {
-      const V p0 = vexp<A>(vload(s + j * ld + c) - sh), p1 = vexp<A>(vload(s + (j + 1) * ld + c) - sh);
-      vstore(s + j * ld + c, p0);
-      vstore(s + (j + 1) * ld + c, p1);
+      const V p0 = vexp<A, Bytes>(load(s + j * ld + c) - sh), p1 = vexp<A, Bytes>(load(s + (j + 1) * ld + c) - sh);
+      store(s + j * ld + c, p0);
+      store(s + (j + 1) * ld + c, p1);
       r0 += p0;
       r1 += p1;
     }
     if (j < rows) {
-      const V p0 = vexp<A>(vload(s + j * ld + c) - sh);
-      vstore(s + j * ld + c, p0);
+      const V p0 = vexp<A, Bytes>(load(s + j * ld + c) - sh);
+      store(s + j * ld + c, p0);
       r0 += p0;
     }
-    vstore(l + c, vload(l + c) * vload(corr + c) + (r0 + r1));
+    store(l + c, load(l + c) * load(corr + c) + (r0 + r1));
   }
 }
 
 /// Backward on one tile of transposed scores: p = exp(s - lse[col]) (written over s when keep_p), and
-/// when dp is non-null dp = p (dp - dd[col]) (dS).
-template <class A>
-KDLOSS_ATTENTION_CLONES void grad_tile(A* s, A* dp, std::int64_t rows, std::int64_t ld, const A* lse, const A* dd,
-                                       bool keep_p) {
-  using V = typename Lanes<A>::V;
-  constexpr int W = kLanes<A>;
+/// when dp is non-null dp = p (dp - dd[col]) (dS). Lane by lane, like online_tile_at.
+template <class A, int Bytes>
+KDLOSS_FORCEINLINE void grad_tile_at(A* s, A* dp, std::int64_t rows, std::int64_t ld, const A* lse, const A* dd,
+                                     bool keep_p) {
+  using V = typename Lanes<A, Bytes>::V;
+  constexpr int W = static_cast<int>(Bytes / sizeof(A));
   for (std::int64_t c = 0; c < ld; c += W) {
-    const V lv = vload(lse + c), dv = vload(dd + c);
+    const V lv = vload<A, Bytes>(lse + c), dv = vload<A, Bytes>(dd + c);
     for (std::int64_t j = 0; j < rows; ++j) {
       A* sp = s + j * ld + c;
-      const V p = vexp<A>(vload(sp) - lv);
-      if (keep_p) vstore(sp, p);
+      const V p = vexp<A, Bytes>(vload<A, Bytes>(sp) - lv);
+      if (keep_p) vstore<A, Bytes>(sp, p);
       if (dp) {
         A* d = dp + j * ld + c;
-        vstore(d, p * (vload(d) - dv));
+        vstore<A, Bytes>(d, p * (vload<A, Bytes>(d) - dv));
       }
     }
   }
+}
+
+// The tile kernels run at the machine's vector width, picked once at run time: AVX-512 (x86-64-v4) in
+// 64-byte vectors, AVX2 (v3) in 32-byte ones, the baseline in 16-byte ones, each compiled for its
+// instruction set with everything it calls inlined. Elsewhere (other compilers, nvcc's host pass,
+// sanitizer builds) one 64-byte version as the compiler lowers it.
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && defined(__x86_64__) && \
+    defined(__linux__) && __GNUC__ >= 12 && defined(__OPTIMIZE__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(KDLOSS_NO_TARGET_CLONES)
+#define KDLOSS_ATTENTION_ISA_KERNELS 1
+#else
+#define KDLOSS_ATTENTION_ISA_KERNELS 0
+#endif
+
+#if KDLOSS_ATTENTION_ISA_KERNELS
+template <class A>
+__attribute__((target("arch=x86-64-v4"), noinline)) KDLOSS_CPU_FLATTEN void online_tile_v4(
+    A* s, std::int64_t rows, std::int64_t ld, A* m, A* l, A* corr, A* shift) {
+  online_tile_at<A, 64>(s, rows, ld, m, l, corr, shift);
+}
+template <class A>
+__attribute__((target("arch=x86-64-v3"), noinline)) KDLOSS_CPU_FLATTEN void online_tile_v3(
+    A* s, std::int64_t rows, std::int64_t ld, A* m, A* l, A* corr, A* shift) {
+  online_tile_at<A, 32>(s, rows, ld, m, l, corr, shift);
+}
+template <class A>
+__attribute__((target("arch=x86-64-v4"), noinline)) KDLOSS_CPU_FLATTEN void grad_tile_v4(
+    A* s, A* dp, std::int64_t rows, std::int64_t ld, const A* lse, const A* dd, bool keep_p) {
+  grad_tile_at<A, 64>(s, dp, rows, ld, lse, dd, keep_p);
+}
+template <class A>
+__attribute__((target("arch=x86-64-v3"), noinline)) KDLOSS_CPU_FLATTEN void grad_tile_v3(
+    A* s, A* dp, std::int64_t rows, std::int64_t ld, const A* lse, const A* dd, bool keep_p) {
+  grad_tile_at<A, 32>(s, dp, rows, ld, lse, dd, keep_p);
+}
+/// 4 (x86-64-v4), 3 (v3) or 0 (the baseline).
+inline int attention_isa() {
+  static const int isa = __builtin_cpu_supports("x86-64-v4") ? 4 : __builtin_cpu_supports("x86-64-v3") ? 3 : 0;
+  return isa;
+}
+#endif
+
+template <class A>
+KDLOSS_CPU_FLATTEN void online_tile(A* s, std::int64_t rows, std::int64_t ld, A* m, A* l, A* corr, A* shift) {
+#if KDLOSS_ATTENTION_ISA_KERNELS
+  switch (attention_isa()) {
+    case 4: return online_tile_v4(s, rows, ld, m, l, corr, shift);
+    case 3: return online_tile_v3(s, rows, ld, m, l, corr, shift);
+    default: return online_tile_at<A, 16>(s, rows, ld, m, l, corr, shift);
+  }
+#else
+  online_tile_at<A, 64>(s, rows, ld, m, l, corr, shift);
+#endif
+}
+
+template <class A>
+KDLOSS_CPU_FLATTEN void grad_tile(A* s, A* dp, std::int64_t rows, std::int64_t ld, const A* lse, const A* dd,
+                                  bool keep_p) {
+#if KDLOSS_ATTENTION_ISA_KERNELS
+  switch (attention_isa()) {
+    case 4: return grad_tile_v4(s, dp, rows, ld, lse, dd, keep_p);
+    case 3: return grad_tile_v3(s, dp, rows, ld, lse, dd, keep_p);
+    default: return grad_tile_at<A, 16>(s, dp, rows, ld, lse, dd, keep_p);
+  }
+#else
+  grad_tile_at<A, 64>(s, dp, rows, ld, lse, dd, keep_p);
+#endif
 }
 
 }  // namespace KDLOSS_CPU_ISA_NAMESPACE

@@ -38,6 +38,13 @@
 #include "kdloss/expr/attention.hpp"
 #include "kdloss/expr/matmul.hpp"
 
+// clang warns at every 64-byte vector passed between these inline functions that the ABI would differ
+// without AVX-512 (no call crosses a compiled boundary: the kernels are flattened): off for this header.
+#if defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wpsabi"
+#endif
+
 namespace kdloss::backend::cpu {
 namespace attention_detail {
 
@@ -673,3 +680,7 @@ void attention_backward(const expr::AttentionBackward<T, Acc>& g, void* scratch,
 }
 
 }  // namespace kdloss::backend::cpu
+
+#if defined(__clang__)
+#pragma clang diagnostic pop
+#endif

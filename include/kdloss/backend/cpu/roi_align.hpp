@@ -174,12 +174,11 @@ void avg_plane(const RoiAlignPass<T>& P, const typename Scratch<A>::Tables& t, A
         for (std::int64_t q = 0; q < P.PW; ++q) {
           const std::int64_t f0 = t.xb[q], n = t.xb[q + 1] - f0;
           A s = 0;
-          if (xs3 == 1 && t.xdense[q]) {  // consecutive cells: a contiguous, vectorised dot product
+          if (xs3 == 1 && t.xdense[q]) {  // consecutive cells: a contiguous dot product
+            // In index order, as the strided branch below: a SIMD reduction would sum in lanes, and the
+            // bits would depend on the layout (they did at -O2 with `omp simd reduction`).
             const T* src = row + t.xi[f0];
             const A* w = t.xw + f0;
-#if KDLOSS_OPENMP
-#pragma omp simd reduction(+ : s)
-#endif
             for (std::int64_t f = 0; f < n; ++f) s += w[f] * static_cast<A>(src[f]);
           } else {
             for (std::int64_t f = f0; f < f0 + n; ++f) s += t.xw[f] * static_cast<A>(row[t.xi[f] * xs3]);

@@ -33,12 +33,13 @@ bash scripts/gpu_check.sh --configure-only >/dev/null
 bash scripts/gpu_check_selftest.sh
 
 stage "host tests under ASan + UBSan"
-cmake --preset asan >/dev/null
-cmake --build --preset asan -j "$jobs" --target kdloss_tests
-# The fuzzer's build is one translation unit on one core: it runs beside the ASan tests.
+# The fuzzer's build is one translation unit on one core: it runs beside the ASan build and tests, so
+# no core idles while the last ASan objects, the link and the single-process tests run.
 mkdir -p build
 bash fuzz/run.sh --build-only >build/fuzz_build.log 2>&1 &
 fuzz_build=$!
+cmake --preset asan >/dev/null
+cmake --build --preset asan -j "$jobs" --target kdloss_tests
 asan_rc=0
 ctest --preset asan || asan_rc=$?
 fuzz_build_rc=0

@@ -85,6 +85,8 @@ void for_each_task(std::int64_t per, std::int64_t nc, F&& fn) {
   const std::int64_t tasks = tasks_of(per);
 #if KDLOSS_OPENMP
 #pragma omp parallel for schedule(static) if (per * nc > kParallelThreshold && tasks > 1)
+#else
+  (void)nc;  // only the threading decision reads it
 #endif
   for (std::int64_t t = 0; t < tasks; ++t) fn(t, t * kChannelBlock, std::min(per, (t + 1) * kChannelBlock));
 }

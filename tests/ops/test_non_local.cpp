@@ -428,22 +428,25 @@ TEST_CASE("non_local: bad input throws naming the argument and writes nothing") 
 
 TEST_CASE("non_local: bits do not depend on the thread count") {
 #if KDLOSS_OPENMP
-  for (RMode mode : kModes) {
-    const Case c(2, 8, 9, 11, 4, mode, 2);
-    const int old = omp_get_max_threads();
-    omp_set_num_threads(1);
-    const auto r1 = run_block<float>(c, Run::fused);
-    omp_set_num_threads(2);
-    const auto r2 = run_block<float>(c, Run::fused);
-    omp_set_num_threads(old);
-    CHECK(r1.z == r2.z);
-    CHECK(r1.x == r2.x);
-    CHECK(r1.p.g_w == r2.p.g_w);
-    CHECK(r1.p.theta_w == r2.p.theta_w);
-    CHECK(r1.p.concat_w == r2.p.concat_w);
-    CHECK(r1.p.out_w == r2.p.out_w);
-    CHECK(r1.p.bn_w == r2.p.bn_w);
-  }
+  // The second shape is large enough for the pooled projections' backward to split its channels (73
+  // of them, unevenly) among the threads: windows of 64 positions, each x strip 512 values per channel.
+  for (RMode mode : kModes)
+    for (const Case& c : {Case(2, 8, 9, 11, 4, mode, 2), Case(1, 73, 16, 64, 8, mode, 8)}) {
+      CAPTURE(c.ref.C);
+      const int old = omp_get_max_threads();
+      omp_set_num_threads(1);
+      const auto r1 = run_block<float>(c, Run::fused);
+      omp_set_num_threads(2);
+      const auto r2 = run_block<float>(c, Run::fused);
+      omp_set_num_threads(old);
+      CHECK(r1.z == r2.z);
+      CHECK(r1.x == r2.x);
+      CHECK(r1.p.g_w == r2.p.g_w);
+      CHECK(r1.p.theta_w == r2.p.theta_w);
+      CHECK(r1.p.concat_w == r2.p.concat_w);
+      CHECK(r1.p.out_w == r2.p.out_w);
+      CHECK(r1.p.bn_w == r2.p.bn_w);
+    }
 #else
   MESSAGE("built without OpenMP: one thread only");
 #endif
@@ -704,7 +707,7 @@ TEST_CASE("non_local: the fused pooled-projection backward gives the same bits f
     st.lin.grad_bias = host_view(db.data(), {m});
     st.lin.options.param_grads.beta = 1.0;
     std::vector<unsigned char> scratch(ops::detail::pooled_projection_back_bytes(st) + 64);
-    ops::detail::pooled_projection_back(st, scratch.data());
+    ops::detail::pooled_projection_back(st, scratch.data(), scratch.size());
     // back to NCHW order
     std::vector<float> out(gx.size());
     for (std::int64_t b = 0; b < B; ++b)

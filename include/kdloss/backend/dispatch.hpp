@@ -4,8 +4,10 @@
 #include <cstdint>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include "kdloss/backend/cpu/executor.hpp"
+#include "kdloss/backend/cpu/parallel.hpp"
 #include "kdloss/backend/cpu/pooling.hpp"
 #include "kdloss/backend/cpu/rowwise.hpp"
 #include "kdloss/backend/cuda/launch.hpp"
@@ -42,6 +44,16 @@ void require_backend(const char* fn, Device device) {
             device.str());
   (void)fn;
   (void)device;
+}
+
+/// Threads a host-only step of an op may use: its per-thread scratch is carved for this many.
+inline int host_threads() { return backend::cpu::max_threads(); }
+
+/// f(task) for every task in [0, tasks) on the host threads, each task on one thread, in parallel when
+/// the step touches more than backend::cpu::kParallelThreshold elements (`work`).
+template <class F>
+void host_run_tasks(std::int64_t tasks, std::int64_t work, F&& f) {
+  backend::cpu::run_tasks(tasks, work > backend::cpu::kParallelThreshold, std::forward<F>(f));
 }
 
 /// Scratch of a full reduction: per-block partial sums on the GPU, nothing on the host.

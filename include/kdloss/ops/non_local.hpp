@@ -341,29 +341,41 @@ struct PooledProjectionBack {
   const char* lin_label = "";  // the projection's step name (the pooling's is the step's label)
 };
 
-/// Host scratch of pooled_projection_back, in carve order: for the channel-major walk, per window row the
-/// argmax offsets into the strip's tile [m, Wp] (int64), then W^T and dW^T [C, m], db [m], the row's pooled
-/// gradients [m, Wp], the strip of x, its gradient and that gradient's starting values [s, Wp s] (acc_t<T>);
-/// the position-major walk (channels-last x) reuses the same room for one window of x and of its gradient
-/// [s^2, C], W and dW [m, C], db [m] and s^2 flags.
+/// Host scratch of pooled_projection_back's channel-major walk for `slots` threads, in carve order: per
+/// window row the argmax offsets into the strip's tile [m, Wp] (int64), then W^T and dW^T [C, m], db [m],
+/// the row's pooled gradients [m, Wp], the tile's starting values [s, Wp s], and per thread the strip of x
+/// and its gradient [s, Wp s] (acc_t<T>).
+template <class T>
+std::int64_t pooled_projection_planes_bytes(const PooledProjectionBack<T>& st, std::int64_t slots) {
+  const std::int64_t C = st.lin.x.shape[1], m = st.lin.weight.shape[0];
+  const std::int64_t s = st.pool.options.stride, Wp = st.pool.grad_y.shape[3];
+  const std::int64_t row = Wp * m, tile = s * Wp * s;
+  return row * 8 + (2 * m * C + m + row + tile + 2 * tile * slots) * static_cast<std::int64_t>(sizeof(acc_t<T>));
+}
+
+/// Host scratch of pooled_projection_back: the channel-major walk's for every host thread, or the
+/// position-major walk's (channels-last x), which reuses the same room for one window of x and of its
+/// gradient [s^2, C], W and dW [m, C], db [m] and s^2 flags.
 template <class T>
 std::size_t pooled_projection_back_bytes(const PooledProjectionBack<T>& st) {
   const std::int64_t C = st.lin.x.shape[1], m = st.lin.weight.shape[0];
-  const std::int64_t s = st.pool.options.stride, k = s * s, Wp = st.pool.grad_y.shape[3];
-  const std::int64_t row = Wp * m, tile = s * Wp * s;
-  const std::int64_t planes = row * 8 + (2 * m * C + m + row + 3 * tile) * static_cast<std::int64_t>(sizeof(acc_t<T>));
+  const std::int64_t s = st.pool.options.stride, k = s * s;
+  const std::int64_t planes = pooled_projection_planes_bytes(st, kdloss::detail::host_threads());
   const std::int64_t windows = (2 * k * C + 2 * m * C + m) * static_cast<std::int64_t>(sizeof(acc_t<T>)) + k;
   return static_cast<std::size_t>(std::max(planes, windows));
 }
 
-/// The fused host backward of a PooledProjectionBack (see there). Windows run in order, one thread: the
-/// bits do not depend on the thread count, nor on the walk (each sum runs in the same order in both).
+/// The fused host backward of a PooledProjectionBack (see there), with `bytes` of scratch at `scratch`.
+/// Each sum runs in the same order whatever the walk and the thread count, so the bits depend on neither:
+/// the channel-major walk splits each window row's channels among the threads (a channel's W gradient
+/// and its strip of grad x belong to one thread; b's gradient is summed before, on one); the
+/// position-major walk runs one window at a time on one thread.
 /// Only the argmax positions feed W's gradient (where the dense product would also multiply the zero
 /// gradient elsewhere by x: equal unless x holds inf or NaN there). Channel-major x (NCHW) with windows of
 /// at least m positions is walked one channel plane at a time per window row, the strip of s rows copied in
 /// order and gathered at the argmaxes; otherwise (channels-last x, small windows) one window at a time.
 template <class T>
-void pooled_projection_back(const PooledProjectionBack<T>& st, void* scratch) {
+void pooled_projection_back(const PooledProjectionBack<T>& st, void* scratch, std::size_t bytes) {
   using A = acc_t<T>;
   const LinearArgs<T>& l = st.lin;
   const View<const T>& x = l.x;
@@ -394,14 +406,17 @@ void pooled_projection_back(const PooledProjectionBack<T>& st, void* scratch) {
   std::int64_t dwo = C, dwc = 1;
   if (channel_major) {
     const std::int64_t row = m * Wp, cols = Wp * s, tile = s * cols;
+    // As many threads as the scratch was carved for (a workspace sized for fewer runs on fewer).
+    std::int64_t slots = kdloss::detail::host_threads();
+    while (slots > 1 && pooled_projection_planes_bytes(st, slots) > static_cast<std::int64_t>(bytes)) --slots;
+    const std::int64_t tasks = std::max<std::int64_t>(1, std::min(slots, C));
     auto* toff = static_cast<std::int64_t*>(scratch);
     A* wt = reinterpret_cast<A*>(toff + row);
     dw = wt + m * C;
     db = dw + m * C;
     A* gv = db + m;
-    A* xt = gv + row;
-    A* acc = xt + tile;
-    A* start = acc + tile;
+    A* start = gv + row;
+    A* strips = start + tile;  // per task: the strip of x, then its gradient
     dwo = 1, dwc = m;
     std::fill(dw, dw + m * C, A(0));
     std::fill(db, db + m, A(0));
@@ -425,50 +440,54 @@ void pooled_projection_back(const PooledProjectionBack<T>& st, void* scratch) {
         if (want_x) {
           std::fill(start, start + tile, A(-0.0));
           for (std::int64_t i = 0; i < row; ++i) start[toff[i]] = A(0);
-          std::copy(start, start + tile, acc);
         }
-        for (std::int64_t c = 0; c < C; ++c) {
-          if (want_w) {
-            // The strip read in order first (the prefetcher follows it), then gathered at the argmaxes.
-            const T* xc = x.data + b * xs[0] + c * xs[1] + hp * s * xs[2];
-            for (std::int64_t kh = 0; kh < s; ++kh) {
-              const T* __restrict in = xc + kh * xs[2];
-              A* __restrict to = xt + kh * cols;
-              if (xs[3] == 1)
-                for (std::int64_t col = 0; col < cols; ++col) to[col] = static_cast<A>(in[col]);
-              else
-                for (std::int64_t col = 0; col < cols; ++col) to[col] = static_cast<A>(in[col * xs[3]]);
+        kdloss::detail::host_run_tasks(tasks, C * tile, [&](std::int64_t task) {
+          A* xt = strips + 2 * tile * task;
+          A* acc = xt + tile;
+          if (want_x) std::copy(start, start + tile, acc);
+          for (std::int64_t c = C * task / tasks, c_end = C * (task + 1) / tasks; c < c_end; ++c) {
+            if (want_w) {
+              // The strip read in order first (the prefetcher follows it), then gathered at the argmaxes.
+              const T* xc = x.data + b * xs[0] + c * xs[1] + hp * s * xs[2];
+              for (std::int64_t kh = 0; kh < s; ++kh) {
+                const T* __restrict in = xc + kh * xs[2];
+                A* __restrict to = xt + kh * cols;
+                if (xs[3] == 1)
+                  for (std::int64_t col = 0; col < cols; ++col) to[col] = static_cast<A>(in[col]);
+                else
+                  for (std::int64_t col = 0; col < cols; ++col) to[col] = static_cast<A>(in[col * xs[3]]);
+              }
+              A* d = dw + c * m;
+              for (std::int64_t o = 0; o < m; ++o) {
+                const A* __restrict g = gv + o * Wp;
+                const std::int64_t* __restrict off = toff + o * Wp;
+                A sum = d[o];
+                for (std::int64_t wp = 0; wp < Wp; ++wp) sum += g[wp] * xt[off[wp]];
+                d[o] = sum;
+              }
             }
-            A* d = dw + c * m;
+            if (!want_x) continue;
+            const A* __restrict wc = wt + c * m;
             for (std::int64_t o = 0; o < m; ++o) {
               const A* __restrict g = gv + o * Wp;
               const std::int64_t* __restrict off = toff + o * Wp;
-              A sum = d[o];
-              for (std::int64_t wp = 0; wp < Wp; ++wp) sum += g[wp] * xt[off[wp]];
-              d[o] = sum;
+              const A wo = wc[o];
+              for (std::int64_t wp = 0; wp < Wp; ++wp) acc[off[wp]] += g[wp] * wo;
             }
+            T* gxc = gx.data + b * gx.strides[0] + c * gx.strides[1] + hp * s * gx.strides[2];
+            const std::int64_t gs3 = gx.strides[3];
+            for (std::int64_t kh = 0; kh < s; ++kh) {
+              T* __restrict r = gxc + kh * gx.strides[2];
+              const A* __restrict v = acc + kh * cols;
+              if (gs3 == 1)
+                for (std::int64_t col = 0; col < cols; ++col) r[col] = static_cast<T>(static_cast<A>(r[col]) + v[col]);
+              else
+                for (std::int64_t col = 0; col < cols; ++col)
+                  r[col * gs3] = static_cast<T>(static_cast<A>(r[col * gs3]) + v[col]);
+            }
+            std::copy(start, start + tile, acc);
           }
-          if (!want_x) continue;
-          const A* __restrict wc = wt + c * m;
-          for (std::int64_t o = 0; o < m; ++o) {
-            const A* __restrict g = gv + o * Wp;
-            const std::int64_t* __restrict off = toff + o * Wp;
-            const A wo = wc[o];
-            for (std::int64_t wp = 0; wp < Wp; ++wp) acc[off[wp]] += g[wp] * wo;
-          }
-          T* gxc = gx.data + b * gx.strides[0] + c * gx.strides[1] + hp * s * gx.strides[2];
-          const std::int64_t gs3 = gx.strides[3];
-          for (std::int64_t kh = 0; kh < s; ++kh) {
-            T* __restrict r = gxc + kh * gx.strides[2];
-            const A* __restrict v = acc + kh * cols;
-            if (gs3 == 1)
-              for (std::int64_t col = 0; col < cols; ++col) r[col] = static_cast<T>(static_cast<A>(r[col]) + v[col]);
-            else
-              for (std::int64_t col = 0; col < cols; ++col)
-                r[col * gs3] = static_cast<T>(static_cast<A>(r[col * gs3]) + v[col]);
-          }
-          std::copy(start, start + tile, acc);
-        }
+        });
       }
   } else {
     A* xw = static_cast<A*>(scratch);
@@ -1030,7 +1049,7 @@ void non_local(const NonLocalArgs<T>& args, Mode mode, const Exec& exec = {}) {
                                        std::tuple{step.out});
     } else if constexpr (std::is_same_v<S, detail::PooledProjectionBack<T>>) {
       if (args.x.device.is_host()) {
-        detail::pooled_projection_back(step, p.scratch);
+        detail::pooled_projection_back(step, p.scratch, p.scratch_bytes);
       } else {
         max_pool2d(step.pool, m, inner);
         linear(step.lin, m, inner);

@@ -84,4 +84,15 @@ double ordered_sum(std::int64_t tasks, bool parallel, F&& f) {
   return total;
 }
 
+/// f(task) for every task in [0, tasks), each task on one thread; the threads share the tasks when
+/// `parallel`. What a task writes must not depend on which thread runs it.
+template <class F>
+void run_tasks(std::int64_t tasks, bool parallel, F&& f) {
+#if KDLOSS_OPENMP
+#pragma omp parallel for schedule(static) if (parallel && tasks > 1)
+#endif
+  for (std::int64_t t = 0; t < tasks; ++t) f(t);
+  (void)parallel;
+}
+
 }  // namespace kdloss::backend::cpu

@@ -409,7 +409,7 @@ void pooled_projection_back(const PooledProjectionBack<T>& st, void* scratch, st
     // As many threads as the scratch was carved for (a workspace sized for fewer runs on fewer).
     std::int64_t slots = kdloss::detail::host_threads();
     while (slots > 1 && pooled_projection_planes_bytes(st, slots) > static_cast<std::int64_t>(bytes)) --slots;
-    const std::int64_t tasks = std::max<std::int64_t>(1, std::min(slots, C));
+    const std::int64_t tasks = std::min(slots, C);  // both at least 1
     auto* toff = static_cast<std::int64_t*>(scratch);
     A* wt = reinterpret_cast<A*>(toff + row);
     dw = wt + m * C;

@@ -82,13 +82,8 @@ inline std::int64_t tasks_of(std::int64_t per_channel) { return (per_channel + k
 /// elements, on the host threads (each task writes only its own partials).
 template <class F>
 void for_each_task(std::int64_t per, std::int64_t nc, F&& fn) {
-  const std::int64_t tasks = tasks_of(per);
-#if KDLOSS_OPENMP
-#pragma omp parallel for schedule(static) if (per * nc > kParallelThreshold && tasks > 1)
-#else
-  (void)nc;  // only the threading decision reads it
-#endif
-  for (std::int64_t t = 0; t < tasks; ++t) fn(t, t * kChannelBlock, std::min(per, (t + 1) * kChannelBlock));
+  run_tasks(tasks_of(per), per * nc > kParallelThreshold,
+            [&](std::int64_t t) { fn(t, t * kChannelBlock, std::min(per, (t + 1) * kChannelBlock)); });
 }
 
 }  // namespace channel_detail

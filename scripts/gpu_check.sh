@@ -48,7 +48,8 @@ cmake_args() {  # the GPU build, finding its dependencies in .gpu_carry/ only
   echo -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKDLOSS_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DKDLOSS_BUILD_EXAMPLES=OFF -DKDLOSS_TEST_HOST_OPT=-O1 \
     -DEigen3_DIR="$CARRY/usr/share/eigen3/cmake" -Ddoctest_DIR="$CARRY/usr/lib/cmake/doctest" \
-    -Dbenchmark_DIR="$lib/cmake/benchmark"
+    -Dbenchmark_DIR="$lib/cmake/benchmark" -DCMAKE_CXX_FLAGS=-isystem$CARRY/dlpack_include \
+    -DCMAKE_CUDA_FLAGS=-isystem=$CARRY/dlpack_include
 }
 
 prepare() {
@@ -58,6 +59,7 @@ prepare() {
     "$CARRY/usr/lib/x86_64-linux-gnu/cmake" "$CARRY/wheels"
   local lib=/usr/lib/x86_64-linux-gnu
   cp -rL /usr/include/eigen3 /usr/include/doctest /usr/include/benchmark "$CARRY/usr/include/"
+  mkdir -p "$CARRY/dlpack_include" && cp -rL /usr/include/dlpack "$CARRY/dlpack_include/"  # kdloss/interop/dlpack.hpp
   cp -rL /usr/share/eigen3 "$CARRY/usr/share/"
   cp -rL /usr/lib/cmake/doctest "$CARRY/usr/lib/cmake/"
   cp -rL $lib/cmake/benchmark "$CARRY/usr/lib/x86_64-linux-gnu/cmake/"
@@ -75,7 +77,7 @@ prepare() {
 }
 
 configure() {
-  [[ -f $CARRY/usr/include/eigen3/Eigen/Core ]] || { echo "gpu_check: $CARRY is empty: run --prepare here first" >&2; exit 2; }
+  [[ -f $CARRY/usr/include/eigen3/Eigen/Core && -f $CARRY/dlpack_include/dlpack/dlpack.h ]] || { echo "gpu_check: $CARRY is empty: run --prepare here first" >&2; exit 2; }
   # shellcheck disable=SC2046
   cmake $(cmake_args)
 }
@@ -247,7 +249,15 @@ if ((bridge_rc == 0)); then
   run_stage "stage 2: CUDA bridge pytest (python/tests/test_cuda*.py)" 150 "$LOGS/bridge_cuda.log" \
     "$python" -m pytest python/tests/test_cuda*.py -q -rs --maxfail=30 -p no:cacheprovider ${timeout_opt[@]+"${timeout_opt[@]}"} \
     --junitxml="$LOGS/bridge_cuda.xml"
+  stage2_rc=$?
   tail -3 "$LOGS/bridge_cuda.log" | sed 's/^/    /' >>"$REPORT"
+  if ((stage2_rc > 128 && stage2_rc != 137)); then  # a crash: where, with Python's and the native stack
+    run_stage "stage 2 crash diagnosis (import, then cuda-gdb backtrace)" 60 "$LOGS/bridge_crash.log" bash -c '
+      cd python && PYTHONFAULTHANDLER=1 "$0" -c "import torch; print(\"torch\", torch.__version__, flush=True); import kdloss_torch; print(\"kdloss_torch imported\", flush=True); x = torch.randn(8, device=\"cuda\", requires_grad=True); print(kdloss_torch.__file__, flush=True)"
+      echo "exit $?"; command -v cuda-gdb >/dev/null && cuda-gdb -q -batch -ex run -ex bt -ex "info sharedlibrary" --args "$0" -c "import torch, kdloss_torch" 2>&1 | tail -60
+      cd .. && PYTHONFAULTHANDLER=1 timeout 60 "$0" -m pytest python/tests/test_cuda.py -x -q -s -p no:cacheprovider 2>&1 | tail -40' "$python"
+    sed 's/^/    /' "$LOGS/bridge_crash.log" | tail -100 >>"$REPORT"
+  fi
   grep -m5 -A12 '^____' "$LOGS/bridge_cuda.log" | head -60 | sed 's/^/    /' >>"$REPORT"
 else
   note "- stage 2 not run: the CUDA bridge build failed or ran out of time (exit $bridge_rc; bridge_build.log):"

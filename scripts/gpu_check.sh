@@ -98,7 +98,7 @@ gpu_check.sh would run (budget ${BUDGET} s; GPU arch sm_${ARCH}; report $out/gpu
   stage 2 (after the bridge build) $python -m pytest python/tests/test_cuda*.py -q -rs --maxfail=30  (junit: bridge_cuda.xml)
   stage 4 device-to-device copy bandwidth (torch, CUDA events)
           $python bench/compare_torch.py --device cuda --repeats 5
-          (after the benchmark build) ${BENCHES[*]} --benchmark_repetitions=3 --benchmark_min_time=0.05s (JSON -> bench/perf_table.py)
+          (after the benchmark build) ${BENCHES[*]} --benchmark_repetitions=3 --benchmark_min_time=0.05 (JSON -> bench/perf_table.py)
 EOF
 }
 
@@ -226,8 +226,9 @@ if ((build_rc == 0)); then
         -tc="$SANITIZER_CASES"
       grep -m3 -E '^========= (Invalid|Race|ERROR|Uninitialized|Barrier)|ERROR SUMMARY' "$LOGS/sanitizer_$tool.log" |
         sed 's/^/    /' >>"$REPORT"
-      if grep -qE 'Device not supported|Target application returned an error|error 999' "$LOGS/sanitizer_$tool.log" &&
-        ! grep -q 'ERROR SUMMARY' "$LOGS/sanitizer_$tool.log"; then
+      # Each tool ends with its own summary line (ERROR SUMMARY, RACECHECK SUMMARY, ...) when it ran.
+      if grep -qE 'Device not supported|error 999' "$LOGS/sanitizer_$tool.log" &&
+        ! grep -qE '^========= [A-Z]+ SUMMARY' "$LOGS/sanitizer_$tool.log"; then
         note "- stage 3: compute-sanitizer cannot run on this machine (see sanitizer_$tool.log); the other tools skipped"
         break
       fi
@@ -254,7 +255,7 @@ if ((bridge_rc == 0)); then
   if ((stage2_rc > 128 && stage2_rc != 137)); then  # a crash: where, with Python's and the native stack
     run_stage "stage 2 crash diagnosis (import, then cuda-gdb backtrace)" 60 "$LOGS/bridge_crash.log" bash -c '
       cd python && PYTHONFAULTHANDLER=1 "$0" -c "import torch; print(\"torch\", torch.__version__, flush=True); import kdloss_torch; print(\"kdloss_torch imported\", flush=True); x = torch.randn(8, device=\"cuda\", requires_grad=True); print(kdloss_torch.__file__, flush=True)"
-      echo "exit $?"; command -v cuda-gdb >/dev/null && cuda-gdb -q -batch -ex run -ex bt -ex "info sharedlibrary" --args "$0" -c "import torch, kdloss_torch" 2>&1 | tail -60
+      echo "exit $?"; command -v cuda-gdb >/dev/null && cuda-gdb -q -batch -ex run -ex bt --args "$0" -c "import torch, kdloss_torch" 2>&1 | grep -v "^\[New Thread\|^\[Thread" | tail -60
       cd .. && PYTHONFAULTHANDLER=1 timeout 60 "$0" -m pytest python/tests/test_cuda.py -x -q -s -p no:cacheprovider 2>&1 | tail -40' "$python"
     sed 's/^/    /' "$LOGS/bridge_crash.log" | tail -100 >>"$REPORT"
   fi
@@ -292,8 +293,11 @@ PY
   jsons=()
   for b in "${BENCHES[@]}"; do
     if [[ ! -x $BUILD/bench/$b ]]; then note "- **stage 4b: $b**: not built (bench_build.log)"; continue; fi
-    run_stage "stage 4b: $b" 30 "$LOGS/$b.log" "$BUILD/bench/$b" --benchmark_repetitions=3 \
-      --benchmark_report_aggregates_only=true --benchmark_min_time=0.05s --benchmark_out="$LOGS/$b.json" \
+    share=30  # the open issue's two benchmarks have the most cases (the first run cut them at 30 s)
+    [[ $b == kdloss_bench_attention_cuda ]] && share=90
+    [[ $b == kdloss_bench_relation_cuda ]] && share=45
+    run_stage "stage 4b: $b" "$share" "$LOGS/$b.log" "$BUILD/bench/$b" --benchmark_repetitions=3 \
+      --benchmark_report_aggregates_only=true --benchmark_min_time=0.05 --benchmark_out="$LOGS/$b.json" \
       --benchmark_out_format=json && jsons+=("$LOGS/$b.json")
   done
   if ((${#jsons[@]})); then

@@ -13,9 +13,10 @@ trap 'rm -rf "$tmp"' EXIT
 fail() { echo "gpu_check selftest: FAILED: $*" >&2; [[ -f $tmp/out/gpu_check.md ]] && sed 's/^/  | /' "$tmp/out/gpu_check.md" >&2; exit 1; }
 
 repo=$tmp/repo bin=$tmp/bin
-mkdir -p "$repo/scripts" "$repo/python" "$repo/.gpu_carry/usr/include/eigen3/Eigen" "$repo/.gpu_carry/wheels" "$bin"
+mkdir -p "$repo/scripts" "$repo/python" "$repo/.gpu_carry/usr/include/eigen3/Eigen" "$repo/.gpu_carry/dlpack_include/dlpack" \
+  "$repo/.gpu_carry/wheels" "$bin"
 cp "$here/gpu_check.sh" "$repo/scripts/"
-touch "$repo/.gpu_carry/usr/include/eigen3/Eigen/Core"
+touch "$repo/.gpu_carry/usr/include/eigen3/Eigen/Core" "$repo/.gpu_carry/dlpack_include/dlpack/dlpack.h"
 
 # The test binary: three GPU cases (one with a comma in its name); "beta" fails, alone or not; a run of
 # the whole suite fails as a sticky error would make it.

@@ -43,6 +43,23 @@
 #define KDLOSS_CUDA_ENABLED 0
 #endif
 
+// Every kdloss name lives in an inline namespace named after the backends its translation unit
+// compiles. The headers define different function bodies under g++ and nvcc (a .cpp file has no GPU
+// backend), so without the tag a program that mixes .cpp and .cu files holds two definitions of, say,
+// kdloss::mse_loss<float> under one symbol, and the linker keeps either: a .cu file's GPU call could
+// run the host-only one and fail. With it each kind of translation unit links its own definitions.
+// Types differ too: hand kdloss objects across that boundary as raw pointers and shapes, not as
+// kdloss types (CUB tags its namespace the same way, for the same reason).
+#ifndef KDLOSS_ABI_NAMESPACE
+#if KDLOSS_CUDA_ENABLED
+#define KDLOSS_ABI_NAMESPACE abi_v0_cuda
+#elif defined(__CUDACC__)
+#define KDLOSS_ABI_NAMESPACE abi_v0_nvcc_host
+#else
+#define KDLOSS_ABI_NAMESPACE abi_v0_host
+#endif
+#endif
+
 // Host loops use OpenMP when the consumer compiles with it (kdloss::kdloss links it when found).
 #if defined(_OPENMP)
 #define KDLOSS_OPENMP 1

@@ -179,19 +179,22 @@ KDLOSS_GPU_TEST("gaussian_filter: GPU agrees with CPU (forward and adjoint, ever
       CAPTURE(window);
       const Dims fs = filtered(shape, window, pad);
       const auto want = reference_filter(x, shape, window, 1.5, pad);
-      check_close(kdloss_test::filter_on_gpu(1, x, shape, window, 1.5, pad, false), want, 1e-12, 1e-14, "double");
-      check_close(kdloss_test::filter_on_gpu(0, x, shape, window, 1.5, pad, false), want, 1e-5, 1e-6, "float");
-      check_close(kdloss_test::filter_on_gpu(2, x, shape, window, 1.5, pad, false), want, 2e-2, 2e-3, "half");
+      // The padding crosses to the .cu file as its value (option types are per kind of translation unit).
+      const auto on_gpu = [&](int dtype, const std::vector<double>& in, bool adjoint) {
+        return kdloss_test::filter_on_gpu(dtype, in, shape, window, 1.5, static_cast<int>(pad), adjoint);
+      };
+      check_close(on_gpu(1, x, false), want, 1e-12, 1e-14, "double");
+      check_close(on_gpu(0, x, false), want, 1e-5, 1e-6, "float");
+      check_close(on_gpu(2, x, false), want, 2e-2, 2e-3, "half");
       // bfloat16: the reference filters the input as bf16 holds it; the GPU runs two float passes of at
       // most 15 products of float-rounded weights (summing to 1) and |x| <= 1, an error below
       // 2 * 17 * 2^-24 ~ 2e-6 (4e-6 allowed), then rounds the result once to bf16 (2^-8 relative).
       const auto want_bf16 = reference_filter(kdloss_test::as_gpu_dtype(3, x), shape, window, 1.5, pad);
-      check_close(kdloss_test::filter_on_gpu(3, x, shape, window, 1.5, pad, false), want_bf16, std::ldexp(1.0, -8),
-                  4e-6, "bfloat16");
+      check_close(on_gpu(3, x, false), want_bf16, std::ldexp(1.0, -8), 4e-6, "bfloat16");
       const auto y = random_vector<double>(static_cast<std::size_t>(fs.product()), 13);
       std::vector<double> adj(x.size());
       ops::gaussian_filter_backward(host_view(y.data(), fs), host_view(adj.data(), shape), {window, 1.5, pad});
-      check_close(kdloss_test::filter_on_gpu(1, y, shape, window, 1.5, pad, true), adj, 1e-12, 1e-14, "adjoint");
+      check_close(on_gpu(1, y, true), adj, 1e-12, 1e-14, "adjoint");
     }
 #endif
 }

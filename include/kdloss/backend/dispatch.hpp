@@ -24,7 +24,7 @@
 #include "kdloss/backend/cuda/rowwise.cuh"
 #endif
 
-namespace kdloss::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace detail {
 
 /// Element types the host backend computes in (half and bfloat16 are GPU-only).
 template <class... Ts>
@@ -186,4 +186,4 @@ void rowwise(Device device, Stream stream, const Dims& full, int axis, Op op, co
 #endif
 }
 
-}  // namespace kdloss::detail
+} } }  // namespace kdloss::detail

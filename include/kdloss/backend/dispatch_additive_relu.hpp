@@ -5,6 +5,7 @@
 
 #include "kdloss/backend/cpu/additive_relu.hpp"
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/device.hpp"
 #include "kdloss/core/math.hpp"
 #include "kdloss/core/workspace.hpp"
@@ -14,7 +15,7 @@
 #include "kdloss/backend/cuda/additive_relu.cuh"
 #endif
 
-namespace kdloss::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace detail {
 
 /// The GPU's scratch: the scores a [B, N] and b [B, N'] and, for a backward, their gradients, in Acc.
 template <class Acc>
@@ -65,4 +66,4 @@ void additive_relu(Device device, Stream stream, const expr::AdditiveReluPass<T>
 #endif
 }
 
-}  // namespace kdloss::detail
+} } }  // namespace kdloss::detail

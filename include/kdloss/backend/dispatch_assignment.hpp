@@ -6,6 +6,7 @@
 
 #include "kdloss/backend/cpu/assignment.hpp"
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/device.hpp"
 #include "kdloss/expr/assignment.hpp"
 
@@ -13,7 +14,7 @@
 #include "kdloss/backend/cuda/assignment.cuh"
 #endif
 
-namespace kdloss::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace detail {
 
 /// Scratch bytes of a batched assignment on `device`: one slot per problem on the GPU (all problems
 /// run at once), one per host thread on the host.
@@ -40,4 +41,4 @@ void linear_sum_assignment(Device device, Stream stream, const expr::AssignmentB
 #endif
 }
 
-}  // namespace kdloss::detail
+} } }  // namespace kdloss::detail

@@ -6,6 +6,7 @@
 
 #include "kdloss/backend/cpu/attention.hpp"
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/device.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/attention.hpp"
@@ -14,7 +15,7 @@
 #include "kdloss/backend/cuda/attention.cuh"
 #endif
 
-namespace kdloss::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace detail {
 
 /// Scratch bytes of the forward pass on `device` (host: per-thread tiles for max_threads() threads).
 template <class T, class Acc>
@@ -95,4 +96,4 @@ void attention_backward(Device device, const Exec& exec, const expr::AttentionBa
 #endif
 }
 
-}  // namespace kdloss::detail
+} } }  // namespace kdloss::detail

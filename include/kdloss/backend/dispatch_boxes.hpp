@@ -6,6 +6,7 @@
 
 #include "kdloss/backend/cpu/boxes.hpp"
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/device.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/boxes.hpp"
@@ -14,7 +15,7 @@
 #include "kdloss/backend/cuda/boxes.cuh"
 #endif
 
-namespace kdloss::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace detail {
 
 /// Runs `check`, a validation that reads input values (box coordinates), where the host can read them. A GPU
 /// call does not read its inputs back (that would synchronise): the entry documents how such data shows in
@@ -85,4 +86,4 @@ void box_index_sum_host_rows(Device device, Stream stream, std::int64_t n, std::
   box_index_sum<T>(device, stream, n, work_per_item, f, partials, fin, result);
 }
 
-}  // namespace kdloss::detail
+} } }  // namespace kdloss::detail

@@ -19,7 +19,7 @@
 #include "kdloss/backend/cuda/channel_stats.cuh"
 #endif
 
-namespace kdloss::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace detail {
 
 /// Scratch of one per-channel reduction over a [B, C, H, W] space: the GPU's per-slice partials (the
 /// host keeps its own). Sized the same whether or not this translation unit has the CUDA backend.
@@ -93,4 +93,4 @@ void for_each_channel(Device device, Stream stream, std::int64_t n, F f) {
 #endif
 }
 
-}  // namespace kdloss::detail
+} } }  // namespace kdloss::detail

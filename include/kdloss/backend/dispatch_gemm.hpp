@@ -6,6 +6,7 @@
 
 #include "kdloss/backend/cpu/gemm.hpp"
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/device.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/workspace.hpp"
@@ -15,7 +16,7 @@
 #include "kdloss/backend/cuda/gemm.cuh"
 #endif
 
-namespace kdloss::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace detail {
 
 /// Scratch bytes of one product on `device` (host: packed blocks for max_threads() threads; GPU: the
 /// packs of operands cuBLAS cannot read in place, expr::blas_plan).
@@ -72,4 +73,4 @@ void gemm_fill(Device device, const Exec& exec, T* p, std::int64_t n, double val
 #endif
 }
 
-}  // namespace kdloss::detail
+} } }  // namespace kdloss::detail

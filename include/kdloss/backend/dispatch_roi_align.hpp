@@ -5,6 +5,7 @@
 
 #include "kdloss/backend/cpu/roi_align.hpp"
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/device.hpp"
 #include "kdloss/expr/roi_align.hpp"
 
@@ -12,7 +13,7 @@
 #include "kdloss/backend/cuda/roi_align.cuh"
 #endif
 
-namespace kdloss::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace detail {
 
 /// Scratch bytes of P on `device`. Host: the boxes grouped by image and one box's tables per thread
 /// (reads the host boxes). GPU: the per-box geometry and, in max mode, one argmax per output
@@ -39,4 +40,4 @@ void roi_align(Device device, Stream stream, const expr::RoiAlignPass<T>& P, voi
 #endif
 }
 
-}  // namespace kdloss::detail
+} } }  // namespace kdloss::detail

@@ -3,6 +3,7 @@
 #pragma once
 #include "kdloss/backend/cpu/topk.hpp"
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/device.hpp"
 #include "kdloss/expr/topk.hpp"
 
@@ -10,7 +11,7 @@
 #include "kdloss/backend/cuda/topk.cuh"
 #endif
 
-namespace kdloss::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace detail {
 
 /// The k indices of every row of P on `device` (host: torch.topk's CPU order; GPU: torch's CUDA set, in
 /// index order; see expr/topk.hpp).
@@ -28,4 +29,4 @@ void topk_rows(Device device, Stream stream, const expr::TopkRows<T>& P) {
 #endif
 }
 
-}  // namespace kdloss::detail
+} } }  // namespace kdloss::detail

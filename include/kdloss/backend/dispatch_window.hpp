@@ -11,6 +11,7 @@
 #include "kdloss/backend/cpu/window_stats.hpp"
 #include "kdloss/backend/cuda/window_stats_geometry.hpp"
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/device.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/filter.hpp"
@@ -22,7 +23,7 @@
 #include "kdloss/backend/cuda/window_stats.cuh"
 #endif
 
-namespace kdloss::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace detail {
 
 #if KDLOSS_CUDA_ENABLED
 #define KDLOSS_DISPATCH_CUDA(device, ...)      \
@@ -218,4 +219,4 @@ void store_sum(Device device, Stream stream, const double* vals, std::int64_t n,
 #undef KDLOSS_DISPATCH_CUDA
 #endif
 
-}  // namespace kdloss::detail
+} } }  // namespace kdloss::detail

@@ -3,6 +3,7 @@
 #pragma once
 #include "kdloss/backend/cpu/window_max.hpp"
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/device.hpp"
 #include "kdloss/expr/window_max.hpp"
 
@@ -10,7 +11,7 @@
 #include "kdloss/backend/cuda/window_max.cuh"
 #endif
 
-namespace kdloss::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace detail {
 
 /// Runs one window-maximum pass on `device` (nothing when it has no plane). No workspace on either
 /// backend: the host keeps a chunk of one output row on the stack, the GPU nothing between kernels.
@@ -29,4 +30,4 @@ void window_max(Device device, Stream stream, const expr::WindowMaxPass<T, I>& P
 #endif
 }
 
-}  // namespace kdloss::detail
+} } }  // namespace kdloss::detail

@@ -5,14 +5,15 @@
 //   kdloss::store_as(out_ptr, v);                // rounds to nearest for half and bfloat16
 //   double d = kdloss::convert<double>(v);
 #pragma once
-#include "kdloss/config.hpp"
 
 #if KDLOSS_CUDA_ENABLED
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include "kdloss/config.hpp"
 #endif
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 
 namespace detail {
 template <class To, class From>
@@ -69,4 +70,4 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE void store_as(T* p, Acc v) {
   *p = convert<T>(v);
 }
 
-}  // namespace kdloss
+} }  // namespace kdloss

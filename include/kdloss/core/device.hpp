@@ -2,9 +2,10 @@
 #pragma once
 #include <string>
 
+#include "kdloss/config.hpp"
 #include "kdloss/core/error.hpp"
 
-namespace kdloss {
+namespace kdloss {  // a vocabulary type: outside the ABI namespace (core/error.hpp)
 
 enum class DeviceKind { host, cuda };
 

@@ -14,9 +14,10 @@
 #pragma once
 #include <cstddef>
 
+#include "kdloss/config.hpp"
 #include "kdloss/core/view.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 
 /// What one call computes. forward writes the value; backward reads the upstream gradient
 /// (`grad_out`) and writes the gradients; forward_backward writes the value and the gradients of the
@@ -81,4 +82,4 @@ struct Reserve {
   std::size_t bytes = 0;
 };
 
-}  // namespace kdloss
+} }  // namespace kdloss

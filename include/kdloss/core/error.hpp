@@ -5,6 +5,10 @@
 #include <stdexcept>
 #include <string>
 
+#include "kdloss/config.hpp"
+
+// Error and the vocabulary types (View, Dims, Device, Stream, Workspace, BlasHandle, Exec) stay outside the
+// ABI namespace (config.hpp): a .cpp file can hand them to a .cu file and catch its errors.
 namespace kdloss {
 
 /// Thrown by every entry point on bad input, before any output is written.
@@ -17,7 +21,7 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
-namespace detail {
+namespace error_detail {  // the checks of the untagged types; the rest of kdloss calls them as detail::
 
 template <class... Parts>
 [[noreturn]] inline void fail(const Parts&... parts) {
@@ -31,5 +35,12 @@ inline void require(bool ok, const Parts&... parts) {
   if (!ok) fail(parts...);
 }
 
+}  // namespace error_detail
+
+inline namespace KDLOSS_ABI_NAMESPACE {
+namespace detail {
+using error_detail::fail;
+using error_detail::require;
 }  // namespace detail
+}  // namespace KDLOSS_ABI_NAMESPACE
 }  // namespace kdloss

@@ -8,7 +8,7 @@
 
 #include "kdloss/config.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 
 /// Accumulation type: at least fp32 (half and bfloat16 inputs accumulate in float).
 template <class T>
@@ -111,4 +111,4 @@ KDLOSS_HOST_DEVICE KDLOSS_FORCEINLINE auto select(const C& cond, const A& a, con
 }
 
 }  // namespace math
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -41,7 +41,7 @@
 #pragma clang diagnostic ignored "-Wpsabi"
 #endif
 
-namespace kdloss::math {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace math {
 
 namespace packet_detail {
 
@@ -255,7 +255,7 @@ struct Packet {
   }
 };
 
-}  // namespace kdloss::math
+} } }  // namespace kdloss::math
 
 #if defined(__clang__)
 #pragma clang diagnostic pop

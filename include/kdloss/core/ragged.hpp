@@ -4,10 +4,11 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kdloss/config.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 
 /// Index element types: int32 and int64, as DLPack and PyTorch hand them over.
 template <class T>
@@ -62,4 +63,4 @@ void check_segments(const Checker& ck, const Segments<I>& seg, const char* arg, 
 }
 
 }  // namespace detail
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -2,7 +2,9 @@
 #pragma once
 #include <string>
 
-namespace kdloss {
+#include "kdloss/config.hpp"
+
+namespace kdloss {  // Reduction is a vocabulary type: outside the ABI namespace (core/error.hpp)
 
 /// How a per-element loss becomes its output, as PyTorch names it.
 /// batchmean (sum / size of dim 0) exists for the KL divergence only.

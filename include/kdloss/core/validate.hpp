@@ -4,10 +4,11 @@
 #include <string>
 #include <utility>
 
+#include "kdloss/config.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/view.hpp"
 
-namespace kdloss::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace detail {
 
 /// Names the function in every message; each check names the argument and the shapes.
 struct Checker {
@@ -77,4 +78,4 @@ struct Checker {
   }
 };
 
-}  // namespace kdloss::detail
+} } }  // namespace kdloss::detail

@@ -13,7 +13,7 @@
 #include "kdloss/core/device.hpp"
 #include "kdloss/core/error.hpp"
 
-namespace kdloss {
+namespace kdloss {  // a vocabulary type: outside the ABI namespace (core/error.hpp)
 
 /// A shape or a stride list: at most kMaxRank extents.
 struct Dims {
@@ -22,7 +22,7 @@ struct Dims {
 
   Dims() = default;
   Dims(std::initializer_list<std::int64_t> list) {
-    detail::require(list.size() <= static_cast<std::size_t>(kMaxRank), "kdloss: rank ", list.size(),
+    error_detail::require(list.size() <= static_cast<std::size_t>(kMaxRank), "kdloss: rank ", list.size(),
                     " exceeds the maximum rank ", kMaxRank);
     rank = static_cast<int>(list.size());
     std::copy(list.begin(), list.end(), v.begin());
@@ -31,7 +31,7 @@ struct Dims {
   static Dims from(It first, It last) {
     Dims d;
     for (; first != last; ++first) {
-      detail::require(d.rank < kMaxRank, "kdloss: rank exceeds the maximum rank ", kMaxRank);
+      error_detail::require(d.rank < kMaxRank, "kdloss: rank exceeds the maximum rank ", kMaxRank);
       d.v[d.rank++] = static_cast<std::int64_t>(*first);
     }
     return d;
@@ -89,10 +89,10 @@ struct View {
 
   View() = default;
   View(T* d, Dims sh, Dims st, Device dev) : data(d), shape(sh), strides(st), device(dev) {
-    detail::require(shape.rank == strides.rank, "kdloss: a view's shape ", shape.str(), " and strides ",
+    error_detail::require(shape.rank == strides.rank, "kdloss: a view's shape ", shape.str(), " and strides ",
                     strides.str(), " differ in rank");
     for (int i = 0; i < shape.rank; ++i)
-      detail::require(shape.v[i] >= 0, "kdloss: a view's shape ", shape.str(), " has a negative extent");
+      error_detail::require(shape.v[i] >= 0, "kdloss: a view's shape ", shape.str(), " has a negative extent");
   }
   /// Views of `T` convert to views of `const T`.
   template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>>>

@@ -4,10 +4,11 @@
 #include <cstdint>
 #include <memory>
 
+#include "kdloss/config.hpp"
 #include "kdloss/core/device.hpp"
 #include "kdloss/core/error.hpp"
 
-namespace kdloss {
+namespace kdloss {  // Workspace, BlasHandle and Exec: vocabulary types, outside the ABI namespace
 
 /// Scratch memory on the same device as the call's views. Query the size first:
 ///
@@ -41,6 +42,7 @@ struct Exec {
   BlasHandle blas{};
 };
 
+inline namespace KDLOSS_ABI_NAMESPACE {
 namespace detail {
 
 inline constexpr std::size_t kWorkspaceAlignment = 256;
@@ -97,4 +99,5 @@ inline void* resolve_workspace(const char* fn, Device device, const Workspace& w
 }
 
 }  // namespace detail
+}  // namespace KDLOSS_ABI_NAMESPACE
 }  // namespace kdloss

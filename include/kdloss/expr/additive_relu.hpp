@@ -16,9 +16,10 @@
 #pragma once
 #include <cstdint>
 
+#include "kdloss/config.hpp"
 #include "kdloss/expr/matmul.hpp"
 
-namespace kdloss::expr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace expr {
 
 template <class T>
 struct AdditiveReluPass {
@@ -38,4 +39,4 @@ struct AdditiveReluPass {
   bool backward() const { return dy.data != nullptr; }
 };
 
-}  // namespace kdloss::expr
+} } }  // namespace kdloss::expr

@@ -7,7 +7,7 @@
 
 #include "kdloss/config.hpp"
 
-namespace kdloss::expr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace expr {
 
 /// Per-problem status codes written to the status view (int64).
 namespace assignment_status {
@@ -111,4 +111,4 @@ KDLOSS_HOST_DEVICE inline void problem_size(const AssignmentBatch<T>& P, std::in
   nc = P.cols ? P.cols[b * P.cols_stride] : P.Tn;
 }
 
-}  // namespace kdloss::expr
+} } }  // namespace kdloss::expr

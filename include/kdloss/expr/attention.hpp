@@ -22,9 +22,10 @@
 #pragma once
 #include <cstdint>
 
+#include "kdloss/config.hpp"
 #include "kdloss/expr/matmul.hpp"
 
-namespace kdloss::expr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace expr {
 
 template <class T, class Acc>
 struct AttentionForward {
@@ -44,4 +45,4 @@ struct AttentionBackward {
   double scale = 1.0;
 };
 
-}  // namespace kdloss::expr
+} } }  // namespace kdloss::expr

@@ -4,7 +4,7 @@
 #include "kdloss/config.hpp"
 #include "kdloss/core/math.hpp"
 
-namespace kdloss::expr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace expr {
 
 /// The identity: a reduction's term as it is (a sum of the values), or a transform's copy (out = in).
 struct Identity {
@@ -29,4 +29,4 @@ struct Zero {
   }
 };
 
-}  // namespace kdloss::expr
+} } }  // namespace kdloss::expr

@@ -23,7 +23,7 @@
 
 #include "kdloss/config.hpp"
 
-namespace kdloss::expr::boxes {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace expr::boxes {
 
 /// Box coordinate layouts, as torchvision.ops.box_convert names them.
 enum class BoxFormat { xyxy, cxcywh, xywh };
@@ -209,4 +209,4 @@ KDLOSS_HOST_DEVICE A l1_giou_cost(A cost, const A p[4], const A px[4], const A y
   return cost;
 }
 
-}  // namespace kdloss::expr::boxes
+} } }  // namespace kdloss::expr::boxes

@@ -16,7 +16,7 @@
 #include "kdloss/config.hpp"
 #include "kdloss/core/view.hpp"
 
-namespace kdloss::expr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace expr {
 
 /// Per-channel coefficients of out[b, c, h, w] = scale_g[c] * g + scale_x[c] * (x - center[c]) + shift[c],
 /// arrays of C doubles on the call's device. A null scale drops its term (its input is not read), a
@@ -58,4 +58,4 @@ View<T> as_channel_space(const View<T>& v) {
   return v;
 }
 
-}  // namespace kdloss::expr
+} } }  // namespace kdloss::expr

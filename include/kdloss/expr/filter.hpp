@@ -18,7 +18,7 @@
 
 #include "kdloss/config.hpp"
 
-namespace kdloss::expr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace expr {
 
 /// Most taps a window may have (compile-time bound of the filter loops and kernels).
 inline constexpr int kMaxWindow = 15;
@@ -112,4 +112,4 @@ inline AxisPlan identity_axis(std::int64_t n) {
   return a;
 }
 
-}  // namespace kdloss::expr
+} } }  // namespace kdloss::expr

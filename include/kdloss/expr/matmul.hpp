@@ -12,7 +12,7 @@
 
 #include "kdloss/config.hpp"
 
-namespace kdloss::expr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace expr {
 
 /// One operand: element (b, r, c) lives at data[b * batch + r * row + c * col].
 template <class T>
@@ -113,4 +113,4 @@ BlasPlan blas_plan(const Gemm<TA, TB, TC, E>& g) {
   return p;
 }
 
-}  // namespace kdloss::expr
+} } }  // namespace kdloss::expr

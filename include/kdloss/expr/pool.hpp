@@ -1,9 +1,10 @@
 // kdloss/expr/pool.hpp: the description of one output of a pooling pass (backend/*: pool_sums):
 // a sum of f(inputs...) over the channels or over the positions of a [B,C,H,W] space.
 #pragma once
+#include "kdloss/config.hpp"
 #include "kdloss/core/view.hpp"
 
-namespace kdloss::expr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace expr {
 
 /// The axes a pooled output sums over: channels ([B,C,H,W] -> [B,1,H,W]) or positions (-> [B,C,1,1]).
 enum class PoolAxis { channels, positions };
@@ -19,4 +20,4 @@ struct PoolTerm {
   PoolAxis axis;
 };
 
-}  // namespace kdloss::expr
+} } }  // namespace kdloss::expr

@@ -16,7 +16,7 @@
 #include "kdloss/config.hpp"
 #include "kdloss/core/math.hpp"
 
-namespace kdloss::expr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace expr {
 
 /// mmcv's pool_mode: avg (torchvision's roi_align) or max (mmcv's RoIAlign(pool_mode='max')).
 enum class RoiPool { avg, max };
@@ -178,4 +178,4 @@ struct RoiAlignPass {
   KDLOSS_HOST_DEVICE int box_base() const { return offsets ? 0 : 1; }  // column of x1
 };
 
-}  // namespace kdloss::expr
+} } }  // namespace kdloss::expr

@@ -8,7 +8,7 @@
 #include "kdloss/core/view.hpp"
 #include "kdloss/expr/space.hpp"
 
-namespace kdloss::expr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace expr {
 
 struct Rows {
   Space outer;                                // the row index space (axis removed), per-operand strides
@@ -36,4 +36,4 @@ inline Rows make_rows(const Dims& full, int axis, const std::int64_t (*op_stride
   return r;
 }
 
-}  // namespace kdloss::expr
+} } }  // namespace kdloss::expr

@@ -12,7 +12,7 @@
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/view.hpp"
 
-namespace kdloss::expr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace expr {
 
 inline constexpr int kMaxOperands = 8;
 
@@ -97,4 +97,4 @@ inline Space make_space(const Dims& full, const std::int64_t (*op_strides)[kMaxR
   return s;
 }
 
-}  // namespace kdloss::expr
+} } }  // namespace kdloss::expr

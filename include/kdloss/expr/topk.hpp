@@ -13,7 +13,7 @@
 
 #include "kdloss/config.hpp"
 
-namespace kdloss::expr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace expr {
 
 template <class T>
 struct TopkRows {
@@ -35,4 +35,4 @@ struct TopkRows {
   }
 };
 
-}  // namespace kdloss::expr
+} } }  // namespace kdloss::expr

@@ -13,7 +13,7 @@
 
 #include "kdloss/config.hpp"
 
-namespace kdloss::expr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace expr {
 
 /// True when v replaces the running maximum m (v > m, or v is NaN): PyTorch's max_pool2d rule.
 template <class A>
@@ -56,4 +56,4 @@ struct WindowMaxPass {
   bool backward() const { return gx != nullptr; }
 };
 
-}  // namespace kdloss::expr
+} } }  // namespace kdloss::expr

@@ -21,7 +21,7 @@
 #include "kdloss/core/math.hpp"
 #include "kdloss/expr/filter.hpp"
 
-namespace kdloss::expr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace expr {
 
 /// The statistics of one pixel, in the pass' order.
 enum Stat : int { kMuX = 0, kMuY = 1, kPxx = 2, kPyy = 3, kPxy = 4, kStats = 5 };
@@ -128,4 +128,4 @@ struct WindowStatsPass : WindowStatsData<In, G> {
   WindowStatsPass(const WindowStatsData<In, G>& data, const H& h) : WindowStatsData<In, G>(data), head(h) {}
 };
 
-}  // namespace kdloss::expr
+} } }  // namespace kdloss::expr

@@ -35,6 +35,7 @@
 #include <string>
 #include <type_traits>
 
+#include "kdloss/config.hpp"
 #include "kdloss/core/device.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/view.hpp"
@@ -44,7 +45,7 @@
 #include <cuda_fp16.h>
 #endif
 
-namespace kdloss::interop {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace interop {
 
 /// The DLPack data type that a View<T> reads: {code, bits, lanes}. Specialise it for other types.
 template <class T>
@@ -223,4 +224,4 @@ View<T> from_dlpack(const DLManagedTensorVersioned& managed, const char* arg = "
 }
 #endif
 
-}  // namespace kdloss::interop
+} } }  // namespace kdloss::interop

@@ -18,6 +18,7 @@
 
 #include "kdloss/backend/dispatch.hpp"
 #include "kdloss/backend/dispatch_channel.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/convert.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
@@ -27,7 +28,7 @@
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/channel_stats.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops {
 
 struct BatchNormOptions {
@@ -534,4 +535,4 @@ void batch_norm_update_running_stats(const View<T>& running_mean, const View<T>&
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "kdloss/backend/dispatch_boxes.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/convert.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/math.hpp"
@@ -28,7 +29,7 @@
 #include "kdloss/expr/boxes.hpp"
 #include "kdloss/expr/matmul.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops {
 
 using BoxFormat = expr::boxes::BoxFormat;
@@ -865,4 +866,4 @@ void giou_loss_backward(const View<P>& pred, const View<Q>& target, const View<G
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

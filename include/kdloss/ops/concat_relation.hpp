@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "kdloss/backend/dispatch_additive_relu.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/validate.hpp"
@@ -19,7 +20,7 @@
 #include "kdloss/expr/additive_relu.hpp"
 #include "kdloss/ops/relation_operands.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops {
 
 struct ConcatRelationOptions {
@@ -225,4 +226,4 @@ void concat_relation_backward(const View<const T>& theta, const View<const T>& p
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

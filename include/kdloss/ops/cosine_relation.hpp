@@ -19,6 +19,7 @@
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/math.hpp"
@@ -29,7 +30,7 @@
 #include "kdloss/ops/distance.hpp"
 #include "kdloss/ops/matmul.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops {
 
 /// Options of ops::cosine_relation.
@@ -285,4 +286,4 @@ void cosine_relation(const CosineRelationArgs<T>& a, Mode mode, const Exec& exec
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

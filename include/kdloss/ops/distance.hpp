@@ -22,6 +22,7 @@
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/math.hpp"
@@ -32,7 +33,7 @@
 #include "kdloss/expr/basic.hpp"
 #include "kdloss/ops/norm.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops {
 
 /// Options of ops::distance.
@@ -387,4 +388,4 @@ void distance_forward_backward(const View<A>& a, const View<B>& b, const View<O>
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

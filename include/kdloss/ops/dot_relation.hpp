@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "kdloss/backend/dispatch_gemm.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/validate.hpp"
@@ -19,7 +20,7 @@
 #include "kdloss/ops/matmul.hpp"
 #include "kdloss/ops/relation_operands.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops {
 
 struct DotRelationOptions {
@@ -216,4 +217,4 @@ void dot_relation_forward_backward(const View<const T>& theta, const View<const 
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

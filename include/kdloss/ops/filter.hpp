@@ -16,6 +16,7 @@
 
 #include "kdloss/backend/dispatch.hpp"
 #include "kdloss/backend/dispatch_window.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
@@ -23,7 +24,7 @@
 #include "kdloss/expr/filter.hpp"
 #include "kdloss/ops/gaussian.hpp"
 
-namespace kdloss::ops {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace ops {
 
 /// Window and padding of gaussian_filter.
 struct FilterOptions {
@@ -238,4 +239,4 @@ std::size_t gaussian_filter_workspace_bytes(const View<X>& x, const FilterOption
   return gaussian_filter_workspace_bytes(a);
 }
 
-}  // namespace kdloss::ops
+} } }  // namespace kdloss::ops

@@ -5,10 +5,11 @@
 #include <cmath>
 #include <vector>
 
+#include "kdloss/config.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/expr/filter.hpp"
 
-namespace kdloss::ops {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace ops {
 
 /// Smallest and largest window a filter or SSIM call accepts at run time.
 inline constexpr int kMinWindow = 3;
@@ -50,4 +51,4 @@ inline std::vector<double> gaussian_window(int size, double sigma) {
   return w;
 }
 
-}  // namespace kdloss::ops
+} } }  // namespace kdloss::ops

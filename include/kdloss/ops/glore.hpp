@@ -24,6 +24,7 @@
 #include <utility>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/math.hpp"
@@ -35,7 +36,7 @@
 #include "kdloss/ops/linear.hpp"
 #include "kdloss/ops/matmul.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops {
 
 struct GloreOptions {
@@ -668,4 +669,4 @@ void glore_forward_backward(const GloreArgs<T>& args, const Exec& exec = {}) {
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

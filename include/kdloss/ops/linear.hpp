@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "kdloss/backend/dispatch_gemm.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/validate.hpp"
@@ -17,7 +18,7 @@
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/ops/matmul.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops {
 
 struct LinearOptions {
@@ -280,4 +281,4 @@ void linear_backward(const View<const T>& x, const View<const T>& weight, const 
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

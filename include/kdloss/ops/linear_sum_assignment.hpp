@@ -38,6 +38,7 @@
 
 #include "kdloss/backend/dispatch.hpp"
 #include "kdloss/backend/dispatch_assignment.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/math.hpp"
@@ -46,7 +47,7 @@
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/assignment.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops {
 
 /// Per-problem status codes of linear_sum_assignment (the status view).
@@ -298,4 +299,4 @@ void linear_sum_assignment(const View<C>& cost, const View<std::int64_t>& row_in
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

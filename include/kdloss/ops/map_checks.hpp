@@ -3,12 +3,13 @@
 // views of each mode (presence, null, shape, device, unique outputs, no aliasing). Each op adds its own
 // options' and extra inputs' checks on top.
 #pragma once
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 
-namespace kdloss::ops::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace ops::detail {
 
 /// x: present, rank 4 ([B, C, H, W]) and not null. `absent_note` ends the message of an absent x.
 template <class T>
@@ -53,4 +54,4 @@ void check_map_outputs(const kdloss::detail::Checker& ck, Mode mode, const View<
   }
 }
 
-}  // namespace kdloss::ops::detail
+} } }  // namespace kdloss::ops::detail

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "kdloss/backend/dispatch_gemm.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/validate.hpp"
@@ -16,7 +17,7 @@
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/matmul.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops {
 
 struct MatmulOptions {
@@ -186,4 +187,4 @@ void matmul(const View<A>& a, const View<B>& b, const View<C>& c, const MatmulOp
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

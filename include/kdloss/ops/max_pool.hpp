@@ -20,6 +20,7 @@
 
 #include "kdloss/backend/dispatch.hpp"
 #include "kdloss/backend/dispatch_window_max.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/validate.hpp"
@@ -28,7 +29,7 @@
 #include "kdloss/expr/window_max.hpp"
 #include "kdloss/ops/map_checks.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops {
 
 /// Options of max_pool2d. The window is stride x stride (kernel = stride, no padding, floor mode).
@@ -252,4 +253,4 @@ void max_pool2d_forward_backward(const View<X>& x, const View<G>& grad_y, const 
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/math.hpp"
@@ -34,7 +35,7 @@
 #include "kdloss/ops/max_pool.hpp"
 #include "kdloss/ops/softmax_relation.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops {
 
 /// The pairwise function f of mmcv's NonLocal2d (`mode`):
@@ -1093,4 +1094,4 @@ void non_local_forward_backward(const NonLocalArgs<T>& args, const Exec& exec = 
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -6,7 +6,7 @@
 #include "kdloss/config.hpp"
 #include "kdloss/core/math.hpp"
 
-namespace kdloss::ops {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace ops {
 
 /// (a - b)^2: the terms of ||a - b||_F^2.
 struct SquaredDifference {
@@ -49,4 +49,4 @@ KDLOSS_HOST_DEVICE A norm_backward_scale(double norm, A upstream, double weight 
   return norm == 0 ? upstream * A(0) : A(weight / norm) * upstream;
 }
 
-}  // namespace kdloss::ops
+} } }  // namespace kdloss::ops

@@ -7,11 +7,12 @@
 #include <cstdint>
 
 #include "kdloss/backend/dispatch_window.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/window_stats.hpp"
 
-namespace kdloss::ops {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace ops {
 
 /// offset + scale * total: a finaliser for store_sum (means, loss weights, 1 - x).
 struct Affine {
@@ -64,4 +65,4 @@ void abs_diff_sums(Stream stream, const View<const In>& x, const View<const In>&
 }
 
 }  // namespace detail
-}  // namespace kdloss::ops
+} } }  // namespace kdloss::ops

@@ -18,6 +18,7 @@
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/math.hpp"
 #include "kdloss/core/validate.hpp"
@@ -25,7 +26,7 @@
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/pool.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops::detail {
 
 /// x * inv_n, or |x| * inv_n: one term of a mean (summed by reduce_into).
@@ -405,4 +406,4 @@ void mean_over_positions_forward_backward(const View<X>& x, const View<G>& grad_
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -7,13 +7,14 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/expr/matmul.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops {
 
 /// A relation operand as [B, positions, channels]: a rank-3 view as it is, a channels-first map
@@ -147,4 +148,4 @@ RelationDims check_relation_operands(const kdloss::detail::Checker& ck, const Ar
 
 }  // namespace detail
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -27,6 +27,7 @@
 
 #include "kdloss/backend/dispatch.hpp"
 #include "kdloss/backend/dispatch_roi_align.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/ragged.hpp"
@@ -36,7 +37,7 @@
 #include "kdloss/expr/roi_align.hpp"
 #include "kdloss/ops/map_checks.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops {
 
 /// How a bin pools its samples: avg (torchvision, mmcv's default) or max (mmcv's pool_mode='max':
@@ -344,4 +345,4 @@ void roi_align_forward_backward(const View<X>& x, const roi_align_detail::same_t
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -18,13 +18,14 @@
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/math.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops::detail {
 
 /// Max of x/T over the row, for a stable exponent.
@@ -377,4 +378,4 @@ void log_softmax_forward_backward(const View<X>& x, const View<G>& grad_y, int a
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -18,6 +18,7 @@
 
 #include "kdloss/backend/dispatch.hpp"
 #include "kdloss/backend/dispatch_attention.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/math.hpp"
@@ -27,7 +28,7 @@
 #include "kdloss/expr/attention.hpp"
 #include "kdloss/ops/relation_operands.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace ops {
 
 /// Options of ops::softmax_relation.
@@ -346,4 +347,4 @@ void softmax_relation_forward_backward(const View<Q>& theta, const View<K>& phi,
 }
 
 }  // namespace ops
-}  // namespace kdloss
+} }  // namespace kdloss

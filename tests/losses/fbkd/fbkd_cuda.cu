@@ -9,6 +9,7 @@
 
 #include "kdloss/losses/fbkd/fbkd.hpp"
 #include "losses/fbkd/fbkd_gpu.hpp"
+#include "losses/fbkd/fbkd_test_util.hpp"
 #include "support/device_buffer.cuh"
 
 using namespace kdloss;
@@ -158,7 +159,12 @@ std::vector<double> pooling_on_gpu(int op, int dtype, const std::vector<double>&
 }
 
 std::vector<double> masks_on_gpu(int dtype, const std::vector<double>& s, const std::vector<double>& t,
-                                 const Dims& shape, const fbkd::MaskOptions& options) {
+                                 const Dims& shape, int form, double spatial_temperature,
+                                 double channel_temperature) {
+  fbkd::MaskOptions options;
+  options.form = static_cast<fbkd::MaskForm>(form);
+  options.spatial_temperature = spatial_temperature;
+  options.channel_temperature = channel_temperature;
   switch (dtype) {
     case 0:
       return masks<float>(s, t, shape, options);
@@ -186,7 +192,8 @@ GpuLoss masked_feature_on_gpu(int dtype, const std::vector<double>& a, const std
   }
 }
 
-GpuTotal total_on_gpu(int dtype, const std::vector<GpuLevel>& levels, const fbkd::Config& config, int mode, double up) {
+GpuTotal total_on_gpu(int dtype, const std::vector<GpuLevel>& levels, std::size_t preset, int mode, double up) {
+  const fbkd::Config config = fbkd_test::presets().at(preset).config;
   switch (dtype) {
     case 0:
       return total<float>(levels, config, mode, up);

@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "kdloss/core/view.hpp"
-#include "kdloss/losses/fbkd/options.hpp"
 
 namespace kdloss_test {
 
@@ -15,9 +14,11 @@ namespace kdloss_test {
 std::vector<double> pooling_on_gpu(int op, int dtype, const std::vector<double>& x, const std::vector<double>& g,
                                    const kdloss::Dims& shape, bool absolute);
 
-/// attention_masks: M_s [B,H*W] followed by M_c [B,C].
+/// attention_masks: M_s [B,H*W] followed by M_c [B,C]. The options as their fields (option types are per
+/// kind of translation unit: kdloss/config.hpp): form is a MaskForm value.
 std::vector<double> masks_on_gpu(int dtype, const std::vector<double>& s, const std::vector<double>& t,
-                                 const kdloss::Dims& shape, const kdloss::fbkd::MaskOptions& options);
+                                 const kdloss::Dims& shape, int form, double spatial_temperature,
+                                 double channel_temperature);
 
 struct GpuLoss {
   double value = 0;
@@ -41,9 +42,9 @@ struct GpuTotal {
   double value = 0;
   std::vector<GpuLevelGrads> grads;
 };
-/// total_loss: mode 0 forward, 1 backward with upstream `up`, 2 forward_backward.
-GpuTotal total_on_gpu(int dtype, const std::vector<GpuLevel>& levels, const kdloss::fbkd::Config& config, int mode,
-                      double up);
+/// total_loss with fbkd_test::presets()[preset] (built on the .cu side: option types are per kind of
+/// translation unit, kdloss/config.hpp): mode 0 forward, 1 backward with upstream `up`, 2 forward_backward.
+GpuTotal total_on_gpu(int dtype, const std::vector<GpuLevel>& levels, std::size_t preset, int mode, double up);
 
 /// Runs total_loss (code_two_stage) on the GPU with a workspace of `bytes` (null when 0); returns
 /// the error text or "" and the output's value after the call (it starts as 42).

@@ -225,10 +225,14 @@ KDLOSS_GPU_TEST("fbkd masks: GPU agrees with CPU (warp and block rows; float, do
       CAPTURE(shape.str());
       CAPTURE(fbkd::to_string(o.form));
       const auto want = ref_masks(s, t, shape, o);
-      check_close(kdloss_test::masks_on_gpu(1, s, t, shape, o), want, 1e-12, 1e-15, "double");
-      check_close(kdloss_test::masks_on_gpu(0, s, t, shape, o), want, 1e-5, 1e-6, "float");
+      const auto on_gpu = [&](int dtype) {
+        return kdloss_test::masks_on_gpu(dtype, s, t, shape, static_cast<int>(o.form), o.spatial_temperature,
+                                         o.channel_temperature);
+      };
+      check_close(on_gpu(1), want, 1e-12, 1e-15, "double");
+      check_close(on_gpu(0), want, 1e-5, 1e-6, "float");
       // half inputs: maps of rounded features, divided by t = 0.1 inside exp; a few percent.
-      check_close(kdloss_test::masks_on_gpu(2, s, t, shape, o), want, 5e-2, 1e-2, "half");
+      check_close(on_gpu(2), want, 5e-2, 1e-2, "half");
     }
   }
 #endif

@@ -147,7 +147,9 @@ GpuSsimResult ssim_on_gpu(const GpuSsimCall& call, const std::vector<double>& s,
 }
 
 std::vector<double> filter_on_gpu(int dtype, const std::vector<double>& x, const Dims& shape, int window, double sigma,
-                                  ops::Padding padding, bool adjoint) {
+                                  int padding_value, bool adjoint) {
+  // Option types are per kind of translation unit (config.hpp): the .cpp side passes the enum's value.
+  const auto padding = static_cast<ops::Padding>(padding_value);
   switch (dtype) {
     case 0: return run_filter<float>(x, shape, window, sigma, padding, adjoint);
     case 1: return run_filter<double>(x, shape, window, sigma, padding, adjoint);

@@ -12,6 +12,9 @@ namespace kdloss_test {
 
 enum class GpuSsimKind { loss, map, index, ms_ssim, mixture };
 
+/// Holds kdloss option structs, which are per kind of translation unit (kdloss/config.hpp): the .cpp and
+/// the .cu file each see their own, of one layout. No function signature names them, so the two link; it is
+/// the one place the tests lean on that identical layout instead of passing the fields.
 struct GpuSsimCall {
   GpuSsimKind kind = GpuSsimKind::loss;
   int dtype = 0;                 // 0 float, 1 double, 2 half, 3 bfloat16 (inputs given in double)
@@ -34,7 +37,7 @@ GpuSsimResult ssim_on_gpu(const GpuSsimCall& call, const std::vector<double>& s,
 
 /// gaussian_filter (or its backward when `adjoint`) of x on the GPU; shape is the unfiltered shape.
 std::vector<double> filter_on_gpu(int dtype, const std::vector<double>& x, const kdloss::Dims& shape, int window,
-                                  double sigma, kdloss::ops::Padding padding, bool adjoint);
+                                  double sigma, int padding, bool adjoint);  // padding: an ops::Padding value
 
 /// Runs ssim_loss on the GPU with a workspace of `bytes` (null when 0); returns the error text or "".
 std::string ssim_gpu_workspace_error(std::size_t bytes, float* out_after);

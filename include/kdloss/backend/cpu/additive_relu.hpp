@@ -19,10 +19,11 @@
 #include <vector>
 
 #include "kdloss/backend/cpu/parallel.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/additive_relu.hpp"
 
-namespace kdloss::backend::cpu::additive_relu {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu::additive_relu {
 
 /// Rows per partial sum of the parameter gradient (fixed, so the bits do not depend on the threads).
 inline constexpr std::int64_t kChunk = 256;
@@ -321,4 +322,4 @@ void run(const expr::AdditiveReluPass<T>& P, void* scratch) {
     for (std::int64_t k = 0; k < 2 * P.m; ++k) detail::put(P.dw + k * P.dw_stride, s.dw[k], P.beta_param);
 }
 
-}  // namespace kdloss::backend::cpu::additive_relu
+} } }  // namespace kdloss::backend::cpu::additive_relu

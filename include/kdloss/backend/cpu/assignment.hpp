@@ -17,9 +17,10 @@
 #include <limits>
 
 #include "kdloss/backend/cpu/parallel.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/expr/assignment.hpp"
 
-namespace kdloss::backend::cpu::assignment {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu::assignment {
 
 namespace status = ::kdloss::expr::assignment_status;
 
@@ -283,4 +284,4 @@ void run(const expr::AssignmentBatch<T>& P, void* workspace) {
   }
 }
 
-}  // namespace kdloss::backend::cpu::assignment
+} } }  // namespace kdloss::backend::cpu::assignment

@@ -34,6 +34,7 @@
 
 #include "kdloss/backend/cpu/gemm.hpp"
 #include "kdloss/backend/cpu/parallel.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/packet.hpp"
 #include "kdloss/expr/attention.hpp"
 #include "kdloss/expr/matmul.hpp"
@@ -45,7 +46,7 @@
 #pragma clang diagnostic ignored "-Wpsabi"
 #endif
 
-namespace kdloss::backend::cpu {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu {
 namespace attention_detail {
 
 // Tile sizes (elements), multiples of the GEMM's panels (gemm_pack_panel) and of kDepthBlock. Forward:
@@ -679,7 +680,7 @@ void attention_backward(const expr::AttentionBackward<T, Acc>& g, void* scratch,
   }
 }
 
-}  // namespace kdloss::backend::cpu
+} } }  // namespace kdloss::backend::cpu
 
 #if defined(__clang__)
 #pragma clang diagnostic pop

@@ -10,9 +10,10 @@
 #include <cstring>
 
 #include "kdloss/backend/cpu/parallel.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/expr/boxes.hpp"
 
-namespace kdloss::backend::cpu::boxes {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu::boxes {
 
 /// The double sum of f(i) over [0, n); runs in parallel when n * work_per_item passes the threshold.
 template <class F>
@@ -171,4 +172,4 @@ void cost_row(A* cost, std::int64_t n, const A p[4], const A px[4], const A* con
   }
 }
 
-}  // namespace kdloss::backend::cpu::boxes
+} } }  // namespace kdloss::backend::cpu::boxes

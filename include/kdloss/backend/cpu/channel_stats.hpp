@@ -14,10 +14,11 @@
 #include <vector>
 
 #include "kdloss/backend/cpu/parallel.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/expr/channel_stats.hpp"
 
-namespace kdloss::backend::cpu {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu {
 
 /// Elements of one channel per task (16 KiB of floats: a task's second pass re-reads them from L1).
 inline constexpr std::int64_t kChannelBlock = 4096;
@@ -241,4 +242,4 @@ void for_each_channel(std::int64_t n, F f) {
   for (std::int64_t c = 0; c < n; ++c) f(c);
 }
 
-}  // namespace kdloss::backend::cpu
+} } }  // namespace kdloss::backend::cpu

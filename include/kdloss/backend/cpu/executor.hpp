@@ -17,7 +17,7 @@
 #include "kdloss/core/view.hpp"
 #include "kdloss/expr/space.hpp"
 
-namespace kdloss::backend::cpu {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu {
 
 inline constexpr std::int64_t kChunk = 1024;
 
@@ -204,4 +204,4 @@ void reduce_into(const Dims& full, F f, const std::tuple<View<const I>...>& ins,
   }
 }
 
-}  // namespace kdloss::backend::cpu
+} } }  // namespace kdloss::backend::cpu

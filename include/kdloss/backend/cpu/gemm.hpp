@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "kdloss/backend/cpu/parallel.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/expr/matmul.hpp"
 
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && defined(__x86_64__) && \
@@ -28,7 +29,7 @@
 #define KDLOSS_GEMM_OWN_KERNELS 0
 #endif
 
-namespace kdloss::backend::cpu {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu {
 
 /// The kernel a host product runs. automatic: AVX-512 where the CPU has it, else AVX2+FMA, else Eigen.
 enum class GemmKernel { automatic, eigen, avx2, avx512 };
@@ -72,7 +73,7 @@ inline const char* to_string(GemmKernel k) {
   return "?";
 }
 
-}  // namespace kdloss::backend::cpu
+} } }  // namespace kdloss::backend::cpu
 
 #if KDLOSS_GEMM_OWN_KERNELS
 // One vector type's intrinsics, by prefix (_mm256, _mm512) and suffix (ps, pd).
@@ -93,32 +94,32 @@ inline const char* to_string(GemmKernel k) {
 // ---- AVX2 + FMA: 16 registers, 6 x 2 accumulators ----
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
-namespace kdloss::backend::cpu::gemm_avx2 {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu::gemm_avx2 {
 using namespace gemm_detail;
 template <class T>
 struct Vec;
 KDLOSS_GEMM_VEC(float, __m256, 8, 6, _mm256, ps);
 KDLOSS_GEMM_VEC(double, __m256d, 4, 6, _mm256, pd);
 #include "kdloss/backend/cpu/gemm_kernel.inl"
-}  // namespace kdloss::backend::cpu::gemm_avx2
+} } }  // namespace kdloss::backend::cpu::gemm_avx2
 #pragma GCC pop_options
 
 // ---- AVX-512F: 32 registers, 12 x 2 accumulators ----
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx2,fma")
-namespace kdloss::backend::cpu::gemm_avx512 {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu::gemm_avx512 {
 using namespace gemm_detail;
 template <class T>
 struct Vec;
 KDLOSS_GEMM_VEC(float, __m512, 16, 12, _mm512, ps);
 KDLOSS_GEMM_VEC(double, __m512d, 8, 12, _mm512, pd);
 #include "kdloss/backend/cpu/gemm_kernel.inl"
-}  // namespace kdloss::backend::cpu::gemm_avx512
+} } }  // namespace kdloss::backend::cpu::gemm_avx512
 #pragma GCC pop_options
 #undef KDLOSS_GEMM_VEC
 #endif  // KDLOSS_GEMM_OWN_KERNELS
 
-namespace kdloss::backend::cpu {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu {
 namespace gemm_detail {
 
 /// C = epilogue(beta * C) (beta = 0: C not read), for products whose A B term vanishes.
@@ -510,4 +511,4 @@ void gemm_packed(std::int64_t m, std::int64_t n, std::int64_t k, const GemmPacke
   }
 }
 
-}  // namespace kdloss::backend::cpu
+} } }  // namespace kdloss::backend::cpu

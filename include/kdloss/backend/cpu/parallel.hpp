@@ -34,7 +34,7 @@
 #define KDLOSS_CPU_FLATTEN
 #endif
 
-namespace kdloss::backend::cpu {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu {
 
 /// Below this much work (elements touched) a loop runs on one thread: thread start-up would cost more.
 inline constexpr std::int64_t kParallelThreshold = 1 << 15;
@@ -95,4 +95,4 @@ void run_tasks(std::int64_t tasks, bool parallel, F&& f) {
   (void)parallel;
 }
 
-}  // namespace kdloss::backend::cpu
+} } }  // namespace kdloss::backend::cpu

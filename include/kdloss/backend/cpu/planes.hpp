@@ -6,10 +6,11 @@
 #include <cstdint>
 
 #include "kdloss/backend/cpu/parallel.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/convert.hpp"
 #include "kdloss/expr/window_stats.hpp"
 
-namespace kdloss::backend::cpu::planes {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu::planes {
 
 /// f(p) for every plane, threads sharing the planes when planes * plane_size is large.
 template <class F>
@@ -129,4 +130,4 @@ void for_each_index(std::int64_t n, F f) {
   for (std::int64_t i = 0; i < n; ++i) f(i);
 }
 
-}  // namespace kdloss::backend::cpu::planes
+} } }  // namespace kdloss::backend::cpu::planes

@@ -15,10 +15,11 @@
 #include <vector>
 
 #include "kdloss/backend/cpu/executor.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/packet.hpp"
 #include "kdloss/expr/pool.hpp"
 
-namespace kdloss::backend::cpu {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu {
 
 /// Positions per task: its per-position sums stay in L2 while it walks the channels.
 inline constexpr std::int64_t kPoolBlock = 4096;
@@ -226,4 +227,4 @@ void pool_sums(const Dims& full, const std::tuple<View<const I>...>& ins,
   });
 }
 
-}  // namespace kdloss::backend::cpu
+} } }  // namespace kdloss::backend::cpu

@@ -26,11 +26,12 @@
 #include <cstring>
 
 #include "kdloss/backend/cpu/parallel.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/math.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/roi_align.hpp"
 
-namespace kdloss::backend::cpu::roi_align {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu::roi_align {
 
 using expr::AxisSample;
 using expr::RoiAlignPass;
@@ -346,4 +347,4 @@ void run(const RoiAlignPass<T>& P, void* scratch) {
   }
 }
 
-}  // namespace kdloss::backend::cpu::roi_align
+} } }  // namespace kdloss::backend::cpu::roi_align

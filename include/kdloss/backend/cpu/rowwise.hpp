@@ -13,10 +13,11 @@
 #include <utility>
 
 #include "kdloss/backend/cpu/executor.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/packet.hpp"
 #include "kdloss/expr/rows.hpp"
 
-namespace kdloss::backend::cpu {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu {
 
 /// One row as a row operation sees it: loads of inputs and stores of outputs by column, and
 /// reductions over the columns. The GPU's Row offers the same members, cooperatively.
@@ -219,4 +220,4 @@ double rowwise(const Dims& full, int axis, Op op, const std::tuple<View<const I>
   });
 }
 
-}  // namespace kdloss::backend::cpu
+} } }  // namespace kdloss::backend::cpu

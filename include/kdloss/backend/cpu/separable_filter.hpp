@@ -16,7 +16,7 @@
 #include "kdloss/config.hpp"
 #include "kdloss/expr/filter.hpp"
 
-namespace kdloss::backend::cpu::filter {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu::filter {
 
 template <class A>
 using Arr = Eigen::Array<A, Eigen::Dynamic, 1>;
@@ -212,4 +212,4 @@ void run(const expr::AxisPlan& rows, const expr::AxisPlan& cols, bool adjoint, s
                  });
 }
 
-}  // namespace kdloss::backend::cpu::filter
+} } }  // namespace kdloss::backend::cpu::filter

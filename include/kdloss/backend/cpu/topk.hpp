@@ -8,9 +8,10 @@
 #include <vector>
 
 #include "kdloss/backend/cpu/parallel.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/expr/topk.hpp"
 
-namespace kdloss::backend::cpu {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu {
 
 /// torch.topk(k, largest=True, sorted=True) on the CPU (ATen TopKImpl.h): (value, index) pairs ordered by
 /// the comparator "x is NaN and y is not, or x > y", through std::partial_sort when k * 64 <= n, else
@@ -44,4 +45,4 @@ void topk_rows(const expr::TopkRows<T>& P) {
   });
 }
 
-}  // namespace kdloss::backend::cpu
+} } }  // namespace kdloss::backend::cpu

@@ -17,9 +17,10 @@
 
 #include "kdloss/backend/cpu/parallel.hpp"
 #include "kdloss/backend/cpu/planes.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/expr/window_max.hpp"
 
-namespace kdloss::backend::cpu::window_max {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu::window_max {
 
 using expr::WindowMaxPass;
 
@@ -277,4 +278,4 @@ void run(const WindowMaxPass<T, I>& P) {
   planes::each_plane(P.planes(), P.H * P.W, [&](std::int64_t p) { run_plane(P, p); });
 }
 
-}  // namespace kdloss::backend::cpu::window_max
+} } }  // namespace kdloss::backend::cpu::window_max

@@ -12,9 +12,10 @@
 #include <cstring>
 
 #include "kdloss/backend/cpu/separable_filter.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/expr/window_stats.hpp"
 
-namespace kdloss::backend::cpu::window_stats {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cpu::window_stats {
 
 using expr::StatGrad;
 using expr::WindowStatsPass;
@@ -206,4 +207,4 @@ void run(const WindowStatsPass<In, G, Hd>& P, A* scratch) {
   });
 }
 
-}  // namespace kdloss::backend::cpu::window_stats
+} } }  // namespace kdloss::backend::cpu::window_stats

@@ -8,9 +8,10 @@
 #include <cstdint>
 
 #include "kdloss/backend/cuda/runtime.cuh"
+#include "kdloss/config.hpp"
 #include "kdloss/expr/additive_relu.hpp"
 
-namespace kdloss::backend::cuda::additive_relu {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda::additive_relu {
 
 template <class Acc>
 __device__ __forceinline__ Acc relu(Acc s) {
@@ -187,4 +188,4 @@ void run(const expr::AdditiveReluPass<T>& P, Acc* a, Acc* b, Acc* ga, Acc* gb, c
   }
 }
 
-}  // namespace kdloss::backend::cuda::additive_relu
+} } }  // namespace kdloss::backend::cuda::additive_relu

@@ -20,10 +20,11 @@
 #include <cstdint>
 
 #include "kdloss/backend/cuda/runtime.cuh"
+#include "kdloss/config.hpp"
 #include "kdloss/core/convert.hpp"
 #include "kdloss/expr/assignment.hpp"
 
-namespace kdloss::backend::cuda::assignment {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda::assignment {
 
 inline constexpr int kThreads = 128;
 
@@ -249,4 +250,4 @@ void run(const expr::AssignmentBatch<T>& P, void* workspace, cudaStream_t stream
   check_launch("kdloss::ops::linear_sum_assignment");
 }
 
-}  // namespace kdloss::backend::cuda::assignment
+} } }  // namespace kdloss::backend::cuda::assignment

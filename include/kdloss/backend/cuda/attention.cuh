@@ -38,11 +38,12 @@
 #include "kdloss/backend/cuda/attention_geometry.hpp"
 #include "kdloss/backend/cuda/attention_tensor.cuh"
 #include "kdloss/backend/cuda/runtime.cuh"
+#include "kdloss/config.hpp"
 #include "kdloss/core/convert.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/expr/attention.hpp"
 
-namespace kdloss::backend::cuda {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda {
 
 /// Which kernels run an attention pass (see the file comment): `simple` for checks, `blocked` and
 /// `tensor_core` for speed; `automatic` picks the fastest for the type.
@@ -518,4 +519,4 @@ void attention_backward(const expr::AttentionBackward<T, Acc>& a, void* scratch,
   });
 }
 
-}  // namespace kdloss::backend::cuda
+} } }  // namespace kdloss::backend::cuda

@@ -4,7 +4,9 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace kdloss::backend::cuda::attention_geometry {
+#include "kdloss/config.hpp"
+
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda::attention_geometry {
 
 /// One value of `value_bytes` per query row (batch * n_q), rounded up to 256 bytes.
 inline std::size_t row_bytes(std::int64_t batch, std::int64_t n_q, std::size_t value_bytes) {
@@ -24,4 +26,4 @@ inline std::size_t backward_scratch_bytes(std::int64_t batch, std::int64_t n_q, 
   return row_bytes(batch, n_q, acc_bytes);
 }
 
-}  // namespace kdloss::backend::cuda::attention_geometry
+} } }  // namespace kdloss::backend::cuda::attention_geometry

@@ -19,10 +19,11 @@
 
 #include <cstdint>
 
+#include "kdloss/config.hpp"
 #include "kdloss/core/convert.hpp"
 #include "kdloss/expr/attention.hpp"
 
-namespace kdloss::backend::cuda::attention_detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda::attention_detail {
 
 /// 4 warps; warp w owns query rows 16 w .. 16 w + 15 of a 64-row tile.
 struct TensorTiles {
@@ -302,4 +303,4 @@ __global__ void __launch_bounds__(TensorTiles::kThreads)
   }
 }
 
-}  // namespace kdloss::backend::cuda::attention_detail
+} } }  // namespace kdloss::backend::cuda::attention_detail

@@ -11,8 +11,9 @@
 #include "kdloss/backend/cuda/executor.cuh"
 #include "kdloss/backend/cuda/launch.hpp"
 #include "kdloss/backend/cuda/runtime.cuh"
+#include "kdloss/config.hpp"
 
-namespace kdloss::backend::cuda::boxes {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda::boxes {
 
 template <class F>
 __global__ void __launch_bounds__(kBlock) index_kernel(std::int64_t n, F f, double* partials) {
@@ -43,4 +44,4 @@ void index_sum(std::int64_t n, F f, double* partials, Fin fin, R* result, cudaSt
   }
 }
 
-}  // namespace kdloss::backend::cuda::boxes
+} } }  // namespace kdloss::backend::cuda::boxes

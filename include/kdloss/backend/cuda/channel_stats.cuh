@@ -16,10 +16,11 @@
 
 #include "kdloss/backend/cuda/channel_stats_geometry.hpp"
 #include "kdloss/backend/cuda/runtime.cuh"
+#include "kdloss/config.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/expr/channel_stats.hpp"
 
-namespace kdloss::backend::cuda::channel_stats {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda::channel_stats {
 
 namespace detail {
 
@@ -217,4 +218,4 @@ void for_each_channel(std::int64_t n, F f, cudaStream_t stream) {
   check_launch("for_each_channel");
 }
 
-}  // namespace kdloss::backend::cuda::channel_stats
+} } }  // namespace kdloss::backend::cuda::channel_stats

@@ -3,7 +3,9 @@
 #pragma once
 #include <cstdint>
 
-namespace kdloss::backend::cuda::channel_stats {
+#include "kdloss/config.hpp"
+
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda::channel_stats {
 
 /// Threads of a reduction block.
 inline constexpr int kThreads = 256;
@@ -21,4 +23,4 @@ inline std::int64_t partial_doubles(std::int64_t channels, std::int64_t per_chan
   return channels * splits(per_channel) * 3;
 }
 
-}  // namespace kdloss::backend::cuda::channel_stats
+} } }  // namespace kdloss::backend::cuda::channel_stats

@@ -13,11 +13,12 @@
 #include <tuple>
 
 #include "kdloss/backend/cuda/runtime.cuh"
+#include "kdloss/config.hpp"
 #include "kdloss/core/view.hpp"
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/space.hpp"
 
-namespace kdloss::backend::cuda {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda {
 
 namespace detail {
 
@@ -205,4 +206,4 @@ void reduce_into(const Dims& full, F f, const std::tuple<View<const I>...>& ins,
   check_launch("reduce_into");
 }
 
-}  // namespace kdloss::backend::cuda
+} } }  // namespace kdloss::backend::cuda

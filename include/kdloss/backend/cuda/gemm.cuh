@@ -12,11 +12,12 @@
 #include <type_traits>
 
 #include "kdloss/backend/cuda/runtime.cuh"
+#include "kdloss/config.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/math.hpp"
 #include "kdloss/expr/matmul.hpp"
 
-namespace kdloss::backend::cuda {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda {
 
 inline void check_blas(cublasStatus_t status, const char* what) {
   if (status != CUBLAS_STATUS_SUCCESS)
@@ -224,4 +225,4 @@ void gemm(const expr::Gemm<T, T, T, E>& g, cublasHandle_t handle, cudaStream_t s
   }
 }
 
-}  // namespace kdloss::backend::cuda
+} } }  // namespace kdloss::backend::cuda

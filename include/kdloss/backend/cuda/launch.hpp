@@ -3,7 +3,9 @@
 #pragma once
 #include <cstdint>
 
-namespace kdloss::backend::cuda {
+#include "kdloss/config.hpp"
+
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda {
 
 inline constexpr int kBlock = 256;
 /// Upper bound on blocks of a full reduction: also the number of partial sums in the workspace.
@@ -27,4 +29,4 @@ inline int rowwise_blocks(std::int64_t rows, std::int64_t length, std::int64_t r
   return static_cast<int>(want < 1 ? 1 : (want > kMaxReduceBlocks ? kMaxReduceBlocks : want));
 }
 
-}  // namespace kdloss::backend::cuda
+} } }  // namespace kdloss::backend::cuda

@@ -10,9 +10,10 @@
 
 #include "kdloss/backend/cuda/executor.cuh"
 #include "kdloss/backend/cuda/runtime.cuh"
+#include "kdloss/config.hpp"
 #include "kdloss/expr/window_stats.hpp"
 
-namespace kdloss::backend::cuda::planes {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda::planes {
 
 inline constexpr int kThreads = 256;
 
@@ -202,4 +203,4 @@ void store_sum(const double* vals, std::int64_t n, Fin fin, O* out, cudaStream_t
   cuda::detail::finalize_kernel<<<1, kBlock, 0, stream>>>(vals, static_cast<int>(n), fin, out);
   check_launch("kdloss store_sum finalize_kernel");
 }
-}  // namespace kdloss::backend::cuda::planes
+} } }  // namespace kdloss::backend::cuda::planes

@@ -25,11 +25,12 @@
 
 #include "kdloss/backend/cuda/launch.hpp"
 #include "kdloss/backend/cuda/runtime.cuh"
+#include "kdloss/config.hpp"
 #include "kdloss/core/convert.hpp"
 #include "kdloss/core/math.hpp"
 #include "kdloss/expr/roi_align.hpp"
 
-namespace kdloss::backend::cuda::roi_align {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda::roi_align {
 
 using expr::AxisSample;
 using expr::RoiAlignPass;
@@ -293,4 +294,4 @@ void run(const RoiAlignPass<T>& P, void* scratch, cudaStream_t stream) {
   }
 }
 
-}  // namespace kdloss::backend::cuda::roi_align
+} } }  // namespace kdloss::backend::cuda::roi_align

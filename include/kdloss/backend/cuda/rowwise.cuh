@@ -13,9 +13,10 @@
 
 #include "kdloss/backend/cuda/executor.cuh"
 #include "kdloss/backend/cuda/launch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/expr/rows.hpp"
 
-namespace kdloss::backend::cuda {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda {
 
 namespace detail {
 
@@ -188,4 +189,4 @@ void rowwise(const Dims& full, int axis, Op op, const std::tuple<View<const I>..
   }
 }
 
-}  // namespace kdloss::backend::cuda
+} } }  // namespace kdloss::backend::cuda

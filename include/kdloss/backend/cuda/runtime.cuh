@@ -8,11 +8,12 @@
 #include <string>
 
 #include "kdloss/backend/cuda/launch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/convert.hpp"
 #include "kdloss/core/device.hpp"
 #include "kdloss/core/error.hpp"
 
-namespace kdloss::backend::cuda {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda {
 
 inline void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess)
@@ -59,5 +60,5 @@ class DeviceGuard {
 using ::kdloss::load_as;
 using ::kdloss::store_as;
 
-}  // namespace kdloss::backend::cuda
+} } }  // namespace kdloss::backend::cuda
 

@@ -9,9 +9,10 @@
 
 #include "kdloss/backend/cuda/launch.hpp"
 #include "kdloss/backend/cuda/runtime.cuh"
+#include "kdloss/config.hpp"
 #include "kdloss/expr/filter.hpp"
 
-namespace kdloss::backend::cuda::filter {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda::filter {
 
 struct PlaneStrides {
   std::int64_t v[4];
@@ -126,4 +127,4 @@ void filter_adjoint(const expr::AxisPlan& rows, const expr::AxisPlan& cols, std:
   check_launch("kdloss separable_filter adjoint columns_adjoint_kernel");
 }
 
-}  // namespace kdloss::backend::cuda::filter
+} } }  // namespace kdloss::backend::cuda::filter

@@ -10,9 +10,10 @@
 
 #include "kdloss/backend/cuda/launch.hpp"
 #include "kdloss/backend/cuda/runtime.cuh"
+#include "kdloss/config.hpp"
 #include "kdloss/expr/topk.hpp"
 
-namespace kdloss::backend::cuda::topk {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda::topk {
 
 template <class T>
 using KeyOf = std::conditional_t<sizeof(T) == 8, unsigned long long, unsigned int>;
@@ -103,4 +104,4 @@ void topk_rows(const expr::TopkRows<T>& P, cudaStream_t stream) {
   check_launch("kdloss topk select_kernel");
 }
 
-}  // namespace kdloss::backend::cuda::topk
+} } }  // namespace kdloss::backend::cuda::topk

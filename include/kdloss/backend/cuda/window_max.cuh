@@ -14,10 +14,11 @@
 #include <cstdint>
 
 #include "kdloss/backend/cuda/runtime.cuh"
+#include "kdloss/config.hpp"
 #include "kdloss/core/math.hpp"
 #include "kdloss/expr/window_max.hpp"
 
-namespace kdloss::backend::cuda::window_max {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda::window_max {
 
 using expr::WindowMaxPass;
 
@@ -126,4 +127,4 @@ void run(const WindowMaxPass<T, I>& P, cudaStream_t stream) {
   }
 }
 
-}  // namespace kdloss::backend::cuda::window_max
+} } }  // namespace kdloss::backend::cuda::window_max

@@ -21,9 +21,10 @@
 
 #include "kdloss/backend/cuda/runtime.cuh"
 #include "kdloss/backend/cuda/window_stats_geometry.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/expr/window_stats.hpp"
 
-namespace kdloss::backend::cuda::window_stats {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda::window_stats {
 
 using expr::StatGrad;
 using expr::WindowStatsPass;
@@ -361,4 +362,4 @@ void run(const WindowStatsPass<In, G, Hd>& P, double* partials, cudaStream_t str
   detail::launch(P, partials, stream);
 }
 
-}  // namespace kdloss::backend::cuda::window_stats
+} } }  // namespace kdloss::backend::cuda::window_stats

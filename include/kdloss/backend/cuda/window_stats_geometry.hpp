@@ -7,7 +7,7 @@
 #include "kdloss/config.hpp"
 #include "kdloss/expr/filter.hpp"
 
-namespace kdloss::backend::cuda::window_stats {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace backend::cuda::window_stats {
 
 /// Tiles of the kernels: 32 columns by 16 rows (float accumulation) or 8 rows (double).
 inline constexpr int kTileW = 32;
@@ -20,4 +20,4 @@ inline std::int64_t partial_count(const expr::AxisPlan& rows, const expr::AxisPl
   return ((rows.n_in + th - 1) / th) * ((cols.n_in + kTileW - 1) / kTileW) * planes;
 }
 
-}  // namespace kdloss::backend::cuda::window_stats
+} } }  // namespace kdloss::backend::cuda::window_stats

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/math.hpp"
@@ -38,7 +39,7 @@
 #include "kdloss/ops/norm.hpp"
 #include "kdloss/ops/softmax.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace detr {
 
 /// Options of contrastive_query_loss (the code: MoCoCLHead(T=0.07), CrossEntropyLoss(loss_weight=0.2)).
@@ -407,4 +408,4 @@ void contrastive_query_loss_forward_backward(const ContrastiveQueryArgs<T>& args
 }
 
 }  // namespace detr
-}  // namespace kdloss
+} }  // namespace kdloss

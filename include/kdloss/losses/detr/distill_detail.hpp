@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/validate.hpp"
@@ -15,7 +16,7 @@
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/expr/basic.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace detr {
 namespace distill_detail {
 
@@ -97,4 +98,4 @@ void check_grad(const Checker& ck, const View<T>& g, const char* name, const Dim
 
 }  // namespace distill_detail
 }  // namespace detr
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -40,6 +40,7 @@
 #include "kdloss/backend/dispatch_boxes.hpp"
 #include "kdloss/backend/dispatch_topk.hpp"
 #include "kdloss/backend/dispatch_window.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/ragged.hpp"
@@ -50,7 +51,7 @@
 #include "kdloss/losses/detr/distill_detail.hpp"
 #include "kdloss/losses/detr/matching_cost.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace detr {
 
 /// Options of target_aware_feature_loss (the code's values by default).
@@ -699,5 +700,5 @@ void target_aware_feature_loss_forward_backward(const TargetAwareFeatureArgs<T>&
 }
 
 }  // namespace detr
-}  // namespace kdloss
+} }  // namespace kdloss
 

@@ -53,6 +53,7 @@
 
 #include "kdloss/backend/dispatch.hpp"
 #include "kdloss/backend/dispatch_boxes.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/ragged.hpp"
@@ -66,7 +67,7 @@
 #include "kdloss/losses/detr/query_prior.hpp"
 #include "kdloss/ops/linear_sum_assignment.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace detr {
 
 /// Options of logits_distillation_loss (the official code's values by default).
@@ -782,4 +783,4 @@ void logits_distillation_loss_forward_backward(const LogitsDistillationArgs<T>& 
 }
 
 }  // namespace detr
-}  // namespace kdloss
+} }  // namespace kdloss

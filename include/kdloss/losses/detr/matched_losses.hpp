@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include "kdloss/backend/dispatch_boxes.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/convert.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/math.hpp"
@@ -32,7 +33,7 @@
 #include "kdloss/expr/boxes.hpp"
 #include "kdloss/ops/boxes.hpp"
 
-namespace kdloss::detr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace detr {
 
 /// What a summed matched loss is divided by (then multiplied by the loss weight).
 struct Normalizer {
@@ -588,4 +589,4 @@ void matched_box_loss(const MatchedBoxLossArgs<T>& a, Mode mode, const Exec& exe
   }
 }
 
-}  // namespace kdloss::detr
+} } }  // namespace kdloss::detr

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "kdloss/backend/dispatch_boxes.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/convert.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/ragged.hpp"
@@ -36,7 +37,7 @@
 #include "kdloss/ops/boxes.hpp"
 #include "kdloss/ops/matmul.hpp"
 
-namespace kdloss::detr {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace detr {
 
 /// Options of detr::matching_cost. Defaults: mmdet's HungarianAssigner as DETRDistill's teacher uses it
 /// (focal 2 with eps 1e-12, L1 5, GIoU 2 with mmdet's eps 1e-6); the presets give the other matchers.
@@ -542,4 +543,4 @@ void matching_cost(const MatchingCostArgs<T>& a, Mode mode = Mode::forward, cons
   }
 }
 
-}  // namespace kdloss::detr
+} } }  // namespace kdloss::detr

@@ -30,6 +30,7 @@
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/ragged.hpp"
@@ -40,7 +41,7 @@
 #include "kdloss/losses/detr/distill_detail.hpp"
 #include "kdloss/losses/detr/matched_losses.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace detr {
 
 /// Options of query_prior_loss (the code's Deformable-DETR head: focal 2, L1 5, GIoU 2).
@@ -365,4 +366,4 @@ void query_prior_loss_forward_backward(const QueryPriorLossArgs<T>& args, const 
 }
 
 }  // namespace detr
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/math.hpp"
@@ -41,7 +42,7 @@
 #include "kdloss/ops/glore.hpp"
 #include "kdloss/ops/linear.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace drkd {
 
 /// The ten parameters of one GloRe unit, named (and shaped) as in ops::GloreArgs: m = num_mid,
@@ -535,4 +536,4 @@ void glore_relation_loss_forward_backward(const GloreRelationLossArgs<T>& args, 
 }
 
 }  // namespace drkd
-}  // namespace kdloss
+} }  // namespace kdloss

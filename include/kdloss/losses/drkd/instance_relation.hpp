@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/math.hpp"
@@ -47,7 +48,7 @@
 #include "kdloss/ops/matmul.hpp"
 #include "kdloss/ops/softmax.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace drkd {
 
 /// The parameters of one ObjectRelation_1(in = D): theta, phi, g = Linear(D, I) and W = Linear(I, D) (the
@@ -824,4 +825,4 @@ void instance_relation_loss_forward_backward(const InstanceRelationLossArgs<T>& 
 }
 
 }  // namespace drkd
-}  // namespace kdloss
+} }  // namespace kdloss

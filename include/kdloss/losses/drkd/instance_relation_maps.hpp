@@ -23,6 +23,7 @@
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/math.hpp"
@@ -34,7 +35,7 @@
 #include "kdloss/losses/drkd/instance_relation_paper.hpp"
 #include "kdloss/ops/roi_align.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace drkd {
 
 /// Which instance relation runs on the pooled features.
@@ -474,4 +475,4 @@ void instance_relation_maps_loss_forward_backward(const InstanceRelationMapsArgs
 }
 
 }  // namespace drkd
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -22,6 +22,7 @@
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/math.hpp"
@@ -34,7 +35,7 @@
 #include "kdloss/ops/cosine_relation.hpp"
 #include "kdloss/ops/distance.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace drkd {
 
 /// Where the confidence threshold comes from.
@@ -399,4 +400,4 @@ void instance_relation_paper_loss_forward_backward(const InstanceRelationPaperLo
 }
 
 }  // namespace drkd
-}  // namespace kdloss
+} }  // namespace kdloss

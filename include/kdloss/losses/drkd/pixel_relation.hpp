@@ -20,6 +20,7 @@
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/math.hpp"
@@ -30,7 +31,7 @@
 #include "kdloss/ops/norm.hpp"
 #include "kdloss/ops/softmax_relation.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace drkd {
 
 /// Options of pixel_relation_loss.
@@ -415,4 +416,4 @@ void pixel_relation_loss_forward_backward(const View<S>& student, const View<Tt>
 }
 
 }  // namespace drkd
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/core/validate.hpp"
@@ -35,7 +36,7 @@
 #include "kdloss/losses/drkd/instance_relation_maps.hpp"
 #include "kdloss/losses/drkd/pixel_relation.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace drkd {
 
 /// Which pixel-wise relation a level runs.
@@ -483,4 +484,4 @@ void total_loss_forward_backward(const TotalLossArgs<T>& args, const Exec& exec 
 }
 
 }  // namespace drkd
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -17,9 +17,10 @@
 #pragma once
 #include <cstdint>
 
+#include "kdloss/config.hpp"
 #include "kdloss/losses/fbkd/total.hpp"
 
-namespace kdloss::fbkd {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace fbkd {
 namespace detail {
 
 inline Config transfer_only(TransferForm form) {
@@ -302,4 +303,4 @@ void pooled_attention_transfer_loss_forward_backward(const View<C>& student_chan
       Mode::forward_backward, exec);
 }
 
-}  // namespace kdloss::fbkd
+} } }  // namespace kdloss::fbkd

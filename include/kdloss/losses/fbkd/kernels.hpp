@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/math.hpp"
 #include "kdloss/core/validate.hpp"
@@ -21,7 +22,7 @@
 #include "kdloss/ops/pooling.hpp"
 #include "kdloss/ops/softmax.hpp"
 
-namespace kdloss::fbkd::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace fbkd::detail {
 
 using ::kdloss::detail::Carver;
 
@@ -307,4 +308,4 @@ inline double* carve_partials(Carver& carver, Device device, std::int64_t larges
   return ::kdloss::detail::carve_reduction(carver, device, largest < 1 ? 1 : largest);
 }
 
-}  // namespace kdloss::fbkd::detail
+} } }  // namespace kdloss::fbkd::detail

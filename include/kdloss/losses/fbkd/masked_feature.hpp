@@ -15,11 +15,12 @@
 #include <cstdint>
 #include <tuple>
 
+#include "kdloss/config.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/losses/fbkd/kernels.hpp"
 #include "kdloss/losses/fbkd/masks.hpp"
 
-namespace kdloss::fbkd {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace fbkd {
 namespace detail {
 
 template <class Acc, class T, class M, class R>
@@ -238,4 +239,4 @@ std::size_t masked_feature_loss_workspace_bytes(const View<A>& student_adapted) 
   return detail::masked_feature_workspace_bytes<std::remove_cv_t<A>>(student_adapted);
 }
 
-}  // namespace kdloss::fbkd
+} } }  // namespace kdloss::fbkd

@@ -7,11 +7,12 @@
 #include <cstdint>
 #include <tuple>
 
+#include "kdloss/config.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/losses/fbkd/kernels.hpp"
 #include "kdloss/losses/fbkd/options.hpp"
 
-namespace kdloss::fbkd {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace fbkd {
 namespace detail {
 
 /// Workspace buffers of the maps and masks of one level (null where not needed), in Acc.
@@ -414,4 +415,4 @@ std::size_t attention_masks_workspace_bytes(const View<S>& student) {
   return detail::masks_workspace_bytes<std::remove_cv_t<S>>(student, true, true);
 }
 
-}  // namespace kdloss::fbkd
+} } }  // namespace kdloss::fbkd

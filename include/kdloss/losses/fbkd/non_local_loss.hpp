@@ -17,12 +17,13 @@
 #include <string>
 #include <tuple>
 
+#include "kdloss/config.hpp"
 #include "kdloss/losses/fbkd/kernels.hpp"
 #include "kdloss/losses/fbkd/masks.hpp"
 #include "kdloss/ops/linear.hpp"
 #include "kdloss/ops/non_local.hpp"
 
-namespace kdloss::fbkd {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace fbkd {
 
 /// Options of non_local_loss: the weight w_n, the settings of BOTH blocks (mode, pools, BN; the official
 /// per-level settings are ops::non_local_fbkd_options(level)) and the accumulation of every parameter
@@ -349,4 +350,4 @@ void non_local_loss_forward_backward(const NonLocalLossArgs<T>& args, const Exec
   non_local_loss(args, Mode::forward_backward, exec);
 }
 
-}  // namespace kdloss::fbkd
+} } }  // namespace kdloss::fbkd

@@ -6,10 +6,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kdloss/config.hpp"
 #include "kdloss/core/error.hpp"
 #include "kdloss/ops/non_local.hpp"
 
-namespace kdloss::fbkd {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace fbkd {
 
 /// How the spatial and channel attention masks combine the student's and the teacher's maps.
 enum class MaskForm {
@@ -182,4 +183,4 @@ inline void check_config(const char* fn, const Config& c) {
 }
 
 }  // namespace detail
-}  // namespace kdloss::fbkd
+} } }  // namespace kdloss::fbkd

@@ -17,6 +17,7 @@
 #include <tuple>
 #include <vector>
 
+#include "kdloss/config.hpp"
 #include "kdloss/core/validate.hpp"
 #include "kdloss/losses/fbkd/kernels.hpp"
 #include "kdloss/losses/fbkd/masked_feature.hpp"
@@ -24,7 +25,7 @@
 #include "kdloss/losses/fbkd/non_local_loss.hpp"
 #include "kdloss/losses/fbkd/options.hpp"
 
-namespace kdloss::fbkd {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace fbkd {
 
 /// One pyramid level of an FBKD call. Leave a view default-constructed (`{}`) when it does not apply:
 /// an optional input that is not given, or a gradient that is not requested.
@@ -706,4 +707,4 @@ std::size_t total_loss_workspace_bytes(const std::vector<Level<T>>& levels, cons
   return detail::total_workspace_bytes<T>(levels.data(), levels.size(), config);
 }
 
-}  // namespace kdloss::fbkd
+} } }  // namespace kdloss::fbkd

@@ -18,6 +18,7 @@
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/math.hpp"
 #include "kdloss/core/validate.hpp"
@@ -27,7 +28,7 @@
 #include "kdloss/ops/distance.hpp"
 #include "kdloss/ops/norm.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace detail {
 using ::kdloss::ops::SqrtFinal;  // ops/norm.hpp, shared with losses/fbkd
 
@@ -232,4 +233,4 @@ using feature::distance_loss_check;
 using feature::distance_loss_forward_backward;
 using feature::distance_loss_workspace_bytes;
 
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -20,6 +20,7 @@
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/math.hpp"
 #include "kdloss/core/types.hpp"
@@ -30,7 +31,7 @@
 #include "kdloss/ops/softmax.hpp"
 
 
-namespace kdloss::feature {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace feature {
 
 /// Options of kl_div_loss: the temperature T (finite, > 0), the class axis of the logits (the
 /// softmax runs along it; 1 is the channel axis of [B, C] and [B, C, H, W]) and the reduction
@@ -359,9 +360,9 @@ void kl_div_loss_forward_backward(const View<S>& student_logits, const View<Tt>&
               Mode::forward_backward, exec);
 }
 
-}  // namespace kdloss::feature
+} } }  // namespace kdloss::feature
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 using feature::KlDivLossArgs;
 using feature::KlDivOptions;
 using feature::kl_div_loss;
@@ -369,4 +370,4 @@ using feature::kl_div_loss_backward;
 using feature::kl_div_loss_check;
 using feature::kl_div_loss_forward_backward;
 using feature::kl_div_loss_workspace_bytes;
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "kdloss/backend/dispatch.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/math.hpp"
 #include "kdloss/core/types.hpp"
@@ -23,7 +24,7 @@
 #include "kdloss/core/workspace.hpp"
 #include "kdloss/ops/norm.hpp"
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 namespace detail {
 // Formulas and the upstream loader shared with losses/fbkd (until an op holds them): they keep
 // their kdloss::detail names.
@@ -557,4 +558,4 @@ using feature::smooth_l1_loss_check;
 using feature::smooth_l1_loss_forward_backward;
 using feature::smooth_l1_loss_workspace_bytes;
 
-}  // namespace kdloss
+} }  // namespace kdloss

@@ -9,6 +9,7 @@
 
 #include "kdloss/backend/dispatch.hpp"
 #include "kdloss/backend/dispatch_window.hpp"
+#include "kdloss/config.hpp"
 #include "kdloss/core/entry.hpp"
 #include "kdloss/core/types.hpp"
 #include "kdloss/core/validate.hpp"
@@ -20,7 +21,7 @@
 #include "kdloss/ops/gaussian.hpp"
 #include "kdloss/ops/planes.hpp"
 
-namespace kdloss::ssim::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace ssim::detail {
 
 using expr::AxisPlan;
 using expr::MinMaxNorm;
@@ -141,4 +142,4 @@ void run_pass(Device device, Stream stream, const Pass<In, G>& P, const WindowSc
   }
 }
 
-}  // namespace kdloss::ssim::detail
+} } }  // namespace kdloss::ssim::detail

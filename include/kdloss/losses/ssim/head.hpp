@@ -25,7 +25,7 @@
 #include "kdloss/core/math.hpp"
 #include "kdloss/expr/window_stats.hpp"
 
-namespace kdloss::ssim::detail {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace ssim::detail {
 
 using expr::StatGrad;
 
@@ -168,4 +168,4 @@ struct SsimHead {
   }
 };
 
-}  // namespace kdloss::ssim::detail
+} } }  // namespace kdloss::ssim::detail

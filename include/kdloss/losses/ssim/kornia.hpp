@@ -13,9 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "kdloss/config.hpp"
 #include "kdloss/losses/ssim/engine.hpp"
 
-namespace kdloss::ssim {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace ssim {
 
 using expr::AxisPlan;
 
@@ -615,9 +616,9 @@ std::size_t ssim_pyramid_loss_workspace_bytes(const std::vector<View<const O>>& 
   return detail::pyramid_bytes("kdloss::ssim_pyramid_loss_workspace_bytes", students, options);
 }
 
-}  // namespace kdloss::ssim
+} } }  // namespace kdloss::ssim
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 // The family's public names, also in kdloss:: (user code and the PyTorch bridge call them so).
 using ssim::ssim_loss;
 using ssim::ssim_loss_backward;
@@ -630,4 +631,4 @@ using ssim::ssim_pyramid_loss;
 using ssim::ssim_pyramid_loss_backward;
 using ssim::ssim_pyramid_loss_forward_backward;
 using ssim::ssim_pyramid_loss_workspace_bytes;
-}  // namespace kdloss
+} }  // namespace kdloss

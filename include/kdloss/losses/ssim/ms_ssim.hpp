@@ -17,10 +17,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "kdloss/config.hpp"
 #include "kdloss/losses/ssim/engine.hpp"
 #include "kdloss/losses/ssim/kornia.hpp"
 
-namespace kdloss::ssim {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace ssim {
 
 /// Arguments of ssim_index and ms_ssim: [B, C, H, W] student (x) and teacher (y) views with any
 /// strides on one device; `out` holds one element (ChannelReduction::mean), [B] (per_image) or
@@ -770,9 +771,9 @@ std::size_t ms_ssim_l1_loss_workspace_bytes(const View<S>& student, const MsSsim
   return ms_ssim_l1_loss_workspace_bytes(detail::ms_args<MsSsimL1LossArgs<T>>(student, View<const T>{}, options));
 }
 
-}  // namespace kdloss::ssim
+} } }  // namespace kdloss::ssim
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 // The family's public names, also in kdloss:: (user code and the PyTorch bridge call them so).
 using ssim::ms_ssim;
 using ssim::ms_ssim_backward;
@@ -786,4 +787,4 @@ using ssim::ssim_index;
 using ssim::ssim_index_backward;
 using ssim::ssim_index_forward_backward;
 using ssim::ssim_index_workspace_bytes;
-}  // namespace kdloss
+} }  // namespace kdloss

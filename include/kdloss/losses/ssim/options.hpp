@@ -2,9 +2,10 @@
 #pragma once
 #include <vector>
 
+#include "kdloss/config.hpp"
 #include "kdloss/ops/gaussian.hpp"
 
-namespace kdloss::ssim {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace ssim {
 
 /// Options of ssim_loss / ssim_map / ssim_pyramid_loss: kornia's ssim and ssim_loss, and the
 /// structural-distillation loss of de Rijk et al. (thesis equations 1-4). The defaults are
@@ -57,12 +58,12 @@ struct MsSsimL1Options {
   MsSsimL1Options() { ms_ssim.data_range = 1.0; }
 };
 
-}  // namespace kdloss::ssim
+} } }  // namespace kdloss::ssim
 
-namespace kdloss {
+namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE {
 // The family's names, also in kdloss:: (user code and the PyTorch bridge spell them so).
 using ssim::ChannelReduction;
 using ssim::MsSsimL1Options;
 using ssim::MsSsimOptions;
 using ssim::SsimOptions;
-}  // namespace kdloss
+} }  // namespace kdloss

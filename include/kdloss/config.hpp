@@ -47,9 +47,10 @@
 // compiles. The headers define different function bodies under g++ and nvcc (a .cpp file has no GPU
 // backend), so without the tag a program that mixes .cpp and .cu files holds two definitions of, say,
 // kdloss::mse_loss<float> under one symbol, and the linker keeps either: a .cu file's GPU call could
-// run the host-only one and fail. With it each kind of translation unit links its own definitions.
-// Types differ too: hand kdloss objects across that boundary as raw pointers and shapes, not as
-// kdloss types (CUB tags its namespace the same way, for the same reason).
+// run the host-only one and fail. With it each kind of translation unit links its own definitions
+// (CUB tags its namespace the same way, for the same reason). The vocabulary types (View, Dims, Device,
+// Stream, Workspace, BlasHandle, Exec, Error, Reduction) stay outside it and cross that boundary; argument
+// and option structs are tagged: fill them in the translation unit that makes the call.
 #ifndef KDLOSS_ABI_NAMESPACE
 #if KDLOSS_CUDA_ENABLED
 #define KDLOSS_ABI_NAMESPACE abi_v0_cuda

@@ -3,9 +3,6 @@
 #include "kdloss/backend/dispatch.hpp"
 #include "kdloss/losses/feature/pointwise.hpp"
 
-#define KDLOSS_TEST_STRINGIFY_(x) #x
-#define KDLOSS_TEST_STRINGIFY(x) KDLOSS_TEST_STRINGIFY_(x)
-
 namespace kdloss_test {
 
 std::string abi_namespace_of_cuda_tu() { return KDLOSS_TEST_STRINGIFY(KDLOSS_ABI_NAMESPACE); }

@@ -4,6 +4,9 @@
 
 #include "kdloss/core/view.hpp"
 
+#define KDLOSS_TEST_STRINGIFY_(x) #x
+#define KDLOSS_TEST_STRINGIFY(x) KDLOSS_TEST_STRINGIFY_(x)
+
 namespace kdloss_test {
 /// KDLOSS_ABI_NAMESPACE as the .cu translation unit sees it.
 std::string abi_namespace_of_cuda_tu();

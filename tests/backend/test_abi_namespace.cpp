@@ -6,15 +6,9 @@
 
 #include <string>
 
+#include "backend/abi_namespace_gpu.hpp"  // declarations only: defined where CUDA builds the tests
 #include "kdloss/backend/dispatch.hpp"
 #include "kdloss/core/error.hpp"
-
-#if KDLOSS_TEST_CUDA
-#include "backend/abi_namespace_gpu.hpp"
-#endif
-
-#define KDLOSS_TEST_STRINGIFY_(x) #x
-#define KDLOSS_TEST_STRINGIFY(x) KDLOSS_TEST_STRINGIFY_(x)
 
 TEST_CASE("abi namespace: a host translation unit is tagged host and rejects device views") {
   CHECK(std::string(KDLOSS_TEST_STRINGIFY(KDLOSS_ABI_NAMESPACE)) == "abi_v0_host");

@@ -26,6 +26,9 @@ cmake --build --preset "$preset" -j "$jobs"
 stage "tests"
 ctest --preset "$preset"
 
+stage "clang++: every host source of the tests, benchmarks and examples parses and instantiates (scripts/clang_check.sh)"
+bash scripts/clang_check.sh
+
 stage "the GPU check script (scripts/gpu_check.sh): prepare its carry folder, list its stages, configure its build, run it on stand-ins"
 bash scripts/gpu_check.sh --prepare
 bash scripts/gpu_check.sh --dry-run

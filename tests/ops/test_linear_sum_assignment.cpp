@@ -161,8 +161,9 @@ TEST_CASE("linear_sum_assignment: larger problems (vector lanes, long paths) bit
   std::mt19937 g(99);
   for (auto [nr, nc] : {std::pair<std::int64_t, std::int64_t>{40, 40}, {60, 23}, {23, 61}, {1, 50}, {50, 1}, {33, 34}})
     for (int kind = 0; kind < 6; ++kind) {
-      CAPTURE(nr);
-      CAPTURE(nc);
+      const std::int64_t rows = nr, cols = nc;  // CAPTURE's lambda cannot name a structured binding before C++20
+      CAPTURE(rows);
+      CAPTURE(cols);
       CAPTURE(kind);
       const auto c = make_cost(g, kind, nr, nc);
       same_as_scipy(c, nr, nc, false);

@@ -555,7 +555,8 @@ void check_mmcv_case(const MmcvCase& mc, double tol) {
       {"conv_out.conv.weight", &d_ow},  {"conv_out.conv.bias", &d_ob},  {"conv_out.bn.weight", &d_bw},
       {"conv_out.bn.bias", &d_bb}};
   std::size_t seen = 0;
-  for (const auto& [name, v] : mc.rows) {
+  for (const auto& [row_name, v] : mc.rows) {
+    const std::string& name = row_name;  // CAPTURE's lambda cannot name a structured binding before C++20
     if (name.rfind("grad:", 0) != 0 || name == "grad:x") continue;
     CAPTURE(name);
     check_close(*grads.at(name.substr(5)), v, tol, tol, name.c_str());
@@ -581,8 +582,9 @@ TEST_CASE("non_local: one pool by 2s equals mmrazor's MaxPool(s) after MaxPool(2
   using kdloss_ref::ops::max_pool2d;
   using kdloss_ref::ops::max_pool2d_backward;
   for (const auto& [H, W, s] : {std::tuple{9, 11, 2}, std::tuple{17, 13, 4}, std::tuple{5, 6, 2}}) {
-    CAPTURE(H);
-    CAPTURE(s);
+    const int height = H, stride = s;  // CAPTURE's lambda cannot name a structured binding before C++20
+    CAPTURE(height);
+    CAPTURE(stride);
     const std::int64_t B = 2, C = 3, H2 = H / 2, W2 = W / 2;
     const auto x = kdloss_test::random_vector<double>(static_cast<std::size_t>(B * C * H * W), 21);
     const auto half = max_pool2d(x, B, C, H, W, 2).y;

@@ -650,8 +650,8 @@ constexpr double kTimedBudgetMs = 3000;
 
 /// Runs every case on `device`: one call to warm up (first touch of the buffers, thread start-up,
 /// the GPU's lazy module load), then up to `calls` timed calls (fewer once they pass kTimedBudgetMs);
-/// the time is their median (host clock, or
-/// CUDA events on a stream), so a slow first call or a noisy neighbour does not set it.
+/// the time is their median (host clock, or CUDA events on a stream), so a slow first call or a noisy
+/// neighbour does not set it.
 void run_table(const std::vector<Level>& levels, kdloss::Device device, int calls, bool small) {
   Arena arena(device);
   kdloss::Stream stream;

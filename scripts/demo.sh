@@ -3,8 +3,9 @@
 # teacher/student feature pyramid (CPU, and GPU when one is present): the feature, SSIM, FBKD (total
 # and L_NLD) and DRKD (seed pixel relation, GloRe L_PR) losses and the learnable blocks they use
 # (ops::non_local, ops::glore), with every gradient. Each loss is timed as the median of several warm
-# calls (up to 5, fewer once they pass 3 s in all; --calls N to change the 5). --small: a small pyramid (C = 32, 128x160), seconds. At full size the
-# seed relation and the GloRe unit run on P3-P5 (P2's 66,800 positions cost minutes per call).
+# calls (up to 5, fewer once they pass 3 s in all; --calls N to change the 5). --small: a small pyramid
+# (C = 32, 128x160), seconds. At full size the seed relation and the GloRe unit run on P3-P5 (P2's 66,800
+# positions cost minutes per call).
 #   bash scripts/demo.sh [--small] [--calls N]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -17,15 +17,26 @@ stage() { printf '== kdloss: %s (at %dm%02ds) ==\n' "$1" $((SECONDS / 60)) $((SE
 
 # Background jobs. Three pieces of work need no result of the stages before them: the bridge's Python
 # dependencies (gigabytes from PyPI on a clean machine: mostly waiting on the network), the clang check and
-# the CUDA bridge's compile check. The last two run at nice 19, so they take only the CPU the foreground
-# stages leave idle (link steps, single-process tests, the fuzz run, pytest) and barely slow those stages.
-# Each writes build/<name>.log; finish_background prints it where its stage would have been and stops the run
-# on failure. Each runs in a session of its own, so that a run that stops early stops them too.
+# the CUDA bridge's compile check. The last two run with --idle, at nice 19, so they take the CPU the
+# foreground stages leave idle (link steps, single-process tests, the fuzz run, pytest) and barely slow those
+# stages. Each writes build/<name>.log; finish_background prints it where its stage would have been and stops
+# the run on failure. Each runs in a session of its own, so that a run that stops early stops them too; where
+# the kernel groups scheduling by session (autogroup), nice counts only inside the group, so --idle sets the
+# new group's nice to 19 as well (without it the group would take half the CPU).
 declare -A background_pid=()
-start_background() {  # name command...
-  local name=$1
+start_background() {  # name [--idle] command...
+  local name=$1 idle=0
   shift
-  setsid -w "$@" >"build/$name.log" 2>&1 &
+  if [[ $1 == --idle ]]; then
+    idle=1
+    shift
+  fi
+  setsid -w bash -c 'if (($1)); then
+      if [[ -w /proc/self/autogroup ]]; then echo 19 >/proc/self/autogroup 2>/dev/null || true; fi
+      renice -n 19 -p $$ >/dev/null
+    fi
+    shift
+    exec "$@"' _ "$idle" "$@" >"build/$name.log" 2>&1 &
   background_pid[$name]=$!
 }
 stop_background() {
@@ -43,7 +54,7 @@ finish_background() {  # name
   fi
 }
 start_background python_deps bash scripts/deps.sh --python
-start_background clang_check nice -n 19 bash scripts/clang_check.sh
+start_background clang_check --idle bash scripts/clang_check.sh
 
 # Where a GPU is visible the suite builds the default preset (-O3, SASS for sm_90) and runs its GPU
 # cases. Where none is (CI), it builds the ci preset: host code at -O2, CUDA code to PTX only at -O0,
@@ -69,8 +80,8 @@ cuda_bridge_check=0
 if [[ ${KDLOSS_SKIP_CUDA_BRIDGE:-0} != 1 ]] &&
   "$python" -c 'import sys, torch; from torch.utils.cpp_extension import CUDA_HOME; sys.exit(not (torch.version.cuda and CUDA_HOME and not torch.cuda.is_available()))' 2>/dev/null; then
   cuda_bridge_check=1
-  start_background cuda_bridge_compile env -C python KDLOSS_TORCH_CUDA=1 KDLOSS_TORCH_COMPILE_CHECK=1 \
-    KDLOSS_TORCH_BUILD_DIR=build/cuda MAX_JOBS="$jobs" nice -n 19 "$python" setup.py -q build_ext --build-lib build/cuda/lib
+  start_background cuda_bridge_compile --idle env -C python KDLOSS_TORCH_CUDA=1 KDLOSS_TORCH_COMPILE_CHECK=1 \
+    KDLOSS_TORCH_BUILD_DIR=build/cuda MAX_JOBS="$jobs" "$python" setup.py -q build_ext --build-lib build/cuda/lib
 fi
 
 stage "the GPU check script (scripts/gpu_check.sh): prepare its carry folder, list its stages, configure its build, run it on stand-ins"

@@ -17,13 +17,14 @@ stage() { printf '== kdloss: %s (at %dm%02ds) ==\n' "$1" $((SECONDS / 60)) $((SE
 
 # Background jobs. Three pieces of work need no result of the stages before them: the bridge's Python
 # dependencies (gigabytes from PyPI on a clean machine: mostly waiting on the network), the clang check and
-# the CUDA bridge's compile check. The last two run with --idle, under the SCHED_IDLE policy, so they take the
-# CPU the foreground stages leave idle (link steps, single-process tests, the fuzz run, pytest): any waking
-# foreground thread preempts them at once (under nice 19 an OpenMP test ran 17% slower beside the clang check,
-# under SCHED_IDLE 3%). Each writes build/<name>.log; finish_background prints it where its stage would have
-# been and stops the run on failure. Each runs in a session of its own, so that a run that stops early stops
-# them too; where the kernel groups scheduling by session (autogroup), --idle also sets the new group's nice
-# to 19 (otherwise the group would take half the CPU).
+# the CUDA bridge's compile check. The last two run with --idle, under the SCHED_IDLE policy, so they take
+# the CPU the foreground stages leave idle (link steps, single-process tests, the fuzz run, pytest): a waking
+# foreground thread preempts them at once, where nice 19 only weighs them less (docs/performance.md,
+# session 15: the host tests take 30 s alone and 32 s beside the clang check under either). Each writes
+# build/<name>.log; finish_background prints it where its stage would have been and stops the run on
+# failure. Each runs in a session of its own, so that a run that stops early stops them too; where the
+# kernel groups scheduling by session (autogroup), --idle also sets the new group's nice to 19 (otherwise
+# the group would take half the CPU).
 declare -A background_pid=()
 start_background() {  # name [--idle] command...
   local name=$1 idle=0

@@ -37,7 +37,8 @@ start_background() {  # name [--idle] command...
     shift
     if ((idle)); then
       if [[ -w /proc/self/autogroup ]]; then echo 19 >/proc/self/autogroup 2>/dev/null || true; fi
-      exec chrt --idle 0 "$@"
+      if chrt --idle 0 true 2>/dev/null; then exec chrt --idle 0 "$@"; fi
+      exec nice -n 19 "$@"  # where SCHED_IDLE is refused (a restricted container)
     fi
     exec "$@"' _ "$idle" "$@" >"build/$name.log" 2>&1 &
   background_pid[$name]=$!

@@ -74,12 +74,12 @@ cmake --build --preset "$preset" -j "$jobs"
 stage "tests"
 ctest --preset "$preset"
 
-# The CUDA variant of the PyTorch bridge: where nvcc and a CUDA build of torch are present but no GPU is,
-# its sources compile (host and device at -O0, PTX only) in the background from here; the end of the run
-# checks that the module loads. KDLOSS_SKIP_CUDA_BRIDGE=1 skips it. Where a GPU is visible, scripts/gpu_check.sh
-# builds and tests it in full.
 stage "the bridge's Python dependencies (scripts/deps.sh --python, installed in the background from the start)"
 finish_background python_deps
+# The CUDA variant of the PyTorch bridge: where nvcc and a CUDA build of torch are present but no GPU is,
+# its sources compile (host and device at -O0, PTX only) in the background from here; the end of the run
+# checks that the module loads. KDLOSS_SKIP_CUDA_BRIDGE=1 skips it. Where a GPU is visible,
+# scripts/gpu_check.sh builds and tests it in full.
 cuda_bridge_check=0
 if [[ ${KDLOSS_SKIP_CUDA_BRIDGE:-0} != 1 ]] &&
   "$python" -c 'import sys, torch; from torch.utils.cpp_extension import CUDA_HOME; sys.exit(not (torch.version.cuda and CUDA_HOME and not torch.cuda.is_available()))' 2>/dev/null; then
@@ -97,19 +97,13 @@ bash scripts/gpu_check_selftest.sh
 stage "host tests under ASan + UBSan"
 # The fuzzer's build is one translation unit on one core: it runs beside the ASan build and tests, so
 # no core idles while the last ASan objects, the link and the single-process tests run.
-bash fuzz/run.sh --build-only >build/fuzz_build.log 2>&1 &
-fuzz_build=$!
+start_background fuzz_build bash fuzz/run.sh --build-only
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$jobs" --target kdloss_tests
-asan_rc=0
-ctest --preset asan || asan_rc=$?
-fuzz_build_rc=0
-wait "$fuzz_build" || fuzz_build_rc=$?
-if ((asan_rc != 0)); then exit "$asan_rc"; fi
+ctest --preset asan
 
 stage "fuzzed validation (fuzz/run.sh: libFuzzer + ASan + UBSan, 60 s from fuzz/corpus; docs/fuzzing.md)"
-cat build/fuzz_build.log
-if ((fuzz_build_rc != 0)); then exit "$fuzz_build_rc"; fi
+finish_background fuzz_build
 FUZZ_SECONDS=${KDLOSS_FUZZ_SECONDS:-60} bash fuzz/run.sh
 
 # ---- the PyTorch bridge (python/): build the extension against the installed torch, run pytest ----

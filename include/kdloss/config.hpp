@@ -43,6 +43,20 @@
 #define KDLOSS_CUDA_ENABLED 0
 #endif
 
+// A .cu file that makes GPU calls only can leave the host backend out: defining
+// KDLOSS_DISABLE_HOST_BACKEND before the first kdloss include halves its host compile (nvcc's host
+// pass otherwise compiles the CPU evaluation of every entry point, because dispatch is decided at run
+// time), and a call on host views there fails with a clear error. PyTorch's CUDA bridge and the GPU
+// halves of the tests build this way (docs/performance.md, session 16).
+#if defined(KDLOSS_DISABLE_HOST_BACKEND)
+#if !KDLOSS_CUDA_ENABLED
+#error "KDLOSS_DISABLE_HOST_BACKEND: only a translation unit that nvcc compiles with the CUDA backend can leave out the host backend"
+#endif
+#define KDLOSS_HOST_BACKEND_ENABLED 0
+#else
+#define KDLOSS_HOST_BACKEND_ENABLED 1
+#endif
+
 // Every kdloss name lives in an inline namespace named after the backends its translation unit
 // compiles. The headers define different function bodies under g++ and nvcc (a .cpp file has no GPU
 // backend), so without the tag a program that mixes .cpp and .cu files holds two definitions of, say,
@@ -52,7 +66,9 @@
 // Stream, Workspace, BlasHandle, Exec, Error, Reduction) stay outside it and cross that boundary; argument
 // and option structs are tagged: fill them in the translation unit that makes the call.
 #ifndef KDLOSS_ABI_NAMESPACE
-#if KDLOSS_CUDA_ENABLED
+#if KDLOSS_CUDA_ENABLED && !KDLOSS_HOST_BACKEND_ENABLED
+#define KDLOSS_ABI_NAMESPACE abi_v0_cuda_only
+#elif KDLOSS_CUDA_ENABLED
 #define KDLOSS_ABI_NAMESPACE abi_v0_cuda
 #elif defined(__CUDACC__)
 #define KDLOSS_ABI_NAMESPACE abi_v0_nvcc_host

@@ -18,4 +18,11 @@ bool cuda_tu_accepts_device_views();
 /// kdloss::mse_loss in the .cu translation unit on host views the .cpp file built: the loss value, or the
 /// kdloss::Error it throws (views are vocabulary types: one type on both sides).
 float mse_loss_in_cuda_tu(const kdloss::View<const float>& student, const kdloss::View<const float>& teacher);
+
+// The same from abi_namespace_gpu_only_cuda.cu, built with KDLOSS_DISABLE_HOST_BACKEND (GPU calls only).
+std::string abi_namespace_of_gpu_only_tu();
+bool gpu_only_tu_accepts_device_views();
+/// kdloss::mse_loss there on host views: throws kdloss::Error, and *value stays as it was.
+void mse_loss_in_gpu_only_tu(const kdloss::View<const float>& student, const kdloss::View<const float>& teacher,
+                             float* value);
 }  // namespace kdloss_test

@@ -32,4 +32,20 @@ TEST_CASE("abi namespace: views cross from a .cpp to a .cu translation unit, and
   CHECK_THROWS_WITH_AS(kdloss_test::mse_loss_in_cuda_tu(kdloss::host_view(s, {4}), kdloss::host_view(t, {2, 2})),
                        doctest::Contains("teacher"), kdloss::Error);
 }
+
+TEST_CASE("abi namespace: a .cu file built with KDLOSS_DISABLE_HOST_BACKEND is tagged apart and rejects host views") {
+  CHECK(kdloss_test::abi_namespace_of_gpu_only_tu() == "abi_v0_cuda_only");
+  CHECK(kdloss_test::gpu_only_tu_accepts_device_views());
+  const float s[4] = {1, 2, 3, 4}, t[4] = {1, 2, 3, 6};
+  float value = -7.f;
+  CHECK_THROWS_WITH_AS(
+      kdloss_test::mse_loss_in_gpu_only_tu(kdloss::host_view(s, {2, 2}), kdloss::host_view(t, {2, 2}), &value),
+      doctest::Contains("mse_loss: the views are on host but this translation unit was compiled with "
+                        "KDLOSS_DISABLE_HOST_BACKEND"),
+      kdloss::Error);
+  CHECK(value == -7.f);  // rejected before anything is written
+  // a .cu file with both backends, in the same program, still makes it
+  CHECK(kdloss_test::mse_loss_in_cuda_tu(kdloss::host_view(s, {2, 2}), kdloss::host_view(t, {2, 2})) ==
+        doctest::Approx(1.0));
+}
 #endif

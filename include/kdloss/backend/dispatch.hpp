@@ -26,10 +26,15 @@
 
 namespace kdloss { inline namespace KDLOSS_ABI_NAMESPACE { namespace detail {
 
-/// Element types the host backend computes in (half and bfloat16 are GPU-only).
+/// Element types the host backend supports (half and bfloat16 are GPU-only).
 template <class... Ts>
-inline constexpr bool host_types_v =
+inline constexpr bool host_element_types_v =
     ((std::is_same_v<std::remove_cv_t<Ts>, float> || std::is_same_v<std::remove_cv_t<Ts>, double>)&&...);
+
+/// Element types the host backend of this translation unit computes in: none where it was compiled with
+/// KDLOSS_DISABLE_HOST_BACKEND. Every host branch of the dispatch layer is guarded by it.
+template <class... Ts>
+inline constexpr bool host_types_v = KDLOSS_HOST_BACKEND_ENABLED && host_element_types_v<Ts...>;
 
 /// Fails when a call on the GPU reaches a translation unit that nvcc did not compile, or a
 /// host call gets an element type only the GPU backend has.
@@ -39,7 +44,11 @@ void require_backend(const char* fn, Device device) {
   require(device.is_host(), fn, ": the views are on ", device.str(),
           " but this translation unit was compiled without CUDA; compile it with nvcc and link kdloss::cuda");
 #endif
-  if constexpr (!host_types_v<T>)
+#if !KDLOSS_HOST_BACKEND_ENABLED
+  require(!device.is_host(), fn, ": the views are on host but this translation unit was compiled with ",
+          "KDLOSS_DISABLE_HOST_BACKEND (GPU calls only); make host calls from a file without it");
+#endif
+  if constexpr (!host_element_types_v<T>)
     require(!device.is_host(), fn, ": half and bfloat16 views are supported on the GPU only; the views are on ",
             device.str());
   (void)fn;

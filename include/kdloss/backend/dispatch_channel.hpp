@@ -82,7 +82,7 @@ void channel_affine(Device device, Stream stream, const View<const X>& x, const 
 template <class F>
 void for_each_channel(Device device, Stream stream, std::int64_t n, F f) {
   if (device.is_host()) {
-    backend::cpu::for_each_channel(n, f);
+    if constexpr (KDLOSS_HOST_BACKEND_ENABLED) backend::cpu::for_each_channel(n, f);
     return;
   }
 #if KDLOSS_CUDA_ENABLED

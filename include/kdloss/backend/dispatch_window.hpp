@@ -190,7 +190,7 @@ template <class F>
 void for_each_index(Device device, Stream stream, std::int64_t n, F f) {
   if (n <= 0) return;
   if (device.is_host()) {
-    backend::cpu::planes::for_each_index(n, f);
+    if constexpr (KDLOSS_HOST_BACKEND_ENABLED) backend::cpu::planes::for_each_index(n, f);
     return;
   }
 #if KDLOSS_CUDA_ENABLED

@@ -1050,7 +1050,7 @@ void non_local(const NonLocalArgs<T>& args, Mode mode, const Exec& exec = {}) {
                                        std::tuple{step.out});
     } else if constexpr (std::is_same_v<S, detail::PooledProjectionBack<T>>) {
       if (args.x.device.is_host()) {
-        detail::pooled_projection_back(step, p.scratch, p.scratch_bytes);
+        if constexpr (kdloss::detail::host_types_v<T>) detail::pooled_projection_back(step, p.scratch, p.scratch_bytes);
       } else {
         max_pool2d(step.pool, m, inner);
         linear(step.lin, m, inner);

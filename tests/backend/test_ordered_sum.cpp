@@ -8,9 +8,7 @@
 
 #include "kdloss/backend/cpu/parallel.hpp"
 
-#if KDLOSS_OPENMP
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 
 namespace {
 /// Terms whose double sum depends on the order they are added in.
@@ -36,22 +34,15 @@ double blocked(std::int64_t tasks) {
 TEST_CASE("ordered_sum: the documented block order, the same bits at 1, 2, 3 and 8 threads, parallel or not") {
   using kdloss::backend::cpu::ordered_sum;
   CHECK(ordered_sum(0, true, term) == 0.0);
-#if KDLOSS_OPENMP
-  const int old = omp_get_max_threads();
-#endif
+  kdloss_test::ThreadScope scope;
   for (std::int64_t tasks : {1, 7, 255, 256, 257, 1000, 4099}) {
     CAPTURE(tasks);
     const double want = blocked(tasks);
     for (int threads : {1, 2, 3, 8}) {
       CAPTURE(threads);
-#if KDLOSS_OPENMP
-      omp_set_num_threads(threads);
-#endif
+      scope.set(threads);
       CHECK(ordered_sum(tasks, true, term) == want);
       CHECK(ordered_sum(tasks, false, term) == want);
     }
   }
-#if KDLOSS_OPENMP
-  omp_set_num_threads(old);
-#endif
 }

@@ -15,9 +15,7 @@
 #include "reference/ops/batch_norm.hpp"
 #include "support/test_support.hpp"
 
-#if KDLOSS_OPENMP
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 
 using namespace kdloss;
 using kdloss_test::check_close;
@@ -296,12 +294,11 @@ TEST_CASE("batch_norm: results are bitwise the same with 1, 2 and 3 threads") {
   for (const Layout& L : {nchw(2, 5, 70, 71), Layout{Dims{2, 4, 60, 70}, {0, 2, 3, 1}}}) {
     const Inputs in = make_inputs(L, 700);
     std::vector<Run> runs;
-    const int old = omp_get_max_threads();
+    kdloss_test::ThreadScope scope;
     for (int threads : {1, 2, 3}) {
-      omp_set_num_threads(threads);
+      scope.set(threads);
       runs.push_back(run_bn<float>(L, in, {}, Mode::forward_backward));
     }
-    omp_set_num_threads(old);
     for (int i = 1; i < 3; ++i) {
       CHECK(runs[i].y == runs[0].y);
       CHECK(runs[i].mean == runs[0].mean);

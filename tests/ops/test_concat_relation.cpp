@@ -12,9 +12,7 @@
 #include "kdloss/ops/concat_relation.hpp"
 #include "ops/relation_fixture.hpp"
 
-#if KDLOSS_OPENMP
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 
 using namespace kdloss;
 using kdloss_test::check_close;
@@ -237,14 +235,13 @@ TEST_CASE("concat_relation: N = 1, N' = 1, N' = 0, no division, and a batch of 0
 TEST_CASE("concat_relation: bits do not depend on the thread count") {
 #if KDLOSS_OPENMP
   const RelationCase rc(2, 3000, 400, 16, 24, 501);
-  const int old = omp_get_max_threads();
+  kdloss_test::ThreadScope scope;
   CallOptions o;
   o.layout = 1;
-  omp_set_num_threads(1);
+  scope.set(1);
   const auto r1 = run_concat<float>(rc, Mode::forward_backward, o);
-  omp_set_num_threads(2);
+  scope.set(2);
   const auto r2 = run_concat<float>(rc, Mode::forward_backward, o);
-  omp_set_num_threads(old);
   CHECK(r1.y == r2.y);
   CHECK(r1.theta == r2.theta);
   CHECK(r1.phi == r2.phi);

@@ -9,9 +9,7 @@
 #include "kdloss/ops/dot_relation.hpp"
 #include "ops/relation_fixture.hpp"
 
-#if KDLOSS_OPENMP
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 
 using namespace kdloss;
 using kdloss_test::check_close;
@@ -159,12 +157,10 @@ TEST_CASE("dot_relation: a [B, C, H, W] map read by relation_operand equals its 
 TEST_CASE("dot_relation: bits do not depend on the thread count") {
 #if KDLOSS_OPENMP
   const RelationCase rc(2, 700, 90, 32, 24, 501);
-  const int old = omp_get_max_threads();
-  omp_set_num_threads(1);
+  kdloss_test::ThreadScope scope(1);
   const auto r1 = run_dot<float>(rc, Mode::forward_backward, 1);
-  omp_set_num_threads(2);
+  scope.set(2);
   const auto r2 = run_dot<float>(rc, Mode::forward_backward, 1);
-  omp_set_num_threads(old);
   CHECK(r1.y == r2.y);
   CHECK(r1.theta == r2.theta);
   CHECK(r1.phi == r2.phi);

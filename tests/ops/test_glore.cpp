@@ -14,9 +14,7 @@
 #include "reference/ops/glore.hpp"
 #include "support/test_support.hpp"
 
-#if KDLOSS_OPENMP
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 
 using namespace kdloss;
 using kdloss_test::check_close;
@@ -335,12 +333,10 @@ TEST_CASE("glore: results are bitwise the same with 1 and 2 threads") {
 #if KDLOSS_OPENMP
   const Shape s{2, 32, 16, 32, 40};
   const Inputs in = make_inputs(s, 600);
-  const int old = omp_get_max_threads();
-  omp_set_num_threads(1);
+  kdloss_test::ThreadScope scope(1);
   const Run r1 = run_glore<float>(s, in, false);
-  omp_set_num_threads(2);
+  scope.set(2);
   const Run r2 = run_glore<float>(s, in, false);
-  omp_set_num_threads(old);
   CHECK(r1.out == r2.out);
   CHECK(r1.gx == r2.gx);
   for (int i = 0; i < 10; ++i) CHECK(r1.gp[i] == r2.gp[i]);

@@ -12,6 +12,7 @@
 #include "ops/matmul_gpu.hpp"
 #include "reference/ops/matmul.hpp"
 #include "support/test_support.hpp"
+#include "support/threads.hpp"
 
 using namespace kdloss;
 using kdloss_test::check_close;
@@ -167,12 +168,11 @@ TEST_CASE("linear: gradients are bitwise the same with 1, 2 and 3 threads") {
   const auto gy = random_vector<double>(L.batch * L.out * L.positions(), 17);
   const std::vector<double> ow(w.size(), 0.5), ob(bias.size(), 0.25);
   std::vector<Run<float>> runs;
-  const int old = omp_get_max_threads();
+  kdloss_test::ThreadScope scope;
   for (int threads : {1, 2, 3}) {
-    omp_set_num_threads(threads);
+    scope.set(threads);
     runs.push_back(run_layer<float>(L, x, w, bias, gy, ow, ob, 1.0));
   }
-  omp_set_num_threads(old);
   for (int i = 1; i < 3; ++i) {
     CHECK(runs[i].y == runs[0].y);
     CHECK(runs[i].gx == runs[0].gx);

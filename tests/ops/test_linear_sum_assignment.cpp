@@ -14,9 +14,7 @@
 #include <vector>
 
 #include "kdloss/ops/linear_sum_assignment.hpp"
-#if KDLOSS_OPENMP
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 #include "ops/linear_sum_assignment_gpu.hpp"
 #include "reference/ops/linear_sum_assignment.hpp"
 #include "support/test_support.hpp"
@@ -343,13 +341,9 @@ TEST_CASE("linear_sum_assignment: the same bits for 1, 2 and 3 threads; workspac
     c.insert(c.end(), p.begin(), p.end());
   }
   std::vector<std::int64_t> first;
-#if KDLOSS_OPENMP
-  const int old = omp_get_max_threads();
-#endif
+  kdloss_test::ThreadScope scope;
   for (int threads : {1, 2, 3}) {
-#if KDLOSS_OPENMP
-    omp_set_num_threads(threads);
-#endif
+    scope.set(threads);
     std::vector<std::int64_t> out(2 * B * K + 2 * B, -5);
     ops::LinearSumAssignmentArgs<double> a;
     a.cost = host_view<const double>(c.data(), {B, Q, T});
@@ -365,9 +359,6 @@ TEST_CASE("linear_sum_assignment: the same bits for 1, 2 and 3 threads; workspac
     else
       CHECK(out == first);
   }
-#if KDLOSS_OPENMP
-  omp_set_num_threads(old);
-#endif
   CHECK(first[2 * B * K] == K);
 }
 

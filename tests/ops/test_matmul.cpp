@@ -13,6 +13,7 @@
 #include "ops/matmul_gpu.hpp"
 #include "reference/ops/matmul.hpp"
 #include "support/test_support.hpp"
+#include "support/threads.hpp"
 
 using namespace kdloss;
 using kdloss::backend::cpu::GemmKernel;
@@ -29,16 +30,7 @@ struct KernelScope {
   ~KernelScope() { backend::cpu::set_gemm_kernel(GemmKernel::automatic); }
 };
 
-/// Sets the OpenMP thread count for the scope.
-struct ThreadScope {
-#if KDLOSS_OPENMP
-  int old;
-  explicit ThreadScope(int n) : old(omp_get_max_threads()) { omp_set_num_threads(n); }
-  ~ThreadScope() { omp_set_num_threads(old); }
-#else
-  explicit ThreadScope(int) {}
-#endif
-};
+using kdloss_test::ThreadScope;
 
 template <class T>
 std::vector<T> cast(const std::vector<double>& v) {

@@ -13,9 +13,7 @@
 #include <vector>
 
 #include "kdloss/ops/max_pool.hpp"
-#if KDLOSS_OPENMP
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 #include "ops/max_pool_gpu.hpp"
 #include "reference/ops/max_pool.hpp"
 #include "support/test_support.hpp"
@@ -507,11 +505,11 @@ TEST_CASE("max_pool2d: results are bitwise the same with 1, 2 and 3 threads (pla
   auto x = random_vector<double>(static_cast<std::size_t>(shape.product()), 81);
   for (std::size_t i = 0; i < x.size(); i += 5) x[i] = std::round(x[i]);
   const auto gy = random_vector<double>(static_cast<std::size_t>(pooled(shape, 4).product()), 82);
-  const int old = omp_get_max_threads();
+  kdloss_test::ThreadScope scope;
   for (int l : {0, 1}) {
     std::vector<Result> runs;
     for (int threads : {1, 2, 3}) {
-      omp_set_num_threads(threads);
+      scope.set(threads);
       runs.push_back(run_pool<float>(x, gy, shape, 4, l, true, Mode::forward_backward));
     }
     for (int i = 1; i < 3; ++i) {
@@ -520,7 +518,6 @@ TEST_CASE("max_pool2d: results are bitwise the same with 1, 2 and 3 threads (pla
       CHECK(runs[i].reserve == runs[0].reserve);
     }
   }
-  omp_set_num_threads(old);
 #else
   MESSAGE("built without OpenMP: one thread only");
 #endif

@@ -20,9 +20,7 @@
 #include "support/gpu.hpp"
 #include "support/test_support.hpp"
 
-#if KDLOSS_OPENMP
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 
 using namespace kdloss;
 using kdloss_ref::ops::NonLocal;
@@ -433,12 +431,10 @@ TEST_CASE("non_local: bits do not depend on the thread count") {
   for (RMode mode : kModes)
     for (const Case& c : {Case(2, 8, 9, 11, 4, mode, 2), Case(1, 73, 16, 64, 8, mode, 8)}) {
       CAPTURE(c.ref.C);
-      const int old = omp_get_max_threads();
-      omp_set_num_threads(1);
+      kdloss_test::ThreadScope scope(1);
       const auto r1 = run_block<float>(c, Run::fused);
-      omp_set_num_threads(2);
+      scope.set(2);
       const auto r2 = run_block<float>(c, Run::fused);
-      omp_set_num_threads(old);
       CHECK(r1.z == r2.z);
       CHECK(r1.x == r2.x);
       CHECK(r1.p.g_w == r2.p.g_w);

@@ -15,9 +15,7 @@
 #include <vector>
 
 #include "kdloss/ops/roi_align.hpp"
-#if KDLOSS_OPENMP
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 #include "ops/roi_align_gpu.hpp"
 #include "reference/ops/roi_align.hpp"
 #include "support/test_support.hpp"
@@ -323,19 +321,11 @@ TEST_CASE("roi_align: bit-identical across thread counts and runs") {
   const auto gy = random_vector<double>(static_cast<std::size_t>(40 * 19 * 9), 19);
   for (bool max_mode : {false, true}) {
     const auto o = options(3, 3, 0.5, -1, false, max_mode);
-#if KDLOSS_OPENMP
-    const int keep = omp_get_max_threads();
-    omp_set_num_threads(1);
-#endif
+    kdloss_test::ThreadScope scope(1);
     const Result one = run_op<float>(x, xs, boxes, o, Mode::forward_backward, gy);
-#if KDLOSS_OPENMP
-    omp_set_num_threads(4);
-#endif
+    scope.set(4);
     const Result four = run_op<float>(x, xs, boxes, o, Mode::forward_backward, gy);
     const Result again = run_op<float>(x, xs, boxes, o, Mode::forward_backward, gy);
-#if KDLOSS_OPENMP
-    omp_set_num_threads(keep);
-#endif
     CHECK(std::memcmp(one.gx.data(), four.gx.data(), one.gx.size() * sizeof(double)) == 0);
     CHECK(four.gx == again.gx);
     CHECK(one.y == four.y);

@@ -24,9 +24,7 @@
 #include "ops/softmax_relation_gpu.hpp"
 #endif
 
-#if KDLOSS_OPENMP
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 
 using namespace kdloss;
 using kdloss_test::check_close;
@@ -200,12 +198,12 @@ TEST_CASE("softmax_relation: results are bitwise the same with 1, 2 and 3 thread
 #if KDLOSS_OPENMP
   const Problem p{2, 401, 500, 16, 8, 0.25};
   const Inputs in = make_inputs(p, 31);
-  const int old = omp_get_max_threads();
+  kdloss_test::ThreadScope scope;
   // Channels-first gradients are summed in scratch accumulators, row-major ones in place.
   for (Layout layout : {Layout::channels_first, Layout::rows}) {
     std::vector<Out> runs;
     for (int threads : {1, 2, 3}) {
-      omp_set_num_threads(threads);
+      scope.set(threads);
       runs.push_back(run<float>(p, in, layout, How::forward_backward));
     }
     for (int i = 1; i < 3; ++i) {
@@ -215,7 +213,6 @@ TEST_CASE("softmax_relation: results are bitwise the same with 1, 2 and 3 thread
       CHECK(runs[i].gg == runs[0].gg);
     }
   }
-  omp_set_num_threads(old);
 #else
   MESSAGE("built without OpenMP: one thread only");
 #endif

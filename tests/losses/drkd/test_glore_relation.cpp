@@ -16,9 +16,7 @@
 #include "reference/losses/drkd_glore_relation.hpp"
 #include "support/test_support.hpp"
 
-#if KDLOSS_OPENMP
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 
 using namespace kdloss;
 using kdloss_test::check_close;
@@ -440,12 +438,10 @@ TEST_CASE("glore_relation_loss: results are bitwise the same with 1 and 2 thread
 #if KDLOSS_OPENMP
   const Case c{2, 32, 32, 8, 8, 16, 20};
   const Inputs in = make_inputs(c, 80);
-  const int old = omp_get_max_threads();
-  omp_set_num_threads(1);
+  kdloss_test::ThreadScope scope(1);
   const Run r1 = run_loss<float>(c, in);
-  omp_set_num_threads(2);
+  scope.set(2);
   const Run r2 = run_loss<float>(c, in);
-  omp_set_num_threads(old);
   CHECK(r1.value == r2.value);
   CHECK(r1.gs == r2.gs);
   CHECK(r1.aw == r2.aw);

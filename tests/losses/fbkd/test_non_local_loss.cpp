@@ -17,9 +17,7 @@
 #include "reference/losses/fbkd_non_local.hpp"
 #include "support/test_support.hpp"
 
-#if KDLOSS_OPENMP
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 
 using namespace kdloss;
 using kdloss_ref::ops::NonLocal;
@@ -390,12 +388,10 @@ TEST_CASE("fbkd L_NLD: bad inputs throw naming the argument and write nothing") 
 TEST_CASE("fbkd L_NLD: bits do not depend on the thread count") {
 #if KDLOSS_OPENMP
   const Case c(2, 8, 9, 11, 4, NonLocal::dot_product, 2, 1.0);
-  const int old = omp_get_max_threads();
-  omp_set_num_threads(1);
+  kdloss_test::ThreadScope scope(1);
   const auto r1 = run<float>(c, Run::fused);
-  omp_set_num_threads(2);
+  scope.set(2);
   const auto r2 = run<float>(c, Run::fused);
-  omp_set_num_threads(old);
   CHECK(r1.value == r2.value);
   CHECK(r1.s == r2.s);
   CHECK(r1.aw == r2.aw);

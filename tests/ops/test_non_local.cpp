@@ -694,18 +694,19 @@ TEST_CASE("non_local: the fused pooled-projection backward gives the same bits f
         }
     std::vector<float> g(gv.begin(), gv.end()), w(wv.begin(), wv.end());
     dw.assign(m * C, 0.5f), db.assign(m, 0.5f);
-    ops::detail::PooledProjectionBack<float> st;
-    st.pool.grad_y = host_view<const float>(g.data(), {B, m, Hp, Wp});
-    st.pool.reserve = {argmax.data(), argmax.size()};
-    st.pool.options.stride = s;
-    st.lin.x = host_view<const float>(x.data(), shape, strides);
-    st.lin.weight = host_view<const float>(w.data(), {m, C});
-    if (want_x) st.lin.grad_x = host_view(gx.data(), shape, strides);
-    st.lin.grad_weight = host_view(dw.data(), {m, C});
-    st.lin.grad_bias = host_view(db.data(), {m});
-    st.lin.options.param_grads.beta = 1.0;
-    std::vector<unsigned char> scratch(ops::detail::pooled_projection_back_bytes(st) + 64);
-    ops::detail::pooled_projection_back(st, scratch.data(), scratch.size());
+    expr::PooledProjectionBackPass<float> P;
+    P.grad_y = host_view<const float>(g.data(), {B, m, Hp, Wp});
+    P.argmax = argmax.data();
+    P.narrow_argmax = true;
+    P.stride = s;
+    P.x = host_view<const float>(x.data(), shape, strides);
+    P.weight = host_view<const float>(w.data(), {m, C});
+    if (want_x) P.grad_x = host_view(gx.data(), shape, strides);
+    P.grad_weight = host_view(dw.data(), {m, C});
+    P.grad_bias = host_view(db.data(), {m});
+    P.param_beta = 1.0;
+    std::vector<unsigned char> scratch(kdloss::detail::pooled_projection_back_bytes(P) + 64);
+    kdloss::detail::pooled_projection_back(Device::host(), P, scratch.data(), scratch.size());
     // back to NCHW order
     std::vector<float> out(gx.size());
     for (std::int64_t b = 0; b < B; ++b)

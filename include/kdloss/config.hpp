@@ -43,11 +43,11 @@
 #define KDLOSS_CUDA_ENABLED 0
 #endif
 
-// A .cu file that makes GPU calls only can leave the host backend out: defining
-// KDLOSS_DISABLE_HOST_BACKEND before the first kdloss include halves its host compile (nvcc's host
-// pass otherwise compiles the CPU evaluation of every entry point, because dispatch is decided at run
-// time), and a call on host views there fails with a clear error. PyTorch's CUDA bridge and the GPU
-// halves of the tests build this way (docs/performance.md, session 16).
+// A .cu file that makes GPU calls only can leave the host backend out: with KDLOSS_DISABLE_HOST_BACKEND
+// defined before the first kdloss include, nvcc no longer compiles the CPU evaluation of every entry point
+// the file calls (dispatch is decided at run time), and a call on host views there fails with a clear
+// error. The GPU halves of the tests, the demo's GPU build and the CUDA benchmarks build this way; the
+// PyTorch bridge does not (its CPU tensors need the host backend). docs/conventions.md gives the numbers.
 #if defined(KDLOSS_DISABLE_HOST_BACKEND)
 #if !KDLOSS_CUDA_ENABLED
 #error "KDLOSS_DISABLE_HOST_BACKEND: only a translation unit that nvcc compiles with the CUDA backend can leave out the host backend"

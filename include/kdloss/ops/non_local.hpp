@@ -361,7 +361,6 @@ expr::PooledProjectionBackPass<T> fused_pass(const PooledProjectionBack<T>& st) 
   return P;
 }
 
-
 /// An elementwise step of the block: out = a + b, or out = a when b is absent.
 template <class T>
 struct AddStep {
